@@ -1,0 +1,150 @@
+"""Plain data records passed between formats, the store, the detector and the scorers.
+
+They carry no behaviour beyond validation so that every module can depend on them without
+depending on each other. Boxes are always torchvision-style ``[x1, y1, x2, y2]`` in image pixels,
+pixel edges on integers (``0 <= x1 < x2 <= width``); see :mod:`napari_al.core.boxes`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+#: Splits an image can belong to. ``pool`` is the unlabeled pool active learning draws from.
+SPLITS = ("pool", "train", "val", "test")
+
+#: How far a person has reviewed an image.
+REVIEW_STATES = ("unseen", "partial", "complete")
+
+#: Box statuses. ``predicted``: a model proposal nobody has judged; ``accepted``/``corrected``/
+#: ``drawn``: human labels; ``rejected``: explicit background; ``pseudo``: machine label used
+#: for training with a damped loss.
+BOX_STATUSES = ("predicted", "accepted", "rejected", "corrected", "drawn", "pseudo")
+
+#: Statuses that count as human ground truth for training and evaluation.
+HUMAN_STATUSES = ("accepted", "corrected", "drawn")
+
+
+@dataclass
+class BoxRecord:
+    """One box in image pixels with its class name (and a score for predictions)."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    label: str
+    score: float | None = None
+
+    def xyxy(self) -> tuple[float, float, float, float]:
+        return (self.x1, self.y1, self.x2, self.y2)
+
+
+@dataclass
+class ImageRecord:
+    """One image of an imported dataset.
+
+    ``path`` is absolute. ``annotated`` says whether the source carried annotations for it
+    (an annotated image with no boxes is a reviewed negative; an unannotated one joins the pool).
+    """
+
+    path: Path
+    width: int
+    height: int
+    boxes: list[BoxRecord] = field(default_factory=list)
+    split: str | None = None
+    annotated: bool = False
+
+
+@dataclass
+class Dataset:
+    """A dataset read from disk (VOC, COCO, YOLO or a plain image folder)."""
+
+    classes: list[str]
+    images: list[ImageRecord]
+    source: str = ""
+    #: Repairs applied while reading (e.g. a box clipped to the image), one line each.
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def n_boxes(self) -> int:
+        return sum(len(im.boxes) for im in self.images)
+
+
+@dataclass
+class Predictions:
+    """Everything the detector says about one image, from one forward pass.
+
+    Shapes (N boxes, C foreground classes, D RoI feature size, E embedding size):
+
+    - ``boxes``: ``(N, 4)`` float32 ``x1, y1, x2, y2`` in original image pixels;
+    - ``labels``: ``(N,)`` int64, 0-based index into the project's class list;
+    - ``scores``: ``(N,)`` float32, the probability of ``labels`` (``probs[i, labels[i] + 1]``);
+    - ``probs``: ``(N, C + 1)`` float32 class distribution, column 0 is background; rows sum to 1;
+    - ``features``: ``(N, D)`` float32 RoI feature of each box (for diversity);
+    - ``embedding``: ``(E,)`` float32 pooled backbone embedding of the image;
+    - ``proposals``: ``(N, 4)`` float32 RPN proposal each box was refined from, or ``None``
+      for one-stage detectors.
+    """
+
+    boxes: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray
+    probs: np.ndarray
+    features: np.ndarray
+    embedding: np.ndarray
+    proposals: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    @classmethod
+    def empty(cls, n_classes: int, feature_dim: int = 0, embedding_dim: int = 0) -> Predictions:
+        """Predictions with no boxes, with correctly shaped empty arrays."""
+        return cls(
+            boxes=np.zeros((0, 4), np.float32),
+            labels=np.zeros((0,), np.int64),
+            scores=np.zeros((0,), np.float32),
+            probs=np.zeros((0, n_classes + 1), np.float32),
+            features=np.zeros((0, feature_dim), np.float32),
+            embedding=np.zeros((embedding_dim,), np.float32),
+            proposals=None,
+        )
+
+    def subset(self, index: np.ndarray) -> Predictions:
+        """The predictions of the boxes selected by ``index`` (a mask or integer index)."""
+        return Predictions(
+            boxes=self.boxes[index],
+            labels=self.labels[index],
+            scores=self.scores[index],
+            probs=self.probs[index],
+            features=self.features[index],
+            embedding=self.embedding,
+            proposals=None if self.proposals is None else self.proposals[index],
+        )
+
+
+@dataclass
+class ScoringViews:
+    """The base predictions of one image plus the extra views some scorers need.
+
+    The detector fills only the views a strategy asks for (each costs compute); scorers read
+    them and never run the model themselves. All boxes are in original image pixels. Arrays
+    indexed by box follow the order of ``base``.
+
+    - ``mc_probs``: ``(T, N, C + 1)`` class distributions of the base boxes under T MC-dropout
+      passes of the box head over cached RoI features;
+    - ``ensemble_probs``: ``(M, N, C + 1)`` the base boxes re-classified by M checkpoints;
+    - ``flipped``: predictions on the horizontally flipped image, boxes mapped back;
+    - ``noisy``: predictions on Gaussian-noise copies of the image (Kao et al.);
+    - ``candidates``: low-threshold candidate boxes (Desai et al.), a superset of ``base``.
+    """
+
+    base: Predictions
+    mc_probs: np.ndarray | None = None
+    ensemble_probs: np.ndarray | None = None
+    flipped: Predictions | None = None
+    noisy: list[Predictions] | None = None
+    candidates: Predictions | None = None
