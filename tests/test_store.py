@@ -1,0 +1,761 @@
+"""The project store: durability, atomicity, migrations, import, undo and the cost log."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from napari_al.core import store as store_mod
+from napari_al.core.data import BoxRecord, Dataset, ImageRecord
+from napari_al.core.store import (
+    IDLE_CUTOFF_S,
+    SCHEMA_VERSION,
+    STORE_FILENAME,
+    BoxRow,
+    ProjectStore,
+    StoreError,
+    file_sha256,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+CHILD = Path(__file__).resolve().parent / "store_kill_child.py"
+SHA = "ab" * 32
+
+
+class FakeClock:
+    """A settable clock for the cost-model tests."""
+
+    def __init__(self, t: float = 1_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A project with two classes and two 100x80 images (no files needed)."""
+    d = tmp_path / "proj"
+    with ProjectStore.create(d) as s:
+        s.add_class("cat")
+        s.add_class("dog")
+        s.add_image(d / "a.png", SHA, 100, 80)
+        s.add_image(d / "sub" / "b.png", "cd" * 32, 100, 80, split="train")
+    return d
+
+
+@pytest.fixture
+def store(project: Path):
+    with ProjectStore.open(project) as s:
+        yield s
+
+
+def same_box(a: BoxRow | None, b: BoxRow | None) -> bool:
+    """Equal boxes, ignoring the ``updated`` time."""
+    if a is None or b is None:
+        return a is b
+    da, db = a.to_dict(), b.to_dict()
+    da.pop("updated")
+    db.pop("updated")
+    return da == db
+
+
+# -- files, schema, migrations -------------------------------------------------------------
+
+
+def test_create_open_reopen(tmp_path: Path) -> None:
+    d = tmp_path / "new" / "proj"
+    with pytest.raises(StoreError, match="no napari-al project store"):
+        ProjectStore.open(d)
+    with ProjectStore.create(d) as s:
+        assert (d / STORE_FILENAME).is_file()
+        assert s.schema_version() == SCHEMA_VERSION
+        assert s._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert s._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert s._conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        cid = s.add_class("cell")
+    with pytest.raises(StoreError, match="already exists"):
+        ProjectStore.create(d)
+    with ProjectStore.open(d) as s:
+        assert [c.name for c in s.classes()] == ["cell"]
+        assert s.class_id("cell") == cid
+        assert s.integrity_check() == "ok"
+    s.close()  # idempotent
+    with pytest.raises(StoreError, match="closed"):
+        s.classes()
+    with ProjectStore.open(tmp_path / "other", create=True) as s2:
+        assert s2.info()["images"] == 0
+
+
+def test_newer_schema_version_is_refused(project: Path) -> None:
+    raw = sqlite3.connect(project / STORE_FILENAME)
+    raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
+    raw.commit()
+    raw.close()
+    with pytest.raises(StoreError, match=r"newer than this napari-al supports"):
+        ProjectStore.open(project)
+
+
+def test_foreign_sqlite_file_is_refused(tmp_path: Path) -> None:
+    tmp_path.joinpath("p").mkdir()
+    raw = sqlite3.connect(tmp_path / "p" / STORE_FILENAME)
+    raw.execute("CREATE TABLE stuff (x)")
+    raw.commit()
+    raw.close()
+    with pytest.raises(StoreError, match="not a napari-al store"):
+        ProjectStore.open(tmp_path / "p")
+    tmp_path.joinpath("q").mkdir()
+    tmp_path.joinpath("q", STORE_FILENAME).write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(StoreError):
+        ProjectStore.open(tmp_path / "q")
+
+
+def test_migrations_upgrade_an_old_file(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def add_note_column(conn: sqlite3.Connection) -> None:
+        conn.execute("ALTER TABLE images ADD COLUMN note TEXT NOT NULL DEFAULT ''")
+        conn.execute("UPDATE images SET note = 'migrated'")
+
+    monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, add_note_column])
+    with ProjectStore.open(project) as s:
+        assert s.schema_version() == SCHEMA_VERSION + 1
+        notes = [r[0] for r in s._conn.execute("SELECT note FROM images")]
+        assert notes == ["migrated", "migrated"]
+        assert len(s.images()) == 2  # data survived
+    # migrating twice is a no-op: the version is already current
+    with ProjectStore.open(project) as s:
+        assert s.schema_version() == SCHEMA_VERSION + 1
+
+
+def test_failed_migration_rolls_back(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE half_done (x)")
+        raise RuntimeError("migration bug")
+
+    monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, broken])
+    with pytest.raises(RuntimeError, match="migration bug"):
+        ProjectStore.open(project)
+    monkeypatch.undo()
+    with ProjectStore.open(project) as s:
+        assert s.schema_version() == SCHEMA_VERSION
+        tables = {r[0] for r in s._conn.execute("SELECT name FROM sqlite_master")}
+        assert "half_done" not in tables
+
+
+def test_action_log_is_append_only(store: ProjectStore) -> None:
+    store.log_action("skip", 1)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        store._conn.execute("UPDATE actions SET kind = 'x'")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        store._conn.execute("DELETE FROM actions")
+
+
+# -- every action is one committed transaction ---------------------------------------------
+
+
+def test_every_user_action_is_seen_by_a_second_connection(store: ProjectStore) -> None:
+    d = store.project_dir
+    cat, dog = store.class_id("cat"), store.class_id("dog")
+    img = store.images()[0].id
+
+    def other_sees(kind: str, box_id: int | None = None) -> ProjectStore:
+        other = ProjectStore.open(d)
+        last = other.actions()[-1]
+        assert last.kind == kind
+        assert last.id == store.last_action_id()
+        if box_id is not None:
+            assert last.box_id == box_id
+        return other
+
+    box = store.draw_box(img, (10, 10, 30, 40), cat)
+    with other_sees("draw", box) as o:
+        assert o.box(box).status == "drawn" and o.box(box).source == "human"
+
+    pred = store.add_box(img, (1, 1, 5, 5), dog, "predicted", score=0.7, source="model")
+    with other_sees("add", pred) as o:
+        assert o.box(pred).status == "predicted" and o.box(pred).score == pytest.approx(0.7)
+
+    store.accept_box(pred)
+    with other_sees("accept", pred) as o:
+        assert o.box(pred).status == "accepted"
+
+    store.reject_box(pred)
+    with other_sees("reject", pred) as o:
+        assert o.box(pred).status == "rejected"
+
+    store.correct_box(pred, xyxy=(2, 2, 6, 7))
+    with other_sees("correct", pred) as o:
+        assert o.box(pred).xyxy == (2, 2, 6, 7) and o.box(pred).status == "corrected"
+
+    store.set_box_class(box, dog)
+    with other_sees("set_class", box) as o:
+        assert o.box(box).class_id == dog and o.box(box).status == "drawn"
+
+    before = store.box(box)
+    store.delete_box(box)
+    with other_sees("delete", box) as o:
+        assert o.boxes(image_id=img, statuses=["drawn"]) == []
+
+    store.restore_box(box, before)
+    with other_sees("restore", box) as o:
+        assert same_box(o.box(box), before)
+
+    store.undo_last()
+    with other_sees("undo", box) as o:
+        assert o.boxes(statuses="drawn") == []
+
+    store.redo()
+    with other_sees("redo", box) as o:
+        assert same_box(o.box(box), before)
+
+    store.set_review_state(img, "complete")
+    with other_sees("complete") as o:
+        assert o.image(img).review_state == "complete"
+
+    store.set_split(img, "val")
+    with other_sees("set_split") as o:
+        assert o.image(img).split == "val"
+
+    region = store.add_ignore_region(img, (0, 0, 10, 10))
+    with other_sees("ignore") as o:
+        assert [r.id for r in o.ignore_regions(img)] == [region]
+
+    store.delete_ignore_region(region)
+    with other_sees("delete_ignore") as o:
+        assert o.ignore_regions(img) == []
+
+    store.replace_predictions(img, [((3, 3, 9, 9), cat, 0.9)], model_version=1)
+    with other_sees("predict") as o:
+        assert len(o.boxes(image_id=img, statuses="predicted")) == 1
+
+    store.log_action("skip", img)
+    with other_sees("skip") as o:
+        assert o.actions(kind="skip")[0].image_id == img
+
+
+def _check_boxes_match_log(s: ProjectStore) -> None:
+    """Every box equals the 'after' state of the newest logged action that touched it."""
+    last_state: dict[int, dict | None] = {}
+    for a in s.actions():
+        if a.box_id is not None and "after" in a.payload:
+            last_state[a.box_id] = a.payload["after"]
+    current = {b.id: b.to_dict() for b in s.boxes()}
+    assert set(current) == {k for k, v in last_state.items() if v is not None}
+    for box_id, state in current.items():
+        expected = dict(last_state[box_id])
+        assert expected.pop("updated") <= state.pop("updated")
+        assert state == expected, f"box {box_id} does not match its last action"
+
+
+def test_kill_loses_no_returned_action(project: Path) -> None:
+    """SIGKILL a writer at random moments: every action it reported survives, file is sound."""
+    rng = random.Random(20240611)
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    printed: list[int] = []
+    kills = 10
+    for k in range(kills):
+        proc = subprocess.Popen(
+            [sys.executable, str(CHILD), str(project), str(k), "100000"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            for _ in range(rng.randint(1, 25)):
+                line = proc.stdout.readline()
+                assert line, f"child died early: {proc.stderr.read()}"
+                printed.append(int(line))
+            time.sleep(rng.uniform(0, 0.004))  # land inside a later transaction
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+        assert proc.returncode == -signal.SIGKILL
+        with ProjectStore.open(project) as s:
+            assert s.integrity_check() == "ok"
+            ids = {a.id for a in s.actions()}
+            missing = set(printed) - ids
+            assert not missing, f"kill {k}: actions {sorted(missing)} were lost"
+            _check_boxes_match_log(s)
+    assert len(printed) >= kills
+
+
+# -- import -------------------------------------------------------------------------------
+
+
+def _make_dataset(root: Path, n: int = 5, bad: int | None = None) -> Dataset:
+    """n images on disk; even ones annotated with one box each; image ``bad`` has split 'foo'."""
+    root.mkdir(parents=True, exist_ok=True)
+    images = []
+    for i in range(n):
+        p = root / f"img{i}.png"
+        p.write_bytes(f"image {i}".encode() * 50)
+        annotated = i % 2 == 0
+        boxes = [BoxRecord(1, 2, 11, 12, "rbc" if i else "wbc")] if annotated else []
+        images.append(
+            ImageRecord(
+                path=p,
+                width=64,
+                height=48,
+                boxes=boxes,
+                annotated=annotated,
+                split="foo" if i == bad else None,
+            )
+        )
+    return Dataset(classes=["rbc", "wbc"], images=images, source=str(root))
+
+
+def _state(s: ProjectStore) -> tuple:
+    info = s.info()
+    return (info, s.actions(), s.boxes(), s.images(), s.classes())
+
+
+def test_import_dataset(project: Path) -> None:
+    ds = _make_dataset(project / "data", n=5)
+    ds.images[4].split = "test"
+    calls: list[tuple[int, int]] = []
+    with ProjectStore.open(project) as s:
+        summary = s.import_dataset(ds, progress=lambda d, t: calls.append((d, t)))
+        assert summary["images_added"] == 5 and summary["boxes_added"] == 3
+        assert summary["classes_added"] == ["rbc", "wbc"]
+        assert calls[0] == (0, 5) and calls[-1] == (5, 5)
+        row = s.image_by_path(ds.images[0].path)
+        assert row is not None and row.path == "data/img0.png"
+        assert row.sha256 == hashlib.sha256(ds.images[0].path.read_bytes()).hexdigest()
+        assert s.abs_path(row) == ds.images[0].path
+        assert (row.review_state, row.split) == ("complete", "train")
+        un = s.image_by_path(ds.images[1].path)
+        assert (un.review_state, un.split) == ("unseen", "pool")
+        assert s.image_by_path(ds.images[4].path).split == "test"
+        boxes = s.boxes(image_id=row.id)
+        assert [(b.status, b.source, b.xyxy) for b in boxes] == [
+            ("accepted", "import", (1, 2, 11, 12))
+        ]
+        assert boxes[0].class_id == s.class_id("wbc")
+        assert [a.kind for a in s.actions()] == ["import"]
+        # the same images again are skipped untouched, and a new one is added
+        s.correct_box(boxes[0].id, xyxy=(5, 5, 20, 20))
+        ds2 = _make_dataset(project / "data", n=6)
+        summary2 = s.import_dataset(ds2)
+        assert summary2["images_added"] == 1 and summary2["images_skipped"] == 5
+        assert s.box(boxes[0].id).xyxy == (5, 5, 20, 20)
+        assert len(s.actions(kind="import")) == 2
+
+
+def test_import_outside_project_stores_absolute_path(tmp_path: Path) -> None:
+    ds = _make_dataset(tmp_path / "elsewhere", n=1)
+    summary = store_mod.import_dataset(ds, tmp_path / "proj")
+    assert summary["images_added"] == 1
+    with ProjectStore.open(tmp_path / "proj") as s:
+        row = s.images()[0]
+        assert row.path == (tmp_path / "elsewhere" / "img0.png").resolve().as_posix()
+        assert s.abs_path(row) == ds.images[0].path
+
+
+def test_import_is_all_or_nothing(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with ProjectStore.open(project) as s:
+        before = _state(s)
+        # a bad split on the 4th image
+        with pytest.raises(StoreError, match=r"image 3 .*unknown split 'foo'"):
+            s.import_dataset(_make_dataset(project / "d1", n=5, bad=3))
+        assert _state(s) == before
+        # a box outside its image on the 3rd
+        ds = _make_dataset(project / "d2", n=5)
+        ds.images[2].boxes.append(BoxRecord(50, 40, 70, 47, "rbc"))
+        with pytest.raises(StoreError, match="outside"):
+            s.import_dataset(ds)
+        assert _state(s) == before
+        # a missing file
+        ds = _make_dataset(project / "d3", n=5)
+        ds.images[3].path.unlink()
+        with pytest.raises(StoreError, match="cannot read"):
+            s.import_dataset(ds)
+        assert _state(s) == before
+        # a failure in the middle of the write transaction itself
+        calls = {"n": 0}
+        real_insert = ProjectStore._insert_box
+
+        def failing_insert(self, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise StoreError("disk on fire")
+            return real_insert(self, *args, **kwargs)
+
+        monkeypatch.setattr(ProjectStore, "_insert_box", failing_insert)
+        with pytest.raises(StoreError, match="disk on fire"):
+            s.import_dataset(_make_dataset(project / "d4", n=5))
+        monkeypatch.undo()
+        assert _state(s) == before
+    with ProjectStore.open(project) as s:
+        assert _state(s) == before
+
+
+# -- predictions, info, scores ------------------------------------------------------------
+
+
+def test_replace_predictions_never_touches_human_boxes(store: ProjectStore) -> None:
+    cat, dog = store.class_id("cat"), store.class_id("dog")
+    img = store.images()[0].id
+    other_img = store.images()[1].id
+    first = store.replace_predictions(
+        img, [((0, 0, 10, 10), cat, 0.9), ((20, 20, 30, 30), dog, 0.4)], model_version=1
+    )
+    other_pred = store.replace_predictions(other_img, [((0, 0, 5, 5), cat, 0.5)], 1)
+    store.accept_box(first[0])
+    rejected = store.add_box(img, (40, 40, 50, 50), cat, "predicted", 0.3, "model", 1)
+    store.reject_box(rejected)
+    drawn = store.draw_box(img, (60, 10, 90, 70), dog)
+    pseudo = store.add_box(img, (1, 1, 3, 3), dog, "pseudo", 0.99, "model", 1)
+    keep = {b.id: b for b in store.boxes(image_id=img) if b.status != "predicted"}
+    assert set(keep) == {first[0], rejected, drawn, pseudo}
+
+    new = store.replace_predictions(img, [((5, 5, 15, 15), dog, 0.8)], model_version=2)
+    after = store.boxes(image_id=img)
+    assert {b.id: b for b in after if b.status != "predicted"} == keep
+    preds = [b for b in after if b.status == "predicted"]
+    assert [b.id for b in preds] == new and preds[0].model_version == 2
+    assert preds[0].source == "model" and preds[0].score == pytest.approx(0.8)
+    assert first[1] not in {b.id for b in after}
+    assert [b.id for b in store.boxes(image_id=other_img)] == other_pred  # other image intact
+    log = store.actions(kind="predict")[-1]
+    assert log.payload["removed"] == [first[1]] and log.payload["added"] == new
+    # a bad prediction aborts the whole replacement
+    with pytest.raises(StoreError, match="outside"):
+        store.replace_predictions(img, [((0, 0, 5, 5), cat, 0.1), ((0, 0, 500, 5), cat, 0.1)], 3)
+    assert store.boxes(image_id=img) == after
+
+
+def test_info_counts(store: ProjectStore) -> None:
+    cat, dog = store.class_id("cat"), store.class_id("dog")
+    a, b = (im.id for im in store.images())
+    store.draw_box(a, (0, 0, 10, 10), cat)
+    store.draw_box(a, (0, 0, 10, 10), dog)
+    store.replace_predictions(b, [((0, 0, 5, 5), cat, 0.5)] * 3, 1)
+    store.set_review_state(a, "complete")
+    store.add_model_version("models/v1.pt", "fasterrcnn", {"map50": 0.5})
+    info = store.info()
+    assert info["images"] == 2 and info["boxes"] == 5
+    assert info["classes"] == ["cat", "dog"]
+    assert info["boxes_by_status"]["drawn"] == 2 and info["boxes_by_status"]["predicted"] == 3
+    assert info["boxes_by_status"]["accepted"] == 0
+    assert info["boxes_by_class"] == {"cat": 4, "dog": 1}
+    assert info["images_by_split"] == {"pool": 1, "train": 1, "val": 0, "test": 0}
+    assert info["images_by_review_state"] == {"unseen": 1, "partial": 0, "complete": 1}
+    assert info["model_versions"] == 1
+    assert info["annotation_seconds"] == pytest.approx(store.annotation_seconds())
+    import json
+
+    json.dumps(info)  # JSON-ready for the CLI
+
+
+def test_model_versions_and_score_cache(store: ProjectStore) -> None:
+    assert store.latest_model_version() is None
+    v1 = store.add_model_version(store.project_dir / "models" / "v1.pt", "frcnn", {"map": 0.1})
+    v2 = store.add_model_version("models/v2.pt", "frcnn", note="second")
+    store.set_model_metrics(v2, {"map": 0.3})
+    latest = store.latest_model_version()
+    assert latest.id == v2 and latest.metrics == {"map": 0.3} and latest.note == "second"
+    assert [m.path for m in store.model_versions()] == ["models/v1.pt", "models/v2.pt"]
+    assert store.abs_path(store.model_versions()[0]) == store.project_dir / "models" / "v1.pt"
+
+    assert store.get_scores(SHA, v1, "entropy") is None
+    payload = bytes(range(256)) * 10
+    store.put_scores(SHA, v1, "entropy", payload)
+    assert store.get_scores(SHA, v1, "entropy") == payload
+    assert store.get_scores(SHA, v2, "entropy") is None
+    assert store.get_scores(SHA, v1, "margin") is None
+    store.put_scores(SHA, v1, "entropy", b"new")  # overwrite
+    store.put_scores_many([(SHA, 0, "random", b"r"), ("ef" * 32, v2, "entropy", b"x")])
+    with ProjectStore.open(store.project_dir) as other:
+        assert other.get_scores(SHA, v1, "entropy") == b"new"
+        assert other.get_scores(SHA, 0, "random") == b"r"
+    assert store.clear_scores(v1) == 1
+    assert store.get_scores(SHA, v1, "entropy") is None
+    assert store.clear_scores() == 2
+
+
+# -- undo / redo and the cost log ---------------------------------------------------------
+
+
+def test_undo_redo_restores_state(store: ProjectStore) -> None:
+    cat, dog = store.class_id("cat"), store.class_id("dog")
+    img = store.images()[0].id
+    assert store.undo_last() is None and store.redo() is None
+    pred = store.replace_predictions(img, [((0, 0, 10, 10), cat, 0.6)], 1)[0]
+    history: list[tuple[BoxRow | None, BoxRow | None, str]] = []
+
+    def snap() -> tuple[BoxRow | None, BoxRow | None, str]:
+        b = store.boxes(image_id=img)
+        by_id = {x.id: x for x in b}
+        drawn = [x for x in b if x.status == "drawn"]
+        return by_id.get(pred), drawn[0] if drawn else None, store.image(img).review_state
+
+    history.append(snap())
+    store.accept_box(pred)
+    history.append(snap())
+    store.correct_box(pred, xyxy=(1, 1, 12, 12), class_id=dog)
+    history.append(snap())
+    drawn = store.draw_box(img, (20, 20, 40, 40), cat)
+    history.append(snap())
+    store.set_box_class(drawn, dog)
+    history.append(snap())
+    store.set_review_state(img, "complete")
+    history.append(snap())
+    store.delete_box(pred)
+    history.append(snap())
+
+    def same(a, b) -> bool:
+        return same_box(a[0], b[0]) and same_box(a[1], b[1]) and a[2] == b[2]
+
+    # undo everything, one step at a time
+    for i in range(len(history) - 1, 0, -1):
+        undone = store.undo_last()
+        assert undone is not None
+        assert same(snap(), history[i - 1]), f"undo to step {i - 1}"
+    assert store.undo_last() is None  # 'predict' is a machine action: not undoable
+    # redo everything
+    for i in range(1, len(history)):
+        assert store.redo() is not None
+        assert same(snap(), history[i]), f"redo to step {i}"
+    assert store.redo() is None
+    # undo twice, then a new action clears the redo stack
+    store.undo_last()
+    store.undo_last()
+    assert same(snap(), history[-3])
+    store.reject_box(pred)
+    assert store.redo() is None
+    assert store.box(pred).status == "rejected"
+    assert store.undo_last().kind == "reject"
+    assert same(snap(), history[-3])
+    # the undone/redone state survives a reopen
+    with ProjectStore.open(store.project_dir) as other:
+        assert same_box(other.box(pred), history[-3][0])
+        assert other.actions()[-1].kind == "undo"
+    assert store.integrity_check() == "ok"
+
+
+def test_restore_box_is_a_logged_inverse(store: ProjectStore) -> None:
+    cat = store.class_id("cat")
+    img = store.images()[0].id
+    box = store.draw_box(img, (1, 1, 5, 5), cat)
+    old = store.box(box)
+    store.correct_box(box, xyxy=(2, 2, 9, 9))
+    aid = store.restore_box(box, old)
+    assert same_box(store.box(box), old)
+    action = store.actions()[-1]
+    assert action.id == aid and action.kind == "restore"
+    assert action.payload["before"]["x2"] == 9 and action.payload["after"]["x2"] == 5
+    store.restore_box(box, None)  # undo of a draw
+    with pytest.raises(StoreError, match=f"box {box} does not exist"):
+        store.box(box)
+    store.restore_box(box, old)  # redo of a draw: same id again
+    assert same_box(store.box(box), old)
+    with pytest.raises(StoreError, match="cannot restore"):
+        store.restore_box(box + 1, old)
+
+
+def test_dt_and_annotation_seconds(tmp_path: Path) -> None:
+    clock = FakeClock()
+    with ProjectStore.create(tmp_path / "p", clock=clock) as s:
+        cat = s.add_class("cat")
+        img = s.add_image("a.png", SHA, 50, 50)
+        b = s.draw_box(img, (0, 0, 5, 5), cat)  # first action: dt NULL
+        clock.t += 4
+        s.accept_box(b)  # dt 4
+        clock.t += 100
+        s.replace_predictions(img, [((0, 0, 3, 3), cat, 0.5)], 1)  # machine: dt NULL
+        clock.t += 2
+        s.reject_box(b)  # dt 102: since the last *human* action
+        clock.t += IDLE_CUTOFF_S + 1
+        s.set_review_state(img, "complete")  # idle gap: dt NULL
+        clock.t += 7.5
+        s.log_action("skip", img)  # dt 7.5
+        dts = [(a.kind, a.dt) for a in s.actions()]
+        assert dts == [
+            ("draw", None),
+            ("accept", 4),
+            ("predict", None),
+            ("reject", 102),
+            ("complete", None),
+            ("skip", 7.5),
+        ]
+        assert s.annotation_seconds() == pytest.approx(113.5)
+        # recomputed from raw times with another cutoff
+        assert s.annotation_seconds(idle_cutoff_s=10) == pytest.approx(11.5)
+        assert s.annotation_seconds(idle_cutoff_s=1e9) == pytest.approx(113.5 + IDLE_CUTOFF_S + 1)
+        assert s.info()["annotation_seconds"] == pytest.approx(113.5)
+
+
+# -- errors, paths ------------------------------------------------------------------------
+
+
+def test_errors_are_clear(store: ProjectStore) -> None:
+    cat = store.class_id("cat")
+    img = store.images()[0].id
+    with pytest.raises(StoreError, match="box 12345 does not exist"):
+        store.accept_box(12345)
+    with pytest.raises(StoreError, match="image 999 does not exist"):
+        store.draw_box(999, (0, 0, 1, 1), cat)
+    with pytest.raises(StoreError, match="unknown split 'foo'"):
+        store.set_split(img, "foo")
+    with pytest.raises(StoreError, match="unknown split 'foo'"):
+        store.images(split="foo")
+    with pytest.raises(StoreError, match="unknown review state"):
+        store.set_review_state(img, "done")
+    with pytest.raises(StoreError, match="unknown class 'bird'"):
+        store.class_id("bird")
+    with pytest.raises(StoreError, match="class 77 does not exist"):
+        store.draw_box(img, (0, 0, 1, 1), 77)
+    with pytest.raises(StoreError, match="class 'cat' already exists"):
+        store.add_class("cat")
+    with pytest.raises(StoreError, match="outside the 100x80 image"):
+        store.draw_box(img, (0, 0, 101, 10), cat)
+    with pytest.raises(StoreError, match="empty"):
+        store.draw_box(img, (5, 5, 5, 10), cat)
+    with pytest.raises(StoreError, match="finite"):
+        store.draw_box(img, (0, 0, float("nan"), 10), cat)
+    with pytest.raises(StoreError, match="unknown box status"):
+        store.add_box(img, (0, 0, 1, 1), cat, "maybe")
+    with pytest.raises(StoreError, match="written by the store"):
+        store.log_action("accept", img)
+    with pytest.raises(StoreError, match="already in the project"):
+        store.add_image("a.png", SHA, 10, 10)
+    with pytest.raises(StoreError, match="needs"):
+        store.correct_box(1)
+    # within half a pixel: clamped, not refused
+    b = store.draw_box(img, (-0.3, 0, 100.2, 80.4), cat)
+    assert store.box(b).xyxy == (0, 0, 100, 80)
+    # nothing half-written by the failures above
+    assert [a.kind for a in store.actions()] == ["draw"]
+
+
+def test_paths_and_lookup(store: ProjectStore, tmp_path: Path) -> None:
+    d = store.project_dir
+    rows = store.images()
+    assert [r.path for r in rows] == ["a.png", "sub/b.png"]
+    assert store.image_by_path(d / "sub" / "b.png") == rows[1]
+    assert store.image_by_path("sub/b.png") == rows[1]
+    assert store.image_by_path(d / "nope.png") is None
+    assert store.abs_path(rows[1]) == d / "sub" / "b.png"
+    outside = store.add_image(tmp_path / "x" / "c.png", SHA, 5, 5)
+    assert store.image(outside).path == (tmp_path / "x" / "c.png").as_posix()
+    assert store.abs_path(store.image(outside)) == tmp_path / "x" / "c.png"
+    assert [r.id for r in store.images(split="train")] == [rows[1].id]
+    assert [r.id for r in store.images(review_state="unseen")] == [r.id for r in store.images()]
+
+
+def test_file_sha256_streams(tmp_path: Path) -> None:
+    p = tmp_path / "f.bin"
+    data = os.urandom(3 * 1024 + 17)
+    p.write_bytes(data)
+    assert file_sha256(p, chunk_size=1000) == hashlib.sha256(data).hexdigest()
+
+
+# -- threads ------------------------------------------------------------------------------
+
+
+def test_snapshots_are_consistent_while_the_gui_writes(store: ProjectStore) -> None:
+    """A worker thread with its own connection sees each snapshot as of one moment.
+
+    The main thread alternates ``replace_predictions`` (model version i) and ``draw_box``;
+    every snapshot's boxes must agree with the action log up to its ``last_action_id``.
+    """
+    cat = store.class_id("cat")
+    img = store.images()[0].id
+    store.replace_predictions(img, [((i, i, i + 5, i + 5), cat, 0.5) for i in range(5)], 0)
+    errors: list[BaseException] = []
+    seen: list[tuple[int, set[int | None], int, int]] = []
+    stop = threading.Event()
+    ready = threading.Event()
+
+    def worker() -> None:
+        try:
+            with ProjectStore.open(store.project_dir) as mine:
+                ready.set()
+                while not (stop.is_set() and seen):
+                    snap = mine.training_snapshot()
+                    im = next(s for s in snap.images if s.image.id == img)
+                    preds = [b for b in im.boxes if b.status == "predicted"]
+                    versions = {b.model_version for b in preds}
+                    n_drawn = len(im.boxes_with_status(["drawn"]))
+                    seen.append((snap.last_action_id, versions, len(preds), n_drawn))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            ready.set()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    ready.wait(10)
+    try:
+        for i in range(1, 31):
+            preds = [((i % 7, 1, i % 7 + 5 + k, 9), cat, 0.1 * k) for k in range(5)]
+            store.replace_predictions(img, preds, i)
+            store.draw_box(img, (1, 1, 2 + i % 50, 3), cat)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not errors, errors[0]
+    assert seen, "the worker took no snapshot"
+    log = store.actions()
+    for last_id, versions, n_preds, n_drawn in seen:
+        upto = [a for a in log if a.id <= last_id]
+        version = [a for a in upto if a.kind == "predict"][-1].payload["model_version"]
+        assert n_preds == 5, f"torn snapshot: {n_preds} predictions"
+        assert versions == {version}, f"snapshot at action {last_id}: predictions {versions}"
+        assert n_drawn == sum(a.kind == "draw" for a in upto), f"snapshot at action {last_id}"
+
+
+def test_one_store_shared_between_threads(store: ProjectStore) -> None:
+    """Sharing one store object is safe too: its lock covers each whole transaction."""
+    cat = store.class_id("cat")
+    img = store.images()[0].id
+    errors: list[BaseException] = []
+
+    def draw_many() -> None:
+        try:
+            for i in range(20):
+                b = store.draw_box(img, (1, 1, 2 + i, 3), cat)
+                store.accept_box(b)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=draw_many) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert not errors, errors[0]
+    assert len(store.boxes(statuses="accepted")) == 60
+    assert len(store.actions()) == 120
+    assert store.integrity_check() == "ok"
+
+
+def test_numpy_values_are_accepted(store: ProjectStore) -> None:
+    """Detector output arrives as numpy scalars; sqlite3 cannot bind them unconverted."""
+    import numpy as np
+
+    cat = np.int64(store.class_id("cat"))
+    img = np.int64(store.images()[0].id)
+    boxes = np.array([[0, 0, 10, 10], [5, 5, 20, 30]], np.float32)
+    scores = np.array([0.9, 0.2], np.float32)
+    ids = store.replace_predictions(img, zip(boxes, [cat, cat], scores, strict=True), np.int64(3))
+    rows = store.boxes(image_id=img)
+    assert [b.id for b in rows] == ids and rows[0].model_version == 3
+    assert isinstance(rows[0].score, float) and rows[1].xyxy == (5, 5, 20, 30)
+    store.accept_box(np.int64(ids[0]))
+    store.log_action("view", img, payload={"scores": scores, "n": np.int32(2)})
+    assert store.actions(kind="view")[0].payload["n"] == 2
+    with pytest.raises(StoreError, match="image id must be an integer"):
+        store.image(1.5)
