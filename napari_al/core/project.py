@@ -31,7 +31,7 @@ def open_or_init(project_dir: Path, progress: Progress | None = None) -> Project
     try:
         from napari_al.core.formats import read_image_folder
 
-        dataset = read_image_folder(project_dir)
+        dataset = read_image_folder(project_dir, strict=False)
         if dataset.images:
             store.import_dataset(dataset, progress=progress)
     except Exception:

@@ -1,0 +1,169 @@
+"""The one place that converts between napari rectangles and torchvision boxes.
+
+Two conventions meet here:
+
+- **torchvision / this package** (:class:`~napari_al.core.data.BoxRecord`, the store, the
+  detector): ``[x1, y1, x2, y2]`` in image pixels with pixel *edges* on integers, so the pixel in
+  column 0, row 0 is the box ``[0, 0, 1, 1]`` and a valid box has ``0 <= x1 < x2 <= width``.
+- **napari** Shapes: a rectangle is a ``(4, 2)`` array of ``(row, col)`` vertices and pixel
+  *centres* sit on integer coordinates, so the pixel edge ``x = 0`` is ``col = -0.5``.
+
+Hence ``col = x - 0.5`` and ``row = y - 0.5``. Vertices are emitted in the order napari itself
+uses for rectangles (``napari.layers.shapes._shapes_utils.find_corners``): ``(rmin, cmin)``,
+``(rmax, cmin)``, ``(rmax, cmax)``, ``(rmin, cmax)``. napari stores shape data as float32, so
+coordinates of boxes that went through a layer are exact only to float32 precision (exact for
+integer and half-integer values below 2**23).
+
+Everything is vectorised numpy and free of napari/Qt imports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+#: Offset between torchvision pixel-edge coordinates and napari pixel-centre coordinates.
+NAPARI_OFFSET = 0.5
+
+
+def as_xyxy(boxes: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+    """``boxes`` as a float64 ``(N, 4)`` array (an empty input gives shape ``(0, 4)``)."""
+    arr = np.asarray(boxes, dtype=np.float64)
+    if arr.size == 0:
+        return np.zeros((0, 4), np.float64)
+    if arr.ndim == 1 and arr.shape[0] == 4:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f"boxes must have shape (N, 4), got {arr.shape}")
+    return arr
+
+
+def xyxy_to_napari(boxes: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+    """torchvision ``(N, 4)`` boxes -> napari rectangles, an ``(N, 4, 2)`` array of (row, col).
+
+    Vertex order matches napari's own rectangles: (rmin, cmin), (rmax, cmin), (rmax, cmax),
+    (rmin, cmax). Pass the result (or ``list(result)``) as Shapes data with
+    ``shape_type="rectangle"``.
+    """
+    b = as_xyxy(boxes)
+    r0 = b[:, 1] - NAPARI_OFFSET
+    r1 = b[:, 3] - NAPARI_OFFSET
+    c0 = b[:, 0] - NAPARI_OFFSET
+    c1 = b[:, 2] - NAPARI_OFFSET
+    rows = np.stack([r0, r1, r1, r0], axis=1)
+    cols = np.stack([c0, c0, c1, c1], axis=1)
+    return np.stack([rows, cols], axis=2)
+
+
+def napari_to_xyxy(shapes: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """napari shapes -> torchvision ``(N, 4)`` float64 boxes.
+
+    Accepts an ``(N, V, D)`` array or a list of ``(V, D)`` vertex arrays (V >= 1, D >= 2; the
+    last two columns are row and col, so shapes on nD layers work). Rotated rectangles and any
+    other polygon are reduced to the axis-aligned box over their vertices (min/max).
+    """
+    if isinstance(shapes, np.ndarray) and shapes.ndim == 3:
+        if shapes.shape[0] == 0:
+            return np.zeros((0, 4), np.float64)
+        if shapes.shape[2] < 2:
+            raise ValueError(f"shapes need at least 2 coordinates per vertex, got {shapes.shape}")
+        pts = shapes[..., -2:].astype(np.float64)
+        lo = pts.min(axis=1)
+        hi = pts.max(axis=1)
+    else:
+        shapes = list(shapes)
+        if not shapes:
+            return np.zeros((0, 4), np.float64)
+        lo = np.empty((len(shapes), 2), np.float64)
+        hi = np.empty((len(shapes), 2), np.float64)
+        for i, s in enumerate(shapes):
+            v = np.asarray(s, dtype=np.float64)
+            if v.ndim != 2 or v.shape[0] < 1 or v.shape[1] < 2:
+                raise ValueError(f"shape {i} must be a (V, D>=2) vertex array, got {v.shape}")
+            v = v[:, -2:]
+            lo[i] = v.min(axis=0)
+            hi[i] = v.max(axis=0)
+    # lo/hi columns are (row, col); output is (x1, y1, x2, y2)
+    out = np.stack([lo[:, 1], lo[:, 0], hi[:, 1], hi[:, 0]], axis=1)
+    return out + NAPARI_OFFSET
+
+
+def clip_xyxy(
+    boxes: np.ndarray | Sequence[Sequence[float]], width: float, height: float
+) -> np.ndarray:
+    """Boxes clipped to the image ``[0, width] x [0, height]`` (a new float64 array)."""
+    b = as_xyxy(boxes).copy()
+    np.clip(b[:, 0::2], 0.0, float(width), out=b[:, 0::2])
+    np.clip(b[:, 1::2], 0.0, float(height), out=b[:, 1::2])
+    return b
+
+
+def box_area(boxes: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+    """Area of each box; inverted or degenerate boxes have area 0."""
+    b = as_xyxy(boxes)
+    w = np.clip(b[:, 2] - b[:, 0], 0.0, None)
+    h = np.clip(b[:, 3] - b[:, 1], 0.0, None)
+    return w * h
+
+
+def is_degenerate(boxes: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+    """True where a box has zero or negative width or height, or a non-finite coordinate."""
+    b = as_xyxy(boxes)
+    finite = np.isfinite(b).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        positive = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+    return ~(finite & positive)
+
+
+def valid_mask(
+    boxes: np.ndarray | Sequence[Sequence[float]],
+    width: float | None = None,
+    height: float | None = None,
+    min_size: float = 0.0,
+) -> np.ndarray:
+    """True where a box is usable: finite, ``x2 - x1 > min_size`` and ``y2 - y1 > min_size``.
+
+    With ``width``/``height`` also requires the box to lie inside the image
+    (``0 <= x1 < x2 <= width``, same for y).
+    """
+    b = as_xyxy(boxes)
+    ok = ~is_degenerate(b)
+    with np.errstate(invalid="ignore"):
+        ok &= (b[:, 2] - b[:, 0] > min_size) & (b[:, 3] - b[:, 1] > min_size)
+        if width is not None:
+            ok &= (b[:, 0] >= 0) & (b[:, 2] <= width)
+        if height is not None:
+            ok &= (b[:, 1] >= 0) & (b[:, 3] <= height)
+    return ok
+
+
+def box_iou(
+    a: np.ndarray | Sequence[Sequence[float]], b: np.ndarray | Sequence[Sequence[float]]
+) -> np.ndarray:
+    """Pairwise IoU, an ``(N, M)`` float64 array; pairs with zero union give 0."""
+    a = as_xyxy(a)
+    b = as_xyxy(b)
+    area_a = box_area(a)
+    area_b = box_area(b)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = np.clip(rb - lt, 0.0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    return iou
+
+
+def flip_xyxy_horizontal(boxes: np.ndarray | Sequence[Sequence[float]], width: float) -> np.ndarray:
+    """Boxes mirrored left-right in an image ``width`` pixels wide (``x -> width - x``).
+
+    Applying it twice gives the original boxes; use it to map predictions on a flipped image
+    back to the original.
+    """
+    b = as_xyxy(boxes)
+    out = b.copy()
+    out[:, 0] = width - b[:, 2]
+    out[:, 2] = width - b[:, 0]
+    return out

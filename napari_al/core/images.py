@@ -1,0 +1,242 @@
+"""Reading images from disk for display and for the detector.
+
+:func:`read_image` keeps the data as stored (16-bit and float microscopy data stay as they are,
+for napari to display with its own contrast limits); :func:`to_rgb_uint8` turns any of it into
+the ``(H, W, 3)`` uint8 the detector expects. :func:`image_size` reads only the header, so a
+dataset import does not decode every image.
+
+Every problem with a file (missing, empty, truncated, not an image, too large) raises
+:class:`ImageReadError` whose message starts with the path, never a raw Pillow/tifffile trace.
+Pixels are returned as stored: EXIF orientation is not applied (annotation tools and napari use
+the stored orientation too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+#: File extensions read as images (lower case, with the dot).
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+_TIFF_EXTENSIONS = (".tif", ".tiff")
+
+#: Images with a side longer than this are refused (a detector cannot use them whole, and a
+#: forged header must not make us allocate gigabytes).
+MAX_SIDE = 20_000
+
+
+class ImageReadError(ValueError):
+    """An image file cannot be read; the message starts with the file's path."""
+
+
+class ImageReadWarning(UserWarning):
+    """An image was read with a caveat (e.g. only the first page of a multi-page TIFF)."""
+
+
+def is_image_file(path: str | Path) -> bool:
+    """Whether ``path`` has one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _check_file(path: Path) -> None:
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_EXTENSIONS:
+        raise ImageReadError(
+            f"{path}: unsupported file type '{path.suffix}' (supported: "
+            f"{', '.join(IMAGE_EXTENSIONS)})"
+        )
+    if not path.exists():
+        raise ImageReadError(f"{path}: file not found")
+    if not path.is_file():
+        raise ImageReadError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: empty file (0 bytes)")
+
+
+def _check_side(path: Path, width: int, height: int) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageReadError(f"{path}: invalid image size {width}x{height}")
+    if max(width, height) > MAX_SIDE:
+        raise ImageReadError(
+            f"{path}: image is {width}x{height} px, larger than the {MAX_SIDE} px per side "
+            "this tool accepts; tile or downscale it first"
+        )
+
+
+def _open_pil(path: Path):
+    """Open an image lazily with Pillow, turning every Pillow failure into ImageReadError."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(f"{path}: image has too many pixels to read safely ({e})") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(
+            f"{path}: not a recognised image file (corrupt or wrong type)"
+        ) from None
+    except Exception as e:
+        raise ImageReadError(
+            f"{path}: cannot read image header ({type(e).__name__}: {e})"
+        ) from None
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of an image from its header, without decoding the pixels."""
+    path = Path(path)
+    _check_file(path)
+    if path.suffix.lower() in _TIFF_EXTENSIONS:
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(path) as tf:
+                page = tf.pages.first
+                width, height = int(page.imagewidth), int(page.imagelength)
+        except Exception as e:
+            raise ImageReadError(f"{path}: not a readable TIFF ({type(e).__name__}: {e})") from None
+    else:
+        with _open_pil(path) as im:
+            width, height = im.size
+    _check_side(path, width, height)
+    return int(width), int(height)
+
+
+def _native(arr: np.ndarray) -> np.ndarray:
+    """A writable, C-contiguous copy of ``arr`` in native byte order."""
+    dtype = arr.dtype.newbyteorder("=")
+    return np.array(arr, dtype=dtype, order="C", copy=True)
+
+
+def _normalise_channels(path: Path, arr: np.ndarray) -> np.ndarray:
+    """(H, W, 1) -> (H, W); RGBA -> RGB; refuse other layouts."""
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[..., :3]
+    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3):
+        return np.ascontiguousarray(arr)
+    raise ImageReadError(
+        f"{path}: unsupported image layout {arr.shape} (expected greyscale (H, W), RGB (H, W, 3) "
+        "or RGBA (H, W, 4))"
+    )
+
+
+def _read_pil(path: Path) -> np.ndarray:
+    with _open_pil(path) as im:
+        _check_side(path, *im.size)
+        try:
+            im.load()
+            mode = im.mode
+            if mode in ("1", "LA"):
+                im = im.convert("L")
+            elif mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            elif mode not in ("L", "RGB", "RGBA", "I", "F") and not mode.startswith("I;16"):
+                im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, PA, RGBX, RGBa ...
+            arr = np.array(im)
+        except ImageReadError:
+            raise
+        except Exception as e:
+            raise ImageReadError(
+                f"{path}: image data is truncated or corrupt ({type(e).__name__}: {e})"
+            ) from None
+    return _normalise_channels(path, _native(arr))
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            page = tf.pages.first
+            _check_side(path, int(page.imagewidth), int(page.imagelength))
+            n_pages = len(tf.pages)
+            axes = page.axes
+            arr = page.asarray()
+    except ImageReadError:
+        raise
+    except Exception as e:
+        raise ImageReadError(f"{path}: not a readable TIFF ({type(e).__name__}: {e})") from None
+    if n_pages > 1:
+        warnings.warn(
+            f"{path}: multi-page TIFF ({n_pages} pages); only the first page is used",
+            ImageReadWarning,
+            stacklevel=3,
+        )
+    # planar-separate RGB comes as (S, Y, X); put samples last
+    if arr.ndim == 3 and axes.startswith("S"):
+        arr = np.moveaxis(arr, 0, -1)
+    # drop leading singleton axes some writers add
+    while arr.ndim > 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    return _normalise_channels(path, _native(arr))
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as stored: ``(H, W)`` greyscale or ``(H, W, 3)`` RGB, any dtype.
+
+    16-bit and float data keep their dtype (use :func:`to_rgb_uint8` for the detector); alpha is
+    dropped; palette and bilevel images become uint8. A multi-page TIFF gives its first page
+    with an :class:`ImageReadWarning`. Raises :class:`ImageReadError` for any unreadable file.
+    """
+    path = Path(path)
+    _check_file(path)
+    if path.suffix.lower() in _TIFF_EXTENSIONS:
+        return _read_tiff(path)
+    return _read_pil(path)
+
+
+def to_rgb_uint8(arr: np.ndarray, percentiles: tuple[float, float] = (0.1, 99.9)) -> np.ndarray:
+    """Any image array -> ``(H, W, 3)`` uint8 for the detector.
+
+    uint8 data is used as is. Other dtypes (16-bit, int32, float) are rescaled linearly so
+    that the ``percentiles`` of the finite values (jointly over channels, to keep colours)
+    map to 0 and 255; ``(0, 100)`` is plain min-max. NaN/inf become 0, a constant image becomes
+    black. Greyscale is repeated to 3 channels and alpha is dropped.
+    """
+    a = np.asarray(arr)
+    if a.ndim == 3 and a.shape[2] in (1, 2):  # grey or grey + alpha
+        a = a[..., 0]
+    elif a.ndim == 3 and a.shape[2] == 4:
+        a = a[..., :3]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
+        raise ValueError(f"expected an (H, W) or (H, W, 1-4) image, got shape {a.shape}")
+    if a.dtype == np.bool_:
+        a = a.astype(np.uint8) * np.uint8(255)
+    elif a.dtype != np.uint8:
+        a = _rescale_to_uint8(a, percentiles)
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(a)
+
+
+def _rescale_to_uint8(a: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
+    # estimate the limits on at most ~1M pixels: exact enough and fast on huge images
+    step = max(1, int(np.sqrt(a.shape[0] * a.shape[1] / 1e6)))
+    sample = np.asarray(a[::step, ::step], dtype=np.float64)
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return np.zeros(a.shape, np.uint8)
+    lo, hi = np.percentile(sample, percentiles)
+    if not hi > lo:
+        return np.zeros(a.shape, np.uint8)
+    out = a.astype(np.float32)
+    out -= np.float32(lo)
+    out *= np.float32(255.0 / (hi - lo))
+    np.nan_to_num(out, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+    np.clip(out, 0.0, 255.0, out=out)
+    np.rint(out, out=out)
+    return out.astype(np.uint8)
+
+
+def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks (constant memory for any file size)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_size):
+            h.update(block)
+    return h.hexdigest()
