@@ -25,11 +25,12 @@ def _progress_bar(desc: str) -> tuple[Callable[[int, int], None], Callable[[], N
 
     def update(done: int, total: int) -> None:
         if "bar" not in bar:
-            bar["bar"] = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False)
+            bar["bar"] = tqdm(
+                total=total, desc=desc, unit="img", file=sys.stderr, leave=False, mininterval=0.5
+            )
         b = bar["bar"]
         b.total = total
-        b.n = done
-        b.refresh()
+        b.update(done - b.n)
 
     def close() -> None:
         if "bar" in bar:
@@ -84,9 +85,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     from napari_al.core.project import export_dataset
 
     with _open_store(args.project) as store:
-        dataset = export_dataset(
-            store, Path(args.out), args.format, overwrite=args.force, only_reviewed=not args.all
-        )
+        try:
+            dataset = export_dataset(
+                store, Path(args.out), args.format, overwrite=args.force, only_reviewed=not args.all
+            )
+        except FileExistsError as exc:
+            target = exc.filename or str(exc).split(":")[0]
+            raise CliError(f"{target} already exists; pass --force to overwrite it") from exc
     print(f"exported {len(dataset.images)} images and {dataset.n_boxes} boxes to {args.out}")
     return 0
 
@@ -104,6 +109,163 @@ def cmd_info(args: argparse.Namespace) -> int:
     for key in ("images_by_split", "images_by_review_state", "boxes_by_status", "boxes_by_class"):
         parts = ", ".join(f"{k} {v}" for k, v in sorted(info[key].items()))
         print(f"{key.replace('_', ' ')}: {parts or '-'}")
+    return 0
+
+
+def _detector(store, args: argparse.Namespace):
+    from napari_al.core.loop import load_detector
+
+    detector = load_detector(
+        store,
+        arch=getattr(args, "arch", None),
+        device=args.device,
+        min_size=args.min_size,
+        max_size=args.max_size,
+        weights=getattr(args, "weights", None),
+    )
+    version = getattr(detector, "model_version", 0)
+    source = f"model version {version}" if version else detector.build_message
+    print(f"detector: {detector.arch} on {detector.device} ({source})", file=sys.stderr)
+    return detector
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from napari_al.core.loop import train_project
+
+    with _open_store(args.project) as store:
+        detector = _detector(store, args)
+        bar = tqdm(total=args.steps, desc="training", unit="step", file=sys.stderr, leave=False)
+
+        def progress(step: int, total: int, loss: float, epoch: float) -> None:
+            bar.total = total
+            bar.n = step
+            bar.set_postfix(loss=f"{loss:.3f}", epoch=f"{epoch:.1f}")
+
+        try:
+            outcome = train_project(
+                store,
+                detector,
+                steps=args.steps,
+                lambda_d=args.lambda_d,
+                from_scratch=args.from_scratch,
+                seed=args.seed,
+                batch_size=args.batch_size,
+                progress=progress,
+            )
+        finally:
+            bar.close()
+        result = outcome.result
+        if result.stopped_reason != "done":
+            raise CliError(
+                f"training stopped ({result.stopped_reason}) after {result.steps} steps; "
+                "the previous model stays in use"
+            )
+        loss = f"{result.losses[-1]:.4f}" if result.losses else "n/a"
+        print(
+            f"trained {result.steps} steps on {outcome.n_examples} images "
+            f"(final loss {loss}); saved model version {outcome.model_version} "
+            f"to {outcome.checkpoint}"
+        )
+        if args.evaluate:
+            return _print_eval(store, detector, "val", False)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from napari_al.core.loop import pool_image_ids, predict_project
+
+    with _open_store(args.project) as store:
+        detector = _detector(store, args)
+        ids = None
+        if args.split:
+            ids = [r.id for r in store.images(split=args.split)]
+        update, close = _progress_bar("predicting")
+        try:
+            n = predict_project(store, detector, image_ids=ids, progress=update)
+        finally:
+            close()
+        target = f"split {args.split}" if args.split else "the pool"
+        if ids is None:
+            ids = pool_image_ids(store)
+        n_boxes = sum(len(store.boxes(image_id=i, statuses=("predicted",))) for i in ids)
+        print(f"predicted {n} images of {target}: {n_boxes} predicted boxes stored")
+    return 0
+
+
+def _print_eval(store, detector, split: str, as_json: bool) -> int:
+    from napari_al.core.loop import evaluate_project
+
+    update, close = _progress_bar("evaluating")
+    try:
+        result = evaluate_project(store, detector, split=split, progress=update)
+    finally:
+        close()
+    if as_json:
+        print(json.dumps(result, indent=2, sort_keys=True, default=float))
+        return 0
+    print(
+        f"{split}: mAP@0.5 {result['map50']:.4f}  AP@[.5:.95] {result['map']:.4f}  "
+        f"({result['images']} images)"
+    )
+    for name, m in sorted(result.get("per_class", {}).items()):
+        ap50, ap = m.get("ap50", float("nan")), m.get("ap", float("nan"))
+        print(f"  {name:<12} AP50 {ap50:.4f}  AP {ap:.4f}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    with _open_store(args.project) as store:
+        detector = _detector(store, args)
+        return _print_eval(store, detector, args.split, args.json)
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    from napari_al.core.loop import rank_project
+
+    with _open_store(args.project) as store:
+        detector = _detector(store, args)
+        update, close = _progress_bar("scoring")
+        try:
+            items = rank_project(
+                store,
+                detector,
+                strategy=args.strategy,
+                unit=args.unit,
+                budget=args.budget,
+                diversity=args.diversity,
+                aggregation=args.aggregation,
+                seed=args.seed,
+                progress=update,
+            )
+        finally:
+            close()
+        paths = {r.id: r.path for r in store.images()}
+    rows = []
+    for rank, item in enumerate(items, 1):
+        row = {
+            "rank": rank,
+            "image": paths.get(item.image, str(item.image)),
+            "image_id": item.image,
+            "score": item.score,
+            "unit": item.unit,
+            "breakdown": item.breakdown,
+        }
+        if item.box is not None:
+            row["box"] = [float(v) for v in item.box]
+        if item.index is not None:
+            row["box_index"] = int(item.index)
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=float))
+        return 0
+    for row in rows:
+        parts = ", ".join(f"{k} {v:.3f}" for k, v in row["breakdown"].items())
+        box = ""
+        if "box" in row:
+            box = " box [" + ", ".join(f"{v:.0f}" for v in row["box"]) + "]"
+        print(f"{row['rank']:>3}. {row['score']:.4f}  {row['image']}{box}  ({parts})")
     return 0
 
 
@@ -134,7 +296,12 @@ def _run_napari(project: Path, screenshot: str | None, quit_after: bool) -> int:
                 print(f"screenshot saved to {screenshot}")
             viewer.close()
 
-        QTimer.singleShot(1500, finish)
+        def frame() -> None:
+            viewer.window.resize(1400, 900)
+            viewer.reset_view()
+            QTimer.singleShot(1000, finish)
+
+        QTimer.singleShot(1000, frame)
     napari.run()
     return 0
 
@@ -209,6 +376,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project", metavar="DIR")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
+
+    def model_args(p: argparse.ArgumentParser, arch: bool = False) -> None:
+        if arch:
+            p.add_argument("--arch", help="detector architecture (default: the project's model)")
+            p.add_argument("--weights", help="initial weights file (torchvision detector)")
+        p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+        p.add_argument("--min-size", type=int, help="shorter image side fed to the model")
+        p.add_argument("--max-size", type=int, help="longer image side limit")
+
+    p = sub.add_parser("train", help="fine-tune the detector on the project's labels")
+    p.add_argument("project", metavar="DIR")
+    model_args(p, arch=True)
+    p.add_argument("--steps", type=int, default=200, help="optimisation steps (default 200)")
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument(
+        "--lambda-d",
+        type=float,
+        default=0.5,
+        help="loss weight of unverified boxes on partly reviewed images (default 0.5)",
+    )
+    p.add_argument("--from-scratch", action="store_true", help="restart from pretrained weights")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--evaluate", action="store_true", help="evaluate on the val split after")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="store the detector's boxes for the pool as 'predicted'")
+    p.add_argument("project", metavar="DIR")
+    model_args(p)
+    p.add_argument("--split", choices=("pool", "train", "val", "test"), help="default: the pool")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="mAP@0.5 and COCO AP on a split's reviewed images")
+    p.add_argument("project", metavar="DIR")
+    model_args(p)
+    p.add_argument("--split", default="val", choices=("train", "val", "test", "pool"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("rank", help="rank the pool: what to annotate next")
+    p.add_argument("project", metavar="DIR")
+    model_args(p)
+    p.add_argument(
+        "--strategy",
+        default="entropy",
+        help="scorer name or NAME+NAME (see docs/strategies.md); default entropy",
+    )
+    p.add_argument("--unit", default="image", choices=("image", "box", "region"))
+    p.add_argument("--budget", type=int, default=10)
+    p.add_argument("--diversity", choices=("coreset", "kmeans++"))
+    p.add_argument("--aggregation", default="sum", choices=("sum", "mean", "max", "topk_mean"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_rank)
 
     p = sub.add_parser("open", help="open napari with the plugin docked on DIR")
     p.add_argument("project", metavar="DIR")

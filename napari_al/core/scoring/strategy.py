@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_al.core.aggregation import AGGREGATIONS, aggregate, box_weights
+from napari_al.core.aggregation import AGGREGATIONS, aggregate
 from napari_al.core.data import ScoringViews
 from napari_al.core.scoring.base import BoxScorer, ImageScorer
 from napari_al.core.scoring.combine import COMBINE_METHODS, combine_scores
@@ -45,6 +45,55 @@ class PoolScores:
     breakdown: dict[str, np.ndarray] = field(default_factory=dict)
     box_scores: list[np.ndarray] = field(default_factory=list)
     box_breakdown: list[dict[str, np.ndarray]] = field(default_factory=list)
+
+
+@dataclass
+class ImageRaw:
+    """One image's raw component scores, with the labels and confidences aggregation needs.
+
+    Small and model-free, so it is what the score cache keeps per (image, model, strategy).
+    """
+
+    labels: np.ndarray
+    scores: np.ndarray
+    box: dict[str, np.ndarray]
+    image: dict[str, float]
+
+    def to_bytes(self) -> bytes:
+        """Serialise for the score cache (npz, no pickle)."""
+        import io
+
+        arrays: dict[str, np.ndarray] = {"labels": self.labels, "scores": self.scores}
+        for name, v in self.box.items():
+            arrays[f"box:{name}"] = np.asarray(v, dtype=np.float64)
+        for name, v in self.image.items():
+            arrays[f"image:{name}"] = np.asarray([v], dtype=np.float64)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ImageRaw:
+        import io
+
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            box = {k[4:]: z[k] for k in z.files if k.startswith("box:")}
+            image = {k[6:]: float(z[k][0]) for k in z.files if k.startswith("image:")}
+            return cls(labels=z["labels"], scores=z["scores"], box=box, image=image)
+
+
+def raw_box_weights(
+    raw: ImageRaw, confidence: bool, class_weights: np.ndarray | None
+) -> np.ndarray | None:
+    """:func:`~napari_al.core.aggregation.box_weights` from cached labels and confidences."""
+    if not confidence and class_weights is None:
+        return None
+    w = np.ones(raw.labels.shape[0])
+    if confidence:
+        w = w * np.clip(raw.scores, 0, 1)
+    if class_weights is not None and raw.labels.size:
+        w = w * np.asarray(class_weights, dtype=np.float64)[raw.labels]
+    return w
 
 
 class Strategy:
@@ -107,6 +156,16 @@ class Strategy:
         images = {s.name: s.score(views, rng) for s in self.image_scorers}
         return boxes, images
 
+    def raw_scores(self, views: ScoringViews, rng: np.random.Generator | None = None) -> ImageRaw:
+        """The per-image part of scoring: what can be cached per (image, model, strategy)."""
+        boxes, images = self.score_views(views, rng)
+        return ImageRaw(
+            labels=np.asarray(views.base.labels, dtype=np.int64).reshape(-1),
+            scores=np.asarray(views.base.scores, dtype=np.float64).reshape(-1),
+            box=boxes,
+            image=images,
+        )
+
     def score_pool(
         self,
         views: Iterable[ScoringViews],
@@ -114,20 +173,23 @@ class Strategy:
         class_weights: np.ndarray | None = None,
     ) -> PoolScores:
         """Score every image of ``views`` (an iterable, consumed once) and combine."""
+        return self.combine_raw((self.raw_scores(v, rng) for v in views), class_weights)
+
+    def combine_raw(
+        self, raws: Iterable[ImageRaw], class_weights: np.ndarray | None = None
+    ) -> PoolScores:
+        """Lift box scores to images and combine components pool-wide."""
         image_comp: dict[str, list[float]] = {n: [] for n in self.names}
         box_breakdown: list[dict[str, np.ndarray]] = []
         sizes: list[int] = []
-        for v in views:
-            sizes.append(len(v.base))
-            boxes, images = self.score_views(v, rng)
-            w = box_weights(
-                v.base, confidence=self.confidence_weighted, class_weights=class_weights
-            )
-            for name, s in boxes.items():
+        for raw in raws:
+            sizes.append(int(raw.labels.shape[0]))
+            w = raw_box_weights(raw, self.confidence_weighted, class_weights)
+            for name, s in raw.box.items():
                 image_comp[name].append(aggregate(s, self.aggregation, k=self.k, weights=w))
-            for name, val in images.items():
+            for name, val in raw.image.items():
                 image_comp[name].append(val)
-            box_breakdown.append(boxes)
+            box_breakdown.append(raw.box)
         breakdown = {n: np.asarray(vals, dtype=np.float64) for n, vals in image_comp.items()}
         n_images = len(box_breakdown)
         if len(self.names) == 1:
