@@ -1,40 +1,248 @@
-"""Open a project in a napari viewer from a script or a notebook (``%gui qt``)."""
+"""A project session for scripts and notebooks, with or without a napari viewer.
+
+``napari_al.open_project(path)`` opens the project in a new napari viewer with the widget
+docked (``viewer=`` an existing viewer docks it there; ``viewer=False`` opens no viewer at all).
+The returned :class:`Session` also runs the loop's steps directly, blocking, on the calling
+thread: :meth:`Session.predict`, :meth:`Session.rank`, :meth:`Session.train`,
+:meth:`Session.evaluate`, :meth:`Session.export`. In a viewer, the widget's background versions
+(``session.widget.start_retrain()`` ...) keep the viewer responsive instead.
+
+This module imports neither Qt nor napari nor torch until a viewer or a model is needed.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from napari_al.gui.tasks import (
+    JobResult,
+    ModelParams,
+    QueryParams,
+    TrainParams,
+    detector_version,
+    get_detector,
+    images_to_predict,
+    loop_api,
+    merge_metrics,
+)
 
 if TYPE_CHECKING:
     import napari
 
+    from napari_al.core.selection import QueryItem
     from napari_al.core.store import ProjectStore
     from napari_al.gui.widget import ActiveLearningWidget
 
 
-@dataclass
 class Session:
-    """A project open in a viewer: the viewer, the docked widget and the store."""
+    """A project open from Python: the store, the detector in use, and optionally a viewer."""
 
-    viewer: napari.viewer.Viewer
-    widget: ActiveLearningWidget
+    def __init__(
+        self,
+        store: ProjectStore,
+        viewer: napari.viewer.Viewer | None = None,
+        widget: ActiveLearningWidget | None = None,
+    ) -> None:
+        self._store = store
+        self.viewer = viewer
+        self.widget = widget
+        self._detector: Any = None
+        self.model = ModelParams()
+        self.last_queries: list[QueryItem] = []
+
+    @classmethod
+    def open(cls, path: str | Path) -> Session:
+        """A headless session (no viewer); a plain folder of images becomes a project."""
+        from napari_al.core.project import open_or_init
+
+        return cls(open_or_init(Path(path)))
+
+    # -- state ----------------------------------------------------------------------------
 
     @property
     def store(self) -> ProjectStore:
-        assert self.widget.store is not None
-        return self.widget.store
+        if self.widget is not None and self.widget.store is not None:
+            return self.widget.store
+        return self._store
+
+    @property
+    def project_dir(self) -> Path:
+        return self.store.project_dir
+
+    def info(self) -> dict[str, Any]:
+        """Counts by split, review state, status and class (as ``napari-al info``)."""
+        return self.store.info()
+
+    @property
+    def detector(self) -> Any:
+        """The detector in use (the widget's when there is a viewer); loaded on first use."""
+        if self.widget is not None and self.widget.controller.detector is not None:
+            return self.widget.controller.detector
+        if self._detector is None:
+            self._detector = self.load_detector()
+        return self._detector
+
+    def load_detector(self, **params: Any) -> Any:
+        """Load the model: ``arch``, ``weights``, ``device``, ``min_size``, ``max_size``
+        (default: the project's latest checkpoint, or a fresh pretrained-backbone model)."""
+        from napari_al.gui.tasks import ensure_torch
+
+        ensure_torch()
+        for key, value in params.items():
+            if not hasattr(self.model, key):
+                raise TypeError(f"unknown model parameter {key!r}")
+            setattr(self.model, key, value)
+        self._detector = get_detector(self.store, self.model)
+        self._share_detector(detector_version(self._detector))
+        return self._detector
+
+    def _share_detector(self, version: int | None = None) -> None:
+        if self.widget is not None and self._detector is not None:
+            c = self.widget.controller
+            c.detector, c.model_version = self._detector, version
+            c._emit("model")
+
+    # -- the loop, blocking ----------------------------------------------------------------
+
+    def predict(self, image_ids: list[int] | None = None, progress: Any = None) -> int:
+        """Run the detector on images (default: every image not yet complete); their
+        ``predicted`` boxes are replaced. Returns the number of images predicted."""
+        ids = images_to_predict(self.store) if image_ids is None else list(image_ids)
+        n = loop_api().predict_project(self.store, self.detector, image_ids=ids, progress=progress)
+        self._refresh_view()
+        return n
+
+    def rank(
+        self,
+        strategy: str = "entropy",
+        unit: str = "image",
+        budget: int = 10,
+        diversity: str | None = None,
+        aggregation: str = "sum",
+        progress: Any = None,
+    ) -> list[QueryItem]:
+        """The ``budget`` most informative images, boxes or regions (best first)."""
+        items = list(
+            loop_api().rank_project(
+                self.store,
+                self.detector,
+                strategy=strategy,
+                unit=unit,
+                budget=budget,
+                diversity=diversity,
+                aggregation=aggregation,
+                progress=progress,
+            )
+        )
+        self.last_queries = items
+        if self.widget is not None:
+            self.widget.controller.set_queries(items)
+        return items
+
+    def train(
+        self,
+        steps: int = 200,
+        lambda_d: float = 0.5,
+        from_scratch: bool = False,
+        seed: int = 0,
+        progress: Any = None,
+    ) -> Any:
+        """Fine-tune the model in use on the project's labels; returns the loop's outcome."""
+        from napari_al.gui.tasks import _version_of, labelling_effort
+
+        effort = labelling_effort(self.store)
+        detector = self.load_detector() if from_scratch else self.detector
+        outcome = loop_api().train_project(
+            self.store,
+            detector,
+            steps=steps,
+            lambda_d=lambda_d,
+            from_scratch=from_scratch,
+            seed=seed,
+            progress=progress,
+        )
+        self._detector = detector
+        version = _version_of(outcome, self.store)
+        merge_metrics(self.store, version, effort)
+        self._share_detector(version)
+        return outcome
+
+    def evaluate(self, split: str = "val") -> dict[str, Any]:
+        """mAP of the model in use on a split (``{'map50', 'map', 'per_class'}``)."""
+        from napari_al.gui.tasks import _metrics_dict
+
+        return _metrics_dict(loop_api().evaluate_project(self.store, self.detector, split=split))
+
+    def export(
+        self, out: str | Path, fmt: str = "coco", overwrite: bool = False, all_images: bool = False
+    ) -> Any:
+        """Write the human labels (of complete images, unless ``all_images``) as VOC/COCO/YOLO."""
+        from napari_al.core.project import export_dataset
+
+        return export_dataset(
+            self.store, Path(out), fmt, overwrite=overwrite, only_reviewed=not all_images
+        )
+
+    def import_dataset(self, path: str | Path, fmt: str) -> dict[str, Any]:
+        """Import a VOC/COCO/YOLO dataset or a folder of images into the project."""
+        from napari_al.core.project import import_into
+
+        _, summary = import_into(self.store, Path(path), fmt)
+        if self.widget is not None:
+            self.widget.refresh()
+        return summary
+
+    def _refresh_view(self) -> None:
+        if self.widget is not None:
+            self.widget.controller.reload()
+            self.widget.refresh()
+
+    # -- viewer ----------------------------------------------------------------------------
+
+    def show(self, image_id: int) -> None:
+        """Show an image in the viewer (a session with a viewer only)."""
+        if self.widget is None:
+            raise RuntimeError("this session has no viewer (open it with a viewer)")
+        self.widget.show_image(image_id)
+
+    def close(self) -> None:
+        """Close the project (every action is already saved)."""
+        if self.widget is not None:
+            self.widget.close_project()
+        elif not self._store.closed:
+            self._store.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = "headless" if self.viewer is None else "in a viewer"
+        return f"Session({str(self.project_dir)!r}, {where})"
 
 
-def open_project(path: str | Path, viewer: napari.viewer.Viewer | None = None) -> Session:
-    """Dock the napari-al widget in ``viewer`` (a new one if None) and open ``path`` in it."""
+def open_project(path: str | Path, viewer: napari.viewer.Viewer | bool | None = None) -> Session:
+    """Open ``path`` (a project, or a folder of images to start one).
+
+    ``viewer=None``: a new napari viewer with the widget docked; a viewer: dock it there;
+    ``viewer=False``: no viewer (headless: ``Session.predict/rank/train/export`` still work).
+    """
+    if viewer is False:
+        return Session.open(path)
     import napari
 
     from napari_al.gui.widget import ActiveLearningWidget
 
-    if viewer is None:
+    if viewer is None or viewer is True:
         viewer = napari.Viewer(title=f"napari-al: {Path(path).name}")
     widget = ActiveLearningWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Active learning", area="right")
     widget.open_project(path)
-    return Session(viewer=viewer, widget=widget)
+    assert widget.store is not None
+    return Session(widget.store, viewer=viewer, widget=widget)
+
+
+__all__ = ["JobResult", "QueryParams", "Session", "TrainParams", "open_project"]

@@ -1,0 +1,409 @@
+"""A person's annotation actions with an undo/redo command stack (Qt-free, napari-free).
+
+napari has no undo for Shapes layers (napari issue 1382), so the annotation loop keeps its own.
+Every action goes to the :class:`~napari_al.core.store.ProjectStore` at once, through the store's
+own methods (each one transaction, logged with its time), and pushes a :class:`Command` that
+remembers the box state before and after. Undo puts the *before* state back with
+:meth:`~napari_al.core.store.ProjectStore.restore_box` (and
+:meth:`~napari_al.core.store.ProjectStore.set_review_state` for review states); redo puts the
+*after* state back. Both are logged actions too, so the log stays a truthful record of the
+person's work. A new action clears the redo stack, as in any editor.
+
+Review state. The first box action on an ``unseen`` image also marks it ``partial`` (its
+unverified predictions then count as noisy labels in training, Desai et al.); that change is part
+of the same command and is undone with it.
+
+Staleness. The store is the truth and other parties write to it too (a rescoring worker replaces
+an image's ``predicted`` boxes). Before undoing, the box must still be in the command's *after*
+state (before redoing, in its *before* state); otherwise the command is dropped and
+:class:`StaleCommand` is raised instead of overwriting someone else's change.
+
+Groups. Actions done inside :meth:`Annotator.group` (e.g. deleting or accepting several selected
+boxes) form one command, undone and redone together.
+
+Skipping an image changes no data: it is logged (kind ``skip``) but not put on the undo stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from napari_al.core.store import BoxRow, ProjectStore, StoreError
+
+#: Box fields compared to tell whether a box is still in a recorded state (``updated`` and
+#: ``created`` are bookkeeping and change on every restore).
+_STATE_FIELDS = (
+    "image_id",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "class_id",
+    "score",
+    "status",
+    "source",
+    "model_version",
+)
+
+#: Command kinds, in the words of the action log.
+COMMAND_KINDS = ("accept", "reject", "set_class", "correct", "draw", "delete", "complete")
+
+#: How many commands the undo stack keeps (older ones fall off the bottom).
+MAX_HISTORY = 1000
+
+
+class StaleCommand(StoreError):
+    """The command's subject was changed by someone else since; it was dropped, not applied."""
+
+
+def same_state(a: BoxRow | None, b: BoxRow | None) -> bool:
+    """Whether two box states agree on everything but the ``created``/``updated`` times."""
+    if a is None or b is None:
+        return a is None and b is None
+    return a.id == b.id and all(getattr(a, f) == getattr(b, f) for f in _STATE_FIELDS)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One undoable action: a box change and/or a review-state change of one image.
+
+    ``before``/``after``: the box state (``None``: the box does not exist) around the action;
+    ``review_before``/``review_after``: the image's review state around it (both ``None`` when
+    the action did not change it).
+    """
+
+    kind: str
+    image_id: int
+    box_id: int | None = None
+    before: BoxRow | None = None
+    after: BoxRow | None = None
+    review_before: str | None = None
+    review_after: str | None = None
+    #: For a group (several boxes at once, e.g. deleting a selection): the member commands,
+    #: in the order they were done. Undone and redone as one.
+    parts: tuple[Command, ...] = ()
+
+    @property
+    def leaves(self) -> tuple[Command, ...]:
+        """The single-subject commands this command is made of (itself when not a group)."""
+        if not self.parts:
+            return (self,)
+        return tuple(leaf for part in self.parts for leaf in part.leaves)
+
+    @property
+    def box_ids(self) -> tuple[int, ...]:
+        """Every box the command changed."""
+        return tuple(c.box_id for c in self.leaves if c.box_id is not None)
+
+    @property
+    def changes_box(self) -> bool:
+        return self.box_id is not None
+
+    @property
+    def changes_review(self) -> bool:
+        return self.review_before is not None and self.review_before != self.review_after
+
+
+@dataclass(frozen=True)
+class Change:
+    """What an action, undo or redo changed; passed to :meth:`Annotator.subscribe` listeners.
+
+    ``how``: ``"do"``, ``"undo"`` or ``"redo"``.
+    """
+
+    command: Command
+    how: str
+    box_ids: tuple[int, ...] = field(default_factory=tuple)
+
+    @property
+    def image_id(self) -> int:
+        return self.command.image_id
+
+
+Listener = Callable[[Change], None]
+
+
+class Annotator:
+    """The user's actions on one project store, with undo and redo.
+
+    Methods raise :class:`~napari_al.core.store.StoreError` for a bad id or an invalid box; the
+    store then holds exactly what it held before (one transaction per store call) and the undo
+    stack is unchanged.
+    """
+
+    def __init__(self, store: ProjectStore, max_history: int = MAX_HISTORY) -> None:
+        self.store = store
+        self.max_history = int(max_history)
+        self._undo: list[Command] = []
+        self._redo: list[Command] = []
+        self._listeners: list[Listener] = []
+        self._group: list[Command] | None = None
+
+    # -- listeners ---------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener(change)`` after every action, undo and redo."""
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _notify(self, command: Command, how: str) -> None:
+        change = Change(command, how, command.box_ids)
+        for listener in list(self._listeners):
+            listener(change)
+
+    # -- the stacks ----------------------------------------------------------------------
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    @property
+    def undo_stack(self) -> tuple[Command, ...]:
+        """The commands that can be undone, oldest first."""
+        return tuple(self._undo)
+
+    @property
+    def redo_stack(self) -> tuple[Command, ...]:
+        """The commands that can be redone, the next one to redo last."""
+        return tuple(self._redo)
+
+    def clear_history(self) -> None:
+        """Forget the undo and redo stacks (e.g. when another project is opened)."""
+        self._undo.clear()
+        self._redo.clear()
+
+    def _push(self, command: Command) -> Command:
+        if self._group is not None:
+            self._group.append(command)
+            return command
+        self._undo.append(command)
+        if len(self._undo) > self.max_history:
+            del self._undo[: len(self._undo) - self.max_history]
+        self._redo.clear()
+        self._notify(command, "do")
+        return command
+
+    @contextmanager
+    def group(self, kind: str = "group") -> Iterator[None]:
+        """Actions inside become ONE command (undone and redone together), e.g. deleting or
+        accepting several selected boxes. Each action still reaches the store at once. Groups
+        do not nest (an inner group joins the outer one)."""
+        if self._group is not None:
+            yield
+            return
+        self._group = []
+        try:
+            yield
+        finally:
+            parts, self._group = tuple(self._group), None
+            if len(parts) == 1:
+                self._push(parts[0])
+            elif parts:
+                images = {p.image_id for p in parts}
+                image_id = parts[0].image_id if len(images) == 1 else parts[-1].image_id
+                self._push(Command(kind, image_id, parts=parts))
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _mark_partial(self, image_id: int) -> tuple[str | None, str | None]:
+        """Mark an unseen image ``partial``; returns (before, after) or (None, None)."""
+        state = self.store.image(image_id).review_state
+        if state != "unseen":
+            return None, None
+        self.store.set_review_state(image_id, "partial")
+        return state, "partial"
+
+    def _box_command(
+        self, kind: str, box_id: int, act: Callable[[], object], mark_partial: bool = True
+    ) -> Command:
+        before = self.store.box(box_id)
+        act()
+        after = self._box_or_none(box_id)
+        review_before, review_after = (
+            self._mark_partial(before.image_id) if mark_partial else (None, None)
+        )
+        return self._push(
+            Command(kind, before.image_id, box_id, before, after, review_before, review_after)
+        )
+
+    def _box_or_none(self, box_id: int) -> BoxRow | None:
+        try:
+            return self.store.box(box_id)
+        except StoreError:
+            return None
+
+    # -- actions -------------------------------------------------------------------------
+
+    def accept(self, box_id: int) -> Command:
+        """The box is right as it is: status ``accepted``."""
+        return self._box_command("accept", box_id, lambda: self.store.accept_box(box_id))
+
+    def reject(self, box_id: int) -> Command:
+        """The box is wrong (background): status ``rejected``."""
+        return self._box_command("reject", box_id, lambda: self.store.reject_box(box_id))
+
+    def set_class(self, box_id: int, class_id: int) -> Command:
+        """Change the box's class (status ``corrected``; a drawn box stays ``drawn``)."""
+        return self._box_command(
+            "set_class", box_id, lambda: self.store.set_box_class(box_id, class_id)
+        )
+
+    def correct(
+        self,
+        box_id: int,
+        xyxy: Iterable[float] | None = None,
+        class_id: int | None = None,
+    ) -> Command:
+        """The box was moved/resized (``xyxy``, image pixels) and/or given another class."""
+        xyxy = None if xyxy is None else tuple(float(v) for v in xyxy)
+        return self._box_command(
+            "correct", box_id, lambda: self.store.correct_box(box_id, xyxy, class_id)
+        )
+
+    def draw(self, image_id: int, xyxy: Iterable[float], class_id: int) -> Command:
+        """A new box drawn by the person (status ``drawn``); the command's ``box_id`` is its id."""
+        box_id = self.store.draw_box(image_id, tuple(float(v) for v in xyxy), class_id)
+        after = self.store.box(box_id)
+        review_before, review_after = self._mark_partial(after.image_id)
+        return self._push(
+            Command("draw", after.image_id, box_id, None, after, review_before, review_after)
+        )
+
+    def delete(self, box_id: int) -> Command:
+        """Remove the box (the store's log keeps its last state)."""
+        return self._box_command("delete", box_id, lambda: self.store.delete_box(box_id))
+
+    def complete_image(self, image_id: int) -> Command | None:
+        """Every object of the image is labelled: review state ``complete``.
+
+        Returns None (and pushes nothing) when the image is complete already.
+        """
+        before = self.store.image(image_id).review_state
+        if before == "complete":
+            return None
+        self.store.set_review_state(image_id, "complete")
+        return self._push(
+            Command("complete", int(image_id), review_before=before, review_after="complete")
+        )
+
+    def skip_image(self, image_id: int, reason: str = "") -> int:
+        """Move on without labelling the image: logged as ``skip``, no data change, not undoable.
+
+        Returns the action id.
+        """
+        self.store.image(image_id)  # a clear error for a bad id
+        payload = {"reason": reason} if reason else None
+        return self.store.log_action("skip", image_id=image_id, payload=payload)
+
+    # -- undo / redo ---------------------------------------------------------------------
+
+    def _check(self, command: Command, undo: bool) -> None:
+        """Raise :class:`StaleCommand` unless every subject is in the state undo/redo expects."""
+        for leaf in command.leaves:
+            want_now = leaf.after if undo else leaf.before
+            review_now = leaf.review_after if undo else leaf.review_before
+            if leaf.changes_box:
+                assert leaf.box_id is not None
+                if not same_state(self._box_or_none(leaf.box_id), want_now):
+                    raise StaleCommand(
+                        f"box {leaf.box_id} was changed elsewhere since this {leaf.kind}; "
+                        f"the {'undo' if undo else 'redo'} was dropped"
+                    )
+            if leaf.changes_review:
+                state = self.store.image(leaf.image_id).review_state
+                if state != review_now:
+                    raise StaleCommand(
+                        f"image {leaf.image_id} is now {state!r}, not {review_now!r}; "
+                        f"the {'undo' if undo else 'redo'} of {leaf.kind} was dropped"
+                    )
+
+    def _apply(self, command: Command, undo: bool) -> None:
+        """Put the command's subjects into their before (undo) or after (redo) states."""
+        self._check(command, undo)  # everything first, so a stale command changes nothing
+        leaves = command.leaves
+        for leaf in reversed(leaves) if undo else leaves:
+            if undo:  # reverse order of the action: review state first, then the box
+                if leaf.changes_review:
+                    assert leaf.review_before is not None
+                    self.store.set_review_state(leaf.image_id, leaf.review_before)
+                if leaf.changes_box:
+                    self.store.restore_box(leaf.box_id, leaf.before)
+            else:
+                if leaf.changes_box:
+                    self.store.restore_box(leaf.box_id, leaf.after)
+                if leaf.changes_review:
+                    assert leaf.review_after is not None
+                    self.store.set_review_state(leaf.image_id, leaf.review_after)
+
+    def undo(self) -> Command | None:
+        """Undo the newest command; returns it (None: nothing to undo).
+
+        Raises :class:`StaleCommand` (and drops the command) when its subject changed since.
+        """
+        if not self._undo:
+            return None
+        command = self._undo.pop()
+        try:
+            self._apply(command, undo=True)
+        except StaleCommand:
+            raise
+        except BaseException:
+            self._undo.append(command)  # nothing applied (one transaction per call)
+            raise
+        self._redo.append(command)
+        self._notify(command, "undo")
+        return command
+
+    def redo(self) -> Command | None:
+        """Redo the most recently undone command; returns it (None: nothing to redo)."""
+        if not self._redo:
+            return None
+        command = self._redo.pop()
+        try:
+            self._apply(command, undo=False)
+        except StaleCommand:
+            raise
+        except BaseException:
+            self._redo.append(command)
+            raise
+        self._undo.append(command)
+        self._notify(command, "redo")
+        return command
+
+    # -- navigation ----------------------------------------------------------------------
+
+    def unreviewed_boxes(self, image_id: int) -> list[BoxRow]:
+        """The image's ``predicted`` boxes in reading order (top to bottom, left to right)."""
+        boxes = self.store.boxes(image_id=image_id, statuses="predicted")
+        return sorted(boxes, key=lambda b: (b.y1, b.x1, b.id))
+
+    def next_unreviewed_box(self, image_id: int, after_box_id: int | None = None) -> int | None:
+        """The id of the next unreviewed box of the image after ``after_box_id`` (wrapping
+        around), in reading order; the first one when ``after_box_id`` is None or not an
+        unreviewed box any more; None when every box is reviewed."""
+        boxes = self.unreviewed_boxes(image_id)
+        if not boxes:
+            return None
+        if after_box_id is None:
+            return boxes[0].id
+        ids = [b.id for b in boxes]
+        if after_box_id in ids:
+            return ids[(ids.index(after_box_id) + 1) % len(ids)]
+        try:  # a reviewed box: continue from its position in reading order
+            ref = self.store.box(after_box_id)
+        except StoreError:
+            return ids[0]
+        key = (ref.y1, ref.x1, ref.id)
+        for b in boxes:
+            if (b.y1, b.x1, b.id) > key:
+                return b.id
+        return ids[0]

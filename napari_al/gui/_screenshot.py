@@ -1,0 +1,144 @@
+"""Screenshot of the annotation loop for the README (run under Xvfb).
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python -m napari_al.gui._screenshot docs/images/loop.png
+
+The project is the BCCD sample with simulated predictions on its pool images
+(:func:`~napari_al.gui._testing.make_loop_project`); a few boxes are judged with the keys, one
+is drawn, the regions come from :func:`napari_al.core.selection.rank_regions` over the
+simulated scores, and "possibly missed" suggestions are ground-truth boxes the simulation left
+out. With ``--train-steps N`` the loss curve is a real training run of the default detector on
+the project's labels (``core.loop.train_project``; nothing is predicted with it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="screenshot of the napari-al loop")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--train-steps", type=int, default=0)
+    parser.add_argument("--min-size", type=int, default=320)
+    args = parser.parse_args(argv)
+
+    import napari
+    import numpy as np
+    from qtpy.QtWidgets import QApplication, QScrollArea
+
+    from napari_al.core.formats import read_voc
+    from napari_al.core.selection import QueryItem, rank_regions
+    from napari_al.core.store import ProjectStore
+    from napari_al.gui._testing import make_loop_project
+    from napari_al.gui.widget import ActiveLearningWidget
+    from napari_al.sample import sample_dir
+
+    project = make_loop_project(Path(tempfile.mkdtemp(prefix="napari-al-shot-")) / "bccd")
+    # leave two ground-truth cells out of one pool image's predictions: "possibly missed"
+    truth = {str(r.path): r.boxes for r in read_voc(sample_dir()).images}
+    with ProjectStore.open(project) as store:
+        pool = [r.id for r in store.images(split="pool")]
+        target = pool[1]
+        row = store.image(target)
+        boxes = store.boxes(image_id=target, statuses="predicted")
+        gt = truth[str(store.abs_path(row))]
+        names = [c.name for c in store.classes()]
+        missed_gt = sorted(gt, key=lambda b: -(b.x2 - b.x1) * (b.y2 - b.y1))[:2]
+        keep = []
+        for b in boxes:
+            centre = ((b.x1 + b.x2) / 2, (b.y1 + b.y2) / 2)
+            hit = any(m.x1 <= centre[0] <= m.x2 and m.y1 <= centre[1] <= m.y2 for m in missed_gt)
+            if not hit:
+                keep.append((b.xyxy, b.class_id, b.score))
+        store.replace_predictions(target, keep, model_version=None)
+        scores = np.array([s for _, _, s in keep])
+        uncertainty = 1.0 - np.abs(2 * scores - 1)  # simulated: 0.5 is the least sure
+        regions = rank_regions(
+            (row.height, row.width),
+            np.array([x for x, _, _ in keep]),
+            uncertainty,
+            np.array([[m.x1, m.y1, m.x2, m.y2] for m in missed_gt]),
+            missed_scores=np.array([0.45, 0.3]),
+            block=160,
+            image=target,
+        )[:2]
+        missed = [
+            ((m.x1, m.y1, m.x2, m.y2), s, names.index(m.label))
+            for m, s in zip(missed_gt, (0.45, 0.3), strict=True)
+        ]
+
+    viewer = napari.Viewer(title="napari-al: BCCD sample")
+    viewer.window._qt_window.resize(1600, 1000)
+    widget = ActiveLearningWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Active learning", area="right")
+    widget.open_project(project)
+    app = QApplication.instance()
+    assert app is not None
+    c = widget.controller
+
+    queries = [QueryItem(image=pool[k], score=2.5 - 0.4 * k) for k in (0, 2, 3, 4)]
+    queries.append(regions[0])
+    queries.sort(key=lambda q: -q.score)
+    region_index = queries.index(regions[0])
+    c.missed[target] = missed
+    c.set_queries(queries)
+    handler = viewer.window._qt_viewer._key_map_handler
+    for key in ("W", "W", "Q", "W", "G", "W"):
+        handler.press_key(key)
+        handler.release_key(key)
+    c.go_to_item(region_index)  # the region item on the target image
+    for key in ("W", "W", "Q"):
+        handler.press_key(key)
+        handler.release_key(key)
+    # a drawn box: one of the missed cells, drawn by hand
+    m = missed_gt[0]
+    c.annotator.draw(target, (m.x1, m.y1, m.x2, m.y2), c.store.class_id(m.label))
+    c.missed[target] = missed[1:]
+    c.reload()
+    c._render_highlights(query=queries[region_index])
+    viewer.reset_view()
+
+    if args.train_steps:
+        from napari_al.gui.tasks import ensure_torch, loop_api
+
+        ensure_torch()
+        loop = loop_api()
+        detector = loop.load_detector(c.store, min_size=args.min_size, max_size=args.min_size * 2)
+        widget.loss_plot.start_run()
+
+        def progress(step, total, loss, epoch=0.0):  # type: ignore[no-untyped-def]
+            widget.loss_plot.add(step, loss)
+            widget.job_label.setText(f"Training {step}/{total}, loss {loss:.3f}")
+            widget.progress_bar.setRange(0, total)
+            widget.progress_bar.setValue(step)
+            app.processEvents()
+
+        loop.train_project(c.store, detector, steps=args.train_steps, progress=progress, save=False)
+        widget.loss_plot._redraw()
+    widget.refresh()
+
+    def pump(seconds: float) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            app.processEvents()
+            time.sleep(0.02)
+
+    pump(1.0)
+    viewer.reset_view()
+    scroll = widget.findChild(QScrollArea)
+    if scroll is not None:  # show the Query and Train sections (the loss curve)
+        scroll.ensureWidgetVisible(widget.loss_plot, 0, 10)
+    pump(1.5)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    viewer.screenshot(str(args.out), canvas_only=False, flash=False)
+    print(f"saved {args.out}")
+    widget.close_project()
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
