@@ -636,9 +636,12 @@ def read_coco(
     classes = [cat_names[k] for k in sorted(cat_names, key=lambda k: (isinstance(k, str), k))]
 
     # images
+    def valid_id(im: Any) -> bool:  # True == 1 in a dict: a bool id must not count as 1
+        return isinstance(im, dict) and type(im.get("id")) in (int, str)
+
     id_counts: dict[Any, int] = {}
     for im in data["images"]:
-        if isinstance(im, dict) and isinstance(im.get("id"), (int, str)):
+        if valid_id(im):
             id_counts[im["id"]] = id_counts.get(im["id"], 0) + 1
     records: dict[int | str, ImageRecord] = {}
     bad_images: set[Any] = set()
@@ -648,7 +651,7 @@ def read_coco(
             rec, iid = _read_coco_image(im, where, base, rd, id_counts, has_annotations)
         except FormatError as e:
             rd.skip(e, "image")
-            if isinstance(im, dict) and isinstance(im.get("id"), (int, str)):
+            if valid_id(im):
                 bad_images.add(im["id"])
             continue
         records[iid] = rec

@@ -96,6 +96,10 @@ def image_size(path: str | Path) -> tuple[int, int]:
             with tifffile.TiffFile(path) as tf:
                 page = tf.pages.first
                 width, height = int(page.imagewidth), int(page.imagelength)
+        except IndexError:  # tifffile found no page: the first IFD is missing or out of range
+            raise ImageReadError(
+                f"{path}: not a readable TIFF (no image in it; truncated?)"
+            ) from None
         except Exception as e:
             raise ImageReadError(f"{path}: not a readable TIFF ({type(e).__name__}: {e})") from None
     else:
@@ -159,6 +163,8 @@ def _read_tiff(path: Path) -> np.ndarray:
             arr = page.asarray()
     except ImageReadError:
         raise
+    except IndexError:
+        raise ImageReadError(f"{path}: not a readable TIFF (no image in it; truncated?)") from None
     except Exception as e:
         raise ImageReadError(f"{path}: not a readable TIFF ({type(e).__name__}: {e})") from None
     if n_pages > 1:

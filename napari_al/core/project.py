@@ -20,14 +20,21 @@ def open_or_init(project_dir: Path, progress: Progress | None = None) -> Project
     """Open the project in ``project_dir``; a plain folder of images becomes a new project.
 
     Opening a folder of images is the common first step: the store is created inside it and
-    every image joins the unlabeled pool.
+    every image joins the unlabeled pool. A store with no image and no action at all (a first
+    open that was killed before its import committed, or an empty ``init``) gets the folder's
+    images the same way.
     """
     project_dir = Path(project_dir)
     if is_project(project_dir):
-        return ProjectStore.open(project_dir)
-    if not project_dir.is_dir():
+        store = ProjectStore.open(project_dir)
+        # A first open killed before its import committed leaves a store with nothing in it
+        # (no image, no action at all): finish that first open now.
+        if store.last_action_id() is not None or store.images():
+            return store
+    elif not project_dir.is_dir():
         raise FileNotFoundError(f"{project_dir}: no such folder")
-    store = ProjectStore.create(project_dir)
+    else:
+        store = ProjectStore.create(project_dir)
     try:
         from napari_al.core.formats import read_image_folder
 
