@@ -43,6 +43,8 @@ NOISE_VIEWS = 2
 #: How many earlier checkpoints form the ensemble for ``source='ensemble'`` scorers.
 ENSEMBLE_SIZE = 3
 UNITS = ("image", "box", "region")
+#: An unverified prediction overlapping a human or rejected box this much is not a noisy label.
+JUDGED_IOU = 0.5
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
@@ -70,7 +72,7 @@ def load_detector(
     A fresh detector is built when the project has no model yet, when ``weights`` is given,
     or when ``arch`` differs from the latest checkpoint's architecture.
     """
-    from napari_al.core.checkpoints import load_checkpoint
+    from napari_al.core.checkpoints import load as load_checkpoint
     from napari_al.core.detector import DEFAULT_ARCH, Detector
 
     classes = [c.name for c in store.classes()]
@@ -128,6 +130,7 @@ def training_examples(
         if row.split in exclude_splits or row.review_state == "unseen":
             continue
         boxes, labels, noisy, background = [], [], [], []
+        judged = [b.xyxy for b in item.boxes if b.status in (*HUMAN_STATUSES, "rejected")]
         for b in item.boxes:
             xyxy = (b.x1, b.y1, b.x2, b.y2)
             if b.status in HUMAN_STATUSES:
@@ -135,6 +138,10 @@ def training_examples(
             elif b.status == "pseudo" or (
                 b.status == "predicted" and row.review_state == "partial"
             ):
+                # a fresh prediction on an object (or background) a person already judged is
+                # not a noisy label: the judgement wins (Desai et al.: L_B boxes leave U_B)
+                if judged and _max_iou(xyxy, judged) >= JUDGED_IOU:
+                    continue
                 boxes.append(xyxy), labels.append(index[b.class_id]), noisy.append(True)
             elif b.status == "rejected":
                 background.append(xyxy)
@@ -153,6 +160,13 @@ def training_examples(
             )
         )
     return [e for e in examples if e.informative]
+
+
+def _max_iou(box: Sequence[float], others: Sequence[Sequence[float]]) -> float:
+    """The largest IoU of ``box`` with any of ``others``."""
+    from napari_al.core.boxes import box_iou
+
+    return float(box_iou(np.asarray([box], np.float64), np.asarray(others, np.float64)).max())
 
 
 def labels_hash(snapshot: TrainingSnapshot) -> str:
@@ -192,14 +206,16 @@ def train_project(
     progress: TrainProgress | None = None,
     should_stop: ShouldStop | None = None,
     save: bool = True,
+    threads: int | None = None,
 ) -> TrainOutcome:
     """Fine-tune ``detector`` on the project's current labels and record a new model version.
 
     The labels come from one store snapshot, so edits made while training runs are kept
-    for the next round. A run that is cancelled or hits a non-finite loss saves nothing
-    (the detector keeps its last good weights and the store's model stays in use).
+    for the next round. A run that is cancelled, hits a non-finite loss or raises saves
+    nothing: the detector is restored to the weights it had and the store's model stays in
+    use. ``threads`` caps torch's CPU threads for the run (the GUI keeps one core free).
     """
-    from napari_al.core.checkpoints import save_checkpoint
+    from napari_al.core.checkpoints import save as save_checkpoint
     from napari_al.core.training import train
 
     snapshot = store.training_snapshot()
@@ -207,18 +223,30 @@ def train_project(
     kwargs: dict[str, Any] = {}
     if lr is not None:
         kwargs["lr"] = lr
-    result = train(
-        detector,
-        examples,
-        steps=steps,
-        batch_size=batch_size,
-        lambda_d=lambda_d,
-        from_scratch=from_scratch,
-        seed=seed,
-        progress=progress,
-        should_stop=should_stop,
-        **kwargs,
-    )
+    if threads is not None:
+        kwargs["threads"] = threads
+    # A run that does not finish (cancel, non-finite loss, an exception) must leave the
+    # detector as it was: its weights are those of the model version it reports.
+    initial = {k: v.detach().clone() for k, v in detector.model.state_dict().items()}
+    try:
+        result = train(
+            detector,
+            examples,
+            steps=steps,
+            batch_size=batch_size,
+            lambda_d=lambda_d,
+            from_scratch=from_scratch,
+            seed=seed,
+            progress=progress,
+            should_stop=should_stop,
+            **kwargs,
+        )
+    except BaseException:
+        detector.model.load_state_dict(initial)
+        raise
+    if result.stopped_reason != "done":
+        detector.model.load_state_dict(initial)
+    del initial
     outcome = TrainOutcome(
         result=result, n_examples=len(examples), last_action_id=snapshot.last_action_id
     )
@@ -317,7 +345,7 @@ def _strategy_key(strategy: Any, kwargs: dict[str, Any], extra: dict[str, Any]) 
 
 def ensemble_members(store: ProjectStore, detector: Detector, size: int = ENSEMBLE_SIZE) -> list:
     """Earlier checkpoints of the project (newest first, excluding the detector's own)."""
-    from napari_al.core.checkpoints import load_checkpoint
+    from napari_al.core.checkpoints import load as load_checkpoint
 
     own = model_version_of(detector)
     members = []
@@ -538,7 +566,7 @@ def evaluate_project(
         if progress is not None:
             progress(min(start + 2, len(rows)), len(rows))
     result = evaluate(gts, preds, [c.name for c in classes])
-    out = result.to_dict() if hasattr(result, "to_dict") else dict(result)
+    out = result.as_dict()
     out["split"] = split
     out["images"] = len(rows)
     return out

@@ -1,0 +1,84 @@
+"""Compute device selection and CPU thread settings for the detector engine.
+
+``select_device(None)`` picks CUDA, then Apple MPS, then the CPU; a string (``"cpu"``,
+``"cuda"``, ``"cuda:1"``, ``"mps"``) overrides it. Mixed precision (autocast) is used on CUDA
+only: on CPU it is slower than float32 for these models and on MPS autocast is incomplete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+
+
+def select_device(preference: str | torch.device | None = None) -> torch.device:
+    """The device to run on: ``preference`` if given (``"auto"`` = None), else CUDA > MPS > CPU.
+
+    Raises ``ValueError`` when an explicitly requested accelerator is not available.
+    """
+    if isinstance(preference, torch.device):
+        preference = str(preference)
+    if preference is None or preference == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(preference)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {preference!r} requested but CUDA is not available")
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device {preference!r} requested but MPS is not available")
+    return device
+
+
+def default_num_threads() -> int:
+    """CPU threads for torch: the cores this process may use, at most 8 (more rarely helps)."""
+    try:
+        n = len(os.sched_getaffinity(0))  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(8, n))
+
+
+def configure_threads(n: int | None = None) -> int:
+    """Set ``torch.set_num_threads`` to ``n`` (default: :func:`default_num_threads`); returns it."""
+    n = default_num_threads() if n is None else max(1, int(n))
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """Mixed-precision context: float16/bfloat16 autocast on CUDA, a no-op elsewhere."""
+    if enabled and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast(device_type="cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def autocast_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
+    """The dtype :func:`autocast` uses on ``device`` (None when it is a no-op)."""
+    if enabled and device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
+
+
+@contextlib.contextmanager
+def num_threads(n: int | None) -> Iterator[None]:
+    """Temporarily use ``n`` torch CPU threads (None: leave as is)."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
