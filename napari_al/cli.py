@@ -129,6 +129,13 @@ def _detector(store, args: argparse.Namespace):
     return detector
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an out-of-memory error (CPU or GPU) rather than a bug."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -154,6 +161,21 @@ def cmd_train(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 progress=progress,
             )
+        except Exception as exc:  # nothing was saved: say so, and which model stays in use
+            version = getattr(detector, "model_version", 0)
+            kept = (
+                f"model version {version} stays in use"
+                if version
+                else "the project still has no trained model"
+            )
+            if _out_of_memory(exc):
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise CliError(
+                    f"training ran out of memory ({first}); nothing was saved and {kept}; "
+                    "try a smaller --batch-size or --min-size/--max-size"
+                ) from exc
+            print(f"napari-al: training failed; nothing was saved and {kept}", file=sys.stderr)
+            raise
         finally:
             bar.close()
         result = outcome.result
@@ -327,6 +349,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _run_napari(project, args.screenshot, args.quit)
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Benchmark strategies with a simulated oracle (see docs/simulation.md)."""
+    from napari_al.core import simulation as sim
+
+    if args.strategies == "list":
+        print(sim.describe_strategies())
+        return 0
+    if args.report_only:
+        plot, summary = sim.write_report(Path(args.out))
+        if summary is None:
+            raise CliError(f"{args.out}: no {sim.RESULTS_CSV} to report on")
+        print(f"wrote {plot} and {summary}")
+        return 0
+    try:
+        config = sim.config_from_args(args)
+        outputs = sim.run_simulation(config, Path(args.out), progress=not args.no_progress)
+    except ValueError as exc:  # bad settings or data: one line
+        raise CliError(str(exc)) from exc
+    if outputs.summary is not None:
+        print(outputs.summary.read_text())
+    print(f"results: {outputs.csv}, {outputs.plot}, {outputs.summary}")
+    return 0
+
+
 def user_message(exc: BaseException) -> str | None:
     """The one-line message for an error the user can act on, or ``None`` for a bug."""
     known: list[type[BaseException]] = [CliError, FileNotFoundError, FileExistsError]
@@ -446,6 +492,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window, then quit")
     p.add_argument("--quit", action="store_true", help="quit right after opening (smoke test)")
     p.set_defaults(func=cmd_demo)
+
+    from napari_al.core.simulation import add_arguments as simulate_arguments
+
+    p = sub.add_parser(
+        "simulate",
+        help="benchmark strategies in annotation seconds with a simulated oracle",
+        description="Replay active learning on a labelled dataset with an oracle that answers "
+        "from the ground truth at published human costs; writes results.csv, a plot and a "
+        "Markdown summary to --out, and resumes a stopped run.",
+    )
+    simulate_arguments(p)
+    p.set_defaults(func=cmd_simulate)
     return parser
 
 

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The simulated-oracle benchmark on BCCD (the project's headline number; see docs/simulation.md).
+#
+#   benchmarks/simulate_bccd.sh [OUT] [extra napari-al simulate flags...]
+#
+# Runs the `bccd` preset (BCCD train as the pool, BCCD test for evaluation, 3 seeds, all the
+# required strategies; about an hour on 2 CPU cores) into OUT (default bench-out/bccd).
+# Re-running the same command resumes a stopped run. On a GPU add e.g. `--device cuda
+# --workers 1 --threads 4` (results go to another OUT: the settings are part of the numbers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT="${1:-bench-out/bccd}"
+shift || true
+PY="${PYTHON:-.venv/bin/python}"
+exec "$PY" -m napari_al.cli simulate --preset bccd --out "$OUT" "$@"

@@ -1,0 +1,126 @@
+"""The annotation cost model of the simulated oracle, and counting answers in an action log.
+
+Published human times, each a configurable default (see ``docs/simulation.md``):
+
+- drawing one box: 7.0 s with extreme clicking (Papadopoulos et al., "Extreme clicking for
+  efficient object annotation", ICCV 2017; 25.5 s median for the classic two-corner box on
+  ImageNet, Su et al. 2012);
+- verifying one box yes/no: 1.6 s (Papadopoulos et al., "We don't need no bounding-boxes",
+  CVPR 2016);
+- changing a box's class: 1.5 s (a label pick in a list; assumed, of the order of the 1.6 s
+  yes/no question);
+- clicking an object's centre: 1.9 s (1.87 s, Papadopoulos et al. 2017). No oracle mode charges
+  it yet; it is here for click-based modes.
+- ``image_s``: per image reviewed to completion (open, look, mark complete). Not in the published
+  per-box figures, so 0 by default.
+
+The simulator charges these by advancing the store's clock before each logged answer, so the
+store's own :meth:`~napari_al.core.store.ProjectStore.annotation_seconds` is the cost, exactly as
+a person's time would be measured. :func:`count_answers` recovers the answer counts from the
+action kinds of the same log, so that the two can be checked against each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+#: Action kinds the simulated oracle writes, and what each one is.
+#: ``draw``: a box drawn from nothing; ``accept``/``reject``: a yes/no verification;
+#: ``set_class``: a verification answered "right box, wrong class" plus a class change;
+#: ``correct``: a verification answered "badly placed" plus a redraw;
+#: ``complete``: an image marked fully labelled; ``review_state``: an image marked partial.
+ORACLE_KINDS = ("draw", "accept", "reject", "set_class", "correct", "complete", "review_state")
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Seconds per elementary annotation answer (Papadopoulos et al. 2016, 2017)."""
+
+    draw_s: float = 7.0
+    verify_s: float = 1.6
+    class_change_s: float = 1.5
+    click_s: float = 1.9
+    image_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not value >= 0:
+                raise ValueError(f"cost {name} must be >= 0 seconds, got {value}")
+
+    # the cost of each store action the oracle makes
+    def of_kind(self, kind: str) -> float:
+        """Seconds charged for one oracle action of this kind."""
+        table = {
+            "draw": self.draw_s,
+            "accept": self.verify_s,
+            "reject": self.verify_s,
+            "set_class": self.verify_s + self.class_change_s,
+            "correct": self.verify_s + self.draw_s,
+            "complete": self.image_s,
+            "review_state": 0.0,
+        }
+        if kind not in table:
+            raise ValueError(f"no cost for action kind {kind!r}")
+        return table[kind]
+
+    def seconds(self, counts: Counts) -> float:
+        """Total seconds of a set of answers, from their counts."""
+        return (
+            counts.boxes_drawn * self.draw_s
+            + counts.verifications * self.verify_s
+            + counts.class_changes * self.class_change_s
+            + counts.images_completed * self.image_s
+        )
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass
+class Counts:
+    """How many elementary answers were given (cumulative).
+
+    ``boxes_drawn`` counts draws and redraws; ``verifications`` every yes/no question asked
+    (accepts, rejects, class changes and redraws all start with one); ``images`` the distinct
+    images the oracle answered anything about; ``images_completed`` those marked complete.
+    """
+
+    boxes_drawn: int = 0
+    verifications: int = 0
+    class_changes: int = 0
+    images: int = 0
+    images_completed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def count_answers(actions: Iterable[Any]) -> Counts:
+    """Answer counts from action rows (anything with ``kind`` and ``image_id``).
+
+    Only :data:`ORACLE_KINDS` count; markers and machine actions are ignored.
+    """
+    c = Counts()
+    images: set[int] = set()
+    for a in actions:
+        kind = a.kind
+        if kind not in ORACLE_KINDS:
+            continue
+        if a.image_id is not None:
+            images.add(int(a.image_id))
+        if kind == "draw":
+            c.boxes_drawn += 1
+        elif kind in ("accept", "reject"):
+            c.verifications += 1
+        elif kind == "set_class":
+            c.verifications += 1
+            c.class_changes += 1
+        elif kind == "correct":
+            c.verifications += 1
+            c.boxes_drawn += 1
+        elif kind == "complete":
+            c.images_completed += 1
+    c.images = len(images)
+    return c

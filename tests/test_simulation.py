@@ -1,0 +1,351 @@
+"""The simulated-oracle benchmark: oracle answers and costs, bookkeeping, reproducibility."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_al.core.boxes import box_iou
+from napari_al.core.costs import CostModel, Counts, count_answers
+from napari_al.core.data import HUMAN_STATUSES
+from napari_al.core.simulation import (
+    CSV_COLUMNS,
+    FULL_NAME,
+    RESULTS_CSV,
+    STRATEGIES,
+    TIMING_COLUMNS,
+    GroundTruth,
+    Oracle,
+    SimClock,
+    SimProject,
+    add_arguments,
+    config_from_args,
+    load_data,
+    plan_verification,
+    preset,
+    read_results,
+    resolve_strategies,
+    run_base,
+    run_simulation,
+    run_strategy,
+    summarize,
+    write_report,
+)
+from napari_al.core.store import ProjectStore
+
+SHA = "ab" * 32
+COSTS = CostModel()
+
+# --------------------------------------------------------------------------- oracle, by hand
+
+#: Four objects: A, B (class 0), C (class 1), D (class 0).
+GT = GroundTruth(
+    boxes=np.asarray(
+        [[10, 10, 50, 50], [60, 10, 100, 50], [10, 60, 50, 100], [60, 60, 100, 100]], np.float64
+    ),
+    labels=np.asarray([0, 0, 1, 0], np.int64),
+)
+
+
+@pytest.fixture
+def sim(tmp_path: Path):
+    """A store on a simulated clock with one 200x200 image whose truth is :data:`GT`."""
+    clock = SimClock()
+    store = ProjectStore.create(tmp_path / "p", clock=clock, idle_cutoff_s=1e15)
+    store.add_class("a")
+    store.add_class("b")
+    image = store.add_image(tmp_path / "p" / "x.png", SHA, 200, 200)
+    store.log_action("sim_start")  # the first human action has no predecessor (dt NULL)
+    oracle = Oracle(store, clock, {image: GT}, COSTS)
+    yield store, oracle, image
+    store.close()
+
+
+def _predict(store: ProjectStore, image: int, boxes: list[tuple[list[float], int, float]]):
+    ids = [c.id for c in store.classes()]
+    return store.replace_predictions(image, [(b, ids[c], s) for b, c, s in boxes], None)
+
+
+def test_verification_costs_and_statuses(sim) -> None:
+    store, oracle, image = sim
+    tp, wrong_class, badly_placed, fp, hidden = _predict(
+        store,
+        image,
+        [
+            ([11, 11, 50, 50], 0, 0.9),  # A: right box, right class
+            ([60, 10, 100, 50], 1, 0.8),  # B: right box, wrong class
+            ([10, 60, 28, 100], 1, 0.7),  # C: IoU 0.45, badly placed
+            ([150, 150, 180, 180], 0, 0.6),  # nothing there
+            ([120, 10, 140, 30], 0, 0.1),  # below the shown score: never asked
+        ],
+    )
+    tally = oracle.verify_image(image)  # D was missed by the model
+    assert tally == {"accept": 1, "set_class": 1, "correct": 1, "reject": 1, "draw": 1}
+    # 1.6 + (1.6 + 1.5) + (1.6 + 7) + 1.6 + 7
+    assert store.annotation_seconds() == pytest.approx(21.9, abs=1e-9)
+    counts = count_answers(store.actions())
+    assert counts == Counts(
+        boxes_drawn=2, verifications=4, class_changes=1, images=1, images_completed=1
+    )
+    assert COSTS.seconds(counts) == pytest.approx(21.9, abs=1e-9)
+    a, b = (c.id for c in store.classes())
+    assert store.box(tp).status == "accepted" and store.box(tp).xyxy == (11, 11, 50, 50)
+    assert store.box(wrong_class).status == "corrected" and store.box(wrong_class).class_id == a
+    fixed = store.box(badly_placed)
+    assert (fixed.status, fixed.xyxy, fixed.class_id) == ("corrected", (10, 60, 50, 100), b)
+    assert store.box(fp).status == "rejected"
+    assert store.box(hidden).status == "predicted"
+    drawn = store.boxes(image_id=image, statuses=("drawn",))
+    assert [(d.xyxy, d.class_id) for d in drawn] == [((60, 60, 100, 100), a)]
+    assert store.image(image).review_state == "complete"
+    # answering again asks nothing and costs nothing (resumable)
+    assert sum(oracle.verify_image(image).values()) == 0
+    assert store.annotation_seconds() == pytest.approx(21.9, abs=1e-9)
+
+
+def test_verification_duplicates_and_greedy_order() -> None:
+    # two boxes on A: the higher-scoring one (first) is accepted, the duplicate rejected; a box
+    # overlapping B at IoU 0.375 is redrawn onto B rather than left for a draw
+    plan, missing = plan_verification(
+        np.asarray([[10, 10, 50, 50], [12, 12, 50, 50], [85, 10, 100, 50]]),
+        np.asarray([0, 0, 0]),
+        GT,
+    )
+    assert plan == [("accept", 0), ("reject", None), ("correct", 1)]
+    assert missing == [2, 3]
+    # a true box already covered by a human box is not available again
+    plan, missing = plan_verification(
+        np.asarray([[10, 10, 50, 50]]), np.asarray([0]), GT, claimed={0}
+    )
+    assert plan == [("reject", None)] and missing == [1, 2, 3]
+    # same-class matches win over a better IoU of another class
+    plan, _ = plan_verification(np.asarray([[10, 10, 50, 50]]), np.asarray([1]), GT)
+    assert plan == [("set_class", 0)]
+
+
+def test_box_level_answers(sim) -> None:
+    store, oracle, image = sim
+    tp, wrong, bad, dup = _predict(
+        store,
+        image,
+        [
+            ([11, 11, 50, 50], 0, 0.9),
+            ([60, 10, 100, 50], 1, 0.3),
+            ([10, 60, 28, 100], 1, 0.7),
+            ([10, 10, 49, 49], 0, 0.2),
+        ],
+    )
+    assert oracle.answer_box(tp) == "accept"
+    assert store.image(image).review_state == "partial"
+    assert oracle.answer_box(wrong) == "set_class"
+    assert oracle.answer_box(bad) == "reject"  # Desai et al.: below IoU 0.5 is background
+    assert oracle.answer_box(dup) == "reject"  # A is already labelled
+    assert oracle.answer_box(tp) == "skipped"
+    assert store.annotation_seconds() == pytest.approx(1.6 * 4 + 1.5, abs=1e-9)
+    counts = count_answers(store.actions())
+    assert (counts.verifications, counts.class_changes, counts.boxes_drawn) == (4, 1, 0)
+    assert counts.images == 1 and counts.images_completed == 0
+    # nothing beyond the asked boxes was revealed: C and D have no human box
+    human = store.boxes(image_id=image, statuses=HUMAN_STATUSES)
+    assert sorted(b.id for b in human) == sorted([tp, wrong])
+
+
+def test_drawing_is_idempotent(sim) -> None:
+    store, oracle, image = sim
+    store.draw_box(image, [10, 10, 50, 50], store.classes()[0].id)  # a person already drew A
+    before = store.annotation_seconds()
+    assert oracle.draw_image(image) == 3
+    assert store.annotation_seconds() - before == pytest.approx(21.0, abs=1e-9)
+    assert oracle.draw_image(image) == 0
+    assert len(store.boxes(image_id=image, statuses=("drawn",))) == 4
+
+
+def test_cost_model() -> None:
+    with pytest.raises(ValueError):
+        CostModel(draw_s=-1)
+    c = CostModel(draw_s=10, verify_s=2, class_change_s=1, image_s=5)
+    assert c.of_kind("correct") == 12 and c.of_kind("set_class") == 3
+    assert (
+        c.seconds(Counts(boxes_drawn=1, verifications=2, class_changes=1, images_completed=1)) == 20
+    )
+
+
+def test_strategies_always_include_baselines() -> None:
+    names = [s.name for s in resolve_strategies(["box-entropy", "margin"])]
+    assert names == ["random-draw", "random-verify", "entropy", "box-entropy", "margin"]
+    with pytest.raises(ValueError, match="unknown strategy"):
+        resolve_strategies(["nonsense"])
+    assert STRATEGIES["box-entropy"].oracle == "box"
+
+
+def test_cli_flags_override_the_preset() -> None:
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(
+        [
+            "--preset",
+            "ci",
+            "--rounds",
+            "5",
+            "--draw-s",
+            "25.5",
+            "--strategies",
+            "mc-mi",
+            "--out",
+            "x",
+        ]
+    )
+    cfg = config_from_args(args)
+    assert cfg.rounds == 5 and cfg.costs.draw_s == 25.5 and cfg.costs.verify_s == 1.6
+    assert cfg.strategies == ("mc-mi",) and cfg.min_size == preset("ci").min_size
+    args = p.parse_args(["--data", "d.json", "--out", "x"])
+    assert config_from_args(args).fmt is None  # detected from the data
+
+
+# --------------------------------------------------------------------------- the ci preset
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("sim") / "ci"
+    config = preset("ci")
+    outputs = run_simulation(config, out, progress=False, log=lambda m: None)
+    return config, out, outputs
+
+
+def _strip(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rows]
+
+
+def test_ci_preset_outputs(ci_run) -> None:
+    config, _, outputs = ci_run
+    rows = read_results(outputs.csv)
+    with open(outputs.csv, newline="") as f:
+        assert tuple(next(csv.reader(f))) == CSV_COLUMNS
+    names = [s.name for s in resolve_strategies(config.strategies)]
+    assert [r["strategy"] for r in rows] == [
+        *(n for n in names for _ in range(config.rounds + 1)),
+        FULL_NAME,
+    ]
+    assert all(0 <= r["map50"] <= 1 and 0 <= r["map"] <= 1 for r in rows)
+    # every strategy starts from the same initial set and model
+    first = {tuple(v for k, v in r.items() if k not in ("strategy", "unit", "oracle"))
+             for r in rows if r["round"] == 0 and r["strategy"] != FULL_NAME}  # fmt: skip
+    assert len(first) == 1
+    assert outputs.plot.is_file() and outputs.plot.stat().st_size > 1000
+    text = outputs.summary.read_text()
+    assert "Full-supervision mAP@0.5" in text and "| random-draw |" in text
+
+
+def test_ci_costs_add_up_from_the_action_log(ci_run) -> None:
+    config, out, outputs = ci_run
+    data = load_data(config)
+    rows = read_results(outputs.csv)
+    for name in [*config.strategies, FULL_NAME]:
+        last = max((r for r in rows if r["strategy"] == name), key=lambda r: r["round"])
+        folder = out / "work" / "seed0" / ("full" if name == FULL_NAME else name)
+        proj = SimProject(folder, config, data, create=False)
+        try:
+            logged = proj.store.annotation_seconds()
+            counts = count_answers(proj.store.actions())
+            # the CSV's cost is the store's measured time, which is the answers' price
+            assert last["cost_seconds"] == pytest.approx(logged, abs=1e-3)
+            assert config.costs.seconds(counts) == pytest.approx(logged, abs=1e-6)
+            assert (last["boxes_drawn"], last["verifications"], last["images"]) == (
+                counts.boxes_drawn,
+                counts.verifications,
+                counts.images,
+            )
+            if last["oracle"] == "draw":
+                assert counts.verifications == 0
+                assert logged == pytest.approx(config.costs.draw_s * counts.boxes_drawn)
+        finally:
+            proj.close()
+    # costs only grow
+    for name in config.strategies:
+        c = [r["cost_seconds"] for r in rows if r["strategy"] == name]
+        assert c == sorted(c)
+
+
+def test_ci_oracle_reveals_only_what_was_asked(ci_run) -> None:
+    config, out, _ = ci_run
+    data = load_data(config)
+    for s in resolve_strategies(config.strategies):
+        proj = SimProject(out / "work" / "seed0" / s.name, config, data, create=False)
+        try:
+            store = proj.store
+            asked_images: set[int] = set()
+            asked_boxes: list[tuple[int, list[float]]] = []
+            for m in store.actions(kind="sim_round"):
+                if m.payload["phase"] == "query":
+                    asked_images.update(int(i) for i in m.payload.get("images", []))
+                    asked_boxes.extend((int(b[0]), b[1:]) for b in m.payload.get("boxes", []))
+            human = store.boxes(statuses=(*HUMAN_STATUSES, "rejected"))
+            touched = {b.image_id for b in human}
+            if s.unit == "image":
+                assert touched <= asked_images
+                for row in store.images():
+                    if row.id not in asked_images:
+                        assert row.review_state == "unseen"
+            else:
+                initial = {int(i) for i in store.actions(kind="sim_round")[0].payload["images"]}
+                assert touched <= initial | {i for i, _ in asked_boxes}
+                for b in human:
+                    if b.image_id in initial:
+                        continue
+                    # a box answer never draws: every human box is a judged model box, one of
+                    # the queried candidates, its coordinates the model's (class only fixed)
+                    assert b.status in ("accepted", "corrected", "rejected")
+                    assert b.source == "model"
+                    asked = [q for i, q in asked_boxes if i == b.image_id]
+                    assert asked and box_iou([b.xyxy], asked).max() >= 0.9
+            # unqueried pool images hold no human boxes at all
+            for row in store.images():
+                if row.id not in asked_images | {i for i, _ in asked_boxes}:
+                    assert not store.boxes(image_id=row.id, statuses=HUMAN_STATUSES)
+        finally:
+            proj.close()
+
+
+def test_ci_seed_reproduces_the_run_and_resumes(ci_run, tmp_path: Path) -> None:
+    config, out, _ = ci_run
+    data = load_data(config)
+    rows = read_results(out / RESULTS_CSV)
+    entropy = STRATEGIES["entropy"]
+    expected = _strip([r for r in rows if r["strategy"] == "entropy"])
+    work, csv_path = tmp_path / "work", tmp_path / RESULTS_CSV
+    base = run_base(config, data, work, 0)
+    assert _strip([base])[0] == {**expected[0], "strategy": "initial", "oracle": "draw"}
+    # stop after round 1, then resume to the last round
+    run_strategy(dataclasses.replace(config, rounds=1), data, work, entropy, 0, csv_path)
+    assert len(read_results(csv_path)) == 2
+    run_strategy(config, data, work, entropy, 0, csv_path)
+    assert _strip(read_results(csv_path)) == expected
+    # the whole benchmark resumes as a no-op when every row is there, and refuses to mix
+    # results made with other settings into the same folder
+    before = (out / RESULTS_CSV).read_text()
+    run_simulation(config, out, progress=False, log=lambda m: None)
+    assert (out / RESULTS_CSV).read_text() == before
+    with pytest.raises(ValueError, match="other settings"):
+        run_simulation(dataclasses.replace(config, round_steps=2), out, progress=False)
+    # the report can be rebuilt from the CSV alone
+    shutil.copy(out / RESULTS_CSV, tmp_path / "copy.csv")
+    summary = summarize(read_results(tmp_path / "copy.csv"))
+    assert math.isfinite(summary["full_map50"]) and "entropy" in summary["strategies"]
+    assert write_report(out)[1] is not None
+
+
+@pytest.mark.slow
+def test_ci_in_parallel_workers_matches_one_process(ci_run, tmp_path: Path) -> None:
+    config, out, _ = ci_run
+    parallel = run_simulation(
+        dataclasses.replace(config, workers=2), tmp_path / "par", progress=False, log=lambda m: None
+    )
+    assert _strip(read_results(parallel.csv)) == _strip(read_results(out / RESULTS_CSV))
