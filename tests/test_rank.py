@@ -1,0 +1,86 @@
+"""``napari-al rank``: the pool ranked by a strategy, per image, box or region, with caching."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from napari_al.cli import main
+from napari_al.core.store import ProjectStore
+
+TINY = ["--min-size", "128", "--max-size", "160", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Path:
+    """The BCCD sample as labelled train/val images plus 4 unlabelled pool images."""
+    root = tmp_path_factory.mktemp("rank")
+    proj = root / "proj"
+    pool = root / "pool"
+    pool.mkdir()
+    for p in sorted((sample_dir / "JPEGImages").glob("*.jpg"))[:4]:
+        shutil.copy(p, pool / f"pool_{p.name}")
+    assert main(["init", str(proj)]) == 0
+    assert main(["import", str(proj), str(sample_dir), "--format", "voc"]) == 0
+    assert main(["import", str(proj), str(pool), "--format", "images"]) == 0
+    return proj
+
+
+def rank(capsys: pytest.CaptureFixture[str], project: Path, *extra: str) -> list[dict]:
+    capsys.readouterr()
+    assert main(["rank", str(project), *TINY, "--json", *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_image_ranking_covers_the_pool_in_score_order(project: Path, capsys) -> None:
+    items = rank(capsys, project, "--strategy", "entropy", "--budget", "10")
+    assert len(items) == 4  # only the unreviewed pool is ranked
+    assert all(Path(it["image"]).name.startswith("pool_") for it in items)
+    scores = [it["score"] for it in items]
+    assert scores == sorted(scores, reverse=True)
+    assert all("entropy" in it["breakdown"] for it in items)
+
+
+def test_combined_strategy_reports_each_component(project: Path, capsys) -> None:
+    items = rank(capsys, project, "--strategy", "entropy+margin", "--budget", "2")
+    assert len(items) == 2
+    assert set(items[0]["breakdown"]) == {"entropy", "margin"}
+
+
+def test_box_level_items_carry_their_box(project: Path, capsys) -> None:
+    items = rank(
+        capsys, project, "--strategy", "least_confidence", "--unit", "box", "--budget", "5"
+    )
+    assert items, "an untrained detector still proposes candidate boxes"
+    for it in items:
+        assert it["unit"] == "box" and len(it["box"]) == 4
+        x1, y1, x2, y2 = it["box"]
+        assert 0 <= x1 < x2 <= 640 and 0 <= y1 < y2 <= 480
+
+
+def test_diverse_selection_respects_the_budget(project: Path, capsys) -> None:
+    items = rank(
+        capsys, project, "--strategy", "entropy", "--budget", "2", "--diversity", "coreset"
+    )
+    assert len(items) == 2 and len({it["image_id"] for it in items}) == 2
+
+
+def test_scores_are_cached_per_model_version(project: Path, capsys) -> None:
+    assert main(["train", str(project), *TINY, "--steps", "1"]) == 0
+    first = rank(capsys, project, "--strategy", "entropy")
+    with ProjectStore.open(project) as store:
+        version = store.latest_model_version().id
+    # white-box look at the cache table, through a separate read-only connection
+    with sqlite3.connect(f"file:{project / 'napari_al.sqlite'}?mode=ro", uri=True) as conn:
+        cached = conn.execute(
+            "SELECT COUNT(*) FROM score_cache WHERE model_version = ?", (version,)
+        ).fetchone()[0]
+    assert cached == 4
+    second = rank(capsys, project, "--strategy", "entropy")
+    assert [(i["image_id"], i["score"]) for i in second] == [
+        (i["image_id"], i["score"]) for i in first
+    ]
