@@ -126,7 +126,8 @@ def bccd(args: argparse.Namespace) -> list[dict]:
     test_imgs = [load_image(BCCD / "JPEGImages" / f"{n}.jpg") for n in test_names]
     gts = [_read_voc(BCCD / "Annotations" / f"{n}.xml") for n in test_names]
     rows = []
-    for pretrained in (True, False):
+    inits = {"both": (True, False), "pretrained": (True,), "scratch": (False,)}[args.bccd_init]
+    for pretrained in inits:
         d = Detector(
             BCCD_CLASSES,
             DEFAULT_ARCH,
@@ -154,6 +155,7 @@ def bccd(args: argparse.Namespace) -> list[dict]:
                 **{c: ev.per_class[c]["ap50"] for c in BCCD_CLASSES},
             }
         )
+        print(f"  result: {json.dumps(rows[-1])}", flush=True)
     return rows
 
 
@@ -168,6 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--allow-download", action="store_true")
     p.add_argument("--bccd", action="store_true", help="also train/evaluate on BCCD (long)")
     p.add_argument("--bccd-steps", type=int, default=400)
+    p.add_argument(
+        "--bccd-init",
+        default="both",
+        choices=("both", "pretrained", "scratch"),
+        help="which backbone initialisations to train (run them as separate processes to "
+        "use one core each)",
+    )
     p.add_argument("--bccd-size", type=int, default=480)
     p.add_argument("--bccd-train-limit", type=int, default=None)
     p.add_argument("--bccd-test-limit", type=int, default=None)
