@@ -84,3 +84,23 @@ def test_scores_are_cached_per_model_version(project: Path, capsys) -> None:
     assert [(i["image_id"], i["score"]) for i in second] == [
         (i["image_id"], i["score"]) for i in first
     ]
+
+
+def test_predict_stores_pool_boxes_and_evaluate_reports_map(project: Path, capsys) -> None:
+    capsys.readouterr()
+    assert main(["predict", str(project), *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "predicted 4 images of the pool" in out
+    with ProjectStore.open(project) as store:
+        pool = store.images(split="pool")
+        predicted = store.boxes(statuses=("predicted",))
+        assert {b.image_id for b in predicted} <= {r.id for r in pool}
+        assert all(b.score is not None and b.model_version is not None for b in predicted)
+        human_before = len(store.boxes(statuses=("accepted",)))
+    assert main(["evaluate", str(project), *TINY, "--split", "val", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"map50", "map", "per_class"} <= set(result)
+    assert set(result["per_class"]) == {"Platelets", "RBC", "WBC"}
+    assert 0.0 <= result["map50"] <= 1.0 and result["images"] == 4
+    with ProjectStore.open(project) as store:
+        assert len(store.boxes(statuses=("accepted",))) == human_before
