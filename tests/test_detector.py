@@ -64,7 +64,7 @@ def test_default_arch_uses_offline_imagenet_backbone(detector: Detector) -> None
     assert detector.arch == det.DEFAULT_ARCH
     assert detector.build_info.source == "offline-imagenet"
     assert "mobilenet_v2" in detector.build_message
-    assert detector.device.type == "cpu"
+    assert detector.device == select_device(None)  # the best device present
     assert detector.feature_dim == 1024  # TwoMLPHead fc7
     assert detector.embedding_dim == 1280  # 5 FPN levels x 256
     # the ImageNet weights really are in the backbone

@@ -112,14 +112,16 @@ def training_examples(
     store: ProjectStore,
     snapshot: TrainingSnapshot,
     exclude_splits: Sequence[str] = ("val", "test"),
+    noisy_min_score: float = 0.0,
 ) -> list[TrainingExample]:
     """Partial-label training examples from a consistent snapshot of the store.
 
     Per image (not in ``exclude_splits``, and reviewed at least partly):
     accepted/corrected/drawn boxes are full targets; ``pseudo`` boxes, and ``predicted`` boxes
-    of a ``partial`` image, are noisy labels (their loss is damped by ``lambda_d`` in training,
-    Desai et al. eq. 3); rejected boxes are explicit background; ignore regions give no loss;
-    a ``complete`` image with no boxes is a negative. ``unseen`` images teach nothing yet.
+    of a ``partial`` image scoring at least ``noisy_min_score``, are noisy labels (their loss
+    is damped by ``lambda_d`` in training, Desai et al. eq. 3); rejected boxes are explicit
+    background; ignore regions give no loss; a ``complete`` image with no boxes is a negative.
+    ``unseen`` images teach nothing yet.
     """
     from napari_al.core.training import TrainingExample
 
@@ -136,7 +138,9 @@ def training_examples(
             if b.status in HUMAN_STATUSES:
                 boxes.append(xyxy), labels.append(index[b.class_id]), noisy.append(False)
             elif b.status == "pseudo" or (
-                b.status == "predicted" and row.review_state == "partial"
+                b.status == "predicted"
+                and row.review_state == "partial"
+                and (b.score is None or b.score >= noisy_min_score)
             ):
                 # a fresh prediction on an object (or background) a person already judged is
                 # not a noisy label: the judgement wins (Desai et al.: L_B boxes leave U_B)
@@ -207,6 +211,8 @@ def train_project(
     should_stop: ShouldStop | None = None,
     save: bool = True,
     threads: int | None = None,
+    noisy_min_score: float = 0.0,
+    partial_background_weight: float = 1.0,
 ) -> TrainOutcome:
     """Fine-tune ``detector`` on the project's current labels and record a new model version.
 
@@ -214,13 +220,15 @@ def train_project(
     for the next round. A run that is cancelled, hits a non-finite loss or raises saves
     nothing: the detector is restored to the weights it had and the store's model stays in
     use. ``threads`` caps torch's CPU threads for the run (the GUI keeps one core free).
+    ``noisy_min_score`` and ``partial_background_weight``: see :func:`training_examples` and
+    :func:`napari_al.core.training.train` (how much partly reviewed images teach background).
     """
     from napari_al.core.checkpoints import save as save_checkpoint
     from napari_al.core.training import train
 
     snapshot = store.training_snapshot()
-    examples = training_examples(store, snapshot)
-    kwargs: dict[str, Any] = {}
+    examples = training_examples(store, snapshot, noisy_min_score=noisy_min_score)
+    kwargs: dict[str, Any] = {"partial_background_weight": partial_background_weight}
     if lr is not None:
         kwargs["lr"] = lr
     if threads is not None:
@@ -262,6 +270,8 @@ def train_project(
         "final_loss": float(result.losses[-1]) if result.losses else None,
         "examples": len(examples),
         "lambda_d": lambda_d,
+        "noisy_min_score": noisy_min_score,
+        "partial_background_weight": partial_background_weight,
         "labels_hash": labels_hash(snapshot),
         "last_action_id": snapshot.last_action_id,
         "trained_at": time.time(),

@@ -249,6 +249,10 @@ class SimConfig:
     full_supervision: bool = True
     batch_size: int = 2
     lambda_d: float = 0.5
+    #: Predictions on partly reviewed images below this score are not noisy labels.
+    noisy_min_score: float = 0.0
+    #: Loss weight of background on partly reviewed images (1: as on complete images).
+    partial_background_weight: float = 1.0
     lr: float | None = None
     arch: str = "fasterrcnn_mobilenet_v2_fpn"
     min_size: int = 240
@@ -323,6 +327,8 @@ _RESULT_KEYS = (
     "full_steps",
     "batch_size",
     "lambda_d",
+    "noisy_min_score",
+    "partial_background_weight",
     "lr",
     "arch",
     "min_size",
@@ -388,12 +394,13 @@ def preset(name: str) -> SimConfig:
             strategies=BCCD_STRATEGIES,
             seeds=3,
             rounds=3,
-            init_images=10,
+            init_images=5,
             budget_images=15,
             budget_boxes=400,
             pool_subset=60,
-            init_steps=50,
-            round_steps=25,
+            init_steps=200,
+            round_steps=50,
+            full_steps=800,
             min_size=240,
             max_size=320,
             box_batch_size_per_image=64,
@@ -963,6 +970,8 @@ class SimProject:
             seed=seed,
             batch_size=cfg.batch_size,
             lr=cfg.lr,
+            noisy_min_score=cfg.noisy_min_score,
+            partial_background_weight=cfg.partial_background_weight,
         )
         if outcome.model_version is None:
             raise RuntimeError(
@@ -1813,6 +1822,10 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--no-full", action="store_true", help="skip the full-supervision run")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lambda-d", type=float)
+    p.add_argument("--noisy-min-score", type=float, help="weakest prediction kept as a noisy label")
+    p.add_argument(
+        "--partial-background-weight", type=float, help="background loss on partial images"
+    )
     p.add_argument("--lr", type=float)
     p.add_argument("--arch")
     p.add_argument("--min-size", type=int)
@@ -1842,7 +1855,8 @@ def config_from_args(args: Any) -> SimConfig:
     simple = (
         "data", "fmt", "test_fraction", "seeds", "seed_start", "rounds", "init_images",
         "budget_images", "budget_boxes", "pool_subset", "init_steps", "round_steps",
-        "full_steps", "batch_size", "lambda_d", "lr", "arch", "min_size", "max_size",
+        "full_steps", "batch_size", "lambda_d", "noisy_min_score",
+        "partial_background_weight", "lr", "arch", "min_size", "max_size",
         "max_pool", "max_test", "device", "workers", "threads", "verify_iou", "redraw_iou",
         "verify_min_score",
     )  # fmt: skip
