@@ -195,6 +195,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _skip_reporter() -> tuple[Callable[[int, str], None], list[int]]:
+    """A callback that warns on stderr about each unreadable image, and the ids it saw."""
+    skipped: list[int] = []
+
+    def report(image_id: int, message: str) -> None:
+        skipped.append(image_id)
+        print(f"warning: skipped unreadable image {message}", file=sys.stderr)
+
+    return report, skipped
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from napari_al.core.loop import pool_image_ids, predict_project
 
@@ -204,15 +215,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.split:
             ids = [r.id for r in store.images(split=args.split)]
         update, close = _progress_bar("predicting")
+        on_skip, skipped = _skip_reporter()
         try:
-            n = predict_project(store, detector, image_ids=ids, progress=update)
+            n = predict_project(store, detector, image_ids=ids, progress=update, on_skip=on_skip)
         finally:
             close()
         target = f"split {args.split}" if args.split else "the pool"
         if ids is None:
             ids = pool_image_ids(store)
         n_boxes = sum(len(store.boxes(image_id=i, statuses=("predicted",))) for i in ids)
-        print(f"predicted {n} images of {target}: {n_boxes} predicted boxes stored")
+        note = f" ({len(skipped)} unreadable images skipped)" if skipped else ""
+        print(f"predicted {n} images of {target}: {n_boxes} predicted boxes stored{note}")
     return 0
 
 
@@ -249,6 +262,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
     with _open_store(args.project) as store:
         detector = _detector(store, args)
         update, close = _progress_bar("scoring")
+        on_skip, _ = _skip_reporter()
         try:
             items = rank_project(
                 store,
@@ -260,6 +274,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
                 aggregation=args.aggregation,
                 seed=args.seed,
                 progress=update,
+                on_skip=on_skip,
             )
         finally:
             close()

@@ -7,9 +7,11 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from napari_al.cli import main
+from napari_al.core.boxes import box_iou
 from napari_al.core.store import ProjectStore
 
 TINY = ["--min-size", "128", "--max-size", "160", "--device", "cpu"]
@@ -104,3 +106,78 @@ def test_predict_stores_pool_boxes_and_evaluate_reports_map(project: Path, capsy
     assert 0.0 <= result["map50"] <= 1.0 and result["images"] == 4
     with ProjectStore.open(project) as store:
         assert len(store.boxes(statuses=("accepted",))) == human_before
+
+
+def test_box_level_never_asks_again_about_a_judged_object(project: Path, capsys) -> None:
+    first = rank(
+        capsys, project, "--strategy", "least_confidence", "--unit", "box", "--budget", "3"
+    )
+    top = first[0]
+    with ProjectStore.open(project) as store:
+        cls = store.classes()[0].id
+        store.draw_box(top["image_id"], tuple(top["box"]), cls)  # the person answered it
+        store.set_review_state(top["image_id"], "partial")
+    again = rank(
+        capsys, project, "--strategy", "least_confidence", "--unit", "box", "--budget", "50"
+    )
+    assert again
+    same_image = [it["box"] for it in again if it["image_id"] == top["image_id"]]
+    assert same_image, "the image still has other candidates to ask about"
+    assert box_iou(np.asarray([top["box"]]), np.asarray(same_image)).max() < 0.5
+
+
+def test_an_unreadable_pool_image_is_skipped_not_fatal(tmp_path: Path, sample_dir: Path, capsys):
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    jpgs = sorted((sample_dir / "JPEGImages").glob("*.jpg"))
+    for p in jpgs[:2]:
+        shutil.copy(p, pool / p.name)
+    data = jpgs[2].read_bytes()
+    (pool / "broken.jpg").write_bytes(data[: len(data) // 3])  # header fine, pixels cut
+    proj = tmp_path / "proj"
+    assert main(["init", str(proj)]) == 0
+    assert main(["import", str(proj), str(pool), "--format", "images"]) == 0
+    with ProjectStore.open(proj) as store:
+        store.add_class("RBC")
+    capsys.readouterr()
+    assert main(["predict", str(proj), *TINY]) == 0
+    out, err = capsys.readouterr()
+    assert "predicted 2 images" in out and "1 unreadable images skipped" in out
+    assert "broken.jpg" in err
+    items = rank(capsys, proj, "--strategy", "entropy", "--budget", "5")
+    assert sorted(Path(it["image"]).name for it in items) == sorted(p.name for p in jpgs[:2])
+
+
+def test_background_query_job_reports_unreadable_images(tmp_path: Path, sample_dir: Path):
+    """The GUI's predict-and-rank job (Qt-free generator) skips and reports a broken file."""
+    import threading
+
+    from napari_al.core.detector import Detector
+    from napari_al.gui.tasks import JobResult, QueryParams, _predict_and_rank
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    jpgs = sorted((sample_dir / "JPEGImages").glob("*.jpg"))
+    for p in jpgs[:2]:
+        shutil.copy(p, pool / p.name)
+    data = jpgs[2].read_bytes()
+    (pool / "broken.jpg").write_bytes(data[: len(data) // 3])
+    proj = tmp_path / "proj"
+    assert main(["init", str(proj)]) == 0
+    assert main(["import", str(proj), str(pool), "--format", "images"]) == 0
+    with ProjectStore.open(proj) as store:
+        store.add_class("RBC")
+        broken = next(r.id for r in store.images() if r.path.endswith("broken.jpg"))
+        det = Detector(["RBC"], min_size=128, max_size=160, device="cpu")
+        result = JobResult("query")
+        job = _predict_and_rank(
+            store, det, QueryParams(budget=5), threading.Event(), lambda p: None, result, broken
+        )
+        try:
+            while True:
+                next(job)
+        except StopIteration as stop:
+            result = stop.value
+    assert len(result.skipped) == 1 and "broken.jpg" in result.skipped[0]
+    assert len(result.queries) == 2 and broken not in {q.image for q in result.queries}
+    assert result.missed.get(broken, []) == []

@@ -494,13 +494,12 @@ def test_annotations_during_rescoring_are_kept(baseline: Baseline, tmp_path: Pat
     print(f"\nconcurrent rescoring: {kept} annotations kept, {len(annotator.refused)} refused")
 
 
-def test_unreadable_pool_image_stops_scoring_with_a_clear_error(
+def test_unreadable_pool_image_is_skipped_with_a_clear_message(
     baseline: Baseline, tmp_path: Path
 ) -> None:
-    """A pool image whose pixel data is corrupt (import reads headers only) makes scoring stop
-    with an error naming the file; nothing a person made changes."""
-    from napari_al.core.images import ImageReadError
-
+    """A pool image whose pixel data is corrupt (import reads headers only) is left out of
+    prediction and ranking, reported with a message naming the file; the rest of the pool is
+    still scored and nothing a person made changes."""
     loop = _loop()
     project = fresh(baseline, tmp_path)
     bad = tmp_path / "pool2" / "cut.jpg"
@@ -511,7 +510,14 @@ def test_unreadable_pool_image_stops_scoring_with_a_clear_error(
         import_into(store, bad.parent, "images")
         human = [b.to_dict() for b in store.boxes(statuses=HUMAN_STATUSES)]
         detector = loop.load_detector(store, **SIZE)
-        with pytest.raises(ImageReadError, match=r"cut\.jpg: image data is truncated or corrupt"):
-            loop.predict_project(store, detector, image_ids=[store.image_by_path(bad).id])
+        bad_id = store.image_by_path(bad).id
+        skipped: list[tuple[int, str]] = []
+        on_skip = lambda i, m: skipped.append((i, m))  # noqa: E731
+        assert loop.predict_project(store, detector, image_ids=[bad_id], on_skip=on_skip) == 0
+        assert skipped == [(bad_id, skipped[0][1])]
+        assert "cut.jpg: image data is truncated or corrupt" in skipped[0][1]
+        items = loop.rank_project(store, detector, budget=50, on_skip=on_skip)
+        assert len(skipped) == 2 and skipped[1][0] == bad_id
+        assert items and bad_id not in {q.image for q in items}
         assert [b.to_dict() for b in store.boxes(statuses=HUMAN_STATUSES)] == human
         assert store.integrity_check() == "ok"

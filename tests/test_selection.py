@@ -125,6 +125,9 @@ def test_select_boxes_across_images() -> None:
     seq = select_boxes([np.array([0.3]), np.array([0.7])], 5)
     assert [(q.image, q.index, q.box) for q in seq] == [(1, 0, None), (0, 0, None)]
     assert select_boxes({}, 3) == [] and select_boxes(scores, 0) == []
+    skip = {"a": np.array([False, True, False]), "b": np.array([True, False])}
+    kept = select_boxes(scores, 3, skip=skip)
+    assert [(q.image, q.index) for q in kept] == [("b", 1), ("a", 2), ("a", 0)]
 
 
 def test_rank_regions_dense_uncertain_block_first() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from napari_al.core.detector import Detector
     from napari_al.core.store import ProjectStore, TrainingSnapshot
     from napari_al.core.training import TrainingExample, TrainResult
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 TrainProgress = Callable[..., None]
@@ -52,6 +55,31 @@ def load_rgb(path: str | Path) -> np.ndarray:
     from napari_al.core.images import read_image, to_rgb_uint8
 
     return to_rgb_uint8(read_image(path))
+
+
+#: Called with (image id, message) for each image that could not be read and was skipped.
+OnSkip = Callable[[int, str], None]
+
+
+def _warn_skip(image_id: int, message: str) -> None:
+    log.warning("image %d skipped: %s", image_id, message)
+
+
+def _read_rows(
+    store: ProjectStore, rows: Sequence[Any], on_skip: OnSkip | None
+) -> tuple[list[Any], list[np.ndarray]]:
+    """The images of ``rows`` that can be read (and those rows): a missing, corrupt or
+    unsupported file is reported to ``on_skip`` (default: a logged warning) and left out, so
+    one bad file does not stop a pass over the pool."""
+    ok, images = [], []
+    for row in rows:
+        try:
+            images.append(load_rgb(store.abs_path(row)))
+        except (OSError, ValueError) as exc:
+            (on_skip or _warn_skip)(int(row.id), f"{store.abs_path(row)}: {exc}")
+            continue
+        ok.append(row)
+    return ok, images
 
 
 def checkpoint_path(store: ProjectStore, version: int) -> Path:
@@ -300,11 +328,13 @@ def predict_project(
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
     batch_size: int = 2,
+    on_skip: OnSkip | None = None,
 ) -> int:
     """Run the detector on images (default: the pool) and store its boxes as ``predicted``.
 
     Human boxes are never touched (``store.replace_predictions``). Returns how many images
-    were predicted (fewer than asked when ``should_stop`` fired).
+    were predicted (fewer than asked when ``should_stop`` fired, or when an image could not be
+    read: those are reported to ``on_skip`` and skipped).
     """
     ids = pool_image_ids(store) if image_ids is None else list(image_ids)
     rows = [store.image(i) for i in ids]
@@ -314,8 +344,8 @@ def predict_project(
     for start in range(0, len(rows), batch_size):
         if should_stop is not None and should_stop():
             break
-        batch = rows[start : start + batch_size]
-        preds = detector.predict([load_rgb(store.abs_path(r)) for r in batch])
+        batch, pixels = _read_rows(store, rows[start : start + batch_size], on_skip)
+        preds = detector.predict(pixels) if pixels else []
         for row, p in zip(batch, preds, strict=True):
             store.replace_predictions(
                 row.id,
@@ -331,7 +361,7 @@ def predict_project(
             )
         done += len(batch)
         if progress is not None:
-            progress(done, len(rows))
+            progress(min(start + batch_size, len(rows)), len(rows))
     return done
 
 
@@ -413,8 +443,12 @@ def rank_project(
     candidate_factor: float = 3.0,
     region_block: int = 160,
     use_cache: bool = True,
+    on_skip: OnSkip | None = None,
 ) -> list[QueryItem]:
     """Rank the pool (unreviewed and partly reviewed images) by a strategy.
+
+    An image that cannot be read is reported to ``on_skip`` (default: a logged warning) and
+    left out of the ranking.
 
     ``unit`` is ``image`` (whole images; optionally diverse, two-stage: top
     ``candidate_factor x budget`` by score, then core-set or k-means++ on image embeddings),
@@ -466,11 +500,11 @@ def rank_project(
         if should_stop is not None and should_stop():
             break
         chunk = todo[start : start + batch_size]
-        views = detector.scoring_views(
-            [load_rgb(store.abs_path(rows[i])) for i in chunk],
-            seed=seed,
-            ensemble=ensemble,
-            **kwargs,
+        readable, pixels = _read_rows(store, [rows[i] for i in chunk], on_skip)
+        ok_ids = {r.id for r in readable}
+        chunk = [i for i in chunk if rows[i].id in ok_ids]
+        views = (
+            detector.scoring_views(pixels, seed=seed, ensemble=ensemble, **kwargs) if pixels else []
         )
         for i, v in zip(chunk, views, strict=True):
             raw = strat.raw_scores(v, rng)
@@ -480,7 +514,7 @@ def rank_project(
                 extra[i] = (v, possibly_missed(v))
             if cacheable:
                 store.put_scores(rows[i].sha256, version, key, _pack(raw, embeddings[i]))
-        done += len(chunk)
+        done += len(todo[start : start + batch_size])
         if progress is not None:
             progress(done, len(rows))
     keep = [i for i, r in enumerate(raws) if r is not None]
@@ -504,6 +538,7 @@ def rank_project(
             budget,
             boxes={rows[i].id: extra[i][0].base.boxes for i in keep},
             breakdown={rows[i].id: pool.box_breakdown[j] for j, i in enumerate(keep)},
+            skip={rows[i].id: judged_mask(store, rows[i].id, extra[i][0].base.boxes) for i in keep},
         )
     items: list[QueryItem] = []
     for j, i in enumerate(keep):
@@ -521,6 +556,18 @@ def rank_project(
         )
     items.sort(key=lambda q: -q.score)
     return items[:budget]
+
+
+def judged_mask(store: ProjectStore, image_id: int, boxes: np.ndarray) -> np.ndarray:
+    """Which of ``boxes`` lie on an object (or background) a person already judged on the
+    image (IoU >= ``JUDGED_IOU`` with a human or rejected box): asking again teaches nothing."""
+    from napari_al.core.boxes import box_iou
+
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    judged = [b.xyxy for b in store.boxes(image_id, statuses=(*HUMAN_STATUSES, "rejected"))]
+    if not judged or not len(boxes):
+        return np.zeros(len(boxes), bool)
+    return box_iou(boxes, np.asarray(judged, np.float64)).max(axis=1) >= JUDGED_IOU
 
 
 def _pack(raw: Any, embedding: np.ndarray) -> bytes:

@@ -243,6 +243,7 @@ def select_boxes(
     | Sequence[Mapping[str, np.ndarray]]
     | None = None,
     max_per_image: int | None = None,
+    skip: Mapping[Hashable, np.ndarray] | Sequence[np.ndarray] | None = None,
 ) -> list[QueryItem]:
     """Desai et al.'s box-level queries: the ``budget`` most informative boxes of the pool.
 
@@ -250,7 +251,8 @@ def select_boxes(
     ids). Boxes are ranked across images by decreasing score, ties by image order then box
     index; ``max_per_image`` caps the picks per image to spread the effort. ``boxes`` (same
     keys, ``(N_i, 4)``) fill :attr:`QueryItem.box`; ``breakdown`` (same keys, name ->
-    ``(N_i,)``) fills :attr:`QueryItem.breakdown`.
+    ``(N_i,)``) fills :attr:`QueryItem.breakdown`. ``skip`` (same keys, ``(N_i,)`` bool)
+    marks boxes never to pick, e.g. objects a person already judged.
     """
 
     def keyed(m: Mapping[Hashable, object] | Sequence[object]) -> dict[Hashable, object]:
@@ -259,6 +261,7 @@ def select_boxes(
     scores_by = keyed(box_scores)
     boxes_by = keyed(boxes) if boxes is not None else {}
     bd_by = keyed(breakdown) if breakdown is not None else {}
+    skip_by = keyed(skip) if skip is not None else {}
     if budget <= 0 or not scores_by:
         return []
     keys = list(scores_by)
@@ -276,6 +279,9 @@ def select_boxes(
     for j in rank_order(fs):
         ki, bi = int(fi[j]), int(fb[j])
         if max_per_image is not None and per_image.get(ki, 0) >= max_per_image:
+            continue
+        mask = skip_by.get(keys[ki])
+        if mask is not None and bool(np.asarray(mask)[bi]):
             continue
         per_image[ki] = per_image.get(ki, 0) + 1
         key = keys[ki]

@@ -143,6 +143,8 @@ class JobResult:
     details: str = ""
     seconds: float = 0.0
     message: str = ""
+    #: Images that could not be read and were left out (one line each: path and reason).
+    skipped: list[str] = field(default_factory=list)
 
 
 Report = Callable[[Progress], None]
@@ -304,6 +306,11 @@ def _predict_and_rank(
 ) -> Job:
     """Predict the reviewable images one by one, rank the pool, suggest possibly missed."""
     loop = loop_api()
+
+    def skip(image_id: int, message: str) -> None:
+        if message not in result.skipped:
+            result.skipped.append(message)
+
     ids = images_to_predict(store)
     if current_image in ids:  # the image on screen first: its new boxes appear soonest
         ids.remove(current_image)
@@ -312,7 +319,14 @@ def _predict_and_rank(
         if stop.is_set():
             result.cancelled = True
             return result
-        _call(loop.predict_project, store, detector, image_ids=[image_id], should_stop=stop.is_set)
+        _call(
+            loop.predict_project,
+            store,
+            detector,
+            image_ids=[image_id],
+            should_stop=stop.is_set,
+            on_skip=skip,
+        )
         result.predicted_images.append(image_id)
         yield Progress("predict", i + 1, len(ids), image_id=image_id)
     if stop.is_set():
@@ -336,6 +350,7 @@ def _predict_and_rank(
             aggregation=query.aggregation,
             progress=rank_progress,
             should_stop=stop.is_set,
+            on_skip=skip,
         )
     )
     if stop.is_set():
@@ -372,7 +387,10 @@ def suggest_missed(
     from napari_al.core.scoring import possibly_missed
 
     row = store.image(image_id)
-    pixels = to_rgb_uint8(read_image(store.abs_path(row)))
+    try:
+        pixels = to_rgb_uint8(read_image(store.abs_path(row)))
+    except (OSError, ValueError):  # unreadable: the predict/rank pass already reported it
+        return []
     views = detector.scoring_views([pixels], candidates=True)[0]
     missed = possibly_missed(views, min_score=min_score)
     if len(missed) == 0:
