@@ -13,14 +13,20 @@ from collections.abc import Iterator
 
 import torch
 
+#: Environment variable naming the default device (``cpu``, ``cuda``, ``cuda:1``, ``mps``).
+DEVICE_ENV = "NAPARI_AL_DEVICE"
+
 
 def select_device(preference: str | torch.device | None = None) -> torch.device:
-    """The device to run on: ``preference`` if given (``"auto"`` = None), else CUDA > MPS > CPU.
+    """The device to run on: ``preference`` if given (``"auto"`` = None), else
+    ``$NAPARI_AL_DEVICE`` if set (e.g. ``cpu`` to keep a busy GPU free), else CUDA > MPS > CPU.
 
     Raises ``ValueError`` when an explicitly requested accelerator is not available.
     """
     if isinstance(preference, torch.device):
         preference = str(preference)
+    if preference is None or preference == "auto":
+        preference = os.environ.get(DEVICE_ENV) or None
     if preference is None or preference == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
