@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1600, 1000)
     widget = ActiveLearningWidget(viewer)
+    widget.min_score_spin.setValue(0.0)  # draw all --boxes boxes, weak predictions included
     viewer.window.add_dock_widget(widget, name="Active learning", area="right")
     widget.open_project(project)
     if args.min_size:

@@ -100,6 +100,12 @@ def layer_matches_store(w) -> None:  # type: ignore[no-untyped-def]
     rows = {b.id: b for b in store.boxes(image_id=w.controller.image_id)}
     if not w.view.show_rejected:
         rows = {k: b for k, b in rows.items() if b.status != "rejected"}
+    floor = w.view.min_prediction_score
+    rows = {
+        k: b
+        for k, b in rows.items()
+        if b.status != "predicted" or b.score is None or b.score >= floor
+    }
     ids = w.view.box_ids().tolist()
     assert sorted(ids) == sorted(rows), (ids, sorted(rows))
     xyxy = napari_to_xyxy(layer.data) if len(layer.data) else np.zeros((0, 4))
@@ -429,6 +435,7 @@ def test_query_navigation_and_skip(widget, monkeypatch) -> None:  # type: ignore
 
 def test_image_switch_with_200_boxes(widget) -> None:  # type: ignore[no-untyped-def]
     w = widget
+    w.min_score_spin.setValue(0.0)  # all 200 boxes drawn, weak predictions included
     store = w.store
     ids = [r.id for r in store.images(split="pool")]
     add_many_boxes(store, ids[0], 200)
@@ -613,3 +620,30 @@ def test_session_with_viewer(make_napari_viewer, project: Path, monkeypatch) -> 
         assert s.widget.controller.image_id == items[0].image
     finally:
         s.close()
+
+
+def test_weak_predictions_are_hidden_and_skipped(widget) -> None:  # type: ignore[no-untyped-def]
+    w = widget
+    assert w.min_score_spin.value() == pytest.approx(0.23)  # verify_s / draw_s
+    image = w.controller.image_id
+    scores = [b.score for b in w.store.boxes(image_id=image, statuses="predicted")]
+    assert min(scores) < 0.5 < max(scores), "the test project mixes weak and strong predictions"
+    w.min_score_spin.setValue(0.5)
+    layer_matches_store(w)
+    shown = w.view.box_ids().tolist()
+    for b in w.store.boxes(image_id=image, statuses="predicted"):
+        assert (b.id in shown) == (b.score >= 0.5)
+    focus = w.store.box(w.controller.focus_box)
+    assert focus.status == "predicted" and focus.score >= 0.5
+    # reviewing walks only through the boxes shown
+    seen = set()
+    for _ in range(len(scores)):
+        seen.add(w.controller.focus_box)
+        assert press(w.viewer, "W")
+        if w.controller.focus_box is None:
+            break
+    assert all(w.store.box(i).score >= 0.5 for i in seen)
+    assert not [b for b in w.store.boxes(image_id=image, statuses="predicted") if b.score >= 0.5]
+    w.min_score_spin.setValue(0.0)
+    layer_matches_store(w)
+    assert len(w.view.box_ids()) == len(w.store.boxes(image_id=image))

@@ -28,6 +28,7 @@ from napari_al.core.simulation import (
     add_arguments,
     config_from_args,
     load_data,
+    per_seed_table,
     plan_verification,
     preset,
     read_results,
@@ -36,6 +37,7 @@ from napari_al.core.simulation import (
     run_simulation,
     run_strategy,
     summarize,
+    summary_table,
     write_report,
 )
 from napari_al.core.store import ProjectStore
@@ -207,6 +209,57 @@ def test_cli_flags_override_the_preset() -> None:
     assert cfg.strategies == ("mc-mi",) and cfg.min_size == preset("ci").min_size
     args = p.parse_args(["--data", "d.json", "--out", "x"])
     assert config_from_args(args).fmt is None  # detected from the data
+
+
+def _curve(name: str, seed: int, points: list[tuple[float, float]]) -> list[dict]:
+    return [
+        {
+            "strategy": name,
+            "unit": "image",
+            "oracle": "draw" if name == "random-draw" else "verify",
+            "seed": seed,
+            "round": r,
+            "cost_seconds": c,
+            "map50": m,
+            "boxes_drawn": 0,
+            "verifications": 0,
+            "class_changes": 0,
+            "images": 0,
+        }
+        for r, (c, m) in enumerate(points)
+    ]
+
+
+def test_summary_censors_runs_that_never_reach_the_target() -> None:
+    full = [{**_curve(FULL_NAME, 0, [(10_000.0, 0.8)])[0]}]  # target 0.72
+    rows = [
+        *full,
+        # random drawing reaches the target at 1,000 s on seed 0, never on seed 1 (5,000 s)
+        *_curve("random-draw", 0, [(500.0, 0.5), (1_000.0, 0.72), (5_000.0, 0.8)]),
+        *_curve("random-draw", 1, [(500.0, 0.5), (2_500.0, 0.6), (5_000.0, 0.7)]),
+        # a strategy that reaches it on both seeds, at 600 and 1,000 s
+        *_curve("fast", 0, [(500.0, 0.5), (600.0, 0.72), (2_500.0, 0.8)]),
+        *_curve("fast", 1, [(500.0, 0.5), (1_000.0, 0.72), (2_500.0, 0.8)]),
+        # one that never does
+        *_curve("slow", 0, [(500.0, 0.5), (2_000.0, 0.6)]),
+        *_curve("slow", 1, [(500.0, 0.5), (3_000.0, 0.6)]),
+    ]
+    st = summarize(rows)["strategies"]
+    assert st["random-draw"]["cost_to_90"] is None and st["random-draw"]["reached"] == 1
+    assert st["random-draw"]["cost_to_90_lower"] == pytest.approx(3_000.0)  # (1,000 + 5,000) / 2
+    assert st["fast"]["cost_to_90"] == pytest.approx(800.0)
+    table = {
+        line.split(" | ")[0][2:]: line.split(" | ")
+        for line in summary_table(summarize(rows)).splitlines()[2:]
+    }
+    # 800 / >= 3,000: an upper bound on the ratio, not 800 / 5,000 (random's last cost)
+    assert table["fast"][4] == "< 0.27x"
+    assert table["slow"][4] == "n/a"  # neither is known
+    assert table["random-draw"][3].startswith(">= 3,000 (1/2 seeds")
+    per_seed = per_seed_table(rows, 0.72).splitlines()
+    assert per_seed[0] == "| strategy | seed 0 | seed 1 |"
+    assert "| fast | 600 (0.60x) | 1,000 |" in per_seed  # random never reached it on seed 1
+    assert "| slow | not reached (best 0.600) | not reached (best 0.600) |" in per_seed
 
 
 # --------------------------------------------------------------------------- the ci preset

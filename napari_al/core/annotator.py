@@ -136,6 +136,8 @@ class Annotator:
     def __init__(self, store: ProjectStore, max_history: int = MAX_HISTORY) -> None:
         self.store = store
         self.max_history = int(max_history)
+        #: Predictions scoring below this are not offered for review (they stay ``predicted``).
+        self.min_score = 0.0
         self._undo: list[Command] = []
         self._redo: list[Command] = []
         self._listeners: list[Listener] = []
@@ -382,8 +384,13 @@ class Annotator:
     # -- navigation ----------------------------------------------------------------------
 
     def unreviewed_boxes(self, image_id: int) -> list[BoxRow]:
-        """The image's ``predicted`` boxes in reading order (top to bottom, left to right)."""
-        boxes = self.store.boxes(image_id=image_id, statuses="predicted")
+        """The image's ``predicted`` boxes scoring at least :attr:`min_score`, in reading
+        order (top to bottom, left to right)."""
+        boxes = [
+            b
+            for b in self.store.boxes(image_id=image_id, statuses="predicted")
+            if b.score is None or b.score >= self.min_score
+        ]
         return sorted(boxes, key=lambda b: (b.y1, b.x1, b.id))
 
     def next_unreviewed_box(self, image_id: int, after_box_id: int | None = None) -> int | None:

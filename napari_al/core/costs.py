@@ -49,6 +49,16 @@ class CostModel:
             if not value >= 0:
                 raise ValueError(f"cost {name} must be >= 0 seconds, got {value}")
 
+    @property
+    def verify_threshold(self) -> float:
+        """The score above which showing a model box for a yes/no answer pays off.
+
+        Verifying costs ``verify_s`` and saves ``draw_s`` when the box is right, so it pays
+        when ``P(right) x (draw_s - verify_s) > (1 - P(right)) x verify_s``, i.e. when
+        ``P(right) > verify_s / draw_s`` (0.23 with the defaults), for calibrated scores.
+        """
+        return self.verify_s / self.draw_s if self.draw_s > 0 else 0.0
+
     # the cost of each store action the oracle makes
     def of_kind(self, kind: str) -> float:
         """Seconds charged for one oracle action of this kind."""

@@ -90,6 +90,7 @@ class AnnotationController:
         self.store = store
         self.annotator = None if store is None else Annotator(store)
         if self.annotator is not None:
+            self.annotator.min_score = self.view.min_prediction_score
             self.annotator.subscribe(self._on_change)
         self.detector = None
         self.model_version = None
@@ -377,6 +378,16 @@ class AnnotationController:
         """Hide or show the rejected boxes."""
         self.view.show_rejected = not self.view.show_rejected
         self.reload()
+
+    def set_min_prediction_score(self, value: float) -> None:
+        """Hide (and skip in review) the predictions scoring below ``value``."""
+        value = float(value)
+        self.view.min_prediction_score = value
+        if self.annotator is not None:
+            self.annotator.min_score = value
+        self.reload()
+        if self.store is not None and self.image_id is not None and self.focus_box is None:
+            self._focus(self.annotator.next_unreviewed_box(self.image_id))
 
     def toggle_highlights(self) -> None:
         """Hide or show the highlights layer (regions, suggestions, focus)."""

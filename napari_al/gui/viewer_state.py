@@ -63,6 +63,8 @@ class ImageView:
         self.image_row: ImageRow | None = None
         self.class_names: dict[int, str] = {}
         self.show_rejected = True
+        #: Predictions scoring below this are not drawn (human boxes always are).
+        self.min_prediction_score = 0.0
         self.show_highlights = True
         self.current_class = ""
         self._programmatic = 0
@@ -213,9 +215,17 @@ class ImageView:
             self._image_layer = self.viewer.add_image(pixels, name=IMAGE_LAYER, rgb=rgb)
             self._keep_order()
 
+    def visible(self, row: BoxRow) -> bool:
+        """Whether a box is drawn: rejected ones unless hidden, weak predictions never."""
+        if row.status == "rejected":
+            return self.show_rejected
+        if row.status == "predicted" and row.score is not None:
+            return row.score >= self.min_prediction_score
+        return True
+
     def set_boxes(self, boxes: Iterable[BoxRow]) -> None:
         """Replace the boxes layer's contents by these boxes, in one go."""
-        rows = [b for b in boxes if self.show_rejected or b.status != "rejected"]
+        rows = [b for b in boxes if self.visible(b)]
         layer = self.boxes_layer
         names = self.class_names
         labels = [names.get(b.class_id, "?") for b in rows]
@@ -296,11 +306,7 @@ class ImageView:
         """
         layer = self.boxes_layer
         index = self.index_of(box_id)
-        visible = (
-            row is not None
-            and row.image_id == self.image_id
-            and (self.show_rejected or row.status != "rejected")
-        )
+        visible = row is not None and row.image_id == self.image_id and self.visible(row)
         with self.programmatic():
             if not visible:
                 if index is not None:

@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_al.core.costs import CostModel
 from napari_al.core.store import ProjectStore, StoreError
 from napari_al.gui.controller import AnnotationController
 from napari_al.gui.keys import key_table
@@ -259,6 +260,20 @@ class ActiveLearningWidget(QWidget):
         self.rejected_check.setChecked(True)
         self.rejected_check.toggled.connect(self._on_rejected_toggled)
         form.addRow(_row(self.highlight_check, self.rejected_check))
+        # below the cost model's break-even score a yes/no question costs more than it saves
+        # (docs/simulation.md), so weaker predictions are hidden and skipped by default
+        self.min_score_spin = QDoubleSpinBox()
+        self.min_score_spin.setRange(0.0, 1.0)
+        self.min_score_spin.setSingleStep(0.05)
+        self.min_score_spin.setDecimals(2)
+        self.min_score_spin.setValue(round(CostModel().verify_threshold, 2))
+        self.min_score_spin.setToolTip(
+            "predictions scoring below this are hidden and skipped when reviewing "
+            "(0.23 = verify 1.6 s / draw 7 s: where a yes/no question stops paying off)"
+        )
+        self.min_score_spin.valueChanged.connect(self.controller.set_min_prediction_score)
+        self.controller.set_min_prediction_score(self.min_score_spin.value())
+        form.addRow("hide predictions below", self.min_score_spin)
         return box
 
     def _train_section(self) -> QGroupBox:
@@ -725,6 +740,14 @@ class ActiveLearningWidget(QWidget):
             parts.append(f"mAP@0.5 {map50:.3f}")
         if result.message:
             parts.append(result.message)
+        if result.skipped:
+            parts.append(f"{len(result.skipped)} unreadable images skipped")
+            _notify(
+                "warning",
+                f"{len(result.skipped)} images could not be read and were skipped: "
+                + "; ".join(result.skipped[:3])
+                + (" ..." if len(result.skipped) > 3 else ""),
+            )
         self.job_label.setText("; ".join(parts))
         self.refresh()
 
