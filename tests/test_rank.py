@@ -181,3 +181,33 @@ def test_background_query_job_reports_unreadable_images(tmp_path: Path, sample_d
     assert len(result.skipped) == 1 and "broken.jpg" in result.skipped[0]
     assert len(result.queries) == 2 and broken not in {q.image for q in result.queries}
     assert result.missed.get(broken, []) == []
+
+
+def test_coreset_starts_from_the_labelled_images(project: Path, monkeypatch) -> None:
+    """k-center greedy covers the pool given the labelled set (Sener & Savarese 2018): the
+    embeddings of the completed training images reach the selection."""
+    from napari_al.core import loop, selection
+
+    seen: dict = {}
+    real = selection.select_images
+
+    def spy(*args, **kwargs):
+        seen["labelled"] = kwargs.get("labeled_embeddings")
+        seen["pool"] = kwargs.get("embeddings")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(selection, "select_images", spy)
+    with ProjectStore.open(project) as store:
+        train = [
+            r
+            for r in store.images()
+            if r.review_state != "unseen" and r.split not in ("val", "test")
+        ]
+        detector = loop.load_detector(store, min_size=128, max_size=160, device="cpu")
+        items = loop.rank_project(store, detector, budget=2, diversity="coreset")
+        assert len(items) == 2
+        assert seen["labelled"].shape == (len(train), seen["pool"].shape[1])
+        assert len(train) > 0
+        seen.clear()
+        loop.rank_project(store, detector, budget=2)  # no diversity: no labelled pass
+        assert seen["labelled"] is None

@@ -522,12 +522,18 @@ def rank_project(
     kept_ids = [rows[i].id for i in keep]
     if unit == "image":
         emb = np.stack([embeddings[i] for i in keep]) if keep else None
+        labelled = (
+            labelled_embeddings(store, detector, use_cache=use_cache, on_skip=on_skip)
+            if diversity is not None and emb is not None
+            else None
+        )
         return select_images(
             pool.image_scores,
             budget,
             embeddings=emb,
             diversity=diversity,
             candidate_factor=candidate_factor,
+            labeled_embeddings=labelled,
             rng=seed,
             ids=kept_ids,
             breakdown=pool.breakdown,
@@ -556,6 +562,50 @@ def rank_project(
         )
     items.sort(key=lambda q: -q.score)
     return items[:budget]
+
+
+#: Score-cache key of an image's embedding (``Predictions.embedding``, float32 bytes).
+EMBEDDING_KEY = "embedding/v1"
+
+
+def labelled_embeddings(
+    store: ProjectStore,
+    detector: Detector,
+    *,
+    use_cache: bool = True,
+    on_skip: OnSkip | None = None,
+    batch_size: int = 2,
+) -> np.ndarray | None:
+    """Image embeddings ``(n, E)`` of the images people have labelled (complete or partly
+    reviewed, outside val/test), or None when there are none.
+
+    They are the centres a core-set starts from (Sener & Savarese 2018: k-center greedy covers
+    the pool given the labelled set), so diversity picks what the labels do not cover yet.
+    Cached per (image hash, model version) like scores.
+    """
+    rows = [
+        r for r in store.images() if r.review_state != "unseen" and r.split not in ("val", "test")
+    ]
+    version = model_version_of(detector)
+    cacheable = use_cache and version > 0
+    out: list[np.ndarray] = []
+    todo = []
+    for r in rows:
+        data = store.get_scores(r.sha256, version, EMBEDDING_KEY) if cacheable else None
+        if data is None:
+            todo.append(r)
+        else:
+            out.append(np.frombuffer(data, np.float32))
+    for start in range(0, len(todo), batch_size):
+        ok, pixels = _read_rows(store, todo[start : start + batch_size], on_skip)
+        if not pixels:
+            continue
+        for r, p in zip(ok, detector.predict(pixels), strict=True):
+            e = np.asarray(p.embedding, np.float32)
+            out.append(e)
+            if cacheable:
+                store.put_scores(r.sha256, version, EMBEDDING_KEY, e.tobytes())
+    return np.stack(out) if out else None
 
 
 def judged_mask(store: ProjectStore, image_id: int, boxes: np.ndarray) -> np.ndarray:
