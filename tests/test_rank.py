@@ -126,35 +126,9 @@ def test_box_level_never_asks_again_about_a_judged_object(project: Path, capsys)
     assert box_iou(np.asarray([top["box"]]), np.asarray(same_image)).max() < 0.5
 
 
-def test_an_unreadable_pool_image_is_skipped_not_fatal(tmp_path: Path, sample_dir: Path, capsys):
-    pool = tmp_path / "pool"
-    pool.mkdir()
-    jpgs = sorted((sample_dir / "JPEGImages").glob("*.jpg"))
-    for p in jpgs[:2]:
-        shutil.copy(p, pool / p.name)
-    data = jpgs[2].read_bytes()
-    (pool / "broken.jpg").write_bytes(data[: len(data) // 3])  # header fine, pixels cut
-    proj = tmp_path / "proj"
-    assert main(["init", str(proj)]) == 0
-    assert main(["import", str(proj), str(pool), "--format", "images"]) == 0
-    with ProjectStore.open(proj) as store:
-        store.add_class("RBC")
-    capsys.readouterr()
-    assert main(["predict", str(proj), *TINY]) == 0
-    out, err = capsys.readouterr()
-    assert "predicted 2 images" in out and "1 unreadable images skipped" in out
-    assert "broken.jpg" in err
-    items = rank(capsys, proj, "--strategy", "entropy", "--budget", "5")
-    assert sorted(Path(it["image"]).name for it in items) == sorted(p.name for p in jpgs[:2])
-
-
-def test_background_query_job_reports_unreadable_images(tmp_path: Path, sample_dir: Path):
-    """The GUI's predict-and-rank job (Qt-free generator) skips and reports a broken file."""
-    import threading
-
-    from napari_al.core.detector import Detector
-    from napari_al.gui.tasks import JobResult, QueryParams, _predict_and_rank
-
+def _project_with_a_broken_image(tmp_path: Path, sample_dir: Path) -> tuple[Path, list[Path]]:
+    """Two good sample images and ``broken.jpg`` (header fine, pixels cut) in a new project
+    with one class; returns the project and the good images."""
     pool = tmp_path / "pool"
     pool.mkdir()
     jpgs = sorted((sample_dir / "JPEGImages").glob("*.jpg"))
@@ -167,6 +141,29 @@ def test_background_query_job_reports_unreadable_images(tmp_path: Path, sample_d
     assert main(["import", str(proj), str(pool), "--format", "images"]) == 0
     with ProjectStore.open(proj) as store:
         store.add_class("RBC")
+    return proj, jpgs[:2]
+
+
+def test_an_unreadable_pool_image_is_skipped_not_fatal(tmp_path: Path, sample_dir: Path, capsys):
+    proj, good = _project_with_a_broken_image(tmp_path, sample_dir)
+    capsys.readouterr()
+    assert main(["predict", str(proj), *TINY]) == 0
+    out, err = capsys.readouterr()
+    assert "predicted 2 images" in out and "1 unreadable images skipped" in out
+    assert "broken.jpg" in err
+    items = rank(capsys, proj, "--strategy", "entropy", "--budget", "5")
+    assert sorted(Path(it["image"]).name for it in items) == sorted(p.name for p in good)
+
+
+def test_background_query_job_reports_unreadable_images(tmp_path: Path, sample_dir: Path):
+    """The GUI's predict-and-rank job (Qt-free generator) skips and reports a broken file."""
+    import threading
+
+    from napari_al.core.detector import Detector
+    from napari_al.gui.tasks import JobResult, QueryParams, _predict_and_rank
+
+    proj, _ = _project_with_a_broken_image(tmp_path, sample_dir)
+    with ProjectStore.open(proj) as store:
         broken = next(r.id for r in store.images() if r.path.endswith("broken.jpg"))
         det = Detector(["RBC"], min_size=128, max_size=160, device="cpu")
         result = JobResult("query")
