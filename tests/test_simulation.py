@@ -112,6 +112,36 @@ def test_verification_costs_and_statuses(sim) -> None:
     assert store.annotation_seconds() == pytest.approx(21.9, abs=1e-9)
 
 
+def test_weak_uncovered_predictions_are_asked_before_drawing(sim) -> None:
+    store, oracle, image = sim
+    oracle.verify_missed_min_score = 0.05
+    shown, on_d, dup, nothing = _predict(
+        store,
+        image,
+        [
+            ([10, 10, 50, 50], 0, 0.9),  # A, shown
+            ([61, 61, 100, 100], 0, 0.15),  # D: weak, uncovered -> asked, yes
+            ([12, 12, 50, 50], 0, 0.12),  # a weak duplicate of A: covered, never asked
+            ([150, 150, 180, 180], 0, 0.1),  # weak, uncovered, nothing there -> asked, no
+        ],
+    )
+    tally = oracle.verify_image(image)
+    # A accepted; D accepted instead of drawn; the empty one rejected; B and C drawn
+    assert tally == {
+        "accept": 2,
+        "set_class": 0,
+        "correct": 0,
+        "reject": 1,
+        "draw": 2,
+        "missed_asked": 2,
+    }
+    assert store.box(shown).status == store.box(on_d).status == "accepted"
+    assert store.box(dup).status == "predicted" and store.box(nothing).status == "rejected"
+    # 3 questions x 1.6 + 2 drawings x 7: the log and the counts agree
+    assert store.annotation_seconds() == pytest.approx(3 * 1.6 + 2 * 7, abs=1e-9)
+    assert COSTS.seconds(count_answers(store.actions())) == pytest.approx(18.8, abs=1e-9)
+
+
 def test_verification_duplicates_and_greedy_order() -> None:
     # two boxes on A: the higher-scoring one (first) is accepted, the duplicate rejected; a box
     # overlapping B at IoU 0.375 is redrawn onto B rather than left for a draw

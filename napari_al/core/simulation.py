@@ -66,7 +66,7 @@ from napari_al.core.data import HUMAN_STATUSES, Dataset, ImageRecord
 
 if TYPE_CHECKING:
     from napari_al.core.detector import Detector
-    from napari_al.core.store import ActionRow, ProjectStore
+    from napari_al.core.store import ActionRow, BoxRow, ProjectStore
 
 # --------------------------------------------------------------------------- constants
 
@@ -74,6 +74,8 @@ if TYPE_CHECKING:
 CLOCK_T0 = 1_000_000.0
 #: Idle cut-off for the simulated stores: never reached, every answer's time counts.
 IDLE_CUTOFF_S = 1e15
+#: A weak prediction overlapping a shown or human box this much is not a possibly missed object.
+MISSED_IOU = 0.3
 #: Marker action kind in the store's log: ``{"round": r, "phase": ..., ...}``.
 MARKER_KIND = "sim_round"
 RESULTS_CSV = "results.csv"
@@ -270,6 +272,9 @@ class SimConfig:
     #: Model boxes scoring below this are not shown for verification (None: verify_s / draw_s,
     #: where verifying a box starts to pay off if scores are calibrated).
     verify_min_score: float | None = None
+    #: Ask yes/no about weaker predictions (score >= this, below ``verify_min_score``) that no
+    #: shown or human box covers, before drawing what is still missing (None: never).
+    verify_missed_min_score: float | None = None
     #: Checkpoints kept on disk per run (older model files are deleted; rows stay in the store).
     keep_checkpoints: int = 1
 
@@ -340,6 +345,7 @@ _RESULT_KEYS = (
     "verify_iou",
     "redraw_iou",
     "verify_min_score",
+    "verify_missed_min_score",
 )
 
 
@@ -581,6 +587,7 @@ class Oracle:
         verify_iou: float = 0.5,
         redraw_iou: float = 0.1,
         verify_min_score: float | None = None,
+        verify_missed_min_score: float | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -591,6 +598,7 @@ class Oracle:
         if verify_min_score is None:
             verify_min_score = self.costs.verify_threshold
         self.verify_min_score = float(verify_min_score)
+        self.verify_missed_min_score = verify_missed_min_score
         self.class_ids = [c.id for c in store.classes()]
         self._index = {cid: i for i, cid in enumerate(self.class_ids)}
 
@@ -651,11 +659,70 @@ class Oracle:
             else:
                 self.store.reject_box(box.id)
             tally[decision] += 1
+        if self.verify_missed_min_score is not None and missing:
+            missing = self._ask_about_missed(image_id, pending, missing, tally)
         for j in missing:
             self._draw(image_id, j)
         tally["draw"] = len(missing)
         self._complete(image_id)
         return tally
+
+    def _ask_about_missed(
+        self, image_id: int, shown: Sequence[BoxRow], missing: list[int], tally: dict[str, int]
+    ) -> list[int]:
+        """Before drawing the objects the shown boxes missed, ask yes/no about the weaker
+        predictions that no shown or human box covers (IoU < ``MISSED_IOU``, as the GUI's
+        "possibly missed" marks), best first: a yes (IoU >= ``verify_iou`` with a missing true
+        box) costs ``verify_s`` instead of ``draw_s``. Returns the true boxes still missing."""
+        gt = self.gt[image_id]
+        floor = float(self.verify_missed_min_score or 0.0)
+        shown_ids = {b.id for b in shown}
+        weak = [
+            b
+            for b in self.store.boxes(image_id=image_id, statuses="predicted")
+            if b.id not in shown_ids and b.score is not None and floor <= b.score
+        ]
+        weak.sort(key=lambda b: (-float(b.score or 0.0), b.id))
+        covered = [
+            xy
+            for b, xy in ((b, b.xyxy) for b in self.store.boxes(image_id=image_id))
+            if b.status in HUMAN_STATUSES or b.id in shown_ids
+        ]
+        free = set(missing)
+        for box in weak:
+            if not free:
+                break
+            if (
+                covered
+                and box_iou(
+                    np.asarray([box.xyxy], np.float64), np.asarray(covered, np.float64)
+                ).max()
+                >= MISSED_IOU
+            ):
+                continue
+            claimed = set(range(len(gt))) - free
+            plan, _ = plan_verification(
+                np.asarray([box.xyxy], np.float64),
+                np.asarray([self._index[box.class_id]], np.int64),
+                gt,
+                claimed,
+                self.verify_iou,
+                redraw_iou=math.inf,
+            )
+            decision, j = plan[0]
+            self._charge(decision)
+            if decision == "accept":
+                self.store.accept_box(box.id)
+            elif decision == "set_class":
+                self.store.set_box_class(box.id, self.class_ids[gt.labels[j]])
+            else:
+                self.store.reject_box(box.id)
+            tally[decision] += 1
+            tally["missed_asked"] = tally.get("missed_asked", 0) + 1
+            covered.append(box.xyxy)
+            if j is not None:
+                free.discard(j)
+        return sorted(free)
 
     def answer_box(self, box_id: int) -> str:
         """Box-level query (Desai et al.): one model box verified, class fixed if needed, or
@@ -862,6 +929,7 @@ class SimProject:
             verify_iou=config.verify_iou,
             redraw_iou=config.redraw_iou,
             verify_min_score=config.verify_min_score,
+            verify_missed_min_score=config.verify_missed_min_score,
         )
 
     def close(self) -> None:
@@ -1839,6 +1907,7 @@ def write_report(out: str | Path) -> tuple[Path | None, Path | None]:
                 "noisy_min_score",
                 "partial_background_weight",
                 "verify_min_score",
+                "verify_missed_min_score",
             )
             if k in cfg
         )
@@ -1908,6 +1977,13 @@ def add_arguments(p: Any) -> None:
     p.add_argument(
         "--verify-min-score", type=float, help="model boxes shown for verification (default 0.23)"
     )
+    p.add_argument(
+        "--verify-missed",
+        dest="verify_missed_min_score",
+        type=float,
+        metavar="MIN",
+        help="before drawing missed objects, ask yes/no about uncovered predictions >= MIN",
+    )
     p.add_argument("--report-only", action="store_true", help="redo plot and table from the CSV")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, metavar="DIR")
@@ -1923,7 +1999,7 @@ def config_from_args(args: Any) -> SimConfig:
         "full_steps", "batch_size", "lambda_d", "noisy_min_score",
         "partial_background_weight", "lr", "arch", "min_size", "max_size",
         "max_pool", "max_test", "device", "workers", "threads", "verify_iou", "redraw_iou",
-        "verify_min_score",
+        "verify_min_score", "verify_missed_min_score",
     )  # fmt: skip
     for k in simple:
         v = getattr(args, k, None)
