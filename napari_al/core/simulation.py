@@ -629,6 +629,34 @@ class Oracle:
         self._complete(image_id)
         return len(todo)
 
+    def _apply(self, box_id: int, gt: GroundTruth, decision: str, j: int | None) -> None:
+        """Charge one answer about a model box and make it in the store."""
+        self._charge(decision)
+        if decision == "accept":
+            self.store.accept_box(box_id)
+        elif decision == "set_class":
+            self.store.set_box_class(box_id, self.class_ids[gt.labels[j]])
+        elif decision == "correct":
+            self.store.correct_box(box_id, gt.boxes[j].tolist(), self.class_ids[gt.labels[j]])
+        else:
+            self.store.reject_box(box_id)
+
+    def _judge_one(
+        self, box: BoxRow, gt: GroundTruth, claimed: Iterable[int]
+    ) -> tuple[str, int | None]:
+        """One yes/no question about one model box (no redraw: a misplaced box is a no)."""
+        plan, _ = plan_verification(
+            np.asarray([box.xyxy], np.float64),
+            np.asarray([self._index[box.class_id]], np.int64),
+            gt,
+            claimed,
+            self.verify_iou,
+            redraw_iou=math.inf,
+        )
+        decision, j = plan[0]
+        self._apply(box.id, gt, decision, j)
+        return decision, j
+
     def verify_image(self, image_id: int) -> dict[str, int]:
         """Verify the unjudged model boxes shown (score >= ``verify_min_score``), draw what they
         missed, mark the image complete. Returns the number of answers of each kind."""
@@ -649,15 +677,7 @@ class Oracle:
         )
         tally = dict.fromkeys(("accept", "set_class", "correct", "reject", "draw"), 0)
         for box, (decision, j) in zip(pending, plan, strict=True):
-            self._charge(decision)
-            if decision == "accept":
-                self.store.accept_box(box.id)
-            elif decision == "set_class":
-                self.store.set_box_class(box.id, self.class_ids[gt.labels[j]])
-            elif decision == "correct":
-                self.store.correct_box(box.id, gt.boxes[j].tolist(), self.class_ids[gt.labels[j]])
-            else:
-                self.store.reject_box(box.id)
+            self._apply(box.id, gt, decision, j)
             tally[decision] += 1
         if self.verify_missed_min_score is not None and missing:
             missing = self._ask_about_missed(image_id, pending, missing, tally)
@@ -684,8 +704,8 @@ class Oracle:
         ]
         weak.sort(key=lambda b: (-float(b.score or 0.0), b.id))
         covered = [
-            xy
-            for b, xy in ((b, b.xyxy) for b in self.store.boxes(image_id=image_id))
+            b.xyxy
+            for b in self.store.boxes(image_id=image_id)
             if b.status in HUMAN_STATUSES or b.id in shown_ids
         ]
         free = set(missing)
@@ -700,23 +720,7 @@ class Oracle:
                 >= MISSED_IOU
             ):
                 continue
-            claimed = set(range(len(gt))) - free
-            plan, _ = plan_verification(
-                np.asarray([box.xyxy], np.float64),
-                np.asarray([self._index[box.class_id]], np.int64),
-                gt,
-                claimed,
-                self.verify_iou,
-                redraw_iou=math.inf,
-            )
-            decision, j = plan[0]
-            self._charge(decision)
-            if decision == "accept":
-                self.store.accept_box(box.id)
-            elif decision == "set_class":
-                self.store.set_box_class(box.id, self.class_ids[gt.labels[j]])
-            else:
-                self.store.reject_box(box.id)
+            decision, j = self._judge_one(box, gt, set(range(len(gt))) - free)
             tally[decision] += 1
             tally["missed_asked"] = tally.get("missed_asked", 0) + 1
             covered.append(box.xyxy)
@@ -735,23 +739,7 @@ class Oracle:
         if self.store.image(image_id).review_state == "unseen":
             self._charge("review_state")
             self.store.set_review_state(image_id, "partial")
-        gt = self.gt[image_id]
-        plan, _ = plan_verification(
-            np.asarray([box.xyxy], np.float64),
-            np.asarray([self._index[box.class_id]], np.int64),
-            gt,
-            self._claimed(image_id),
-            self.verify_iou,
-            redraw_iou=math.inf,
-        )
-        decision, j = plan[0]
-        self._charge(decision)
-        if decision == "accept":
-            self.store.accept_box(box.id)
-        elif decision == "set_class":
-            self.store.set_box_class(box.id, self.class_ids[gt.labels[j]])
-        else:
-            self.store.reject_box(box.id)
+        decision, _ = self._judge_one(box, self.gt[image_id], self._claimed(image_id))
         return decision
 
 
