@@ -58,7 +58,7 @@ def _cell(job: dict[str, Any]) -> dict[str, Any]:
 
     from napari_al.core.detector import Detector
     from napari_al.core.evaluation import evaluate
-    from napari_al.core.loop import load_rgb
+    from napari_al.core.workflow import load_rgb
     from napari_al.core.training import TrainingExample, train
 
     if job["threads"]:

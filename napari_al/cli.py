@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 FORMATS_IN = ("voc", "coco", "yolo", "images")
 FORMATS_OUT = ("voc", "coco", "yolo")
@@ -113,19 +114,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _detector(store, args: argparse.Namespace):
-    from napari_al.core.loop import load_detector
+    from napari_al.core import workflow
 
-    detector = load_detector(
-        store,
-        arch=getattr(args, "arch", None),
-        device=args.device,
-        min_size=args.min_size,
-        max_size=args.max_size,
-        weights=getattr(args, "weights", None),
-    )
-    version = getattr(detector, "model_version", 0)
-    source = f"model version {version}" if version else detector.build_message
-    print(f"detector: {detector.arch} on {detector.device} ({source})", file=sys.stderr)
+    detector = workflow.load_model(store, workflow.from_args(workflow.ModelSettings, args))
+    print(f"detector: {workflow.describe(detector)}", file=sys.stderr)
     return detector
 
 
@@ -136,14 +128,32 @@ def _out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
+def _train_failed(exc: BaseException, version: int) -> CliError | None:
+    """The one-line error for a failed training run (None: print a note and re-raise)."""
+    kept = (
+        f"model version {version} stays in use"
+        if version
+        else "the project still has no trained model"
+    )
+    if _out_of_memory(exc):
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return CliError(
+            f"training ran out of memory ({first}); nothing was saved and {kept}; "
+            "try a smaller --batch-size or --min-size/--max-size"
+        )
+    print(f"napari-al: training failed; nothing was saved and {kept}", file=sys.stderr)
+    return None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from napari_al.core.loop import train_project
+    from napari_al.core import workflow
 
+    settings = workflow.from_args(workflow.TrainSettings, args)
     with _open_store(args.project) as store:
         detector = _detector(store, args)
-        bar = tqdm(total=args.steps, desc="training", unit="step", file=sys.stderr, leave=False)
+        bar = tqdm(total=settings.steps, desc="training", unit="step", file=sys.stderr, leave=False)
 
         def progress(step: int, total: int, loss: float, epoch: float) -> None:
             bar.total = total
@@ -151,35 +161,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.set_postfix(loss=f"{loss:.3f}", epoch=f"{epoch:.1f}")
 
         try:
-            outcome = train_project(
-                store,
-                detector,
-                steps=args.steps,
-                lambda_d=args.lambda_d,
-                from_scratch=args.from_scratch,
-                seed=args.seed,
-                batch_size=args.batch_size,
-                progress=progress,
-            )
+            outcome = workflow.train_model(store, detector, settings, progress=progress)
         except Exception as exc:  # nothing was saved: say so, and which model stays in use
-            version = getattr(detector, "model_version", 0)
-            kept = (
-                f"model version {version} stays in use"
-                if version
-                else "the project still has no trained model"
-            )
-            if _out_of_memory(exc):
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise CliError(
-                    f"training ran out of memory ({first}); nothing was saved and {kept}; "
-                    "try a smaller --batch-size or --min-size/--max-size"
-                ) from exc
-            print(f"napari-al: training failed; nothing was saved and {kept}", file=sys.stderr)
-            raise
+            error = _train_failed(exc, detector.model_version)
+            if error is None:
+                raise
+            raise error from exc
         finally:
             bar.close()
         result = outcome.result
-        if result.stopped_reason != "done":
+        if outcome.model_version is None:
             raise CliError(
                 f"training stopped ({result.stopped_reason}) after {result.steps} steps; "
                 "the previous model stays in use"
@@ -207,42 +198,42 @@ def _skip_reporter() -> tuple[Callable[[int, str], None], list[int]]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from napari_al.core.loop import pool_image_ids, predict_project
+    from napari_al.core import workflow
 
     with _open_store(args.project) as store:
         detector = _detector(store, args)
-        ids = None
-        if args.split:
-            ids = [r.id for r in store.images(split=args.split)]
+        ids = workflow.images_to_predict(store, split=args.split)
         update, close = _progress_bar("predicting")
         on_skip, skipped = _skip_reporter()
         try:
-            n = predict_project(store, detector, image_ids=ids, progress=update, on_skip=on_skip)
+            done = workflow.predict_images(store, detector, ids, progress=update, on_skip=on_skip)
         finally:
             close()
-        target = f"split {args.split}" if args.split else "the pool"
-        if ids is None:
-            ids = pool_image_ids(store)
-        n_boxes = sum(len(store.boxes(image_id=i, statuses=("predicted",))) for i in ids)
+        target = f"split {args.split}" if args.split else "the project"
+        n_boxes = sum(len(store.boxes(image_id=i, statuses=("predicted",))) for i in done)
         note = f" ({len(skipped)} unreadable images skipped)" if skipped else ""
-        print(f"predicted {n} images of {target}: {n_boxes} predicted boxes stored{note}")
+        print(
+            f"predicted {len(done)} images still to review in {target}: "
+            f"{n_boxes} predicted boxes stored{note}"
+        )
     return 0
 
 
 def _print_eval(store, detector, split: str, as_json: bool) -> int:
-    from napari_al.core.loop import evaluate_project
+    from napari_al.core import workflow
 
     update, close = _progress_bar("evaluating")
     try:
-        result = evaluate_project(store, detector, split=split, progress=update)
+        result = workflow.evaluate_model(store, detector, split, progress=update)
     finally:
         close()
     if as_json:
         print(json.dumps(result, indent=2, sort_keys=True, default=float))
         return 0
+    version = f"model version {detector.model_version}" if detector.model_version else "model"
     print(
         f"{split}: mAP@0.5 {result['map50']:.4f}  AP@[.5:.95] {result['map']:.4f}  "
-        f"({result['images']} images)"
+        f"({result['images']} images; {version})"
     )
     for name, m in sorted(result.get("per_class", {}).items()):
         ap50, ap = m.get("ap50", float("nan")), m.get("ap", float("nan"))
@@ -256,29 +247,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return _print_eval(store, detector, args.split, args.json)
 
 
-def cmd_rank(args: argparse.Namespace) -> int:
-    from napari_al.core.loop import rank_project
-
-    with _open_store(args.project) as store:
-        detector = _detector(store, args)
-        update, close = _progress_bar("scoring")
-        on_skip, _ = _skip_reporter()
-        try:
-            items = rank_project(
-                store,
-                detector,
-                strategy=args.strategy,
-                unit=args.unit,
-                budget=args.budget,
-                diversity=args.diversity,
-                aggregation=args.aggregation,
-                seed=args.seed,
-                progress=update,
-                on_skip=on_skip,
-            )
-        finally:
-            close()
-        paths = {r.id: r.path for r in store.images()}
+def _query_rows(items: Sequence, paths: dict[int, str]) -> list[dict]:
     rows = []
     for rank, item in enumerate(items, 1):
         row = {
@@ -294,6 +263,23 @@ def cmd_rank(args: argparse.Namespace) -> int:
         if item.index is not None:
             row["box_index"] = int(item.index)
         rows.append(row)
+    return rows
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    from napari_al.core import workflow
+
+    settings = workflow.from_args(workflow.QuerySettings, args)
+    with _open_store(args.project) as store:
+        detector = _detector(store, args)
+        update, close = _progress_bar("scoring")
+        on_skip, _ = _skip_reporter()
+        try:
+            items = workflow.rank_pool(store, detector, settings, progress=update, on_skip=on_skip)
+        finally:
+            close()
+        paths = {r.id: r.path for r in store.images()}
+    rows = _query_rows(items, paths)
     if args.json:
         print(json.dumps(rows, indent=2, default=float))
         return 0
@@ -303,6 +289,9 @@ def cmd_rank(args: argparse.Namespace) -> int:
         if "box" in row:
             box = " box [" + ", ".join(f"{v:.0f}" for v in row["box"]) + "]"
         print(f"{row['rank']:>3}. {row['score']:.4f}  {row['image']}{box}  ({parts})")
+    print(
+        "saved as the project's query list (open the project in napari to walk it)", file=sys.stderr
+    )
     return 0
 
 
@@ -318,6 +307,9 @@ def _require_display() -> None:
 
 def _run_napari(project: Path, screenshot: str | None, quit_after: bool) -> int:
     _require_display()
+    from napari_al.runtime import block_triton
+
+    block_triton()  # a GUI process: see napari_al.runtime (before torch or napari load)
     import napari
 
     from napari_al.gui.session import open_project
@@ -438,59 +430,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
 
-    def model_args(p: argparse.ArgumentParser, arch: bool = False) -> None:
-        if arch:
-            p.add_argument("--arch", help="detector architecture (default: the project's model)")
-            p.add_argument("--weights", help="initial weights file (torchvision detector)")
-        p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
-        p.add_argument("--min-size", type=int, help="shorter image side fed to the model")
-        p.add_argument("--max-size", type=int, help="longer image side limit")
+    _add_round_commands(sub)
+    _add_app_commands(sub)
+    return parser
+
+
+def _model_args(p: argparse.ArgumentParser, arch: bool = False) -> None:
+    """The model flags, built from :class:`~napari_al.core.workflow.ModelSettings`."""
+    from napari_al.core.workflow import ModelSettings, add_arguments
+
+    only = ["device", "min_size", "max_size"] + (["arch", "weights"] if arch else [])
+    add_arguments(p.add_argument_group("model"), ModelSettings, only=only)
+
+
+def _add_round_commands(sub: Any) -> None:
+    """train, predict, evaluate, rank: the round's steps, flags from the workflow settings."""
+    from napari_al.core.workflow import QuerySettings, TrainSettings, add_arguments
 
     p = sub.add_parser("train", help="fine-tune the detector on the project's labels")
     p.add_argument("project", metavar="DIR")
-    model_args(p, arch=True)
-    p.add_argument("--steps", type=int, default=200, help="optimisation steps (default 200)")
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument(
-        "--lambda-d",
-        type=float,
-        default=0.5,
-        help="loss weight of unverified boxes on partly reviewed images (default 0.5)",
-    )
-    p.add_argument("--from-scratch", action="store_true", help="restart from pretrained weights")
-    p.add_argument("--seed", type=int, default=0)
+    _model_args(p, arch=True)
+    add_arguments(p.add_argument_group("training"), TrainSettings)
     p.add_argument("--evaluate", action="store_true", help="evaluate on the val split after")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("predict", help="store the detector's boxes for the pool as 'predicted'")
+    p = sub.add_parser("predict", help="store the detector's boxes for the images still to review")
     p.add_argument("project", metavar="DIR")
-    model_args(p)
-    p.add_argument("--split", choices=("pool", "train", "val", "test"), help="default: the pool")
+    _model_args(p)
+    p.add_argument(
+        "--split",
+        choices=("pool", "train", "val", "test"),
+        help="only this split (default: every image not yet complete, pool first)",
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="mAP@0.5 and COCO AP on a split's reviewed images")
     p.add_argument("project", metavar="DIR")
-    model_args(p)
+    _model_args(p)
     p.add_argument("--split", default="val", choices=("train", "val", "test", "pool"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("rank", help="rank the pool: what to annotate next")
+    p = sub.add_parser("rank", help="rank the pool: what to annotate next (saved in the project)")
     p.add_argument("project", metavar="DIR")
-    model_args(p)
-    p.add_argument(
-        "--strategy",
-        default="entropy",
-        help="scorer name or NAME+NAME (see docs/strategies.md); default entropy",
-    )
-    p.add_argument("--unit", default="image", choices=("image", "box", "region"))
-    p.add_argument("--budget", type=int, default=10)
-    p.add_argument("--diversity", choices=("coreset", "kmeans++"))
-    p.add_argument("--aggregation", default="sum", choices=("sum", "mean", "max", "topk_mean"))
-    p.add_argument("--seed", type=int, default=0)
+    _model_args(p)
+    add_arguments(p.add_argument_group("query"), QuerySettings)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_rank)
 
+
+def _add_app_commands(sub: Any) -> None:
+    """open, demo, simulate: the applications beside the headless commands."""
     p = sub.add_parser("open", help="open napari with the plugin docked on DIR")
     p.add_argument("project", metavar="DIR")
     p.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window, then quit")
@@ -519,7 +509,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate_arguments(p)
     p.set_defaults(func=cmd_simulate)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,7 @@ Usage: python reliability_child.py PROJECT_DIR SOURCES_DIR RUN START_STEP MAX_ST
 
 Training mode (for ``tests/test_reliability_training.py``):
 ``python reliability_child.py train PROJECT_DIR STEPS HOW`` trains the project's model with
-:func:`napari_al.core.loop.train_project` at a tiny input size, printing ``step N`` after each
+:func:`napari_al.core.workflow.train_model` at a tiny input size, printing ``step N`` after each
 step; ``HOW`` is ``run`` (the parent kills it mid-training), ``die-before-rename`` or
 ``die-after-rename`` (it SIGKILLs itself while saving the checkpoint: after the temporary file
 is written but before it replaces the target, or after that but before the store records the
@@ -223,17 +223,17 @@ def train_main() -> None:
         return None
 
     os.replace = replace
-    from napari_al.core.loop import load_detector, train_project
     from napari_al.core.store import ProjectStore
+    from napari_al.core.workflow import ModelSettings, TrainSettings, load_model, train_model
 
     with ProjectStore.open(project) as store:
-        detector = load_detector(store, min_size=128, max_size=160)
-        emit({"loaded": getattr(detector, "model_version", None)})
+        detector = load_model(store, ModelSettings(min_size=128, max_size=160))
+        emit({"loaded": detector.model_version})
 
         def progress(step, total, loss, epoch) -> None:
             emit({"step": step, "loss": loss})
 
-        outcome = train_project(store, detector, steps=steps, progress=progress)
+        outcome = train_model(store, detector, TrainSettings(steps=steps), progress=progress)
         emit({"done": outcome.model_version})
 
 

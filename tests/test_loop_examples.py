@@ -1,4 +1,4 @@
-"""What the store's labels teach: ``loop.training_examples`` and the knobs of ``train_project``.
+"""What the store's labels teach: ``workflow.training_examples`` and the knobs of ``train_model``.
 
 A partly reviewed image (box-level querying) keeps its unverified predictions as damped noisy
 labels (Desai et al. eq. 3); ``noisy_min_score`` drops the weak ones and
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_al.core import loop
+from napari_al.core import workflow
 from napari_al.core.store import ProjectStore
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "bccd_sample" / "JPEGImages"
@@ -43,13 +43,13 @@ def store(tmp_path: Path) -> ProjectStore:
 
 
 def _noisy_scores(store: ProjectStore, **kwargs: float) -> list[float]:
-    (ex,) = loop.training_examples(store, store.training_snapshot(), **kwargs)
+    (ex,) = workflow.training_examples(store, store.training_snapshot(), **kwargs)
     scores = {tuple(np.round(b.xyxy, 1)): b.score for b in store.boxes()}
     return sorted(scores[tuple(np.round(xy, 1))] for xy in ex.boxes[ex.noisy].tolist())
 
 
 def test_every_prediction_on_a_partial_image_is_a_noisy_label_by_default(store) -> None:
-    (ex,) = loop.training_examples(store, store.training_snapshot())
+    (ex,) = workflow.training_examples(store, store.training_snapshot())
     assert ex.noisy.tolist().count(False) == 1  # the accepted box is a full target
     assert _noisy_scores(store) == pytest.approx([0.10, 0.40, 0.80])
     assert not ex.complete
@@ -60,22 +60,22 @@ def test_noisy_min_score_drops_weak_predictions(store) -> None:
     assert _noisy_scores(store, noisy_min_score=0.99) == []
 
 
-def test_train_project_passes_the_knobs_to_training(store, monkeypatch) -> None:
-    from napari_al.core import training
+def test_train_model_passes_the_knobs_to_training(store, monkeypatch) -> None:
+    from napari_al.core import engine
 
     seen: dict = {}
 
     def fake_train(detector, examples, **kwargs):
         seen.update(kwargs, examples=examples)
-        return training.TrainResult(0, 0, [], "no_data")
+        return engine.TrainResult(0, 0, [], "no_data")
 
     class FakeDetector:
         model = torch.nn.Linear(1, 1)
+        model_version = 0
 
-    monkeypatch.setattr(training, "train", fake_train)
-    outcome = loop.train_project(
-        store, FakeDetector(), steps=1, noisy_min_score=0.5, partial_background_weight=0.1
-    )
+    monkeypatch.setattr(engine, "train", fake_train)
+    settings = workflow.TrainSettings(steps=1, noisy_min_score=0.5, partial_background_weight=0.1)
+    outcome = workflow.train_model(store, FakeDetector(), settings)
     assert seen["partial_background_weight"] == 0.1
     (ex,) = seen["examples"]
     assert int(ex.noisy.sum()) == 1

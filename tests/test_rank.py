@@ -183,7 +183,7 @@ def test_background_query_job_reports_unreadable_images(tmp_path: Path, sample_d
 def test_coreset_starts_from_the_labelled_images(project: Path, monkeypatch) -> None:
     """k-center greedy covers the pool given the labelled set (Sener & Savarese 2018): the
     embeddings of the completed training images reach the selection."""
-    from napari_al.core import loop, selection
+    from napari_al.core import selection, workflow
 
     seen: dict = {}
     real = selection.select_images
@@ -200,11 +200,15 @@ def test_coreset_starts_from_the_labelled_images(project: Path, monkeypatch) -> 
             for r in store.images()
             if r.review_state != "unseen" and r.split not in ("val", "test")
         ]
-        detector = loop.load_detector(store, min_size=128, max_size=160, device="cpu")
-        items = loop.rank_project(store, detector, budget=2, diversity="coreset")
+        detector = workflow.load_model(
+            store, workflow.ModelSettings(min_size=128, max_size=160, device="cpu")
+        )
+        items = workflow.rank_pool(
+            store, detector, workflow.QuerySettings(budget=2, diversity="coreset")
+        )
         assert len(items) == 2
         assert seen["labelled"].shape == (len(train), seen["pool"].shape[1])
         assert len(train) > 0
         seen.clear()
-        loop.rank_project(store, detector, budget=2)  # no diversity: no labelled pass
+        workflow.rank_pool(store, detector, workflow.QuerySettings(budget=2))  # no diversity: no labelled pass
         assert seen["labelled"] is None

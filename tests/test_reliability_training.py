@@ -3,7 +3,7 @@
 Every fault below starts from a project whose model version 1 was trained here, and must leave:
 
 - the previous model in use: ``store.latest_model_version()`` still version 1, its checkpoint
-  byte-for-byte intact and loadable, and :func:`napari_al.core.loop.load_detector` (what the CLI
+  byte-for-byte intact and loadable, and :func:`napari_al.core.workflow.load_model` (what the CLI
   and the GUI call next) giving version 1;
 - the store intact (``integrity_check`` ok, no new model version);
 - a message for the person (the run's ``message``/``stopped_reason``, or one CLI line).
@@ -50,14 +50,26 @@ REPO = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).resolve().parent / "reliability_child.py"
 SAMPLE = REPO / "sample_data" / "bccd_sample"
 SIZE = {"min_size": 128, "max_size": 160}
+
+
+def _model(**extra):
+    from napari_al.core.workflow import ModelSettings
+
+    return ModelSettings(**SIZE, **extra)
+
+
+def _train(steps: int):
+    from napari_al.core.workflow import TrainSettings
+
+    return TrainSettings(steps=steps)
 CLI_SIZE = ["--min-size", "128", "--max-size", "160", "--batch-size", "2"]
 
 
 def _loop():
-    """The loop glue the CLI and GUI use (``train_project``, ``load_detector``...)."""
-    from napari_al.core import loop
+    """The workflow layer the CLI, the GUI and the simulator use."""
+    from napari_al.core import workflow
 
-    return loop
+    return workflow
 
 
 def load_checkpoint(path: Path):
@@ -112,8 +124,8 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Baseline:
         import_into(store, voc, "voc")
         import_into(store, pool, "images")
         before = tree(root)
-        detector = loop.load_detector(store, **SIZE)
-        outcome = loop.train_project(store, detector, steps=1)
+        detector = loop.load_model(store, _model())
+        outcome = loop.train_model(store, detector, _train(1))
         assert outcome.model_version == 1, outcome.result.message
         latest = store.latest_model_version()
         assert latest is not None and latest.id == 1
@@ -138,7 +150,7 @@ def assert_previous_model_in_use(project: Path, baseline: Baseline) -> None:
         assert store.latest_model_version().path == baseline.checkpoint
         path = store.abs_path(store.latest_model_version())
         assert sha(path) == baseline.checkpoint_sha, "the previous checkpoint changed"
-        again = loop.load_detector(store, **SIZE)  # loads it: what the CLI and GUI use next
+        again = loop.load_model(store, _model())  # loads it: what the CLI and GUI use next
         assert getattr(again, "model_version", None) == 1
         assert again.classes == [c.name for c in store.classes()]
 
@@ -176,8 +188,8 @@ def test_non_finite_loss_keeps_the_previous_model(
     project = fresh(baseline, tmp_path)
     Fault(monkeypatch, after=1, what="nan")
     with ProjectStore.open(project) as store:
-        detector = loop.load_detector(store, **SIZE)
-        outcome = loop.train_project(store, detector, steps=3)
+        detector = loop.load_model(store, _model())
+        outcome = loop.train_model(store, detector, _train(3))
     assert outcome.result.stopped_reason == "non_finite"
     assert outcome.model_version is None and outcome.checkpoint is None
     assert "non_finite" in outcome.result.message
@@ -191,9 +203,9 @@ def test_exception_mid_epoch_keeps_the_previous_model(
     project = fresh(baseline, tmp_path)
     Fault(monkeypatch, after=1, what=ValueError("a bad batch in the middle of the epoch"))
     with ProjectStore.open(project) as store:
-        detector = loop.load_detector(store, **SIZE)
+        detector = loop.load_model(store, _model())
         with pytest.raises(ValueError, match="a bad batch"):
-            loop.train_project(store, detector, steps=3)
+            loop.train_model(store, detector, _train(3))
     assert_previous_model_in_use(project, baseline)
     assert sorted(p.name for p in (project / "models").iterdir()) == [
         Path(baseline.checkpoint).name
@@ -258,11 +270,11 @@ def test_cancellation_keeps_the_previous_model(baseline: Baseline, tmp_path: Pat
     project = fresh(baseline, tmp_path)
     steps: list[int] = []
     with ProjectStore.open(project) as store:
-        detector = loop.load_detector(store, **SIZE)
-        outcome = loop.train_project(
+        detector = loop.load_model(store, _model())
+        outcome = loop.train_model(
             store,
             detector,
-            steps=5,
+            _train(5),
             progress=lambda step, *_: steps.append(step),
             should_stop=lambda: len(steps) >= 1,
         )
@@ -326,8 +338,8 @@ def test_killed_while_saving_the_checkpoint_keeps_the_previous_model(
     # the next run still works and registers version 2 (the orphan is not mistaken for it)
     loop = _loop()
     with ProjectStore.open(project) as store:
-        detector = loop.load_detector(store, **SIZE)
-        outcome = loop.train_project(store, detector, steps=1)
+        detector = loop.load_model(store, _model())
+        outcome = loop.train_model(store, detector, _train(1))
         assert outcome.model_version == 2
         latest = store.latest_model_version()
         assert latest.id == 2 and store.abs_path(latest) == outcome.checkpoint
@@ -436,8 +448,8 @@ def test_annotations_during_training_are_kept_and_the_snapshot_is_consistent(
         annotator = Annotator(project)
         annotator.start()
         assert annotator.started_enough.wait(60)
-        detector = loop.load_detector(store, **SIZE)
-        outcome = loop.train_project(store, detector, steps=1)
+        detector = loop.load_model(store, _model())
+        outcome = loop.train_model(store, detector, _train(1))
         annotator.stop.set()
         annotator.join(60)
         assert annotator.error is None, annotator.error
@@ -478,12 +490,12 @@ def test_annotations_during_rescoring_are_kept(baseline: Baseline, tmp_path: Pat
     with ProjectStore.open(project) as store:
         pool = [im.id for im in store.images(split="pool")]
         train_ids = [im.id for im in store.images(split="train")]
-        detector = loop.load_detector(store, **SIZE)
+        detector = loop.load_model(store, _model())
         annotator = Annotator(project)
         annotator.start()
         assert annotator.started_enough.wait(60)
         # predictions on the images the person is working on, too
-        n = loop.predict_project(store, detector, image_ids=[*pool, train_ids[0]], batch_size=1)
+        n = len(loop.predict_images(store, detector, [*pool, train_ids[0]], batch_size=1))
         annotator.stop.set()
         annotator.join(60)
         assert annotator.error is None, annotator.error
@@ -509,14 +521,14 @@ def test_unreadable_pool_image_is_skipped_with_a_clear_message(
     with ProjectStore.open(project) as store:
         import_into(store, bad.parent, "images")
         human = [b.to_dict() for b in store.boxes(statuses=HUMAN_STATUSES)]
-        detector = loop.load_detector(store, **SIZE)
+        detector = loop.load_model(store, _model())
         bad_id = store.image_by_path(bad).id
         skipped: list[tuple[int, str]] = []
         on_skip = lambda i, m: skipped.append((i, m))  # noqa: E731
-        assert loop.predict_project(store, detector, image_ids=[bad_id], on_skip=on_skip) == 0
+        assert loop.predict_images(store, detector, [bad_id], on_skip=on_skip) == []
         assert skipped == [(bad_id, skipped[0][1])]
         assert "cut.jpg: image data is truncated or corrupt" in skipped[0][1]
-        items = loop.rank_project(store, detector, budget=50, on_skip=on_skip)
+        items = loop.rank_pool(store, detector, loop.QuerySettings(budget=50), on_skip=on_skip)
         assert len(skipped) == 2 and skipped[1][0] == bad_id
         assert items and bad_id not in {q.image for q in items}
         assert [b.to_dict() for b in store.boxes(statuses=HUMAN_STATUSES)] == human

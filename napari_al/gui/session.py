@@ -2,30 +2,23 @@
 
 ``napari_al.open_project(path)`` opens the project in a new napari viewer with the widget
 docked (``viewer=`` an existing viewer docks it there; ``viewer=False`` opens no viewer at all).
-The returned :class:`Session` also runs the loop's steps directly, blocking, on the calling
-thread: :meth:`Session.predict`, :meth:`Session.rank`, :meth:`Session.train`,
-:meth:`Session.evaluate`, :meth:`Session.export`. In a viewer, the widget's background versions
-(``session.widget.start_retrain()`` ...) keep the viewer responsive instead.
+The returned :class:`Session` also runs the round's steps (:mod:`napari_al.core.workflow`)
+directly, blocking, on the calling thread: :meth:`Session.predict`, :meth:`Session.rank`,
+:meth:`Session.train`, :meth:`Session.evaluate`, :meth:`Session.export`. In a viewer, the
+widget's background versions (``session.widget.start_retrain()`` ...) keep the viewer
+responsive instead.
 
 This module imports neither Qt nor napari nor torch until a viewer or a model is needed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from napari_al.gui.tasks import (
-    JobResult,
-    ModelParams,
-    QueryParams,
-    TrainParams,
-    detector_version,
-    get_detector,
-    images_to_predict,
-    loop_api,
-    merge_metrics,
-)
+from napari_al.core import workflow
+from napari_al.core.workflow import ModelSettings, QuerySettings, TrainSettings
 
 if TYPE_CHECKING:
     import napari
@@ -48,7 +41,7 @@ class Session:
         self.viewer = viewer
         self.widget = widget
         self._detector: Any = None
-        self.model = ModelParams()
+        self.model = ModelSettings()
         self.last_queries: list[QueryItem] = []
 
     @classmethod
@@ -83,96 +76,61 @@ class Session:
             self._detector = self.load_detector()
         return self._detector
 
-    def load_detector(self, **params: Any) -> Any:
-        """Load the model: ``arch``, ``weights``, ``device``, ``min_size``, ``max_size``
-        (default: the project's latest checkpoint, or a fresh pretrained-backbone model)."""
+    def load_detector(self, settings: ModelSettings | None = None, **fields: Any) -> Any:
+        """Load the model per ``settings`` with ``fields`` replaced (``arch``, ``weights``,
+        ``device``, ``min_size``, ``max_size``; default: the project's latest checkpoint, or a
+        fresh pretrained-backbone model). Unknown fields raise TypeError."""
         from napari_al.gui.tasks import ensure_torch
 
         ensure_torch()
-        for key, value in params.items():
-            if not hasattr(self.model, key):
-                raise TypeError(f"unknown model parameter {key!r}")
-            setattr(self.model, key, value)
-        self._detector = get_detector(self.store, self.model)
-        self._share_detector(detector_version(self._detector))
+        self.model = dataclasses.replace(settings or self.model, **fields)
+        self._detector = workflow.load_model(self.store, self.model)
+        self._share_detector()
         return self._detector
 
-    def _share_detector(self, version: int | None = None) -> None:
+    def _share_detector(self) -> None:
         if self.widget is not None and self._detector is not None:
-            c = self.widget.controller
-            c.detector, c.model_version = self._detector, version
-            c._emit("model")
+            self.widget.controller.set_detector(self._detector)
 
-    # -- the loop, blocking ----------------------------------------------------------------
+    # -- the round's steps, blocking ---------------------------------------------------------
 
     def predict(self, image_ids: list[int] | None = None, progress: Any = None) -> int:
-        """Run the detector on images (default: every image not yet complete); their
-        ``predicted`` boxes are replaced. Returns the number of images predicted."""
-        ids = images_to_predict(self.store) if image_ids is None else list(image_ids)
-        n = loop_api().predict_project(self.store, self.detector, image_ids=ids, progress=progress)
+        """Run the detector on images (default: every image not yet complete, pool first);
+        their ``predicted`` boxes are replaced. Returns the number of images predicted."""
+        done = workflow.predict_images(self.store, self.detector, image_ids, progress=progress)
         self._refresh_view()
-        return n
+        return len(done)
 
     def rank(
-        self,
-        strategy: str = "entropy",
-        unit: str = "image",
-        budget: int = 10,
-        diversity: str | None = None,
-        aggregation: str = "sum",
-        progress: Any = None,
+        self, settings: QuerySettings | None = None, *, progress: Any = None, **fields: Any
     ) -> list[QueryItem]:
-        """The ``budget`` most informative images, boxes or regions (best first)."""
-        items = list(
-            loop_api().rank_project(
-                self.store,
-                self.detector,
-                strategy=strategy,
-                unit=unit,
-                budget=budget,
-                diversity=diversity,
-                aggregation=aggregation,
-                progress=progress,
-            )
-        )
+        """The most informative images, boxes or regions, best first (``fields``: ``strategy``,
+        ``unit``, ``budget``, ``diversity``, ``aggregation``, ... of :class:`QuerySettings`).
+        The result is stored in the project as its latest query set."""
+        query = dataclasses.replace(settings or QuerySettings(), **fields)
+        items = workflow.rank_pool(self.store, self.detector, query, progress=progress)
         self.last_queries = items
         if self.widget is not None:
             self.widget.controller.set_queries(items)
         return items
 
     def train(
-        self,
-        steps: int = 200,
-        lambda_d: float = 0.5,
-        from_scratch: bool = False,
-        seed: int = 0,
-        progress: Any = None,
-    ) -> Any:
-        """Fine-tune the model in use on the project's labels; returns the loop's outcome."""
-        from napari_al.gui.tasks import _version_of, labelling_effort
-
-        effort = labelling_effort(self.store)
-        detector = self.load_detector() if from_scratch else self.detector
-        outcome = loop_api().train_project(
-            self.store,
-            detector,
-            steps=steps,
-            lambda_d=lambda_d,
-            from_scratch=from_scratch,
-            seed=seed,
-            progress=progress,
-        )
+        self, settings: TrainSettings | None = None, *, progress: Any = None, **fields: Any
+    ) -> workflow.TrainOutcome:
+        """Fine-tune the model in use on the project's labels (``fields``: ``steps``,
+        ``lambda_d``, ``from_scratch``, ``seed``, ... of :class:`TrainSettings`); records a
+        new model version with its labelling effort. Returns the training outcome."""
+        s = dataclasses.replace(settings or TrainSettings(), **fields)
+        detector = self.load_detector() if s.from_scratch else self.detector
+        outcome = workflow.train_model(self.store, detector, s, progress=progress)
         self._detector = detector
-        version = _version_of(outcome, self.store)
-        merge_metrics(self.store, version, effort)
-        self._share_detector(version)
+        self._share_detector()
         return outcome
 
     def evaluate(self, split: str = "val") -> dict[str, Any]:
-        """mAP of the model in use on a split (``{'map50', 'map', 'per_class'}``)."""
-        from napari_al.gui.tasks import _metrics_dict
-
-        return _metrics_dict(loop_api().evaluate_project(self.store, self.detector, split=split))
+        """mAP of the model in use on a split (``map50``, ``map``, ``per_class``, ...),
+        recorded on its model version."""
+        return workflow.evaluate_model(self.store, self.detector, split)
 
     def export(
         self, out: str | Path, fmt: str = "coco", overwrite: bool = False, all_images: bool = False
@@ -245,4 +203,4 @@ def open_project(path: str | Path, viewer: napari.viewer.Viewer | bool | None = 
     return Session(widget.store, viewer=viewer, widget=widget)
 
 
-__all__ = ["JobResult", "QueryParams", "Session", "TrainParams", "open_project"]
+__all__ = ["Session", "open_project"]

@@ -1,0 +1,120 @@
+"""Evaluate a model on a split's reviewed images and record the result on its version.
+
+mAP@0.5 and AP@[.5:.95] come from pycocotools (:mod:`napari_al.core.evaluation`). The result
+is merged into the model version's metrics together with the labelling effort recorded when
+the version was trained (or the current effort for a version trained elsewhere), so
+:func:`effort_series` can plot mAP against annotation seconds for every model, whichever
+front end trained or evaluated it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_al.core.data import HUMAN_STATUSES
+from napari_al.core.workflow.examples import load_rgb
+from napari_al.core.workflow.training import labelling_effort
+
+if TYPE_CHECKING:
+    from napari_al.core.engine import Detector
+    from napari_al.core.store import ProjectStore
+
+Progress = Callable[[int, int], None]
+
+
+def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-friendly copy: numpy scalars become Python numbers, nested dicts kept."""
+    out: dict[str, Any] = {}
+    for k, v in metrics.items():
+        out[k] = _plain(v) if isinstance(v, dict) else (v.item() if hasattr(v, "item") else v)
+    return out
+
+
+def record_metrics(store: ProjectStore, version: int | None, extra: dict[str, Any]) -> None:
+    """Merge ``extra`` into model version ``version``'s metrics (no-op for None or 0)."""
+    if not version:
+        return
+    for row in store.model_versions():
+        if row.id == version:
+            store.set_model_metrics(version, {**row.metrics, **_plain(extra)})
+            return
+
+
+def evaluate_model(
+    store: ProjectStore,
+    detector: Detector,
+    split: str = "val",
+    *,
+    progress: Progress | None = None,
+    record: bool = True,
+    batch_size: int = 2,
+) -> dict[str, Any]:
+    """mAP@0.5 (``map50``), AP@[.5:.95] (``map``) and per-class AP of ``detector`` on the human
+    boxes of ``split``'s complete images, plus ``split``, ``images`` and the effort keys.
+
+    With ``record`` the result is stored on the detector's model version. Raises ValueError
+    when the split has no complete image.
+    """
+    from napari_al.core.evaluation import evaluate
+
+    classes = store.classes()
+    index = {c.id: i for i, c in enumerate(classes)}
+    rows = [r for r in store.images(split=split) if r.review_state == "complete"]
+    if not rows:
+        raise ValueError(
+            f"no reviewed images in split {split!r} to evaluate on: mark some {split} images "
+            "complete or import a labelled split"
+        )
+    gts, preds = [], []
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        preds.extend(detector.predict([load_rgb(store.abs_path(r)) for r in batch]))
+        for r in batch:
+            bx = store.boxes(image_id=r.id, statuses=HUMAN_STATUSES)
+            gts.append(
+                (
+                    np.asarray([b.xyxy for b in bx], np.float64).reshape(-1, 4),
+                    np.asarray([index[b.class_id] for b in bx], np.int64),
+                )
+            )
+        if progress is not None:
+            progress(min(start + batch_size, len(rows)), len(rows))
+    out = _plain(evaluate(gts, preds, [c.name for c in classes]).as_dict())
+    out["split"] = split
+    out["images"] = len(rows)
+    effort = _effort_of(store, detector.model_version)
+    out.update(effort)
+    if record:
+        record_metrics(store, detector.model_version, out)
+    return out
+
+
+def _effort_of(store: ProjectStore, version: int) -> dict[str, float]:
+    """The effort recorded when ``version`` was trained, else the current effort."""
+    current = labelling_effort(store)
+    for row in store.model_versions():
+        if row.id == version:
+            return {k: float(row.metrics.get(k, v)) for k, v in current.items()}
+    return current
+
+
+def effort_series(store: ProjectStore) -> list[dict[str, float]]:
+    """Per model version with a recorded mAP@0.5: ``version``, ``map50``,
+    ``annotation_seconds`` (seconds) and ``boxes_annotated``, oldest first."""
+    rows = []
+    for row in store.model_versions():
+        m = row.metrics
+        if m.get("map50") is None or "annotation_seconds" not in m:
+            continue
+        rows.append(
+            {
+                "version": float(row.id),
+                "map50": float(m["map50"]),
+                "annotation_seconds": float(m["annotation_seconds"]),
+                "boxes_annotated": float(m.get("boxes_annotated", float("nan"))),
+            }
+        )
+    return rows

@@ -1,0 +1,154 @@
+"""What the store's labels teach: training examples, and the "already judged" rule.
+
+Desai et al. 2019 (box-level active learning with partial labels): boxes a person accepted,
+corrected or drew are full targets; unverified predictions on partly reviewed images are noisy
+labels whose loss is damped by ``lambda_d``; rejected boxes are explicit background; ignore
+regions give no loss. A prediction lying on an object a person already judged (IoU at least
+:data:`JUDGED_IOU` with a human or rejected box) is neither a noisy label nor worth asking
+about again: that rule is :func:`judged_mask`, used by training and by box queries alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_al.core.boxes import box_iou
+from napari_al.core.data import HUMAN_STATUSES
+
+if TYPE_CHECKING:
+    from napari_al.core.engine import TrainingExample
+    from napari_al.core.store import ImageRow, ProjectStore, TrainingSnapshot
+
+log = logging.getLogger(__name__)
+
+#: IoU with a human or rejected box at or above which a prediction counts as already judged.
+JUDGED_IOU = 0.5
+#: Box statuses that record a person's judgement (a rejected box is judged background).
+JUDGED_STATUSES = (*HUMAN_STATUSES, "rejected")
+
+#: Called with (image id, message) for each image that could not be read and was skipped.
+OnSkip = Callable[[int, str], None]
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """An image file as the detector's input: uint8 ``(H, W, 3)`` (16-bit, float, gray and
+    palette images converted by :mod:`napari_al.core.images`). Raises OSError/ValueError."""
+    from napari_al.core.images import read_image, to_rgb_uint8
+
+    return to_rgb_uint8(read_image(path))
+
+
+def _warn_skip(image_id: int, message: str) -> None:
+    log.warning("image %d skipped: %s", image_id, message)
+
+
+def read_rows(
+    store: ProjectStore, rows: Sequence[ImageRow], on_skip: OnSkip | None = None
+) -> tuple[list[ImageRow], list[np.ndarray]]:
+    """The images of ``rows`` that can be read, and those rows. A missing, corrupt or
+    unsupported file is reported to ``on_skip`` (default: a logged warning) and left out, so
+    one bad file does not stop a pass over the pool."""
+    ok, images = [], []
+    for row in rows:
+        try:
+            images.append(load_rgb(store.abs_path(row)))
+        except (OSError, ValueError) as exc:
+            (on_skip or _warn_skip)(int(row.id), f"{store.abs_path(row)}: {exc}")
+            continue
+        ok.append(row)
+    return ok, images
+
+
+def judged_mask(
+    boxes: np.ndarray | Sequence[Sequence[float]], judged: np.ndarray | Sequence[Sequence[float]]
+) -> np.ndarray:
+    """Which of ``boxes`` (``(n, 4)`` xyxy pixels) lie on something a person already judged:
+    IoU >= :data:`JUDGED_IOU` with any of ``judged`` (``(m, 4)``). Returns bool ``(n,)``."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    j = np.asarray(judged, np.float64).reshape(-1, 4)
+    if not len(b) or not len(j):
+        return np.zeros(len(b), bool)
+    return box_iou(b, j).max(axis=1) >= JUDGED_IOU
+
+
+def judged_boxes(store: ProjectStore, image_id: int) -> np.ndarray:
+    """The image's human and rejected boxes, ``(m, 4)`` float64 xyxy pixels."""
+    rows = store.boxes(image_id, statuses=JUDGED_STATUSES)
+    return np.asarray([b.xyxy for b in rows], np.float64).reshape(-1, 4)
+
+
+def training_examples(
+    store: ProjectStore,
+    snapshot: TrainingSnapshot,
+    exclude_splits: Sequence[str] = ("val", "test"),
+    noisy_min_score: float = 0.0,
+) -> list[TrainingExample]:
+    """Partial-label training examples from a consistent snapshot of the store.
+
+    Per image (not in ``exclude_splits``, and reviewed at least partly): accepted, corrected
+    and drawn boxes are full targets; ``pseudo`` boxes, and ``predicted`` boxes of a
+    ``partial`` image scoring at least ``noisy_min_score``, are noisy labels unless already
+    judged (:func:`judged_mask`); rejected boxes are background; ignore regions give no loss;
+    a ``complete`` image with no boxes is a negative. ``unseen`` images teach nothing yet.
+    Examples that teach nothing are left out.
+    """
+
+    index = {c.id: i for i, c in enumerate(snapshot.classes)}
+    examples: list[TrainingExample] = []
+    for item in snapshot.images:
+        row = item.image
+        if row.split in exclude_splits or row.review_state == "unseen":
+            continue
+        example = _example(store.abs_path(row), row.review_state, item, index, noisy_min_score)
+        if example.informative:
+            examples.append(example)
+    return examples
+
+
+def _example(
+    path: Path, review_state: str, item: Any, index: dict[int, int], noisy_min_score: float
+) -> TrainingExample:
+    from napari_al.core.engine import TrainingExample
+
+    judged = [b.xyxy for b in item.boxes if b.status in JUDGED_STATUSES]
+    boxes, labels, noisy, background = [], [], [], []
+    for b in item.boxes:
+        if b.status in HUMAN_STATUSES:
+            boxes.append(b.xyxy), labels.append(index[b.class_id]), noisy.append(False)
+        elif b.status == "pseudo" or (
+            b.status == "predicted"
+            and review_state == "partial"
+            and (b.score is None or b.score >= noisy_min_score)
+        ):
+            if not judged_mask([b.xyxy], judged)[0]:
+                boxes.append(b.xyxy), labels.append(index[b.class_id]), noisy.append(True)
+        elif b.status == "rejected":
+            background.append(b.xyxy)
+    return TrainingExample(
+        path=path,
+        boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+        labels=np.asarray(labels, np.int64),
+        noisy=np.asarray(noisy, bool),
+        background_boxes=np.asarray(background, np.float32).reshape(-1, 4),
+        ignore_regions=np.asarray([r.xyxy for r in item.ignore_regions], np.float32).reshape(-1, 4),
+        complete=review_state == "complete",
+        loader=load_rgb,
+    )
+
+
+def labels_hash(snapshot: TrainingSnapshot) -> str:
+    """A short hash of the labels a model was trained on (recorded with the model version)."""
+    h = hashlib.sha256()
+    for item in snapshot.images:
+        h.update(f"{item.image.sha256}:{item.image.review_state}".encode())
+        for b in item.boxes:
+            h.update(
+                f"{b.x1:.2f},{b.y1:.2f},{b.x2:.2f},{b.y2:.2f},{b.class_id},{b.status}".encode()
+            )
+    return h.hexdigest()[:16]

@@ -1,0 +1,109 @@
+"""The project's detector: load the latest model version, build a new one, find checkpoints.
+
+A detector's ``model_version`` is the store's model version its weights came from (0: not
+trained in this project yet); :func:`load_model` and :func:`napari_al.core.workflow.training
+.train_model` are the only places that set it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from napari_al.core.workflow.settings import ModelSettings
+
+if TYPE_CHECKING:
+    from napari_al.core.engine import Detector
+    from napari_al.core.store import ProjectStore
+
+#: Folder (inside the project) that holds checkpoints.
+MODELS_DIR = "models"
+#: Input size of a new project detector: BCCD-like microscopy at 480-640 px.
+DEFAULT_MIN_SIZE = 480
+DEFAULT_MAX_SIZE = 640
+#: How many earlier checkpoints form the ensemble of ``source='ensemble'`` scorers.
+ENSEMBLE_SIZE = 3
+
+
+def checkpoint_path(store: ProjectStore, version: int) -> Path:
+    """Where model version ``version`` of this project is saved."""
+    return Path(store.project_dir) / MODELS_DIR / f"model-v{version:04d}.pt"
+
+
+def next_checkpoint_path(store: ProjectStore) -> Path:
+    """A checkpoint path no model version uses yet."""
+    version = len(store.model_versions()) + 1
+    path = checkpoint_path(store, version)
+    while path.exists():
+        version += 1
+        path = checkpoint_path(store, version)
+    return path
+
+
+def load_model(store: ProjectStore, settings: ModelSettings | None = None) -> Detector:
+    """The project's latest model version, or a new detector on the pretrained backbone.
+
+    A new detector is built when the project has no model yet, when ``settings.weights`` is
+    given, when ``settings.arch`` differs from the latest checkpoint's architecture, or when the
+    project's classes changed since. ``min_size``/``max_size`` override the input size.
+
+    Raises ValueError when the project has no classes, and the checkpoint loader's errors
+    (OSError, ValueError) for an unreadable checkpoint.
+    """
+    from napari_al.core.engine import DEFAULT_ARCH, Detector, load_checkpoint
+
+    s = settings or ModelSettings()
+    classes = [c.name for c in store.classes()]
+    if not classes:
+        raise ValueError("the project has no classes yet: import annotations or add a class first")
+    latest = store.latest_model_version()
+    if latest is not None and s.weights is None and s.arch in (None, latest.arch):
+        detector, _meta = load_checkpoint(store.abs_path(latest), device=s.device)
+        if list(detector.classes) == classes:
+            if s.min_size or s.max_size:
+                detector.set_input_size(
+                    s.min_size or detector.config.min_size, s.max_size or detector.config.max_size
+                )
+            detector.model_version = latest.id
+            return detector
+    detector = Detector(
+        classes,
+        s.arch or DEFAULT_ARCH,
+        weights=s.weights,
+        min_size=s.min_size or DEFAULT_MIN_SIZE,
+        max_size=s.max_size or DEFAULT_MAX_SIZE,
+        device=s.device,
+    )
+    detector.model_version = 0
+    return detector
+
+
+def describe(detector: Detector) -> str:
+    """One line naming the detector and where its weights came from."""
+    source = (
+        f"model version {detector.model_version}"
+        if detector.model_version
+        else detector.build_message
+    )
+    return f"{detector.arch} on {detector.device} ({source})"
+
+
+def ensemble_members(
+    store: ProjectStore, detector: Detector, size: int = ENSEMBLE_SIZE
+) -> list[Detector]:
+    """Earlier checkpoints of the project with the same classes (newest first, excluding the
+    detector's own version); unreadable checkpoints are skipped."""
+    from napari_al.core.engine import load_checkpoint
+
+    members: list[Detector] = []
+    for row in reversed(store.model_versions()):
+        if row.id == detector.model_version or len(members) >= size:
+            continue
+        try:
+            det, _ = load_checkpoint(store.abs_path(row), device=str(detector.device))
+        except (OSError, ValueError, RuntimeError):
+            continue
+        if list(det.classes) == list(detector.classes):
+            det.model_version = row.id
+            members.append(det)
+    return members

@@ -1,0 +1,350 @@
+"""Rank the pool: what to ask a person next, stored in the project so it survives a restart.
+
+Units (see :class:`~napari_al.core.workflow.settings.QuerySettings`):
+
+- ``image``: whole images by aggregated box scores; with ``diversity`` a two-stage pick (top
+  ``candidate_factor x budget`` by score, then core-set (Sener & Savarese 2018) or k-means++
+  on image embeddings, starting from the labelled images' embeddings);
+- ``box``: single boxes to verify, drawn from low-threshold candidates (Desai et al. 2019),
+  never one already judged (:func:`~napari_al.core.workflow.examples.judged_mask`);
+- ``region``: image blocks ranked by summed box scores plus missed-object density.
+
+Per-image scores and embeddings are cached in the store per (image hash, model version,
+strategy), so re-ranking with an unchanged model touches no image.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_al.core.data import ScoringViews
+from napari_al.core.selection import QueryItem
+from napari_al.core.workflow.examples import OnSkip, judged_boxes, judged_mask, read_rows
+from napari_al.core.workflow.model import ensemble_members
+from napari_al.core.workflow.prediction import pool_image_ids
+from napari_al.core.workflow.settings import UNITS, QuerySettings
+
+if TYPE_CHECKING:
+    from napari_al.core.engine import Detector
+    from napari_al.core.scoring.strategy import ImageRaw, Strategy
+    from napari_al.core.store import ImageRow, ProjectStore
+
+Progress = Callable[[int, int], None]
+ShouldStop = Callable[[], bool]
+
+#: Extra-view settings used when a strategy needs them (see ``Detector.scoring_views``).
+MC_PASSES = 8
+NOISE_VIEWS = 2
+#: Score-cache key of an image's embedding (``Predictions.embedding``, float32 bytes).
+EMBEDDING_KEY = "embedding/v1"
+#: Images scored per forward pass.
+BATCH_SIZE = 2
+#: The missed-object regressor needs this many complete images to be fitted.
+MISSED_MIN_IMAGES = 5
+
+
+def view_kwargs(needs: frozenset[str]) -> dict[str, Any]:
+    """``Detector.scoring_views`` arguments for the views a strategy needs."""
+    return {
+        "mc_passes": MC_PASSES if "mc_probs" in needs else 0,
+        "flip": "flipped" in needs,
+        "noise_views": NOISE_VIEWS if "noisy" in needs else 0,
+        "candidates": "candidates" in needs,
+    }
+
+
+def fit_missed_regressor(store: ProjectStore, detector: Detector, max_images: int = 50) -> Any:
+    """The missed-object regressor (Nakamura et al.) fitted on complete images, or None when
+    fewer than :data:`MISSED_MIN_IMAGES` exist. Target: how many human boxes of an image the
+    detector fails to find at IoU 0.5."""
+    from napari_al.core.data import HUMAN_STATUSES
+    from napari_al.core.scoring.missed import MissedObjectRegressor, count_missed, missed_features
+
+    rows = [r for r in store.images() if r.review_state == "complete"][:max_images]
+    if len(rows) < MISSED_MIN_IMAGES:
+        return None
+    feats, targets = [], []
+    for start in range(0, len(rows), 4):
+        batch, pixels = read_rows(store, rows[start : start + 4])
+        for row, v in zip(batch, detector.scoring_views(pixels, candidates=True), strict=True):
+            gt = np.asarray(
+                [b.xyxy for b in store.boxes(image_id=row.id, statuses=HUMAN_STATUSES)],
+                np.float64,
+            ).reshape(-1, 4)
+            feats.append(missed_features(v))
+            targets.append(count_missed(gt, v.base.boxes))
+    return MissedObjectRegressor().fit(np.stack(feats), np.asarray(targets, np.float64))
+
+
+@dataclass
+class _Plan:
+    """A strategy with its fitted parameters, the views it needs and its cache key."""
+
+    strategy: Strategy
+    views: dict[str, Any]
+    ensemble: list[Any]
+    key: str
+
+
+def _plan(store: ProjectStore, detector: Detector, q: QuerySettings) -> _Plan:
+    from napari_al.core.scoring.strategy import Strategy
+
+    strat = Strategy(q.strategy, aggregation=q.aggregation)
+    needs = set(strat.needs)
+    if q.unit in ("box", "region"):
+        needs.add("candidates")
+    fitted = False
+    if "missed" in strat.names:
+        regressor = fit_missed_regressor(store, detector)
+        if regressor is not None:
+            strat = Strategy(
+                q.strategy, params={"missed": {"regressor": regressor}}, aggregation=q.aggregation
+            )
+            fitted = True
+        needs.add("candidates")
+    views = view_kwargs(frozenset(needs))
+    ensemble = ensemble_members(store, detector) if "ensemble_probs" in needs else []
+    desc = {
+        "spec": strat.spec,
+        "views": views,
+        "unit": q.unit,
+        "seed": q.seed,
+        "fitted": fitted,
+        "ens": len(ensemble),
+    }
+    key = "strategy:" + json.dumps(desc, sort_keys=True, default=str)
+    return _Plan(strat, views, ensemble, key)
+
+
+@dataclass
+class _Scored:
+    """Per pool image: raw scores, embedding, and (box/region units) views and missed boxes."""
+
+    rows: list[ImageRow]
+    raws: list[ImageRaw | None]
+    embeddings: list[np.ndarray | None]
+    extra: dict[int, tuple[ScoringViews, Any]] = field(default_factory=dict)
+
+    def kept(self) -> list[int]:
+        return [i for i, r in enumerate(self.raws) if r is not None]
+
+
+def _score_pool(
+    store: ProjectStore,
+    detector: Detector,
+    q: QuerySettings,
+    plan: _Plan,
+    rows: list[ImageRow],
+    *,
+    use_cache: bool,
+    progress: Progress | None,
+    should_stop: ShouldStop | None,
+    on_skip: OnSkip | None,
+) -> _Scored:
+    from napari_al.core.scoring.missed import possibly_missed
+
+    version = detector.model_version
+    cacheable = (
+        use_cache and q.unit == "image" and version > 0 and "random" not in plan.strategy.names
+    )
+    scored = _Scored(rows, [None] * len(rows), [None] * len(rows))
+    if cacheable:
+        for i, row in enumerate(rows):
+            data = store.get_scores(row.sha256, version, plan.key)
+            if data is not None:
+                scored.raws[i], scored.embeddings[i] = _unpack(data)
+    todo = [i for i, r in enumerate(scored.raws) if r is None]
+    rng = np.random.default_rng(q.seed)
+    done = len(rows) - len(todo)
+    for start in range(0, len(todo), BATCH_SIZE):
+        if should_stop is not None and should_stop():
+            break
+        chunk = todo[start : start + BATCH_SIZE]
+        readable, pixels = read_rows(store, [rows[i] for i in chunk], on_skip)
+        ok_ids = {r.id for r in readable}
+        chunk = [i for i in chunk if rows[i].id in ok_ids]
+        views = (
+            detector.scoring_views(pixels, seed=q.seed, ensemble=plan.ensemble, **plan.views)
+            if pixels
+            else []
+        )
+        for i, v in zip(chunk, views, strict=True):
+            raw = plan.strategy.raw_scores(v, rng)
+            scored.raws[i] = raw
+            scored.embeddings[i] = np.asarray(v.base.embedding, np.float32)
+            if q.unit != "image":
+                scored.extra[i] = (v, possibly_missed(v))
+            if cacheable:
+                store.put_scores(
+                    rows[i].sha256, version, plan.key, _pack(raw, scored.embeddings[i])
+                )
+        done += len(todo[start : start + BATCH_SIZE])
+        if progress is not None:
+            progress(done, len(rows))
+    return scored
+
+
+def _select(
+    store: ProjectStore,
+    detector: Detector,
+    q: QuerySettings,
+    plan: _Plan,
+    scored: _Scored,
+    *,
+    use_cache: bool,
+    on_skip: OnSkip | None,
+) -> list[QueryItem]:
+    from napari_al.core.selection import rank_regions, select_boxes, select_images
+
+    keep = scored.kept()
+    rows = scored.rows
+    pool = plan.strategy.combine_raw([scored.raws[i] for i in keep])  # type: ignore[misc]
+    if q.unit == "image":
+        emb = np.stack([scored.embeddings[i] for i in keep]) if keep else None  # type: ignore[misc]
+        labelled = (
+            labelled_embeddings(store, detector, use_cache=use_cache, on_skip=on_skip)
+            if q.diversity is not None and emb is not None
+            else None
+        )
+        return select_images(
+            pool.image_scores,
+            q.budget,
+            embeddings=emb,
+            diversity=q.diversity,
+            candidate_factor=q.candidate_factor,
+            labeled_embeddings=labelled,
+            rng=q.seed,
+            ids=[rows[i].id for i in keep],
+            breakdown=pool.breakdown,
+        )
+    if q.unit == "box":
+        boxes = {rows[i].id: scored.extra[i][0].base.boxes for i in keep}
+        return select_boxes(
+            {rows[i].id: pool.box_scores[j] for j, i in enumerate(keep)},
+            q.budget,
+            boxes=boxes,
+            breakdown={rows[i].id: pool.box_breakdown[j] for j, i in enumerate(keep)},
+            skip={k: judged_mask(b, judged_boxes(store, k)) for k, b in boxes.items()},
+        )
+    items: list[QueryItem] = []
+    for j, i in enumerate(keep):
+        v, missed = scored.extra[i]
+        missed_boxes = np.asarray(getattr(missed, "boxes", missed), np.float64).reshape(-1, 4)
+        items.extend(
+            rank_regions(
+                (rows[i].height, rows[i].width),
+                v.base.boxes,
+                pool.box_scores[j],
+                missed_boxes,
+                block=q.region_block,
+                image=rows[i].id,
+            )
+        )
+    items.sort(key=lambda item: -item.score)
+    return items[: q.budget]
+
+
+def rank_pool(
+    store: ProjectStore,
+    detector: Detector,
+    settings: QuerySettings | None = None,
+    *,
+    image_ids: Sequence[int] | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+    on_skip: OnSkip | None = None,
+    use_cache: bool = True,
+    save: bool = True,
+) -> list[QueryItem]:
+    """Rank ``image_ids`` (default: the pool's incomplete images) and return the queries, best
+    first. With ``save`` (and a run that was not stopped) they are stored as the project's
+    latest query set (``store.latest_queries()``), with the settings and model version.
+
+    An unreadable image is reported to ``on_skip`` and left out. Raises ValueError for an
+    unknown unit and the strategy parser's error for an unknown scorer name.
+    """
+    q = settings or QuerySettings()
+    if q.unit not in UNITS:
+        raise ValueError(f"unknown unit {q.unit!r}; use one of {UNITS}")
+    plan = _plan(store, detector, q)
+    ids = pool_image_ids(store) if image_ids is None else list(image_ids)
+    rows = [store.image(i) for i in ids]
+    scored = _score_pool(
+        store,
+        detector,
+        q,
+        plan,
+        rows,
+        use_cache=use_cache,
+        progress=progress,
+        should_stop=should_stop,
+        on_skip=on_skip,
+    )
+    items = _select(store, detector, q, plan, scored, use_cache=use_cache, on_skip=on_skip)
+    stopped = should_stop is not None and should_stop()
+    if save and not stopped:
+        store.save_queries(items, model_version=detector.model_version or None, settings=asdict(q))
+    return items
+
+
+def labelled_embeddings(
+    store: ProjectStore,
+    detector: Detector,
+    *,
+    use_cache: bool = True,
+    on_skip: OnSkip | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> np.ndarray | None:
+    """Image embeddings ``(n, E)`` float32 of the images people have labelled (complete or
+    partly reviewed, outside val/test), or None when there are none.
+
+    They are the centres a core-set starts from (Sener & Savarese 2018: k-center greedy covers
+    the pool given the labelled set), so diversity picks what the labels do not cover yet.
+    Cached per (image hash, model version) like scores.
+    """
+    rows = [
+        r for r in store.images() if r.review_state != "unseen" and r.split not in ("val", "test")
+    ]
+    version = detector.model_version
+    cacheable = use_cache and version > 0
+    out: list[np.ndarray] = []
+    todo = []
+    for r in rows:
+        data = store.get_scores(r.sha256, version, EMBEDDING_KEY) if cacheable else None
+        if data is None:
+            todo.append(r)
+        else:
+            out.append(np.frombuffer(data, np.float32))
+    for start in range(0, len(todo), batch_size):
+        ok, pixels = read_rows(store, todo[start : start + batch_size], on_skip)
+        if not pixels:
+            continue
+        for r, p in zip(ok, detector.predict(pixels), strict=True):
+            e = np.asarray(p.embedding, np.float32)
+            out.append(e)
+            if cacheable:
+                store.put_scores(r.sha256, version, EMBEDDING_KEY, e.tobytes())
+    return np.stack(out) if out else None
+
+
+def _pack(raw: ImageRaw, embedding: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        raw=np.frombuffer(raw.to_bytes(), np.uint8),
+        embedding=np.asarray(embedding, np.float32),
+    )
+    return buf.getvalue()
+
+
+def _unpack(data: bytes) -> tuple[ImageRaw, np.ndarray]:
+    from napari_al.core.scoring.strategy import ImageRaw
+
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        return ImageRaw.from_bytes(z["raw"].tobytes()), z["embedding"]

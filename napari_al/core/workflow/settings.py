@@ -1,0 +1,159 @@
+"""Typed settings of an active-learning round: one dataclass per concern, one default per field.
+
+Every front end builds its options from these classes, so a default lives in exactly one place:
+the CLI adds flags with :func:`add_arguments` and reads them back with :func:`from_args`, the
+widget fills its fields from ``TrainSettings()`` and friends, the notebook ``Session`` and the
+simulator pass instances. Each field's help text (``metadata["help"]``) states its unit.
+
+- :class:`ModelSettings`: which detector (architecture, initial weights, device, input size).
+- :class:`TrainSettings`: one fine-tuning run (steps, batch, partial-label loss weights).
+- :class:`QuerySettings`: how the pool is ranked (strategy, unit, budget, diversity).
+- :class:`SuggestSettings`: which low-scoring candidates are shown as possibly missed objects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+#: Units a query can ask about: whole images, single boxes, image blocks (regions).
+UNITS = ("image", "box", "region")
+#: Diversity options of image queries (two-stage: top candidates by score, then spread).
+DIVERSITY = ("coreset", "kmeans++")
+#: How per-box scores become an image score.
+AGGREGATIONS = ("sum", "mean", "max", "topk_mean")
+
+
+def _opt(default: Any, help: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which detector to use; ``None`` fields mean "the project's latest model's value"."""
+
+    arch: str | None = _opt(
+        None, "detector architecture (default: the project's model, else the default one)"
+    )
+    weights: str | None = _opt(
+        None, "initial weights file (a torchvision detector or backbone state dict)"
+    )
+    device: str | None = _opt(None, "cuda, mps or cpu (default: the best available)")
+    min_size: int | None = _opt(
+        None, "shorter image side fed to the model, pixels (default: the model's, 480 when new)"
+    )
+    max_size: int | None = _opt(
+        None, "longer image side limit, pixels (default: the model's, 640 when new)"
+    )
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """One fine-tuning run on the project's labels (Desai et al. 2019 partial-label loss)."""
+
+    steps: int = _opt(200, "optimisation steps (one batch each)")
+    batch_size: int = _opt(2, "images per optimisation step")
+    lambda_d: float = _opt(
+        0.5, "loss weight of unverified boxes on partly reviewed images (Desai et al. lambda_d)"
+    )
+    lr: float | None = _opt(None, "peak learning rate of the one-cycle schedule (default 0.005)")
+    from_scratch: bool = _opt(
+        False, "restart from the pretrained weights instead of the latest model"
+    )
+    seed: int = _opt(0, "random seed of sampling and augmentation")
+    noisy_min_score: float = _opt(
+        0.0, "lowest score (0-1) of an unverified prediction that trains as a noisy label"
+    )
+    partial_background_weight: float = _opt(
+        1.0, "weight (0-1) of background loss on partly reviewed images"
+    )
+    threads: int | None = _opt(None, "torch CPU threads for the run (default: torch's)")
+
+
+@dataclass(frozen=True)
+class QuerySettings:
+    """How the pool is ranked: what to ask a person next."""
+
+    strategy: str = _opt(
+        "entropy", "scorer name or NAME+NAME (see docs/strategies.md)", flag="--strategy"
+    )
+    unit: str = _opt("image", "what one query asks about", choices=UNITS)
+    budget: int = _opt(10, "how many queries (images, boxes or regions) to return")
+    diversity: str | None = _opt(
+        None, "spread image queries over the embedding space", choices=DIVERSITY
+    )
+    aggregation: str = _opt("sum", "box scores -> image score", choices=AGGREGATIONS)
+    seed: int = _opt(0, "random seed (random strategy, MC dropout, diversity)")
+    candidate_factor: float = _opt(
+        3.0, "diverse image queries pick from the top candidate_factor x budget images"
+    )
+    region_block: int = _opt(160, "side of a region query's block, pixels")
+
+
+@dataclass(frozen=True)
+class SuggestSettings:
+    """Possibly missed objects: low-threshold candidates that no known box covers."""
+
+    enabled: bool = _opt(True, "compute possibly-missed-object suggestions after ranking")
+    min_score: float = _opt(0.1, "lowest candidate score (0-1) shown as possibly missed")
+    max_iou: float = _opt(
+        0.3, "a candidate overlapping a known box at this IoU or more is not missed"
+    )
+    limit: int = _opt(20, "most suggestions per image")
+    images: int = _opt(3, "how many queried images get suggestions (plus the one on screen)")
+
+
+S = TypeVar("S")
+
+
+def _flag(f: dataclasses.Field) -> str:
+    return str(f.metadata.get("flag", "--" + f.name.replace("_", "-")))
+
+
+def _parse_type(f: dataclasses.Field) -> type:
+    text = str(f.type)
+    for name, typ in (("int", int), ("float", float), ("str", str)):
+        if text.startswith(name):
+            return typ
+    raise TypeError(f"no command-line type for field {f.name!r} ({text})")
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type,
+    *,
+    only: Iterable[str] | None = None,
+) -> None:
+    """Add one ``--flag`` per field of settings class ``cls`` (all, or those in ``only``).
+
+    Defaults are left to :func:`from_args` (argparse's default is ``None``), so the dataclass
+    stays the single source of each default; the help shows it.
+    """
+    wanted = None if only is None else set(only)
+    for f in dataclasses.fields(cls):
+        if wanted is not None and f.name not in wanted:
+            continue
+        help_text = f"{f.metadata.get('help', '')} (default: {f.default})"
+        if str(f.type) == "bool":
+            parser.add_argument(_flag(f), dest=f.name, action="store_true", help=help_text)
+            continue
+        kwargs: dict[str, Any] = {"dest": f.name, "type": _parse_type(f), "help": help_text}
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
+        parser.add_argument(_flag(f), **kwargs)
+
+
+def from_args(cls: type[S], args: argparse.Namespace, **overrides: Any) -> S:
+    """An instance of settings class ``cls`` from parsed arguments: fields the command line
+    did not set (absent or ``None``, or a ``False`` switch) keep the dataclass default."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        value = getattr(args, f.name, None)
+        if value is None or (str(f.type) == "bool" and value is False):
+            continue
+        values[f.name] = value
+    values.update(overrides)
+    return cls(**values)

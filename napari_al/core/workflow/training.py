@@ -1,0 +1,126 @@
+"""Fine-tune the project's detector on its labels and record the new model version.
+
+The labels come from one store snapshot (``store.training_snapshot()``), so edits made while
+training runs are kept for the next round. Every recorded model version carries the labelling
+effort at the time of the snapshot (annotation seconds, human boxes): that is what the
+mAP-vs-effort plot needs, whichever front end trained it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from napari_al.core.data import HUMAN_STATUSES
+from napari_al.core.workflow.examples import labels_hash, training_examples
+from napari_al.core.workflow.model import next_checkpoint_path
+from napari_al.core.workflow.settings import TrainSettings
+
+if TYPE_CHECKING:
+    from napari_al.core.engine import Detector, TrainResult
+    from napari_al.core.store import ProjectStore
+
+#: Called after each step with (step, total steps, loss, epoch).
+TrainProgress = Callable[[int, int, float, float], None]
+ShouldStop = Callable[[], bool]
+
+
+def labelling_effort(store: ProjectStore) -> dict[str, float]:
+    """Annotation seconds so far (the store's action log) and the number of human boxes."""
+    return {
+        "annotation_seconds": float(store.annotation_seconds()),
+        "boxes_annotated": float(len(store.boxes(statuses=HUMAN_STATUSES))),
+    }
+
+
+@dataclass
+class TrainOutcome:
+    """A training run: the run itself, and the model version it recorded (None: nothing saved,
+    because it was cancelled, stopped on a non-finite loss, had no data, or ``save=False``)."""
+
+    result: TrainResult
+    n_examples: int
+    model_version: int | None = None
+    checkpoint: Path | None = None
+    last_action_id: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stopped_reason(self) -> str:
+        """``done``, ``cancelled``, ``non_finite``, ``no_data`` (the engine's words)."""
+        return str(self.result.stopped_reason)
+
+
+def train_model(
+    store: ProjectStore,
+    detector: Detector,
+    settings: TrainSettings | None = None,
+    *,
+    progress: TrainProgress | None = None,
+    should_stop: ShouldStop | None = None,
+    save: bool = True,
+) -> TrainOutcome:
+    """Fine-tune ``detector`` in place on the project's labels; save and record a version.
+
+    A run that is cancelled, hits a non-finite loss or raises saves nothing, and the detector
+    gets back the weights it had (those of the version it reports). On success the checkpoint
+    is written atomically, the version is added to the store with its metrics (training
+    settings, labels hash, effort) and ``detector.model_version`` is set to it.
+    """
+    from napari_al.core.engine import save_checkpoint, train
+
+    s = settings or TrainSettings()
+    snapshot = store.training_snapshot()
+    effort = labelling_effort(store)
+    examples = training_examples(store, snapshot, noisy_min_score=s.noisy_min_score)
+    kwargs: dict[str, Any] = {"partial_background_weight": s.partial_background_weight}
+    if s.lr is not None:
+        kwargs["lr"] = s.lr
+    if s.threads is not None:
+        kwargs["threads"] = s.threads
+    initial = {k: v.detach().clone() for k, v in detector.model.state_dict().items()}
+    try:
+        result = train(
+            detector,
+            examples,
+            steps=s.steps,
+            batch_size=s.batch_size,
+            lambda_d=s.lambda_d,
+            from_scratch=s.from_scratch,
+            seed=s.seed,
+            progress=progress,
+            should_stop=should_stop,
+            **kwargs,
+        )
+    except BaseException:
+        detector.model.load_state_dict(initial)
+        raise
+    if result.stopped_reason != "done":
+        detector.model.load_state_dict(initial)
+    del initial
+    outcome = TrainOutcome(
+        result=result, n_examples=len(examples), last_action_id=snapshot.last_action_id
+    )
+    if not save or result.stopped_reason != "done" or result.steps == 0:
+        return outcome
+    metrics = {
+        **{k: v for k, v in asdict(s).items() if k != "threads"},
+        "steps": result.steps,
+        "final_loss": float(result.losses[-1]) if result.losses else None,
+        "examples": len(examples),
+        "labels_hash": labels_hash(snapshot),
+        "last_action_id": snapshot.last_action_id,
+        "trained_at": time.time(),
+        **effort,
+    }
+    path = next_checkpoint_path(store)
+    save_checkpoint(detector, path, metadata=metrics)
+    version = store.add_model_version(path, detector.arch, metrics=metrics)
+    detector.model_version = version
+    outcome.model_version = version
+    outcome.checkpoint = path
+    outcome.metrics = metrics
+    return outcome
