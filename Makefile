@@ -53,6 +53,8 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check napari_al tests benchmarks
 	$(VENV)/bin/ruff format --check napari_al tests benchmarks
+	# layer rules (pyproject.toml [tool.importlinter], docs/architecture.md)
+	$(VENV)/bin/lint-imports
 
 format: install
 	$(VENV)/bin/ruff format napari_al tests benchmarks
