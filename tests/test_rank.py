@@ -156,25 +156,22 @@ def test_an_unreadable_pool_image_is_skipped_not_fatal(tmp_path: Path, sample_di
 
 
 def test_background_query_job_reports_unreadable_images(tmp_path: Path, sample_dir: Path):
-    """The GUI's predict-and-rank job (Qt-free generator) skips and reports a broken file."""
+    """The GUI's rescore job (Qt-free generator over the workflow's round) skips and reports a
+    broken file, with the broken image on screen."""
     import threading
 
-    from napari_al.core.detector import Detector
-    from napari_al.gui.tasks import JobResult, QueryParams, _predict_and_rank
+    from napari_al.core.workflow import ModelSettings, QuerySettings, RoundSettings
+    from napari_al.gui.tasks import rescore_job, run_job
 
     proj, _ = _project_with_a_broken_image(tmp_path, sample_dir)
     with ProjectStore.open(proj) as store:
         broken = next(r.id for r in store.images() if r.path.endswith("broken.jpg"))
-        det = Detector(["RBC"], min_size=128, max_size=160, device="cpu")
-        result = JobResult("query")
-        job = _predict_and_rank(
-            store, det, QueryParams(budget=5), threading.Event(), lambda p: None, result, broken
-        )
-        try:
-            while True:
-                next(job)
-        except StopIteration as stop:
-            result = stop.value
+    settings = RoundSettings(
+        model=ModelSettings(min_size=128, max_size=160, device="cpu"),
+        query=QuerySettings(budget=5),
+    )
+    result = run_job(rescore_job(proj, None, settings, threading.Event(), current_image=broken))
+    assert result.error is None, result.details
     assert len(result.skipped) == 1 and "broken.jpg" in result.skipped[0]
     assert len(result.queries) == 2 and broken not in {q.image for q in result.queries}
     assert result.missed.get(broken, []) == []
