@@ -30,3 +30,64 @@ def sample_dir() -> Path:
     """The 16-image BCCD sample shipped in sample_data/."""
     assert (SAMPLE_DIR / "Annotations").is_dir(), f"sample not found at {SAMPLE_DIR}"
     return SAMPLE_DIR
+
+
+# -- layered project fixtures: empty -> labelled BCCD sample -> with a tiny trained model ------
+#
+# Each layer is built once per session (a template) and copied for every test that asks for
+# it, so tests never share a project's state.
+
+#: A tiny model for tests: small input (the point is the wiring, not the accuracy).
+TINY_MODEL = {"min_size": 128, "max_size": 160, "device": "cpu"}
+
+
+def _copy(template: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(template, dest)
+    return dest
+
+
+@pytest.fixture
+def empty_project(tmp_path: Path) -> Path:
+    """A new project with no image, class or model."""
+    from napari_al.core.store import ProjectStore
+
+    ProjectStore.create(tmp_path / "empty").close()
+    return tmp_path / "empty"
+
+
+@pytest.fixture(scope="session")
+def labelled_template(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Path:
+    """The BCCD sample: every other image labelled (complete, in its split), the rest in the
+    pool with simulated predictions (``napari_al.gui._testing.make_loop_project``)."""
+    from napari_al.gui._testing import make_loop_project
+
+    return make_loop_project(tmp_path_factory.mktemp("labelled") / "proj", sample_dir)
+
+
+@pytest.fixture
+def labelled_project(labelled_template: Path, tmp_path: Path) -> Path:
+    """A fresh copy of :func:`labelled_template`."""
+    return _copy(labelled_template, tmp_path / "labelled")
+
+
+@pytest.fixture(scope="session")
+def trained_template(labelled_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`labelled_template` with model version 1 trained through the workflow (tiny input,
+    2 steps)."""
+    from napari_al.core import workflow
+    from napari_al.core.store import ProjectStore
+
+    project = _copy(labelled_template, tmp_path_factory.mktemp("trained") / "proj")
+    with ProjectStore.open(project) as store:
+        detector = workflow.load_model(store, workflow.ModelSettings(**TINY_MODEL))
+        outcome = workflow.train_model(store, detector, workflow.TrainSettings(steps=2))
+        assert outcome.model_version == 1, outcome.stopped_reason
+    return project
+
+
+@pytest.fixture
+def trained_project(trained_template: Path, tmp_path: Path) -> Path:
+    """A fresh copy of :func:`trained_template`."""
+    return _copy(trained_template, tmp_path / "trained")
