@@ -115,11 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1600, 1000)
     widget = ActiveLearningWidget(viewer)
-    widget.min_score_spin.setValue(0.0)  # draw all --boxes boxes, weak predictions included
+    # draw all --boxes boxes, weak predictions included
+    widget.query_section.min_score_spin.setValue(0.0)
     viewer.window.add_dock_widget(widget, name="Active learning", area="right")
     widget.open_project(project)
     if args.min_size:
-        widget.min_size_spin.setValue(args.min_size)
+        widget.model_section.min_size_spin.setValue(args.min_size)
     app = QApplication.instance()
     assert app is not None
 

@@ -358,7 +358,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Benchmark strategies with a simulated oracle (see docs/simulation.md)."""
-    from napari_al.core import simulation as sim
+    from napari_al import simulation as sim
 
     if args.strategies == "list":
         print(sim.describe_strategies())
@@ -498,7 +498,7 @@ def _add_app_commands(sub: Any) -> None:
     p.add_argument("--quit", action="store_true", help="quit right after opening (smoke test)")
     p.set_defaults(func=cmd_demo)
 
-    from napari_al.core.simulation import add_arguments as simulate_arguments
+    from napari_al.simulation import add_arguments as simulate_arguments
 
     p = sub.add_parser(
         "simulate",

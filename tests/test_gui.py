@@ -260,7 +260,7 @@ def test_open_shows_first_unreviewed_image(widget) -> None:  # type: ignore[no-u
     first = w.controller.annotator.next_unreviewed_box(w.controller.image_id)
     assert w.controller.focus_box == first
     assert w.view.selected_box_ids() == [first]
-    assert "W" in w.keys_label.text() and "Ctrl+Z" in w.keys_label.text()
+    assert "W" in w.keys_section.keys_label.text() and "Ctrl+Z" in w.keys_section.keys_label.text()
 
 
 def test_accept_reject_class_undo_redo_with_keys(widget) -> None:  # type: ignore[no-untyped-def]
@@ -401,6 +401,16 @@ def test_draw_move_delete_on_the_layer(widget, qtbot) -> None:  # type: ignore[n
     layer_matches_store(w)
 
 
+def test_next_item_without_queries_says_so(widget, notes) -> None:  # type: ignore[no-untyped-def]
+    w = widget
+    image = w.controller.image_id
+    for key in ("N", "Shift-N"):
+        press(w.viewer, key)
+    assert w.controller.image_id == image
+    assert [sev for sev, _ in notes] == ["info", "info"], notes
+    assert all("no queried items yet" in msg for _, msg in notes), notes
+
+
 def test_query_navigation_and_skip(widget, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     w = widget
     store, c = w.store, w.controller
@@ -414,7 +424,7 @@ def test_query_navigation_and_skip(widget, monkeypatch) -> None:  # type: ignore
             ),
         ]
     )
-    assert w.query_list.count() == 3
+    assert w.query_section.query_list.count() == 3
     press(w.viewer, "N")
     assert c.image_id == pool[2] and c.query_index == 0
     press(w.viewer, "N")
@@ -435,7 +445,7 @@ def test_query_navigation_and_skip(widget, monkeypatch) -> None:  # type: ignore
 
 def test_image_switch_with_200_boxes(widget) -> None:  # type: ignore[no-untyped-def]
     w = widget
-    w.min_score_spin.setValue(0.0)  # all 200 boxes drawn, weak predictions included
+    w.query_section.min_score_spin.setValue(0.0)  # all 200 boxes drawn, weak predictions included
     store = w.store
     ids = [r.id for r in store.images(split="pool")]
     add_many_boxes(store, ids[0], 200)
@@ -479,7 +489,8 @@ def test_retrain_in_background_while_annotating(widget, qtbot, monkeypatch) -> N
     w.runner.progressed.connect(progress.append)
     worker = w.start_retrain(TrainParams(steps=20), QueryParams(budget=5))
     assert worker is not None and w.runner.busy
-    assert not w.retrain_button.isEnabled() and w.cancel_button.isEnabled()
+    train = w.train_section
+    assert not train.retrain_button.isEnabled() and train.cancel_button.isEnabled()
     qtbot.waitUntil(
         lambda: any(getattr(p, "phase", "") == "train" for p in progress), timeout=TIMEOUT_MS
     )
@@ -500,13 +511,13 @@ def test_retrain_in_background_while_annotating(widget, qtbot, monkeypatch) -> N
     predicted = store.boxes(image_id=image, statuses="predicted")
     assert [b.xyxy for b in predicted] == [(5, 5, 45, 45)]
     layer_matches_store(w)
-    assert len(c.queries) == 5 and w.query_list.count() == 5
+    assert len(c.queries) == 5 and w.query_section.query_list.count() == 5
     metrics = store.latest_model_version().metrics
     assert metrics["map50"] == 0.25 and metrics["annotation_seconds"] >= 0
-    assert w.effort_plot.series and w.loss_plot.losses
-    assert w.retrain_button.isEnabled() and not w.cancel_button.isEnabled()
+    assert w.evaluate_section.effort_plot.series and train.loss_plot.losses
+    assert train.retrain_button.isEnabled() and not train.cancel_button.isEnabled()
     # the loss curve got the live progress
-    assert len(w.loss_plot.losses) == 20
+    assert len(train.loss_plot.losses) == 20
 
 
 def test_cancel_keeps_the_model_in_use(widget, qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -524,7 +535,7 @@ def test_cancel_keeps_the_model_in_use(widget, qtbot, monkeypatch) -> None:  # t
     result = wait_done(w, qtbot)
     assert result.cancelled and time.perf_counter() - t0 < 5
     assert w.controller.detector is None and store.latest_model_version() is None
-    assert not w.runner.busy and w.retrain_button.isEnabled()
+    assert not w.runner.busy and w.train_section.retrain_button.isEnabled()
 
 
 def test_error_in_training_keeps_annotations(widget, qtbot, monkeypatch, notes) -> None:  # type: ignore[no-untyped-def]
@@ -556,8 +567,8 @@ def test_error_in_training_keeps_annotations(widget, qtbot, monkeypatch, notes) 
 def test_rescore_then_evaluate(widget, qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     loop = use_fake_loop(monkeypatch)
     w = widget
-    w.strategy_combo.setCurrentText("entropy + missed")
-    w.unit_combo.setCurrentText("box")
+    w.query_section.strategy_combo.setCurrentText("entropy + missed")
+    w.query_section.unit_combo.setCurrentText("box")
     w.start_rescore()
     result = wait_done(w, qtbot)
     assert not result.error, result.error
@@ -566,7 +577,7 @@ def test_rescore_then_evaluate(widget, qtbot, monkeypatch) -> None:  # type: ign
     w.start_evaluate()
     result = wait_done(w, qtbot)
     assert not result.error, result.error
-    assert "mAP@0.5" in w.map_label.text()
+    assert "mAP@0.5" in w.evaluate_section.map_label.text()
 
 
 def test_only_one_job_at_a_time(widget, qtbot, monkeypatch, notes) -> None:  # type: ignore[no-untyped-def]
@@ -624,11 +635,11 @@ def test_session_with_viewer(make_napari_viewer, project: Path, monkeypatch) -> 
 
 def test_weak_predictions_are_hidden_and_skipped(widget) -> None:  # type: ignore[no-untyped-def]
     w = widget
-    assert w.min_score_spin.value() == pytest.approx(0.23)  # verify_s / draw_s
+    assert w.query_section.min_score_spin.value() == pytest.approx(0.23)  # verify_s / draw_s
     image = w.controller.image_id
     scores = [b.score for b in w.store.boxes(image_id=image, statuses="predicted")]
     assert min(scores) < 0.5 < max(scores), "the test project mixes weak and strong predictions"
-    w.min_score_spin.setValue(0.5)
+    w.query_section.min_score_spin.setValue(0.5)
     layer_matches_store(w)
     shown = w.view.box_ids().tolist()
     for b in w.store.boxes(image_id=image, statuses="predicted"):
@@ -644,6 +655,6 @@ def test_weak_predictions_are_hidden_and_skipped(widget) -> None:  # type: ignor
             break
     assert all(w.store.box(i).score >= 0.5 for i in seen)
     assert not [b for b in w.store.boxes(image_id=image, statuses="predicted") if b.score >= 0.5]
-    w.min_score_spin.setValue(0.0)
+    w.query_section.min_score_spin.setValue(0.0)
     layer_matches_store(w)
     assert len(w.view.box_ids()) == len(w.store.boxes(image_id=image))

@@ -39,7 +39,7 @@ def widget(make_napari_viewer, template: Path, tmp_path: Path, qtbot):  # type: 
     w = ActiveLearningWidget(viewer)
     viewer.window.add_dock_widget(w, name="Active learning")
     w.open_project(project)
-    w.min_size_spin.setValue(TINY["min_size"])
+    w.model_section.min_size_spin.setValue(TINY["min_size"])
     yield w
     if w.runner.busy:
         w.runner.cancel()

@@ -15,7 +15,8 @@ import pytest
 from napari_al.core.boxes import box_iou
 from napari_al.core.costs import CostModel, Counts, count_answers
 from napari_al.core.data import HUMAN_STATUSES
-from napari_al.core.simulation import (
+from napari_al.core.store import ProjectStore
+from napari_al.simulation import (
     CSV_COLUMNS,
     FULL_NAME,
     RESULTS_CSV,
@@ -40,7 +41,6 @@ from napari_al.core.simulation import (
     summary_table,
     write_report,
 )
-from napari_al.core.store import ProjectStore
 
 SHA = "ab" * 32
 COSTS = CostModel()

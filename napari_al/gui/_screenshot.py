@@ -15,25 +15,49 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import napari
+
+    from napari_al.core.selection import QueryItem
+    from napari_al.gui.widget import ActiveLearningWidget
+
+#: (xyxy, score, class index) of a "possibly missed" suggestion, as the controller keeps them.
+Missed = tuple[tuple[float, float, float, float], float, int]
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclass
+class Scene:
+    """The project to photograph and what the shot shows on its ``target`` pool image."""
+
+    project: Path
+    pool: list[int]
+    target: int
+    missed_gt: list[Any]  # the ground-truth boxes left out of the target's predictions
+    missed: list[Missed]  # the same boxes as "possibly missed" suggestions
+    regions: list[QueryItem]  # the two best regions of the target image
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="screenshot of the napari-al loop")
     parser.add_argument("out", type=Path)
     parser.add_argument("--train-steps", type=int, default=0)
     parser.add_argument("--min-size", type=int, default=320)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    import napari
+
+def make_scene() -> Scene:
+    """The loop project, with two ground-truth cells left out of one pool image's predictions
+    (the "possibly missed" ones) and that image's regions ranked on simulated scores."""
     import numpy as np
-    from qtpy.QtWidgets import QApplication, QScrollArea
 
     from napari_al.core.formats import read_voc
-    from napari_al.core.selection import QueryItem, rank_regions
+    from napari_al.core.selection import rank_regions
     from napari_al.core.store import ProjectStore
     from napari_al.gui._testing import make_loop_project
-    from napari_al.gui.widget import ActiveLearningWidget
     from napari_al.sample import sample_dir
 
     project = make_loop_project(Path(tempfile.mkdtemp(prefix="napari-al-shot-")) / "bccd")
@@ -69,21 +93,34 @@ def main(argv: list[str] | None = None) -> int:
             ((m.x1, m.y1, m.x2, m.y2), s, names.index(m.label))
             for m, s in zip(missed_gt, (0.45, 0.3), strict=True)
         ]
+    return Scene(project, pool, target, missed_gt, missed, regions)
+
+
+def open_viewer(project: Path) -> tuple[napari.viewer.Viewer, ActiveLearningWidget]:
+    """A 1600x1000 viewer with the widget docked and the project open."""
+    import napari
+
+    from napari_al.gui.widget import ActiveLearningWidget
 
     viewer = napari.Viewer(title="napari-al: BCCD sample")
     viewer.window._qt_window.resize(1600, 1000)
     widget = ActiveLearningWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Active learning", area="right")
     widget.open_project(project)
-    app = QApplication.instance()
-    assert app is not None
-    c = widget.controller
+    return viewer, widget
 
-    queries = [QueryItem(image=pool[k], score=2.5 - 0.4 * k) for k in (0, 2, 3, 4)]
-    queries.append(regions[0])
+
+def annotate(viewer: napari.viewer.Viewer, widget: ActiveLearningWidget, scene: Scene) -> None:
+    """Query a few items, judge boxes with the keys, draw one missed cell by hand and show
+    the region item of the target image with its highlights."""
+    from napari_al.core.selection import QueryItem
+
+    c = widget.controller
+    queries = [QueryItem(image=scene.pool[k], score=2.5 - 0.4 * k) for k in (0, 2, 3, 4)]
+    queries.append(scene.regions[0])
     queries.sort(key=lambda q: -q.score)
-    region_index = queries.index(regions[0])
-    c.missed[target] = missed
+    region_index = queries.index(scene.regions[0])
+    c.missed[scene.target] = scene.missed
     c.set_queries(queries)
     handler = viewer.window._qt_viewer._key_map_handler
     for key in ("W", "W", "Q", "W", "G", "W"):
@@ -94,46 +131,79 @@ def main(argv: list[str] | None = None) -> int:
         handler.press_key(key)
         handler.release_key(key)
     # a drawn box: one of the missed cells, drawn by hand
-    m = missed_gt[0]
-    c.annotator.draw(target, (m.x1, m.y1, m.x2, m.y2), c.store.class_id(m.label))
-    c.missed[target] = missed[1:]
+    m = scene.missed_gt[0]
+    c.annotator.draw(scene.target, (m.x1, m.y1, m.x2, m.y2), c.store.class_id(m.label))
+    c.missed[scene.target] = scene.missed[1:]
     c.reload()
     c._render_highlights(query=queries[region_index])
     viewer.reset_view()
 
-    if args.train_steps:
-        from napari_al.gui.tasks import ensure_torch, loop_api
 
-        ensure_torch()
-        loop = loop_api()
-        detector = loop.load_detector(c.store, min_size=args.min_size, max_size=args.min_size * 2)
-        widget.loss_plot.start_run()
+def train_loss_curve(widget: ActiveLearningWidget, steps: int, min_size: int) -> None:
+    """A real training run of the default detector on the project's labels, drawn in the
+    widget's loss plot (nothing is predicted with it, nothing saved)."""
+    from napari_al.gui.tasks import ensure_torch, loop_api
 
-        def progress(step, total, loss, epoch=0.0):  # type: ignore[no-untyped-def]
-            widget.loss_plot.add(step, loss)
-            widget.job_label.setText(f"Training {step}/{total}, loss {loss:.3f}")
-            widget.progress_bar.setRange(0, total)
-            widget.progress_bar.setValue(step)
-            app.processEvents()
+    app = _app()
+    c = widget.controller
+    train = widget.train_section
+    ensure_torch()
+    loop = loop_api()
+    detector = loop.load_detector(c.store, min_size=min_size, max_size=min_size * 2)
+    train.loss_plot.start_run()
 
-        loop.train_project(c.store, detector, steps=args.train_steps, progress=progress, save=False)
-        widget.loss_plot._redraw()
-    widget.refresh()
+    def progress(step, total, loss, epoch=0.0):  # type: ignore[no-untyped-def]
+        train.loss_plot.add(step, loss)
+        train.job_label.setText(f"Training {step}/{total}, loss {loss:.3f}")
+        train.progress_bar.setRange(0, total)
+        train.progress_bar.setValue(step)
+        app.processEvents()
 
-    def pump(seconds: float) -> None:
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            app.processEvents()
-            time.sleep(0.02)
+    loop.train_project(c.store, detector, steps=steps, progress=progress, save=False)
+    train.loss_plot._redraw()
+
+
+def _app() -> Any:
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    assert app is not None
+    return app
+
+
+def pump(seconds: float) -> None:
+    """Process Qt events for ``seconds`` (let the canvas and the plots draw)."""
+    app = _app()
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def capture(viewer: napari.viewer.Viewer, widget: ActiveLearningWidget, out: Path) -> None:
+    """Scroll the widget to the loss curve and save a screenshot of the whole window."""
+    from qtpy.QtWidgets import QScrollArea
 
     pump(1.0)
     viewer.reset_view()
     scroll = widget.findChild(QScrollArea)
     if scroll is not None:  # show the Query and Train sections (the loss curve)
-        scroll.ensureWidgetVisible(widget.loss_plot, 0, 10)
+        scroll.ensureWidgetVisible(widget.train_section.loss_plot, 0, 10)
     pump(1.5)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    viewer.screenshot(str(args.out), canvas_only=False, flash=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    viewer.screenshot(str(out), canvas_only=False, flash=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    scene = make_scene()
+    viewer, widget = open_viewer(scene.project)
+    _app()  # the viewer made the QApplication
+    annotate(viewer, widget, scene)
+    if args.train_steps:
+        train_loss_curve(widget, args.train_steps, args.min_size)
+    widget.refresh()
+    capture(viewer, widget, args.out)
     print(f"saved {args.out}")
     widget.close_project()
     viewer.close()

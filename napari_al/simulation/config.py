@@ -1,0 +1,384 @@
+"""Settings of a simulated-oracle benchmark run: the strategies it knows, :class:`SimConfig`
+with its presets, and the benchmark data (pool with labels kept in memory, fixed test split)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_al.core.costs import CostModel
+from napari_al.core.data import Dataset, ImageRecord
+
+#: Strategy name of the full-supervision reference run in ``results.csv``.
+FULL_NAME = "full-supervision"
+#: The ways the simulated person answers (``SimStrategy.oracle``).
+ORACLES = ("draw", "verify", "box")
+
+# --------------------------------------------------------------------------- strategies
+
+
+@dataclass(frozen=True)
+class SimStrategy:
+    """One benchmarked way of choosing what to ask and how the person answers.
+
+    ``scorer`` is a :class:`~napari_al.core.scoring.Strategy` spec for
+    :func:`~napari_al.core.loop.rank_project`, or ``random`` (uniform over pool images, no
+    model involved). ``diversity``/``candidate_factor`` as in
+    :func:`~napari_al.core.selection.select_images` (``inf``: core-set over the whole pool).
+    """
+
+    name: str
+    scorer: str
+    unit: str = "image"
+    oracle: str = "verify"
+    diversity: str | None = None
+    candidate_factor: float = 3.0
+    aggregation: str = "sum"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.unit not in ("image", "box"):
+            raise ValueError(f"strategy {self.name}: unit must be image or box, not {self.unit!r}")
+        if self.oracle not in ORACLES:
+            raise ValueError(f"strategy {self.name}: oracle must be one of {ORACLES}")
+        if (self.unit == "box") != (self.oracle == "box"):
+            raise ValueError(f"strategy {self.name}: the box oracle goes with the box unit")
+        if self.scorer == "random" and self.unit == "box":
+            raise ValueError(f"strategy {self.name}: random box selection is not implemented")
+
+
+_S = SimStrategy
+#: The strategies the benchmark knows by name.
+STRATEGIES: dict[str, SimStrategy] = {
+    s.name: s
+    for s in (
+        _S("random-draw", "random", oracle="draw", description="random images, boxes drawn"),
+        _S("random-verify", "random", description="random images, model boxes verified"),
+        _S("entropy", "entropy", description="summed box entropy, verified"),
+        _S("entropy-draw", "entropy", oracle="draw", description="summed box entropy, drawn"),
+        _S("consistency", "consistency", description="flip self-consistency, verified"),
+        _S("mc-mi", "mutual_information", description="MC-dropout mutual information, verified"),
+        _S("missed", "missed", description="expected missed objects, verified"),
+        _S(
+            "coreset",
+            "entropy",
+            diversity="coreset",
+            candidate_factor=math.inf,
+            description="core-set k-center on image embeddings over the whole pool, verified",
+        ),
+        _S(
+            "entropy-coreset",
+            "entropy",
+            diversity="coreset",
+            candidate_factor=3.0,
+            description="two-stage: top 3xB by entropy, then core-set, verified",
+        ),
+        _S(
+            "box-entropy",
+            "entropy",
+            unit="box",
+            oracle="box",
+            description="box-level (Desai et al.): most uncertain single boxes, verified",
+        ),
+    )
+}
+#: Always run: the baselines every other strategy is judged against.
+BASELINES = ("random-draw", "random-verify", "entropy")
+#: The strategies the issue requires on BCCD.
+BCCD_STRATEGIES = (
+    "random-draw",
+    "random-verify",
+    "entropy",
+    "consistency",
+    "mc-mi",
+    "missed",
+    "coreset",
+    "entropy-coreset",
+    "box-entropy",
+)
+
+
+def resolve_strategies(names: Iterable[str] | None) -> list[SimStrategy]:
+    """The baselines, then the named strategies (registry names, or any scorer spec, which runs
+    image-level with verification), without duplicates."""
+    from napari_al.core.scoring.strategy import Strategy
+
+    out: list[SimStrategy] = []
+    seen: set[str] = set()
+    for name in [*BASELINES, *(names or ())]:
+        name = name.strip()
+        if not name or name in seen:
+            continue
+        seen.add(name)
+        if name in STRATEGIES:
+            out.append(STRATEGIES[name])
+            continue
+        try:
+            Strategy(name)
+        except ValueError as exc:
+            raise ValueError(
+                f"unknown strategy {name!r}: use one of {', '.join(STRATEGIES)} or a scorer "
+                f"spec ({exc})"
+            ) from None
+        out.append(SimStrategy(name, name, description=f"{name}, verified"))
+    return out
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass
+class SimConfig:
+    """Every setting of a benchmark run (saved as ``config.json`` beside the results)."""
+
+    data: str | None = None
+    fmt: str | None = None
+    #: Held out for evaluation when the data has neither a ``test`` nor a ``val`` split.
+    test_fraction: float = 0.2
+    #: Splits that form the pool (images with no split join it too).
+    pool_splits: tuple[str, ...] = ("train", "pool")
+    max_pool: int | None = None
+    max_test: int | None = None
+    strategies: tuple[str, ...] = BCCD_STRATEGIES
+    seeds: int = 3
+    seed_start: int = 0
+    rounds: int = 4
+    init_images: int = 10
+    budget_images: int = 10
+    budget_boxes: int = 100
+    #: Score only a random subset of the pool per round (None: all of it).
+    pool_subset: int | None = None
+    init_steps: int = 60
+    round_steps: int = 30
+    #: Full-supervision steps (None: init_steps + rounds x round_steps, the same budget).
+    full_steps: int | None = None
+    full_supervision: bool = True
+    batch_size: int = 2
+    lambda_d: float = 0.5
+    #: Predictions on partly reviewed images below this score are not noisy labels.
+    noisy_min_score: float = 0.0
+    #: Loss weight of background on partly reviewed images (1: as on complete images).
+    partial_background_weight: float = 1.0
+    lr: float | None = None
+    arch: str = "fasterrcnn_mobilenet_v2_fpn"
+    min_size: int = 240
+    max_size: int = 320
+    rpn_proposals_train: int = 300
+    rpn_proposals_test: int = 100
+    box_batch_size_per_image: int = 128
+    device: str | None = None
+    workers: int = 1
+    #: torch CPU threads per worker (None: torch's default when workers == 1, else 1).
+    threads: int | None = None
+    costs: CostModel = field(default_factory=CostModel)
+    verify_iou: float = 0.5
+    redraw_iou: float = 0.1
+    #: Model boxes scoring below this are not shown for verification (None: verify_s / draw_s,
+    #: where verifying a box starts to pay off if scores are calibrated).
+    verify_min_score: float | None = None
+    #: Ask yes/no about weaker predictions (score >= this, below ``verify_min_score``) that no
+    #: shown or human box covers, before drawing what is still missing (None: never).
+    verify_missed_min_score: float | None = None
+    #: Checkpoints kept on disk per run (older model files are deleted; rows stay in the store).
+    keep_checkpoints: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.costs, Mapping):
+            self.costs = CostModel(**self.costs)
+        self.pool_splits = tuple(self.pool_splits)
+        self.strategies = tuple(self.strategies)
+        for name in ("seeds", "rounds", "init_images", "budget_images", "budget_boxes"):
+            if int(getattr(self, name)) < (0 if name == "rounds" else 1):
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test_fraction must lie in (0, 1), got {self.test_fraction}")
+        if not 0 < self.verify_iou <= 1 or self.redraw_iou < 0:
+            raise ValueError("verify_iou must lie in (0, 1] and redraw_iou be >= 0")
+
+    @property
+    def total_full_steps(self) -> int:
+        if self.full_steps is not None:
+            return int(self.full_steps)
+        return int(self.init_steps + self.rounds * self.round_steps)
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seed_start, self.seed_start + self.seeds))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["costs"] = self.costs.as_dict()
+        d["pool_splits"] = list(self.pool_splits)
+        d["strategies"] = list(self.strategies)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SimConfig:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+#: Settings that change the numbers: a results folder made with other values is refused.
+RESULT_KEYS = (
+    "data",
+    "fmt",
+    "test_fraction",
+    "pool_splits",
+    "max_pool",
+    "max_test",
+    "rounds",
+    "init_images",
+    "budget_images",
+    "budget_boxes",
+    "pool_subset",
+    "init_steps",
+    "round_steps",
+    "full_steps",
+    "batch_size",
+    "lambda_d",
+    "noisy_min_score",
+    "partial_background_weight",
+    "lr",
+    "arch",
+    "min_size",
+    "max_size",
+    "rpn_proposals_train",
+    "rpn_proposals_test",
+    "box_batch_size_per_image",
+    "costs",
+    "verify_iou",
+    "redraw_iou",
+    "verify_min_score",
+    "verify_missed_min_score",
+)
+
+
+def default_bccd_dir() -> Path | None:
+    """BCCD beside a clone (``../shared/datasets/bccd``) or ``$NAPARI_AL_BCCD_DIR``."""
+    env = os.environ.get("NAPARI_AL_BCCD_DIR")
+    candidates = [Path(env)] if env else []
+    repo = Path(__file__).resolve().parents[2]
+    candidates.append(repo.parent / "shared" / "datasets" / "bccd")
+    for c in candidates:
+        if (c / "Annotations").is_dir():
+            return c
+    return None
+
+
+def preset(name: str) -> SimConfig:
+    """The ``ci`` or ``bccd`` preset (see ``docs/simulation.md`` for the choices)."""
+    if name == "ci":
+        from napari_al.sample import sample_dir
+
+        return SimConfig(
+            data=str(sample_dir()),
+            fmt="voc",
+            strategies=(
+                "random-draw",
+                "random-verify",
+                "entropy",
+                "entropy-coreset",
+                "box-entropy",
+            ),
+            seeds=1,
+            rounds=2,
+            init_images=3,
+            budget_images=2,
+            budget_boxes=6,
+            init_steps=3,
+            round_steps=1,
+            full_steps=3,
+            min_size=128,
+            max_size=171,
+            rpn_proposals_train=200,
+            rpn_proposals_test=100,
+            box_batch_size_per_image=64,
+            workers=1,
+            threads=1,
+        )
+    if name == "bccd":
+        bccd = default_bccd_dir()
+        return SimConfig(
+            data=None if bccd is None else str(bccd),
+            fmt="voc",
+            strategies=BCCD_STRATEGIES,
+            seeds=3,
+            rounds=3,
+            init_images=5,
+            budget_images=15,
+            budget_boxes=400,
+            pool_subset=60,
+            init_steps=200,
+            round_steps=50,
+            full_steps=800,
+            min_size=240,
+            max_size=320,
+            box_batch_size_per_image=64,
+            workers=2,
+            threads=1,
+        )
+    raise ValueError(f"unknown preset {name!r}; use ci or bccd")
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class BenchmarkData:
+    """The pool (labels kept here, never imported) and the fixed test split."""
+
+    classes: list[str]
+    pool: list[ImageRecord]
+    test: list[ImageRecord]
+    note: str
+
+
+def load_data(config: SimConfig) -> BenchmarkData:
+    """Read the dataset and split it: test = the ``test`` split, else ``val``, else a seeded
+    ``test_fraction`` hold-out (seed 0: the same for every run); pool = ``pool_splits`` (and
+    images without a split). Only annotated images take part."""
+    from napari_al.core.formats import read_dataset
+
+    if not config.data:
+        raise FileNotFoundError("no dataset given: pass --data PATH (or use --preset ci)")
+    ds: Dataset = read_dataset(Path(config.data), config.fmt)
+    images = sorted((im for im in ds.images if im.annotated), key=lambda im: str(im.path))
+    if not images:
+        raise ValueError(f"{config.data}: no annotated images to simulate with")
+    splits = {im.split for im in images}
+    if "test" in splits or "val" in splits:
+        held = "test" if "test" in splits else "val"
+        test = [im for im in images if im.split == held]
+        pool = [im for im in images if im.split in config.pool_splits or im.split is None]
+        note = f"test = the dataset's {held!r} split; pool = splits {list(config.pool_splits)}"
+    else:
+        rng = np.random.default_rng(0)
+        order = rng.permutation(len(images))
+        n_test = max(1, round(config.test_fraction * len(images)))
+        test_idx = set(order[:n_test].tolist())
+        test = [im for i, im in enumerate(images) if i in test_idx]
+        pool = [im for i, im in enumerate(images) if i not in test_idx]
+        note = f"no split files: {n_test} images ({config.test_fraction:.0%}) held out, seed 0"
+    if config.max_pool is not None and len(pool) > config.max_pool:
+        keep = np.sort(np.random.default_rng(1).permutation(len(pool))[: config.max_pool])
+        pool = [pool[i] for i in keep]
+    if config.max_test is not None and len(test) > config.max_test:
+        keep = np.sort(np.random.default_rng(2).permutation(len(test))[: config.max_test])
+        test = [test[i] for i in keep]
+    if not pool or not test:
+        raise ValueError(f"{config.data}: empty pool ({len(pool)}) or test split ({len(test)})")
+    if config.init_images > len(pool):
+        raise ValueError(f"init_images {config.init_images} > pool size {len(pool)}")
+    classes = list(ds.classes)
+    for im in [*pool, *test]:
+        for b in im.boxes:
+            if b.label not in classes:
+                classes.append(b.label)
+    return BenchmarkData(classes, pool, test, note)

@@ -1,0 +1,129 @@
+"""The results folder of a run: file names, and ``results.csv`` (one row per strategy, seed and
+round), appended to under a file lock so that parallel workers can share it."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS_CSV = "results.csv"
+PLOT_PNG = "map50_vs_seconds.png"
+SUMMARY_MD = "summary.md"
+CONFIG_JSON = "config.json"
+RUN_INFO_JSON = "run_info.json"
+#: Columns of ``results.csv`` (costs and counts are cumulative up to and including the round).
+CSV_COLUMNS = (
+    "strategy",
+    "unit",
+    "oracle",
+    "seed",
+    "round",
+    "cost_seconds",
+    "boxes_drawn",
+    "verifications",
+    "class_changes",
+    "images",
+    "human_boxes",
+    "map50",
+    "map",
+    "train_steps",
+    "wall_s",
+    "query_s",
+    "answer_s",
+    "train_s",
+    "eval_s",
+)
+#: Columns that hold machine time, not results (they differ between identical runs).
+TIMING_COLUMNS = ("wall_s", "query_s", "answer_s", "train_s", "eval_s")
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Any:
+    """An exclusive lock on ``path``.lock (POSIX flock; no lock elsewhere)."""
+    lock = Path(str(path) + ".lock")
+    with open(lock, "a") as fh:
+        try:
+            import fcntl
+
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - Windows
+            pass
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ImportError):
+                import fcntl
+
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """Rows of a results CSV with numbers parsed (empty list when missing)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    ints = {"seed", "round", "boxes_drawn", "verifications", "class_changes", "images"}
+    ints |= {"human_boxes", "train_steps"}
+    out = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            parsed: dict[str, Any] = {}
+            for k, v in row.items():
+                if k in ints:
+                    parsed[k] = int(v)
+                elif k in ("strategy", "unit", "oracle"):
+                    parsed[k] = v
+                else:
+                    parsed[k] = float(v) if v not in ("", None) else math.nan
+            out.append(parsed)
+    return out
+
+
+def row_key(row: Mapping[str, Any]) -> tuple[str, int, int]:
+    return (str(row["strategy"]), int(row["seed"]), int(row["round"]))
+
+
+def _fmt_cell(k: str, v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6f}" if k in ("map50", "map") else f"{v:.4f}"
+    return str(v)
+
+
+def append_result(path: Path, row: Mapping[str, Any]) -> bool:
+    """Append a row unless its (strategy, seed, round) is already there; returns whether added."""
+    path = Path(path)
+    with _locked(path):
+        if row_key(row) in {row_key(r) for r in read_results(path)}:
+            return False
+        new = not path.is_file() or path.stat().st_size == 0
+        with open(path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(CSV_COLUMNS)
+            w.writerow([_fmt_cell(k, row.get(k, "")) for k in CSV_COLUMNS])
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+
+
+def sort_results(path: Path, order: Sequence[str]) -> None:
+    """Rewrite the CSV sorted by strategy (``order``), seed and round (atomic replace)."""
+    path = Path(path)
+    with _locked(path):
+        rows = read_results(path)
+        rank = {n: i for i, n in enumerate(order)}
+        rows.sort(
+            key=lambda r: (rank.get(r["strategy"], len(rank)), r["strategy"], r["seed"], r["round"])
+        )
+        tmp = path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(CSV_COLUMNS)
+            for r in rows:
+                w.writerow([_fmt_cell(k, r.get(k, "")) for k in CSV_COLUMNS])
+        os.replace(tmp, path)
