@@ -12,7 +12,7 @@ dispatch, an image switch every 10 keys), so there are four rows: idle, annotati
 training with an idle viewer, training while annotating. Under Xvfb the canvas is drawn by
 Mesa's software OpenGL on the CPU, so every repaint after a key costs far more than on a GPU.
 
-Training uses :mod:`napari_al.core.loop` with the default detector (Faster R-CNN on the
+Training uses :mod:`napari_al.core.workflow` with the default detector (Faster R-CNN on the
 MobileNetV2-FPN backbone) at the project's default input size; ``--fake`` instead burns CPU in
 numpy inside the worker (no torch), for comparison.
 """
@@ -25,7 +25,6 @@ import sys
 import tempfile
 import threading
 import time
-import types
 from pathlib import Path
 
 import numpy as np
@@ -34,42 +33,19 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def fake_loop(step_s: float) -> types.ModuleType:
-    """A loop whose training burns CPU in numpy (holds and releases the GIL like torch)."""
-    from types import SimpleNamespace
+def use_fake_steps(step_s: float) -> None:
+    """Replace the round's model steps by the test suite's fakes, training burning CPU in numpy
+    for ``step_s`` per step (``tests/fake_workflow.py``)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from fake_workflow import NAMES, FakeWorkflow
 
-    from napari_al.core.selection import QueryItem
+    from napari_al.core import workflow
+    from napari_al.core.workflow import rounds
 
-    mod = types.ModuleType("napari_al.core.loop")
-
-    def load_detector(store, **_):  # type: ignore[no-untyped-def]
-        return SimpleNamespace(model_version=0, config=SimpleNamespace(arch="fake"))
-
-    def train_project(store, detector, *, steps, progress=None, should_stop=None, **_):  # type: ignore[no-untyped-def]
-        a = np.random.default_rng(0).normal(size=(400, 400))
-        for step in range(1, steps + 1):
-            if should_stop and should_stop():
-                return SimpleNamespace(model_version=None, stopped=True)
-            t0 = time.perf_counter()
-            while time.perf_counter() - t0 < step_s:
-                a = np.tanh(a @ a.T / 400.0)
-            if progress:
-                progress(step, steps, float(np.abs(a).mean()), step / steps)
-        v = store.add_model_version(store.project_dir / "fake.pt", "fake", {})
-        return SimpleNamespace(model_version=v, stopped=False)
-
-    def predict_project(store, detector, image_ids=None, **_):  # type: ignore[no-untyped-def]
-        return len(image_ids or [])
-
-    def rank_project(store, detector, budget=10, **_):  # type: ignore[no-untyped-def]
-        return [QueryItem(image=r.id, score=1.0) for r in store.images(split="pool")][:budget]
-
-    def evaluate_project(store, detector, split="val", **_):  # type: ignore[no-untyped-def]
-        return {"map50": float("nan"), "map": float("nan"), "per_class": {}}
-
-    for fn in (load_detector, train_project, predict_project, rank_project, evaluate_project):
-        setattr(mod, fn.__name__, fn)
-    return mod
+    fake = FakeWorkflow(step_s=step_s, burn=True)
+    for name in NAMES:
+        for module in (workflow, rounds):
+            setattr(module, name, getattr(fake, name))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -92,13 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     from qtpy.QtWidgets import QApplication
 
     from napari_al.core.store import ProjectStore
+    from napari_al.core.workflow import QuerySettings, TrainSettings
     from napari_al.gui._testing import add_many_boxes, make_loop_project
     from napari_al.gui.latency import LatencyProbe
-    from napari_al.gui.tasks import QueryParams, TrainParams
     from napari_al.gui.widget import ActiveLearningWidget
 
     if args.fake:
-        sys.modules["napari_al.core.loop"] = fake_loop(0.5)
+        use_fake_steps(0.5)
 
     tmp = Path(tempfile.mkdtemp(prefix="napari-al-bench-"))
     project = make_loop_project(tmp / "proj")
@@ -206,9 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     widget.runner.progressed.connect(on_progress)
     actions["n"] = 0
     t_train = time.perf_counter()
-    worker = widget.start_retrain(
-        TrainParams(steps=args.steps), QueryParams(budget=5, suggest_missed=False)
-    )
+    widget.query_section.suggest_check.setChecked(False)
+    worker = widget.start_retrain(TrainSettings(steps=args.steps), QuerySettings(budget=5))
     if worker is None:
         print("could not start training", file=sys.stderr)
         return 1
@@ -225,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = threading.active_count()
     print(f"napari {napari.__version__}")
     print(
-        f"training: {'fake numpy burner' if args.fake else 'core.loop'}; {args.steps} steps; "
+        f"training: {'fake numpy burner' if args.fake else 'core.workflow'}; {args.steps} steps; "
         f"job {train_wall:.1f} s; error: {getattr(result, 'error', None)}; threads {threads}"
     )
     print()

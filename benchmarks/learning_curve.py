@@ -58,8 +58,8 @@ def _cell(job: dict[str, Any]) -> dict[str, Any]:
 
     from napari_al.core.detector import Detector
     from napari_al.core.evaluation import evaluate
-    from napari_al.core.workflow import load_rgb
     from napari_al.core.training import TrainingExample, train
+    from napari_al.core.workflow import load_rgb
 
     if job["threads"]:
         torch.set_num_threads(job["threads"])

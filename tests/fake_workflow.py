@@ -17,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 
 from napari_al.core import workflow
@@ -49,9 +50,12 @@ class FakeDetector:
 class FakeWorkflow:
     """The fakes, with a record of the calls and of the threads training ran on."""
 
-    def __init__(self, step_s: float = 0.02, fail: str | None = None) -> None:
+    def __init__(self, step_s: float = 0.02, fail: str | None = None, burn: bool = False) -> None:
         self.step_s = step_s
         self.fail = fail
+        #: Burn CPU in numpy during a step (holds and releases the GIL like torch) instead of
+        #: sleeping: what ``benchmarks/gui_latency.py --fake`` measures.
+        self.burn = burn
         self.calls: list[str] = []
         self.threads: set[str] = set()
 
@@ -76,7 +80,7 @@ class FakeWorkflow:
                 return workflow.TrainOutcome(result=result, n_examples=0)
             if self.fail:
                 raise RuntimeError(self.fail)
-            time.sleep(self.step_s)
+            self._step()
             if progress is not None:
                 progress(step, s.steps, 1.0 / step, step / s.steps)
         detector.trained += 1
@@ -89,6 +93,15 @@ class FakeWorkflow:
         return workflow.TrainOutcome(
             result=result, n_examples=1, model_version=version, metrics=metrics
         )
+
+    def _step(self) -> None:
+        if not self.burn:
+            time.sleep(self.step_s)
+            return
+        a = np.random.default_rng(0).normal(size=(400, 400))
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < self.step_s:
+            a = np.tanh(a @ a.T / 400.0)
 
     def evaluate_model(  # type: ignore[no-untyped-def]
         self, store, detector, split="val", *, progress=None, record=True, batch_size=2

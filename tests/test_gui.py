@@ -1,26 +1,23 @@
 """The napari annotation loop with a real viewer: keys, layer edits, undo, background jobs.
 
 Run under a virtual screen: ``xvfb-run -a python -m pytest tests/test_gui.py``. The background
-jobs run against a fake :mod:`napari_al.core.loop` (fast, deterministic); ``test_gui_loop.py``
-runs the real one with a tiny model.
+jobs run the real round on fake model steps (``tests/fake_workflow.py``: fast, deterministic);
+``test_gui_loop.py`` runs the real one with a tiny model.
 """
 
 from __future__ import annotations
 
-import sys
-import threading
 import time
-import types
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from fake_workflow import FakeWorkflow, use_fake_workflow
 
 from napari_al.core.annotator import same_state
 from napari_al.core.selection import QueryItem
 from napari_al.core.store import ProjectStore
-from napari_al.gui._testing import add_many_boxes, make_loop_project
+from napari_al.gui._testing import add_many_boxes
 
 pytestmark = pytest.mark.gui
 
@@ -30,19 +27,10 @@ TIMEOUT_MS = 60_000
 # -- helpers ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Path:
-    """A loop project built once from the BCCD sample (copied for each test)."""
-    return make_loop_project(tmp_path_factory.mktemp("template") / "proj", sample_dir)
-
-
 @pytest.fixture
-def project(template: Path, tmp_path: Path) -> Path:
-    import shutil
-
-    dest = tmp_path / "proj"
-    shutil.copytree(template, dest)
-    return dest
+def project(labelled_project: Path) -> Path:
+    """The BCCD sample loop project (conftest's layered fixture), a fresh copy per test."""
+    return labelled_project
 
 
 @pytest.fixture
@@ -114,90 +102,11 @@ def layer_matches_store(w) -> None:  # type: ignore[no-untyped-def]
         assert layer.features["status"].iloc[i] == rows[box_id].status
 
 
-# -- a fake loop for the background jobs -----------------------------------------------------
+# -- the background jobs run the real round on fake model steps (tests/fake_workflow.py) ---
 
 
-class FakeDetector:
-    def __init__(self) -> None:
-        self.trained = 0
-        self.config = SimpleNamespace(arch="fake")
-
-
-def fake_loop(step_s: float = 0.02, fail: str | None = None) -> types.ModuleType:
-    """A stand-in for napari_al.core.loop with its API: quick, deterministic, thread-safe."""
-    mod = types.ModuleType("napari_al.core.loop")
-    mod.calls = []  # type: ignore[attr-defined]
-    mod.threads = set()  # type: ignore[attr-defined]
-
-    def load_detector(store, arch=None, device=None, min_size=None, max_size=None):  # type: ignore[no-untyped-def]
-        mod.calls.append("load")
-        return FakeDetector()
-
-    def train_project(  # type: ignore[no-untyped-def]
-        store,
-        detector,
-        *,
-        steps,
-        lambda_d=0.5,
-        from_scratch=False,
-        seed=0,
-        progress=None,
-        should_stop=None,
-    ):
-        mod.calls.append("train")
-        mod.threads.add(threading.current_thread().name)
-        snapshot = store.training_snapshot()
-        for step in range(1, steps + 1):
-            if should_stop is not None and should_stop():
-                return SimpleNamespace(stopped=True, model_version=None)
-            if fail:
-                raise RuntimeError(fail)
-            time.sleep(step_s)
-            if progress is not None:
-                progress(step, steps, 1.0 / step, step / steps)
-        detector.trained += 1
-        version = store.add_model_version(
-            store.project_dir / f"fake{detector.trained}.pt",
-            "fake",
-            {"snapshot_action": snapshot.last_action_id},
-        )
-        return SimpleNamespace(model_version=version, stopped=False)
-
-    def predict_project(store, detector, image_ids=None, progress=None, should_stop=None):  # type: ignore[no-untyped-def]
-        mod.calls.append("predict")
-        ids = [r.id for r in store.images()] if image_ids is None else image_ids
-        cid = store.classes()[0].id
-        for image_id in ids:
-            store.replace_predictions(image_id, [((5, 5, 45, 45), cid, 0.55)], model_version=None)
-        return len(ids)
-
-    def rank_project(  # type: ignore[no-untyped-def]
-        store,
-        detector,
-        strategy="entropy",
-        unit="image",
-        budget=10,
-        diversity=None,
-        aggregation="sum",
-        progress=None,
-    ):
-        mod.calls.append(f"rank:{strategy}:{unit}")
-        pool = [r for r in store.images(split="pool") if r.review_state != "complete"]
-        return [QueryItem(image=r.id, score=1.0 / (k + 1)) for k, r in enumerate(pool)][:budget]
-
-    def evaluate_project(store, detector, split="val"):  # type: ignore[no-untyped-def]
-        mod.calls.append("evaluate")
-        return {"map50": 0.25 * detector.trained, "map": 0.1 * detector.trained, "per_class": {}}
-
-    for fn in (load_detector, train_project, predict_project, rank_project, evaluate_project):
-        setattr(mod, fn.__name__, fn)
-    return mod
-
-
-def use_fake_loop(monkeypatch: pytest.MonkeyPatch, **kwargs) -> types.ModuleType:  # type: ignore[no-untyped-def]
-    mod = fake_loop(**kwargs)
-    monkeypatch.setitem(sys.modules, "napari_al.core.loop", mod)
-    return mod
+def use_fake_loop(monkeypatch: pytest.MonkeyPatch, **kwargs) -> FakeWorkflow:  # type: ignore[no-untyped-def]
+    return use_fake_workflow(monkeypatch, **kwargs)
 
 
 def wait_done(w, qtbot) -> object:  # type: ignore[no-untyped-def]
@@ -479,7 +388,7 @@ def test_store_refusal_is_a_warning_not_a_crash(widget, notes) -> None:  # type:
 
 
 def test_retrain_in_background_while_annotating(widget, qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from napari_al.gui.tasks import QueryParams, TrainParams
+    from napari_al.core.workflow import QuerySettings, TrainSettings
 
     loop = use_fake_loop(monkeypatch, step_s=0.05)
     w = widget
@@ -487,7 +396,7 @@ def test_retrain_in_background_while_annotating(widget, qtbot, monkeypatch) -> N
     image = c.image_id
     progress: list[object] = []
     w.runner.progressed.connect(progress.append)
-    worker = w.start_retrain(TrainParams(steps=20), QueryParams(budget=5))
+    worker = w.start_retrain(TrainSettings(steps=20), QuerySettings(budget=5))
     assert worker is not None and w.runner.busy
     train = w.train_section
     assert not train.retrain_button.isEnabled() and train.cancel_button.isEnabled()
@@ -521,14 +430,14 @@ def test_retrain_in_background_while_annotating(widget, qtbot, monkeypatch) -> N
 
 
 def test_cancel_keeps_the_model_in_use(widget, qtbot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from napari_al.gui.tasks import TrainParams
+    from napari_al.core.workflow import TrainSettings
 
     use_fake_loop(monkeypatch, step_s=0.05)
     w = widget
     store = w.store
     progress: list[object] = []
     w.runner.progressed.connect(progress.append)
-    w.start_retrain(TrainParams(steps=10_000))
+    w.start_retrain(TrainSettings(steps=10_000))
     qtbot.waitUntil(lambda: any(getattr(p, "loss", None) for p in progress), timeout=TIMEOUT_MS)
     t0 = time.perf_counter()
     w.cancel_job()
@@ -539,7 +448,7 @@ def test_cancel_keeps_the_model_in_use(widget, qtbot, monkeypatch) -> None:  # t
 
 
 def test_error_in_training_keeps_annotations(widget, qtbot, monkeypatch, notes) -> None:  # type: ignore[no-untyped-def]
-    from napari_al.gui.tasks import TrainParams
+    from napari_al.core.workflow import TrainSettings
 
     use_fake_loop(monkeypatch, fail="CUDA out of memory (simulated)")
     w = widget
@@ -549,7 +458,7 @@ def test_error_in_training_keeps_annotations(widget, qtbot, monkeypatch, notes) 
         [(b.id, b.xyxy, b.status, b.class_id) for b in store.boxes()],
         [(r.id, r.review_state) for r in store.images()],
     )
-    w.start_retrain(TrainParams(steps=5))
+    w.start_retrain(TrainSettings(steps=5))
     result = wait_done(w, qtbot)
     assert result.error and "out of memory" in result.error
     assert any(sev == "error" and "out of memory" in msg for sev, msg in notes), notes
@@ -581,11 +490,11 @@ def test_rescore_then_evaluate(widget, qtbot, monkeypatch) -> None:  # type: ign
 
 
 def test_only_one_job_at_a_time(widget, qtbot, monkeypatch, notes) -> None:  # type: ignore[no-untyped-def]
-    from napari_al.gui.tasks import TrainParams
+    from napari_al.core.workflow import TrainSettings
 
     use_fake_loop(monkeypatch, step_s=0.05)
     w = widget
-    assert w.start_retrain(TrainParams(steps=10_000)) is not None
+    assert w.start_retrain(TrainSettings(steps=10_000)) is not None
     assert w.start_rescore() is None
     assert any("running" in msg for _, msg in notes)
     w.cancel_job()

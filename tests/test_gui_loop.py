@@ -3,20 +3,16 @@
 Open the BCCD sample project, predict, annotate with the keys, retrain in the background while
 annotating (the latency probe runs meanwhile; its figures are measured by
 ``benchmarks/gui_latency.py``, not asserted here), cancel a retrain. Needs
-:mod:`napari_al.core.loop` and torch; run under ``xvfb-run``. About 20-30 s on two idle CPU
-cores; ``test_gui.py`` drives the same widget with a fake loop for the finer cases.
+torch; run under ``xvfb-run``. About 20-30 s on two idle CPU cores; ``test_gui.py`` drives the
+same widget with fake model steps for the finer cases.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from napari_al.gui._testing import make_loop_project
-
-pytest.importorskip("napari_al.core.loop")
 pytestmark = [pytest.mark.gui]
 
 TIMEOUT_MS = 300_000
@@ -24,17 +20,11 @@ TIMEOUT_MS = 300_000
 TINY = {"min_size": 128, "max_size": 160}
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Path:
-    return make_loop_project(tmp_path_factory.mktemp("loop") / "proj", sample_dir)
-
-
 @pytest.fixture
-def widget(make_napari_viewer, template: Path, tmp_path: Path, qtbot):  # type: ignore[no-untyped-def]
+def widget(make_napari_viewer, labelled_project: Path, qtbot):  # type: ignore[no-untyped-def]
     from napari_al.gui.widget import ActiveLearningWidget
 
-    project = tmp_path / "proj"
-    shutil.copytree(template, project)
+    project = labelled_project
     viewer = make_napari_viewer()
     w = ActiveLearningWidget(viewer)
     viewer.window.add_dock_widget(w, name="Active learning")
@@ -63,12 +53,12 @@ def run(w, qtbot, start) -> object:  # type: ignore[no-untyped-def]
 
 
 def test_real_loop_retrains_in_background(widget, qtbot) -> None:  # type: ignore[no-untyped-def]
+    from napari_al.core.workflow import QuerySettings, TrainSettings
     from napari_al.gui.latency import LatencyProbe
-    from napari_al.gui.tasks import QueryParams, TrainParams
 
     w = widget
     store, c = w.store, w.controller
-    query = QueryParams(strategy="entropy", unit="image", budget=3, suggest_images=1)
+    query = QuerySettings(strategy="entropy", unit="image", budget=3)
 
     # annotate a few simulated predictions, then retrain while annotating more
     for _ in range(3):
@@ -81,7 +71,7 @@ def test_real_loop_retrains_in_background(widget, qtbot) -> None:  # type: ignor
     probe.start()
     results: list[object] = []
     w.runner.done.connect(results.append)
-    assert w.start_retrain(TrainParams(steps=3), query) is not None
+    assert w.start_retrain(TrainSettings(steps=3), query) is not None
     qtbot.wait(300)
     press(w.viewer, "W")  # labels edited during training are kept
     during = c.annotator.undo_stack[-1].box_id
@@ -107,7 +97,7 @@ def test_real_loop_retrains_in_background(widget, qtbot) -> None:  # type: ignor
     progress: list[object] = []
     w.runner.progressed.connect(progress.append)
     results.clear()
-    w.start_retrain(TrainParams(steps=500), query)
+    w.start_retrain(TrainSettings(steps=500), query)
     qtbot.waitUntil(lambda: any(getattr(p, "loss", None) for p in progress), timeout=TIMEOUT_MS)
     w.cancel_job()
     qtbot.waitUntil(lambda: bool(results), timeout=TIMEOUT_MS)

@@ -207,5 +207,6 @@ def test_coreset_starts_from_the_labelled_images(project: Path, monkeypatch) -> 
         assert seen["labelled"].shape == (len(train), seen["pool"].shape[1])
         assert len(train) > 0
         seen.clear()
-        workflow.rank_pool(store, detector, workflow.QuerySettings(budget=2))  # no diversity: no labelled pass
+        # no diversity: no labelled pass
+        workflow.rank_pool(store, detector, workflow.QuerySettings(budget=2))
         assert seen["labelled"] is None

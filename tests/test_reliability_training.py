@@ -62,6 +62,8 @@ def _train(steps: int):
     from napari_al.core.workflow import TrainSettings
 
     return TrainSettings(steps=steps)
+
+
 CLI_SIZE = ["--min-size", "128", "--max-size", "160", "--batch-size", "2"]
 
 

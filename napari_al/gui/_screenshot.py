@@ -7,7 +7,7 @@ The project is the BCCD sample with simulated predictions on its pool images
 is drawn, the regions come from :func:`napari_al.core.selection.rank_regions` over the
 simulated scores, and "possibly missed" suggestions are ground-truth boxes the simulation left
 out. With ``--train-steps N`` the loss curve is a real training run of the default detector on
-the project's labels (``core.loop.train_project``; nothing is predicted with it).
+the project's labels (``core.workflow.train_model``; nothing is predicted with it).
 """
 
 from __future__ import annotations
@@ -142,14 +142,15 @@ def annotate(viewer: napari.viewer.Viewer, widget: ActiveLearningWidget, scene: 
 def train_loss_curve(widget: ActiveLearningWidget, steps: int, min_size: int) -> None:
     """A real training run of the default detector on the project's labels, drawn in the
     widget's loss plot (nothing is predicted with it, nothing saved)."""
-    from napari_al.gui.tasks import ensure_torch, loop_api
+    from napari_al.core import workflow
+    from napari_al.gui.tasks import ensure_torch
 
     app = _app()
     c = widget.controller
     train = widget.train_section
     ensure_torch()
-    loop = loop_api()
-    detector = loop.load_detector(c.store, min_size=min_size, max_size=min_size * 2)
+    model = workflow.ModelSettings(min_size=min_size, max_size=min_size * 2)
+    detector = workflow.load_model(c.store, model)
     train.loss_plot.start_run()
 
     def progress(step, total, loss, epoch=0.0):  # type: ignore[no-untyped-def]
@@ -159,7 +160,8 @@ def train_loss_curve(widget: ActiveLearningWidget, steps: int, min_size: int) ->
         train.progress_bar.setValue(step)
         app.processEvents()
 
-    loop.train_project(c.store, detector, steps=steps, progress=progress, save=False)
+    settings = workflow.TrainSettings(steps=steps)
+    workflow.train_model(c.store, detector, settings, progress=progress, save=False)
     train.loss_plot._redraw()
 
 

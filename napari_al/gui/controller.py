@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from napari_al.core import workflow
 from napari_al.core.annotator import Annotator, Change, StaleCommand
 from napari_al.core.store import ProjectStore, StoreError
 from napari_al.gui.key_actions import KeyActions
@@ -51,7 +52,6 @@ class AnnotationController(KeyActions, Navigation, LayerEdits):
         self.store: ProjectStore | None = None
         self.annotator: Annotator | None = None
         self.detector: Any = None
-        self.model_version: int | None = None
         self.queries: list[QueryItem] = []
         self.query_index = -1
         self.missed: dict[int, list[tuple[tuple[float, float, float, float], float, int]]] = {}
@@ -86,7 +86,6 @@ class AnnotationController(KeyActions, Navigation, LayerEdits):
             self.annotator.min_score = self.view.min_prediction_score
             self.annotator.subscribe(self._on_change)
         self.detector = None
-        self.model_version = None
         self.queries, self.query_index, self.missed = [], -1, {}
         self.focus_box = None
         self.skipped = set()
@@ -94,6 +93,8 @@ class AnnotationController(KeyActions, Navigation, LayerEdits):
         classes = [] if store is None else store.classes()
         self.current_class_id = classes[0].id if classes else None
         self.view.set_current_class(classes[0].name if classes else "")
+        if store is not None:  # the last ranking, from the CLI or an earlier session
+            self.queries = workflow.stored_queries(store)
         self._emit("class")
         self._emit("queries")
         self._emit("model")
@@ -230,13 +231,21 @@ class AnnotationController(KeyActions, Navigation, LayerEdits):
 
     # -- background results ---------------------------------------------------------------
 
+    @property
+    def model_version(self) -> int | None:
+        """The store's model version of the model in use (None: no model, or not trained here)."""
+        return (self.detector.model_version or None) if self.detector is not None else None
+
+    def set_detector(self, detector: Any) -> None:
+        """Use ``detector`` from now on (one reference swap: the model in use changes here)."""
+        self.detector = detector
+        self._emit("model")
+
     def apply_result(self, result: Any) -> None:
         """Apply a finished job's result (main thread): swap the model atomically, show the
         new ranking and suggestions, re-read the current image's boxes."""
         if result.detector is not None:
-            self.detector = result.detector  # one reference swap: the model in use changes here
-            self.model_version = result.model_version
-            self._emit("model")
+            self.set_detector(result.detector)
         if result.missed:
             self.missed.update(result.missed)
         if result.queries is not None:

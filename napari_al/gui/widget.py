@@ -27,6 +27,13 @@ from typing import TYPE_CHECKING, Any
 from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
 from napari_al.core.store import ProjectStore, StoreError
+from napari_al.core.workflow import (
+    Progress,
+    QuerySettings,
+    RoundSettings,
+    TrainSettings,
+    effort_series,
+)
 from napari_al.gui.controller import AnnotationController
 from napari_al.gui.notify import notify_user
 from napari_al.gui.sections.evaluate import EvaluateSection
@@ -37,10 +44,6 @@ from napari_al.gui.sections.query import QuerySection
 from napari_al.gui.sections.train import TrainSection
 from napari_al.gui.tasks import (
     JobResult,
-    Progress,
-    QueryParams,
-    TrainParams,
-    effort_series,
     evaluate_job,
     load_model_job,
     rescore_job,
@@ -176,43 +179,49 @@ class ActiveLearningWidget(QWidget):
             "load", lambda stop, report: load_model_job(project, params, stop, report)
         )
 
-    def start_rescore(self, query: QueryParams | None = None) -> Any:
+    def round_settings(
+        self, train: TrainSettings | None = None, query: QuerySettings | None = None
+    ) -> RoundSettings:
+        """The round's settings as the sections show them (``train``/``query`` override)."""
+        return RoundSettings(
+            model=self.model_section.params(),
+            train=train or self.train_section.params(),
+            query=query or self.query_section.params(),
+            suggest=self.query_section.suggest_params(),
+        )
+
+    def start_rescore(self, query: QuerySettings | None = None) -> Any:
         """Predict the images still to review, rank them and suggest missed objects."""
-        project, model = self._project_dir(), self.model_section.params()
-        query = query or self.query_section.params()
+        project, settings = self._project_dir(), self.round_settings(query=query)
         detector, image = self.controller.detector, self.controller.image_id
         return self._start(
             "rescore",
             lambda stop, report: rescore_job(
-                project, detector, model, query, stop, report, current_image=image
+                project, detector, settings, stop, report, current_image=image
             ),
         )
 
     def start_retrain(
-        self, train: TrainParams | None = None, query: QueryParams | None = None
+        self, train: TrainSettings | None = None, query: QuerySettings | None = None
     ) -> Any:
-        """Retrain (a copy of) the model on the labels so far, then predict, rank, evaluate."""
-        project, model = self._project_dir(), self.model_section.params()
-        train = train or self.train_section.params()
-        query = query or self.query_section.params()
+        """Retrain (a copy of) the model on the labels so far, then evaluate, predict, rank."""
+        project, settings = self._project_dir(), self.round_settings(train, query)
         detector, image = self.controller.detector, self.controller.image_id
         self.train_section.loss_plot.start_run()
         return self._start(
             "retrain",
             lambda stop, report: retrain_job(
-                project, detector, model, train, query, stop, report, current_image=image
+                project, detector, settings, stop, report, current_image=image
             ),
         )
 
     def start_evaluate(self, split: str = "val") -> Any:
         """mAP of the model in use on a split, recorded with the model version."""
         project, model = self._project_dir(), self.model_section.params()
-        detector, version = self.controller.detector, self.controller.model_version
+        detector = self.controller.detector
         return self._start(
             "evaluate",
-            lambda stop, report: evaluate_job(
-                project, detector, model, version, stop, report, split=split
-            ),
+            lambda stop, report: evaluate_job(project, detector, model, stop, report, split=split),
         )
 
     def cancel_job(self) -> None:

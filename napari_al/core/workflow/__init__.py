@@ -40,7 +40,12 @@ from napari_al.core.workflow.model import (
     load_model,
 )
 from napari_al.core.workflow.prediction import images_to_predict, pool_image_ids, predict_images
-from napari_al.core.workflow.ranking import fit_missed_regressor, labelled_embeddings, rank_pool
+from napari_al.core.workflow.ranking import (
+    fit_missed_regressor,
+    labelled_embeddings,
+    rank_pool,
+    stored_queries,
+)
 from napari_al.core.workflow.rounds import (
     Progress,
     RoundResult,
@@ -96,6 +101,7 @@ __all__ = [
     "read_rows",
     "record_metrics",
     "run_round",
+    "stored_queries",
     "suggest_missed",
     "train_model",
     "training_examples",

@@ -293,6 +293,25 @@ def rank_pool(
     return items
 
 
+def stored_queries(store: ProjectStore) -> list[QueryItem]:
+    """The project's latest query set (saved by :func:`rank_pool`, from any front end) as
+    query items, best first; empty when none was saved."""
+    latest = store.latest_queries()
+    if latest is None:
+        return []
+    return [
+        QueryItem(
+            image=q.image_id,
+            score=q.score,
+            unit=q.unit,
+            box=None if q.box is None else tuple(float(v) for v in q.box),  # type: ignore[arg-type]
+            index=q.box_index,
+            breakdown=dict(q.breakdown),
+        )
+        for q in latest.items
+    ]
+
+
 def labelled_embeddings(
     store: ProjectStore,
     detector: Detector,

@@ -17,10 +17,10 @@ from qtpy.QtWidgets import (
     QSpinBox,
 )
 
+from napari_al.core.workflow import ModelSettings
 from napari_al.gui.sections.common import row
-from napari_al.gui.tasks import ModelParams
 
-#: Architectures offered before torch is imported (refreshed from core.detector.ARCHS after).
+#: Architectures offered before torch is imported (refreshed from core.engine.ARCHS after).
 DEFAULT_ARCHS = ("fasterrcnn_mobilenet_v2_fpn",)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -57,10 +57,10 @@ class ModelSection(QGroupBox):
         form.addRow(self.load_button, self.model_label)
 
     def refresh_archs(self) -> None:
-        """Offer every architecture of ``core.detector`` once it is imported (never imports
-        it: that would import torch)."""
-        detector = sys.modules.get("napari_al.core.detector")
-        archs = getattr(detector, "ARCHS", None)
+        """Offer every architecture of ``core.engine`` once a job has imported it (never
+        imports it: that would import torch)."""
+        engine = sys.modules.get("napari_al.core.engine")
+        archs = getattr(engine, "ARCHS", None)
         if archs and self.arch_combo.count() != len(archs):
             current = self.arch_combo.currentText()
             self.arch_combo.clear()
@@ -73,11 +73,11 @@ class ModelSection(QGroupBox):
         if path:
             self.weights_edit.setText(path)
 
-    def params(self) -> ModelParams:
+    def params(self) -> ModelSettings:
         """The model parameters as chosen (``auto`` device and input size 0 become None)."""
         device = self.device_combo.currentText()
         size = self.min_size_spin.value()
-        return ModelParams(
+        return ModelSettings(
             arch=self.arch_combo.currentText() or None,
             weights=self.weights_edit.text().strip() or None,
             device=None if device == "auto" else device,

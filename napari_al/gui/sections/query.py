@@ -18,8 +18,8 @@ from qtpy.QtWidgets import (
 )
 
 from napari_al.core.costs import CostModel
+from napari_al.core.workflow import QuerySettings, SuggestSettings
 from napari_al.gui.sections.common import row
-from napari_al.gui.tasks import QueryParams
 
 if TYPE_CHECKING:
     from napari_al.gui.controller import AnnotationController
@@ -97,17 +97,20 @@ class QuerySection(QGroupBox):
         controller.set_min_prediction_score(self.min_score_spin.value())
         form.addRow("hide predictions below", self.min_score_spin)
 
-    def params(self) -> QueryParams:
-        """The query parameters as chosen (spaces in the strategy dropped)."""
+    def params(self) -> QuerySettings:
+        """The query settings as chosen (spaces in the strategy dropped)."""
         diversity = self.diversity_combo.currentText()
-        return QueryParams(
-            strategy=self.strategy_combo.currentText().replace(" ", "") or "entropy",
+        return QuerySettings(
+            strategy=self.strategy_combo.currentText().replace(" ", "") or QuerySettings.strategy,
             unit=self.unit_combo.currentText(),
             budget=self.budget_spin.value(),
             diversity=None if diversity == "none" else diversity,
             aggregation=self.aggregation_combo.currentText(),
-            suggest_missed=self.suggest_check.isChecked(),
         )
+
+    def suggest_params(self) -> SuggestSettings:
+        """Whether possibly missed objects are suggested (the rest: the defaults)."""
+        return SuggestSettings(enabled=self.suggest_check.isChecked())
 
     def _on_rejected_toggled(self, checked: bool) -> None:
         if self.controller.view.show_rejected != checked:

@@ -16,8 +16,8 @@ from qtpy.QtWidgets import (
     QSpinBox,
 )
 
+from napari_al.core.workflow import Progress, TrainSettings
 from napari_al.gui.sections.common import row
-from napari_al.gui.tasks import Progress, TrainParams
 
 PHASE_NAMES = {
     "load": "Loading model",
@@ -40,13 +40,13 @@ class TrainSection(QGroupBox):
         form = QFormLayout(self)
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(1, 100000)
-        self.steps_spin.setValue(200)
+        self.steps_spin.setValue(TrainSettings.steps)
         self.steps_spin.setToolTip("Optimisation steps (batch 2) per retraining")
         form.addRow("Steps", self.steps_spin)
         self.lambda_spin = QDoubleSpinBox()
         self.lambda_spin.setRange(0.0, 1.0)
         self.lambda_spin.setSingleStep(0.1)
-        self.lambda_spin.setValue(0.5)
+        self.lambda_spin.setValue(TrainSettings.lambda_d)
         self.lambda_spin.setToolTip("Weight of unverified predictions on partial images")
         form.addRow("lambda_d", self.lambda_spin)
         self.scratch_check = QCheckBox("from scratch (pretrained backbone, new heads)")
@@ -66,9 +66,9 @@ class TrainSection(QGroupBox):
         self.loss_plot = LossPlot()
         form.addRow(self.loss_plot)
 
-    def params(self) -> TrainParams:
-        """The training parameters as chosen."""
-        return TrainParams(
+    def params(self) -> TrainSettings:
+        """The training settings as chosen (the rest: the defaults)."""
+        return TrainSettings(
             steps=self.steps_spin.value(),
             lambda_d=self.lambda_spin.value(),
             from_scratch=self.scratch_check.isChecked(),
