@@ -26,6 +26,7 @@ from napari_al.core.store import (
     StoreError,
     file_sha256,
 )
+from napari_al.core.store import schema as store_schema
 
 REPO = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).resolve().parent / "store_kill_child.py"
@@ -125,7 +126,7 @@ def test_migrations_upgrade_an_old_file(project: Path, monkeypatch: pytest.Monke
         conn.execute("ALTER TABLE images ADD COLUMN note TEXT NOT NULL DEFAULT ''")
         conn.execute("UPDATE images SET note = 'migrated'")
 
-    monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, add_note_column])
+    monkeypatch.setattr(store_schema, "MIGRATIONS", [*store_schema.MIGRATIONS, add_note_column])
     with ProjectStore.open(project) as s:
         assert s.schema_version() == SCHEMA_VERSION + 1
         notes = [r[0] for r in s._conn.execute("SELECT note FROM images")]
@@ -141,7 +142,7 @@ def test_failed_migration_rolls_back(project: Path, monkeypatch: pytest.MonkeyPa
         conn.execute("CREATE TABLE half_done (x)")
         raise RuntimeError("migration bug")
 
-    monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, broken])
+    monkeypatch.setattr(store_schema, "MIGRATIONS", [*store_schema.MIGRATIONS, broken])
     with pytest.raises(RuntimeError, match="migration bug"):
         ProjectStore.open(project)
     monkeypatch.undo()

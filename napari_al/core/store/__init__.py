@@ -1,0 +1,90 @@
+"""The project store: one SQLite file per project, the single source of truth.
+
+Everything a project knows lives in ``<project_dir>/napari_al.sqlite``: images, classes, boxes
+(model proposals and human labels alike, told apart by ``status``), ignore regions, the
+append-only log of user actions, model versions and cached acquisition scores.
+
+Durability. Every public method that writes is ONE transaction, committed before it returns.
+The file runs in WAL mode with ``synchronous=FULL``: a commit is on disk (fsynced) before the
+call returns, so neither a killed process nor a power cut loses an action that returned.
+``foreign_keys`` is on, ``busy_timeout`` waits for other writers.
+
+Threads. Prefer one :class:`ProjectStore` per thread: :meth:`ProjectStore.open` is cheap (a
+few ms), and with WAL a reader (e.g. a training worker taking :meth:`training_snapshot`) never
+blocks the GUI's writes nor sees half of one. A single store may also be shared between threads:
+each method holds the store's lock for its whole transaction.
+
+Schema versions. ``PRAGMA user_version`` is the schema version; :data:`MIGRATIONS` upgrades a
+file step by step, each step in its own transaction. A file written by a newer napari-al is
+refused with a clear :class:`StoreError`.
+
+Action log and annotation cost. Each action row keeps its raw ``time`` (Unix seconds) and
+``dt``, the seconds since the previous *human* action, or NULL for the first action and after
+an idle gap longer than :data:`IDLE_CUTOFF_S` (the person was away; the time is not labelling
+cost). Machine actions (:data:`MACHINE_KINDS`: import, predict, add) get ``dt`` NULL and are
+not counted as predecessors. :meth:`ProjectStore.annotation_seconds` sums ``dt``, or recomputes
+from the raw times with another cutoff.
+
+Undo. Box actions record the full box state before and after (``payload = {"before": {...},
+"after": {...}}``; ``None`` when the box does not exist), review-state changes record the old
+and new state. :meth:`ProjectStore.undo_last` / :meth:`ProjectStore.redo` walk that log;
+:meth:`ProjectStore.restore_box` is the logged inverse operation a GUI command stack can use.
+The log itself is append-only (triggers refuse UPDATE and DELETE on it).
+
+Stdlib ``sqlite3`` only; no Qt, no napari.
+"""
+
+from __future__ import annotations
+
+from napari_al.core.store.project_store import ProjectStore, import_dataset
+from napari_al.core.store.rows import (
+    BOX_TOLERANCE_PX,
+    ActionRow,
+    BoxRow,
+    ClassRow,
+    IgnoreRegionRow,
+    ImageRow,
+    ModelVersionRow,
+    SnapshotImage,
+    StoreError,
+    TrainingSnapshot,
+    file_sha256,
+)
+from napari_al.core.store.schema import (
+    APPLICATION_ID,
+    BOX_ACTION_KINDS,
+    BUSY_TIMEOUT_S,
+    IDLE_CUTOFF_S,
+    MACHINE_KINDS,
+    RESERVED_KINDS,
+    REVIEW_ACTION_KINDS,
+    SCHEMA_VERSION,
+    STORE_FILENAME,
+    UNDOABLE_KINDS,
+)
+
+__all__ = [
+    "APPLICATION_ID",
+    "BOX_ACTION_KINDS",
+    "BOX_TOLERANCE_PX",
+    "BUSY_TIMEOUT_S",
+    "IDLE_CUTOFF_S",
+    "MACHINE_KINDS",
+    "RESERVED_KINDS",
+    "REVIEW_ACTION_KINDS",
+    "SCHEMA_VERSION",
+    "STORE_FILENAME",
+    "UNDOABLE_KINDS",
+    "ActionRow",
+    "BoxRow",
+    "ClassRow",
+    "IgnoreRegionRow",
+    "ImageRow",
+    "ModelVersionRow",
+    "ProjectStore",
+    "SnapshotImage",
+    "StoreError",
+    "TrainingSnapshot",
+    "file_sha256",
+    "import_dataset",
+]
