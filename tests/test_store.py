@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -257,12 +259,28 @@ def _check_boxes_match_log(s: ProjectStore) -> None:
         assert state == expected, f"box {box_id} does not match its last action"
 
 
+def _check_batches_are_whole(s: ProjectStore) -> int:
+    """Every ``batch_start`` of the child is followed by its 3 draws and its ``batch_end``
+    (one transaction: all five rows or none). Returns the number of batches."""
+    log = s.actions()
+    starts = [i for i, a in enumerate(log) if a.kind == "batch_start"]
+    for i in starts:
+        rows = log[i : i + 5]
+        kinds = [a.kind for a in rows]
+        assert kinds == ["batch_start", "draw", "draw", "draw", "batch_end"], kinds
+        assert rows[0].payload == rows[-1].payload
+        assert [a.id for a in rows] == list(range(rows[0].id, rows[0].id + 5))
+    assert len(starts) == len(s.actions(kind="batch_end"))
+    return len(starts)
+
+
 def test_kill_loses_no_returned_action(project: Path) -> None:
     """SIGKILL a writer at random moments: every action it reported survives, file is sound."""
     rng = random.Random(20240611)
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     printed: list[int] = []
     kills = 10
+    batches = 0
     for k in range(kills):
         proc = subprocess.Popen(
             [sys.executable, str(CHILD), str(project), str(k), "100000"],
@@ -289,7 +307,143 @@ def test_kill_loses_no_returned_action(project: Path) -> None:
             missing = set(printed) - ids
             assert not missing, f"kill {k}: actions {sorted(missing)} were lost"
             _check_boxes_match_log(s)
+            batches += _check_batches_are_whole(s)
     assert len(printed) >= kills
+    assert batches > 0, "no batch transaction ran"
+
+
+def test_kill_inside_a_transaction_leaves_nothing(project: Path) -> None:
+    """SIGKILL while a transaction() block is open after three writes: none of them is kept."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with ProjectStore.open(project) as s:
+        before = _state(s)
+    proc = subprocess.Popen(
+        [sys.executable, str(CHILD), str(project), "0", "1", "hang"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line == "inside\n", f"child died early: {proc.stderr.read()}"
+        raw = sqlite3.connect(project / STORE_FILENAME)  # a reader is not blocked (WAL)
+        try:  # nothing of the open block is visible
+            assert raw.execute("SELECT count(*) FROM actions").fetchone()[0] == len(before[1])
+            assert raw.execute("SELECT count(*) FROM boxes").fetchone()[0] == len(before[2])
+        finally:
+            raw.close()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    with ProjectStore.open(project) as s:
+        assert s.integrity_check() == "ok"
+        assert _state(s) == before
+        s.draw_box(s.images()[0].id, (0, 0, 4, 4), s.class_id("cat"))  # the lock is free
+
+
+# -- transactions -------------------------------------------------------------------------
+
+
+@contextmanager
+def sql_commits(store: ProjectStore) -> Iterator[list[str]]:
+    """The COMMIT statements SQLite runs on the store's connection inside the block."""
+    seen: list[str] = []
+
+    def trace(sql: str) -> None:
+        if sql.strip().upper().startswith("COMMIT"):
+            seen.append(sql)
+
+    store._conn.set_trace_callback(trace)
+    try:
+        yield seen
+    finally:
+        store._conn.set_trace_callback(None)
+
+
+def test_transaction_commits_once(store: ProjectStore) -> None:
+    cat = store.class_id("cat")
+    img = store.images()[0].id
+    with ProjectStore.open(store.project_dir) as other:
+        n = store.commit_count
+        with sql_commits(store) as commits:
+            with store.transaction():
+                b = store.draw_box(img, (0, 0, 10, 10), cat)
+                store.accept_box(b)
+                store.set_review_state(img, "complete")
+                assert store.box(b).status == "accepted"  # the block sees its own writes
+                assert other.boxes() == [] and other.actions() == []  # nobody else does
+            assert len(commits) == 1
+        assert store.commit_count == n + 1
+        assert [a.kind for a in other.actions()] == ["draw", "accept", "complete"]
+        assert other.box(b).status == "accepted"
+    # outside a block each write is its own transaction, as before
+    with sql_commits(store) as commits:
+        store.reject_box(b)
+        store.set_review_state(img, "partial")
+    assert len(commits) == 2
+
+
+def test_transaction_rolls_back_everything_on_error(store: ProjectStore) -> None:
+    cat = store.class_id("cat")
+    img = store.images()[0].id
+    before = _state(store)
+    with (
+        sql_commits(store) as commits,
+        pytest.raises(RuntimeError, match="changed my mind"),
+        store.transaction(),
+    ):
+        b = store.draw_box(img, (0, 0, 10, 10), cat)
+        store.accept_box(b)
+        store.set_review_state(img, "complete")
+        raise RuntimeError("changed my mind")
+    assert commits == []
+    assert _state(store) == before
+    # a constraint failure inside a block is a StoreError and rolls back the block too
+    with pytest.raises(StoreError, match="rejected by the store"), store.transaction():
+        store.draw_box(img, (0, 0, 10, 10), cat)
+        store._conn.execute("INSERT INTO boxes (image_id) VALUES (1)")
+    assert _state(store) == before
+    with ProjectStore.open(store.project_dir) as other:
+        assert _state(other) == before
+
+
+def test_nested_transactions_commit_once(store: ProjectStore) -> None:
+    cat, dog = store.class_id("cat"), store.class_id("dog")
+    img = store.images()[0].id
+    with sql_commits(store) as commits:
+        with store.transaction():
+            a = store.draw_box(img, (0, 0, 10, 10), cat)
+            with store.transaction():
+                b = store.draw_box(img, (5, 5, 15, 15), dog)
+                with store.transaction():
+                    store.accept_box(b)
+            # an error caught inside the outer block undoes only the nested block that raised
+            with pytest.raises(StoreError), store.transaction():
+                store.set_box_class(a, dog)
+                store.accept_box(12345)
+            assert store.box(a).class_id == cat
+            store.reject_box(a)
+        assert len(commits) == 1
+    assert [x.kind for x in store.actions()] == ["draw", "draw", "accept", "reject"]
+    assert (store.box(a).status, store.box(b).status) == ("rejected", "accepted")
+    # an error leaving the outermost block rolls back the nested blocks too
+    before = _state(store)
+    with pytest.raises(KeyError), store.transaction():
+        with store.transaction():
+            store.delete_box(a)
+        store.delete_box(b)
+        raise KeyError("oops")
+    assert _state(store) == before
+
+
+def test_failed_write_outside_a_block_commits_nothing(store: ProjectStore) -> None:
+    with sql_commits(store) as commits, pytest.raises(StoreError):
+        store.accept_box(12345)
+    assert commits == []
 
 
 # -- import -------------------------------------------------------------------------------

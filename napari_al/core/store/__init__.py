@@ -9,14 +9,26 @@ The file runs in WAL mode with ``synchronous=FULL``: a commit is on disk (fsynce
 call returns, so neither a killed process nor a power cut loses an action that returned.
 ``foreign_keys`` is on, ``busy_timeout`` waits for other writers.
 
+Transactions. :meth:`ProjectStore.transaction` groups writes: every store write inside
+``with store.transaction():`` joins ONE SQLite transaction, committed once when the outermost
+block exits (one fsync; other connections see all of it or nothing), and rolled back entirely
+when an exception leaves the block (the exception is re-raised; a ``sqlite3.IntegrityError``
+as :class:`StoreError`). Nested blocks join the outer one; each nested block and each write
+method inside runs in a SAVEPOINT, so an exception caught inside the outer block undoes only
+the part that raised. A process killed inside a block leaves none of it. Outside a block each
+write method is its own transaction, as above. :attr:`ProjectStore.commit_count` counts the
+``COMMIT`` statements a store object ran (for tests and benchmarks).
+
 Threads. Prefer one :class:`ProjectStore` per thread: :meth:`ProjectStore.open` is cheap (a
 few ms), and with WAL a reader (e.g. a training worker taking :meth:`training_snapshot`) never
 blocks the GUI's writes nor sees half of one. A single store may also be shared between threads:
-each method holds the store's lock for its whole transaction.
+each method holds the store's lock for its whole transaction (a :meth:`ProjectStore.transaction`
+block holds it for the whole block).
 
-Schema versions. ``PRAGMA user_version`` is the schema version; :data:`MIGRATIONS` upgrades a
-file step by step, each step in its own transaction. A file written by a newer napari-al is
-refused with a clear :class:`StoreError`.
+Schema versions. ``PRAGMA user_version`` is the schema version;
+:data:`~napari_al.core.store.schema.MIGRATIONS` upgrades a file step by step, each step in its
+own transaction. A file written by a newer napari-al is refused with a clear
+:class:`StoreError`.
 
 Action log and annotation cost. Each action row keeps its raw ``time`` (Unix seconds) and
 ``dt``, the seconds since the previous *human* action, or NULL for the first action and after

@@ -45,6 +45,7 @@ class StoreBase:
         self._clock = clock or time.time
         self._lock = threading.RLock()
         self._depth = 0
+        self._commits = 0
         self._conn: sqlite3.Connection | None = None
         conn = sqlite3.connect(
             str(self.path), timeout=timeout_s, isolation_level=None, check_same_thread=False
@@ -153,16 +154,41 @@ class StoreBase:
         return self._conn
 
     @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Make every store write inside the block ONE SQLite transaction.
+
+        The block starts ``BEGIN IMMEDIATE`` (it takes the file's write lock at once, so what
+        the block reads stays true until it ends) and runs ``COMMIT`` once, when the outermost
+        block exits: one fsync, and another connection sees all of the block's writes or none.
+        An exception leaving the block rolls ALL of them back and is re-raised (a
+        ``sqlite3.IntegrityError`` as :class:`StoreError`). A killed process loses the whole
+        block, never part of it.
+
+        Nested ``transaction()`` blocks, and the write methods called inside, join the
+        outermost block. Each runs in a SAVEPOINT of it: an exception caught inside the outer
+        block undoes only the nested part that raised. Reads inside the block see its own
+        uncommitted writes. The store's lock is held for the whole block: another thread
+        sharing this store object waits until it ends (keep blocks short).
+
+        Example: ``with store.transaction(): store.accept_box(a); store.reject_box(b)``.
+        """
+        with self._write():
+            yield
+
+    @property
+    def commit_count(self) -> int:
+        """How many ``COMMIT`` statements this store object ran (read and write transactions
+        alike; nested blocks add none). For tests and benchmarks of transaction counts."""
+        return self._commits
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE ... COMMIT); nested calls join the outer one."""
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT); nested calls join the outer one
+        in a SAVEPOINT, rolled back alone when the nested call raises."""
         with self._lock:
             conn = self._require_open()
             if self._depth:
-                self._depth += 1
-                try:
-                    yield conn
-                finally:
-                    self._depth -= 1
+                yield from self._nested_write(conn)
                 return
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -172,6 +198,7 @@ class StoreBase:
             try:
                 yield conn
                 conn.execute("COMMIT")
+                self._commits += 1
             except sqlite3.IntegrityError as exc:
                 self._rollback(conn)
                 raise StoreError(f"rejected by the store: {exc}") from exc
@@ -181,9 +208,30 @@ class StoreBase:
             finally:
                 self._depth = 0
 
+    def _nested_write(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """The body of a write nested in an open transaction: a SAVEPOINT, released on success,
+        rolled back to (then released) on an exception, which propagates."""
+        name = f"napari_al_{self._depth}"
+        conn.execute(f"SAVEPOINT {name}")
+        self._depth += 1
+        try:
+            yield conn
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute(f"ROLLBACK TO {name}")
+                conn.execute(f"RELEASE {name}")
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise StoreError(f"rejected by the store: {exc}") from exc
+            raise
+        else:
+            conn.execute(f"RELEASE {name}")
+        finally:
+            self._depth -= 1
+
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        """One read transaction: all queries inside see the same committed state."""
+        """One read transaction: all queries inside see the same committed state (inside a
+        write transaction: joins it, and sees its uncommitted writes too)."""
         with self._lock:
             conn = self._require_open()
             if self._depth:
@@ -198,6 +246,7 @@ class StoreBase:
             try:
                 yield conn
                 conn.execute("COMMIT")
+                self._commits += 1
             except BaseException:
                 self._rollback(conn)
                 raise
