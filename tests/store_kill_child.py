@@ -2,7 +2,9 @@
 ``test_store.test_kill_inside_a_transaction_leaves_nothing``.
 
 Opens the store given on the command line and performs random user actions as fast as it can,
-printing the newest action id after each call returns (flushed), until the parent kills it.
+through the :class:`~napari_al.core.annotator.Annotator` as the GUI does (undo and redo
+included), printing the newest action id after each call returns (flushed), until the parent
+kills it.
 One op is a batch: ONE :meth:`~napari_al.core.store.ProjectStore.transaction` of five writes
 (``batch_start``, three draws, ``batch_end``, the markers carrying one token), so a kill can
 land inside it; the parent checks every batch in the log is whole.
@@ -19,6 +21,7 @@ import random
 import sys
 import time
 
+from napari_al.core.annotator import Annotator, StaleCommand
 from napari_al.core.store import ProjectStore
 
 
@@ -54,6 +57,7 @@ def main() -> None:
             return
         images = store.images()
         class_ids = [c.id for c in store.classes()]
+        ann = Annotator(store)  # the undo system; a restarted child starts with an empty stack
         for _ in range(max_actions):
             image = rng.choice(images)
             boxes = store.boxes(image_id=image.id)
@@ -68,26 +72,34 @@ def main() -> None:
             if op < 0.1:
                 batch(store, rng, image, class_ids)
             elif not boxes or op < 0.2:
-                store.draw_box(image.id, xyxy, rng.choice(class_ids))
+                ann.draw(image.id, xyxy, rng.choice(class_ids))
             elif op < 0.3:
-                store.accept_box(rng.choice(boxes).id)
+                ann.accept(rng.choice(boxes).id)
             elif op < 0.4:
-                store.reject_box(rng.choice(boxes).id)
+                ann.reject(rng.choice(boxes).id)
             elif op < 0.5:
-                store.correct_box(rng.choice(boxes).id, xyxy=xyxy)
+                ann.correct(rng.choice(boxes).id, xyxy)
+            elif op < 0.55:
+                ann.set_class(rng.choice(boxes).id, rng.choice(class_ids))
             elif op < 0.6:
-                store.set_box_class(rng.choice(boxes).id, rng.choice(class_ids))
+                with ann.group("delete"):  # a selection deleted at once
+                    for box in rng.sample(boxes, min(2, len(boxes))):
+                        ann.delete(box.id)
             elif op < 0.7:
-                store.delete_box(rng.choice(boxes).id)
-            elif op < 0.8:
+                ann.delete(rng.choice(boxes).id)
+            elif op < 0.8:  # someone else changes the review state (undo may become stale)
                 state = rng.choice(["unseen", "partial", "complete"])
                 if store.set_review_state(image.id, state) is None:
                     store.log_action("skip", image.id)
-            elif op < 0.9:
-                if store.undo_last() is None:
-                    store.log_action("skip", image.id)
             else:
-                if store.redo() is None:
+                try:
+                    done = ann.undo()
+                    if done is not None and op < 0.9:  # and redo it straight away
+                        print(store.last_action_id(), flush=True)
+                        done = ann.redo()
+                except StaleCommand:
+                    done = None
+                if done is None:
                     store.log_action("skip", image.id)
             print(store.last_action_id(), flush=True)
 

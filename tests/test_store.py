@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from napari_al.core import store as store_mod
+from napari_al.core.annotator import Annotator, StaleCommand
 from napari_al.core.data import BoxRecord, Dataset, ImageRecord
 from napari_al.core.store import (
     IDLE_CUTOFF_S,
@@ -212,13 +213,24 @@ def test_every_user_action_is_seen_by_a_second_connection(store: ProjectStore) -
     with other_sees("restore", box) as o:
         assert same_box(o.box(box), before)
 
-    store.undo_last()
-    with other_sees("undo", box) as o:
+    store.set_review_state(img, "partial")
+    with other_sees("review_state") as o:
+        assert o.image(img).review_state == "partial"
+
+    ann = Annotator(store)  # the undo system
+    delete = ann.delete(box)
+    with other_sees("delete", box) as o:
         assert o.boxes(statuses="drawn") == []
 
-    store.redo()
-    with other_sees("redo", box) as o:
+    ann.undo()
+    with other_sees("undo", box) as o:
         assert same_box(o.box(box), before)
+        assert o.actions()[-1].ref_id == delete.action_id
+
+    ann.redo()
+    with other_sees("redo", box) as o:
+        assert o.boxes(statuses="drawn") == []
+        assert o.actions()[-1].ref_id == delete.action_id
 
     store.set_review_state(img, "complete")
     with other_sees("complete") as o:
@@ -644,9 +656,12 @@ def test_model_versions_and_score_cache(store: ProjectStore) -> None:
 
 
 def test_undo_redo_restores_state(store: ProjectStore) -> None:
+    """Undo and redo (the Annotator's command stack, the one undo system) put back every
+    logged state, each step a logged ``undo``/``redo`` action that survives a reopen."""
     cat, dog = store.class_id("cat"), store.class_id("dog")
     img = store.images()[0].id
-    assert store.undo_last() is None and store.redo() is None
+    ann = Annotator(store)
+    assert ann.undo() is None and ann.redo() is None
     pred = store.replace_predictions(img, [((0, 0, 10, 10), cat, 0.6)], 1)[0]
     history: list[tuple[BoxRow | None, BoxRow | None, str]] = []
 
@@ -657,17 +672,17 @@ def test_undo_redo_restores_state(store: ProjectStore) -> None:
         return by_id.get(pred), drawn[0] if drawn else None, store.image(img).review_state
 
     history.append(snap())
-    store.accept_box(pred)
+    ann.accept(pred)
     history.append(snap())
-    store.correct_box(pred, xyxy=(1, 1, 12, 12), class_id=dog)
+    ann.correct(pred, (1, 1, 12, 12), class_id=dog)
     history.append(snap())
-    drawn = store.draw_box(img, (20, 20, 40, 40), cat)
+    drawn = ann.draw(img, (20, 20, 40, 40), cat).box_id
     history.append(snap())
-    store.set_box_class(drawn, dog)
+    ann.set_class(drawn, dog)
     history.append(snap())
-    store.set_review_state(img, "complete")
+    ann.complete_image(img)
     history.append(snap())
-    store.delete_box(pred)
+    ann.delete(pred)
     history.append(snap())
 
     def same(a, b) -> bool:
@@ -675,29 +690,45 @@ def test_undo_redo_restores_state(store: ProjectStore) -> None:
 
     # undo everything, one step at a time
     for i in range(len(history) - 1, 0, -1):
-        undone = store.undo_last()
+        undone = ann.undo()
         assert undone is not None
         assert same(snap(), history[i - 1]), f"undo to step {i - 1}"
-    assert store.undo_last() is None  # 'predict' is a machine action: not undoable
+    assert ann.undo() is None  # 'predict' is a machine action: not undoable
     # redo everything
     for i in range(1, len(history)):
-        assert store.redo() is not None
+        assert ann.redo() is not None
         assert same(snap(), history[i]), f"redo to step {i}"
-    assert store.redo() is None
+    assert ann.redo() is None
     # undo twice, then a new action clears the redo stack
-    store.undo_last()
-    store.undo_last()
+    ann.undo()
+    ann.undo()
     assert same(snap(), history[-3])
-    store.reject_box(pred)
-    assert store.redo() is None
+    ann.reject(pred)
+    assert ann.redo() is None
     assert store.box(pred).status == "rejected"
-    assert store.undo_last().kind == "reject"
+    assert ann.undo().kind == "reject"
     assert same(snap(), history[-3])
-    # the undone/redone state survives a reopen
+    # the undone/redone state survives a reopen, and the log says what happened
     with ProjectStore.open(store.project_dir) as other:
         assert same_box(other.box(pred), history[-3][0])
-        assert other.actions()[-1].kind == "undo"
+        last = other.actions()[-1]
+        assert last.kind == "undo" and last.ref_id == other.actions(kind="reject")[-1].id
     assert store.integrity_check() == "ok"
+    _check_boxes_match_log(store)
+
+
+def test_stale_undo_changes_nothing(store: ProjectStore) -> None:
+    """An undo whose subject changed through another path is refused, the store untouched."""
+    cat = store.class_id("cat")
+    img = store.images()[0].id
+    ann = Annotator(store)
+    box = ann.draw(img, (0, 0, 10, 10), cat).box_id
+    with ProjectStore.open(store.project_dir) as other:
+        other.correct_box(box, xyxy=(1, 1, 5, 5))
+    before = _state(store)
+    with pytest.raises(StaleCommand):
+        ann.undo()
+    assert _state(store) == before
 
 
 def test_restore_box_is_a_logged_inverse(store: ProjectStore) -> None:
@@ -718,6 +749,24 @@ def test_restore_box_is_a_logged_inverse(store: ProjectStore) -> None:
     assert same_box(store.box(box), old)
     with pytest.raises(StoreError, match="cannot restore"):
         store.restore_box(box + 1, old)
+    # the undo system logs its restores as undo/redo of an earlier action
+    uid = store.restore_box(box, None, kind="undo", ref_id=aid)
+    undo = store.actions()[-1]
+    assert (undo.id, undo.kind, undo.box_id, undo.ref_id) == (uid, "undo", box, aid)
+    rid = store.set_review_state(img, "complete", kind="redo", ref_id=uid)
+    redo = store.actions()[-1]
+    assert (redo.id, redo.kind, redo.ref_id, redo.payload) == (
+        rid,
+        "redo",
+        uid,
+        {"before": "unseen", "after": "complete"},
+    )
+    with pytest.raises(StoreError, match="unknown restore kind"):
+        store.restore_box(box, old, kind="accept")
+    with pytest.raises(StoreError, match="unknown review action kind"):
+        store.set_review_state(img, "partial", kind="restore")
+    with pytest.raises(StoreError, match="written by the store"):
+        store.log_action("undo", img)
 
 
 def test_dt_and_annotation_seconds(tmp_path: Path) -> None:

@@ -84,6 +84,9 @@ class Command:
     #: For a group (several boxes at once, e.g. deleting a selection): the member commands,
     #: in the order they were done. Undone and redone as one.
     parts: tuple[Command, ...] = ()
+    #: The id of the action the command logged (the ``ref_id`` of its undo and redo rows);
+    #: None for a group (see its parts).
+    action_id: int | None = None
 
     @property
     def leaves(self) -> tuple[Command, ...]:
@@ -225,16 +228,25 @@ class Annotator:
         return state, "partial"
 
     def _box_command(
-        self, kind: str, box_id: int, act: Callable[[], object], mark_partial: bool = True
+        self, kind: str, box_id: int, act: Callable[[], int], mark_partial: bool = True
     ) -> Command:
         before = self.store.box(box_id)
-        act()
+        action_id = act()
         after = self._box_or_none(box_id)
         review_before, review_after = (
             self._mark_partial(before.image_id) if mark_partial else (None, None)
         )
         return self._push(
-            Command(kind, before.image_id, box_id, before, after, review_before, review_after)
+            Command(
+                kind,
+                before.image_id,
+                box_id,
+                before,
+                after,
+                review_before,
+                review_after,
+                action_id=action_id,
+            )
         )
 
     def _box_or_none(self, box_id: int) -> BoxRow | None:
@@ -273,11 +285,22 @@ class Annotator:
 
     def draw(self, image_id: int, xyxy: Iterable[float], class_id: int) -> Command:
         """A new box drawn by the person (status ``drawn``); the command's ``box_id`` is its id."""
-        box_id = self.store.draw_box(image_id, tuple(float(v) for v in xyxy), class_id)
+        with self.store.transaction():
+            box_id = self.store.draw_box(image_id, tuple(float(v) for v in xyxy), class_id)
+            action_id = self.store.last_action_id()
         after = self.store.box(box_id)
         review_before, review_after = self._mark_partial(after.image_id)
         return self._push(
-            Command("draw", after.image_id, box_id, None, after, review_before, review_after)
+            Command(
+                "draw",
+                after.image_id,
+                box_id,
+                None,
+                after,
+                review_before,
+                review_after,
+                action_id=action_id,
+            )
         )
 
     def delete(self, box_id: int) -> Command:
@@ -292,9 +315,15 @@ class Annotator:
         before = self.store.image(image_id).review_state
         if before == "complete":
             return None
-        self.store.set_review_state(image_id, "complete")
+        action_id = self.store.set_review_state(image_id, "complete")
         return self._push(
-            Command("complete", int(image_id), review_before=before, review_after="complete")
+            Command(
+                "complete",
+                int(image_id),
+                review_before=before,
+                review_after="complete",
+                action_id=action_id,
+            )
         )
 
     def skip_image(self, image_id: int, reason: str = "") -> int:
@@ -332,19 +361,25 @@ class Annotator:
         """Put the command's subjects into their before (undo) or after (redo) states."""
         self._check(command, undo)  # everything first, so a stale command changes nothing
         leaves = command.leaves
+        how = "undo" if undo else "redo"
         for leaf in reversed(leaves) if undo else leaves:
+            ref = leaf.action_id
             if undo:  # reverse order of the action: review state first, then the box
                 if leaf.changes_review:
                     assert leaf.review_before is not None
-                    self.store.set_review_state(leaf.image_id, leaf.review_before)
+                    self.store.set_review_state(
+                        leaf.image_id, leaf.review_before, kind=how, ref_id=ref
+                    )
                 if leaf.changes_box:
-                    self.store.restore_box(leaf.box_id, leaf.before)
+                    self.store.restore_box(leaf.box_id, leaf.before, kind=how, ref_id=ref)
             else:
                 if leaf.changes_box:
-                    self.store.restore_box(leaf.box_id, leaf.after)
+                    self.store.restore_box(leaf.box_id, leaf.after, kind=how, ref_id=ref)
                 if leaf.changes_review:
                     assert leaf.review_after is not None
-                    self.store.set_review_state(leaf.image_id, leaf.review_after)
+                    self.store.set_review_state(
+                        leaf.image_id, leaf.review_after, kind=how, ref_id=ref
+                    )
 
     def undo(self) -> Command | None:
         """Undo the newest command; returns it (None: nothing to undo).

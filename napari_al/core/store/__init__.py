@@ -37,11 +37,14 @@ cost). Machine actions (:data:`MACHINE_KINDS`: import, predict, add) get ``dt`` 
 not counted as predecessors. :meth:`ProjectStore.annotation_seconds` sums ``dt``, or recomputes
 from the raw times with another cutoff.
 
-Undo. Box actions record the full box state before and after (``payload = {"before": {...},
-"after": {...}}``; ``None`` when the box does not exist), review-state changes record the old
-and new state. :meth:`ProjectStore.undo_last` / :meth:`ProjectStore.redo` walk that log;
-:meth:`ProjectStore.restore_box` is the logged inverse operation a GUI command stack can use.
-The log itself is append-only (triggers refuse UPDATE and DELETE on it).
+Undo. The store has no undo of its own: the one undo system is the command stack of
+:class:`napari_al.core.annotator.Annotator`. Box actions record the full box state before and
+after (``payload = {"before": {...}, "after": {...}}``; ``None`` when the box does not exist),
+review-state changes the old and new state. The Annotator undoes and redoes with
+:meth:`ProjectStore.restore_box` and :meth:`ProjectStore.set_review_state` called with ``kind``
+``undo``/``redo`` (:data:`UNDO_KINDS`) and ``ref_id`` the action undone or redone, so the log
+stays a truthful record of the person's work. The log itself is append-only (triggers refuse
+UPDATE and DELETE on it).
 
 Stdlib ``sqlite3`` only; no Qt, no napari.
 """
@@ -72,7 +75,7 @@ from napari_al.core.store.schema import (
     REVIEW_ACTION_KINDS,
     SCHEMA_VERSION,
     STORE_FILENAME,
-    UNDOABLE_KINDS,
+    UNDO_KINDS,
 )
 
 __all__ = [
@@ -86,7 +89,7 @@ __all__ = [
     "REVIEW_ACTION_KINDS",
     "SCHEMA_VERSION",
     "STORE_FILENAME",
-    "UNDOABLE_KINDS",
+    "UNDO_KINDS",
     "ActionRow",
     "BoxRow",
     "ClassRow",

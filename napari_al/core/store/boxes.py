@@ -7,26 +7,20 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
-from napari_al.core.data import BOX_STATUSES, REVIEW_STATES
+from napari_al.core.data import BOX_STATUSES
 from napari_al.core.store.images import ImagesMixin
 from napari_al.core.store.rows import (
-    _ACTION_COLS,
     _BOX_COLS,
-    ActionRow,
     BoxRow,
     ImageRow,
     StoreError,
-    _action_row,
     _as_id,
     _check_choice,
     _check_score,
     _check_xyxy,
     _opt_id,
 )
-from napari_al.core.store.schema import (
-    BOX_ACTION_KINDS,
-    UNDOABLE_KINDS,
-)
+from napari_al.core.store.schema import RESTORE_KINDS
 
 
 class BoxesMixin(ImagesMixin):
@@ -132,7 +126,12 @@ class BoxesMixin(ImagesMixin):
         return self._box(conn, box.id)
 
     def _log_box(
-        self, conn: sqlite3.Connection, kind: str, before: BoxRow | None, after: BoxRow | None
+        self,
+        conn: sqlite3.Connection,
+        kind: str,
+        before: BoxRow | None,
+        after: BoxRow | None,
+        ref_id: int | None = None,
     ) -> int:
         ref = after if after is not None else before
         assert ref is not None
@@ -140,7 +139,7 @@ class BoxesMixin(ImagesMixin):
             "before": None if before is None else before.to_dict(),
             "after": None if after is None else after.to_dict(),
         }
-        return self._log(conn, kind, ref.image_id, ref.id, payload)
+        return self._log(conn, kind, ref.image_id, ref.id, payload, ref_id=ref_id)
 
     def add_box(
         self,
@@ -231,17 +230,29 @@ class BoxesMixin(ImagesMixin):
             conn.execute("DELETE FROM boxes WHERE id = ?", (before.id,))
             return self._log_box(conn, "delete", before, None)
 
-    def restore_box(self, box_id: int, state: BoxRow | dict[str, Any] | None) -> int:
-        """Put a box back into a recorded state (None: the box does not exist); logged, undoable.
+    def restore_box(
+        self,
+        box_id: int,
+        state: BoxRow | dict[str, Any] | None,
+        *,
+        kind: str = "restore",
+        ref_id: int | None = None,
+    ) -> int:
+        """Put a box back into a recorded state (None: the box does not exist); returns the
+        action id.
 
-        The inverse of every box action: a GUI command stack keeps the :class:`BoxRow` from
-        before a command and restores it to undo. ``updated`` is set to now.
+        The inverse of every box action: the undo system
+        (:class:`~napari_al.core.annotator.Annotator`) keeps the :class:`BoxRow` from before a
+        command and restores it to undo, logged as ``kind`` ``undo`` or ``redo`` with
+        ``ref_id`` the action undone or redone (default: ``restore``, no reference).
+        ``updated`` is set to now.
         """
+        _check_choice(kind, RESTORE_KINDS, "restore kind")
         with self._write() as conn:
             before, after = self._put_box_state(conn, box_id, state)
             if before is None and after is None:
                 raise StoreError(f"box {box_id} does not exist (nothing to restore)")
-            return self._log_box(conn, "restore", before, after)
+            return self._log_box(conn, kind, before, after, ref_id=_opt_id(ref_id, "action"))
 
     def _put_box_state(
         self, conn: sqlite3.Connection, box_id: int, state: BoxRow | dict[str, Any] | None
@@ -326,74 +337,3 @@ class BoxesMixin(ImagesMixin):
                 {"model_version": model_version, "removed": removed, "added": added},
             )
             return added
-
-    # -- undo / redo ---------------------------------------------------------------------
-
-    def _undo_stacks(self, conn: sqlite3.Connection) -> tuple[list[int], list[int]]:
-        """Replay the log: (ids that can be undone, ids that can be redone), newest last."""
-        kinds = (*UNDOABLE_KINDS, "undo", "redo")
-        placeholders = ", ".join("?" * len(kinds))
-        done: list[int] = []
-        undone: list[int] = []
-        rows = conn.execute(
-            f"SELECT id, kind, ref_id FROM actions WHERE kind IN ({placeholders}) ORDER BY id",
-            kinds,
-        )
-        for action_id, kind, ref_id in rows:
-            if kind == "undo":
-                if ref_id in done:
-                    done.remove(ref_id)
-                undone.append(ref_id)
-            elif kind == "redo":
-                if ref_id in undone:
-                    undone.remove(ref_id)
-                done.append(ref_id)
-            else:
-                done.append(action_id)
-                undone.clear()
-        return done, undone
-
-    def _apply(self, conn: sqlite3.Connection, target: ActionRow, side: str, kind: str) -> None:
-        """Set the target action's subject to its ``side`` state and log ``kind``."""
-        state = target.payload[side]
-        if target.kind in BOX_ACTION_KINDS:
-            assert target.box_id is not None
-            before, after = self._put_box_state(conn, target.box_id, state)
-            payload = {
-                "before": None if before is None else before.to_dict(),
-                "after": None if after is None else after.to_dict(),
-            }
-        else:
-            assert target.image_id is not None
-            old = self._image(conn, target.image_id).review_state
-            _check_choice(state, REVIEW_STATES, "review state")
-            conn.execute(
-                "UPDATE images SET review_state = ? WHERE id = ?", (state, target.image_id)
-            )
-            payload = {"before": old, "after": state}
-        self._log(conn, kind, target.image_id, target.box_id, payload, ref_id=target.id)
-
-    def _undo_redo(self, undo: bool) -> ActionRow | None:
-        with self._write() as conn:
-            done, undone = self._undo_stacks(conn)
-            stack = done if undo else undone
-            if not stack:
-                return None
-            row = conn.execute(
-                f"SELECT {_ACTION_COLS} FROM actions WHERE id = ?", (stack[-1],)
-            ).fetchone()
-            target = _action_row(row)
-            self._apply(conn, target, "before" if undo else "after", "undo" if undo else "redo")
-            return target
-
-    def undo_last(self) -> ActionRow | None:
-        """Undo the newest not-yet-undone box or review action; returns it (None: nothing).
-
-        Logged as ``undo`` (``ref_id`` = the undone action). A new undoable action clears the
-        redo stack, as in any editor.
-        """
-        return self._undo_redo(undo=True)
-
-    def redo(self) -> ActionRow | None:
-        """Redo the most recently undone action; returns it (None: nothing to redo)."""
-        return self._undo_redo(undo=False)

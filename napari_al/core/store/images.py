@@ -19,7 +19,9 @@ from napari_al.core.store.rows import (
     _as_id,
     _check_choice,
     _check_xyxy,
+    _opt_id,
 )
+from napari_al.core.store.schema import UNDO_KINDS
 
 
 class ImagesMixin(ActionLogMixin):
@@ -150,21 +152,44 @@ class ImagesMixin(ActionLogMixin):
                     conn, "set_split", image_id, None, {"before": before.split, "after": split}
                 )
 
-    def set_review_state(self, image_id: int, state: str) -> int | None:
+    def set_review_state(
+        self,
+        image_id: int,
+        state: str,
+        *,
+        kind: str | None = None,
+        ref_id: int | None = None,
+    ) -> int | None:
         """Set how far a person reviewed an image; returns the logged action id.
 
-        Logged as ``complete`` when the state becomes complete, else ``review_state``; both are
-        undoable. Setting the current state again changes and logs nothing (returns None).
+        Logged as ``complete`` when the state becomes complete, else ``review_state``, payload
+        ``{"before": state, "after": state}``. The undo system
+        (:class:`~napari_al.core.annotator.Annotator`) passes ``kind`` ``undo`` or ``redo`` and
+        ``ref_id``, the action undone or redone. Setting the current state again changes and
+        logs nothing (returns None).
         """
         _check_choice(state, REVIEW_STATES, "review state")
+        if kind is not None:
+            _check_choice(kind, UNDO_KINDS, "review action kind")
         with self._write() as conn:
-            image = self._image(conn, image_id)
-            before = image.review_state
-            if before == state:
+            change = self._set_review(conn, image_id, state)
+            if change is None:
                 return None
-            conn.execute("UPDATE images SET review_state = ? WHERE id = ?", (state, image.id))
-            kind = "complete" if state == "complete" else "review_state"
-            return self._log(conn, kind, image_id, None, {"before": before, "after": state})
+            if kind is None:
+                kind = "complete" if state == "complete" else "review_state"
+            return self._log(conn, kind, image_id, None, change, ref_id=_opt_id(ref_id, "action"))
+
+    def _set_review(
+        self, conn: sqlite3.Connection, image_id: int, state: str
+    ) -> dict[str, str] | None:
+        """Set the review state inside the caller's transaction, unlogged; returns
+        ``{"before": old, "after": state}``, or None when it already was ``state``."""
+        _check_choice(state, REVIEW_STATES, "review state")
+        image = self._image(conn, image_id)
+        if image.review_state == state:
+            return None
+        conn.execute("UPDATE images SET review_state = ? WHERE id = ?", (state, image.id))
+        return {"before": image.review_state, "after": state}
 
     # -- ignore regions ------------------------------------------------------------------
 

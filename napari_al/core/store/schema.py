@@ -35,15 +35,19 @@ BOX_ACTION_KINDS = ("accept", "reject", "correct", "draw", "delete", "set_class"
 #: Review-state actions; payload ``{"before": state, "after": state}``.
 REVIEW_ACTION_KINDS = ("complete", "review_state")
 
-#: Kinds that :meth:`ProjectStore.undo_last` can undo.
-UNDOABLE_KINDS = BOX_ACTION_KINDS + REVIEW_ACTION_KINDS
+#: Kinds of the undo system's actions (:class:`~napari_al.core.annotator.Annotator`): the
+#: subject put back into its state before (``undo``) or after (``redo``) action ``ref_id``.
+UNDO_KINDS = ("undo", "redo")
+
+#: Kinds :meth:`~napari_al.core.store.ProjectStore.restore_box` may log.
+RESTORE_KINDS = ("restore", *UNDO_KINDS)
 
 #: Kinds only the store itself writes; :meth:`ProjectStore.log_action` refuses them.
 RESERVED_KINDS = (
-    *UNDOABLE_KINDS,
+    *BOX_ACTION_KINDS,
+    *REVIEW_ACTION_KINDS,
     *MACHINE_KINDS,
-    "undo",
-    "redo",
+    *UNDO_KINDS,
     "set_split",
     "ignore",
     "delete_ignore",
