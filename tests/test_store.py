@@ -258,17 +258,25 @@ def test_every_user_action_is_seen_by_a_second_connection(store: ProjectStore) -
 
 
 def _check_boxes_match_log(s: ProjectStore) -> None:
-    """Every box equals the 'after' state of the newest logged action that touched it."""
+    """Every box equals the 'after' state of the newest logged action that touched it, and
+    every image's review state the newest logged review change (a box action's ``review``)."""
     last_state: dict[int, dict | None] = {}
+    reviews: dict[int, str] = {}
     for a in s.actions():
         if a.box_id is not None and "after" in a.payload:
             last_state[a.box_id] = a.payload["after"]
+            if "review" in a.payload:
+                reviews[a.image_id] = a.payload["review"]["after"]
+        elif a.image_id is not None and isinstance(a.payload.get("after"), str):
+            reviews[a.image_id] = a.payload["after"]
     current = {b.id: b.to_dict() for b in s.boxes()}
     assert set(current) == {k for k, v in last_state.items() if v is not None}
     for box_id, state in current.items():
         expected = dict(last_state[box_id])
         assert expected.pop("updated") <= state.pop("updated")
         assert state == expected, f"box {box_id} does not match its last action"
+    for image in s.images():
+        assert image.review_state == reviews.get(image.id, "unseen"), f"image {image.id}"
 
 
 def _check_batches_are_whole(s: ProjectStore) -> int:

@@ -40,7 +40,10 @@ from the raw times with another cutoff.
 Undo. The store has no undo of its own: the one undo system is the command stack of
 :class:`napari_al.core.annotator.Annotator`. Box actions record the full box state before and
 after (``payload = {"before": {...}, "after": {...}}``; ``None`` when the box does not exist),
-review-state changes the old and new state. The Annotator undoes and redoes with
+review-state changes the old and new state; a box action that also changed its image's review
+state (the Annotator marks an ``unseen`` image ``partial`` on the first box action) records it
+in the same row, ``payload["review"] = {"before": ..., "after": ...}`` (the box methods'
+``review_state=``). The Annotator undoes and redoes with
 :meth:`ProjectStore.restore_box` and :meth:`ProjectStore.set_review_state` called with ``kind``
 ``undo``/``redo`` (:data:`UNDO_KINDS`) and ``ref_id`` the action undone or redone, so the log
 stays a truthful record of the person's work. The log itself is append-only (triggers refuse

@@ -132,13 +132,20 @@ class BoxesMixin(ImagesMixin):
         before: BoxRow | None,
         after: BoxRow | None,
         ref_id: int | None = None,
+        review_state: str | None = None,
     ) -> int:
+        """Log a box action (payload ``before``/``after``); with ``review_state``, first set the
+        box's image to it and record the change in the same row (payload ``review``)."""
         ref = after if after is not None else before
         assert ref is not None
-        payload = {
+        payload: dict[str, Any] = {
             "before": None if before is None else before.to_dict(),
             "after": None if after is None else after.to_dict(),
         }
+        if review_state is not None:
+            review = self._set_review(conn, ref.image_id, review_state)
+            if review is not None:
+                payload["review"] = review
         return self._log(conn, kind, ref.image_id, ref.id, payload, ref_id=ref_id)
 
     def add_box(
@@ -165,27 +172,39 @@ class BoxesMixin(ImagesMixin):
                 self._log_box(conn, "add", None, row)
             return row.id
 
-    def draw_box(self, image_id: int, xyxy: Iterable[float], class_id: int) -> int:
+    # The person's box actions below take ``review_state``: also set the box's image to this
+    # review state, in the same transaction and the same logged action (payload ``review``:
+    # ``{"before": old, "after": new}``, present only when the state changed). The Annotator
+    # marks an ``unseen`` image ``partial`` this way: one key press, one action row.
+
+    def draw_box(
+        self,
+        image_id: int,
+        xyxy: Iterable[float],
+        class_id: int,
+        *,
+        review_state: str | None = None,
+    ) -> int:
         """A person drew a box: status ``drawn``, source ``human``; returns the box id."""
         with self._write() as conn:
             image = self._image(conn, image_id)
             row = self._insert_box(conn, image, xyxy, class_id, "drawn", None, "human", None)
-            self._log_box(conn, "draw", None, row)
+            self._log_box(conn, "draw", None, row, review_state=review_state)
             return row.id
 
-    def accept_box(self, box_id: int) -> int:
+    def accept_box(self, box_id: int, *, review_state: str | None = None) -> int:
         """A person confirmed a box: status ``accepted``; returns the action id."""
         with self._write() as conn:
             before = self._box(conn, box_id)
             after = self._update_box(conn, before, status="accepted")
-            return self._log_box(conn, "accept", before, after)
+            return self._log_box(conn, "accept", before, after, review_state=review_state)
 
-    def reject_box(self, box_id: int) -> int:
+    def reject_box(self, box_id: int, *, review_state: str | None = None) -> int:
         """A person rejected a box (background): status ``rejected``; returns the action id."""
         with self._write() as conn:
             before = self._box(conn, box_id)
             after = self._update_box(conn, before, status="rejected")
-            return self._log_box(conn, "reject", before, after)
+            return self._log_box(conn, "reject", before, after, review_state=review_state)
 
     @staticmethod
     def _edited_status(status: str) -> str:
@@ -197,6 +216,8 @@ class BoxesMixin(ImagesMixin):
         box_id: int,
         xyxy: Iterable[float] | None = None,
         class_id: int | None = None,
+        *,
+        review_state: str | None = None,
     ) -> int:
         """A person moved/resized a box and/or changed its class; returns the action id.
 
@@ -212,23 +233,23 @@ class BoxesMixin(ImagesMixin):
             if class_id is not None:
                 fields["class_id"] = int(class_id)
             after = self._update_box(conn, before, **fields)
-            return self._log_box(conn, "correct", before, after)
+            return self._log_box(conn, "correct", before, after, review_state=review_state)
 
-    def set_box_class(self, box_id: int, class_id: int) -> int:
+    def set_box_class(self, box_id: int, class_id: int, *, review_state: str | None = None) -> int:
         """A person changed a box's class (status as in :meth:`correct_box`); returns action id."""
         with self._write() as conn:
             before = self._box(conn, box_id)
             after = self._update_box(
                 conn, before, class_id=int(class_id), status=self._edited_status(before.status)
             )
-            return self._log_box(conn, "set_class", before, after)
+            return self._log_box(conn, "set_class", before, after, review_state=review_state)
 
-    def delete_box(self, box_id: int) -> int:
+    def delete_box(self, box_id: int, *, review_state: str | None = None) -> int:
         """A person deleted a box (the log keeps its last state); returns the action id."""
         with self._write() as conn:
             before = self._box(conn, box_id)
             conn.execute("DELETE FROM boxes WHERE id = ?", (before.id,))
-            return self._log_box(conn, "delete", before, None)
+            return self._log_box(conn, "delete", before, None, review_state=review_state)
 
     def restore_box(
         self,
@@ -237,6 +258,7 @@ class BoxesMixin(ImagesMixin):
         *,
         kind: str = "restore",
         ref_id: int | None = None,
+        review_state: str | None = None,
     ) -> int:
         """Put a box back into a recorded state (None: the box does not exist); returns the
         action id.
@@ -244,7 +266,8 @@ class BoxesMixin(ImagesMixin):
         The inverse of every box action: the undo system
         (:class:`~napari_al.core.annotator.Annotator`) keeps the :class:`BoxRow` from before a
         command and restores it to undo, logged as ``kind`` ``undo`` or ``redo`` with
-        ``ref_id`` the action undone or redone (default: ``restore``, no reference).
+        ``ref_id`` the action undone or redone (default: ``restore``, no reference), and puts
+        the image's review state back with ``review_state`` (same action, payload ``review``).
         ``updated`` is set to now.
         """
         _check_choice(kind, RESTORE_KINDS, "restore kind")
@@ -252,7 +275,14 @@ class BoxesMixin(ImagesMixin):
             before, after = self._put_box_state(conn, box_id, state)
             if before is None and after is None:
                 raise StoreError(f"box {box_id} does not exist (nothing to restore)")
-            return self._log_box(conn, kind, before, after, ref_id=_opt_id(ref_id, "action"))
+            return self._log_box(
+                conn,
+                kind,
+                before,
+                after,
+                ref_id=_opt_id(ref_id, "action"),
+                review_state=review_state,
+            )
 
     def _put_box_state(
         self, conn: sqlite3.Connection, box_id: int, state: BoxRow | dict[str, Any] | None
