@@ -20,6 +20,7 @@ import pytest
 from napari_al.core import store as store_mod
 from napari_al.core.annotator import Annotator, StaleCommand
 from napari_al.core.data import BoxRecord, Dataset, ImageRecord
+from napari_al.core.selection import QueryItem
 from napari_al.core.store import (
     IDLE_CUTOFF_S,
     SCHEMA_VERSION,
@@ -658,6 +659,135 @@ def test_model_versions_and_score_cache(store: ProjectStore) -> None:
     assert store.clear_scores(v1) == 1
     assert store.get_scores(SHA, v1, "entropy") is None
     assert store.clear_scores() == 2
+
+
+# -- stored queries -----------------------------------------------------------------------
+
+
+def _queries(img_a: int, img_b: int) -> list[QueryItem]:
+    return [
+        QueryItem(image=img_b, score=2.5, breakdown={"entropy": 1.5, "margin": 1.0}),
+        QueryItem(image=img_a, score=1.25, unit="box", box=(1.0, 2.0, 30.5, 40.0), index=3),
+        QueryItem(image=img_a, score=0.5, unit="box", box=(5.0, 5.0, 9.0, 9.0), index=0),
+    ]
+
+
+def test_stored_queries_survive_a_restart(store: ProjectStore) -> None:
+    a, b = (im.id for im in store.images())
+    assert store.latest_queries() is None
+    items = _queries(a, b)
+    settings = {"strategy": "entropy", "unit": "box", "budget": 3, "diversity": None}
+    set_id = store.save_queries(items, model_version=4, settings=settings)
+    saved = store.query_set(set_id)
+    d = store.project_dir
+    store.close()
+    with ProjectStore.open(d) as s:
+        got = s.latest_queries()
+        assert got == saved == s.query_set(set_id)
+        assert (got.id, got.model_version, got.settings) == (set_id, 4, settings)
+        assert (got.strategy, got.unit) == ("entropy", "mixed")
+        assert [q.rank for q in got.items] == [0, 1, 2]
+        for q, item in zip(got.items, items, strict=True):
+            assert (q.image_id, q.unit, q.score, q.box, q.box_index, q.breakdown) == (
+                item.image,
+                item.unit,
+                item.score,
+                item.box,
+                item.index,
+                item.breakdown,
+            )
+            assert (q.image, q.index) == (item.image, item.index)  # reads like a QueryItem
+        assert s.info()["query_sets"] == 1
+
+
+def test_latest_queries_is_the_newest(store: ProjectStore) -> None:
+    a, b = (im.id for im in store.images())
+    first = store.save_queries(_queries(a, b), model_version=None, settings={"strategy": "x"})
+    second = store.save_queries(_queries(b, a)[:1], model_version=2, settings={})
+    latest = store.latest_queries()
+    assert latest.id == second > first and latest.model_version == 2
+    assert [q.image_id for q in latest.items] == [a]
+    assert (latest.strategy, latest.unit) == ("", "image")
+    assert len(store.query_set(first).items) == 3
+    empty = store.save_queries([], model_version=None, settings={"unit": "region"})
+    assert store.latest_queries() == store.query_set(empty)
+    assert (store.query_set(empty).items, store.query_set(empty).unit) == ((), "region")
+    with pytest.raises(StoreError, match="query set 999 does not exist"):
+        store.query_set(999)
+
+
+def test_save_queries_refuses_bad_items(store: ProjectStore) -> None:
+    a, b = (im.id for im in store.images())
+    good = _queries(a, b)
+    with pytest.raises(StoreError, match="images not in the project: 77"):
+        store.save_queries([*good, QueryItem(image=77, score=1.0)], model_version=1, settings={})
+    with pytest.raises(StoreError, match="query item 0: score is NaN"):
+        store.save_queries([QueryItem(image=a, score=float("nan"))], model_version=1, settings={})
+    with pytest.raises(StoreError, match="query item 1: box must be 4"):
+        store.save_queries(
+            [good[0], QueryItem(image=a, score=1.0, box=(1, 2, 3))], model_version=1, settings={}
+        )
+    with pytest.raises(StoreError, match="image id must be an integer"):
+        store.save_queries([QueryItem(image="a.png", score=1.0)], model_version=1, settings={})
+    with pytest.raises(StoreError, match="not JSON-ready"):
+        store.save_queries(good, model_version=1, settings={"f": object()})
+    assert store.latest_queries() is None  # nothing half-stored
+    assert store._conn.execute("SELECT count(*) FROM query_items").fetchone()[0] == 0
+
+
+def test_stored_queries_take_numpy_values(store: ProjectStore) -> None:
+    import numpy as np
+
+    a = np.int64(store.images()[0].id)
+    item = QueryItem(
+        image=a,
+        score=np.float32(0.75),
+        unit="region",
+        box=np.array([1, 2, 3, 4], np.float32),
+        breakdown={"entropy": np.float64(0.5)},
+    )
+    got = store.query_set(store.save_queries([item], model_version=np.int64(1), settings={}))
+    q = got.items[0]
+    assert (q.image_id, q.score, q.box, q.breakdown) == (
+        int(a),
+        0.75,
+        (1, 2, 3, 4),
+        {"entropy": 0.5},
+    )
+    assert got.model_version == 1
+
+
+def test_query_items_go_with_their_image(store: ProjectStore) -> None:
+    """Images have no delete method; should one be deleted, its query items go with it."""
+    a, b = (im.id for im in store.images())
+    set_id = store.save_queries(_queries(a, b), model_version=None, settings={})
+    with store._write() as conn:
+        conn.execute("DELETE FROM images WHERE id = ?", (a,))
+    assert [q.image_id for q in store.query_set(set_id).items] == [b]
+    assert store.integrity_check() == "ok"
+
+
+def test_version_1_store_migrates_to_stored_queries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file written before stored queries (schema 1) opens, migrates and keeps its data."""
+    d = tmp_path / "old"
+    monkeypatch.setattr(store_schema, "MIGRATIONS", store_schema.MIGRATIONS[:1])
+    with ProjectStore.create(d) as s:
+        assert s.schema_version() == 1
+        cat = s.add_class("cat")
+        img = s.add_image("a.png", SHA, 100, 80)
+        box = s.draw_box(img, (1, 1, 9, 9), cat)
+        tables = {r[0] for r in s._conn.execute("SELECT name FROM sqlite_master")}
+        assert "query_sets" not in tables
+    monkeypatch.undo()
+    with ProjectStore.open(d) as s:
+        assert s.schema_version() == SCHEMA_VERSION == 2
+        assert s.box(box).xyxy == (1, 1, 9, 9) and [a.kind for a in s.actions()] == ["draw"]
+        assert s.latest_queries() is None
+        set_id = s.save_queries([QueryItem(image=img, score=1.0)], model_version=None, settings={})
+        assert s.query_set(set_id).items[0].image_id == img
+        assert s.integrity_check() == "ok"
 
 
 # -- undo / redo and the cost log ---------------------------------------------------------

@@ -2,7 +2,9 @@
 
 Everything a project knows lives in ``<project_dir>/napari_al.sqlite``: images, classes, boxes
 (model proposals and human labels alike, told apart by ``status``), ignore regions, the
-append-only log of user actions, model versions and cached acquisition scores.
+append-only log of user actions, model versions, cached acquisition scores and stored queries
+(rankings kept to be walked after a restart: :meth:`ProjectStore.save_queries`,
+:meth:`ProjectStore.latest_queries`, :meth:`ProjectStore.query_set`).
 
 Durability. Every public method that writes is ONE transaction, committed before it returns.
 The file runs in WAL mode with ``synchronous=FULL``: a commit is on disk (fsynced) before the
@@ -64,6 +66,8 @@ from napari_al.core.store.rows import (
     ImageRow,
     ModelVersionRow,
     SnapshotImage,
+    StoredQuery,
+    StoredQuerySet,
     StoreError,
     TrainingSnapshot,
     file_sha256,
@@ -102,6 +106,8 @@ __all__ = [
     "ProjectStore",
     "SnapshotImage",
     "StoreError",
+    "StoredQuery",
+    "StoredQuerySet",
     "TrainingSnapshot",
     "file_sha256",
     "import_dataset",

@@ -9,11 +9,12 @@ from typing import Any
 from napari_al.core.data import Dataset
 from napari_al.core.store.importer import ImportMixin
 from napari_al.core.store.models import ModelsMixin
+from napari_al.core.store.queries import QueriesMixin
 from napari_al.core.store.scores import ScoresMixin
 from napari_al.core.store.summary import SummaryMixin
 
 
-class ProjectStore(ImportMixin, ModelsMixin, ScoresMixin, SummaryMixin):
+class ProjectStore(ImportMixin, ModelsMixin, ScoresMixin, QueriesMixin, SummaryMixin):
     """The SQLite store of one project. Open with :meth:`create` or :meth:`open`.
 
     Its methods come from the parts of :mod:`napari_al.core.store`: connection, transactions
@@ -21,8 +22,9 @@ class ProjectStore(ImportMixin, ModelsMixin, ScoresMixin, SummaryMixin):
     (:mod:`~napari_al.core.store.actions`), classes, images and ignore regions
     (:mod:`~napari_al.core.store.images`), boxes (:mod:`~napari_al.core.store.boxes`), dataset
     import (:mod:`~napari_al.core.store.importer`), model versions
-    (:mod:`~napari_al.core.store.models`), the score cache (:mod:`~napari_al.core.store.scores`)
-    and summaries (:mod:`~napari_al.core.store.summary`).
+    (:mod:`~napari_al.core.store.models`), the score cache (:mod:`~napari_al.core.store.scores`),
+    stored queries (:mod:`~napari_al.core.store.queries`) and summaries
+    (:mod:`~napari_al.core.store.summary`).
     """
 
 

@@ -147,6 +147,56 @@ class TrainingSnapshot:
     taken: float
 
 
+@dataclass(frozen=True)
+class StoredQuery:
+    """One item of a stored ranking, as saved from a
+    :class:`~napari_al.core.selection.QueryItem`.
+
+    ``rank``: 0-based position in the ranking (most informative first); ``image_id``: the
+    image; ``unit``: ``image``, ``box`` or ``region``; ``score``: its informativeness;
+    ``box``: the box or region ``(x1, y1, x2, y2)`` in image pixels, None for a whole image;
+    ``box_index``: the box's index in the image's base predictions (box unit), else None;
+    ``breakdown``: the per-scorer scores behind ``score``. ``image`` and ``index`` name the
+    same values as on a ``QueryItem``, so a stored query reads like one.
+    """
+
+    rank: int
+    image_id: int
+    unit: str
+    score: float
+    box: tuple[float, float, float, float] | None
+    box_index: int | None
+    breakdown: dict[str, Any]
+
+    @property
+    def image(self) -> int:
+        return self.image_id
+
+    @property
+    def index(self) -> int | None:
+        return self.box_index
+
+
+@dataclass(frozen=True)
+class StoredQuerySet:
+    """A stored ranking: its items in rank order and how it was made.
+
+    ``created``: Unix seconds; ``model_version``: the model that scored it (None: not a
+    registered version); ``settings``: the query settings as given (a JSON round trip: tuples
+    come back as lists); ``strategy``: ``settings["strategy"]`` when it is a string, else
+    ``""``; ``unit``: the items' unit (``mixed`` for several, ``settings["unit"]`` or ``""``
+    for no items).
+    """
+
+    id: int
+    created: float
+    model_version: int | None
+    settings: dict[str, Any]
+    items: tuple[StoredQuery, ...]
+    strategy: str = ""
+    unit: str = ""
+
+
 _IMAGE_COLS = "id, path, sha256, width, height, split, review_state, added"
 _BOX_COLS = (
     "id, image_id, x1, y1, x2, y2, class_id, score, status, source, model_version, created, updated"

@@ -162,9 +162,46 @@ def _migrate_to_1(conn: sqlite3.Connection) -> None:
     _run_script(conn, _SCHEMA_V1)
 
 
+#: Version 2: stored queries, a ranking (``napari-al rank``, the widget's rank job) kept so it
+#: can be walked in the viewer after a restart. ``rank`` is the 0-based order of the items.
+#: Items go with their image (ON DELETE CASCADE) and with their set.
+_SCHEMA_V2 = """
+CREATE TABLE query_sets (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    model_version INTEGER,
+    strategy TEXT NOT NULL DEFAULT '',
+    unit TEXT NOT NULL DEFAULT '',
+    settings TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE query_items (
+    set_id INTEGER NOT NULL REFERENCES query_sets (id) ON DELETE CASCADE,
+    rank INTEGER NOT NULL CHECK (rank >= 0),
+    image_id INTEGER NOT NULL REFERENCES images (id) ON DELETE CASCADE,
+    unit TEXT NOT NULL CHECK (length(unit) > 0),
+    score REAL NOT NULL,
+    x1 REAL,
+    y1 REAL,
+    x2 REAL,
+    y2 REAL,
+    box_index INTEGER,
+    breakdown TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (set_id, rank),
+    CHECK ((x1 IS NULL) = (y1 IS NULL) AND (x1 IS NULL) = (x2 IS NULL)
+           AND (x1 IS NULL) = (y2 IS NULL))
+);
+CREATE INDEX query_items_image ON query_items (image_id);
+"""
+
+
+def _migrate_to_2(conn: sqlite3.Connection) -> None:
+    """Version 2: the ``query_sets`` and ``query_items`` tables (stored queries)."""
+    _run_script(conn, _SCHEMA_V2)
+
+
 #: ``MIGRATIONS[i]`` upgrades a file from schema version ``i`` to ``i + 1`` inside one
 #: transaction; append a function for each schema change, never edit a released one.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1, _migrate_to_2]
 
 #: The schema version this napari-al writes.
 SCHEMA_VERSION = len(MIGRATIONS)

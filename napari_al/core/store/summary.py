@@ -62,6 +62,7 @@ class SummaryMixin(StoreBase):
                 "ignore_regions": count("SELECT count(*) FROM ignore_regions"),
                 "actions": count("SELECT count(*) FROM actions"),
                 "model_versions": count("SELECT count(*) FROM model_versions"),
+                "query_sets": count("SELECT count(*) FROM query_sets"),
                 "annotation_seconds": float(
                     conn.execute("SELECT total(dt) FROM actions").fetchone()[0]
                 ),
