@@ -1,0 +1,311 @@
+"""Pascal VOC: ``Annotations/*.xml``, ``JPEGImages/``, ``ImageSets/Main/<split>.txt``."""
+
+from __future__ import annotations
+
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from napari_al.core.data import SPLITS, BoxRecord, Dataset, ImageRecord
+from napari_al.core.formats.common import (
+    FormatError,
+    _abspath,
+    _check_labels,
+    _check_targets,
+    _fix_box,
+    _fmt,
+    _parse_number,
+    _positive_int,
+    _Reader,
+    _round_edge,
+    _unique_stems,
+    _write_text,
+)
+from napari_al.core.images import IMAGE_EXTENSIONS
+
+
+def _voc_text(el: ET.Element, path: str) -> str | None:
+    child = el.find(path)
+    if child is None or child.text is None:
+        return None
+    return child.text.strip()
+
+
+def _voc_find_image(xml_path: Path, ann: ET.Element, img_dir: Path) -> tuple[Path | None, str]:
+    """Locate the image of a VOC XML: JPEGImages/<filename>, JPEGImages/<stem>.*, then <path>."""
+    tried = []
+    filename = _voc_text(ann, "filename")
+    if filename:
+        p = img_dir / filename
+        tried.append(p)
+        if p.is_file():
+            return p, ""
+    for ext in IMAGE_EXTENSIONS:
+        for e in (ext, ext.upper()):
+            p = img_dir / f"{xml_path.stem}{e}"
+            if p.is_file():
+                return p, ""
+    tried.append(img_dir / f"{xml_path.stem}.*")
+    path_text = _voc_text(ann, "path")
+    if path_text:
+        p = Path(path_text)
+        if p.is_absolute() and p.is_file():
+            return p, ""
+        tried.append(p)
+    return None, ", ".join(str(t) for t in tried)
+
+
+def _read_voc_xml(
+    xml_path: Path, img_dir: Path, rd: _Reader, classes: list[str] | None
+) -> ImageRecord:
+    rel = rd.rel(xml_path)
+    try:
+        ann = ET.parse(xml_path).getroot()
+    except ET.ParseError as e:
+        raise FormatError(f"{rel}: malformed XML ({e})") from None
+    except OSError as e:
+        raise FormatError(f"{rel}: cannot read ({e})") from None
+    if ann.tag != "annotation":
+        raise FormatError(f"{rel}: root element is <{ann.tag}>, not <annotation>")
+    image, tried = _voc_find_image(xml_path, ann, img_dir)
+    if image is None:
+        raise FormatError(f"{rel}: image not found (looked for {tried})")
+    image = _abspath(image)
+    header = rd.size_of(image, rel)
+
+    size = ann.find("size")
+    w_text = None if size is None else _voc_text(size, "width")
+    h_text = None if size is None else _voc_text(size, "height")
+    if not w_text or not h_text:
+        rd.warn(
+            f"{rel}: size/width or size/height missing; using the image's {header[0]}x{header[1]}"
+        )
+        width, height = header
+    else:
+        width = _positive_int(_parse_number(w_text, rel, "size/width"), rel, "size/width")
+        height = _positive_int(_parse_number(h_text, rel, "size/height"), rel, "size/height")
+        if (width, height) != header:
+            raise FormatError(
+                f"{rel}: size is {width}x{height} but image {rd.rel(image)} is "
+                f"{header[0]}x{header[1]}"
+            )
+
+    boxes: list[BoxRecord] = []
+    for i, obj in enumerate(ann.findall("object"), start=1):
+        where = f"{rel}: object {i}"
+        try:
+            boxes.append(_read_voc_object(obj, where, width, height, rd, classes))
+        except FormatError as e:
+            rd.skip(e, "object")
+    return ImageRecord(path=image, width=width, height=height, boxes=boxes, annotated=True)
+
+
+def _read_voc_object(
+    obj: ET.Element, where: str, width: int, height: int, rd: _Reader, classes: list[str] | None
+) -> BoxRecord:
+    name = _voc_text(obj, "name")
+    if name is None:
+        raise FormatError(f"{where}: <name> is missing")
+    if not name:
+        raise FormatError(f"{where}: <name> is empty")
+    if classes is not None and name not in classes:
+        raise FormatError(f"{where}: class {name!r} is not one of {classes}")
+    bb = obj.find("bndbox")
+    if bb is None:
+        raise FormatError(f"{where}: <bndbox> is missing")
+    vals = []
+    for key in ("xmin", "ymin", "xmax", "ymax"):
+        el = bb.find(key)
+        if el is None:
+            raise FormatError(f"{where}: bndbox/{key} is missing")
+        vals.append(_parse_number(el.text, where, f"bndbox/{key}"))
+    xmin, ymin, xmax, ymax = vals
+    if xmin > xmax:
+        raise FormatError(f"{where}: box is inverted (xmin {_fmt(xmin)} > xmax {_fmt(xmax)})")
+    if ymin > ymax:
+        raise FormatError(f"{where}: box is inverted (ymin {_fmt(ymin)} > ymax {_fmt(ymax)})")
+    x1, y1, x2, y2 = _fix_box((xmin - 1, ymin - 1, xmax, ymax), width, height, where, rd)
+    return BoxRecord(x1, y1, x2, y2, name)
+
+
+def _read_id_list(path: Path, rd: _Reader) -> list[tuple[int, str]]:
+    """(line number, id) pairs of an ImageSets list (first token of each non-empty line)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise FormatError(f"{rd.rel(path)}: cannot read ({e})") from None
+    return [(n, ln.split()[0]) for n, ln in enumerate(lines, 1) if ln.strip()]
+
+
+def read_voc(root: str | Path, *, classes: list[str] | None = None, strict: bool = True) -> Dataset:
+    """Read a Pascal VOC folder.
+
+    Layout: ``Annotations/*.xml``, images in ``JPEGImages/`` (found by the XML's ``<filename>``,
+    else by the XML's stem, else by an absolute ``<path>``, which is how :func:`write_voc`
+    references images it did not copy), optional ``ImageSets/Main/{train,val,test,pool}.txt``
+    (image ids; ``trainval.txt`` is used as train only when neither exists).
+
+    Images with an XML are ``annotated=True``; images in ``JPEGImages/`` without one are
+    included unannotated. The class order is ``classes`` when given (other names are then
+    errors), else ``classes.txt`` in the root when present (extra names appended sorted, with a
+    warning), else the sorted names found.
+    """
+    root = _abspath(root)
+    ann_dir, img_dir = root / "Annotations", root / "JPEGImages"
+    if not ann_dir.is_dir():
+        raise FormatError(f"{root}: not a VOC folder (no Annotations/ folder)")
+    rd = _Reader(root, strict)
+
+    by_id: dict[str, ImageRecord] = {}
+    failed: set[str] = set()
+    claimed: set[Path] = set()
+    xmls = sorted(p for p in ann_dir.iterdir() if p.suffix.lower() == ".xml" and p.is_file())
+    for xml_path in xmls:
+        try:
+            rec = _read_voc_xml(xml_path, img_dir, rd, classes)
+        except FormatError as e:
+            rd.skip(e, "file")
+            failed.add(xml_path.stem)
+            continue
+        by_id[xml_path.stem] = rec
+        claimed.add(rec.path)
+
+    if img_dir.is_dir():
+        for p in sorted(img_dir.iterdir()):
+            p = _abspath(p)
+            if (
+                p in claimed
+                or p.stem in by_id
+                or p.stem in failed
+                or p.name.startswith(".")
+                or p.suffix.lower() not in IMAGE_EXTENSIONS
+            ):
+                continue
+            try:
+                w, h = rd.size_of(p, "")
+            except FormatError as e:
+                rd.skip(e, "image")
+                continue
+            by_id[p.stem] = ImageRecord(path=p, width=w, height=h, annotated=False)
+
+    # splits
+    main = root / "ImageSets" / "Main"
+    split_files = {s: main / f"{s}.txt" for s in ("train", "val", "test", "pool")}
+    if not split_files["train"].is_file() and not split_files["val"].is_file():
+        split_files["train"] = main / "trainval.txt"
+    for split, path in split_files.items():
+        if not path.is_file():
+            continue
+        for lineno, image_id in _read_id_list(path, rd):
+            where = f"{rd.rel(path)}: line {lineno}"
+            rec = by_id.get(image_id)
+            try:
+                if rec is None:
+                    if image_id in failed:
+                        continue
+                    raise FormatError(f"{where}: image id {image_id!r} has no annotation or image")
+                if rec.split is not None and rec.split != split:
+                    raise FormatError(
+                        f"{where}: image id {image_id!r} is already in split {rec.split!r}"
+                    )
+            except FormatError as e:
+                rd.skip(e, "line")
+                continue
+            rec.split = split
+
+    names = sorted({b.label for rec in by_id.values() for b in rec.boxes})
+    class_list = list(classes) if classes is not None else _voc_class_order(root, names, rd)
+    images = [by_id[k] for k in sorted(by_id)]
+    return Dataset(classes=class_list, images=images, source=f"voc:{root}", warnings=rd.warnings)
+
+
+def _voc_class_order(root: Path, names: list[str], rd: _Reader) -> list[str]:
+    path = root / "classes.txt"
+    if not path.is_file():
+        return names
+    try:
+        listed = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise FormatError(f"classes.txt: cannot read ({e})") from None
+    order = list(dict.fromkeys(listed))
+    extra = [n for n in names if n not in order]
+    if extra:
+        rd.warn(f"classes.txt: classes {extra} are used but not listed; appended")
+    return order + extra
+
+
+def _voc_xml(im: ImageRecord, image_path: Path) -> str:
+    """The VOC XML of one image (integer 1-based inclusive coordinates)."""
+    ann = ET.Element("annotation")
+    ET.SubElement(ann, "folder").text = image_path.parent.name
+    ET.SubElement(ann, "filename").text = image_path.name
+    ET.SubElement(ann, "path").text = str(image_path)
+    src = ET.SubElement(ann, "source")
+    ET.SubElement(src, "database").text = "napari-al"
+    size = ET.SubElement(ann, "size")
+    ET.SubElement(size, "width").text = str(im.width)
+    ET.SubElement(size, "height").text = str(im.height)
+    ET.SubElement(size, "depth").text = "3"
+    ET.SubElement(ann, "segmented").text = "0"
+    for b in im.boxes:
+        xmin, ymin = _round_edge(b.x1) + 1, _round_edge(b.y1) + 1
+        xmax, ymax = max(_round_edge(b.x2), xmin), max(_round_edge(b.y2), ymin)
+        obj = ET.SubElement(ann, "object")
+        ET.SubElement(obj, "name").text = b.label
+        ET.SubElement(obj, "pose").text = "Unspecified"
+        touches = xmin <= 1 or ymin <= 1 or xmax >= im.width or ymax >= im.height
+        ET.SubElement(obj, "truncated").text = "1" if touches else "0"
+        ET.SubElement(obj, "difficult").text = "0"
+        bb = ET.SubElement(obj, "bndbox")
+        for key, v in (("xmin", xmin), ("ymin", ymin), ("xmax", xmax), ("ymax", ymax)):
+            ET.SubElement(bb, key).text = str(v)
+    ET.indent(ann, space="\t")
+    return ET.tostring(ann, encoding="unicode") + "\n"
+
+
+def write_voc(
+    dataset: Dataset, out_dir: str | Path, *, overwrite: bool = False, copy_images: bool = False
+) -> list[Path]:
+    """Write a VOC folder; returns the files written.
+
+    Writes ``Annotations/<stem>.xml`` for every annotated image (stems made unique with
+    ``_2``...), ``ImageSets/Main/<split>.txt`` per split and ``classes.txt`` (class order).
+    Without ``copy_images`` the XML's ``<path>`` holds the absolute image path (read back by
+    :func:`read_voc`) and unannotated images are not exported; with it images are copied to
+    ``JPEGImages/`` (unannotated ones too). Coordinates are integers: non-integer boxes are
+    rounded to the nearest pixel edge.
+    """
+    out = _abspath(out_dir)
+    _check_labels(dataset)
+    stems = _unique_stems(dataset.images)
+    plan: list[tuple[ImageRecord, str, Path]] = []
+    for im, stem in zip(dataset.images, stems, strict=True):
+        if not (im.annotated or copy_images):
+            continue
+        dest = out / "JPEGImages" / f"{stem}{im.path.suffix}" if copy_images else im.path
+        plan.append((im, stem, dest))
+    targets = [out / "Annotations" / f"{stem}.xml" for im, stem, _ in plan if im.annotated]
+    if copy_images:
+        targets += [dest for _, _, dest in plan]
+    splits = {s: [stem for im, stem, _ in plan if im.split == s] for s in SPLITS}
+    split_paths = {s: out / "ImageSets" / "Main" / f"{s}.txt" for s, ids in splits.items() if ids}
+    targets += [*split_paths.values(), out / "classes.txt"]
+    _check_targets(targets, overwrite)
+
+    written = []
+    for im, stem, dest in plan:
+        if copy_images:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(im.path, dest)
+            written.append(dest)
+        if im.annotated:
+            p = out / "Annotations" / f"{stem}.xml"
+            _write_text(p, _voc_xml(im, dest))
+            written.append(p)
+    (out / "Annotations").mkdir(parents=True, exist_ok=True)
+    for s, p in split_paths.items():
+        _write_text(p, "".join(f"{i}\n" for i in splits[s]))
+        written.append(p)
+    _write_text(out / "classes.txt", "".join(f"{c}\n" for c in dataset.classes))
+    written.append(out / "classes.txt")
+    return written
