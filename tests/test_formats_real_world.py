@@ -1,0 +1,121 @@
+"""Real-world inputs that used to lose data silently or crash (issue 16): each input is built here.
+
+Every test generates its files in ``tmp_path``; no data is copied from elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from napari_al.core.formats import read_coco, read_voc, read_yolo
+from napari_al.core.images import image_size, read_image
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+
+def voc_xml(filename: str, w: int, h: int, objects: list[tuple], extra: str = "") -> str:
+    """A VOC annotation; ``objects`` are ``(name, xmin, ymin, xmax, ymax)`` (1-based inclusive)."""
+    objs = "".join(
+        f"<object><name>{n}</name>{extra}<bndbox><xmin>{a}</xmin><ymin>{b}</ymin>"
+        f"<xmax>{c}</xmax><ymax>{d}</ymax></bndbox></object>"
+        for n, a, b, c, d in objects
+    )
+    return (
+        f"<annotation><filename>{filename}</filename><size><width>{w}</width>"
+        f"<height>{h}</height><depth>3</depth></size>{objs}</annotation>"
+    )
+
+
+# ---- item 1: EXIF orientation -----------------------------------------------------------------
+
+#: Pillow's transpose that undoes each EXIF orientation (what ``ImageOps.exif_transpose`` does).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+#: ... and the transpose that makes the stored pixels from the upright picture.
+_STORED = {**_UPRIGHT, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+
+UW, UH = 40, 60  # the upright picture
+OBJ = (5, 40, 15, 55)  # x1, y1, x2, y2 in the upright picture (pixel edges)
+
+
+def oriented_jpeg(path: Path, orientation: int) -> Path:
+    """A JPEG whose upright view is UW x UH, white at OBJ, stored with ``orientation``."""
+    upright = np.zeros((UH, UW, 3), np.uint8)
+    x1, y1, x2, y2 = OBJ
+    upright[y1:y2, x1:x2] = 255
+    im = Image.fromarray(upright)
+    if orientation != 1:
+        im = im.transpose(_STORED[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, quality=95, exif=exif)
+    with Image.open(path) as check:  # the generator itself is right: Pillow shows it upright
+        from PIL import ImageOps
+
+        assert ImageOps.exif_transpose(check).size == (UW, UH)
+    return path
+
+
+def assert_upright(path: Path) -> None:
+    assert image_size(path) == (UW, UH)
+    pixels = read_image(path)
+    assert pixels.shape[:2] == (UH, UW)
+    x1, y1, x2, y2 = OBJ
+    inside = pixels[y1 + 1 : y2 - 1, x1 + 1 : x2 - 1].mean()
+    mask = np.ones((UH, UW), bool)
+    mask[max(y1 - 1, 0) : y2 + 1, max(x1 - 1, 0) : x2 + 1] = False
+    assert inside > 200 and pixels[mask].mean() < 30
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_voc_coco_yolo(tmp_path: Path, orientation: int) -> None:
+    """Labels written for the upright picture land on the object in every EXIF orientation."""
+    x1, y1, x2, y2 = OBJ
+    # VOC
+    voc = tmp_path / "voc"
+    img = oriented_jpeg(voc / "JPEGImages" / "a.jpg", orientation)
+    assert_upright(img)
+    (voc / "Annotations").mkdir()
+    xml = voc_xml("a.jpg", UW, UH, [("cell", x1 + 1, y1 + 1, x2, y2)])
+    (voc / "Annotations" / "a.xml").write_text(xml)
+    ds = read_voc(voc)
+    (rec,) = ds.images
+    assert (rec.width, rec.height) == (UW, UH)
+    assert [b.xyxy() for b in rec.boxes] == [OBJ]
+    # COCO
+    coco = tmp_path / "coco"
+    oriented_jpeg(coco / "a.jpg", orientation)
+    data = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": UW, "height": UH}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1]}
+        ],
+        "categories": [{"id": 1, "name": "cell"}],
+    }
+    (coco / "ann.json").write_text(json.dumps(data))
+    (rec,) = read_coco(coco / "ann.json").images
+    assert (rec.width, rec.height) == (UW, UH)
+    assert [b.xyxy() for b in rec.boxes] == [OBJ]
+    # YOLO
+    yolo = tmp_path / "yolo"
+    oriented_jpeg(yolo / "images" / "train" / "a.jpg", orientation)
+    (yolo / "labels" / "train").mkdir(parents=True)
+    cx, cy, w, h = (x1 + x2) / 2 / UW, (y1 + y2) / 2 / UH, (x2 - x1) / UW, (y2 - y1) / UH
+    (yolo / "labels" / "train" / "a.txt").write_text(f"0 {cx} {cy} {w} {h}\n")
+    (yolo / "classes.txt").write_text("cell\n")
+    (rec,) = read_yolo(yolo).images
+    assert (rec.width, rec.height) == (UW, UH)
+    assert [b.xyxy() for b in rec.boxes] == [pytest.approx(OBJ)]
