@@ -119,3 +119,47 @@ def test_exif_orientation_voc_coco_yolo(tmp_path: Path, orientation: int) -> Non
     (rec,) = read_yolo(yolo).images
     assert (rec.width, rec.height) == (UW, UH)
     assert [b.xyxy() for b in rec.boxes] == [pytest.approx(OBJ)]
+
+
+# ---- item 2: stale VOC <filename> -------------------------------------------------------------
+
+
+def plain_jpeg(path: Path, w: int = 64, h: int = 48) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (w, h), (10, 20, 30)).save(path, quality=95)
+    return path
+
+
+def test_voc_stale_filename_pairs_by_stem_and_warns(tmp_path: Path) -> None:
+    """``b.xml`` copied from ``a.xml`` still says ``<filename>a.jpg``: it annotates ``b.jpg``."""
+    plain_jpeg(tmp_path / "JPEGImages" / "a.jpg")
+    plain_jpeg(tmp_path / "JPEGImages" / "b.jpg")
+    (tmp_path / "Annotations").mkdir()
+    (tmp_path / "Annotations" / "a.xml").write_text(voc_xml("a.jpg", 64, 48, [("x", 1, 1, 10, 10)]))
+    (tmp_path / "Annotations" / "b.xml").write_text(
+        voc_xml("a.jpg", 64, 48, [("y", 21, 21, 30, 30)])
+    )
+    ds = read_voc(tmp_path)
+    got = {im.path.name: [(b.label, b.xyxy()) for b in im.boxes] for im in ds.images}
+    assert got == {"a.jpg": [("x", (0, 0, 10, 10))], "b.jpg": [("y", (20, 20, 30, 30))]}
+    assert any("b.xml" in w and "a.jpg" in w and "b.jpg" in w for w in ds.warnings)
+    # <filename> without an extension, or naming the same picture, is no disagreement
+    (tmp_path / "Annotations" / "b.xml").write_text(voc_xml("b", 64, 48, []))
+    assert not read_voc(tmp_path).warnings
+
+
+def test_voc_stale_filename_without_own_image_is_reported(tmp_path: Path) -> None:
+    """No ``b.jpg``: ``b.xml``'s ``<filename>a.jpg`` would annotate ``a.jpg`` twice; say so."""
+    from napari_al.core.formats import FormatError
+
+    plain_jpeg(tmp_path / "JPEGImages" / "a.jpg")
+    (tmp_path / "Annotations").mkdir()
+    (tmp_path / "Annotations" / "a.xml").write_text(voc_xml("a.jpg", 64, 48, [("x", 1, 1, 10, 10)]))
+    (tmp_path / "Annotations" / "b.xml").write_text(
+        voc_xml("a.jpg", 64, 48, [("y", 21, 21, 30, 30)])
+    )
+    with pytest.raises(FormatError, match=r"b\.xml.*a\.jpg.*a\.xml"):
+        read_voc(tmp_path)
+    ds = read_voc(tmp_path, strict=False)
+    assert [(im.path.name, len(im.boxes)) for im in ds.images] == [("a.jpg", 1)]
+    assert any("b.xml" in w and "skipped" in w for w in ds.warnings)

@@ -31,33 +31,49 @@ def _voc_text(el: ET.Element, path: str) -> str | None:
     return child.text.strip()
 
 
-def _voc_find_image(xml_path: Path, ann: ET.Element, img_dir: Path) -> tuple[Path | None, str]:
-    """Locate the image of a VOC XML: JPEGImages/<filename>, JPEGImages/<stem>.*, then <path>."""
-    tried = []
+def _voc_find_image(
+    xml_path: Path, ann: ET.Element, img_dir: Path, rd: _Reader
+) -> tuple[Path | None, str, bool]:
+    """Locate the image of a VOC XML: ``(image or None, what was tried, paired by stem)``.
+
+    The image is ``<img_dir>/<xml stem>.*`` first (as the VOC devkit pairs them), else
+    ``<img_dir>/<filename>``, else an absolute ``<path>``. A ``<filename>`` that names another
+    file than the image paired by stem (a stale one, e.g. in an XML copied from another) is
+    reported in ``rd.warnings``; so is an image found only through ``<filename>``.
+    """
+    rel = rd.rel(xml_path)
     filename = _voc_text(ann, "filename")
-    if filename:
-        p = img_dir / filename
-        tried.append(p)
-        if p.is_file():
-            return p, ""
     for ext in IMAGE_EXTENSIONS:
         for e in (ext, ext.upper()):
             p = img_dir / f"{xml_path.stem}{e}"
             if p.is_file():
-                return p, ""
-    tried.append(img_dir / f"{xml_path.stem}.*")
+                if filename and Path(filename).name not in (p.name, p.stem):
+                    rd.warn(
+                        f"{rel}: <filename> says {filename!r} but the annotation is paired with "
+                        f"{rd.rel(p)} by its file stem (as the VOC devkit does)"
+                    )
+                return p, "", True
+    tried = [img_dir / f"{xml_path.stem}.*"]
+    if filename:
+        p = img_dir / filename
+        tried.append(p)
+        if p.is_file():
+            rd.warn(
+                f"{rel}: no image {xml_path.stem}.* in {rd.rel(img_dir)}; "
+                f"using <filename> {filename!r}"
+            )
+            return p, "", False
     path_text = _voc_text(ann, "path")
     if path_text:
         p = Path(path_text)
         if p.is_absolute() and p.is_file():
-            return p, ""
+            return p, "", False
         tried.append(p)
-    return None, ", ".join(str(t) for t in tried)
+    return None, ", ".join(str(t) for t in tried), False
 
 
-def _read_voc_xml(
-    xml_path: Path, img_dir: Path, rd: _Reader, classes: list[str] | None
-) -> ImageRecord:
+def _parse_voc_xml(xml_path: Path, rd: _Reader) -> ET.Element:
+    """The ``<annotation>`` root of a VOC XML file."""
     rel = rd.rel(xml_path)
     try:
         ann = ET.parse(xml_path).getroot()
@@ -67,10 +83,14 @@ def _read_voc_xml(
         raise FormatError(f"{rel}: cannot read ({e})") from None
     if ann.tag != "annotation":
         raise FormatError(f"{rel}: root element is <{ann.tag}>, not <annotation>")
-    image, tried = _voc_find_image(xml_path, ann, img_dir)
-    if image is None:
-        raise FormatError(f"{rel}: image not found (looked for {tried})")
-    image = _abspath(image)
+    return ann
+
+
+def _read_voc_xml(
+    xml_path: Path, ann: ET.Element, image: Path, rd: _Reader, classes: list[str] | None
+) -> ImageRecord:
+    """The record of one parsed VOC XML paired with ``image``."""
+    rel = rd.rel(xml_path)
     header = rd.size_of(image, rel)
 
     size = ann.find("size")
@@ -140,10 +160,12 @@ def _read_id_list(path: Path, rd: _Reader) -> list[tuple[int, str]]:
 def read_voc(root: str | Path, *, classes: list[str] | None = None, strict: bool = True) -> Dataset:
     """Read a Pascal VOC folder.
 
-    Layout: ``Annotations/*.xml``, images in ``JPEGImages/`` (found by the XML's ``<filename>``,
-    else by the XML's stem, else by an absolute ``<path>``, which is how :func:`write_voc`
-    references images it did not copy), optional ``ImageSets/Main/{train,val,test,pool}.txt``
-    (image ids; ``trainval.txt`` is used as train only when neither exists).
+    Layout: ``Annotations/*.xml``, images in ``JPEGImages/`` (paired by file stem as the VOC
+    devkit does, else found by the XML's ``<filename>``, else by an absolute ``<path>``, which
+    is how :func:`write_voc` references images it did not copy; a stale ``<filename>`` is
+    reported, and two XMLs claiming one image are an error), optional
+    ``ImageSets/Main/{train,val,test,pool}.txt`` (image ids; ``trainval.txt`` is used as train
+    only when neither exists).
 
     Images with an XML are ``annotated=True``; images in ``JPEGImages/`` without one are
     included unannotated. The class order is ``classes`` when given (other names are then
@@ -156,37 +178,10 @@ def read_voc(root: str | Path, *, classes: list[str] | None = None, strict: bool
         raise FormatError(f"{root}: not a VOC folder (no Annotations/ folder)")
     rd = _Reader(root, strict)
 
-    by_id: dict[str, ImageRecord] = {}
-    failed: set[str] = set()
-    claimed: set[Path] = set()
     xmls = sorted(p for p in ann_dir.iterdir() if p.suffix.lower() == ".xml" and p.is_file())
-    for xml_path in xmls:
-        try:
-            rec = _read_voc_xml(xml_path, img_dir, rd, classes)
-        except FormatError as e:
-            rd.skip(e, "file")
-            failed.add(xml_path.stem)
-            continue
-        by_id[xml_path.stem] = rec
-        claimed.add(rec.path)
-
+    by_id, failed = _voc_annotated(xmls, img_dir, rd, classes)
     if img_dir.is_dir():
-        for p in sorted(img_dir.iterdir()):
-            p = _abspath(p)
-            if (
-                p in claimed
-                or p.stem in by_id
-                or p.stem in failed
-                or p.name.startswith(".")
-                or p.suffix.lower() not in IMAGE_EXTENSIONS
-            ):
-                continue
-            try:
-                w, h = rd.size_of(p, "")
-            except FormatError as e:
-                rd.skip(e, "image")
-                continue
-            by_id[p.stem] = ImageRecord(path=p, width=w, height=h, annotated=False)
+        _voc_unannotated(img_dir, by_id, failed, rd)
 
     # splits
     main = root / "ImageSets" / "Main"
@@ -217,6 +212,72 @@ def read_voc(root: str | Path, *, classes: list[str] | None = None, strict: bool
     class_list = list(classes) if classes is not None else _voc_class_order(root, names, rd)
     images = [by_id[k] for k in sorted(by_id)]
     return Dataset(classes=class_list, images=images, source=f"voc:{root}", warnings=rd.warnings)
+
+
+def _voc_annotated(
+    xmls: list[Path], img_dir: Path, rd: _Reader, classes: list[str] | None
+) -> tuple[dict[str, ImageRecord], set[str]]:
+    """Records of the XML files by id (file stem), and the ids of the files that failed.
+
+    Each image is annotated by one XML only: one paired with it by file stem wins over one
+    that names it in ``<filename>``/``<path>``; any other is an error naming both files.
+    """
+    # pair every file first (ownership needs all pairs), then raise/skip in file order
+    parsed: list[tuple[Path, ET.Element | None, Path | None, bool, FormatError | None]] = []
+    for xml_path in xmls:
+        try:
+            ann = _parse_voc_xml(xml_path, rd)
+            image, tried, by_stem = _voc_find_image(xml_path, ann, img_dir, rd)
+            if image is None:
+                raise FormatError(f"{rd.rel(xml_path)}: image not found (looked for {tried})")
+        except FormatError as e:
+            parsed.append((xml_path, None, None, False, e))
+            continue
+        parsed.append((xml_path, ann, _abspath(image), by_stem, None))
+    owner: dict[Path, Path] = {}
+    for xml_path, _ann, image, _by_stem, _err in sorted(parsed, key=lambda t: not t[3]):
+        if image is not None:
+            owner.setdefault(image, xml_path)
+    by_id: dict[str, ImageRecord] = {}
+    failed: set[str] = set()
+    for xml_path, ann, image, _by_stem, err in parsed:
+        try:
+            if err is not None:
+                raise err
+            assert ann is not None and image is not None
+            if owner[image] != xml_path:
+                raise FormatError(
+                    f"{rd.rel(xml_path)}: pairs with image {rd.rel(image)}, which "
+                    f"{rd.rel(owner[image])} already annotates (stale <filename>?)"
+                )
+            by_id[xml_path.stem] = _read_voc_xml(xml_path, ann, image, rd, classes)
+        except FormatError as e:
+            rd.skip(e, "file")
+            failed.add(xml_path.stem)
+    return by_id, failed
+
+
+def _voc_unannotated(
+    img_dir: Path, by_id: dict[str, ImageRecord], failed: set[str], rd: _Reader
+) -> None:
+    """Add the images of ``img_dir`` that no XML annotates (nor failed to) as unannotated."""
+    claimed = {rec.path for rec in by_id.values()}
+    for p in sorted(img_dir.iterdir()):
+        p = _abspath(p)
+        if (
+            p in claimed
+            or p.stem in by_id
+            or p.stem in failed
+            or p.name.startswith(".")
+            or p.suffix.lower() not in IMAGE_EXTENSIONS
+        ):
+            continue
+        try:
+            w, h = rd.size_of(p, "")
+        except FormatError as e:
+            rd.skip(e, "image")
+            continue
+        by_id[p.stem] = ImageRecord(path=p, width=w, height=h, annotated=False)
 
 
 def _voc_class_order(root: Path, names: list[str], rd: _Reader) -> list[str]:
