@@ -163,3 +163,57 @@ def test_voc_stale_filename_without_own_image_is_reported(tmp_path: Path) -> Non
     ds = read_voc(tmp_path, strict=False)
     assert [(im.path.name, len(im.boxes)) for im in ds.images] == [("a.jpg", 1)]
     assert any("b.xml" in w and "skipped" in w for w in ds.warnings)
+
+
+# ---- item 3: VOC ImageSets ids with spaces ----------------------------------------------------
+
+
+def test_voc_imagesets_ids_with_spaces(tmp_path: Path) -> None:
+    """LabelImg names like ``cell (1)``: the whole line is the id; the export re-imports."""
+    from napari_al.core.data import BoxRecord, Dataset, ImageRecord
+    from napari_al.core.formats import write_voc
+
+    src = tmp_path / "src"
+    (src / "Annotations").mkdir(parents=True)
+    for i in (1, 2, 3):
+        plain_jpeg(src / "JPEGImages" / f"cell ({i}).jpg")
+        xml = voc_xml(f"cell ({i}).jpg", 64, 48, [("cell", i, i, 10 + i, 10 + i)])
+        (src / "Annotations" / f"cell ({i}).xml").write_text(xml)
+    main = src / "ImageSets" / "Main"
+    main.mkdir(parents=True)
+    (main / "train.txt").write_text("cell (1)\ncell (2)\n")
+    (main / "test.txt").write_text("cell (3)\n")
+    want = {"cell (1).jpg": "train", "cell (2).jpg": "train", "cell (3).jpg": "test"}
+    for strict in (True, False):
+        ds = read_voc(src, strict=strict)
+        assert {im.path.name: im.split for im in ds.images} == want
+        assert not ds.warnings
+    # the devkit's per-class lists ("id  1") still read by their first token
+    (main / "train.txt").write_text("cell (1)\ncell (2)\n")
+    plain_jpeg(src / "JPEGImages" / "plain.jpg")
+    (src / "Annotations" / "plain.xml").write_text(voc_xml("plain.jpg", 64, 48, []))
+    (main / "val.txt").write_text("plain  1\n")
+    assert {im.path.name: im.split for im in read_voc(src).images}["plain.jpg"] == "val"
+
+    # our own export of such a project re-imports, copied or in place
+    recs = [
+        ImageRecord(
+            path=src / "JPEGImages" / f"cell ({i}).jpg",
+            width=64,
+            height=48,
+            boxes=[BoxRecord(i, i, 10 + i, 10 + i, "cell")],
+            split=s,
+            annotated=True,
+        )
+        for i, s in ((1, "train"), (2, "val"), (3, "test"))
+    ]
+    ds = Dataset(classes=["cell"], images=recs)
+    for copy in (False, True):
+        out = tmp_path / f"out{copy}"
+        write_voc(ds, out, copy_images=copy)
+        back = read_voc(out)
+        got = {im.path.stem: (im.split, [b.xyxy() for b in im.boxes]) for im in back.images}
+        assert got == {
+            f"cell ({i})": (s, [(i, i, 10 + i, 10 + i)])
+            for i, s in ((1, "train"), (2, "val"), (3, "test"))
+        }

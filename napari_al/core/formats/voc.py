@@ -148,13 +148,52 @@ def _read_voc_object(
     return BoxRecord(x1, y1, x2, y2, name)
 
 
-def _read_id_list(path: Path, rd: _Reader) -> list[tuple[int, str]]:
-    """(line number, id) pairs of an ImageSets list (first token of each non-empty line)."""
+def _read_id_list(path: Path, rd: _Reader, known: set[str]) -> list[tuple[int, str]]:
+    """(line number, id) pairs of an ImageSets list.
+
+    The id is the whole line (stripped) when it is a known id, so ids with spaces such as
+    ``cell (1)`` (LabelImg) match; else its first token (the devkit's per-class lists carry
+    ``id  1``); else the whole line, reported by the caller as unknown.
+    """
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise FormatError(f"{rd.rel(path)}: cannot read ({e})") from None
-    return [(n, ln.split()[0]) for n, ln in enumerate(lines, 1) if ln.strip()]
+    out = []
+    for n, ln in enumerate(lines, 1):
+        whole = ln.strip()
+        if whole:
+            first = whole.split()[0]
+            out.append((n, whole if whole in known or first not in known else first))
+    return out
+
+
+def _voc_splits(root: Path, by_id: dict[str, ImageRecord], failed: set[str], rd: _Reader) -> None:
+    """Set ``split`` from ``ImageSets/Main/{train,val,test,pool}.txt`` (or ``trainval.txt``)."""
+    main = root / "ImageSets" / "Main"
+    split_files = {s: main / f"{s}.txt" for s in ("train", "val", "test", "pool")}
+    if not split_files["train"].is_file() and not split_files["val"].is_file():
+        split_files["train"] = main / "trainval.txt"
+    known = set(by_id) | failed
+    for split, path in split_files.items():
+        if not path.is_file():
+            continue
+        for lineno, image_id in _read_id_list(path, rd, known):
+            where = f"{rd.rel(path)}: line {lineno}"
+            rec = by_id.get(image_id)
+            try:
+                if rec is None:
+                    if image_id in failed:
+                        continue
+                    raise FormatError(f"{where}: image id {image_id!r} has no annotation or image")
+                if rec.split is not None and rec.split != split:
+                    raise FormatError(
+                        f"{where}: image id {image_id!r} is already in split {rec.split!r}"
+                    )
+            except FormatError as e:
+                rd.skip(e, "line")
+                continue
+            rec.split = split
 
 
 def read_voc(root: str | Path, *, classes: list[str] | None = None, strict: bool = True) -> Dataset:
@@ -183,31 +222,7 @@ def read_voc(root: str | Path, *, classes: list[str] | None = None, strict: bool
     if img_dir.is_dir():
         _voc_unannotated(img_dir, by_id, failed, rd)
 
-    # splits
-    main = root / "ImageSets" / "Main"
-    split_files = {s: main / f"{s}.txt" for s in ("train", "val", "test", "pool")}
-    if not split_files["train"].is_file() and not split_files["val"].is_file():
-        split_files["train"] = main / "trainval.txt"
-    for split, path in split_files.items():
-        if not path.is_file():
-            continue
-        for lineno, image_id in _read_id_list(path, rd):
-            where = f"{rd.rel(path)}: line {lineno}"
-            rec = by_id.get(image_id)
-            try:
-                if rec is None:
-                    if image_id in failed:
-                        continue
-                    raise FormatError(f"{where}: image id {image_id!r} has no annotation or image")
-                if rec.split is not None and rec.split != split:
-                    raise FormatError(
-                        f"{where}: image id {image_id!r} is already in split {rec.split!r}"
-                    )
-            except FormatError as e:
-                rd.skip(e, "line")
-                continue
-            rec.split = split
-
+    _voc_splits(root, by_id, failed, rd)
     names = sorted({b.label for rec in by_id.values() for b in rec.boxes})
     class_list = list(classes) if classes is not None else _voc_class_order(root, names, rd)
     images = [by_id[k] for k in sorted(by_id)]
