@@ -217,3 +217,38 @@ def test_voc_imagesets_ids_with_spaces(tmp_path: Path) -> None:
             f"cell ({i})": (s, [(i, i, 10 + i, 10 + i)])
             for i, s in ((1, "train"), (2, "val"), (3, "test"))
         }
+
+
+# ---- item 4: YOLO export, edit, re-import -----------------------------------------------------
+
+
+def test_yolo_export_of_edited_ultralytics_set_reimports_the_edits(tmp_path: Path) -> None:
+    """Labels resolve relative to the folder being imported, not beside the original images."""
+    from napari_al.core.data import BoxRecord
+    from napari_al.core.formats import write_yolo
+
+    src = tmp_path / "src"
+    for split, name in (("train", "a"), ("val", "b")):
+        plain_jpeg(src / "images" / split / f"{name}.jpg")
+        (src / "labels" / split).mkdir(parents=True)
+        (src / "labels" / split / f"{name}.txt").write_text("0 0.25 0.25 0.125 0.125\n")
+    (src / "data.yaml").write_text("train: images/train\nval: images/val\nnames: [cell, rbc]\n")
+    ds = read_yolo(src)
+    a, b = sorted(ds.images, key=lambda im: im.path.name)
+    a.boxes[0] = BoxRecord(30, 20, 50, 40, "rbc")  # corrected
+    b.boxes.append(BoxRecord(40, 30, 60, 44, "cell"))  # drawn
+    want = {
+        "a.jpg": ("train", [("rbc", (30, 20, 50, 40))]),
+        "b.jpg": ("val", [("cell", (12, 9, 20, 15)), ("cell", (40, 30, 60, 44))]),
+    }
+    for copy in (False, True):
+        out = tmp_path / f"out{copy}"
+        write_yolo(ds, out, copy_images=copy)
+        for strict in (True, False):
+            back = read_yolo(out, strict=strict)
+            got = {
+                im.path.name: (im.split, [(x.label, pytest.approx(x.xyxy())) for x in im.boxes])
+                for im in back.images
+            }
+            assert got == want
+            assert not back.warnings

@@ -151,17 +151,32 @@ def _read_image_list(path: Path, rd: _Reader) -> list[Path]:
     return out
 
 
-def _yolo_label_candidates(image: Path, split: str | None, root: Path) -> list[Path]:
-    cands = []
+def _ultralytics_label(image: Path) -> Path | None:
+    """The image path with its last ``images`` folder replaced by ``labels``, as ``.txt``."""
     parts = image.parts
-    if "images" in parts:
-        k = len(parts) - 1 - parts[::-1].index("images")
-        cands.append(Path(*parts[:k], "labels", *parts[k + 1 :]).with_suffix(".txt"))
+    if "images" not in parts:
+        return None
+    k = len(parts) - 1 - parts[::-1].index("images")
+    return Path(*parts[:k], "labels", *parts[k + 1 :]).with_suffix(".txt")
+
+
+def _yolo_label_candidates(image: Path, split: str | None, root: Path, base: Path) -> list[Path]:
+    """Where the label file of ``image`` may be, best first.
+
+    Candidates inside the folder being imported come first, then those under data.yaml's
+    ``path``, then the rest (Darknet lists naming images elsewhere, labels beside them): an
+    export that lists images in place (``labels/<stem>.txt`` beside the lists) re-imports its
+    own labels, not those beside the original images.
+    """
+    cands = []
+    ultralytics = _ultralytics_label(image)
+    if ultralytics is not None:
+        cands.append(ultralytics)
     if split is not None:
         cands.append(root / "labels" / split / f"{image.stem}.txt")
     cands.append(root / "labels" / f"{image.stem}.txt")
     cands.append(image.with_suffix(".txt"))
-    return cands
+    return sorted(cands, key=lambda c: 0 if _inside(c, root) else 1 if _inside(c, base) else 2)
 
 
 def _read_yolo_labels(
@@ -233,7 +248,8 @@ def read_yolo(root: str | Path, *, strict: bool = True) -> Dataset:
     under ``images/`` (split from its first sub-folder). The label file of an image is the
     first that exists of: the image path with its last ``images`` folder replaced by ``labels``
     (Ultralytics), ``labels/<split>/<stem>.txt``, ``labels/<stem>.txt``, ``<image>.txt``
-    (darknet). An image with a label file is annotated (an empty file is a negative); one
+    (darknet), those inside ``root`` before all others (labels resolve relative to the folder
+    being imported, so an export listing images in place re-imports its own labels). An image with a label file is annotated (an empty file is a negative); one
     without is unannotated. Lines are ``class cx cy w h [score]`` or a segmentation polygon
     (``class x1 y1 x2 y2 ...``, reduced to its bounding box). A label file under ``labels/``
     that matches no image is an error.
@@ -258,9 +274,10 @@ def read_yolo(root: str | Path, *, strict: bool = True) -> Dataset:
                 e = FormatError(f"{rd.rel(path)}: listed in splits {prev.split!r} and {split!r}")
                 rd.skip(e, "duplicate listing")
             continue
-        cands = _yolo_label_candidates(path, split, root)
-        if "images" in path.parts and _inside(cands[0], root):
-            label_dirs.add(cands[0].parent)
+        cands = _yolo_label_candidates(path, split, root, base)
+        ultralytics = _ultralytics_label(path)
+        if ultralytics is not None and _inside(ultralytics, root):
+            label_dirs.add(ultralytics.parent)
         label = next((c for c in cands if c.is_file()), None)
         try:
             if not path.is_file():
