@@ -252,3 +252,90 @@ def test_yolo_export_of_edited_ultralytics_set_reimports_the_edits(tmp_path: Pat
             }
             assert got == want
             assert not back.warnings
+
+
+# ---- item 5: objects without a usable box -----------------------------------------------------
+
+
+def test_coco_segmentation_without_bbox_gives_its_box(tmp_path: Path) -> None:
+    """No ``bbox``: the box is the extent of the polygon or of the RLE mask (pycocotools)."""
+    import pycocotools.mask as mask_util
+
+    plain_jpeg(tmp_path / "a.jpg")
+    mask = np.zeros((48, 64), np.uint8)
+    mask[6:20, 33:50] = 1
+    rle = mask_util.encode(np.asfortranarray(mask))
+    runs, current, n = [], 0, 0  # uncompressed RLE: column-major run lengths, zeros first
+    for v in mask.flatten(order="F"):
+        if v != current:
+            runs.append(n)
+            current, n = v, 0
+        n += 1
+    runs.append(n)
+    assert sum(runs) == 64 * 48
+    segs = [
+        [[10, 5, 30, 5, 30, 25.5, 10, 25.5]],  # polygon
+        {"size": [48, 64], "counts": rle["counts"].decode()},  # compressed RLE
+        {"size": [48, 64], "counts": runs},  # uncompressed RLE
+    ]
+    anns = [
+        {"id": k + 1, "image_id": 1, "category_id": 1, "segmentation": s, "area": 1, "iscrowd": 0}
+        for k, s in enumerate(segs)
+    ]
+    data = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "cell"}],
+    }
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    ds = read_coco(tmp_path / "ann.json")
+    (rec,) = ds.images
+    assert [b.xyxy() for b in rec.boxes] == [(10, 5, 30, 25.5), (33, 6, 50, 20), (33, 6, 50, 20)]
+    assert rec.skipped_objects == 0
+    # neither bbox nor segmentation: an error naming the annotation
+    del anns[0]["segmentation"]
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    from napari_al.core.formats import FormatError
+
+    with pytest.raises(FormatError, match=r"annotations\[0\].*bbox"):
+        read_coco(tmp_path / "ann.json")
+
+
+def test_skipped_object_is_counted_on_its_image(tmp_path: Path) -> None:
+    """``--skip-bad`` drops a bad object but says so on its image, so the importer can leave
+    the image partly reviewed instead of training the object as background."""
+    from napari_al.core.formats import FormatError
+
+    # VOC: a coordinate with a decimal comma
+    voc = tmp_path / "voc"
+    plain_jpeg(voc / "JPEGImages" / "a.jpg")
+    (voc / "Annotations").mkdir()
+    objs = [("cell", 1, 1, 10, 10), ("cell", "50,0", 1, 60, 10)]
+    (voc / "Annotations" / "a.xml").write_text(voc_xml("a.jpg", 64, 48, objs))
+    with pytest.raises(FormatError, match=r"object 2: bndbox/xmin is '50,0', not a number"):
+        read_voc(voc)
+    (rec,) = read_voc(voc, strict=False).images
+    assert (len(rec.boxes), rec.skipped_objects, rec.annotated) == (1, 1, True)
+    # COCO: an annotation with a broken bbox
+    coco = tmp_path / "coco"
+    plain_jpeg(coco / "a.jpg")
+    data = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [1, "x", 5, 5]},
+            {"id": 3, "image_id": 1, "category_id": 7, "bbox": [1, 1, 5, 5]},
+        ],
+        "categories": [{"id": 1, "name": "cell"}],
+    }
+    (coco / "ann.json").write_text(json.dumps(data))
+    (rec,) = read_coco(coco / "ann.json", strict=False).images
+    assert (len(rec.boxes), rec.skipped_objects) == (1, 2)
+    # YOLO: a line with a bad number
+    yolo = tmp_path / "yolo"
+    plain_jpeg(yolo / "images" / "a.jpg")
+    (yolo / "labels").mkdir()
+    (yolo / "labels" / "a.txt").write_text("0 0.5 0.5 0.1 0.1\n0 0,5 0.5 0.1 0.1\n")
+    (yolo / "classes.txt").write_text("cell\n")
+    (rec,) = read_yolo(yolo, strict=False).images
+    assert (len(rec.boxes), rec.skipped_objects) == (1, 1)

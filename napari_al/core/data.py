@@ -48,6 +48,9 @@ class ImageRecord:
 
     ``path`` is absolute. ``annotated`` says whether the source carried annotations for it
     (an annotated image with no boxes is a reviewed negative; an unannotated one joins the pool).
+    ``skipped_objects`` counts the objects of its annotation that a reader skipped (malformed,
+    ``strict=False``): such an image is not completely annotated, so an importer must not
+    treat its unlabelled area as background (import it partly reviewed).
     """
 
     path: Path
@@ -56,6 +59,7 @@ class ImageRecord:
     boxes: list[BoxRecord] = field(default_factory=list)
     split: str | None = None
     annotated: bool = False
+    skipped_objects: int = 0
 
 
 @dataclass

@@ -11,10 +11,12 @@ Malformed input raises :class:`FormatError` whose message names the file (relati
 dataset root), the record or field and the problem, e.g.
 ``"Annotations/x.xml: object 3: bndbox/xmin is 'abc', not a number"``. With ``strict=True``
 (the default) a reader raises on the first one; with ``strict=False`` it skips the bad box
-(a bad box is dropped; the rest of its image is kept) or the bad file (the image is left out of
-the import entirely, never turned into an unlabeled image) and reports each skip in
-``Dataset.warnings``. Structural problems (no ``Annotations/`` folder, a JSON file that does not
-parse) always raise.
+(a bad box is dropped; the rest of its image is kept, and the image's
+``ImageRecord.skipped_objects`` counts it, so the importer can leave the image partly
+reviewed instead of training the dropped object as background) or the bad file (the image
+is left out of the import entirely, never turned into an unlabeled image) and reports each
+skip in ``Dataset.warnings``. Structural problems (no ``Annotations/`` folder, a JSON file
+that does not parse) always raise.
 
 Repairs, applied in both modes and recorded in ``Dataset.warnings``:
 

@@ -39,8 +39,10 @@ def read_coco(
     key (an image-info file) all images are unannotated; otherwise every listed image is
     annotated (COCO annotations are exhaustive, so an image with no annotations is a reviewed
     negative). This package's optional extensions are read when present: an image's ``split``
-    and ``annotated`` keys and an annotation's ``score``. ``iscrowd``/``segmentation`` are
-    ignored (crowd boxes are kept as boxes).
+    and ``annotated`` keys and an annotation's ``score``. An annotation without ``bbox`` (or
+    with an empty one) takes the extent of its ``segmentation``: polygons by their vertices,
+    RLE masks (compressed or not) by pycocotools' ``toBbox``. ``iscrowd`` is ignored (crowd
+    boxes are kept as boxes).
     """
     json_path = _abspath(json_path)
     root = json_path.parent
@@ -82,6 +84,9 @@ def read_coco(
             found = _read_coco_annotation(ann, where, records, bad_images, cat_names, seen_ann, rd)
         except FormatError as e:
             rd.skip(e, "annotation")
+            image_id = ann.get("image_id") if isinstance(ann, dict) else None
+            if type(image_id) in (int, str) and image_id in records:
+                records[image_id].skipped_objects += 1
             continue
         if found is not None:
             rec, box = found
@@ -157,7 +162,7 @@ def _read_coco_annotation(
         raise FormatError(f"{where}: is a {type(ann).__name__}, not an object")
     if "id" in ann:
         where = f"{where} (id {ann['id']!r})"
-    for key in ("id", "image_id", "category_id", "bbox"):
+    for key in ("id", "image_id", "category_id"):
         if key not in ann:
             raise FormatError(f"{where}: key '{key}' is missing")
     aid = _coco_id(ann["id"], where, "id")
@@ -174,7 +179,11 @@ def _read_coco_annotation(
     label = cat_names.get(cid)
     if label is None:
         raise FormatError(f"{where}: category_id {cid!r} matches no category")
-    bbox = ann["bbox"]
+    bbox = ann.get("bbox")
+    if bbox is None or bbox == []:
+        if ann.get("segmentation") in (None, [], {}):
+            raise FormatError(f"{where}: key 'bbox' is missing and there is no segmentation")
+        bbox = _coco_segmentation_bbox(ann["segmentation"], rec, where)
     if not isinstance(bbox, list) or len(bbox) != 4:
         n = len(bbox) if isinstance(bbox, list) else type(bbox).__name__
         raise FormatError(f"{where}: bbox has {n} values, expected 4 [x, y, width, height]")
@@ -186,6 +195,50 @@ def _read_coco_annotation(
         score = _json_number(ann["score"], where, "score")
     x1, y1, x2, y2 = _fix_box((x, y, x + w, y + h), rec.width, rec.height, where, rd)
     return rec, BoxRecord(x1, y1, x2, y2, label, score)
+
+
+def _coco_segmentation_bbox(seg: Any, rec: ImageRecord, where: str) -> list[float]:
+    """``[x, y, width, height]`` of a segmentation: a polygon list's vertex extent (as COCO's
+    own boxes are made), or an RLE mask's extent by pycocotools' ``toBbox``."""
+    if isinstance(seg, list):
+        coords = []
+        for k, poly in enumerate(seg):
+            if not isinstance(poly, list) or len(poly) < 4 or len(poly) % 2:
+                raise FormatError(
+                    f"{where}: segmentation[{k}] is not a polygon [x1, y1, x2, y2, ...]"
+                )
+            coords += [_json_number(v, where, f"segmentation[{k}]") for v in poly]
+        xs, ys = coords[0::2], coords[1::2]
+        return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+    if not isinstance(seg, dict) or "counts" not in seg or "size" not in seg:
+        raise FormatError(f"{where}: segmentation is neither polygons nor an RLE mask")
+    if seg["size"] != [rec.height, rec.width]:
+        raise FormatError(
+            f"{where}: segmentation size is {seg['size']!r}, the image is "
+            f"[{rec.height}, {rec.width}] (height, width)"
+        )
+    counts = seg["counts"]
+    import pycocotools.mask as mask_util
+
+    if isinstance(counts, list):
+        if not all(type(c) is int and c >= 0 for c in counts):
+            raise FormatError(f"{where}: segmentation counts are not non-negative integers")
+        if sum(counts) != rec.height * rec.width:
+            raise FormatError(f"{where}: segmentation counts do not cover the image")
+        rle = mask_util.frPyObjects(seg, rec.height, rec.width)
+    elif isinstance(counts, str) and counts.isascii():
+        rle = {"size": [rec.height, rec.width], "counts": counts.encode("ascii")}
+    else:
+        raise FormatError(f"{where}: segmentation counts are {type(counts).__name__}, not RLE")
+    try:
+        x, y, w, h = (float(v) for v in mask_util.toBbox(rle))
+    except Exception as e:
+        raise FormatError(f"{where}: segmentation RLE cannot be decoded ({e})") from None
+    if not (w > 0 and h > 0 and x >= 0 and y >= 0):
+        raise FormatError(f"{where}: segmentation mask is empty")
+    if x + w > rec.width or y + h > rec.height:
+        raise FormatError(f"{where}: segmentation RLE is malformed (extends past the image)")
+    return [x, y, w, h]
 
 
 def _read_coco_image(

@@ -82,7 +82,10 @@ def _parse_number(text: Any, where: str, field: str) -> float:
     try:
         v = float(s)
     except ValueError:
-        raise FormatError(f"{where}: {field} is {s!r}, not a number") from None
+        hint = ""
+        if s.count(",") == 1 and s.replace(",", "", 1).isdigit():
+            hint = " (a decimal comma? write " + s.replace(",", ".") + ")"
+        raise FormatError(f"{where}: {field} is {s!r}, not a number{hint}") from None
     if not math.isfinite(v):
         raise FormatError(f"{where}: {field} is {s!r}, not a finite number")
     return v

@@ -110,14 +110,15 @@ def _read_voc_xml(
                 f"{header[0]}x{header[1]}"
             )
 
-    boxes: list[BoxRecord] = []
+    rec = ImageRecord(path=image, width=width, height=height, annotated=True)
     for i, obj in enumerate(ann.findall("object"), start=1):
         where = f"{rel}: object {i}"
         try:
-            boxes.append(_read_voc_object(obj, where, width, height, rd, classes))
+            rec.boxes.append(_read_voc_object(obj, where, width, height, rd, classes))
         except FormatError as e:
             rd.skip(e, "object")
-    return ImageRecord(path=image, width=width, height=height, boxes=boxes, annotated=True)
+            rec.skipped_objects += 1
+    return rec
 
 
 def _read_voc_object(

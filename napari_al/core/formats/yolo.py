@@ -198,6 +198,7 @@ def _read_yolo_labels(
             boxes.append(_read_yolo_line(parts, where, W, H, classes, rd))
         except FormatError as e:
             rd.skip(e, "line")
+            rec.skipped_objects += 1
     return boxes
 
 
@@ -249,9 +250,10 @@ def read_yolo(root: str | Path, *, strict: bool = True) -> Dataset:
     first that exists of: the image path with its last ``images`` folder replaced by ``labels``
     (Ultralytics), ``labels/<split>/<stem>.txt``, ``labels/<stem>.txt``, ``<image>.txt``
     (darknet), those inside ``root`` before all others (labels resolve relative to the folder
-    being imported, so an export listing images in place re-imports its own labels). An image with a label file is annotated (an empty file is a negative); one
-    without is unannotated. Lines are ``class cx cy w h [score]`` or a segmentation polygon
-    (``class x1 y1 x2 y2 ...``, reduced to its bounding box). A label file under ``labels/``
+    being imported, so an export listing images in place re-imports its own labels). An image
+    with a label file is annotated (an empty file is a negative); one without is unannotated.
+    Lines are ``class cx cy w h [score]`` or a segmentation polygon (``class x1 y1 x2 y2 ...``,
+    reduced to its bounding box). A label file under ``labels/``
     that matches no image is an error.
     """
     root = _abspath(root)
