@@ -339,3 +339,88 @@ def test_skipped_object_is_counted_on_its_image(tmp_path: Path) -> None:
     (yolo / "classes.txt").write_text("cell\n")
     (rec,) = read_yolo(yolo, strict=False).images
     assert (len(rec.boxes), rec.skipped_objects) == (1, 1)
+
+
+# ---- item 6: iscrowd / difficult are ignore regions -------------------------------------------
+
+
+def test_voc_difficult_and_coco_iscrowd_are_ignore_regions_both_ways(tmp_path: Path) -> None:
+    """Neither positives nor background: kept as ignore regions, flags written back."""
+    import xml.etree.ElementTree as ET
+
+    from napari_al.core.data import BoxRecord, Dataset
+    from napari_al.core.formats import write_coco, write_voc, write_yolo
+
+    voc = tmp_path / "voc"
+    plain_jpeg(voc / "JPEGImages" / "a.jpg")
+    (voc / "Annotations").mkdir()
+    xml = voc_xml("a.jpg", 64, 48, [("cell", 1, 1, 10, 10)]).replace(
+        "</annotation>",
+        "<object><name>rbc</name><difficult>1</difficult><bndbox><xmin>21</xmin><ymin>21</ymin>"
+        "<xmax>30</xmax><ymax>30</ymax></bndbox></object></annotation>",
+    )
+    (voc / "Annotations" / "a.xml").write_text(xml)
+    ds = read_voc(voc)
+    (rec,) = ds.images
+    assert [(b.label, b.xyxy()) for b in rec.boxes] == [("cell", (0, 0, 10, 10))]
+    assert [(b.label, b.xyxy()) for b in rec.ignore_regions] == [("rbc", (20, 20, 30, 30))]
+    assert ds.classes == ["cell", "rbc"]
+
+    coco = tmp_path / "coco"
+    plain_jpeg(coco / "a.jpg")
+    data = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 2, "bbox": [20, 20, 10, 10], "iscrowd": 1},
+        ],
+        "categories": [{"id": 1, "name": "cell"}, {"id": 2, "name": "rbc"}],
+    }
+    (coco / "ann.json").write_text(json.dumps(data))
+    (rec2,) = read_coco(coco / "ann.json").images
+    assert [(b.label, b.xyxy()) for b in rec2.boxes] == [("cell", (0, 0, 10, 10))]
+    assert [(b.label, b.xyxy()) for b in rec2.ignore_regions] == [("rbc", (20, 20, 30, 30))]
+
+    # written back with the flags, and a classless region (drawn in the GUI) once per class
+    rec.ignore_regions.append(BoxRecord(40, 30, 50, 40, ""))
+    ds = Dataset(classes=["cell", "rbc"], images=[rec])
+    write_voc(ds, tmp_path / "v")
+    objs = ET.parse(tmp_path / "v" / "Annotations" / "a.xml").getroot().findall("object")
+    assert [(o.findtext("name"), o.findtext("difficult")) for o in objs] == [
+        ("cell", "0"),
+        ("rbc", "1"),
+        ("cell", "1"),
+        ("rbc", "1"),
+    ]
+    write_coco(ds, tmp_path / "c.json")
+    anns = json.loads((tmp_path / "c.json").read_text())["annotations"]
+    assert [(a["category_id"], a["iscrowd"]) for a in anns] == [(1, 0), (2, 1), (1, 1), (2, 1)]
+    want_regions = [
+        ("rbc", (20, 20, 30, 30)),
+        ("cell", (40, 30, 50, 40)),
+        ("rbc", (40, 30, 50, 40)),
+    ]
+    for back in (read_voc(tmp_path / "v"), read_coco(tmp_path / "c.json")):
+        (r,) = back.images
+        assert [(b.label, b.xyxy()) for b in r.boxes] == [("cell", (0, 0, 10, 10))]
+        assert [(b.label, b.xyxy()) for b in r.ignore_regions] == want_regions
+    # YOLO cannot carry them: they are left out, never written as ordinary boxes
+    write_yolo(ds, tmp_path / "y")
+    assert (tmp_path / "y" / "labels" / "a.txt").read_text().count("\n") == 1
+
+
+def test_project_export_writes_ignore_regions(tmp_path: Path) -> None:
+    """The project's ignore regions reach the VOC/COCO export as difficult/crowd objects."""
+    from napari_al.core.data import BoxRecord, Dataset, ImageRecord
+    from napari_al.core.project import export_dataset
+    from napari_al.core.store import ProjectStore
+
+    img = plain_jpeg(tmp_path / "proj" / "a.jpg")
+    rec = ImageRecord(img, 64, 48, [BoxRecord(0, 0, 10, 10, "cell")], "train", True)
+    with ProjectStore.create(tmp_path / "proj") as store:
+        store.import_dataset(Dataset(classes=["cell"], images=[rec]))
+        (row,) = store.images()
+        store.add_ignore_region(row.id, (20, 20, 30, 30))
+        export_dataset(store, tmp_path / "out.json", "coco")
+    anns = json.loads((tmp_path / "out.json").read_text())["annotations"]
+    assert [(a["bbox"], a["iscrowd"]) for a in anns] == [([0, 0, 10, 10], 0), ([20, 20, 10, 10], 1)]

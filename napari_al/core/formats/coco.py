@@ -41,8 +41,8 @@ def read_coco(
     negative). This package's optional extensions are read when present: an image's ``split``
     and ``annotated`` keys and an annotation's ``score``. An annotation without ``bbox`` (or
     with an empty one) takes the extent of its ``segmentation``: polygons by their vertices,
-    RLE masks (compressed or not) by pycocotools' ``toBbox``. ``iscrowd`` is ignored (crowd
-    boxes are kept as boxes).
+    RLE masks (compressed or not) by pycocotools' ``toBbox``. An ``iscrowd = 1``
+    annotation is an ignore region (``ImageRecord.ignore_regions``), as COCOeval ignores it.
     """
     json_path = _abspath(json_path)
     root = json_path.parent
@@ -89,8 +89,8 @@ def read_coco(
                 records[image_id].skipped_objects += 1
             continue
         if found is not None:
-            rec, box = found
-            rec.boxes.append(box)
+            rec, box, crowd = found
+            (rec.ignore_regions if crowd else rec.boxes).append(box)
     return Dataset(
         classes=classes,
         images=list(records.values()),
@@ -156,8 +156,9 @@ def _read_coco_annotation(
     cat_names: dict[int | str, str],
     seen_ann: set[Any],
     rd: _Reader,
-) -> tuple[ImageRecord, BoxRecord] | None:
-    """The image and box of one annotation; ``None`` when its image was skipped already."""
+) -> tuple[ImageRecord, BoxRecord, bool] | None:
+    """The image, box and ``iscrowd`` flag of one annotation (a crowd annotation is an ignore
+    region); ``None`` when its image was skipped already."""
     if not isinstance(ann, dict):
         raise FormatError(f"{where}: is a {type(ann).__name__}, not an object")
     if "id" in ann:
@@ -193,8 +194,11 @@ def _read_coco_annotation(
     score = None
     if ann.get("score") is not None:
         score = _json_number(ann["score"], where, "score")
+    crowd = ann.get("iscrowd", 0)
+    if crowd not in (0, 1):  # True/False compare equal to 1/0: accepted
+        raise FormatError(f"{where}: iscrowd is {crowd!r}, not 0 or 1")
     x1, y1, x2, y2 = _fix_box((x, y, x + w, y + h), rec.width, rec.height, where, rd)
-    return rec, BoxRecord(x1, y1, x2, y2, label, score)
+    return rec, BoxRecord(x1, y1, x2, y2, label, score), bool(crowd)
 
 
 def _coco_segmentation_bbox(seg: Any, rec: ImageRecord, where: str) -> list[float]:
@@ -298,10 +302,12 @@ def write_coco(
     """Write a COCO detection JSON file; returns ``[json_path]``.
 
     Category ids are 1..C in class order; image ids 1..N; ``bbox = [x1, y1, x2 - x1, y2 - y1]``
-    with ``area`` and ``iscrowd = 0``. ``file_name`` is relative to ``image_root`` when given
-    (every image must lie under it), else relative to the JSON file's folder for images under
-    it and absolute otherwise, so no image is copied. Extensions: ``split`` (when set),
-    ``annotated: false`` for unannotated images and ``score`` for scored boxes; other tools
+    with ``area`` and ``iscrowd = 0``; ignore regions are written with ``iscrowd = 1`` (a region
+    of no class once per category, so every category ignores it). ``file_name`` is relative
+    to ``image_root`` when given (every image must lie under it), else relative to the JSON
+    file's folder for images under it and absolute otherwise, so no image is copied.
+    Extensions: ``split`` (when set), ``annotated: false`` for unannotated images and
+    ``score`` for scored boxes; other tools
     ignore them (note that they would treat unannotated images as negatives).
     """
     json_path = _abspath(json_path)
@@ -329,16 +335,19 @@ def write_coco(
         if not im.annotated:
             entry["annotated"] = False
         images.append(entry)
-        for b in im.boxes:
+        objects = [(b, b.label, 0) for b in im.boxes]
+        for r in im.ignore_regions:
+            objects += [(r, label, 1) for label in ([r.label] if r.label else dataset.classes)]
+        for b, label, crowd in objects:
             aid += 1
             w, h = b.x2 - b.x1, b.y2 - b.y1
             a: dict[str, Any] = {
                 "id": aid,
                 "image_id": iid,
-                "category_id": index[b.label] + 1,
+                "category_id": index[label] + 1,
                 "bbox": [_json_num(b.x1), _json_num(b.y1), _json_num(w), _json_num(h)],
                 "area": _json_num(w * h),
-                "iscrowd": 0,
+                "iscrowd": crowd,
             }
             if b.score is not None:
                 a["score"] = float(b.score)

@@ -164,7 +164,8 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _check_labels(dataset: Dataset) -> dict[str, int]:
-    """Class index of each name; refuse boxes whose label is not in ``dataset.classes``."""
+    """Class index of each name; refuse boxes (and ignore regions) whose label is not in
+    ``dataset.classes`` (an ignore region of no class, label ``""``, needs one class at least)."""
     index: dict[str, int] = {}
     for i, name in enumerate(dataset.classes):
         if not name or not str(name).strip():
@@ -178,6 +179,17 @@ def _check_labels(dataset: Dataset) -> dict[str, int]:
                 raise FormatError(
                     f"{im.path}: box {_fmt_box(b.xyxy())} has label {b.label!r}, "
                     f"which is not in the class list {dataset.classes}"
+                )
+        for r in im.ignore_regions:
+            if r.label and r.label not in index:
+                raise FormatError(
+                    f"{im.path}: ignore region {_fmt_box(r.xyxy())} has label {r.label!r}, "
+                    f"which is not in the class list {dataset.classes}"
+                )
+            if not r.label and not index:
+                raise FormatError(
+                    f"{im.path}: ignore region {_fmt_box(r.xyxy())} cannot be written: "
+                    "the project has no class to attach it to"
                 )
     return index
 

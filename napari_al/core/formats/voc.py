@@ -114,7 +114,8 @@ def _read_voc_xml(
     for i, obj in enumerate(ann.findall("object"), start=1):
         where = f"{rel}: object {i}"
         try:
-            rec.boxes.append(_read_voc_object(obj, where, width, height, rd, classes))
+            box, difficult = _read_voc_object(obj, where, width, height, rd, classes)
+            (rec.ignore_regions if difficult else rec.boxes).append(box)
         except FormatError as e:
             rd.skip(e, "object")
             rec.skipped_objects += 1
@@ -123,7 +124,8 @@ def _read_voc_xml(
 
 def _read_voc_object(
     obj: ET.Element, where: str, width: int, height: int, rd: _Reader, classes: list[str] | None
-) -> BoxRecord:
+) -> tuple[BoxRecord, bool]:
+    """One ``<object>``: its box and whether it is ``difficult`` (an ignore region)."""
     name = _voc_text(obj, "name")
     if name is None:
         raise FormatError(f"{where}: <name> is missing")
@@ -146,7 +148,17 @@ def _read_voc_object(
     if ymin > ymax:
         raise FormatError(f"{where}: box is inverted (ymin {_fmt(ymin)} > ymax {_fmt(ymax)})")
     x1, y1, x2, y2 = _fix_box((xmin - 1, ymin - 1, xmax, ymax), width, height, where, rd)
-    return BoxRecord(x1, y1, x2, y2, name)
+    return BoxRecord(x1, y1, x2, y2, name), _voc_flag(obj, "difficult", where)
+
+
+def _voc_flag(obj: ET.Element, key: str, where: str) -> bool:
+    """A 0/1 flag of an object (missing or empty: 0)."""
+    text = _voc_text(obj, key)
+    if text is None or text.lower() in ("", "0", "false", "no"):
+        return False
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    raise FormatError(f"{where}: <{key}> is {text!r}, not 0 or 1")
 
 
 def _read_id_list(path: Path, rd: _Reader, known: set[str]) -> list[tuple[int, str]]:
@@ -210,7 +222,8 @@ def read_voc(root: str | Path, *, classes: list[str] | None = None, strict: bool
     Images with an XML are ``annotated=True``; images in ``JPEGImages/`` without one are
     included unannotated. The class order is ``classes`` when given (other names are then
     errors), else ``classes.txt`` in the root when present (extra names appended sorted, with a
-    warning), else the sorted names found.
+    warning), else the sorted names found. An object with ``<difficult>1`` is an ignore region
+    (``ImageRecord.ignore_regions``), as the VOC devkit ignores it in evaluation.
     """
     root = _abspath(root)
     ann_dir, img_dir = root / "Annotations", root / "JPEGImages"
@@ -224,7 +237,7 @@ def read_voc(root: str | Path, *, classes: list[str] | None = None, strict: bool
         _voc_unannotated(img_dir, by_id, failed, rd)
 
     _voc_splits(root, by_id, failed, rd)
-    names = sorted({b.label for rec in by_id.values() for b in rec.boxes})
+    names = sorted({b.label for rec in by_id.values() for b in (*rec.boxes, *rec.ignore_regions)})
     class_list = list(classes) if classes is not None else _voc_class_order(root, names, rd)
     images = [by_id[k] for k in sorted(by_id)]
     return Dataset(classes=class_list, images=images, source=f"voc:{root}", warnings=rd.warnings)
@@ -311,8 +324,9 @@ def _voc_class_order(root: Path, names: list[str], rd: _Reader) -> list[str]:
     return order + extra
 
 
-def _voc_xml(im: ImageRecord, image_path: Path) -> str:
-    """The VOC XML of one image (integer 1-based inclusive coordinates)."""
+def _voc_xml(im: ImageRecord, image_path: Path, classes: list[str]) -> str:
+    """The VOC XML of one image (integer 1-based inclusive coordinates); ignore regions are
+    ``difficult`` objects, one per class for a region of no class."""
     ann = ET.Element("annotation")
     ET.SubElement(ann, "folder").text = image_path.parent.name
     ET.SubElement(ann, "filename").text = image_path.name
@@ -324,15 +338,18 @@ def _voc_xml(im: ImageRecord, image_path: Path) -> str:
     ET.SubElement(size, "height").text = str(im.height)
     ET.SubElement(size, "depth").text = "3"
     ET.SubElement(ann, "segmented").text = "0"
-    for b in im.boxes:
+    objects = [(b, b.label, "0") for b in im.boxes]
+    for r in im.ignore_regions:
+        objects += [(r, label, "1") for label in ([r.label] if r.label else classes)]
+    for b, label, difficult in objects:
         xmin, ymin = _round_edge(b.x1) + 1, _round_edge(b.y1) + 1
         xmax, ymax = max(_round_edge(b.x2), xmin), max(_round_edge(b.y2), ymin)
         obj = ET.SubElement(ann, "object")
-        ET.SubElement(obj, "name").text = b.label
+        ET.SubElement(obj, "name").text = label
         ET.SubElement(obj, "pose").text = "Unspecified"
         touches = xmin <= 1 or ymin <= 1 or xmax >= im.width or ymax >= im.height
         ET.SubElement(obj, "truncated").text = "1" if touches else "0"
-        ET.SubElement(obj, "difficult").text = "0"
+        ET.SubElement(obj, "difficult").text = difficult
         bb = ET.SubElement(obj, "bndbox")
         for key, v in (("xmin", xmin), ("ymin", ymin), ("xmax", xmax), ("ymax", ymax)):
             ET.SubElement(bb, key).text = str(v)
@@ -350,7 +367,8 @@ def write_voc(
     Without ``copy_images`` the XML's ``<path>`` holds the absolute image path (read back by
     :func:`read_voc`) and unannotated images are not exported; with it images are copied to
     ``JPEGImages/`` (unannotated ones too). Coordinates are integers: non-integer boxes are
-    rounded to the nearest pixel edge.
+    rounded to the nearest pixel edge. Ignore regions are objects with ``<difficult>1``
+    (a region of no class once per class, so every class ignores it).
     """
     out = _abspath(out_dir)
     _check_labels(dataset)
@@ -377,7 +395,7 @@ def write_voc(
             written.append(dest)
         if im.annotated:
             p = out / "Annotations" / f"{stem}.xml"
-            _write_text(p, _voc_xml(im, dest))
+            _write_text(p, _voc_xml(im, dest, dataset.classes))
             written.append(p)
     (out / "Annotations").mkdir(parents=True, exist_ok=True)
     for s, p in split_paths.items():

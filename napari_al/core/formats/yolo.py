@@ -331,6 +331,7 @@ def write_yolo(
 
     Always writes ``data.yaml`` (``names`` as ``{index: name}``, ``nc``, one key per split) and
     ``classes.txt``. Label files are written for annotated images only (empty for negatives);
+    YOLO has no ignore regions: they are left out (never written as boxes);
     unannotated images get none and read back as unannotated. Images with no split go under
     the ``unassigned`` key.
 
