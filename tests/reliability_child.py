@@ -1,7 +1,8 @@
 """Child process of ``tests/test_reliability_crash.py``: a scripted annotation session.
 
-Opens the project the way the GUI does (:func:`napari_al.core.project.open_or_init`) and walks
-a fixed script of user actions (predict, accept, reject, correct, draw, delete, set class,
+Opens the project the way the GUI does (:func:`napari_al.core.project.open_or_init`) and walks,
+through the GUI's :class:`~napari_al.core.annotator.Annotator` (undo and redo included), a
+fixed script of user actions (predict, accept, reject, correct, draw, delete, set class,
 undo, redo, complete, import of a small VOC dataset) as fast as it can. After each action
 RETURNS it prints one JSON line (flushed) saying what it returned and what the store shows
 for the thing it changed. The parent SIGKILLs it at random moments, then checks that every
@@ -78,9 +79,11 @@ def main() -> None:
     run, start, n_steps = int(run), int(start), int(n_steps)
     rng = random.Random(run * 1_000_003 + start)
 
+    from napari_al.core.annotator import Annotator, StaleCommand
     from napari_al.core.project import open_or_init
 
     store = open_or_init(Path(project))  # the GUI's code path
+    ann = Annotator(store)  # the GUI's actions and undo; a restarted child has an empty stack
 
     def box_record(kind: str, action_id: int, box_id: int) -> dict:
         boxes = store.boxes()
@@ -95,18 +98,22 @@ def main() -> None:
     def draw() -> dict:
         image = rng.choice(store.images())
         cls = rng.choice(store.classes()).id
-        box_id = store.draw_box(image.id, random_box(rng, image.width, image.height), cls)
-        return box_record("draw", store.last_action_id(), box_id)
+        cmd = ann.draw(image.id, random_box(rng, image.width, image.height), cls)
+        return box_record("draw", cmd.action_id, cmd.box_id)
 
     def undo_redo(kind: str) -> dict:
-        target = store.undo_last() if kind == "undo" else store.redo()
+        last = store.last_action_id()
+        try:
+            target = ann.undo() if kind == "undo" else ann.redo()
+        except StaleCommand:  # changed since by a prediction or an import: dropped
+            target = None
         if target is None:
             return draw()
-        action_id = store.last_action_id()
-        if target.box_id is not None:
-            return box_record(kind, action_id, target.box_id)
-        state = store.image(target.image_id).review_state
-        return {"kind": kind, "id": action_id, "image": target.image_id, "after": state}
+        row = store.actions(since_id=last)[-1]  # what the undo/redo logged last
+        if row.box_id is not None:
+            return box_record(kind, row.id, row.box_id)
+        state = store.image(row.image_id).review_state
+        return {"kind": kind, "id": row.id, "image": row.image_id, "after": state}
 
     def import_voc(step: int) -> dict:
         folder = Path(sources) / f"r{run}_s{step}"
@@ -162,9 +169,9 @@ def main() -> None:
             if box is None:
                 rec = draw()
             elif op == "accept":
-                rec = box_record(op, store.accept_box(box.id), box.id)
+                rec = box_record(op, ann.accept(box.id).action_id, box.id)
             else:
-                rec = box_record(op, store.reject_box(box.id), box.id)
+                rec = box_record(op, ann.reject(box.id).action_id, box.id)
         elif op == "correct":
             box = pick_box()
             if box is None:
@@ -172,17 +179,17 @@ def main() -> None:
             else:
                 image = store.image(box.image_id)
                 xyxy = random_box(rng, image.width, image.height)
-                rec = box_record(op, store.correct_box(box.id, xyxy=xyxy), box.id)
+                rec = box_record(op, ann.correct(box.id, xyxy).action_id, box.id)
         elif op == "set_class":
             box = pick_box()
             others = [c.id for c in store.classes() if box is None or c.id != box.class_id]
             if box is None or not others:
                 rec = draw()
             else:
-                rec = box_record(op, store.set_box_class(box.id, rng.choice(others)), box.id)
+                rec = box_record(op, ann.set_class(box.id, rng.choice(others)).action_id, box.id)
         elif op == "delete":
             box = pick_box()
-            rec = draw() if box is None else box_record(op, store.delete_box(box.id), box.id)
+            rec = draw() if box is None else box_record(op, ann.delete(box.id).action_id, box.id)
         elif op == "draw":
             rec = draw()
         elif op in ("undo", "redo"):
@@ -191,9 +198,12 @@ def main() -> None:
             todo = [im for im in store.images() if im.review_state != "complete"]
             if todo:
                 image, state = rng.choice(todo), "complete"
-            else:
+                command = ann.complete_image(image.id)
+                assert command is not None
+                action_id = command.action_id
+            else:  # not a command of the GUI: straight to the store
                 image, state = rng.choice(store.images()), "partial"
-            action_id = store.set_review_state(image.id, state)
+                action_id = store.set_review_state(image.id, state)
             kind = "complete" if state == "complete" else "review_state"
             rec = {"kind": kind, "id": action_id, "image": image.id, "after": state}
         elif op == "import":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -72,10 +74,12 @@ def test_each_action_reaches_the_store_at_once(store: ProjectStore, tmp_path: Pa
             other.box(ids[1])
         ann.complete_image(1)
         assert other.image(1).review_state == "complete"
+        first = other.actions(kind="accept")[0]
+        assert first.payload["review"] == {"before": "unseen", "after": "partial"}
+        assert all("review" not in a.payload for a in other.actions(kind="reject"))
         kinds = [a.kind for a in other.actions() if a.kind not in ("predict",)]
         assert kinds == [
-            "accept",
-            "review_state",
+            "accept",  # and the image became partial: the same action
             "reject",
             "set_class",
             "correct",
@@ -255,13 +259,158 @@ def test_group_is_undone_and_redone_as_one(store: ProjectStore) -> None:
     assert ann.undo_stack[-1].kind == "accept" and not ann.undo_stack[-1].parts
 
 
-def test_group_keeps_what_reached_the_store_on_error(store: ProjectStore) -> None:
+def test_group_is_all_or_nothing(store: ProjectStore) -> None:
+    """A group is one transaction: an error inside rolls back every action of the group."""
     ann = Annotator(store)
     ids = [b.id for b in store.boxes(image_id=1)]
+    before = snapshot(store)
+    n_actions = len(store.actions())
+    seen: list[Change] = []
+    ann.subscribe(seen.append)
     with pytest.raises(StoreError), ann.group("accept"):
         ann.accept(ids[0])
         ann.accept(9999)
-    assert store.box(ids[0]).status == "accepted"
-    assert ann.undo() is not None
-    assert store.box(ids[0]).status == "predicted"
+    assert snapshot(store) == before
     assert store.image(1).review_state == "unseen"
+    assert len(store.actions()) == n_actions
+    assert not ann.can_undo and seen == []
+    # an error caught inside the group undoes only the action that failed
+    with ann.group("accept"):
+        ann.accept(ids[0])
+        with pytest.raises(StoreError):
+            ann.correct(ids[1], (-50, 0, 10, 10))
+        ann.accept(ids[2])
+    assert [store.box(i).status for i in ids] == ["accepted", "predicted", "accepted"]
+    assert ann.undo() is not None
+    assert snapshot(store) == before
+
+
+# -- one user action = one transaction = one logged action -------------------------------
+
+
+@contextmanager
+def sql_commits(store: ProjectStore) -> Iterator[list[str]]:
+    """The COMMIT statements SQLite runs on the store's connection inside the block."""
+    seen: list[str] = []
+
+    def trace(sql: str) -> None:
+        if sql.strip().upper().startswith("COMMIT"):
+            seen.append(sql)
+
+    store._conn.set_trace_callback(trace)
+    try:
+        yield seen
+    finally:
+        store._conn.set_trace_callback(None)
+
+
+def test_accept_on_an_unseen_image_is_one_commit_and_one_action(store: ProjectStore) -> None:
+    """W on a prediction of an unseen image: accepted and image partial, ONE commit, ONE row."""
+    ann = Annotator(store)
+    box = store.boxes(image_id=1)[0].id
+    last = store.last_action_id()
+    n = store.commit_count
+    with sql_commits(store) as commits:
+        cmd = ann.accept(box)
+    assert len(commits) == 1 and store.commit_count == n + 1
+    new = store.actions(since_id=last)
+    assert len(new) == 1
+    row = new[0]
+    assert (row.id, row.kind, row.box_id, row.image_id) == (cmd.action_id, "accept", box, 1)
+    assert row.payload["review"] == {"before": "unseen", "after": "partial"}
+    assert row.payload["after"]["status"] == "accepted"
+    assert store.image(1).review_state == "partial"
+    # undone together, in one commit and one logged row
+    last = store.last_action_id()
+    with sql_commits(store) as commits:
+        ann.undo()
+    assert len(commits) == 1
+    (undo,) = store.actions(since_id=last)
+    assert (undo.kind, undo.ref_id) == ("undo", cmd.action_id)
+    assert undo.payload["review"] == {"before": "partial", "after": "unseen"}
+    assert store.image(1).review_state == "unseen" and store.box(box).status == "predicted"
+    with sql_commits(store) as commits:
+        ann.redo()
+    assert len(commits) == 1
+    assert store.image(1).review_state == "partial" and store.box(box).status == "accepted"
+
+
+@pytest.mark.parametrize(
+    "act",
+    [
+        lambda ann, b, c: ann.reject(b),
+        lambda ann, b, c: ann.set_class(b, c),
+        lambda ann, b, c: ann.correct(b, (1, 1, 9, 9)),
+        lambda ann, b, c: ann.delete(b),
+        lambda ann, b, c: ann.draw(1, (1, 1, 9, 9), c),
+        lambda ann, b, c: ann.complete_image(1),
+        lambda ann, b, c: ann.skip_image(1),
+    ],
+    ids=["reject", "set_class", "correct", "delete", "draw", "complete", "skip"],
+)
+def test_every_command_is_one_commit_and_one_action(store: ProjectStore, act) -> None:
+    ann = Annotator(store)
+    box = store.boxes(image_id=1)[0].id
+    other_class = dog(store)
+    last = store.last_action_id()
+    with sql_commits(store) as commits:
+        act(ann, box, other_class)
+    assert len(commits) == 1
+    assert len(store.actions(since_id=last)) == 1
+
+
+def test_group_undo_redo_are_one_commit_each(store: ProjectStore) -> None:
+    ann = Annotator(store)
+    ids = [b.id for b in store.boxes(image_id=1)]
+    start = snapshot(store)
+    last = store.last_action_id()
+    with sql_commits(store) as commits, ann.group("delete"):
+        for i in ids:
+            ann.delete(i)
+    assert len(commits) == 1
+    rows = store.actions(since_id=last)
+    assert [a.kind for a in rows] == ["delete"] * 3  # one row per box, one commit
+    assert rows[0].payload["review"] == {"before": "unseen", "after": "partial"}
+    assert all("review" not in a.payload for a in rows[1:])
+    after = snapshot(store)
+    with sql_commits(store) as commits:
+        ann.undo()
+    assert len(commits) == 1
+    assert snapshot(store) == start
+    with sql_commits(store) as commits:
+        ann.redo()
+    assert len(commits) == 1
+    assert snapshot(store) == after
+
+
+def test_stale_undo_commits_nothing(store: ProjectStore) -> None:
+    ann = Annotator(store)
+    box = store.boxes(image_id=1)[0].id
+    ann.accept(box)
+    store.reject_box(box)
+    before = snapshot(store)
+    last = store.last_action_id()
+    with sql_commits(store) as commits, pytest.raises(StaleCommand):
+        ann.undo()
+    assert commits == [] and store.last_action_id() == last and snapshot(store) == before
+
+
+def test_annotation_seconds_of_a_first_accept(tmp_path: Path) -> None:
+    """Marking the image partial in the same action keeps the labelling time as before: the
+    gap since the previous human action, counted once."""
+    now = [1_000_000.0]
+    with ProjectStore.create(tmp_path / "p", clock=lambda: now[0]) as s:
+        cls = s.add_class("cat")
+        img = s.add_image("a.png", SHA, 50, 50)
+        b1, b2 = s.replace_predictions(img, [((0, 0, 5, 5), cls, 0.9)] * 2, 1)
+        ann = Annotator(s)
+        s.log_action("open", img)
+        now[0] += 3.0
+        ann.accept(b1)  # marks the image partial too
+        now[0] += 2.0
+        ann.reject(b2)
+        now[0] += 4.0
+        ann.undo()
+        assert [a.dt for a in s.actions() if a.kind != "predict"] == [None, 3.0, 2.0, 4.0]
+        assert s.annotation_seconds() == pytest.approx(9.0)
+        assert s.annotation_seconds(idle_cutoff_s=2.5) == pytest.approx(2.0)

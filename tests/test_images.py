@@ -297,3 +297,21 @@ def test_file_sha256_streams(tmp_path: Path) -> None:
     want = hashlib.sha256(data).hexdigest()
     assert file_sha256(tmp_path / "f.bin") == want
     assert file_sha256(tmp_path / "f.bin", chunk_size=7) == want
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+def test_exif_orientation_applied_like_pillow(tmp_path: Path, ext: str) -> None:
+    """Pixels and size are those of the upright view, exactly as ``ImageOps.exif_transpose``."""
+    from PIL import ImageOps
+
+    arr = RNG.integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = tmp_path / f"o{orientation}{ext}"
+        Image.fromarray(arr).save(path, exif=exif, **({"quality": 95} if ext == ".jpg" else {}))
+        with Image.open(path) as im:
+            expected = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        out = read_image(path)
+        np.testing.assert_array_equal(out, expected)
+        assert image_size(path) == (expected.shape[1], expected.shape[0])

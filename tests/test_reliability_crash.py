@@ -85,6 +85,8 @@ def replay(store: ProjectStore) -> tuple[dict, dict, list]:
                 boxes[b] = (a.id, "predicted")
         elif a.box_id is not None and "after" in a.payload:
             boxes[a.box_id] = (a.id, a.payload["after"])
+            if "review" in a.payload:  # the same action changed the image's review state
+                reviews[a.image_id] = (a.id, a.payload["review"]["after"])
         elif a.image_id is not None and isinstance(a.payload.get("after"), str):
             reviews[a.image_id] = (a.id, a.payload["after"])
     return boxes, reviews, actions

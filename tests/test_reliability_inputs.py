@@ -673,10 +673,16 @@ VOC_CASES = [
     ),
     (
         "filename-traversal",
-        voc(voc_xml(OK_OBJ, filename="../" * 40 + "etc/passwd")),
+        voc(voc_xml(OK_OBJ, filename="../" * 40 + "etc/passwd"), no_image=True),
         "error",
         (A, "/etc/passwd: unsupported file type"),
     ),  # read-only, and refused: not an image
+    (
+        "filename-stale",
+        voc(voc_xml(OK_OBJ, filename="../" * 40 + "etc/passwd")),
+        "repair",
+        (A, "<filename> says", "paired with JPEGImages/a.png by its file stem"),
+    ),  # a.png pairs by stem (VOC devkit); the stale <filename> is never opened, only reported
     (
         "split-unknown-id",
         voc(voc_xml(OK_OBJ), files={"ImageSets/Main/train.txt": "a\nzzz\n"}),

@@ -11,12 +11,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from napari_al.core import store as store_mod
+from napari_al.core.annotator import Annotator, StaleCommand
 from napari_al.core.data import BoxRecord, Dataset, ImageRecord
+from napari_al.core.selection import QueryItem
 from napari_al.core.store import (
     IDLE_CUTOFF_S,
     SCHEMA_VERSION,
@@ -26,6 +30,7 @@ from napari_al.core.store import (
     StoreError,
     file_sha256,
 )
+from napari_al.core.store import schema as store_schema
 
 REPO = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).resolve().parent / "store_kill_child.py"
@@ -125,7 +130,7 @@ def test_migrations_upgrade_an_old_file(project: Path, monkeypatch: pytest.Monke
         conn.execute("ALTER TABLE images ADD COLUMN note TEXT NOT NULL DEFAULT ''")
         conn.execute("UPDATE images SET note = 'migrated'")
 
-    monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, add_note_column])
+    monkeypatch.setattr(store_schema, "MIGRATIONS", [*store_schema.MIGRATIONS, add_note_column])
     with ProjectStore.open(project) as s:
         assert s.schema_version() == SCHEMA_VERSION + 1
         notes = [r[0] for r in s._conn.execute("SELECT note FROM images")]
@@ -141,7 +146,7 @@ def test_failed_migration_rolls_back(project: Path, monkeypatch: pytest.MonkeyPa
         conn.execute("CREATE TABLE half_done (x)")
         raise RuntimeError("migration bug")
 
-    monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, broken])
+    monkeypatch.setattr(store_schema, "MIGRATIONS", [*store_schema.MIGRATIONS, broken])
     with pytest.raises(RuntimeError, match="migration bug"):
         ProjectStore.open(project)
     monkeypatch.undo()
@@ -209,13 +214,24 @@ def test_every_user_action_is_seen_by_a_second_connection(store: ProjectStore) -
     with other_sees("restore", box) as o:
         assert same_box(o.box(box), before)
 
-    store.undo_last()
-    with other_sees("undo", box) as o:
+    store.set_review_state(img, "partial")
+    with other_sees("review_state") as o:
+        assert o.image(img).review_state == "partial"
+
+    ann = Annotator(store)  # the undo system
+    delete = ann.delete(box)
+    with other_sees("delete", box) as o:
         assert o.boxes(statuses="drawn") == []
 
-    store.redo()
-    with other_sees("redo", box) as o:
+    ann.undo()
+    with other_sees("undo", box) as o:
         assert same_box(o.box(box), before)
+        assert o.actions()[-1].ref_id == delete.action_id
+
+    ann.redo()
+    with other_sees("redo", box) as o:
+        assert o.boxes(statuses="drawn") == []
+        assert o.actions()[-1].ref_id == delete.action_id
 
     store.set_review_state(img, "complete")
     with other_sees("complete") as o:
@@ -243,17 +259,40 @@ def test_every_user_action_is_seen_by_a_second_connection(store: ProjectStore) -
 
 
 def _check_boxes_match_log(s: ProjectStore) -> None:
-    """Every box equals the 'after' state of the newest logged action that touched it."""
+    """Every box equals the 'after' state of the newest logged action that touched it, and
+    every image's review state the newest logged review change (a box action's ``review``)."""
     last_state: dict[int, dict | None] = {}
+    reviews: dict[int, str] = {}
     for a in s.actions():
         if a.box_id is not None and "after" in a.payload:
             last_state[a.box_id] = a.payload["after"]
+            if "review" in a.payload:
+                reviews[a.image_id] = a.payload["review"]["after"]
+        elif a.image_id is not None and isinstance(a.payload.get("after"), str):
+            reviews[a.image_id] = a.payload["after"]
     current = {b.id: b.to_dict() for b in s.boxes()}
     assert set(current) == {k for k, v in last_state.items() if v is not None}
     for box_id, state in current.items():
         expected = dict(last_state[box_id])
         assert expected.pop("updated") <= state.pop("updated")
         assert state == expected, f"box {box_id} does not match its last action"
+    for image in s.images():
+        assert image.review_state == reviews.get(image.id, "unseen"), f"image {image.id}"
+
+
+def _check_batches_are_whole(s: ProjectStore) -> int:
+    """Every ``batch_start`` of the child is followed by its 3 draws and its ``batch_end``
+    (one transaction: all five rows or none). Returns the number of batches."""
+    log = s.actions()
+    starts = [i for i, a in enumerate(log) if a.kind == "batch_start"]
+    for i in starts:
+        rows = log[i : i + 5]
+        kinds = [a.kind for a in rows]
+        assert kinds == ["batch_start", "draw", "draw", "draw", "batch_end"], kinds
+        assert rows[0].payload == rows[-1].payload
+        assert [a.id for a in rows] == list(range(rows[0].id, rows[0].id + 5))
+    assert len(starts) == len(s.actions(kind="batch_end"))
+    return len(starts)
 
 
 def test_kill_loses_no_returned_action(project: Path) -> None:
@@ -262,6 +301,7 @@ def test_kill_loses_no_returned_action(project: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     printed: list[int] = []
     kills = 10
+    batches = 0
     for k in range(kills):
         proc = subprocess.Popen(
             [sys.executable, str(CHILD), str(project), str(k), "100000"],
@@ -288,7 +328,143 @@ def test_kill_loses_no_returned_action(project: Path) -> None:
             missing = set(printed) - ids
             assert not missing, f"kill {k}: actions {sorted(missing)} were lost"
             _check_boxes_match_log(s)
+            batches += _check_batches_are_whole(s)
     assert len(printed) >= kills
+    assert batches > 0, "no batch transaction ran"
+
+
+def test_kill_inside_a_transaction_leaves_nothing(project: Path) -> None:
+    """SIGKILL while a transaction() block is open after three writes: none of them is kept."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with ProjectStore.open(project) as s:
+        before = _state(s)
+    proc = subprocess.Popen(
+        [sys.executable, str(CHILD), str(project), "0", "1", "hang"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line == "inside\n", f"child died early: {proc.stderr.read()}"
+        raw = sqlite3.connect(project / STORE_FILENAME)  # a reader is not blocked (WAL)
+        try:  # nothing of the open block is visible
+            assert raw.execute("SELECT count(*) FROM actions").fetchone()[0] == len(before[1])
+            assert raw.execute("SELECT count(*) FROM boxes").fetchone()[0] == len(before[2])
+        finally:
+            raw.close()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    with ProjectStore.open(project) as s:
+        assert s.integrity_check() == "ok"
+        assert _state(s) == before
+        s.draw_box(s.images()[0].id, (0, 0, 4, 4), s.class_id("cat"))  # the lock is free
+
+
+# -- transactions -------------------------------------------------------------------------
+
+
+@contextmanager
+def sql_commits(store: ProjectStore) -> Iterator[list[str]]:
+    """The COMMIT statements SQLite runs on the store's connection inside the block."""
+    seen: list[str] = []
+
+    def trace(sql: str) -> None:
+        if sql.strip().upper().startswith("COMMIT"):
+            seen.append(sql)
+
+    store._conn.set_trace_callback(trace)
+    try:
+        yield seen
+    finally:
+        store._conn.set_trace_callback(None)
+
+
+def test_transaction_commits_once(store: ProjectStore) -> None:
+    cat = store.class_id("cat")
+    img = store.images()[0].id
+    with ProjectStore.open(store.project_dir) as other:
+        n = store.commit_count
+        with sql_commits(store) as commits:
+            with store.transaction():
+                b = store.draw_box(img, (0, 0, 10, 10), cat)
+                store.accept_box(b)
+                store.set_review_state(img, "complete")
+                assert store.box(b).status == "accepted"  # the block sees its own writes
+                assert other.boxes() == [] and other.actions() == []  # nobody else does
+            assert len(commits) == 1
+        assert store.commit_count == n + 1
+        assert [a.kind for a in other.actions()] == ["draw", "accept", "complete"]
+        assert other.box(b).status == "accepted"
+    # outside a block each write is its own transaction, as before
+    with sql_commits(store) as commits:
+        store.reject_box(b)
+        store.set_review_state(img, "partial")
+    assert len(commits) == 2
+
+
+def test_transaction_rolls_back_everything_on_error(store: ProjectStore) -> None:
+    cat = store.class_id("cat")
+    img = store.images()[0].id
+    before = _state(store)
+    with (
+        sql_commits(store) as commits,
+        pytest.raises(RuntimeError, match="changed my mind"),
+        store.transaction(),
+    ):
+        b = store.draw_box(img, (0, 0, 10, 10), cat)
+        store.accept_box(b)
+        store.set_review_state(img, "complete")
+        raise RuntimeError("changed my mind")
+    assert commits == []
+    assert _state(store) == before
+    # a constraint failure inside a block is a StoreError and rolls back the block too
+    with pytest.raises(StoreError, match="rejected by the store"), store.transaction():
+        store.draw_box(img, (0, 0, 10, 10), cat)
+        store._conn.execute("INSERT INTO boxes (image_id) VALUES (1)")
+    assert _state(store) == before
+    with ProjectStore.open(store.project_dir) as other:
+        assert _state(other) == before
+
+
+def test_nested_transactions_commit_once(store: ProjectStore) -> None:
+    cat, dog = store.class_id("cat"), store.class_id("dog")
+    img = store.images()[0].id
+    with sql_commits(store) as commits:
+        with store.transaction():
+            a = store.draw_box(img, (0, 0, 10, 10), cat)
+            with store.transaction():
+                b = store.draw_box(img, (5, 5, 15, 15), dog)
+                with store.transaction():
+                    store.accept_box(b)
+            # an error caught inside the outer block undoes only the nested block that raised
+            with pytest.raises(StoreError), store.transaction():
+                store.set_box_class(a, dog)
+                store.accept_box(12345)
+            assert store.box(a).class_id == cat
+            store.reject_box(a)
+        assert len(commits) == 1
+    assert [x.kind for x in store.actions()] == ["draw", "draw", "accept", "reject"]
+    assert (store.box(a).status, store.box(b).status) == ("rejected", "accepted")
+    # an error leaving the outermost block rolls back the nested blocks too
+    before = _state(store)
+    with pytest.raises(KeyError), store.transaction():
+        with store.transaction():
+            store.delete_box(a)
+        store.delete_box(b)
+        raise KeyError("oops")
+    assert _state(store) == before
+
+
+def test_failed_write_outside_a_block_commits_nothing(store: ProjectStore) -> None:
+    with sql_commits(store) as commits, pytest.raises(StoreError):
+        store.accept_box(12345)
+    assert commits == []
 
 
 # -- import -------------------------------------------------------------------------------
@@ -485,13 +661,145 @@ def test_model_versions_and_score_cache(store: ProjectStore) -> None:
     assert store.clear_scores() == 2
 
 
+# -- stored queries -----------------------------------------------------------------------
+
+
+def _queries(img_a: int, img_b: int) -> list[QueryItem]:
+    return [
+        QueryItem(image=img_b, score=2.5, breakdown={"entropy": 1.5, "margin": 1.0}),
+        QueryItem(image=img_a, score=1.25, unit="box", box=(1.0, 2.0, 30.5, 40.0), index=3),
+        QueryItem(image=img_a, score=0.5, unit="box", box=(5.0, 5.0, 9.0, 9.0), index=0),
+    ]
+
+
+def test_stored_queries_survive_a_restart(store: ProjectStore) -> None:
+    a, b = (im.id for im in store.images())
+    assert store.latest_queries() is None
+    items = _queries(a, b)
+    settings = {"strategy": "entropy", "unit": "box", "budget": 3, "diversity": None}
+    set_id = store.save_queries(items, model_version=4, settings=settings)
+    saved = store.query_set(set_id)
+    d = store.project_dir
+    store.close()
+    with ProjectStore.open(d) as s:
+        got = s.latest_queries()
+        assert got == saved == s.query_set(set_id)
+        assert (got.id, got.model_version, got.settings) == (set_id, 4, settings)
+        assert (got.strategy, got.unit) == ("entropy", "mixed")
+        assert [q.rank for q in got.items] == [0, 1, 2]
+        for q, item in zip(got.items, items, strict=True):
+            assert (q.image_id, q.unit, q.score, q.box, q.box_index, q.breakdown) == (
+                item.image,
+                item.unit,
+                item.score,
+                item.box,
+                item.index,
+                item.breakdown,
+            )
+            assert (q.image, q.index) == (item.image, item.index)  # reads like a QueryItem
+        assert s.info()["query_sets"] == 1
+
+
+def test_latest_queries_is_the_newest(store: ProjectStore) -> None:
+    a, b = (im.id for im in store.images())
+    first = store.save_queries(_queries(a, b), model_version=None, settings={"strategy": "x"})
+    second = store.save_queries(_queries(b, a)[:1], model_version=2, settings={})
+    latest = store.latest_queries()
+    assert latest.id == second > first and latest.model_version == 2
+    assert [q.image_id for q in latest.items] == [a]
+    assert (latest.strategy, latest.unit) == ("", "image")
+    assert len(store.query_set(first).items) == 3
+    empty = store.save_queries([], model_version=None, settings={"unit": "region"})
+    assert store.latest_queries() == store.query_set(empty)
+    assert (store.query_set(empty).items, store.query_set(empty).unit) == ((), "region")
+    with pytest.raises(StoreError, match="query set 999 does not exist"):
+        store.query_set(999)
+
+
+def test_save_queries_refuses_bad_items(store: ProjectStore) -> None:
+    a, b = (im.id for im in store.images())
+    good = _queries(a, b)
+    with pytest.raises(StoreError, match="images not in the project: 77"):
+        store.save_queries([*good, QueryItem(image=77, score=1.0)], model_version=1, settings={})
+    with pytest.raises(StoreError, match="query item 0: score is NaN"):
+        store.save_queries([QueryItem(image=a, score=float("nan"))], model_version=1, settings={})
+    with pytest.raises(StoreError, match="query item 1: box must be 4"):
+        store.save_queries(
+            [good[0], QueryItem(image=a, score=1.0, box=(1, 2, 3))], model_version=1, settings={}
+        )
+    with pytest.raises(StoreError, match="image id must be an integer"):
+        store.save_queries([QueryItem(image="a.png", score=1.0)], model_version=1, settings={})
+    with pytest.raises(StoreError, match="not JSON-ready"):
+        store.save_queries(good, model_version=1, settings={"f": object()})
+    assert store.latest_queries() is None  # nothing half-stored
+    assert store._conn.execute("SELECT count(*) FROM query_items").fetchone()[0] == 0
+
+
+def test_stored_queries_take_numpy_values(store: ProjectStore) -> None:
+    import numpy as np
+
+    a = np.int64(store.images()[0].id)
+    item = QueryItem(
+        image=a,
+        score=np.float32(0.75),
+        unit="region",
+        box=np.array([1, 2, 3, 4], np.float32),
+        breakdown={"entropy": np.float64(0.5)},
+    )
+    got = store.query_set(store.save_queries([item], model_version=np.int64(1), settings={}))
+    q = got.items[0]
+    assert (q.image_id, q.score, q.box, q.breakdown) == (
+        int(a),
+        0.75,
+        (1, 2, 3, 4),
+        {"entropy": 0.5},
+    )
+    assert got.model_version == 1
+
+
+def test_query_items_go_with_their_image(store: ProjectStore) -> None:
+    """Images have no delete method; should one be deleted, its query items go with it."""
+    a, b = (im.id for im in store.images())
+    set_id = store.save_queries(_queries(a, b), model_version=None, settings={})
+    with store._write() as conn:
+        conn.execute("DELETE FROM images WHERE id = ?", (a,))
+    assert [q.image_id for q in store.query_set(set_id).items] == [b]
+    assert store.integrity_check() == "ok"
+
+
+def test_version_1_store_migrates_to_stored_queries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file written before stored queries (schema 1) opens, migrates and keeps its data."""
+    d = tmp_path / "old"
+    monkeypatch.setattr(store_schema, "MIGRATIONS", store_schema.MIGRATIONS[:1])
+    with ProjectStore.create(d) as s:
+        assert s.schema_version() == 1
+        cat = s.add_class("cat")
+        img = s.add_image("a.png", SHA, 100, 80)
+        box = s.draw_box(img, (1, 1, 9, 9), cat)
+        tables = {r[0] for r in s._conn.execute("SELECT name FROM sqlite_master")}
+        assert "query_sets" not in tables
+    monkeypatch.undo()
+    with ProjectStore.open(d) as s:
+        assert s.schema_version() == SCHEMA_VERSION == 2
+        assert s.box(box).xyxy == (1, 1, 9, 9) and [a.kind for a in s.actions()] == ["draw"]
+        assert s.latest_queries() is None
+        set_id = s.save_queries([QueryItem(image=img, score=1.0)], model_version=None, settings={})
+        assert s.query_set(set_id).items[0].image_id == img
+        assert s.integrity_check() == "ok"
+
+
 # -- undo / redo and the cost log ---------------------------------------------------------
 
 
 def test_undo_redo_restores_state(store: ProjectStore) -> None:
+    """Undo and redo (the Annotator's command stack, the one undo system) put back every
+    logged state, each step a logged ``undo``/``redo`` action that survives a reopen."""
     cat, dog = store.class_id("cat"), store.class_id("dog")
     img = store.images()[0].id
-    assert store.undo_last() is None and store.redo() is None
+    ann = Annotator(store)
+    assert ann.undo() is None and ann.redo() is None
     pred = store.replace_predictions(img, [((0, 0, 10, 10), cat, 0.6)], 1)[0]
     history: list[tuple[BoxRow | None, BoxRow | None, str]] = []
 
@@ -502,17 +810,17 @@ def test_undo_redo_restores_state(store: ProjectStore) -> None:
         return by_id.get(pred), drawn[0] if drawn else None, store.image(img).review_state
 
     history.append(snap())
-    store.accept_box(pred)
+    ann.accept(pred)
     history.append(snap())
-    store.correct_box(pred, xyxy=(1, 1, 12, 12), class_id=dog)
+    ann.correct(pred, (1, 1, 12, 12), class_id=dog)
     history.append(snap())
-    drawn = store.draw_box(img, (20, 20, 40, 40), cat)
+    drawn = ann.draw(img, (20, 20, 40, 40), cat).box_id
     history.append(snap())
-    store.set_box_class(drawn, dog)
+    ann.set_class(drawn, dog)
     history.append(snap())
-    store.set_review_state(img, "complete")
+    ann.complete_image(img)
     history.append(snap())
-    store.delete_box(pred)
+    ann.delete(pred)
     history.append(snap())
 
     def same(a, b) -> bool:
@@ -520,29 +828,45 @@ def test_undo_redo_restores_state(store: ProjectStore) -> None:
 
     # undo everything, one step at a time
     for i in range(len(history) - 1, 0, -1):
-        undone = store.undo_last()
+        undone = ann.undo()
         assert undone is not None
         assert same(snap(), history[i - 1]), f"undo to step {i - 1}"
-    assert store.undo_last() is None  # 'predict' is a machine action: not undoable
+    assert ann.undo() is None  # 'predict' is a machine action: not undoable
     # redo everything
     for i in range(1, len(history)):
-        assert store.redo() is not None
+        assert ann.redo() is not None
         assert same(snap(), history[i]), f"redo to step {i}"
-    assert store.redo() is None
+    assert ann.redo() is None
     # undo twice, then a new action clears the redo stack
-    store.undo_last()
-    store.undo_last()
+    ann.undo()
+    ann.undo()
     assert same(snap(), history[-3])
-    store.reject_box(pred)
-    assert store.redo() is None
+    ann.reject(pred)
+    assert ann.redo() is None
     assert store.box(pred).status == "rejected"
-    assert store.undo_last().kind == "reject"
+    assert ann.undo().kind == "reject"
     assert same(snap(), history[-3])
-    # the undone/redone state survives a reopen
+    # the undone/redone state survives a reopen, and the log says what happened
     with ProjectStore.open(store.project_dir) as other:
         assert same_box(other.box(pred), history[-3][0])
-        assert other.actions()[-1].kind == "undo"
+        last = other.actions()[-1]
+        assert last.kind == "undo" and last.ref_id == other.actions(kind="reject")[-1].id
     assert store.integrity_check() == "ok"
+    _check_boxes_match_log(store)
+
+
+def test_stale_undo_changes_nothing(store: ProjectStore) -> None:
+    """An undo whose subject changed through another path is refused, the store untouched."""
+    cat = store.class_id("cat")
+    img = store.images()[0].id
+    ann = Annotator(store)
+    box = ann.draw(img, (0, 0, 10, 10), cat).box_id
+    with ProjectStore.open(store.project_dir) as other:
+        other.correct_box(box, xyxy=(1, 1, 5, 5))
+    before = _state(store)
+    with pytest.raises(StaleCommand):
+        ann.undo()
+    assert _state(store) == before
 
 
 def test_restore_box_is_a_logged_inverse(store: ProjectStore) -> None:
@@ -563,6 +887,24 @@ def test_restore_box_is_a_logged_inverse(store: ProjectStore) -> None:
     assert same_box(store.box(box), old)
     with pytest.raises(StoreError, match="cannot restore"):
         store.restore_box(box + 1, old)
+    # the undo system logs its restores as undo/redo of an earlier action
+    uid = store.restore_box(box, None, kind="undo", ref_id=aid)
+    undo = store.actions()[-1]
+    assert (undo.id, undo.kind, undo.box_id, undo.ref_id) == (uid, "undo", box, aid)
+    rid = store.set_review_state(img, "complete", kind="redo", ref_id=uid)
+    redo = store.actions()[-1]
+    assert (redo.id, redo.kind, redo.ref_id, redo.payload) == (
+        rid,
+        "redo",
+        uid,
+        {"before": "unseen", "after": "complete"},
+    )
+    with pytest.raises(StoreError, match="unknown restore kind"):
+        store.restore_box(box, old, kind="accept")
+    with pytest.raises(StoreError, match="unknown review action kind"):
+        store.set_review_state(img, "partial", kind="restore")
+    with pytest.raises(StoreError, match="written by the store"):
+        store.log_action("undo", img)
 
 
 def test_dt_and_annotation_seconds(tmp_path: Path) -> None:

@@ -1,17 +1,27 @@
 """A person's annotation actions with an undo/redo command stack (Qt-free, napari-free).
 
-napari has no undo for Shapes layers (napari issue 1382), so the annotation loop keeps its own.
-Every action goes to the :class:`~napari_al.core.store.ProjectStore` at once, through the store's
-own methods (each one transaction, logged with its time), and pushes a :class:`Command` that
-remembers the box state before and after. Undo puts the *before* state back with
+napari has no undo for Shapes layers (napari issue 1382), so the annotation loop keeps its own,
+and it is the project's ONE undo system (the store has none of its own). Every action goes to
+the :class:`~napari_al.core.store.ProjectStore` at once, through the store's own methods, and
+pushes a :class:`Command` that remembers the box state before and after.
+
+One user action = one transaction = one logged action. Each command (accept, reject, set
+class, correct, draw, delete, complete, a :meth:`Annotator.group` of several actions, an undo,
+a redo) runs inside ONE :meth:`~napari_al.core.store.ProjectStore.transaction`: exactly one
+SQLite commit, and an error leaves the store as it was. A single-box command logs exactly one
+action row (a group or the undo of one: one row per box, in the same transaction).
+
+Undo puts the *before* state back with
 :meth:`~napari_al.core.store.ProjectStore.restore_box` (and
 :meth:`~napari_al.core.store.ProjectStore.set_review_state` for review states); redo puts the
-*after* state back. Both are logged actions too, so the log stays a truthful record of the
+*after* state back. Both are logged actions too, of kind ``undo``/``redo`` with ``ref_id`` the
+action undone or redone (:attr:`Command.action_id`), so the log stays a truthful record of the
 person's work. A new action clears the redo stack, as in any editor.
 
 Review state. The first box action on an ``unseen`` image also marks it ``partial`` (its
-unverified predictions then count as noisy labels in training, Desai et al.); that change is part
-of the same command and is undone with it.
+unverified predictions then count as noisy labels in training, Desai et al.); that change is
+part of the same command and of the same logged action (payload ``review``: ``{"before":
+"unseen", "after": "partial"}``), and is undone with it.
 
 Staleness. The store is the truth and other parties write to it too (a rescoring worker replaces
 an image's ``predicted`` boxes). Before undoing, the box must still be in the command's *after*
@@ -19,7 +29,7 @@ state (before redoing, in its *before* state); otherwise the command is dropped 
 :class:`StaleCommand` is raised instead of overwriting someone else's change.
 
 Groups. Actions done inside :meth:`Annotator.group` (e.g. deleting or accepting several selected
-boxes) form one command, undone and redone together.
+boxes) form one command and one transaction, undone and redone together.
 
 Skipping an image changes no data: it is logged (kind ``skip``) but not put on the undo stack.
 """
@@ -84,6 +94,9 @@ class Command:
     #: For a group (several boxes at once, e.g. deleting a selection): the member commands,
     #: in the order they were done. Undone and redone as one.
     parts: tuple[Command, ...] = ()
+    #: The id of the action the command logged (the ``ref_id`` of its undo and redo rows);
+    #: None for a group (see its parts) and for a command built by hand.
+    action_id: int | None = None
 
     @property
     def leaves(self) -> tuple[Command, ...]:
@@ -129,8 +142,8 @@ class Annotator:
     """The user's actions on one project store, with undo and redo.
 
     Methods raise :class:`~napari_al.core.store.StoreError` for a bad id or an invalid box; the
-    store then holds exactly what it held before (one transaction per store call) and the undo
-    stack is unchanged.
+    store then holds exactly what it held before (one transaction per command, rolled back)
+    and the undo stack is unchanged. Listeners are called after the command's commit.
     """
 
     def __init__(self, store: ProjectStore, max_history: int = MAX_HISTORY) -> None:
@@ -196,45 +209,55 @@ class Annotator:
 
     @contextmanager
     def group(self, kind: str = "group") -> Iterator[None]:
-        """Actions inside become ONE command (undone and redone together), e.g. deleting or
-        accepting several selected boxes. Each action still reaches the store at once. Groups
-        do not nest (an inner group joins the outer one)."""
+        """Actions inside become ONE command (undone and redone together) and ONE store
+        transaction (one commit), e.g. deleting or accepting several selected boxes.
+
+        An exception leaving the block rolls back every action of the block and pushes
+        nothing. Groups do not nest (an inner group joins the outer one)."""
         if self._group is not None:
             yield
             return
         self._group = []
         try:
-            yield
+            with self.store.transaction():
+                yield
+            parts = tuple(self._group)
         finally:
-            parts, self._group = tuple(self._group), None
-            if len(parts) == 1:
-                self._push(parts[0])
-            elif parts:
-                images = {p.image_id for p in parts}
-                image_id = parts[0].image_id if len(images) == 1 else parts[-1].image_id
-                self._push(Command(kind, image_id, parts=parts))
+            self._group = None
+        if len(parts) == 1:
+            self._push(parts[0])
+        elif parts:
+            images = {p.image_id for p in parts}
+            image_id = parts[0].image_id if len(images) == 1 else parts[-1].image_id
+            self._push(Command(kind, image_id, parts=parts))
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _mark_partial(self, image_id: int) -> tuple[str | None, str | None]:
-        """Mark an unseen image ``partial``; returns (before, after) or (None, None)."""
+    def _partial_change(self, image_id: int) -> tuple[str | None, str | None]:
+        """The review change a box action makes: ``("unseen", "partial")`` for an unseen
+        image, else ``(None, None)``. Read inside the command's transaction."""
         state = self.store.image(image_id).review_state
-        if state != "unseen":
-            return None, None
-        self.store.set_review_state(image_id, "partial")
-        return state, "partial"
+        return (state, "partial") if state == "unseen" else (None, None)
 
-    def _box_command(
-        self, kind: str, box_id: int, act: Callable[[], object], mark_partial: bool = True
-    ) -> Command:
-        before = self.store.box(box_id)
-        act()
-        after = self._box_or_none(box_id)
-        review_before, review_after = (
-            self._mark_partial(before.image_id) if mark_partial else (None, None)
-        )
+    def _box_command(self, kind: str, box_id: int, act: Callable[[str | None], int]) -> Command:
+        """Run ``act(review_state)`` (a store box action, which returns its action id) on an
+        existing box in one transaction, marking an unseen image partial in the same action."""
+        with self.store.transaction():
+            before = self.store.box(box_id)
+            review_before, review_after = self._partial_change(before.image_id)
+            action_id = act(review_after)
+            after = self._box_or_none(box_id)
         return self._push(
-            Command(kind, before.image_id, box_id, before, after, review_before, review_after)
+            Command(
+                kind,
+                before.image_id,
+                box_id,
+                before,
+                after,
+                review_before,
+                review_after,
+                action_id=action_id,
+            )
         )
 
     def _box_or_none(self, box_id: int) -> BoxRow | None:
@@ -247,16 +270,22 @@ class Annotator:
 
     def accept(self, box_id: int) -> Command:
         """The box is right as it is: status ``accepted``."""
-        return self._box_command("accept", box_id, lambda: self.store.accept_box(box_id))
+        return self._box_command(
+            "accept", box_id, lambda review: self.store.accept_box(box_id, review_state=review)
+        )
 
     def reject(self, box_id: int) -> Command:
         """The box is wrong (background): status ``rejected``."""
-        return self._box_command("reject", box_id, lambda: self.store.reject_box(box_id))
+        return self._box_command(
+            "reject", box_id, lambda review: self.store.reject_box(box_id, review_state=review)
+        )
 
     def set_class(self, box_id: int, class_id: int) -> Command:
         """Change the box's class (status ``corrected``; a drawn box stays ``drawn``)."""
         return self._box_command(
-            "set_class", box_id, lambda: self.store.set_box_class(box_id, class_id)
+            "set_class",
+            box_id,
+            lambda review: self.store.set_box_class(box_id, class_id, review_state=review),
         )
 
     def correct(
@@ -268,33 +297,56 @@ class Annotator:
         """The box was moved/resized (``xyxy``, image pixels) and/or given another class."""
         xyxy = None if xyxy is None else tuple(float(v) for v in xyxy)
         return self._box_command(
-            "correct", box_id, lambda: self.store.correct_box(box_id, xyxy, class_id)
+            "correct",
+            box_id,
+            lambda review: self.store.correct_box(box_id, xyxy, class_id, review_state=review),
         )
 
     def draw(self, image_id: int, xyxy: Iterable[float], class_id: int) -> Command:
         """A new box drawn by the person (status ``drawn``); the command's ``box_id`` is its id."""
-        box_id = self.store.draw_box(image_id, tuple(float(v) for v in xyxy), class_id)
-        after = self.store.box(box_id)
-        review_before, review_after = self._mark_partial(after.image_id)
+        xyxy = tuple(float(v) for v in xyxy)
+        with self.store.transaction():
+            review_before, review_after = self._partial_change(image_id)
+            box_id = self.store.draw_box(image_id, xyxy, class_id, review_state=review_after)
+            action_id = self.store.last_action_id()
+            after = self.store.box(box_id)
         return self._push(
-            Command("draw", after.image_id, box_id, None, after, review_before, review_after)
+            Command(
+                "draw",
+                after.image_id,
+                box_id,
+                None,
+                after,
+                review_before,
+                review_after,
+                action_id=action_id,
+            )
         )
 
     def delete(self, box_id: int) -> Command:
         """Remove the box (the store's log keeps its last state)."""
-        return self._box_command("delete", box_id, lambda: self.store.delete_box(box_id))
+        return self._box_command(
+            "delete", box_id, lambda review: self.store.delete_box(box_id, review_state=review)
+        )
 
     def complete_image(self, image_id: int) -> Command | None:
         """Every object of the image is labelled: review state ``complete``.
 
         Returns None (and pushes nothing) when the image is complete already.
         """
-        before = self.store.image(image_id).review_state
-        if before == "complete":
-            return None
-        self.store.set_review_state(image_id, "complete")
+        with self.store.transaction():
+            before = self.store.image(image_id).review_state
+            if before == "complete":
+                return None
+            action_id = self.store.set_review_state(image_id, "complete")
         return self._push(
-            Command("complete", int(image_id), review_before=before, review_after="complete")
+            Command(
+                "complete",
+                int(image_id),
+                review_before=before,
+                review_after="complete",
+                action_id=action_id,
+            )
         )
 
     def skip_image(self, image_id: int, reason: str = "") -> int:
@@ -302,9 +354,10 @@ class Annotator:
 
         Returns the action id.
         """
-        self.store.image(image_id)  # a clear error for a bad id
         payload = {"reason": reason} if reason else None
-        return self.store.log_action("skip", image_id=image_id, payload=payload)
+        with self.store.transaction():
+            self.store.image(image_id)  # a clear error for a bad id
+            return self.store.log_action("skip", image_id=image_id, payload=payload)
 
     # -- undo / redo ---------------------------------------------------------------------
 
@@ -329,22 +382,22 @@ class Annotator:
                     )
 
     def _apply(self, command: Command, undo: bool) -> None:
-        """Put the command's subjects into their before (undo) or after (redo) states."""
+        """Put the command's subjects into their before (undo) or after (redo) states, inside
+        the caller's transaction: one logged ``undo``/``redo`` action per subject."""
         self._check(command, undo)  # everything first, so a stale command changes nothing
         leaves = command.leaves
+        how = "undo" if undo else "redo"
         for leaf in reversed(leaves) if undo else leaves:
-            if undo:  # reverse order of the action: review state first, then the box
-                if leaf.changes_review:
-                    assert leaf.review_before is not None
-                    self.store.set_review_state(leaf.image_id, leaf.review_before)
-                if leaf.changes_box:
-                    self.store.restore_box(leaf.box_id, leaf.before)
-            else:
-                if leaf.changes_box:
-                    self.store.restore_box(leaf.box_id, leaf.after)
-                if leaf.changes_review:
-                    assert leaf.review_after is not None
-                    self.store.set_review_state(leaf.image_id, leaf.review_after)
+            state = leaf.before if undo else leaf.after
+            review = leaf.review_before if undo else leaf.review_after
+            review = review if leaf.changes_review else None
+            if leaf.changes_box:
+                assert leaf.box_id is not None
+                self.store.restore_box(
+                    leaf.box_id, state, kind=how, ref_id=leaf.action_id, review_state=review
+                )
+            elif review is not None:
+                self.store.set_review_state(leaf.image_id, review, kind=how, ref_id=leaf.action_id)
 
     def undo(self) -> Command | None:
         """Undo the newest command; returns it (None: nothing to undo).
@@ -355,11 +408,12 @@ class Annotator:
             return None
         command = self._undo.pop()
         try:
-            self._apply(command, undo=True)
+            with self.store.transaction():
+                self._apply(command, undo=True)
         except StaleCommand:
             raise
         except BaseException:
-            self._undo.append(command)  # nothing applied (one transaction per call)
+            self._undo.append(command)  # nothing applied (one transaction, rolled back)
             raise
         self._redo.append(command)
         self._notify(command, "undo")
@@ -371,7 +425,8 @@ class Annotator:
             return None
         command = self._redo.pop()
         try:
-            self._apply(command, undo=False)
+            with self.store.transaction():
+                self._apply(command, undo=False)
         except StaleCommand:
             raise
         except BaseException:

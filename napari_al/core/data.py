@@ -48,6 +48,12 @@ class ImageRecord:
 
     ``path`` is absolute. ``annotated`` says whether the source carried annotations for it
     (an annotated image with no boxes is a reviewed negative; an unannotated one joins the pool).
+    ``skipped_objects`` counts the objects of its annotation that a reader skipped (malformed,
+    ``strict=False``): such an image is not completely annotated, so an importer must not
+    treat its unlabelled area as background (import it partly reviewed).
+    ``ignore_regions`` are areas neither positive nor background in training and ignored in
+    evaluation (VOC ``difficult = 1``, COCO ``iscrowd = 1``, regions drawn in the GUI); their
+    ``label`` is the class name, or ``""`` for a region of no particular class.
     """
 
     path: Path
@@ -56,6 +62,8 @@ class ImageRecord:
     boxes: list[BoxRecord] = field(default_factory=list)
     split: str | None = None
     annotated: bool = False
+    skipped_objects: int = 0
+    ignore_regions: list[BoxRecord] = field(default_factory=list)
 
 
 @dataclass

@@ -7,8 +7,13 @@ dataset import does not decode every image.
 
 Every problem with a file (missing, empty, truncated, not an image, too large) raises
 :class:`ImageReadError` whose message starts with the path, never a raw Pillow/tifffile trace.
-Pixels are returned as stored: EXIF orientation is not applied (annotation tools and napari use
-the stored orientation too).
+
+EXIF orientation is applied everywhere (pixels by :func:`read_image`, sizes by
+:func:`image_size`): a JPEG stored as 60x40 px with EXIF Orientation 6 is a 40x60 image, as
+browsers, phones, Pillow's ``ImageOps.exif_transpose`` and the annotation tools that write
+VOC/COCO/YOLO labels show it, so labels from other tools land where they were drawn. A PNG's
+orientation is read from an ``eXIf`` chunk before the pixel data (where the PNG specification
+puts it). The TIFF ``Orientation`` tag is not applied (GDAL, tifffile and Fiji ignore it too).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -85,8 +91,49 @@ def _open_pil(path: Path):
         ) from None
 
 
+#: EXIF orientations that swap width and height (rotations by 90 degrees, transpositions).
+_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+def _exif_orientation(im: Any) -> int:
+    """The EXIF Orientation (1-8) of an opened, not yet decoded PIL image; 1 when absent or invalid.
+
+    Never decodes pixels: a PNG's ``eXIf`` chunk counts only when it precedes the pixel data.
+    """
+    if im.format == "PNG" and "exif" not in im.info:
+        return 1
+    try:
+        value = im.getexif().get(0x0112, 1)
+    except Exception:  # a corrupt EXIF block: the picture itself is still readable
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """The upright view of stored pixels ``arr`` ``(H, W[, C])`` with EXIF ``orientation``
+    (same result as Pillow's ``ImageOps.exif_transpose``)."""
+    if orientation == 2:
+        return arr[:, ::-1]
+    if orientation == 3:
+        return arr[::-1, ::-1]
+    if orientation == 4:
+        return arr[::-1]
+    if orientation == 5:
+        return arr.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(arr, -1)
+    if orientation == 7:
+        return arr.swapaxes(0, 1)[::-1, ::-1]
+    if orientation == 8:
+        return np.rot90(arr, 1)
+    return arr
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
-    """``(width, height)`` of an image from its header, without decoding the pixels."""
+    """``(width, height)`` of an image from its header, without decoding the pixels.
+
+    The size is that of the upright view: EXIF orientations 5-8 swap width and height.
+    """
     path = Path(path)
     _check_file(path)
     if path.suffix.lower() in _TIFF_EXTENSIONS:
@@ -105,6 +152,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
     else:
         with _open_pil(path) as im:
             width, height = im.size
+            if _exif_orientation(im) in _SWAPPING_ORIENTATIONS:
+                width, height = height, width
     _check_side(path, width, height)
     return int(width), int(height)
 
@@ -132,6 +181,7 @@ def _normalise_channels(path: Path, arr: np.ndarray) -> np.ndarray:
 def _read_pil(path: Path) -> np.ndarray:
     with _open_pil(path) as im:
         _check_side(path, *im.size)
+        orientation = _exif_orientation(im)
         try:
             im.load()
             mode = im.mode
@@ -148,7 +198,7 @@ def _read_pil(path: Path) -> np.ndarray:
             raise ImageReadError(
                 f"{path}: image data is truncated or corrupt ({type(e).__name__}: {e})"
             ) from None
-    return _normalise_channels(path, _native(arr))
+    return _normalise_channels(path, _native(_apply_orientation(arr, orientation)))
 
 
 def _read_tiff(path: Path) -> np.ndarray:
@@ -185,6 +235,7 @@ def _read_tiff(path: Path) -> np.ndarray:
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image as stored: ``(H, W)`` greyscale or ``(H, W, 3)`` RGB, any dtype.
 
+    The pixels are those of the upright view (EXIF orientation applied, see the module).
     16-bit and float data keep their dtype (use :func:`to_rgb_uint8` for the detector); alpha is
     dropped; palette and bilevel images become uint8. A multi-page TIFF gives its first page
     with an :class:`ImageReadWarning`. Raises :class:`ImageReadError` for any unreadable file.

@@ -73,6 +73,8 @@ def export_dataset(
 
     Only human labels (accepted, corrected, drawn) are exported; with ``only_reviewed`` only
     images marked complete are written, so an export never passes model guesses off as truth.
+    Ignore regions (which have no class in the store) are written as VOC ``difficult`` /
+    COCO ``iscrowd`` objects, one per class; YOLO has no way to carry them.
     """
     from napari_al.core.data import HUMAN_STATUSES
     from napari_al.core.formats import write_dataset
@@ -87,6 +89,9 @@ def export_dataset(
             BoxRecord(b.x1, b.y1, b.x2, b.y2, names[b.class_id])
             for b in store.boxes(image_id=row.id, statuses=HUMAN_STATUSES)
         ]
+        regions = [
+            BoxRecord(r.x1, r.y1, r.x2, r.y2, "") for r in store.ignore_regions(image_id=row.id)
+        ]
         images.append(
             ImageRecord(
                 path=store.abs_path(row),
@@ -95,6 +100,7 @@ def export_dataset(
                 boxes=boxes,
                 split=row.split,
                 annotated=True,
+                ignore_regions=regions,
             )
         )
     dataset = Dataset(classes=classes, images=images, source=str(store.project_dir))

@@ -1,0 +1,223 @@
+"""Shared by the format readers and writers: the error type, message helpers, box validation
+and repairs, file walking and atomic writes."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from napari_al.core.data import Dataset, ImageRecord
+from napari_al.core.images import IMAGE_EXTENSIONS, ImageReadError, image_size
+
+_SNAP_TOL = 1e-6
+
+
+class FormatError(ValueError):
+    """Malformed dataset input (or an impossible export); the message names file and problem."""
+
+
+class _Reader:
+    """Bookkeeping shared by the readers: root for messages, strictness and warnings."""
+
+    def __init__(self, root: Path, strict: bool) -> None:
+        self.root = root
+        self.strict = strict
+        self.warnings: list[str] = []
+
+    def rel(self, path: Path) -> str:
+        """``path`` relative to the dataset root when inside it (for short messages)."""
+        if _inside(path, self.root):
+            return Path(path).relative_to(self.root).as_posix()
+        return str(path)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+    def skip(self, error: FormatError, what: str) -> None:
+        """Raise ``error`` when strict, else record that ``what`` was skipped because of it."""
+        if self.strict:
+            raise error
+        self.warnings.append(f"{error} ({what} skipped)")
+
+    def size_of(self, image: Path, where: str) -> tuple[int, int]:
+        """Image size from its header; unreadable images become a FormatError naming both."""
+        try:
+            return image_size(image)
+        except ImageReadError as e:
+            msg = str(e)
+            if msg.startswith(str(image)):
+                msg = self.rel(image) + msg[len(str(image)) :]
+            raise FormatError(f"{where}: {msg}" if where else msg) from None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        Path(path).relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def _abspath(path: str | Path) -> Path:
+    """Absolute, normalised path without resolving symlinks."""
+    return Path(os.path.abspath(os.path.expanduser(str(path))))
+
+
+def _fmt(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+def _fmt_box(b: Iterable[float]) -> str:
+    return "[" + ", ".join(_fmt(v) for v in b) + "]"
+
+
+def _parse_number(text: Any, where: str, field: str) -> float:
+    """A finite float from an XML/text field, or a FormatError naming the field."""
+    if text is None or not str(text).strip():
+        raise FormatError(f"{where}: {field} is empty")
+    s = str(text).strip()
+    try:
+        v = float(s)
+    except ValueError:
+        hint = ""
+        if s.count(",") == 1 and s.replace(",", "", 1).isdigit():
+            hint = " (a decimal comma? write " + s.replace(",", ".") + ")"
+        raise FormatError(f"{where}: {field} is {s!r}, not a number{hint}") from None
+    if not math.isfinite(v):
+        raise FormatError(f"{where}: {field} is {s!r}, not a finite number")
+    return v
+
+
+def _json_number(value: Any, where: str, field: str) -> float:
+    """A finite float from a JSON value (bool and strings are refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FormatError(f"{where}: {field} is {value!r}, not a number")
+    if not math.isfinite(value):
+        raise FormatError(f"{where}: {field} is {value!r}, not a finite number")
+    return float(value)
+
+
+def _positive_int(v: float, where: str, field: str) -> int:
+    if not float(v).is_integer() or v <= 0:
+        raise FormatError(f"{where}: {field} is {_fmt(v)}, not a positive integer")
+    return int(v)
+
+
+def _fix_box(
+    box: tuple[float, float, float, float], width: int, height: int, where: str, rd: _Reader
+) -> tuple[float, float, float, float]:
+    """Validate one box against its image; apply the documented repairs (clip, widen)."""
+    x1, y1, x2, y2 = box
+    if x2 < x1:
+        raise FormatError(f"{where}: box {_fmt_box(box)} is inverted (x2 < x1)")
+    if y2 < y1:
+        raise FormatError(f"{where}: box {_fmt_box(box)} is inverted (y2 < y1)")
+    repaired = []
+    if x2 == x1:
+        x1, x2 = (x1, x1 + 1) if x1 + 1 <= width or x1 > width else (x1 - 1, x1)
+        repaired.append("zero width widened to 1 px")
+    if y2 == y1:
+        y1, y2 = (y1, y1 + 1) if y1 + 1 <= height or y1 > height else (y1 - 1, y1)
+        repaired.append("zero height widened to 1 px")
+    if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
+        raise FormatError(
+            f"{where}: box {_fmt_box(box)} lies entirely outside the {width}x{height} image"
+        )
+    c = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
+    if c != (x1, y1, x2, y2):
+        repaired.append(f"clipped to the {width}x{height} image")
+    if repaired:
+        rd.warn(f"{where}: box {_fmt_box(box)} {' and '.join(repaired)}: {_fmt_box(c)}")
+    return c
+
+
+def _iter_images(folder: Path) -> Iterator[Path]:
+    """Image files under ``folder``, recursively, sorted by path components, skipping hidden
+    files and folders."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                found.append(Path(dirpath) / name)
+    yield from sorted(found, key=lambda p: p.parts)
+
+
+def _check_targets(paths: Iterable[Path], overwrite: bool) -> None:
+    """Refuse to write when any target exists (unless ``overwrite``), before writing anything."""
+    for p in paths:
+        if p.exists() and p.is_dir():
+            raise FileExistsError(f"{p}: exists and is a folder; cannot write a file there")
+        if p.exists() and not overwrite:
+            raise FileExistsError(f"{p}: already exists; pass overwrite=True to replace it")
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write ``text`` atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _check_labels(dataset: Dataset) -> dict[str, int]:
+    """Class index of each name; refuse boxes (and ignore regions) whose label is not in
+    ``dataset.classes`` (an ignore region of no class, label ``""``, needs one class at least)."""
+    index: dict[str, int] = {}
+    for i, name in enumerate(dataset.classes):
+        if not name or not str(name).strip():
+            raise FormatError(f"class {i} has an empty name")
+        if name in index:
+            raise FormatError(f"class name {name!r} appears twice in the class list")
+        index[name] = i
+    for im in dataset.images:
+        for b in im.boxes:
+            if b.label not in index:
+                raise FormatError(
+                    f"{im.path}: box {_fmt_box(b.xyxy())} has label {b.label!r}, "
+                    f"which is not in the class list {dataset.classes}"
+                )
+        for r in im.ignore_regions:
+            if r.label and r.label not in index:
+                raise FormatError(
+                    f"{im.path}: ignore region {_fmt_box(r.xyxy())} has label {r.label!r}, "
+                    f"which is not in the class list {dataset.classes}"
+                )
+            if not r.label and not index:
+                raise FormatError(
+                    f"{im.path}: ignore region {_fmt_box(r.xyxy())} cannot be written: "
+                    "the project has no class to attach it to"
+                )
+    return index
+
+
+def _unique_stems(images: list[ImageRecord]) -> list[str]:
+    """A file-name stem per image, made unique with ``_2``, ``_3``... where stems collide."""
+    seen: dict[str, int] = {}
+    taken = {im.path.stem for im in images}
+    out = []
+    for im in images:
+        stem = im.path.stem
+        if stem in seen:
+            k = seen[stem] + 1
+            while f"{stem}_{k}" in taken:
+                k += 1
+            seen[stem] = k
+            stem = f"{stem}_{k}"
+            taken.add(stem)
+        else:
+            seen[stem] = 1
+        out.append(stem)
+    return out
+
+
+def _round_edge(v: float) -> int:
+    return math.floor(v + 0.5)
+
+
+def _snap(v: float) -> float:
+    r = round(v)
+    return float(r) if abs(v - r) < _SNAP_TOL else v

@@ -1,0 +1,70 @@
+"""Format detection and dispatch to the readers and writers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from napari_al.core.data import Dataset
+from napari_al.core.formats.coco import read_coco, write_coco
+from napari_al.core.formats.common import FormatError
+from napari_al.core.formats.folder import read_image_folder
+from napari_al.core.formats.voc import read_voc, write_voc
+from napari_al.core.formats.yolo import _YOLO_YAML_NAMES, read_yolo, write_yolo
+
+#: Formats :func:`read_dataset` understands (``images``: a plain folder of images).
+READ_FORMATS = ("voc", "coco", "yolo", "images")
+#: Formats :func:`write_dataset` writes.
+WRITE_FORMATS = ("voc", "coco", "yolo")
+
+
+def detect_format(path: str | Path) -> str:
+    """Guess the format of ``path``: coco (a .json file), voc, yolo or images (a folder)."""
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() == ".json":
+        return "coco"
+    if not p.is_dir():
+        raise FormatError(f"{p}: not a folder or a COCO .json file")
+    if (p / "Annotations").is_dir():
+        return "voc"
+    if (
+        any((p / n).is_file() for n in (*_YOLO_YAML_NAMES, "classes.txt", "obj.names"))
+        or (p / "labels").is_dir()
+    ):
+        return "yolo"
+    return "images"
+
+
+def read_dataset(
+    path: str | Path, fmt: str | None = None, *, strict: bool = True, **kwargs: Any
+) -> Dataset:
+    """Read a dataset in ``fmt`` (voc, coco, yolo, images; ``None``: :func:`detect_format`).
+
+    Extra keyword arguments go to the reader (``classes`` for VOC, ``image_root`` for COCO).
+    """
+    fmt = detect_format(path) if fmt is None else fmt
+    readers = {"voc": read_voc, "coco": read_coco, "yolo": read_yolo, "images": read_image_folder}
+    if fmt not in readers:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {list(READ_FORMATS)}")
+    return readers[fmt](path, strict=strict, **kwargs)
+
+
+def write_dataset(
+    dataset: Dataset, path: str | Path, fmt: str, *, overwrite: bool = False, **kwargs: Any
+) -> list[Path]:
+    """Write ``dataset`` in ``fmt`` (voc, coco, yolo) to ``path``; returns the files written.
+
+    For COCO, ``path`` is the JSON file when it ends in ``.json``, else a folder that receives
+    ``annotations.json``. Extra keyword arguments go to the writer (``copy_images``,
+    ``image_root``).
+    """
+    if fmt == "voc":
+        return write_voc(dataset, path, overwrite=overwrite, **kwargs)
+    if fmt == "coco":
+        p = Path(path)
+        if p.suffix.lower() != ".json":
+            p = p / "annotations.json"
+        return write_coco(dataset, p, overwrite=overwrite, **kwargs)
+    if fmt == "yolo":
+        return write_yolo(dataset, path, overwrite=overwrite, **kwargs)
+    raise ValueError(f"unknown format {fmt!r}; expected one of {list(WRITE_FORMATS)}")

@@ -1,0 +1,406 @@
+"""Pascal VOC: ``Annotations/*.xml``, ``JPEGImages/``, ``ImageSets/Main/<split>.txt``."""
+
+from __future__ import annotations
+
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from napari_al.core.data import SPLITS, BoxRecord, Dataset, ImageRecord
+from napari_al.core.formats.common import (
+    FormatError,
+    _abspath,
+    _check_labels,
+    _check_targets,
+    _fix_box,
+    _fmt,
+    _parse_number,
+    _positive_int,
+    _Reader,
+    _round_edge,
+    _unique_stems,
+    _write_text,
+)
+from napari_al.core.images import IMAGE_EXTENSIONS
+
+
+def _voc_text(el: ET.Element, path: str) -> str | None:
+    child = el.find(path)
+    if child is None or child.text is None:
+        return None
+    return child.text.strip()
+
+
+def _voc_find_image(
+    xml_path: Path, ann: ET.Element, img_dir: Path, rd: _Reader
+) -> tuple[Path | None, str, bool]:
+    """Locate the image of a VOC XML: ``(image or None, what was tried, paired by stem)``.
+
+    The image is ``<img_dir>/<xml stem>.*`` first (as the VOC devkit pairs them), else
+    ``<img_dir>/<filename>``, else an absolute ``<path>``. A ``<filename>`` that names another
+    file than the image paired by stem (a stale one, e.g. in an XML copied from another) is
+    reported in ``rd.warnings``; so is an image found only through ``<filename>``.
+    """
+    rel = rd.rel(xml_path)
+    filename = _voc_text(ann, "filename")
+    for ext in IMAGE_EXTENSIONS:
+        for e in (ext, ext.upper()):
+            p = img_dir / f"{xml_path.stem}{e}"
+            if p.is_file():
+                if filename and Path(filename).name not in (p.name, p.stem):
+                    rd.warn(
+                        f"{rel}: <filename> says {filename!r} but the annotation is paired with "
+                        f"{rd.rel(p)} by its file stem (as the VOC devkit does)"
+                    )
+                return p, "", True
+    tried = [img_dir / f"{xml_path.stem}.*"]
+    if filename:
+        p = img_dir / filename
+        tried.append(p)
+        if p.is_file():
+            rd.warn(
+                f"{rel}: no image {xml_path.stem}.* in {rd.rel(img_dir)}; "
+                f"using <filename> {filename!r}"
+            )
+            return p, "", False
+    path_text = _voc_text(ann, "path")
+    if path_text:
+        p = Path(path_text)
+        if p.is_absolute() and p.is_file():
+            return p, "", False
+        tried.append(p)
+    return None, ", ".join(str(t) for t in tried), False
+
+
+def _parse_voc_xml(xml_path: Path, rd: _Reader) -> ET.Element:
+    """The ``<annotation>`` root of a VOC XML file."""
+    rel = rd.rel(xml_path)
+    try:
+        ann = ET.parse(xml_path).getroot()
+    except ET.ParseError as e:
+        raise FormatError(f"{rel}: malformed XML ({e})") from None
+    except OSError as e:
+        raise FormatError(f"{rel}: cannot read ({e})") from None
+    if ann.tag != "annotation":
+        raise FormatError(f"{rel}: root element is <{ann.tag}>, not <annotation>")
+    return ann
+
+
+def _read_voc_xml(
+    xml_path: Path, ann: ET.Element, image: Path, rd: _Reader, classes: list[str] | None
+) -> ImageRecord:
+    """The record of one parsed VOC XML paired with ``image``."""
+    rel = rd.rel(xml_path)
+    header = rd.size_of(image, rel)
+
+    size = ann.find("size")
+    w_text = None if size is None else _voc_text(size, "width")
+    h_text = None if size is None else _voc_text(size, "height")
+    if not w_text or not h_text:
+        rd.warn(
+            f"{rel}: size/width or size/height missing; using the image's {header[0]}x{header[1]}"
+        )
+        width, height = header
+    else:
+        width = _positive_int(_parse_number(w_text, rel, "size/width"), rel, "size/width")
+        height = _positive_int(_parse_number(h_text, rel, "size/height"), rel, "size/height")
+        if (width, height) != header:
+            raise FormatError(
+                f"{rel}: size is {width}x{height} but image {rd.rel(image)} is "
+                f"{header[0]}x{header[1]}"
+            )
+
+    rec = ImageRecord(path=image, width=width, height=height, annotated=True)
+    for i, obj in enumerate(ann.findall("object"), start=1):
+        where = f"{rel}: object {i}"
+        try:
+            box, difficult = _read_voc_object(obj, where, width, height, rd, classes)
+            (rec.ignore_regions if difficult else rec.boxes).append(box)
+        except FormatError as e:
+            rd.skip(e, "object")
+            rec.skipped_objects += 1
+    return rec
+
+
+def _read_voc_object(
+    obj: ET.Element, where: str, width: int, height: int, rd: _Reader, classes: list[str] | None
+) -> tuple[BoxRecord, bool]:
+    """One ``<object>``: its box and whether it is ``difficult`` (an ignore region)."""
+    name = _voc_text(obj, "name")
+    if name is None:
+        raise FormatError(f"{where}: <name> is missing")
+    if not name:
+        raise FormatError(f"{where}: <name> is empty")
+    if classes is not None and name not in classes:
+        raise FormatError(f"{where}: class {name!r} is not one of {classes}")
+    bb = obj.find("bndbox")
+    if bb is None:
+        raise FormatError(f"{where}: <bndbox> is missing")
+    vals = []
+    for key in ("xmin", "ymin", "xmax", "ymax"):
+        el = bb.find(key)
+        if el is None:
+            raise FormatError(f"{where}: bndbox/{key} is missing")
+        vals.append(_parse_number(el.text, where, f"bndbox/{key}"))
+    xmin, ymin, xmax, ymax = vals
+    if xmin > xmax:
+        raise FormatError(f"{where}: box is inverted (xmin {_fmt(xmin)} > xmax {_fmt(xmax)})")
+    if ymin > ymax:
+        raise FormatError(f"{where}: box is inverted (ymin {_fmt(ymin)} > ymax {_fmt(ymax)})")
+    x1, y1, x2, y2 = _fix_box((xmin - 1, ymin - 1, xmax, ymax), width, height, where, rd)
+    return BoxRecord(x1, y1, x2, y2, name), _voc_flag(obj, "difficult", where)
+
+
+def _voc_flag(obj: ET.Element, key: str, where: str) -> bool:
+    """A 0/1 flag of an object (missing or empty: 0)."""
+    text = _voc_text(obj, key)
+    if text is None or text.lower() in ("", "0", "false", "no"):
+        return False
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    raise FormatError(f"{where}: <{key}> is {text!r}, not 0 or 1")
+
+
+def _read_id_list(path: Path, rd: _Reader, known: set[str]) -> list[tuple[int, str]]:
+    """(line number, id) pairs of an ImageSets list.
+
+    The id is the whole line (stripped) when it is a known id, so ids with spaces such as
+    ``cell (1)`` (LabelImg) match; else its first token (the devkit's per-class lists carry
+    ``id  1``); else the whole line, reported by the caller as unknown.
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise FormatError(f"{rd.rel(path)}: cannot read ({e})") from None
+    out = []
+    for n, ln in enumerate(lines, 1):
+        whole = ln.strip()
+        if whole:
+            first = whole.split()[0]
+            out.append((n, whole if whole in known or first not in known else first))
+    return out
+
+
+def _voc_splits(root: Path, by_id: dict[str, ImageRecord], failed: set[str], rd: _Reader) -> None:
+    """Set ``split`` from ``ImageSets/Main/{train,val,test,pool}.txt`` (or ``trainval.txt``)."""
+    main = root / "ImageSets" / "Main"
+    split_files = {s: main / f"{s}.txt" for s in ("train", "val", "test", "pool")}
+    if not split_files["train"].is_file() and not split_files["val"].is_file():
+        split_files["train"] = main / "trainval.txt"
+    known = set(by_id) | failed
+    for split, path in split_files.items():
+        if not path.is_file():
+            continue
+        for lineno, image_id in _read_id_list(path, rd, known):
+            where = f"{rd.rel(path)}: line {lineno}"
+            rec = by_id.get(image_id)
+            try:
+                if rec is None:
+                    if image_id in failed:
+                        continue
+                    raise FormatError(f"{where}: image id {image_id!r} has no annotation or image")
+                if rec.split is not None and rec.split != split:
+                    raise FormatError(
+                        f"{where}: image id {image_id!r} is already in split {rec.split!r}"
+                    )
+            except FormatError as e:
+                rd.skip(e, "line")
+                continue
+            rec.split = split
+
+
+def read_voc(root: str | Path, *, classes: list[str] | None = None, strict: bool = True) -> Dataset:
+    """Read a Pascal VOC folder.
+
+    Layout: ``Annotations/*.xml``, images in ``JPEGImages/`` (paired by file stem as the VOC
+    devkit does, else found by the XML's ``<filename>``, else by an absolute ``<path>``, which
+    is how :func:`write_voc` references images it did not copy; a stale ``<filename>`` is
+    reported, and two XMLs claiming one image are an error), optional
+    ``ImageSets/Main/{train,val,test,pool}.txt`` (image ids; ``trainval.txt`` is used as train
+    only when neither exists).
+
+    Images with an XML are ``annotated=True``; images in ``JPEGImages/`` without one are
+    included unannotated. The class order is ``classes`` when given (other names are then
+    errors), else ``classes.txt`` in the root when present (extra names appended sorted, with a
+    warning), else the sorted names found. An object with ``<difficult>1`` is an ignore region
+    (``ImageRecord.ignore_regions``), as the VOC devkit ignores it in evaluation.
+    """
+    root = _abspath(root)
+    ann_dir, img_dir = root / "Annotations", root / "JPEGImages"
+    if not ann_dir.is_dir():
+        raise FormatError(f"{root}: not a VOC folder (no Annotations/ folder)")
+    rd = _Reader(root, strict)
+
+    xmls = sorted(p for p in ann_dir.iterdir() if p.suffix.lower() == ".xml" and p.is_file())
+    by_id, failed = _voc_annotated(xmls, img_dir, rd, classes)
+    if img_dir.is_dir():
+        _voc_unannotated(img_dir, by_id, failed, rd)
+
+    _voc_splits(root, by_id, failed, rd)
+    names = sorted({b.label for rec in by_id.values() for b in (*rec.boxes, *rec.ignore_regions)})
+    class_list = list(classes) if classes is not None else _voc_class_order(root, names, rd)
+    images = [by_id[k] for k in sorted(by_id)]
+    return Dataset(classes=class_list, images=images, source=f"voc:{root}", warnings=rd.warnings)
+
+
+def _voc_annotated(
+    xmls: list[Path], img_dir: Path, rd: _Reader, classes: list[str] | None
+) -> tuple[dict[str, ImageRecord], set[str]]:
+    """Records of the XML files by id (file stem), and the ids of the files that failed.
+
+    Each image is annotated by one XML only: one paired with it by file stem wins over one
+    that names it in ``<filename>``/``<path>``; any other is an error naming both files.
+    """
+    # pair every file first (ownership needs all pairs), then raise/skip in file order
+    parsed: list[tuple[Path, ET.Element | None, Path | None, bool, FormatError | None]] = []
+    for xml_path in xmls:
+        try:
+            ann = _parse_voc_xml(xml_path, rd)
+            image, tried, by_stem = _voc_find_image(xml_path, ann, img_dir, rd)
+            if image is None:
+                raise FormatError(f"{rd.rel(xml_path)}: image not found (looked for {tried})")
+        except FormatError as e:
+            parsed.append((xml_path, None, None, False, e))
+            continue
+        parsed.append((xml_path, ann, _abspath(image), by_stem, None))
+    owner: dict[Path, Path] = {}
+    for xml_path, _ann, image, _by_stem, _err in sorted(parsed, key=lambda t: not t[3]):
+        if image is not None:
+            owner.setdefault(image, xml_path)
+    by_id: dict[str, ImageRecord] = {}
+    failed: set[str] = set()
+    for xml_path, ann, image, _by_stem, err in parsed:
+        try:
+            if err is not None:
+                raise err
+            assert ann is not None and image is not None
+            if owner[image] != xml_path:
+                raise FormatError(
+                    f"{rd.rel(xml_path)}: pairs with image {rd.rel(image)}, which "
+                    f"{rd.rel(owner[image])} already annotates (stale <filename>?)"
+                )
+            by_id[xml_path.stem] = _read_voc_xml(xml_path, ann, image, rd, classes)
+        except FormatError as e:
+            rd.skip(e, "file")
+            failed.add(xml_path.stem)
+    return by_id, failed
+
+
+def _voc_unannotated(
+    img_dir: Path, by_id: dict[str, ImageRecord], failed: set[str], rd: _Reader
+) -> None:
+    """Add the images of ``img_dir`` that no XML annotates (nor failed to) as unannotated."""
+    claimed = {rec.path for rec in by_id.values()}
+    for p in sorted(img_dir.iterdir()):
+        p = _abspath(p)
+        if (
+            p in claimed
+            or p.stem in by_id
+            or p.stem in failed
+            or p.name.startswith(".")
+            or p.suffix.lower() not in IMAGE_EXTENSIONS
+        ):
+            continue
+        try:
+            w, h = rd.size_of(p, "")
+        except FormatError as e:
+            rd.skip(e, "image")
+            continue
+        by_id[p.stem] = ImageRecord(path=p, width=w, height=h, annotated=False)
+
+
+def _voc_class_order(root: Path, names: list[str], rd: _Reader) -> list[str]:
+    path = root / "classes.txt"
+    if not path.is_file():
+        return names
+    try:
+        listed = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise FormatError(f"classes.txt: cannot read ({e})") from None
+    order = list(dict.fromkeys(listed))
+    extra = [n for n in names if n not in order]
+    if extra:
+        rd.warn(f"classes.txt: classes {extra} are used but not listed; appended")
+    return order + extra
+
+
+def _voc_xml(im: ImageRecord, image_path: Path, classes: list[str]) -> str:
+    """The VOC XML of one image (integer 1-based inclusive coordinates); ignore regions are
+    ``difficult`` objects, one per class for a region of no class."""
+    ann = ET.Element("annotation")
+    ET.SubElement(ann, "folder").text = image_path.parent.name
+    ET.SubElement(ann, "filename").text = image_path.name
+    ET.SubElement(ann, "path").text = str(image_path)
+    src = ET.SubElement(ann, "source")
+    ET.SubElement(src, "database").text = "napari-al"
+    size = ET.SubElement(ann, "size")
+    ET.SubElement(size, "width").text = str(im.width)
+    ET.SubElement(size, "height").text = str(im.height)
+    ET.SubElement(size, "depth").text = "3"
+    ET.SubElement(ann, "segmented").text = "0"
+    objects = [(b, b.label, "0") for b in im.boxes]
+    for r in im.ignore_regions:
+        objects += [(r, label, "1") for label in ([r.label] if r.label else classes)]
+    for b, label, difficult in objects:
+        xmin, ymin = _round_edge(b.x1) + 1, _round_edge(b.y1) + 1
+        xmax, ymax = max(_round_edge(b.x2), xmin), max(_round_edge(b.y2), ymin)
+        obj = ET.SubElement(ann, "object")
+        ET.SubElement(obj, "name").text = label
+        ET.SubElement(obj, "pose").text = "Unspecified"
+        touches = xmin <= 1 or ymin <= 1 or xmax >= im.width or ymax >= im.height
+        ET.SubElement(obj, "truncated").text = "1" if touches else "0"
+        ET.SubElement(obj, "difficult").text = difficult
+        bb = ET.SubElement(obj, "bndbox")
+        for key, v in (("xmin", xmin), ("ymin", ymin), ("xmax", xmax), ("ymax", ymax)):
+            ET.SubElement(bb, key).text = str(v)
+    ET.indent(ann, space="\t")
+    return ET.tostring(ann, encoding="unicode") + "\n"
+
+
+def write_voc(
+    dataset: Dataset, out_dir: str | Path, *, overwrite: bool = False, copy_images: bool = False
+) -> list[Path]:
+    """Write a VOC folder; returns the files written.
+
+    Writes ``Annotations/<stem>.xml`` for every annotated image (stems made unique with
+    ``_2``...), ``ImageSets/Main/<split>.txt`` per split and ``classes.txt`` (class order).
+    Without ``copy_images`` the XML's ``<path>`` holds the absolute image path (read back by
+    :func:`read_voc`) and unannotated images are not exported; with it images are copied to
+    ``JPEGImages/`` (unannotated ones too). Coordinates are integers: non-integer boxes are
+    rounded to the nearest pixel edge. Ignore regions are objects with ``<difficult>1``
+    (a region of no class once per class, so every class ignores it).
+    """
+    out = _abspath(out_dir)
+    _check_labels(dataset)
+    stems = _unique_stems(dataset.images)
+    plan: list[tuple[ImageRecord, str, Path]] = []
+    for im, stem in zip(dataset.images, stems, strict=True):
+        if not (im.annotated or copy_images):
+            continue
+        dest = out / "JPEGImages" / f"{stem}{im.path.suffix}" if copy_images else im.path
+        plan.append((im, stem, dest))
+    targets = [out / "Annotations" / f"{stem}.xml" for im, stem, _ in plan if im.annotated]
+    if copy_images:
+        targets += [dest for _, _, dest in plan]
+    splits = {s: [stem for im, stem, _ in plan if im.split == s] for s in SPLITS}
+    split_paths = {s: out / "ImageSets" / "Main" / f"{s}.txt" for s, ids in splits.items() if ids}
+    targets += [*split_paths.values(), out / "classes.txt"]
+    _check_targets(targets, overwrite)
+
+    written = []
+    for im, stem, dest in plan:
+        if copy_images:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(im.path, dest)
+            written.append(dest)
+        if im.annotated:
+            p = out / "Annotations" / f"{stem}.xml"
+            _write_text(p, _voc_xml(im, dest, dataset.classes))
+            written.append(p)
+    (out / "Annotations").mkdir(parents=True, exist_ok=True)
+    for s, p in split_paths.items():
+        _write_text(p, "".join(f"{i}\n" for i in splits[s]))
+        written.append(p)
+    _write_text(out / "classes.txt", "".join(f"{c}\n" for c in dataset.classes))
+    written.append(out / "classes.txt")
+    return written

@@ -1,0 +1,395 @@
+"""YOLO (Ultralytics / Darknet): ``data.yaml`` or ``classes.txt``, ``labels/*.txt``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from napari_al.core.data import SPLITS, BoxRecord, Dataset, ImageRecord
+from napari_al.core.formats.common import (
+    FormatError,
+    _abspath,
+    _check_labels,
+    _check_targets,
+    _fix_box,
+    _fmt,
+    _inside,
+    _iter_images,
+    _parse_number,
+    _Reader,
+    _snap,
+    _unique_stems,
+    _write_text,
+)
+
+#: YOLO data.yaml keys read as splits (``valid`` is Roboflow's spelling of ``val``; ``pool`` and
+#: ``unassigned`` are this package's additions, ignored by other tools).
+_YOLO_SPLIT_KEYS = {
+    "train": "train",
+    "val": "val",
+    "valid": "val",
+    "test": "test",
+    "pool": "pool",
+    "unassigned": None,
+}
+_YOLO_YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
+
+
+def _yolo_names(root: Path, rd: _Reader) -> tuple[list[str], dict[str, Any], Path]:
+    """Class names, the data.yaml content (or {}) and the folder split paths are relative to."""
+    for fname in _YOLO_YAML_NAMES:
+        yaml_path = root / fname
+        if yaml_path.is_file():
+            break
+    else:
+        yaml_path = None
+    cfg: dict[str, Any] = {}
+    base = root
+    if yaml_path is not None:
+        import yaml
+
+        try:
+            cfg = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise FormatError(f"{fname}: not valid YAML ({e})") from None
+        if not isinstance(cfg, dict):
+            raise FormatError(f"{fname}: top level is a {type(cfg).__name__}, not a mapping")
+        if cfg.get("path"):
+            p = Path(str(cfg["path"]))
+            p = p if p.is_absolute() else root / p
+            base = _abspath(p) if p.is_dir() else root
+        names = cfg.get("names")
+        if names is not None:
+            return _yolo_yaml_names(names, cfg, fname), cfg, base
+    for fname in ("classes.txt", "obj.names"):
+        p = root / fname
+        if p.is_file():
+            try:
+                lines = p.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as e:
+                raise FormatError(f"{fname}: cannot read ({e})") from None
+            names = [ln.strip() for ln in lines if ln.strip()]
+            if len(set(names)) != len(names):
+                raise FormatError(f"{fname}: duplicate class names")
+            return names, cfg, base
+    raise FormatError(
+        f"{root}: no class names found (expected data.yaml with 'names', or classes.txt)"
+    )
+
+
+def _yolo_yaml_names(names: Any, cfg: dict[str, Any], fname: str) -> list[str]:
+    if isinstance(names, dict):
+        try:
+            keys = sorted(int(k) for k in names)
+        except (TypeError, ValueError):
+            raise FormatError(f"{fname}: names keys must be integers 0..N-1") from None
+        if keys != list(range(len(keys))):
+            raise FormatError(f"{fname}: names keys are {keys}, expected 0..{len(keys) - 1}")
+        out = [names.get(k, names.get(str(k))) for k in keys]
+    elif isinstance(names, list):
+        out = names
+    else:
+        raise FormatError(f"{fname}: names is a {type(names).__name__}, not a list or mapping")
+    for i, n in enumerate(out):
+        if not isinstance(n, (str, int)) or not str(n).strip():
+            raise FormatError(f"{fname}: names[{i}] is {n!r}, not a non-empty name")
+    out = [str(n).strip() for n in out]
+    if len(set(out)) != len(out):
+        raise FormatError(f"{fname}: duplicate class names")
+    if "nc" in cfg and cfg["nc"] != len(out):
+        raise FormatError(f"{fname}: nc is {cfg['nc']!r} but {len(out)} names are given")
+    return out
+
+
+def _yolo_sources(
+    cfg: dict[str, Any], root: Path, base: Path, rd: _Reader
+) -> list[tuple[Path, str | None]]:
+    """(image, split) pairs from data.yaml split entries, or from images/ when there are none."""
+    pairs: list[tuple[Path, str | None]] = []
+    keys = [k for k in _YOLO_SPLIT_KEYS if cfg.get(k)]
+    if keys:
+        for key in keys:
+            split = _YOLO_SPLIT_KEYS[key]
+            entries = cfg[key] if isinstance(cfg[key], list) else [cfg[key]]
+            for entry in entries:
+                p = Path(str(entry))
+                p = _abspath(p if p.is_absolute() else base / p)
+                if p.is_dir():
+                    pairs += [(_abspath(q), split) for q in _iter_images(p)]
+                elif p.is_file() and p.suffix.lower() == ".txt":
+                    pairs += [(q, split) for q in _read_image_list(p, rd)]
+                else:
+                    raise FormatError(
+                        f"data.yaml: {key}: {entry!r} is neither a folder nor a .txt list ({p})"
+                    )
+        return pairs
+    img_root = root / "images" if (root / "images").is_dir() else root
+    for p in _iter_images(img_root):
+        if _inside(p, root / "labels"):
+            continue
+        first = p.relative_to(img_root).parts[0] if img_root != root else ""
+        split = _YOLO_SPLIT_KEYS.get(first) if first != "unassigned" else None
+        pairs.append((_abspath(p), split))
+    return pairs
+
+
+def _read_image_list(path: Path, rd: _Reader) -> list[Path]:
+    """Image paths of a YOLO list file (relative lines are relative to the file's folder)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise FormatError(f"{rd.rel(path)}: cannot read ({e})") from None
+    out = []
+    for ln in lines:
+        s = ln.strip()
+        if s:
+            p = Path(s)
+            out.append(_abspath(p if p.is_absolute() else path.parent / p))
+    return out
+
+
+def _ultralytics_label(image: Path) -> Path | None:
+    """The image path with its last ``images`` folder replaced by ``labels``, as ``.txt``."""
+    parts = image.parts
+    if "images" not in parts:
+        return None
+    k = len(parts) - 1 - parts[::-1].index("images")
+    return Path(*parts[:k], "labels", *parts[k + 1 :]).with_suffix(".txt")
+
+
+def _yolo_label_candidates(image: Path, split: str | None, root: Path, base: Path) -> list[Path]:
+    """Where the label file of ``image`` may be, best first.
+
+    Candidates inside the folder being imported come first, then those under data.yaml's
+    ``path``, then the rest (Darknet lists naming images elsewhere, labels beside them): an
+    export that lists images in place (``labels/<stem>.txt`` beside the lists) re-imports its
+    own labels, not those beside the original images.
+    """
+    cands = []
+    ultralytics = _ultralytics_label(image)
+    if ultralytics is not None:
+        cands.append(ultralytics)
+    if split is not None:
+        cands.append(root / "labels" / split / f"{image.stem}.txt")
+    cands.append(root / "labels" / f"{image.stem}.txt")
+    cands.append(image.with_suffix(".txt"))
+    return sorted(cands, key=lambda c: 0 if _inside(c, root) else 1 if _inside(c, base) else 2)
+
+
+def _read_yolo_labels(
+    label: Path, rec: ImageRecord, classes: list[str], rd: _Reader
+) -> list[BoxRecord]:
+    rel = rd.rel(label)
+    try:
+        text = label.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise FormatError(f"{rel}: cannot read ({e})") from None
+    W, H = rec.width, rec.height
+    boxes = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        where = f"{rel}: line {lineno}"
+        try:
+            boxes.append(_read_yolo_line(parts, where, W, H, classes, rd))
+        except FormatError as e:
+            rd.skip(e, "line")
+            rec.skipped_objects += 1
+    return boxes
+
+
+def _read_yolo_line(
+    parts: list[str], where: str, W: int, H: int, classes: list[str], rd: _Reader
+) -> BoxRecord:
+    n = len(parts)
+    if n < 5:
+        raise FormatError(f"{where}: has {n} fields, expected 5 (class cx cy w h)")
+    if n > 6 and (n - 1) % 2 == 1:
+        raise FormatError(f"{where}: has {n} fields, neither a box (5-6) nor a polygon (odd count)")
+    c = _parse_number(parts[0], where, "class index")
+    if not c.is_integer():
+        raise FormatError(f"{where}: class index {parts[0]!r} is not an integer")
+    c = int(c)
+    if not 0 <= c < len(classes):
+        raise FormatError(
+            f"{where}: class index {c} is out of range "
+            f"({len(classes)} classes: 0..{len(classes) - 1})"
+        )
+    fields = (
+        ("cx", "cy", "w", "h", "score") if n <= 6 else [f"coordinate {k + 1}" for k in range(n)]
+    )
+    vals = [_parse_number(v, where, f) for v, f in zip(parts[1:], fields, strict=False)]
+    score = None
+    if n <= 6:
+        cx, cy, w, h = vals[:4]
+        if n == 6:
+            score = vals[4]
+        if w < 0 or h < 0:
+            raise FormatError(f"{where}: width/height {_fmt(w)}/{_fmt(h)} is negative")
+        nx1, ny1, nx2, ny2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+    else:  # segmentation polygon: its bounding box
+        xs, ys = vals[0::2], vals[1::2]
+        nx1, ny1, nx2, ny2 = min(xs), min(ys), max(xs), max(ys)
+    box = (_snap(nx1 * W), _snap(ny1 * H), _snap(nx2 * W), _snap(ny2 * H))
+    x1, y1, x2, y2 = _fix_box(box, W, H, where, rd)
+    return BoxRecord(x1, y1, x2, y2, classes[c], score)
+
+
+def read_yolo(root: str | Path, *, strict: bool = True) -> Dataset:
+    """Read a YOLO (Ultralytics / darknet) dataset folder.
+
+    Class names: ``data.yaml`` ``names`` (list or ``{index: name}``), else ``classes.txt`` or
+    ``obj.names``. Images: the ``train``/``val``(``valid``)/``test`` entries of data.yaml (a
+    folder or a ``.txt`` list of image paths each, relative to data.yaml's ``path``, default
+    its folder), plus this package's ``pool`` and ``unassigned`` keys; without them every image
+    under ``images/`` (split from its first sub-folder). The label file of an image is the
+    first that exists of: the image path with its last ``images`` folder replaced by ``labels``
+    (Ultralytics), ``labels/<split>/<stem>.txt``, ``labels/<stem>.txt``, ``<image>.txt``
+    (darknet), those inside ``root`` before all others (labels resolve relative to the folder
+    being imported, so an export listing images in place re-imports its own labels). An image
+    with a label file is annotated (an empty file is a negative); one without is unannotated.
+    Lines are ``class cx cy w h [score]`` or a segmentation polygon (``class x1 y1 x2 y2 ...``,
+    reduced to its bounding box). A label file under ``labels/``
+    that matches no image is an error.
+    """
+    root = _abspath(root)
+    if not root.is_dir():
+        raise FormatError(f"{root}: not a folder")
+    rd = _Reader(root, strict)
+    classes, cfg, base = _yolo_names(root, rd)
+    sources = _yolo_sources(cfg, root, base, rd)
+
+    images: list[ImageRecord] = []
+    seen: dict[Path, ImageRecord] = {}
+    used_labels: set[Path] = set()
+    label_dirs: set[Path] = {root / "labels"}
+    for path, split in sources:
+        if path in seen:
+            prev = seen[path]
+            if prev.split is None:
+                prev.split = split
+            elif split is not None and split != prev.split:
+                e = FormatError(f"{rd.rel(path)}: listed in splits {prev.split!r} and {split!r}")
+                rd.skip(e, "duplicate listing")
+            continue
+        cands = _yolo_label_candidates(path, split, root, base)
+        ultralytics = _ultralytics_label(path)
+        if ultralytics is not None and _inside(ultralytics, root):
+            label_dirs.add(ultralytics.parent)
+        label = next((c for c in cands if c.is_file()), None)
+        try:
+            if not path.is_file():
+                raise FormatError(f"{rd.rel(path)}: image not found")
+            w, h = rd.size_of(path, "")
+            rec = ImageRecord(
+                path=path, width=w, height=h, split=split, annotated=label is not None
+            )
+            if label is not None:
+                used_labels.add(_abspath(label))
+                rec.boxes = _read_yolo_labels(label, rec, classes, rd)
+        except FormatError as e:
+            rd.skip(e, "image")
+            if label is not None:
+                used_labels.add(_abspath(label))
+            continue
+        seen[path] = rec
+        images.append(rec)
+
+    for d in sorted(label_dirs):
+        if not d.is_dir():
+            continue
+        for dirpath, _dirs, files in os.walk(d):
+            for f in sorted(files):
+                p = _abspath(Path(dirpath) / f)
+                if p.suffix.lower() == ".txt" and f != "classes.txt" and p not in used_labels:
+                    rd.skip(FormatError(f"{rd.rel(p)}: no image found for this label file"), "file")
+    return Dataset(classes=classes, images=images, source=f"yolo:{root}", warnings=rd.warnings)
+
+
+def _yolo_lines(im: ImageRecord, index: dict[str, int]) -> str:
+    lines = []
+    for b in im.boxes:
+        cx = (b.x1 + b.x2) / 2 / im.width
+        cy = (b.y1 + b.y2) / 2 / im.height
+        w = (b.x2 - b.x1) / im.width
+        h = (b.y2 - b.y1) / im.height
+        vals = [repr(float(v)) for v in (cx, cy, w, h)]
+        if b.score is not None:
+            vals.append(repr(float(b.score)))
+        lines.append(f"{index[b.label]} {' '.join(vals)}\n")
+    return "".join(lines)
+
+
+def write_yolo(
+    dataset: Dataset, out_dir: str | Path, *, overwrite: bool = False, copy_images: bool = False
+) -> list[Path]:
+    """Write a YOLO dataset folder; returns the files written.
+
+    Always writes ``data.yaml`` (``names`` as ``{index: name}``, ``nc``, one key per split) and
+    ``classes.txt``. Label files are written for annotated images only (empty for negatives);
+    YOLO has no ignore regions: they are left out (never written as boxes);
+    unannotated images get none and read back as unannotated. Images with no split go under
+    the ``unassigned`` key.
+
+    - ``copy_images=False`` (default, nothing copied): ``labels/<stem>.txt`` and one list file
+      ``<split>.txt`` of absolute image paths per split, named in data.yaml. Image stems must
+      be unique. :func:`read_yolo` reads it back; Ultralytics cannot (it looks for labels
+      beside the images).
+    - ``copy_images=True``: the Ultralytics layout ``images/<split>/<name>`` and
+      ``labels/<split>/<stem>.txt`` (names made unique with ``_2``...).
+    """
+    out = _abspath(out_dir)
+    index = _check_labels(dataset)
+    plan: list[tuple[ImageRecord, str, Path | None, Path | None]] = []
+    if copy_images:
+        stems = _unique_stems(dataset.images)
+        for im, stem in zip(dataset.images, stems, strict=True):
+            folder = im.split or "unassigned"
+            img = out / "images" / folder / f"{stem}{im.path.suffix}"
+            lab = out / "labels" / folder / f"{stem}.txt" if im.annotated else None
+            plan.append((im, folder, img, lab))
+    else:
+        owners: dict[str, Path] = {}
+        for im in dataset.images:
+            if im.path.stem in owners and owners[im.path.stem] != im.path:
+                raise FormatError(
+                    f"{im.path}: shares the file-name stem {im.path.stem!r} with "
+                    f"{owners[im.path.stem]}; labels/<stem>.txt would collide "
+                    "(use copy_images=True)"
+                )
+            owners[im.path.stem] = im.path
+            lab = out / "labels" / f"{im.path.stem}.txt" if im.annotated else None
+            plan.append((im, im.split or "unassigned", None, lab))
+
+    folders = [s for s in (*SPLITS, "unassigned") if any(f == s for _, f, _, _ in plan)]
+    lists = {} if copy_images else {s: out / f"{s}.txt" for s in folders}
+    targets = [out / "data.yaml", out / "classes.txt", *lists.values()]
+    targets += [p for _, _, img, lab in plan for p in (img, lab) if p is not None]
+    _check_targets(targets, overwrite)
+
+    written: list[Path] = []
+    for im, _folder, img, lab in plan:
+        if img is not None:
+            img.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(im.path, img)
+            written.append(img)
+        if lab is not None:
+            _write_text(lab, _yolo_lines(im, index))
+            written.append(lab)
+    for s, p in lists.items():
+        _write_text(p, "".join(f"{_abspath(im.path)}\n" for im, f, _, _ in plan if f == s))
+        written.append(p)
+    cfg_lines = ["# written by napari-al; 'pool' and 'unassigned' are napari-al extensions"]
+    for s in folders:
+        cfg_lines.append(f"{s}: {s}.txt" if not copy_images else f"{s}: images/{s}")
+    cfg_lines.append(f"nc: {len(dataset.classes)}")
+    cfg_lines.append("names:")
+    cfg_lines += [f"  {i}: {json.dumps(c)}" for i, c in enumerate(dataset.classes)]
+    _write_text(out / "data.yaml", "\n".join(cfg_lines) + "\n")
+    _write_text(out / "classes.txt", "".join(f"{c}\n" for c in dataset.classes))
+    written += [out / "data.yaml", out / "classes.txt"]
+    return written
