@@ -73,6 +73,10 @@ def load_model(store: ProjectStore, settings: ModelSettings | None = None) -> De
         min_size=s.min_size or DEFAULT_MIN_SIZE,
         max_size=s.max_size or DEFAULT_MAX_SIZE,
         device=s.device,
+        seed=s.seed,
+        rpn_proposals_train=s.rpn_proposals_train,
+        rpn_proposals_test=s.rpn_proposals_test,
+        box_batch_size_per_image=s.box_batch_size_per_image,
     )
     detector.model_version = 0
     return detector

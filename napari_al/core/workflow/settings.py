@@ -48,6 +48,14 @@ class ModelSettings:
     max_size: int | None = _opt(
         None, "longer image side limit, pixels (default: the model's, 640 when new)"
     )
+    seed: int = _opt(0, "random seed of a new detector's heads (a loaded model keeps its own)")
+    rpn_proposals_train: int = _opt(
+        1000, "RPN proposals per image kept in training (a new Faster R-CNN)"
+    )
+    rpn_proposals_test: int = _opt(300, "RPN proposals per image kept in inference (a new one)")
+    box_batch_size_per_image: int = _opt(
+        256, "RoIs sampled per image for the box head's loss (a new Faster R-CNN)"
+    )
 
 
 @dataclass(frozen=True)
