@@ -65,7 +65,7 @@ from napari_al.core.costs import CostModel, Counts, count_answers
 from napari_al.core.data import HUMAN_STATUSES, Dataset, ImageRecord
 
 if TYPE_CHECKING:
-    from napari_al.core.detector import Detector
+    from napari_al.core.engine import Detector
     from napari_al.core.store import ActionRow, BoxRow, ProjectStore
 
 # --------------------------------------------------------------------------- constants
@@ -990,7 +990,7 @@ class SimProject:
         cfg = self.config
         if self.store.latest_model_version() is not None:
             return load_detector(self.store, device=cfg.device)
-        from napari_al.core.detector import Detector
+        from napari_al.core.engine import Detector
 
         det = Detector(
             self.classes,
@@ -1003,7 +1003,6 @@ class SimProject:
             rpn_proposals_test=cfg.rpn_proposals_test,
             box_batch_size_per_image=cfg.box_batch_size_per_image,
         )
-        det.model_version = 0  # type: ignore[attr-defined]
         return det
 
     def trained_since(self, action_id: int) -> bool:
@@ -1063,7 +1062,7 @@ def _threads(config: SimConfig) -> Any:
     if not config.threads:
         yield
         return
-    from napari_al.core.device import num_threads
+    from napari_al.core.engine import num_threads
 
     with num_threads(config.threads):
         yield

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Architectures offered before torch is imported (refreshed from core.detector.ARCHS after).
+#: Architectures offered before torch is imported (refreshed from core.engine.ARCHS after).
 DEFAULT_ARCHS = ("fasterrcnn_mobilenet_v2_fpn",)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 STRATEGY_PRESETS = ("entropy", "least_confidence", "margin", "entropy+missed", "random")
@@ -555,7 +555,7 @@ class ActiveLearningWidget(QWidget):
     # -- model / query / train parameters -------------------------------------------------
 
     def _refresh_archs(self) -> None:
-        detector = sys.modules.get("napari_al.core.detector")
+        detector = sys.modules.get("napari_al.core.engine")
         archs = getattr(detector, "ARCHS", None)
         if archs and self.arch_combo.count() != len(archs):
             current = self.arch_combo.currentText()
