@@ -56,10 +56,9 @@ def _cell(job: dict[str, Any]) -> dict[str, Any]:
     """Train one detector on ``n`` random train images for ``steps`` steps; test mAP."""
     import torch
 
-    from napari_al.core.detector import Detector
+    from napari_al.core.engine import Detector, TrainingExample, train
     from napari_al.core.evaluation import evaluate
     from napari_al.core.loop import load_rgb
-    from napari_al.core.training import TrainingExample, train
 
     if job["threads"]:
         torch.set_num_threads(job["threads"])

@@ -123,7 +123,7 @@ def _detector(store, args: argparse.Namespace):
         max_size=args.max_size,
         weights=getattr(args, "weights", None),
     )
-    version = getattr(detector, "model_version", 0)
+    version = detector.model_version
     source = f"model version {version}" if version else detector.build_message
     print(f"detector: {detector.arch} on {detector.device} ({source})", file=sys.stderr)
     return detector
@@ -162,7 +162,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 progress=progress,
             )
         except Exception as exc:  # nothing was saved: say so, and which model stays in use
-            version = getattr(detector, "model_version", 0)
+            version = detector.model_version
             kept = (
                 f"model version {version} stays in use"
                 if version

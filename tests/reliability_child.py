@@ -238,7 +238,7 @@ def train_main() -> None:
 
     with ProjectStore.open(project) as store:
         detector = load_detector(store, min_size=128, max_size=160)
-        emit({"loaded": getattr(detector, "model_version", None)})
+        emit({"loaded": detector.model_version})
 
         def progress(step, total, loss, epoch) -> None:
             emit({"step": step, "loss": loss})

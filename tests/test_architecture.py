@@ -21,7 +21,7 @@ def core_modules() -> list[str]:
 
 def test_core_modules_exist() -> None:
     names = core_modules()
-    for expected in ("store", "formats", "boxes", "images", "data", "project"):
+    for expected in ("store", "formats", "boxes", "images", "data", "project", "engine"):
         assert f"napari_al.core.{expected}" in names
 
 

@@ -121,6 +121,7 @@ class FakeDetector:
     def __init__(self) -> None:
         self.trained = 0
         self.config = SimpleNamespace(arch="fake")
+        self.model_version = 0  # as the real Detector: 0 = not trained in a project yet
 
 
 def fake_loop(step_s: float = 0.02, fail: str | None = None) -> types.ModuleType:

@@ -61,18 +61,18 @@ def test_noisy_min_score_drops_weak_predictions(store) -> None:
 
 
 def test_train_project_passes_the_knobs_to_training(store, monkeypatch) -> None:
-    from napari_al.core import training
+    from napari_al.core import engine
 
     seen: dict = {}
 
     def fake_train(detector, examples, **kwargs):
         seen.update(kwargs, examples=examples)
-        return training.TrainResult(0, 0, [], "no_data")
+        return engine.TrainResult(0, 0, [], "no_data")
 
     class FakeDetector:
         model = torch.nn.Linear(1, 1)
 
-    monkeypatch.setattr(training, "train", fake_train)
+    monkeypatch.setattr(engine, "train", fake_train)
     outcome = loop.train_project(
         store, FakeDetector(), steps=1, noisy_min_score=0.5, partial_background_weight=0.1
     )

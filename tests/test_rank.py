@@ -159,7 +159,7 @@ def test_background_query_job_reports_unreadable_images(tmp_path: Path, sample_d
     """The GUI's predict-and-rank job (Qt-free generator) skips and reports a broken file."""
     import threading
 
-    from napari_al.core.detector import Detector
+    from napari_al.core.engine import Detector
     from napari_al.gui.tasks import JobResult, QueryParams, _predict_and_rank
 
     proj, _ = _project_with_a_broken_image(tmp_path, sample_dir)

@@ -25,9 +25,8 @@ from napari_al.core.data import HUMAN_STATUSES, ScoringViews
 from napari_al.core.selection import QueryItem
 
 if TYPE_CHECKING:
-    from napari_al.core.detector import Detector
+    from napari_al.core.engine import Detector, TrainingExample, TrainResult
     from napari_al.core.store import ProjectStore, TrainingSnapshot
-    from napari_al.core.training import TrainingExample, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +99,7 @@ def load_detector(
     A fresh detector is built when the project has no model yet, when ``weights`` is given,
     or when ``arch`` differs from the latest checkpoint's architecture.
     """
-    from napari_al.core.checkpoints import load as load_checkpoint
-    from napari_al.core.detector import DEFAULT_ARCH, Detector
+    from napari_al.core.engine import DEFAULT_ARCH, Detector, load_checkpoint
 
     classes = [c.name for c in store.classes()]
     if not classes:
@@ -114,7 +112,7 @@ def load_detector(
                 detector.set_input_size(
                     min_size or detector.config.min_size, max_size or detector.config.max_size
                 )
-            detector.model_version = latest.id  # type: ignore[attr-defined]
+            detector.model_version = latest.id
             return detector
     detector = Detector(
         classes,
@@ -124,13 +122,12 @@ def load_detector(
         max_size=max_size or DEFAULT_MAX_SIZE,
         device=device,
     )
-    detector.model_version = 0  # type: ignore[attr-defined]
     return detector
 
 
 def model_version_of(detector: Detector) -> int:
     """The store's model version the detector was loaded from (0: not trained here yet)."""
-    return int(getattr(detector, "model_version", 0) or 0)
+    return int(detector.model_version or 0)
 
 
 # --------------------------------------------------------------------------- training
@@ -151,7 +148,7 @@ def training_examples(
     background; ignore regions give no loss; a ``complete`` image with no boxes is a negative.
     ``unseen`` images teach nothing yet.
     """
-    from napari_al.core.training import TrainingExample
+    from napari_al.core.engine import TrainingExample
 
     index = {c.id: i for i, c in enumerate(snapshot.classes)}
     examples: list[TrainingExample] = []
@@ -249,10 +246,9 @@ def train_project(
     nothing: the detector is restored to the weights it had and the store's model stays in
     use. ``threads`` caps torch's CPU threads for the run (the GUI keeps one core free).
     ``noisy_min_score`` and ``partial_background_weight``: see :func:`training_examples` and
-    :func:`napari_al.core.training.train` (how much partly reviewed images teach background).
+    :func:`napari_al.core.engine.train` (how much partly reviewed images teach background).
     """
-    from napari_al.core.checkpoints import save as save_checkpoint
-    from napari_al.core.training import train
+    from napari_al.core.engine import save_checkpoint, train
 
     snapshot = store.training_snapshot()
     examples = training_examples(store, snapshot, noisy_min_score=noisy_min_score)
@@ -306,7 +302,7 @@ def train_project(
     }
     save_checkpoint(detector, path, metadata=metrics)
     version = store.add_model_version(path, detector.arch, metrics=metrics)
-    detector.model_version = version  # type: ignore[attr-defined]
+    detector.model_version = version
     outcome.model_version = version
     outcome.checkpoint = path
     outcome.metrics = metrics
@@ -385,7 +381,7 @@ def _strategy_key(strategy: Any, kwargs: dict[str, Any], extra: dict[str, Any]) 
 
 def ensemble_members(store: ProjectStore, detector: Detector, size: int = ENSEMBLE_SIZE) -> list:
     """Earlier checkpoints of the project (newest first, excluding the detector's own)."""
-    from napari_al.core.checkpoints import load as load_checkpoint
+    from napari_al.core.engine import load_checkpoint
 
     own = model_version_of(detector)
     members = []

@@ -66,7 +66,7 @@ def ensure_torch() -> None:
         sys.modules["triton"] = None  # type: ignore[assignment]  # import triton -> ImportError
     for name in TORCH_MODULES:
         importlib.import_module(name)
-    for name in ("napari_al.core.detector", "napari_al.core.loop"):
+    for name in ("napari_al.core.engine", "napari_al.core.loop"):
         try:
             importlib.import_module(name)
         except ImportError as exc:  # the loop may not exist yet in a development tree
@@ -184,7 +184,7 @@ def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 def detector_version(detector: Any) -> int | None:
     """The store model version a detector was loaded from or trained to (None: none)."""
-    value = getattr(detector, "model_version", None)
+    value = detector.model_version
     return int(value) if value else None
 
 
