@@ -6,7 +6,7 @@ Prints Markdown tables. Examples::
     python benchmarks/detector.py --device cuda --size 640 --archs fasterrcnn_mobilenet_v2_fpn
     python benchmarks/detector.py --bccd --bccd-steps 400 --bccd-size 480   # long on a CPU
 
-Timings use :func:`napari_al.core.training.train` (what the plugin runs: SGD step, clipping,
+Timings use :func:`napari_al.core.engine.train` (what the plugin runs: SGD step, clipping,
 weight snapshot) with batch ``--batch`` and :meth:`Detector.predict` on one image. Architectures
 other than the default start from torchvision weights only if they are already in torch's cache
 (nothing is downloaded unless ``--allow-download``); the "init" column says which.
@@ -31,10 +31,17 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from napari_al.core.detector import ARCHS, DEFAULT_ARCH, Detector, load_image  # noqa: E402
-from napari_al.core.device import configure_threads, select_device  # noqa: E402
+from napari_al.core.engine import (  # noqa: E402
+    ARCHS,
+    DEFAULT_ARCH,
+    Detector,
+    TrainingExample,
+    configure_threads,
+    load_image,
+    select_device,
+    train,
+)
 from napari_al.core.evaluation import evaluate  # noqa: E402
-from napari_al.core.training import TrainingExample, train  # noqa: E402
 
 BCCD = REPO.parent / "shared" / "datasets" / "bccd"
 BCCD_CLASSES = ["RBC", "WBC", "Platelets"]

@@ -56,9 +56,8 @@ def _cell(job: dict[str, Any]) -> dict[str, Any]:
     """Train one detector on ``n`` random train images for ``steps`` steps; test mAP."""
     import torch
 
-    from napari_al.core.detector import Detector
+    from napari_al.core.engine import Detector, TrainingExample, train
     from napari_al.core.evaluation import evaluate
-    from napari_al.core.training import TrainingExample, train
     from napari_al.core.workflow import load_rgb
 
     if job["threads"]:

@@ -26,8 +26,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from napari_al.core.detector import Detector  # noqa: E402
-from napari_al.core.device import configure_threads  # noqa: E402
+from napari_al.core.engine import Detector, configure_threads  # noqa: E402
 from napari_al.core.images import read_image, to_rgb_uint8  # noqa: E402
 from napari_al.core.scoring.strategy import Strategy  # noqa: E402
 

@@ -1,10 +1,10 @@
-"""The shipped BCCD sample: its location and the napari sample-data contribution."""
+"""The shipped BCCD sample: where it is (its napari sample-data contribution is
+:func:`napari_al.gui.sample_layers.bccd_sample_layers`)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 #: Environment variable that points at a BCCD-style VOC folder to use instead of the shipped one.
 SAMPLE_ENV = "NAPARI_AL_SAMPLE_DIR"
@@ -27,20 +27,3 @@ def sample_dir() -> Path:
             f"or set {SAMPLE_ENV} to a VOC folder"
         )
     return path
-
-
-def bccd_sample_layers() -> list[tuple[Any, dict[str, Any], str]]:
-    """napari sample data: the first sample image with its ground-truth boxes."""
-    from napari_al.core.formats import read_voc
-    from napari_al.core.images import read_image
-    from napari_al.gui.layers import boxes_layer_kwargs
-
-    dataset = read_voc(sample_dir())
-    record = dataset.images[0]
-    image = read_image(record.path)
-    boxes = [(b.xyxy(), b.label, b.score, "accepted", "import") for b in record.boxes]
-    data, kwargs = boxes_layer_kwargs(boxes, dataset.classes)
-    return [
-        (image, {"name": record.path.stem}, "image"),
-        (data, kwargs, "shapes"),
-    ]

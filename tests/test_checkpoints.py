@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_al.core import checkpoints
-from napari_al.core.detector import Detector
+from napari_al.core.engine import Detector, checkpoints
 from napari_al.core.evaluation import EvalResult
 
 torch.set_num_threads(2)
@@ -124,3 +123,20 @@ def test_load_into_checks_arch_and_classes(tmp_path: Path) -> None:
     torch.save({"hello": torch.zeros(1)}, bogus)
     with pytest.raises(ValueError):
         checkpoints.load(bogus)
+
+
+def test_model_version_is_declared_copied_and_not_checkpointed(tmp_path: Path) -> None:
+    """``model_version`` is a declared attribute (0 = not trained in a project yet), kept by
+    deepcopy; the store owns versions, so a checkpoint neither stores nor restores it."""
+    import copy
+
+    d = Detector(CLASSES, min_size=128, max_size=160)
+    assert d.model_version == 0
+    d.model_version = 7
+    assert copy.deepcopy(d).model_version == 7
+    path = checkpoints.save(d, tmp_path / "m.pt")
+    loaded, meta = checkpoints.load(path)
+    assert loaded.model_version == 0
+    assert "model_version" not in meta
+    checkpoints.load_into(d, path)
+    assert d.model_version == 7

@@ -142,7 +142,7 @@ def test_manifest_is_valid() -> None:
 
 
 def test_sample_data_contribution(sample_dir: Path) -> None:
-    from napari_al.sample import bccd_sample_layers
+    from napari_al.gui.sample_layers import bccd_sample_layers
 
     (image, _image_meta, kind), (shapes, meta, shapes_kind) = bccd_sample_layers()
     assert kind == "image" and image.shape == (480, 640, 3)

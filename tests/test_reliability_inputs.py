@@ -1579,14 +1579,14 @@ class _Evil:
 
 def test_checkpoints_load_with_weights_only(tmp_path: Path) -> None:
     """A .pt file carrying a pickled object that runs code on load is refused, code not run."""
-    checkpoints = pytest.importorskip("napari_al.core.checkpoints")
+    checkpoints = pytest.importorskip("napari_al.core.engine.checkpoints")
     torch = pytest.importorskip("torch")
     loaders = [
         getattr(checkpoints, name)
         for name in ("load_checkpoint", "load", "read_metadata")
         if callable(getattr(checkpoints, name, None))
     ]
-    assert loaders, "no checkpoint loader found in napari_al.core.checkpoints"
+    assert loaders, "no checkpoint loader found in napari_al.core.engine.checkpoints"
     marker = tmp_path / "pwned"
     path = tmp_path / "model-v0001.pt"
     payload = {"format": "napari-al-checkpoint", "version": 1, "metadata": _Evil(marker)}

@@ -41,8 +41,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from napari_al import cli  # noqa: E402
-from napari_al.core import training  # noqa: E402
+from napari_al.core import engine  # noqa: E402
 from napari_al.core.data import HUMAN_STATUSES  # noqa: E402
+from napari_al.core.engine import training  # noqa: E402
 from napari_al.core.project import import_into  # noqa: E402
 from napari_al.core.store import ProjectStore  # noqa: E402
 
@@ -76,7 +77,7 @@ def _loop():
 
 def load_checkpoint(path: Path):
     """Load a checkpoint with the function the loop uses (``load``; ``load_checkpoint`` once)."""
-    from napari_al.core import checkpoints
+    from napari_al.core.engine import checkpoints
 
     return (getattr(checkpoints, "load_checkpoint", None) or checkpoints.load)(path)
 
@@ -153,7 +154,7 @@ def assert_previous_model_in_use(project: Path, baseline: Baseline) -> None:
         path = store.abs_path(store.latest_model_version())
         assert sha(path) == baseline.checkpoint_sha, "the previous checkpoint changed"
         again = loop.load_model(store, _model())  # loads it: what the CLI and GUI use next
-        assert getattr(again, "model_version", None) == 1
+        assert again.model_version == 1
         assert again.classes == [c.name for c in store.classes()]
 
 
@@ -437,13 +438,13 @@ def test_annotations_during_training_are_kept_and_the_snapshot_is_consistent(
     loop = _loop()
     project = fresh(baseline, tmp_path)
     seen: list[list] = []
-    real_train = training.train
+    real_train = engine.train
 
     def spy(detector, examples, *args, **kwargs):  # the labels the run actually trained on
         seen.append(examples)
         return real_train(detector, examples, *args, **kwargs)
 
-    monkeypatch.setattr(training, "train", spy)
+    monkeypatch.setattr(engine, "train", spy)
     with ProjectStore.open(project) as store:
         state0 = {b.id: b.to_dict() for b in store.boxes()}
         first_action = store.last_action_id()

@@ -14,9 +14,10 @@ import torch
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork
 
-from napari_al.core.detector import Detector, ignored_mask, load_image, weighted_fastrcnn_loss
+from napari_al.core.engine import Detector, TrainingExample, load_image, train
+from napari_al.core.engine.losses import ignored_mask, weighted_fastrcnn_loss
+from napari_al.core.engine.training import compute_losses, make_target
 from napari_al.core.evaluation import evaluate
-from napari_al.core.training import TrainingExample, compute_losses, make_target, train
 
 torch.set_num_threads(2)
 

@@ -19,7 +19,7 @@ from napari_al.simulation.config import BenchmarkData, SimConfig
 from napari_al.simulation.oracle import GroundTruth, Oracle, SimClock
 
 if TYPE_CHECKING:
-    from napari_al.core.detector import Detector
+    from napari_al.core.engine import Detector
     from napari_al.core.store import ActionRow
 
 #: Idle cut-off for the simulated stores: never reached, every answer's time counts.
@@ -179,7 +179,7 @@ class SimProject:
         cfg = self.config
         if self.store.latest_model_version() is not None:
             return load_detector(self.store, device=cfg.device)
-        from napari_al.core.detector import Detector
+        from napari_al.core.engine import Detector
 
         det = Detector(
             self.classes,
@@ -192,7 +192,6 @@ class SimProject:
             rpn_proposals_test=cfg.rpn_proposals_test,
             box_batch_size_per_image=cfg.box_batch_size_per_image,
         )
-        det.model_version = 0  # type: ignore[attr-defined]
         return det
 
     def trained_since(self, action_id: int) -> bool:

@@ -25,7 +25,7 @@ from napari_al.simulation.project import (
 from napari_al.simulation.results import append_result
 
 if TYPE_CHECKING:
-    from napari_al.core.detector import Detector
+    from napari_al.core.engine import Detector
     from napari_al.core.store import ActionRow
 
 
@@ -48,7 +48,7 @@ def _threads(config: SimConfig) -> Any:
     if not config.threads:
         yield
         return
-    from napari_al.core.device import num_threads
+    from napari_al.core.engine import num_threads
 
     with num_threads(config.threads):
         yield

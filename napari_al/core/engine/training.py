@@ -1,13 +1,13 @@
-"""Fine-tuning a :class:`~napari_al.core.detector.Detector` on partially labeled images.
+"""Fine-tuning a :class:`~napari_al.core.engine.detector.Detector` on partially labeled images.
 
 Implements the partial-label training of Desai et al. ("Towards fine-grained sampling for
 active learning in object detection"), eq. 3: ``L = L_labeled + lambda_d * L_noisy``. Each
 :class:`TrainingExample` carries human boxes (weight 1), still-unverified predictions on
 partially reviewed images (``noisy``: weight ``lambda_d``), rejected boxes (explicit background)
 and ignore regions (no loss). For Faster R-CNN the weighting happens inside the RPN and RoI-head
-losses (:class:`~napari_al.core.detector.PartialLabelRPN`,
-:class:`~napari_al.core.detector.RichRoIHeads`): every sampled anchor/proposal is weighted by the
-box it matches, losses are ``sum_i w_i l_i / n`` over the n sampled anchors/proposals.
+losses (:class:`~napari_al.core.engine.losses.PartialLabelRPN`,
+:class:`~napari_al.core.engine.heads.RichRoIHeads`): every sampled anchor/proposal is weighted by
+the box it matches, losses are ``sum_i w_i l_i / n`` over the n sampled anchors/proposals.
 
 One-stage architectures (RetinaNet, FCOS, SSDlite) train with torchvision's own losses, which
 take no weights. There: boxes with weight > 0 are used at full weight (``lambda_d`` has no effect),
@@ -32,8 +32,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from napari_al.core.detector import Detector, centres_inside, image_to_tensor, load_image
-from napari_al.core.device import autocast_dtype, num_threads
+from napari_al.core.engine.detector import Detector
+from napari_al.core.engine.device import autocast_dtype, num_threads
+from napari_al.core.engine.inference import image_to_tensor, load_image
+from napari_al.core.engine.losses import centres_inside
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +270,143 @@ def _scheduler(
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _s: 1.0)
 
 
+class _Batches:
+    """Batches of example indices drawn from seeded permutations of the usable examples (always
+    full, wrapping across epochs), each with its random horizontal flips."""
+
+    def __init__(self, usable: list[int], batch_size: int, seed: int, augment_flip: bool) -> None:
+        self.usable = usable
+        self.batch_size = batch_size
+        self.augment_flip = augment_flip
+        self.gen = torch.Generator().manual_seed(int(seed))
+        self.order: list[int] = []
+
+    def next(self) -> tuple[list[int], list[bool]]:
+        """The next batch of example indices and whether to flip each."""
+        while len(self.order) < self.batch_size:
+            perm = torch.randperm(len(self.usable), generator=self.gen)
+            self.order.extend(self.usable[j] for j in perm)
+        batch = self.order[: self.batch_size]
+        self.order = self.order[self.batch_size :]
+        flips = (
+            (torch.rand(len(batch), generator=self.gen) < 0.5).tolist()
+            if self.augment_flip
+            else [False] * len(batch)
+        )
+        return batch, flips
+
+
+class _Optimiser:
+    """SGD (momentum, weight decay) over the trainable parameters, the learning-rate schedule,
+    gradient-norm clipping and, under float16 autocast on CUDA, gradient scaling."""
+
+    def __init__(
+        self,
+        detector: Detector,
+        total: int,
+        lr: float,
+        momentum: float,
+        weight_decay: float,
+        clip_norm: float,
+    ) -> None:
+        self.params = [p for p in detector.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.SGD(self.params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        self.sched = _scheduler(self.opt, lr, total)
+        dtype = autocast_dtype(detector.device, detector.amp)
+        self.scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+        self.clip_norm = clip_norm
+
+    def step(self, loss: Tensor) -> bool:
+        """Backpropagate ``loss`` and take one step; False (no step taken) when the gradient is
+        not finite (with gradient scaling, the scaler skips such steps itself)."""
+        self.opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.opt)
+        else:
+            loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+        if not torch.isfinite(grad_norm) and self.scaler is None:
+            return False
+        if self.scaler is not None:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
+        self.sched.step()
+        return True
+
+
+@dataclass
+class _Run:
+    """How the optimisation steps went."""
+
+    reason: str = "done"  # as TrainResult.stopped_reason
+    done: int = 0
+    losses: list[float] = field(default_factory=list)
+    parts: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _run_steps(
+    detector: Detector,
+    examples: Sequence[TrainingExample],
+    total: int,
+    per_epoch: int,
+    batches: _Batches,
+    optimiser: _Optimiser,
+    cache: _ImageCache,
+    *,
+    lambda_d: float,
+    partial_background_weight: float,
+    progress: TrainProgress | None,
+    should_stop: Callable[[], bool] | None,
+) -> _Run:
+    """Up to ``total`` optimisation steps. ``should_stop()`` is checked before every step; a
+    non-finite loss or gradient stops the run and restores the last weights that gave a finite
+    loss. The model is left in eval mode, also when a step raises."""
+    model = detector.model
+    run = _Run()
+    snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    try:
+        for step in range(total):
+            if should_stop is not None and should_stop():
+                run.reason = "cancelled"
+                break
+            batch, flips = batches.next()
+            loss_dict = compute_losses(
+                detector,
+                [examples[i] for i in batch],
+                lambda_d=lambda_d,
+                flips=flips,
+                partial_background_weight=partial_background_weight,
+                images=[cache.get(i, examples[i]) for i in batch],
+            )
+            loss = sum(v.float() for v in loss_dict.values())
+            if not torch.isfinite(loss):
+                run.reason = "non_finite"
+                break
+            # the weights that just gave a finite loss
+            with torch.no_grad():
+                for k, v in model.state_dict().items():
+                    snapshot[k].copy_(v)
+            if not optimiser.step(loss):
+                run.reason = "non_finite"
+                break
+            run.done = step + 1
+            value = float(loss.detach())
+            run.losses.append(value)
+            for k, v in loss_dict.items():
+                run.parts.setdefault(k, []).append(float(v.detach()))
+            if progress is not None:
+                progress(run.done, total, value, run.done / per_epoch)
+    finally:
+        if run.reason == "non_finite":
+            model.load_state_dict(snapshot)
+            log.warning("non-finite loss at step %d: restored the last good weights", run.done + 1)
+        model.eval()
+    return run
+
+
 def train(
     detector: Detector,
     examples: Sequence[TrainingExample],
@@ -314,96 +453,38 @@ def train(
     total = max(0, int(steps))
     if from_scratch:
         detector.reset(seed)
-    model = detector.model
+    optimiser = _Optimiser(detector, total, lr, momentum, weight_decay, clip_norm)
+    batches = _Batches(usable, batch_size, seed, augment_flip)
     device = detector.device
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    sched = _scheduler(opt, lr, total)
-    dtype = autocast_dtype(device, detector.amp)
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    cache = _ImageCache(image_cache_mb)
-    losses: list[float] = []
-    parts: dict[str, list[float]] = {}
-    reason = "done"
-    done = 0
-    gen = torch.Generator().manual_seed(int(seed))
-    order: list[int] = []
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices), num_threads(threads):
         torch.manual_seed(int(seed))
-        snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        try:
-            for step in range(total):
-                if should_stop is not None and should_stop():
-                    reason = "cancelled"
-                    break
-                while len(order) < batch_size:
-                    order.extend(usable[j] for j in torch.randperm(len(usable), generator=gen))
-                batch, order = order[:batch_size], order[batch_size:]
-                flips = (
-                    (torch.rand(len(batch), generator=gen) < 0.5).tolist()
-                    if augment_flip
-                    else [False] * len(batch)
-                )
-                exs = [examples[i] for i in batch]
-                imgs = [cache.get(i, examples[i]) for i in batch]
-                loss_dict = compute_losses(
-                    detector,
-                    exs,
-                    lambda_d=lambda_d,
-                    flips=flips,
-                    partial_background_weight=partial_background_weight,
-                    images=imgs,
-                )
-                loss = sum(v.float() for v in loss_dict.values())
-                if not torch.isfinite(loss):
-                    reason = "non_finite"
-                    break
-                # the weights that just gave a finite loss
-                with torch.no_grad():
-                    for k, v in model.state_dict().items():
-                        snapshot[k].copy_(v)
-                opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(opt)
-                else:
-                    loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_norm)
-                if not torch.isfinite(grad_norm) and scaler is None:
-                    reason = "non_finite"
-                    break
-                if scaler is not None:
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    opt.step()
-                sched.step()
-                done = step + 1
-                value = float(loss.detach())
-                losses.append(value)
-                for k, v in loss_dict.items():
-                    parts.setdefault(k, []).append(float(v.detach()))
-                if progress is not None:
-                    progress(done, total, value, done / per_epoch)
-        finally:
-            if reason == "non_finite":
-                model.load_state_dict(snapshot)
-                log.warning("non-finite loss at step %d: restored the last good weights", done + 1)
-            model.eval()
+        run = _run_steps(
+            detector,
+            examples,
+            total,
+            per_epoch,
+            batches,
+            optimiser,
+            _ImageCache(image_cache_mb),
+            lambda_d=lambda_d,
+            partial_background_weight=partial_background_weight,
+            progress=progress,
+            should_stop=should_stop,
+        )
     seconds = time.perf_counter() - t0
-    msg = f"{done}/{total} steps in {seconds:.1f} s ({reason})"
+    msg = f"{run.done}/{total} steps in {seconds:.1f} s ({run.reason})"
     if n_skipped:
         msg += f"; {n_skipped} uninformative images skipped"
     return TrainResult(
-        steps=done,
+        steps=run.done,
         total_steps=total,
-        losses=losses,
-        stopped_reason=reason,
-        epochs=done / per_epoch,
+        losses=run.losses,
+        stopped_reason=run.reason,
+        epochs=run.done / per_epoch,
         seconds=seconds,
         n_examples=len(usable),
         n_skipped=n_skipped,
-        loss_parts=parts,
+        loss_parts=run.parts,
         message=msg,
     )

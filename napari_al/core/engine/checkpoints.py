@@ -7,10 +7,13 @@ A checkpoint is one ``torch.save`` file holding plain data only, so it loads wit
      "metadata": {...plain types...}, "state_dict": {name: tensor}}
 
 ``metadata`` always carries ``arch``, ``classes``, ``min_size``, ``max_size`` and ``config``
-(the full :class:`~napari_al.core.detector.DetectorConfig`, enough to rebuild the structure)
+(the full :class:`~napari_al.core.engine.build.DetectorConfig`, enough to rebuild the structure)
 plus whatever the caller adds (project data hash, metrics, step counts...): dicts with string
 keys, lists, str, int, float (NaN allowed), bool and None. numpy scalars/arrays, tuples, paths
 and objects with ``as_dict()`` are converted; anything else is refused before writing.
+
+The project store's model version is not part of a checkpoint: the store owns versions, and a
+loaded detector's ``model_version`` is 0 until its loader sets it.
 
 Writing is atomic: a temporary file in the same directory, flushed and fsynced, then
 ``os.replace`` over the target and an fsync of the directory, so a crash leaves either the old
@@ -32,7 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_al.core.detector import Detector, DetectorConfig
+from napari_al.core.engine.build import DetectorConfig
+from napari_al.core.engine.detector import Detector
 
 FORMAT = "napari-al-checkpoint"
 VERSION = 1

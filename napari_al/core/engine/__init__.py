@@ -1,0 +1,61 @@
+"""The detector engine: the only torch code of :mod:`napari_al.core`.
+
+Importing this package imports torch and torchvision (nothing else in ``core.store`` or
+``core.formats`` may). It has no process-wide side effects: thread counts are set by the entry
+points (:func:`configure_threads`), the device is chosen per detector (:func:`select_device`).
+
+Modules:
+
+- :mod:`~napari_al.core.engine.detector`: :class:`Detector` (predict, reclassify, scoring views,
+  state);
+- :mod:`~napari_al.core.engine.build`: architectures, initial weights, :func:`build_model`;
+- :mod:`~napari_al.core.engine.heads`, :mod:`~napari_al.core.engine.one_stage`: rich outputs
+  of two-stage and one-stage heads;
+- :mod:`~napari_al.core.engine.losses`: partial-label losses (Desai et al., eq. 3);
+- :mod:`~napari_al.core.engine.inference`: image tensors, raw detections, default thresholds;
+- :mod:`~napari_al.core.engine.views`: MC dropout, flipped, noisy and ensemble views;
+- :mod:`~napari_al.core.engine.training`: fine-tuning on partially labeled images;
+- :mod:`~napari_al.core.engine.checkpoints`: atomic, weights-only checkpoints;
+- :mod:`~napari_al.core.engine.device`: device choice, autocast, CPU threads.
+"""
+
+from __future__ import annotations
+
+from napari_al.core.engine.build import ARCHS, DEFAULT_ARCH, BuildInfo, DetectorConfig
+from napari_al.core.engine.checkpoints import load as load_checkpoint
+from napari_al.core.engine.checkpoints import load_into as load_checkpoint_into
+from napari_al.core.engine.checkpoints import read_metadata as read_checkpoint_metadata
+from napari_al.core.engine.checkpoints import save as save_checkpoint
+from napari_al.core.engine.detector import Detector
+from napari_al.core.engine.device import configure_threads, num_threads, select_device
+from napari_al.core.engine.inference import load_image
+from napari_al.core.engine.training import (
+    LAMBDA_D,
+    LEARNING_RATE,
+    TrainingExample,
+    TrainProgress,
+    TrainResult,
+    train,
+)
+
+__all__ = [
+    "ARCHS",
+    "DEFAULT_ARCH",
+    "LAMBDA_D",
+    "LEARNING_RATE",
+    "BuildInfo",
+    "Detector",
+    "DetectorConfig",
+    "TrainProgress",
+    "TrainResult",
+    "TrainingExample",
+    "configure_threads",
+    "load_checkpoint",
+    "load_checkpoint_into",
+    "load_image",
+    "num_threads",
+    "read_checkpoint_metadata",
+    "save_checkpoint",
+    "select_device",
+    "train",
+]
