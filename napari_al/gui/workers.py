@@ -4,8 +4,8 @@ One job at a time. Every job is a generator: each ``yield`` emits progress to th
 and is where ``worker.quit()`` takes effect; a ``threading.Event`` passed into the long calls
 (``should_stop`` of the workflow's ``run_round`` and its steps) stops them between steps.
 Progress reported from inside a long call travels through a Qt signal (queued to the main
-thread). The result is applied by the caller's ``on_done`` slot, on the main thread. Errors inside a job come back as
-a failed :class:`~napari_al.gui.tasks.JobResult` and are shown as a napari notification.
+thread). The result is applied by the caller's ``on_done`` slot, on the main thread. Errors
+inside a job come back as a failed :class:`~napari_al.gui.tasks.JobResult` and are shown as a napari notification.
 
 torch and torchvision are imported on the main thread before the first job starts
 (:func:`~napari_al.gui.tasks.ensure_torch`): a first import inside a worker thread segfaulted.
