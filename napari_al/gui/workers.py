@@ -5,10 +5,12 @@ and is where ``worker.quit()`` takes effect; a ``threading.Event`` passed into t
 (``should_stop`` of the workflow's ``run_round`` and its steps) stops them between steps.
 Progress reported from inside a long call travels through a Qt signal (queued to the main
 thread). The result is applied by the caller's ``on_done`` slot, on the main thread. Errors
-inside a job come back as a failed :class:`~napari_al.gui.tasks.JobResult` and are shown as a napari notification.
+inside a job come back as a failed :class:`~napari_al.gui.tasks.JobResult` and are shown as a
+napari notification.
 
 torch and torchvision are imported on the main thread before the first job starts
-(:func:`~napari_al.gui.tasks.ensure_torch`): a first import inside a worker thread segfaulted.
+(:func:`~napari_al.gui.tasks.ensure_torch`, which also applies :func:`napari_al.runtime
+.block_triton`: loading triton once a viewer exists segfaults).
 """
 
 from __future__ import annotations
