@@ -92,7 +92,7 @@ def test_predict_stores_pool_boxes_and_evaluate_reports_map(project: Path, capsy
     capsys.readouterr()
     assert main(["predict", str(project), *TINY]) == 0
     out = capsys.readouterr().out
-    assert "predicted 4 images of the pool" in out
+    assert "predicted 4 images still to review" in out  # the 4 pool images: the rest is complete
     with ProjectStore.open(project) as store:
         pool = store.images(split="pool")
         predicted = store.boxes(statuses=("predicted",))
