@@ -567,3 +567,64 @@ def test_weak_predictions_are_hidden_and_skipped(widget) -> None:  # type: ignor
     w.query_section.min_score_spin.setValue(0.0)
     layer_matches_store(w)
     assert len(w.view.box_ids()) == len(w.store.boxes(image_id=image))
+
+
+# -- one key press, one transaction; a stored ranking survives a restart ------------------------
+
+
+def _write_transactions(store: ProjectStore) -> list[str]:
+    """Record the write transactions (``BEGIN IMMEDIATE``) the store's connection starts."""
+    seen: list[str] = []
+    store._conn.set_trace_callback(
+        lambda sql: seen.append(sql) if sql.strip().upper().startswith("BEGIN IMMEDIATE") else None
+    )
+    return seen
+
+
+@pytest.mark.parametrize("key", ["W", "Q"])
+def test_one_key_press_is_one_sqlite_commit(widget, key: str) -> None:  # type: ignore[no-untyped-def]
+    """W (accept) and Q (reject): one press on a box of an unseen image changes the
+    box and the image's review state in ONE transaction, logged as ONE action."""
+    w = widget
+    store, c = w.store, w.controller
+    image = c.image_id
+    assert store.image(image).review_state == "unseen"
+    box = c.focus_box
+    assert box is not None
+    last = store.last_action_id()
+    writes = _write_transactions(store)
+    try:
+        press(w.viewer, key)
+    finally:
+        store._conn.set_trace_callback(None)
+    assert len(writes) == 1, writes
+    assert len(store.actions(since_id=last)) == 1
+    assert store.image(image).review_state == "partial"
+    press(w.viewer, "Control-Z")  # and the undo is one command again
+    assert store.image(image).review_state == "unseen"
+
+
+def test_a_ranking_from_the_cli_is_listed_after_a_restart(  # type: ignore[no-untyped-def]
+    make_napari_viewer, project: Path
+) -> None:
+    """``napari-al rank`` stores its result; opening the project shows it in the query list and
+    N walks it."""
+    from napari_al.core.workflow import QuerySettings
+    from napari_al.gui.widget import ActiveLearningWidget
+
+    with ProjectStore.open(project) as store:
+        pool = [r.id for r in store.images(split="pool") if r.review_state != "complete"]
+        items = [QueryItem(image=i, score=1.0 / (k + 1)) for k, i in enumerate(pool[:3])]
+        store.save_queries(items, model_version=None, settings={"budget": 3})
+    viewer = make_napari_viewer()
+    w = ActiveLearningWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Active learning")
+    w.open_project(project)
+    try:
+        assert [q.image for q in w.controller.queries] == pool[:3]
+        assert w.query_section.query_list.count() == 3
+        press(w.viewer, "N")
+        assert w.controller.image_id == pool[0]
+        assert QuerySettings().budget  # the defaults the widget starts from exist
+    finally:
+        w.close_project()
