@@ -424,3 +424,41 @@ def test_project_export_writes_ignore_regions(tmp_path: Path) -> None:
         export_dataset(store, tmp_path / "out.json", "coco")
     anns = json.loads((tmp_path / "out.json").read_text())["annotations"]
     assert [(a["bbox"], a["iscrowd"]) for a in anns] == [([0, 0, 10, 10], 0), ([20, 20, 10, 10], 1)]
+
+
+# ---- item 9: declared encodings; only FormatError escapes a reader ----------------------------
+
+
+def test_voc_declared_xml_encoding_is_honoured(tmp_path: Path) -> None:
+    """``encoding="gb2312"`` with a Chinese class name reads; an unknown encoding is one
+    FormatError naming the file, which ``strict=False`` skips."""
+    from napari_al.core.formats import FormatError
+
+    plain_jpeg(tmp_path / "JPEGImages" / "a.jpg")
+    plain_jpeg(tmp_path / "JPEGImages" / "b.jpg")
+    (tmp_path / "Annotations").mkdir()
+    body = voc_xml("a.jpg", 64, 48, [("细胞", 1, 1, 10, 10)])
+    decl = '<?xml version="1.0" encoding="{}"?>\n'
+    (tmp_path / "Annotations" / "a.xml").write_bytes(
+        (decl.format("gb2312") + body).encode("gb2312")
+    )
+    (tmp_path / "Annotations" / "b.xml").write_bytes(
+        (decl.format("windows-1252") + voc_xml("b.jpg", 64, 48, [("café", 1, 1, 9, 9)])).encode(
+            "cp1252"
+        )
+    )
+    ds = read_voc(tmp_path)
+    assert ds.classes == ["café", "细胞"]
+    (tmp_path / "Annotations" / "b.xml").write_bytes(
+        (decl.format("no-such-codec") + voc_xml("b.jpg", 64, 48, [])).encode()
+    )
+    with pytest.raises(FormatError, match=r"Annotations/b\.xml: .*no-such-codec"):
+        read_voc(tmp_path)
+    ds = read_voc(tmp_path, strict=False)
+    assert [im.path.name for im in ds.images if im.annotated] == ["a.jpg"]
+    # a declaration that lies about the bytes is a FormatError too
+    (tmp_path / "Annotations" / "b.xml").write_bytes(
+        (decl.format("gb2312") + voc_xml("b.jpg", 64, 48, [])).encode() + b"\xff\xfe\xff"
+    )
+    with pytest.raises(FormatError, match=r"Annotations/b\.xml"):
+        read_voc(tmp_path)

@@ -55,12 +55,17 @@ def _check_file(path: Path) -> None:
             f"{path}: unsupported file type '{path.suffix}' (supported: "
             f"{', '.join(IMAGE_EXTENSIONS)})"
         )
-    if not path.exists():
-        raise ImageReadError(f"{path}: file not found")
-    if not path.is_file():
-        raise ImageReadError(f"{path}: not a file")
-    if path.stat().st_size == 0:
-        raise ImageReadError(f"{path}: empty file (0 bytes)")
+    try:
+        if not path.exists():
+            raise ImageReadError(f"{path}: file not found")
+        if not path.is_file():
+            raise ImageReadError(f"{path}: not a file")
+        if path.stat().st_size == 0:
+            raise ImageReadError(f"{path}: empty file (0 bytes)")
+    except (OSError, ValueError) as e:  # a name the OS refuses (too long, NUL byte ...)
+        if isinstance(e, ImageReadError):
+            raise
+        raise ImageReadError(f"{path}: cannot open ({e})") from None
 
 
 def _check_side(path: Path, width: int, height: int) -> None:

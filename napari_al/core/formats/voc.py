@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -14,6 +15,8 @@ from napari_al.core.formats.common import (
     _check_targets,
     _fix_box,
     _fmt,
+    _is_file,
+    _one_error_type,
     _parse_number,
     _positive_int,
     _Reader,
@@ -57,7 +60,7 @@ def _voc_find_image(
     if filename:
         p = img_dir / filename
         tried.append(p)
-        if p.is_file():
+        if _is_file(p):
             rd.warn(
                 f"{rel}: no image {xml_path.stem}.* in {rd.rel(img_dir)}; "
                 f"using <filename> {filename!r}"
@@ -66,21 +69,48 @@ def _voc_find_image(
     path_text = _voc_text(ann, "path")
     if path_text:
         p = Path(path_text)
-        if p.is_absolute() and p.is_file():
+        if p.is_absolute() and _is_file(p):
             return p, "", False
         tried.append(p)
     return None, ", ".join(str(t) for t in tried), False
 
 
+_XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
+
+
 def _parse_voc_xml(xml_path: Path, rd: _Reader) -> ET.Element:
-    """The ``<annotation>`` root of a VOC XML file."""
+    """The ``<annotation>`` root of a VOC XML file.
+
+    The declared encoding is honoured: expat reads UTF-8/16, Latin-1 and ASCII itself; any
+    other codec Python knows (``gb2312``, ``shift_jis``, ``windows-1252`` ...) is decoded first.
+    Every failure is a FormatError naming the file.
+    """
     rel = rd.rel(xml_path)
     try:
-        ann = ET.parse(xml_path).getroot()
-    except ET.ParseError as e:
-        raise FormatError(f"{rel}: malformed XML ({e})") from None
+        data = xml_path.read_bytes()
     except OSError as e:
         raise FormatError(f"{rel}: cannot read ({e})") from None
+    try:
+        try:
+            ann = ET.fromstring(data)
+        except (ValueError, LookupError) as e:  # a multi-byte or non-expat declared encoding
+            m = _XML_ENCODING.match(data)
+            if m is None:
+                raise FormatError(f"{rel}: cannot read ({e})") from None
+            encoding = m.group(1).decode("ascii")
+            try:
+                text = data.decode(encoding)
+            except LookupError:
+                raise FormatError(f"{rel}: declares unknown encoding {encoding!r}") from None
+            except UnicodeDecodeError as e2:
+                raise FormatError(f"{rel}: not valid {encoding} text ({e2})") from None
+            ann = ET.fromstring(text)
+    except ET.ParseError as e:
+        raise FormatError(f"{rel}: malformed XML ({e})") from None
+    except FormatError:
+        raise
+    except Exception as e:  # expat's own limits (entity expansion, depth ...) and the like
+        raise FormatError(f"{rel}: malformed XML ({type(e).__name__}: {e})") from None
     if ann.tag != "annotation":
         raise FormatError(f"{rel}: root element is <{ann.tag}>, not <annotation>")
     return ann
@@ -209,6 +239,7 @@ def _voc_splits(root: Path, by_id: dict[str, ImageRecord], failed: set[str], rd:
             rec.split = split
 
 
+@_one_error_type
 def read_voc(root: str | Path, *, classes: list[str] | None = None, strict: bool = True) -> Dataset:
     """Read a Pascal VOC folder.
 

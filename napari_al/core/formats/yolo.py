@@ -17,7 +17,10 @@ from napari_al.core.formats.common import (
     _fix_box,
     _fmt,
     _inside,
+    _is_dir,
+    _is_file,
     _iter_images,
+    _one_error_type,
     _parse_number,
     _Reader,
     _snap,
@@ -53,14 +56,18 @@ def _yolo_names(root: Path, rd: _Reader) -> tuple[list[str], dict[str, Any], Pat
 
         try:
             cfg = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
+        except yaml.YAMLError as e:
+            mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+            at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+            raise FormatError(f"{fname}: not valid YAML ({at}{problem or e})") from None
+        except (OSError, ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
             raise FormatError(f"{fname}: not valid YAML ({e})") from None
         if not isinstance(cfg, dict):
             raise FormatError(f"{fname}: top level is a {type(cfg).__name__}, not a mapping")
         if cfg.get("path"):
             p = Path(str(cfg["path"]))
             p = p if p.is_absolute() else root / p
-            base = _abspath(p) if p.is_dir() else root
+            base = _abspath(p) if _is_dir(p) else root
         names = cfg.get("names")
         if names is not None:
             return _yolo_yaml_names(names, cfg, fname), cfg, base
@@ -84,7 +91,7 @@ def _yolo_yaml_names(names: Any, cfg: dict[str, Any], fname: str) -> list[str]:
     if isinstance(names, dict):
         try:
             keys = sorted(int(k) for k in names)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise FormatError(f"{fname}: names keys must be integers 0..N-1") from None
         if keys != list(range(len(keys))):
             raise FormatError(f"{fname}: names keys are {keys}, expected 0..{len(keys) - 1}")
@@ -117,9 +124,9 @@ def _yolo_sources(
             for entry in entries:
                 p = Path(str(entry))
                 p = _abspath(p if p.is_absolute() else base / p)
-                if p.is_dir():
+                if _is_dir(p):
                     pairs += [(_abspath(q), split) for q in _iter_images(p)]
-                elif p.is_file() and p.suffix.lower() == ".txt":
+                elif _is_file(p) and p.suffix.lower() == ".txt":
                     pairs += [(q, split) for q in _read_image_list(p, rd)]
                 else:
                     raise FormatError(
@@ -239,6 +246,7 @@ def _read_yolo_line(
     return BoxRecord(x1, y1, x2, y2, classes[c], score)
 
 
+@_one_error_type
 def read_yolo(root: str | Path, *, strict: bool = True) -> Dataset:
     """Read a YOLO (Ultralytics / darknet) dataset folder.
 
@@ -280,9 +288,9 @@ def read_yolo(root: str | Path, *, strict: bool = True) -> Dataset:
         ultralytics = _ultralytics_label(path)
         if ultralytics is not None and _inside(ultralytics, root):
             label_dirs.add(ultralytics.parent)
-        label = next((c for c in cands if c.is_file()), None)
+        label = next((c for c in cands if _is_file(c)), None)
         try:
-            if not path.is_file():
+            if not _is_file(path):
                 raise FormatError(f"{rd.rel(path)}: image not found")
             w, h = rd.size_of(path, "")
             rec = ImageRecord(
