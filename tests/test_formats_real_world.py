@@ -462,3 +462,19 @@ def test_voc_declared_xml_encoding_is_honoured(tmp_path: Path) -> None:
     )
     with pytest.raises(FormatError, match=r"Annotations/b\.xml"):
         read_voc(tmp_path)
+
+
+# ---- item 10: VOC <size> 0x0 ------------------------------------------------------------------
+
+
+def test_voc_size_0x0_is_read_from_the_image(tmp_path: Path) -> None:
+    """``0x0`` means "not filled in" (as a missing size): the image header gives it."""
+    plain_jpeg(tmp_path / "JPEGImages" / "a.jpg", 64, 48)
+    (tmp_path / "Annotations").mkdir()
+    for zero in ("0", "0.0", " 0 "):
+        xml = voc_xml("a.jpg", zero, zero, [("cell", 1, 1, 10, 10)])
+        (tmp_path / "Annotations" / "a.xml").write_text(xml)
+        ds = read_voc(tmp_path)
+        (rec,) = ds.images
+        assert (rec.width, rec.height, len(rec.boxes)) == (64, 48, 1)
+        assert any("size is 0x0" in w and "64x48" in w for w in ds.warnings)

@@ -131,6 +131,9 @@ def _read_voc_xml(
             f"{rel}: size/width or size/height missing; using the image's {header[0]}x{header[1]}"
         )
         width, height = header
+    elif _is_zero(w_text) and _is_zero(h_text):  # not filled in by the tool that wrote it
+        rd.warn(f"{rel}: size is 0x0; using the image's {header[0]}x{header[1]}")
+        width, height = header
     else:
         width = _positive_int(_parse_number(w_text, rel, "size/width"), rel, "size/width")
         height = _positive_int(_parse_number(h_text, rel, "size/height"), rel, "size/height")
@@ -150,6 +153,13 @@ def _read_voc_xml(
             rd.skip(e, "object")
             rec.skipped_objects += 1
     return rec
+
+
+def _is_zero(text: str) -> bool:
+    try:
+        return float(text) == 0
+    except ValueError:
+        return False
 
 
 def _read_voc_object(
