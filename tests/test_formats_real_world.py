@@ -478,3 +478,25 @@ def test_voc_size_0x0_is_read_from_the_image(tmp_path: Path) -> None:
         (rec,) = ds.images
         assert (rec.width, rec.height, len(rec.boxes)) == (64, 48, 1)
         assert any("size is 0x0" in w and "64x48" in w for w in ds.warnings)
+
+
+# ---- item 11: Roboflow data.yaml --------------------------------------------------------------
+
+
+def test_roboflow_yaml_with_dotdot_paths(tmp_path: Path) -> None:
+    """``train: ../train/images`` resolves as Ultralytics does: ``path/../train/images``, else
+    (when that does not exist) ``path/train/images``."""
+    root = tmp_path / "My Dataset.v2i.yolov8"
+    for folder, name in (("train", "a"), ("valid", "b"), ("test", "c")):
+        plain_jpeg(root / folder / "images" / f"{name}.jpg")
+        (root / folder / "labels").mkdir(parents=True)
+        (root / folder / "labels" / f"{name}.txt").write_text("1 0.5 0.5 0.25 0.25\n")
+    (root / "data.yaml").write_text(
+        "train: ../train/images\nval: ../valid/images\ntest: ../test/images\n\nnc: 2\n"
+        "names: ['cell', 'rbc']\n\nroboflow:\n  workspace: w\n  project: p\n  version: 2\n"
+    )
+    ds = read_yolo(root)
+    got = {im.path.name: (im.split, [(b.label, b.xyxy()) for b in im.boxes]) for im in ds.images}
+    box = [("rbc", (24, 18, 40, 30))]
+    assert got == {"a.jpg": ("train", box), "b.jpg": ("val", box), "c.jpg": ("test", box)}
+    assert not ds.warnings

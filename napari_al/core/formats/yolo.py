@@ -111,6 +111,20 @@ def _yolo_yaml_names(names: Any, cfg: dict[str, Any], fname: str) -> list[str]:
     return out
 
 
+def _yolo_entry_path(entry: str, base: Path) -> Path:
+    """A data.yaml split entry resolved as Ultralytics' ``check_det_dataset`` does: relative to
+    ``base`` (data.yaml's ``path``, default its folder); when that does not exist and the entry
+    starts with ``../`` (Roboflow's ``train: ../train/images``), relative to ``base`` without
+    the ``../``."""
+    p = Path(entry)
+    if p.is_absolute():
+        return _abspath(p)
+    x = _abspath(base / p)
+    if not (_is_dir(x) or _is_file(x)) and entry.startswith("../"):
+        x = _abspath(base / entry[3:])
+    return x
+
+
 def _yolo_sources(
     cfg: dict[str, Any], root: Path, base: Path, rd: _Reader
 ) -> list[tuple[Path, str | None]]:
@@ -122,8 +136,7 @@ def _yolo_sources(
             split = _YOLO_SPLIT_KEYS[key]
             entries = cfg[key] if isinstance(cfg[key], list) else [cfg[key]]
             for entry in entries:
-                p = Path(str(entry))
-                p = _abspath(p if p.is_absolute() else base / p)
+                p = _yolo_entry_path(str(entry), base)
                 if _is_dir(p):
                     pairs += [(_abspath(q), split) for q in _iter_images(p)]
                 elif _is_file(p) and p.suffix.lower() == ".txt":
@@ -253,16 +266,16 @@ def read_yolo(root: str | Path, *, strict: bool = True) -> Dataset:
     Class names: ``data.yaml`` ``names`` (list or ``{index: name}``), else ``classes.txt`` or
     ``obj.names``. Images: the ``train``/``val``(``valid``)/``test`` entries of data.yaml (a
     folder or a ``.txt`` list of image paths each, relative to data.yaml's ``path``, default
-    its folder), plus this package's ``pool`` and ``unassigned`` keys; without them every image
-    under ``images/`` (split from its first sub-folder). The label file of an image is the
-    first that exists of: the image path with its last ``images`` folder replaced by ``labels``
-    (Ultralytics), ``labels/<split>/<stem>.txt``, ``labels/<stem>.txt``, ``<image>.txt``
-    (darknet), those inside ``root`` before all others (labels resolve relative to the folder
-    being imported, so an export listing images in place re-imports its own labels). An image
-    with a label file is annotated (an empty file is a negative); one without is unannotated.
-    Lines are ``class cx cy w h [score]`` or a segmentation polygon (``class x1 y1 x2 y2 ...``,
-    reduced to its bounding box). A label file under ``labels/``
-    that matches no image is an error.
+    its folder; a missing ``../x`` falls back to ``x`` as in Ultralytics, for Roboflow), plus this
+    package's ``pool`` and ``unassigned`` keys; without them every image under ``images/`` (split
+    from its first sub-folder). The label file of an image is the first that exists of: the image
+    path with its last ``images`` folder replaced by ``labels`` (Ultralytics),
+    ``labels/<split>/<stem>.txt``, ``labels/<stem>.txt``, ``<image>.txt`` (darknet), those inside
+    ``root`` before all others (labels resolve relative to the folder being imported, so an export
+    listing images in place re-imports its own labels). An image with a label file is annotated (an
+    empty file is a negative); one without is unannotated. Lines are ``class cx cy w h [score]`` or
+    a segmentation polygon (``class x1 y1 x2 y2 ...``, reduced to its bounding box). A label file
+    under ``labels/`` that matches no image is an error.
     """
     root = _abspath(root)
     if not root.is_dir():
