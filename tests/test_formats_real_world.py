@@ -500,3 +500,32 @@ def test_roboflow_yaml_with_dotdot_paths(tmp_path: Path) -> None:
     box = [("rbc", (24, 18, 40, 30))]
     assert got == {"a.jpg": ("train", box), "b.jpg": ("val", box), "c.jpg": ("test", box)}
     assert not ds.warnings
+
+
+# ---- item 12: common VOC layouts --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["lower-case", "labelimg", "image-dir"])
+def test_common_voc_layouts(tmp_path: Path, layout: str) -> None:
+    """``annotations/`` + ``images/``, LabelImg's XML beside the image, or ``image_dir=``."""
+    from napari_al.core.formats import detect_format, read_dataset
+
+    ann, img = {
+        "lower-case": ("annotations", "images"),
+        "labelimg": (".", "."),
+        "image-dir": ("Annotations", "pictures"),
+    }[layout]
+    plain_jpeg(tmp_path / img / "cell (1).jpg")
+    plain_jpeg(tmp_path / img / "b.jpg")  # no XML: unannotated
+    (tmp_path / ann).mkdir(exist_ok=True)
+    xml = voc_xml("cell (1).jpg", 64, 48, [("cell", 1, 1, 10, 10)])
+    (tmp_path / ann / "cell (1).xml").write_text(xml)
+    (tmp_path / "ImageSets" / "Main").mkdir(parents=True)
+    (tmp_path / "ImageSets" / "Main" / "val.txt").write_text("cell (1)\n")
+    kwargs = {"image_dir": tmp_path / img} if layout == "image-dir" else {}
+    if layout != "image-dir":
+        assert detect_format(tmp_path) == "voc"
+    ds = read_dataset(tmp_path, "voc", **kwargs)
+    got = {im.path.name: (im.annotated, im.split, len(im.boxes)) for im in ds.images}
+    assert got == {"cell (1).jpg": (True, "val", 1), "b.jpg": (False, None, 0)}
+    assert all(im.path.parent == (tmp_path / img).resolve() for im in ds.images)

@@ -15,6 +15,7 @@ from napari_al.core.formats.common import (
     _check_targets,
     _fix_box,
     _fmt,
+    _is_dir,
     _is_file,
     _one_error_type,
     _parse_number,
@@ -250,26 +251,58 @@ def _voc_splits(root: Path, by_id: dict[str, ImageRecord], failed: set[str], rd:
 
 
 @_one_error_type
-def read_voc(root: str | Path, *, classes: list[str] | None = None, strict: bool = True) -> Dataset:
+def _voc_layout(root: Path, image_dir: str | Path | None) -> tuple[Path, Path]:
+    """The annotation and image folders of a VOC dataset (see :func:`read_voc`)."""
+    if _is_dir(root / "Annotations"):
+        ann_dir = root / "Annotations"
+    elif _is_dir(root / "annotations"):
+        ann_dir = root / "annotations"
+    elif any(p.suffix.lower() == ".xml" and _is_file(p) for p in root.iterdir()):
+        ann_dir = root  # LabelImg: each XML beside its image
+    else:
+        raise FormatError(
+            f"{root}: not a VOC folder (no Annotations/ folder); no annotations/ folder or .xml "
+            "files beside the images either"
+        )
+    if image_dir is not None:
+        img_dir = _abspath(image_dir)
+        if not _is_dir(img_dir):
+            raise FormatError(f"{img_dir}: image folder not found")
+        return ann_dir, img_dir
+    for name in ("JPEGImages", "images"):
+        if _is_dir(root / name):
+            return ann_dir, root / name
+    return ann_dir, root if ann_dir == root else root / "JPEGImages"
+
+
+def read_voc(
+    root: str | Path,
+    *,
+    classes: list[str] | None = None,
+    strict: bool = True,
+    image_dir: str | Path | None = None,
+) -> Dataset:
     """Read a Pascal VOC folder.
 
-    Layout: ``Annotations/*.xml``, images in ``JPEGImages/`` (paired by file stem as the VOC
+    Layout: ``Annotations/*.xml`` (or ``annotations/``, or LabelImg's XML files beside the
+    images in ``root``), images in ``image_dir`` when given, else ``JPEGImages/``, else
+    ``images/``, else (XML beside the images) ``root`` (paired by file stem as the VOC
     devkit does, else found by the XML's ``<filename>``, else by an absolute ``<path>``, which
     is how :func:`write_voc` references images it did not copy; a stale ``<filename>`` is
     reported, and two XMLs claiming one image are an error), optional
     ``ImageSets/Main/{train,val,test,pool}.txt`` (image ids; ``trainval.txt`` is used as train
     only when neither exists).
 
-    Images with an XML are ``annotated=True``; images in ``JPEGImages/`` without one are
+    Images with an XML are ``annotated=True``; images in the image folder without one are
     included unannotated. The class order is ``classes`` when given (other names are then
     errors), else ``classes.txt`` in the root when present (extra names appended sorted, with a
     warning), else the sorted names found. An object with ``<difficult>1`` is an ignore region
     (``ImageRecord.ignore_regions``), as the VOC devkit ignores it in evaluation.
     """
     root = _abspath(root)
-    ann_dir, img_dir = root / "Annotations", root / "JPEGImages"
-    if not ann_dir.is_dir():
-        raise FormatError(f"{root}: not a VOC folder (no Annotations/ folder)")
+    if not _is_dir(root):
+        raise FormatError(f"{root}: not a folder")
+    ann_dir, img_dir = _voc_layout(root, image_dir)
     rd = _Reader(root, strict)
 
     xmls = sorted(p for p in ann_dir.iterdir() if p.suffix.lower() == ".xml" and p.is_file())
