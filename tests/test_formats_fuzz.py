@@ -100,6 +100,18 @@ DATASETS: dict[str, tuple[Callable, dict[str, bytes]]] = {
         read_yolo,
         {"obj.names": b"cell\n", "labels/a.txt": b"0 0.5 0.5 0.25 0.25\n", "images/a.jpg": _jpeg()},
     ),
+    "obj.data": (
+        read_yolo,
+        {
+            "obj.data": b"classes = 1\ntrain = train.txt\nvalid = data/valid.txt\nnames = my.names",
+            "my.names": b"cell\n",
+            "train.txt": b"obj/a.jpg\n",
+            "valid.txt": b"./obj/b.jpg\n",
+            "obj/a.jpg": _jpeg(),
+            "obj/a.txt": b"0 0.5 0.5 0.25 0.25\n",
+            "obj/b.jpg": _jpeg(),
+        },
+    ),
     "images": (
         read_image_folder,
         {"a.jpg": _jpeg(), "b.png": _png(), "c.tif": _tiff()},
@@ -243,6 +255,8 @@ def _read_quietly(reader: Callable, root: Path) -> None:
         ("yolo", "train.txt", "lines"),
         ("yolo", "labels/train/a.txt", "lines"),
         ("darknet", "obj.names", "lines"),
+        ("obj.data", "obj.data", "lines"),
+        ("obj.data", "train.txt", "lines"),
         ("voc", "Annotations/a.xml", "xml"),
         ("voc", "ImageSets/Main/train.txt", "lines"),
         ("voc", "classes.txt", "lines"),
@@ -279,3 +293,14 @@ def test_unforeseen_failure_is_a_format_error(tmp_path: Path, monkeypatch) -> No
     monkeypatch.setattr(common, "image_size", boom)
     with pytest.raises(FormatError, match=r"cannot read \(KeyError: 'surprise'\)"):
         read_image_folder(tmp_path)
+
+
+@pytest.mark.parametrize("kind", list(DATASETS))
+def test_unmutated_datasets_read_cleanly(tmp_path: Path, kind: str) -> None:
+    """The fuzzing starts from valid datasets: read strictly, without a warning."""
+    reader, files = DATASETS[kind]
+    for rel, content in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(content)
+    ds = reader(tmp_path, strict=True)
+    assert ds.images and not ds.warnings

@@ -529,3 +529,60 @@ def test_common_voc_layouts(tmp_path: Path, layout: str) -> None:
     got = {im.path.name: (im.annotated, im.split, len(im.boxes)) for im in ds.images}
     assert got == {"cell (1).jpg": (True, "val", 1), "b.jpg": (False, None, 0)}
     assert all(im.path.parent == (tmp_path / img).resolve() for im in ds.images)
+
+
+# ---- item 14: Darknet layout ------------------------------------------------------------------
+
+
+def darknet_set(data: Path) -> None:
+    """A Darknet ``data/`` folder: obj.data, coco.names, list files, images + labels beside."""
+    for name in ("a", "b", "v"):
+        plain_jpeg(data / "obj" / f"{name}.jpg")
+        (data / "obj" / f"{name}.txt").write_text("1 0.5 0.5 0.25 0.25\n")
+    (data / "obj" / "c.txt").write_text("0 0.5 0.5 0.1 0.1\n")  # no image
+    (data / "coco.names").write_text("cell\nrbc\n")
+    (data / "obj.data").write_text(
+        "classes = 2\ntrain  = data/train.txt\nvalid = data/valid.txt\n"
+        "names = data/coco.names\nbackup = backup/\n"
+    )
+    (data / "train.txt").write_text("data/obj/a.jpg\ndata/obj/b.jpg\n")  # relative to darknet/
+    (data / "valid.txt").write_text("data/obj/v.jpg\n")
+
+
+def test_darknet_names_obj_data_and_lists(tmp_path: Path) -> None:
+    data = tmp_path / "darknet" / "data"
+    darknet_set(data)
+    ds = read_yolo(data)
+    assert ds.classes == ["cell", "rbc"]
+    got = {im.path.name: (im.split, len(im.boxes)) for im in ds.images}
+    assert got == {"a.jpg": ("train", 1), "b.jpg": ("train", 1), "v.jpg": ("val", 1)}
+    # the label file without an image is reported, never dropped without a word
+    assert any("obj/c.txt" in w and "no image" in w for w in ds.warnings)
+
+
+def test_darknet_list_line_naming_a_missing_folder_is_reported(tmp_path: Path) -> None:
+    from napari_al.core.formats import FormatError
+
+    data = tmp_path / "darknet" / "data"
+    darknet_set(data)
+    (data / "valid.txt").write_text("data/obj/v.jpg\ndata/gone/x.jpg\n")
+    with pytest.raises(FormatError, match=r"valid\.txt: line 2: 'data/gone/x\.jpg' not found"):
+        read_yolo(data)
+    ds = read_yolo(data, strict=False)
+    assert sorted(im.path.name for im in ds.images) == ["a.jpg", "b.jpg", "v.jpg"]
+    assert any("valid.txt: line 2" in w and "skipped" in w for w in ds.warnings)
+
+
+def test_any_names_file_gives_the_classes(tmp_path: Path) -> None:
+    """No data.yaml, classes.txt or obj.names: a single ``*.names`` file holds the classes."""
+    from napari_al.core.formats import FormatError, detect_format
+
+    plain_jpeg(tmp_path / "images" / "a.jpg")
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.txt").write_text("1 0.5 0.5 0.25 0.25\n")
+    (tmp_path / "voc.names").write_text("cell\nrbc\n")
+    assert read_yolo(tmp_path).classes == ["cell", "rbc"]
+    assert detect_format(tmp_path) == "yolo"
+    (tmp_path / "other.names").write_text("x\ny\n")
+    with pytest.raises(FormatError, match=r"other\.names.*voc\.names"):
+        read_yolo(tmp_path)
