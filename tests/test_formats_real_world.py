@@ -586,3 +586,17 @@ def test_any_names_file_gives_the_classes(tmp_path: Path) -> None:
     (tmp_path / "other.names").write_text("x\ny\n")
     with pytest.raises(FormatError, match=r"other\.names.*voc\.names"):
         read_yolo(tmp_path)
+
+
+def test_import_into_passes_reader_options(tmp_path: Path) -> None:
+    """``image_dir`` (VOC) and ``image_root`` (COCO) reach the readers from the project API."""
+    from napari_al.core.project import import_into
+    from napari_al.core.store import ProjectStore
+
+    src = tmp_path / "src"
+    plain_jpeg(src / "pictures" / "a.jpg")
+    (src / "Annotations").mkdir(parents=True)
+    (src / "Annotations" / "a.xml").write_text(voc_xml("a.jpg", 64, 48, [("cell", 1, 1, 9, 9)]))
+    with ProjectStore.create(tmp_path / "proj") as store:
+        _ds, summary = import_into(store, src, "voc", image_dir=src / "pictures")
+        assert summary["images_added"] == 1 and summary["boxes_added"] == 1
