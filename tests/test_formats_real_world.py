@@ -424,3 +424,179 @@ def test_project_export_writes_ignore_regions(tmp_path: Path) -> None:
         export_dataset(store, tmp_path / "out.json", "coco")
     anns = json.loads((tmp_path / "out.json").read_text())["annotations"]
     assert [(a["bbox"], a["iscrowd"]) for a in anns] == [([0, 0, 10, 10], 0), ([20, 20, 10, 10], 1)]
+
+
+# ---- item 9: declared encodings; only FormatError escapes a reader ----------------------------
+
+
+def test_voc_declared_xml_encoding_is_honoured(tmp_path: Path) -> None:
+    """``encoding="gb2312"`` with a Chinese class name reads; an unknown encoding is one
+    FormatError naming the file, which ``strict=False`` skips."""
+    from napari_al.core.formats import FormatError
+
+    plain_jpeg(tmp_path / "JPEGImages" / "a.jpg")
+    plain_jpeg(tmp_path / "JPEGImages" / "b.jpg")
+    (tmp_path / "Annotations").mkdir()
+    body = voc_xml("a.jpg", 64, 48, [("细胞", 1, 1, 10, 10)])
+    decl = '<?xml version="1.0" encoding="{}"?>\n'
+    (tmp_path / "Annotations" / "a.xml").write_bytes(
+        (decl.format("gb2312") + body).encode("gb2312")
+    )
+    (tmp_path / "Annotations" / "b.xml").write_bytes(
+        (decl.format("windows-1252") + voc_xml("b.jpg", 64, 48, [("café", 1, 1, 9, 9)])).encode(
+            "cp1252"
+        )
+    )
+    ds = read_voc(tmp_path)
+    assert ds.classes == ["café", "细胞"]
+    (tmp_path / "Annotations" / "b.xml").write_bytes(
+        (decl.format("no-such-codec") + voc_xml("b.jpg", 64, 48, [])).encode()
+    )
+    with pytest.raises(FormatError, match=r"Annotations/b\.xml: .*no-such-codec"):
+        read_voc(tmp_path)
+    ds = read_voc(tmp_path, strict=False)
+    assert [im.path.name for im in ds.images if im.annotated] == ["a.jpg"]
+    # a declaration that lies about the bytes is a FormatError too
+    (tmp_path / "Annotations" / "b.xml").write_bytes(
+        (decl.format("gb2312") + voc_xml("b.jpg", 64, 48, [])).encode() + b"\xff\xfe\xff"
+    )
+    with pytest.raises(FormatError, match=r"Annotations/b\.xml"):
+        read_voc(tmp_path)
+
+
+# ---- item 10: VOC <size> 0x0 ------------------------------------------------------------------
+
+
+def test_voc_size_0x0_is_read_from_the_image(tmp_path: Path) -> None:
+    """``0x0`` means "not filled in" (as a missing size): the image header gives it."""
+    plain_jpeg(tmp_path / "JPEGImages" / "a.jpg", 64, 48)
+    (tmp_path / "Annotations").mkdir()
+    for zero in ("0", "0.0", " 0 "):
+        xml = voc_xml("a.jpg", zero, zero, [("cell", 1, 1, 10, 10)])
+        (tmp_path / "Annotations" / "a.xml").write_text(xml)
+        ds = read_voc(tmp_path)
+        (rec,) = ds.images
+        assert (rec.width, rec.height, len(rec.boxes)) == (64, 48, 1)
+        assert any("size is 0x0" in w and "64x48" in w for w in ds.warnings)
+
+
+# ---- item 11: Roboflow data.yaml --------------------------------------------------------------
+
+
+def test_roboflow_yaml_with_dotdot_paths(tmp_path: Path) -> None:
+    """``train: ../train/images`` resolves as Ultralytics does: ``path/../train/images``, else
+    (when that does not exist) ``path/train/images``."""
+    root = tmp_path / "My Dataset.v2i.yolov8"
+    for folder, name in (("train", "a"), ("valid", "b"), ("test", "c")):
+        plain_jpeg(root / folder / "images" / f"{name}.jpg")
+        (root / folder / "labels").mkdir(parents=True)
+        (root / folder / "labels" / f"{name}.txt").write_text("1 0.5 0.5 0.25 0.25\n")
+    (root / "data.yaml").write_text(
+        "train: ../train/images\nval: ../valid/images\ntest: ../test/images\n\nnc: 2\n"
+        "names: ['cell', 'rbc']\n\nroboflow:\n  workspace: w\n  project: p\n  version: 2\n"
+    )
+    ds = read_yolo(root)
+    got = {im.path.name: (im.split, [(b.label, b.xyxy()) for b in im.boxes]) for im in ds.images}
+    box = [("rbc", (24, 18, 40, 30))]
+    assert got == {"a.jpg": ("train", box), "b.jpg": ("val", box), "c.jpg": ("test", box)}
+    assert not ds.warnings
+
+
+# ---- item 12: common VOC layouts --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["lower-case", "labelimg", "image-dir"])
+def test_common_voc_layouts(tmp_path: Path, layout: str) -> None:
+    """``annotations/`` + ``images/``, LabelImg's XML beside the image, or ``image_dir=``."""
+    from napari_al.core.formats import detect_format, read_dataset
+
+    ann, img = {
+        "lower-case": ("annotations", "images"),
+        "labelimg": (".", "."),
+        "image-dir": ("Annotations", "pictures"),
+    }[layout]
+    plain_jpeg(tmp_path / img / "cell (1).jpg")
+    plain_jpeg(tmp_path / img / "b.jpg")  # no XML: unannotated
+    (tmp_path / ann).mkdir(exist_ok=True)
+    xml = voc_xml("cell (1).jpg", 64, 48, [("cell", 1, 1, 10, 10)])
+    (tmp_path / ann / "cell (1).xml").write_text(xml)
+    (tmp_path / "ImageSets" / "Main").mkdir(parents=True)
+    (tmp_path / "ImageSets" / "Main" / "val.txt").write_text("cell (1)\n")
+    kwargs = {"image_dir": tmp_path / img} if layout == "image-dir" else {}
+    if layout != "image-dir":
+        assert detect_format(tmp_path) == "voc"
+    ds = read_dataset(tmp_path, "voc", **kwargs)
+    got = {im.path.name: (im.annotated, im.split, len(im.boxes)) for im in ds.images}
+    assert got == {"cell (1).jpg": (True, "val", 1), "b.jpg": (False, None, 0)}
+    assert all(im.path.parent == (tmp_path / img).resolve() for im in ds.images)
+
+
+# ---- item 14: Darknet layout ------------------------------------------------------------------
+
+
+def darknet_set(data: Path) -> None:
+    """A Darknet ``data/`` folder: obj.data, coco.names, list files, images + labels beside."""
+    for name in ("a", "b", "v"):
+        plain_jpeg(data / "obj" / f"{name}.jpg")
+        (data / "obj" / f"{name}.txt").write_text("1 0.5 0.5 0.25 0.25\n")
+    (data / "obj" / "c.txt").write_text("0 0.5 0.5 0.1 0.1\n")  # no image
+    (data / "coco.names").write_text("cell\nrbc\n")
+    (data / "obj.data").write_text(
+        "classes = 2\ntrain  = data/train.txt\nvalid = data/valid.txt\n"
+        "names = data/coco.names\nbackup = backup/\n"
+    )
+    (data / "train.txt").write_text("data/obj/a.jpg\ndata/obj/b.jpg\n")  # relative to darknet/
+    (data / "valid.txt").write_text("data/obj/v.jpg\n")
+
+
+def test_darknet_names_obj_data_and_lists(tmp_path: Path) -> None:
+    data = tmp_path / "darknet" / "data"
+    darknet_set(data)
+    ds = read_yolo(data)
+    assert ds.classes == ["cell", "rbc"]
+    got = {im.path.name: (im.split, len(im.boxes)) for im in ds.images}
+    assert got == {"a.jpg": ("train", 1), "b.jpg": ("train", 1), "v.jpg": ("val", 1)}
+    # the label file without an image is reported, never dropped without a word
+    assert any("obj/c.txt" in w and "no image" in w for w in ds.warnings)
+
+
+def test_darknet_list_line_naming_a_missing_folder_is_reported(tmp_path: Path) -> None:
+    from napari_al.core.formats import FormatError
+
+    data = tmp_path / "darknet" / "data"
+    darknet_set(data)
+    (data / "valid.txt").write_text("data/obj/v.jpg\ndata/gone/x.jpg\n")
+    with pytest.raises(FormatError, match=r"valid\.txt: line 2: 'data/gone/x\.jpg' not found"):
+        read_yolo(data)
+    ds = read_yolo(data, strict=False)
+    assert sorted(im.path.name for im in ds.images) == ["a.jpg", "b.jpg", "v.jpg"]
+    assert any("valid.txt: line 2" in w and "skipped" in w for w in ds.warnings)
+
+
+def test_any_names_file_gives_the_classes(tmp_path: Path) -> None:
+    """No data.yaml, classes.txt or obj.names: a single ``*.names`` file holds the classes."""
+    from napari_al.core.formats import FormatError, detect_format
+
+    plain_jpeg(tmp_path / "images" / "a.jpg")
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.txt").write_text("1 0.5 0.5 0.25 0.25\n")
+    (tmp_path / "voc.names").write_text("cell\nrbc\n")
+    assert read_yolo(tmp_path).classes == ["cell", "rbc"]
+    assert detect_format(tmp_path) == "yolo"
+    (tmp_path / "other.names").write_text("x\ny\n")
+    with pytest.raises(FormatError, match=r"other\.names.*voc\.names"):
+        read_yolo(tmp_path)
+
+
+def test_import_into_passes_reader_options(tmp_path: Path) -> None:
+    """``image_dir`` (VOC) and ``image_root`` (COCO) reach the readers from the project API."""
+    from napari_al.core.project import import_into
+    from napari_al.core.store import ProjectStore
+
+    src = tmp_path / "src"
+    plain_jpeg(src / "pictures" / "a.jpg")
+    (src / "Annotations").mkdir(parents=True)
+    (src / "Annotations" / "a.xml").write_text(voc_xml("a.jpg", 64, 48, [("cell", 1, 1, 9, 9)]))
+    with ProjectStore.create(tmp_path / "proj") as store:
+        _ds, summary = import_into(store, src, "voc", image_dir=src / "pictures")
+        assert summary["images_added"] == 1 and summary["boxes_added"] == 1

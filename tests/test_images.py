@@ -315,3 +315,36 @@ def test_exif_orientation_applied_like_pillow(tmp_path: Path, ext: str) -> None:
         out = read_image(path)
         np.testing.assert_array_equal(out, expected)
         assert image_size(path) == (expected.shape[1], expected.shape[0])
+
+
+@pytest.mark.parametrize("compression", ["zlib", "lzw", "zstd", "jpeg"])
+def test_compressed_tiff_reads(tmp_path: Path, compression: str) -> None:
+    """LZW/Deflate (GDAL's and orthophotos' usual output) and others decode: imagecodecs is a
+    dependency."""
+    arr = RNG.integers(0, 256, (48, 64), dtype=np.uint8)
+    if compression != "jpeg":
+        arr = arr.astype(np.uint16) * 200
+    path = tmp_path / f"{compression}.tif"
+    tifffile.imwrite(path, arr, compression=compression)
+    assert image_size(path) == (64, 48)
+    out = read_image(path)
+    assert out.shape == (48, 64) and out.dtype == arr.dtype
+    if compression != "jpeg":
+        np.testing.assert_array_equal(out, arr)
+
+
+def test_undecodable_tiff_is_refused_when_its_header_is_read(tmp_path: Path, monkeypatch) -> None:
+    """A TIFF whose compression cannot be decoded here is an ImageReadError at import (where
+    the size is read), not a crash at training."""
+    path = tmp_path / "lzw.tif"
+    tifffile.imwrite(path, np.ones((48, 64), np.uint16), compression="lzw")
+
+    def no_codec(self):
+        def decode(*_a, **_k):
+            raise ValueError("<COMPRESSION.LZW: 5> requires the 'imagecodecs' package")
+
+        return decode
+
+    monkeypatch.setattr(tifffile.TiffPage, "decode", property(no_codec))
+    with pytest.raises(ImageReadError, match=r"lzw\.tif: cannot decode .*LZW.*imagecodecs"):
+        image_size(path)

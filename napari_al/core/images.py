@@ -14,6 +14,10 @@ browsers, phones, Pillow's ``ImageOps.exif_transpose`` and the annotation tools 
 VOC/COCO/YOLO labels show it, so labels from other tools land where they were drawn. A PNG's
 orientation is read from an ``eXIf`` chunk before the pixel data (where the PNG specification
 puts it). The TIFF ``Orientation`` tag is not applied (GDAL, tifffile and Fiji ignore it too).
+
+Compressed TIFFs (LZW, Deflate, JPEG, Zstd ... as GDAL and orthophoto tools write them) are
+decoded by tifffile with the ``imagecodecs`` package; :func:`image_size` decodes their first
+strip or tile, so a TIFF that cannot be decoded is refused when it enters a project.
 """
 
 from __future__ import annotations
@@ -55,12 +59,17 @@ def _check_file(path: Path) -> None:
             f"{path}: unsupported file type '{path.suffix}' (supported: "
             f"{', '.join(IMAGE_EXTENSIONS)})"
         )
-    if not path.exists():
-        raise ImageReadError(f"{path}: file not found")
-    if not path.is_file():
-        raise ImageReadError(f"{path}: not a file")
-    if path.stat().st_size == 0:
-        raise ImageReadError(f"{path}: empty file (0 bytes)")
+    try:
+        if not path.exists():
+            raise ImageReadError(f"{path}: file not found")
+        if not path.is_file():
+            raise ImageReadError(f"{path}: not a file")
+        if path.stat().st_size == 0:
+            raise ImageReadError(f"{path}: empty file (0 bytes)")
+    except (OSError, ValueError) as e:  # a name the OS refuses (too long, NUL byte ...)
+        if isinstance(e, ImageReadError):
+            raise
+        raise ImageReadError(f"{path}: cannot open ({e})") from None
 
 
 def _check_side(path: Path, width: int, height: int) -> None:
@@ -132,7 +141,9 @@ def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
 def image_size(path: str | Path) -> tuple[int, int]:
     """``(width, height)`` of an image from its header, without decoding the pixels.
 
-    The size is that of the upright view: EXIF orientations 5-8 swap width and height.
+    The size is that of the upright view: EXIF orientations 5-8 swap width and height. For a
+    compressed TIFF the first strip or tile is decoded too (LZW, Deflate, JPEG... need the
+    ``imagecodecs`` package, a dependency), so an undecodable TIFF is refused here.
     """
     path = Path(path)
     _check_file(path)
@@ -143,6 +154,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
             with tifffile.TiffFile(path) as tf:
                 page = tf.pages.first
                 width, height = int(page.imagewidth), int(page.imagelength)
+                _check_tiff_decodable(path, tf, page)
+        except ImageReadError:
+            raise
         except IndexError:  # tifffile found no page: the first IFD is missing or out of range
             raise ImageReadError(
                 f"{path}: not a readable TIFF (no image in it; truncated?)"
@@ -156,6 +170,24 @@ def image_size(path: str | Path) -> tuple[int, int]:
                 width, height = height, width
     _check_side(path, width, height)
     return int(width), int(height)
+
+
+def _check_tiff_decodable(path: Path, tf: Any, page: Any) -> None:
+    """Decode the first strip or tile of a TIFF page, so that a compression this installation
+    cannot decode (or corrupt compressed data) is refused when the image's size is read, i.e.
+    when it enters a project, not when training reads its pixels. Costs one strip/tile."""
+    if page.compression == 1 or not page.dataoffsets or not page.databytecounts[0]:
+        return  # uncompressed, or no data: reading the pixels reports any problem
+    try:
+        fh = tf.filehandle
+        fh.seek(page.dataoffsets[0])
+        data = fh.read(page.databytecounts[0])
+        page.decode(data, 0, jpegtables=page.jpegtables)
+    except Exception as e:
+        name = getattr(page.compression, "name", page.compression)
+        raise ImageReadError(
+            f"{path}: cannot decode the TIFF's {name} compression ({type(e).__name__}: {e})"
+        ) from None
 
 
 def _native(arr: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from napari_al.core.data import BoxRecord, Dataset, ImageRecord
 from napari_al.core.store import STORE_FILENAME, ProjectStore
@@ -53,11 +54,16 @@ def import_into(
     fmt: str,
     strict: bool = True,
     progress: Progress | None = None,
+    **reader_options: Any,
 ) -> tuple[Dataset, dict]:
-    """Read a dataset in ``fmt`` (voc, coco, yolo, images) and import it in one transaction."""
+    """Read a dataset in ``fmt`` (voc, coco, yolo, images) and import it in one transaction.
+
+    ``reader_options`` go to the reader: ``image_dir`` (VOC images elsewhere), ``image_root``
+    (COCO ``file_name`` base), ``classes`` (VOC class list).
+    """
     from napari_al.core.formats import read_dataset
 
-    dataset = read_dataset(Path(path), fmt, strict=strict)
+    dataset = read_dataset(Path(path), fmt, strict=strict, **reader_options)
     summary = store.import_dataset(dataset, progress=progress)
     return dataset, summary
 

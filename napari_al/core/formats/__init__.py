@@ -23,8 +23,9 @@ Repairs, applied in both modes and recorded in ``Dataset.warnings``:
 - a box partly outside the image is clipped to it (a box entirely outside is an error);
 - a box of zero width or height is widened to 1 px (towards the inside of the image), so no
   annotated object is lost; a negative width/height or ``xmin > xmax`` is an error;
-- a missing image size (VOC ``<size>``, COCO ``width``/``height``) is read from the image
-  header. A size that disagrees with the image header is an error (the boxes would not fit).
+- a missing image size (VOC ``<size>``, or one of ``0x0``; COCO ``width``/``height``) is read
+  from the image header. A size that disagrees with the image header is an error (the boxes
+  would not fit).
 
 Pixel conventions
 -----------------

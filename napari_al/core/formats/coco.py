@@ -16,7 +16,9 @@ from napari_al.core.formats.common import (
     _fix_box,
     _fmt_box,
     _inside,
+    _is_file,
     _json_number,
+    _one_error_type,
     _positive_int,
     _Reader,
     _write_text,
@@ -29,6 +31,7 @@ def _coco_id(value: Any, where: str, field: str) -> int | str:
     return value
 
 
+@_one_error_type
 def read_coco(
     json_path: str | Path, image_root: str | Path | None = None, *, strict: bool = True
 ) -> Dataset:
@@ -106,8 +109,10 @@ def _load_coco_json(json_path: Path, name: str) -> dict[str, Any]:
             data = json.load(f)
     except FileNotFoundError:
         raise FormatError(f"{name}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, int limits
         raise FormatError(f"{name}: not valid JSON ({e})") from None
+    except OSError as e:
+        raise FormatError(f"{name}: cannot read ({e})") from None
     if not isinstance(data, dict):
         raise FormatError(f"{name}: top level is a {type(data).__name__}, not an object")
     if not isinstance(data.get("images"), list):
@@ -266,7 +271,7 @@ def _read_coco_image(
         raise FormatError(f"{where}: file_name is {fname!r}, not a non-empty string")
     path = Path(fname)
     path = _abspath(path if path.is_absolute() else base / path)
-    if not path.is_file():
+    if not _is_file(path):
         raise FormatError(f"{where}: image file {fname!r} not found (looked at {path})")
     header = rd.size_of(path, where)
     if "width" in im and "height" in im:

@@ -3,11 +3,13 @@ and repairs, file walking and atomic writes."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from napari_al.core.data import Dataset, ImageRecord
 from napari_al.core.images import IMAGE_EXTENSIONS, ImageReadError, image_size
@@ -16,7 +18,36 @@ _SNAP_TOL = 1e-6
 
 
 class FormatError(ValueError):
-    """Malformed dataset input (or an impossible export); the message names file and problem."""
+    """Malformed dataset input (or an impossible export); the message names file and problem.
+
+    The message is always one line (line breaks of wrapped library messages are folded).
+    """
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(re.sub(r"\s*\n\s*", " ", str(message)).strip())
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _one_error_type(reader: _F) -> _F:
+    """Decorate a public reader so that no failure escapes as anything but FormatError.
+
+    The readers turn every problem they know into a FormatError naming the file; this is the
+    safety net for the rest (a library raising something unforeseen): a one-line FormatError
+    naming the dataset path and the exception, never a traceback.
+    """
+
+    @functools.wraps(reader)
+    def wrapper(path: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return reader(path, *args, **kwargs)
+        except (FormatError, MemoryError):
+            raise
+        except Exception as e:
+            raise FormatError(f"{path}: cannot read ({type(e).__name__}: {e})") from e
+
+    return wrapper  # type: ignore[return-value]
 
 
 class _Reader:
@@ -61,6 +92,22 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()`` that is False, not an error, for names the OS refuses (too long...)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    """``path.is_dir()`` that is False, not an error, for names the OS refuses (too long...)."""
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def _abspath(path: str | Path) -> Path:
     """Absolute, normalised path without resolving symlinks."""
     return Path(os.path.abspath(os.path.expanduser(str(path))))
@@ -95,6 +142,8 @@ def _json_number(value: Any, where: str, field: str) -> float:
     """A finite float from a JSON value (bool and strings are refused)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise FormatError(f"{where}: {field} is {value!r}, not a number")
+    if isinstance(value, int) and abs(value) > 2**53:
+        raise FormatError(f"{where}: {field} is an integer of {value.bit_length()} bits, too large")
     if not math.isfinite(value):
         raise FormatError(f"{where}: {field} is {value!r}, not a finite number")
     return float(value)

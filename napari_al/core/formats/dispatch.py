@@ -8,6 +8,7 @@ from typing import Any
 from napari_al.core.data import Dataset
 from napari_al.core.formats.coco import read_coco, write_coco
 from napari_al.core.formats.common import FormatError
+from napari_al.core.formats.darknet import names_files
 from napari_al.core.formats.folder import read_image_folder
 from napari_al.core.formats.voc import read_voc, write_voc
 from napari_al.core.formats.yolo import _YOLO_YAML_NAMES, read_yolo, write_yolo
@@ -19,19 +20,25 @@ WRITE_FORMATS = ("voc", "coco", "yolo")
 
 
 def detect_format(path: str | Path) -> str:
-    """Guess the format of ``path``: coco (a .json file), voc, yolo or images (a folder)."""
+    """Guess the format of ``path``: coco (a .json file), voc (an ``Annotations/`` or
+    ``annotations/`` folder, or .xml files beside the images), yolo (data.yaml, classes.txt,
+    obj.names, obj.data, a ``*.names`` file or a ``labels/`` folder) or images (any other
+    folder)."""
     p = Path(path)
     if p.is_file() and p.suffix.lower() == ".json":
         return "coco"
     if not p.is_dir():
         raise FormatError(f"{p}: not a folder or a COCO .json file")
-    if (p / "Annotations").is_dir():
+    if (p / "Annotations").is_dir() or (p / "annotations").is_dir():
         return "voc"
     if (
-        any((p / n).is_file() for n in (*_YOLO_YAML_NAMES, "classes.txt", "obj.names"))
+        any((p / n).is_file() for n in (*_YOLO_YAML_NAMES, "classes.txt", "obj.names", "obj.data"))
         or (p / "labels").is_dir()
+        or names_files(p)
     ):
         return "yolo"
+    if any(q.suffix.lower() == ".xml" and q.is_file() for q in p.iterdir()):
+        return "voc"  # LabelImg: XML files beside the images
     return "images"
 
 
@@ -40,7 +47,8 @@ def read_dataset(
 ) -> Dataset:
     """Read a dataset in ``fmt`` (voc, coco, yolo, images; ``None``: :func:`detect_format`).
 
-    Extra keyword arguments go to the reader (``classes`` for VOC, ``image_root`` for COCO).
+    Extra keyword arguments go to the reader (``classes`` and ``image_dir`` for VOC,
+    ``image_root`` for COCO).
     """
     fmt = detect_format(path) if fmt is None else fmt
     readers = {"voc": read_voc, "coco": read_coco, "yolo": read_yolo, "images": read_image_folder}

@@ -5,9 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from napari_al.core.data import Dataset, ImageRecord
-from napari_al.core.formats.common import FormatError, _abspath, _iter_images, _Reader
+from napari_al.core.formats.common import (
+    FormatError,
+    _abspath,
+    _iter_images,
+    _one_error_type,
+    _Reader,
+)
 
 
+@_one_error_type
 def read_image_folder(root: str | Path, *, strict: bool = True) -> Dataset:
     """All images under ``root`` (recursive, sorted, hidden files/folders skipped), unannotated.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -14,6 +15,9 @@ from napari_al.core.formats.common import (
     _check_targets,
     _fix_box,
     _fmt,
+    _is_dir,
+    _is_file,
+    _one_error_type,
     _parse_number,
     _positive_int,
     _Reader,
@@ -57,7 +61,7 @@ def _voc_find_image(
     if filename:
         p = img_dir / filename
         tried.append(p)
-        if p.is_file():
+        if _is_file(p):
             rd.warn(
                 f"{rel}: no image {xml_path.stem}.* in {rd.rel(img_dir)}; "
                 f"using <filename> {filename!r}"
@@ -66,21 +70,48 @@ def _voc_find_image(
     path_text = _voc_text(ann, "path")
     if path_text:
         p = Path(path_text)
-        if p.is_absolute() and p.is_file():
+        if p.is_absolute() and _is_file(p):
             return p, "", False
         tried.append(p)
     return None, ", ".join(str(t) for t in tried), False
 
 
+_XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
+
+
 def _parse_voc_xml(xml_path: Path, rd: _Reader) -> ET.Element:
-    """The ``<annotation>`` root of a VOC XML file."""
+    """The ``<annotation>`` root of a VOC XML file.
+
+    The declared encoding is honoured: expat reads UTF-8/16, Latin-1 and ASCII itself; any
+    other codec Python knows (``gb2312``, ``shift_jis``, ``windows-1252`` ...) is decoded first.
+    Every failure is a FormatError naming the file.
+    """
     rel = rd.rel(xml_path)
     try:
-        ann = ET.parse(xml_path).getroot()
-    except ET.ParseError as e:
-        raise FormatError(f"{rel}: malformed XML ({e})") from None
+        data = xml_path.read_bytes()
     except OSError as e:
         raise FormatError(f"{rel}: cannot read ({e})") from None
+    try:
+        try:
+            ann = ET.fromstring(data)
+        except (ValueError, LookupError) as e:  # a multi-byte or non-expat declared encoding
+            m = _XML_ENCODING.match(data)
+            if m is None:
+                raise FormatError(f"{rel}: cannot read ({e})") from None
+            encoding = m.group(1).decode("ascii")
+            try:
+                text = data.decode(encoding)
+            except LookupError:
+                raise FormatError(f"{rel}: declares unknown encoding {encoding!r}") from None
+            except UnicodeDecodeError as e2:
+                raise FormatError(f"{rel}: not valid {encoding} text ({e2})") from None
+            ann = ET.fromstring(text)
+    except ET.ParseError as e:
+        raise FormatError(f"{rel}: malformed XML ({e})") from None
+    except FormatError:
+        raise
+    except Exception as e:  # expat's own limits (entity expansion, depth ...) and the like
+        raise FormatError(f"{rel}: malformed XML ({type(e).__name__}: {e})") from None
     if ann.tag != "annotation":
         raise FormatError(f"{rel}: root element is <{ann.tag}>, not <annotation>")
     return ann
@@ -101,6 +132,9 @@ def _read_voc_xml(
             f"{rel}: size/width or size/height missing; using the image's {header[0]}x{header[1]}"
         )
         width, height = header
+    elif _is_zero(w_text) and _is_zero(h_text):  # not filled in by the tool that wrote it
+        rd.warn(f"{rel}: size is 0x0; using the image's {header[0]}x{header[1]}")
+        width, height = header
     else:
         width = _positive_int(_parse_number(w_text, rel, "size/width"), rel, "size/width")
         height = _positive_int(_parse_number(h_text, rel, "size/height"), rel, "size/height")
@@ -120,6 +154,13 @@ def _read_voc_xml(
             rd.skip(e, "object")
             rec.skipped_objects += 1
     return rec
+
+
+def _is_zero(text: str) -> bool:
+    try:
+        return float(text) == 0
+    except ValueError:
+        return False
 
 
 def _read_voc_object(
@@ -209,26 +250,59 @@ def _voc_splits(root: Path, by_id: dict[str, ImageRecord], failed: set[str], rd:
             rec.split = split
 
 
-def read_voc(root: str | Path, *, classes: list[str] | None = None, strict: bool = True) -> Dataset:
+@_one_error_type
+def _voc_layout(root: Path, image_dir: str | Path | None) -> tuple[Path, Path]:
+    """The annotation and image folders of a VOC dataset (see :func:`read_voc`)."""
+    if _is_dir(root / "Annotations"):
+        ann_dir = root / "Annotations"
+    elif _is_dir(root / "annotations"):
+        ann_dir = root / "annotations"
+    elif any(p.suffix.lower() == ".xml" and _is_file(p) for p in root.iterdir()):
+        ann_dir = root  # LabelImg: each XML beside its image
+    else:
+        raise FormatError(
+            f"{root}: not a VOC folder (no Annotations/ folder); no annotations/ folder or .xml "
+            "files beside the images either"
+        )
+    if image_dir is not None:
+        img_dir = _abspath(image_dir)
+        if not _is_dir(img_dir):
+            raise FormatError(f"{img_dir}: image folder not found")
+        return ann_dir, img_dir
+    for name in ("JPEGImages", "images"):
+        if _is_dir(root / name):
+            return ann_dir, root / name
+    return ann_dir, root if ann_dir == root else root / "JPEGImages"
+
+
+def read_voc(
+    root: str | Path,
+    *,
+    classes: list[str] | None = None,
+    strict: bool = True,
+    image_dir: str | Path | None = None,
+) -> Dataset:
     """Read a Pascal VOC folder.
 
-    Layout: ``Annotations/*.xml``, images in ``JPEGImages/`` (paired by file stem as the VOC
+    Layout: ``Annotations/*.xml`` (or ``annotations/``, or LabelImg's XML files beside the
+    images in ``root``), images in ``image_dir`` when given, else ``JPEGImages/``, else
+    ``images/``, else (XML beside the images) ``root`` (paired by file stem as the VOC
     devkit does, else found by the XML's ``<filename>``, else by an absolute ``<path>``, which
     is how :func:`write_voc` references images it did not copy; a stale ``<filename>`` is
     reported, and two XMLs claiming one image are an error), optional
     ``ImageSets/Main/{train,val,test,pool}.txt`` (image ids; ``trainval.txt`` is used as train
     only when neither exists).
 
-    Images with an XML are ``annotated=True``; images in ``JPEGImages/`` without one are
+    Images with an XML are ``annotated=True``; images in the image folder without one are
     included unannotated. The class order is ``classes`` when given (other names are then
     errors), else ``classes.txt`` in the root when present (extra names appended sorted, with a
     warning), else the sorted names found. An object with ``<difficult>1`` is an ignore region
     (``ImageRecord.ignore_regions``), as the VOC devkit ignores it in evaluation.
     """
     root = _abspath(root)
-    ann_dir, img_dir = root / "Annotations", root / "JPEGImages"
-    if not ann_dir.is_dir():
-        raise FormatError(f"{root}: not a VOC folder (no Annotations/ folder)")
+    if not _is_dir(root):
+        raise FormatError(f"{root}: not a folder")
+    ann_dir, img_dir = _voc_layout(root, image_dir)
     rd = _Reader(root, strict)
 
     xmls = sorted(p for p in ann_dir.iterdir() if p.suffix.lower() == ".xml" and p.is_file())

@@ -1,4 +1,5 @@
-"""YOLO (Ultralytics / Darknet): ``data.yaml`` or ``classes.txt``, ``labels/*.txt``."""
+"""YOLO (Ultralytics / Darknet): ``data.yaml``, ``obj.data`` or a class-name file; label
+files ``labels/*.txt`` or beside the images."""
 
 from __future__ import annotations
 
@@ -17,12 +18,23 @@ from napari_al.core.formats.common import (
     _fix_box,
     _fmt,
     _inside,
+    _is_dir,
+    _is_file,
     _iter_images,
+    _one_error_type,
     _parse_number,
     _Reader,
     _snap,
     _unique_stems,
     _write_text,
+)
+from napari_al.core.formats.darknet import (
+    DARKNET_LIST_KEYS,
+    darknet_path,
+    names_files,
+    read_image_list,
+    read_names_file,
+    read_obj_data,
 )
 
 #: YOLO data.yaml keys read as splits (``valid`` is Roboflow's spelling of ``val``; ``pool`` and
@@ -38,53 +50,76 @@ _YOLO_SPLIT_KEYS = {
 _YOLO_YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
 
 
-def _yolo_names(root: Path, rd: _Reader) -> tuple[list[str], dict[str, Any], Path]:
-    """Class names, the data.yaml content (or {}) and the folder split paths are relative to."""
+def _yolo_names(root: Path, rd: _Reader) -> tuple[list[str], dict[str, Any], Path, str]:
+    """Class names, the split configuration (data.yaml, else obj.data, else {}), the folder
+    split paths are relative to, and the configuration's file name (for messages)."""
+    cfg, base, cfg_name = _yolo_yaml(root)
+    if cfg.get("names") is not None:
+        return _yolo_yaml_names(cfg["names"], cfg, cfg_name), cfg, base, cfg_name
+    names_path: Path | None = None
+    if not cfg_name:
+        obj_data = read_obj_data(root, rd)
+        if obj_data is not None:
+            values, cfg_name = obj_data
+            cfg = {
+                k: str(darknet_path(values[k], root)) for k in DARKNET_LIST_KEYS if values.get(k)
+            }
+            if values.get("names"):
+                names_path = darknet_path(values["names"], root)
+                if not _is_file(names_path):
+                    raise FormatError(f"{cfg_name}: names: {values['names']!r} not found")
+    if names_path is not None:
+        return read_names_file(names_path, rd.rel(names_path)), cfg, base, cfg_name
+    for fname in ("classes.txt", "obj.names"):
+        if _is_file(root / fname):
+            return read_names_file(root / fname, fname), cfg, base, cfg_name
+    others = names_files(root)
+    if len(others) == 1:
+        return read_names_file(others[0], others[0].name), cfg, base, cfg_name
+    if others:
+        raise FormatError(
+            f"{root}: several class-name files ({', '.join(p.name for p in others)}); "
+            "keep one, or name it in data.yaml or obj.data"
+        )
+    raise FormatError(
+        f"{root}: no class names found (expected data.yaml with 'names', classes.txt, "
+        "obj.data naming a .names file, or one *.names file)"
+    )
+
+
+def _yolo_yaml(root: Path) -> tuple[dict[str, Any], Path, str]:
+    """data.yaml's content (or {}), the folder its paths are relative to, and its name."""
     for fname in _YOLO_YAML_NAMES:
         yaml_path = root / fname
-        if yaml_path.is_file():
+        if _is_file(yaml_path):
             break
     else:
-        yaml_path = None
-    cfg: dict[str, Any] = {}
-    base = root
-    if yaml_path is not None:
-        import yaml
+        return {}, root, ""
+    import yaml
 
-        try:
-            cfg = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise FormatError(f"{fname}: not valid YAML ({e})") from None
-        if not isinstance(cfg, dict):
-            raise FormatError(f"{fname}: top level is a {type(cfg).__name__}, not a mapping")
-        if cfg.get("path"):
-            p = Path(str(cfg["path"]))
-            p = p if p.is_absolute() else root / p
-            base = _abspath(p) if p.is_dir() else root
-        names = cfg.get("names")
-        if names is not None:
-            return _yolo_yaml_names(names, cfg, fname), cfg, base
-    for fname in ("classes.txt", "obj.names"):
-        p = root / fname
-        if p.is_file():
-            try:
-                lines = p.read_text(encoding="utf-8").splitlines()
-            except (OSError, UnicodeDecodeError) as e:
-                raise FormatError(f"{fname}: cannot read ({e})") from None
-            names = [ln.strip() for ln in lines if ln.strip()]
-            if len(set(names)) != len(names):
-                raise FormatError(f"{fname}: duplicate class names")
-            return names, cfg, base
-    raise FormatError(
-        f"{root}: no class names found (expected data.yaml with 'names', or classes.txt)"
-    )
+    try:
+        cfg = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise FormatError(f"{fname}: not valid YAML ({at}{problem or e})") from None
+    except (OSError, ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise FormatError(f"{fname}: not valid YAML ({e})") from None
+    if not isinstance(cfg, dict):
+        raise FormatError(f"{fname}: top level is a {type(cfg).__name__}, not a mapping")
+    base = root
+    if cfg.get("path"):
+        p = Path(str(cfg["path"]))
+        p = p if p.is_absolute() else root / p
+        base = _abspath(p) if _is_dir(p) else root
+    return cfg, base, fname
 
 
 def _yolo_yaml_names(names: Any, cfg: dict[str, Any], fname: str) -> list[str]:
     if isinstance(names, dict):
         try:
             keys = sorted(int(k) for k in names)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise FormatError(f"{fname}: names keys must be integers 0..N-1") from None
         if keys != list(range(len(keys))):
             raise FormatError(f"{fname}: names keys are {keys}, expected 0..{len(keys) - 1}")
@@ -104,28 +139,45 @@ def _yolo_yaml_names(names: Any, cfg: dict[str, Any], fname: str) -> list[str]:
     return out
 
 
+def _yolo_entry_path(entry: str, base: Path) -> Path:
+    """A data.yaml split entry resolved as Ultralytics' ``check_det_dataset`` does: relative to
+    ``base`` (data.yaml's ``path``, default its folder); when that does not exist and the entry
+    starts with ``../`` (Roboflow's ``train: ../train/images``), relative to ``base`` without
+    the ``../``."""
+    p = Path(entry)
+    if p.is_absolute():
+        return _abspath(p)
+    x = _abspath(base / p)
+    if not (_is_dir(x) or _is_file(x)) and entry.startswith("../"):
+        x = _abspath(base / entry[3:])
+    return x
+
+
 def _yolo_sources(
-    cfg: dict[str, Any], root: Path, base: Path, rd: _Reader
-) -> list[tuple[Path, str | None]]:
-    """(image, split) pairs from data.yaml split entries, or from images/ when there are none."""
+    cfg: dict[str, Any], root: Path, base: Path, cfg_name: str, rd: _Reader
+) -> tuple[list[tuple[Path, str | None]], set[Path]]:
+    """(image, split) pairs from the split entries of data.yaml/obj.data, or from images/
+    when there are none; and the list files read."""
     pairs: list[tuple[Path, str | None]] = []
+    lists: set[Path] = set()
     keys = [k for k in _YOLO_SPLIT_KEYS if cfg.get(k)]
     if keys:
         for key in keys:
             split = _YOLO_SPLIT_KEYS[key]
             entries = cfg[key] if isinstance(cfg[key], list) else [cfg[key]]
             for entry in entries:
-                p = Path(str(entry))
-                p = _abspath(p if p.is_absolute() else base / p)
-                if p.is_dir():
+                p = _yolo_entry_path(str(entry), base)
+                if _is_dir(p):
                     pairs += [(_abspath(q), split) for q in _iter_images(p)]
-                elif p.is_file() and p.suffix.lower() == ".txt":
-                    pairs += [(q, split) for q in _read_image_list(p, rd)]
+                elif _is_file(p) and p.suffix.lower() == ".txt":
+                    bases = list(dict.fromkeys([base, root, root.parent]))
+                    pairs += [(q, split) for q in read_image_list(p, rd, bases)]
+                    lists.add(p)
                 else:
                     raise FormatError(
-                        f"data.yaml: {key}: {entry!r} is neither a folder nor a .txt list ({p})"
+                        f"{cfg_name}: {key}: {entry!r} is neither a folder nor a .txt list ({p})"
                     )
-        return pairs
+        return pairs, lists
     img_root = root / "images" if (root / "images").is_dir() else root
     for p in _iter_images(img_root):
         if _inside(p, root / "labels"):
@@ -133,22 +185,7 @@ def _yolo_sources(
         first = p.relative_to(img_root).parts[0] if img_root != root else ""
         split = _YOLO_SPLIT_KEYS.get(first) if first != "unassigned" else None
         pairs.append((_abspath(p), split))
-    return pairs
-
-
-def _read_image_list(path: Path, rd: _Reader) -> list[Path]:
-    """Image paths of a YOLO list file (relative lines are relative to the file's folder)."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise FormatError(f"{rd.rel(path)}: cannot read ({e})") from None
-    out = []
-    for ln in lines:
-        s = ln.strip()
-        if s:
-            p = Path(s)
-            out.append(_abspath(p if p.is_absolute() else path.parent / p))
-    return out
+    return pairs, lists
 
 
 def _ultralytics_label(image: Path) -> Path | None:
@@ -239,29 +276,33 @@ def _read_yolo_line(
     return BoxRecord(x1, y1, x2, y2, classes[c], score)
 
 
+@_one_error_type
 def read_yolo(root: str | Path, *, strict: bool = True) -> Dataset:
     """Read a YOLO (Ultralytics / darknet) dataset folder.
 
-    Class names: ``data.yaml`` ``names`` (list or ``{index: name}``), else ``classes.txt`` or
-    ``obj.names``. Images: the ``train``/``val``(``valid``)/``test`` entries of data.yaml (a
+    Class names: ``data.yaml`` ``names`` (list or ``{index: name}``), else the ``names`` file of
+    Darknet's ``obj.data``, else ``classes.txt``, ``obj.names``, else the one ``*.names`` (or
+    ``_darknet.labels``) file. Images: the ``train``/``val``(``valid``)/``test`` entries of
+    data.yaml, or of ``obj.data`` (see :mod:`~napari_al.core.formats.darknet`) (a
     folder or a ``.txt`` list of image paths each, relative to data.yaml's ``path``, default
-    its folder), plus this package's ``pool`` and ``unassigned`` keys; without them every image
-    under ``images/`` (split from its first sub-folder). The label file of an image is the
-    first that exists of: the image path with its last ``images`` folder replaced by ``labels``
-    (Ultralytics), ``labels/<split>/<stem>.txt``, ``labels/<stem>.txt``, ``<image>.txt``
-    (darknet), those inside ``root`` before all others (labels resolve relative to the folder
-    being imported, so an export listing images in place re-imports its own labels). An image
-    with a label file is annotated (an empty file is a negative); one without is unannotated.
-    Lines are ``class cx cy w h [score]`` or a segmentation polygon (``class x1 y1 x2 y2 ...``,
-    reduced to its bounding box). A label file under ``labels/``
-    that matches no image is an error.
+    its folder; a missing ``../x`` falls back to ``x`` as in Ultralytics, for Roboflow), plus this
+    package's ``pool`` and ``unassigned`` keys; without them every image under ``images/`` (split
+    from its first sub-folder). The label file of an image is the first that exists of: the image
+    path with its last ``images`` folder replaced by ``labels`` (Ultralytics),
+    ``labels/<split>/<stem>.txt``, ``labels/<stem>.txt``, ``<image>.txt`` (darknet), those inside
+    ``root`` before all others (labels resolve relative to the folder being imported, so an export
+    listing images in place re-imports its own labels). An image with a label file is annotated (an
+    empty file is a negative); one without is unannotated. Lines are ``class cx cy w h [score]`` or
+    a segmentation polygon (``class x1 y1 x2 y2 ...``, reduced to its bounding box). A label file
+    under ``labels/`` that matches no image is an error; one beside the images (Darknet) is a
+    warning. Each line of a list file that names no image is an error naming file and line.
     """
     root = _abspath(root)
     if not root.is_dir():
         raise FormatError(f"{root}: not a folder")
     rd = _Reader(root, strict)
-    classes, cfg, base = _yolo_names(root, rd)
-    sources = _yolo_sources(cfg, root, base, rd)
+    classes, cfg, base, cfg_name = _yolo_names(root, rd)
+    sources, lists = _yolo_sources(cfg, root, base, cfg_name, rd)
 
     images: list[ImageRecord] = []
     seen: dict[Path, ImageRecord] = {}
@@ -280,9 +321,9 @@ def read_yolo(root: str | Path, *, strict: bool = True) -> Dataset:
         ultralytics = _ultralytics_label(path)
         if ultralytics is not None and _inside(ultralytics, root):
             label_dirs.add(ultralytics.parent)
-        label = next((c for c in cands if c.is_file()), None)
+        label = next((c for c in cands if _is_file(c)), None)
         try:
-            if not path.is_file():
+            if not _is_file(path):
                 raise FormatError(f"{rd.rel(path)}: image not found")
             w, h = rd.size_of(path, "")
             rec = ImageRecord(
@@ -299,15 +340,35 @@ def read_yolo(root: str | Path, *, strict: bool = True) -> Dataset:
         seen[path] = rec
         images.append(rec)
 
+    image_dirs = {path.parent for path, _split in sources}
+    _report_orphan_labels(label_dirs, image_dirs, used_labels | lists, root, rd)
+    return Dataset(classes=classes, images=images, source=f"yolo:{root}", warnings=rd.warnings)
+
+
+def _report_orphan_labels(
+    label_dirs: set[Path], image_dirs: set[Path], used: set[Path], root: Path, rd: _Reader
+) -> None:
+    """Report every ``.txt`` that no image took as its label file.
+
+    Under ``labels/`` folders such a file is an error (skipped as a ``file`` when not strict);
+    beside the images (Darknet) it is a warning, since other text files may live there too.
+    """
     for d in sorted(label_dirs):
-        if not d.is_dir():
+        if not _is_dir(d):
             continue
         for dirpath, _dirs, files in os.walk(d):
             for f in sorted(files):
                 p = _abspath(Path(dirpath) / f)
-                if p.suffix.lower() == ".txt" and f != "classes.txt" and p not in used_labels:
+                if p.suffix.lower() == ".txt" and f != "classes.txt" and p not in used:
                     rd.skip(FormatError(f"{rd.rel(p)}: no image found for this label file"), "file")
-    return Dataset(classes=classes, images=images, source=f"yolo:{root}", warnings=rd.warnings)
+    for d in sorted(image_dirs - label_dirs):
+        if not _inside(d, root) or any(_inside(d, ld) for ld in label_dirs) or not _is_dir(d):
+            continue
+        for p in sorted(d.iterdir()):
+            p = _abspath(p)
+            txt = p.suffix.lower() == ".txt" and p.name != "classes.txt"
+            if txt and p not in used and _is_file(p):
+                rd.warn(f"{rd.rel(p)}: no image found for this label file; left out")
 
 
 def _yolo_lines(im: ImageRecord, index: dict[str, int]) -> str:
