@@ -197,18 +197,22 @@ class ImagesMixin(ActionLogMixin):
         """Mark a region of an image to be ignored in training/evaluation; logged ``ignore``."""
         with self._write() as conn:
             image = self._image(conn, image_id)
-            image_id = image.id
-            x1, y1, x2, y2 = _check_xyxy(xyxy, image.width, image.height, "ignore region")
-            cur = conn.execute(
-                "INSERT INTO ignore_regions (image_id, x1, y1, x2, y2, created)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (image_id, x1, y1, x2, y2, self._now()),
-            )
-            region_id = int(cur.lastrowid)
-            self._log(
-                conn, "ignore", image_id, None, {"region": region_id, "xyxy": [x1, y1, x2, y2]}
-            )
+            region_id, xyxy = self._insert_ignore_region(conn, image, xyxy)
+            self._log(conn, "ignore", image.id, None, {"region": region_id, "xyxy": list(xyxy)})
             return region_id
+
+    def _insert_ignore_region(
+        self, conn: sqlite3.Connection, image: ImageRow, xyxy: Iterable[float]
+    ) -> tuple[int, tuple[float, float, float, float]]:
+        """Insert one region inside the caller's transaction, unlogged; returns its id and
+        its validated ``(x1, y1, x2, y2)``. Raises StoreError for a box outside the image."""
+        x1, y1, x2, y2 = _check_xyxy(xyxy, image.width, image.height, "ignore region")
+        cur = conn.execute(
+            "INSERT INTO ignore_regions (image_id, x1, y1, x2, y2, created)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (image.id, x1, y1, x2, y2, self._now()),
+        )
+        return int(cur.lastrowid), (x1, y1, x2, y2)
 
     def delete_ignore_region(self, region_id: int) -> None:
         """Remove an ignore region; logged ``delete_ignore``."""

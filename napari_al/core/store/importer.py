@@ -37,7 +37,13 @@ class ImportMixin(BoxesMixin):
           and review state are human work; nothing is overwritten), as are repeated paths.
         - Images with ``annotated=True`` become ``complete`` with their boxes ``accepted``
           (source ``import``); an annotated image without a split goes to
-          ``annotated_split_default`` (``train``).
+          ``annotated_split_default`` (``train``). An annotated image whose reader skipped
+          objects (``ImageRecord.skipped_objects``, ``strict=False``) becomes ``partial``
+          instead, so the skipped object is never trained as background; the summary counts
+          these images in ``partial``.
+        - Each image's ``ignore_regions`` become store ignore regions (which have no class):
+          identical boxes are merged, as a region of no class comes back once per class
+          from a VOC/COCO export. The summary counts them in ``ignore_regions_added``.
         - Unannotated images become ``unseen``, in their split or ``split_default`` (``pool``).
         - Classes are added as needed, in ``dataset.classes`` order then first use.
         - One ``import`` action is logged.
@@ -57,6 +63,8 @@ class ImportMixin(BoxesMixin):
             "boxes_added": 0,
             "annotated": 0,
             "unannotated": 0,
+            "partial": 0,
+            "ignore_regions_added": 0,
             "classes_added": [],
             "skipped_paths": skipped,
             "warnings": list(dataset.warnings),
@@ -134,9 +142,12 @@ class ImportMixin(BoxesMixin):
                     summary["images_skipped"] += 1  # added by another connection meanwhile
                     skipped.append(rel)
                     continue
-                state = "complete" if rec.annotated else "unseen"
+                state = _review_state(rec)
                 image_id = self._add_image(conn, rel, sha, rec.width, rec.height, split, state)
                 image = self._image(conn, image_id)
+                regions = _unique_regions(rec)
+                for xyxy in regions:
+                    self._insert_ignore_region(conn, image, xyxy)
                 for b in rec.boxes:
                     self._insert_box(
                         conn,
@@ -151,6 +162,8 @@ class ImportMixin(BoxesMixin):
                 summary["images_added"] += 1
                 summary["boxes_added"] += len(rec.boxes)
                 summary["annotated" if rec.annotated else "unannotated"] += 1
+                summary["partial"] += state == "partial"
+                summary["ignore_regions_added"] += len(regions)
             log_payload = {k: v for k, v in summary.items() if k != "skipped_paths"}
             summary["action_id"] = self._log(conn, "import", None, None, log_payload)
 
@@ -165,3 +178,19 @@ def _check_record(rec: ImageRecord, split: str) -> None:
         _check_score(b.score)
         if not isinstance(b.label, str) or not b.label.strip():
             raise StoreError(f"box {j} has no class label")
+    for j, r in enumerate(rec.ignore_regions):
+        _check_xyxy(r.xyxy(), rec.width, rec.height, f"ignore region {j}")
+
+
+def _review_state(rec: ImageRecord) -> str:
+    """``complete`` for an annotated image, ``partial`` when its reader skipped objects (their
+    area is not background), ``unseen`` for an unannotated one."""
+    if not rec.annotated:
+        return "unseen"
+    return "partial" if rec.skipped_objects else "complete"
+
+
+def _unique_regions(rec: ImageRecord) -> list[tuple[float, float, float, float]]:
+    """The image's ignore regions as boxes, identical ones once (store regions have no class,
+    so a region written once per class comes back as one), in first-seen order."""
+    return list(dict.fromkeys(tuple(float(v) for v in r.xyxy()) for r in rec.ignore_regions))
