@@ -98,3 +98,56 @@ def test_bad_labels_are_refused() -> None:
         evaluate(gt, [_pred(np.zeros((0, 4)), [], [])], CLASSES)
     with pytest.raises(ValueError):
         evaluate(gt[:0], [_pred(np.zeros((0, 4)), [], [])], CLASSES)
+
+
+def test_detections_on_ignore_regions_are_neither_true_nor_false_positives() -> None:
+    """As COCOeval ignores crowds and the VOC devkit ``difficult`` boxes (issue 16 item 6).
+
+    GT: one ``a`` box and an ignore region of no class. Detections by score: one inside the
+    region (``a``), one of class ``b`` on the region, then the true box. Counted as false
+    positives, they would halve AP; ignored, AP is 1 at every IoU (mAP@0.5 included), and
+    the region is not a missed object either."""
+    boxes, labels = np.array([[0, 0, 10, 10]]), np.array([0])
+    region = np.array([[20, 20, 40, 40]])
+    pred = [_pred([[22, 22, 30, 30], [20, 20, 40, 40], [0, 0, 10, 10]], [0, 1, 0], [0.9, 0.8, 0.7])]
+    plain = evaluate([(boxes, labels)], pred, CLASSES)
+    assert plain.map50 == pytest.approx((51 * 1 / 2 + 50 * 1 / 2) / 101)
+    for gt in (
+        (boxes, labels, region),
+        {"boxes": boxes, "labels": labels, "ignore_regions": region},
+    ):
+        r = evaluate([gt], pred, CLASSES)
+        assert r.map50 == pytest.approx(1.0) and r.map == pytest.approx(1.0)
+        assert r.per_class["a"]["ap50"] == pytest.approx(1.0)
+        assert math.isnan(r.per_class["b"]["ap50"])  # a region is no ground truth of b
+        assert (r.n_gt, r.n_pred) == (1, 3)
+    # a region alone: nothing to find, nothing missed
+    r = evaluate(
+        [(np.zeros((0, 4)), np.zeros(0), region)], [_pred([[20, 20, 40, 40]], [0], [0.9])], CLASSES
+    )
+    assert math.isnan(r.map50) and r.n_gt == 0
+
+
+def test_evaluate_model_ignores_the_store_ignore_regions(tmp_path) -> None:
+    """The workflow passes the store's ignore regions to the evaluation."""
+    from PIL import Image
+
+    from napari_al.core.data import BoxRecord, Dataset, ImageRecord
+    from napari_al.core.store import ProjectStore
+    from napari_al.core.workflow import evaluate_model
+
+    class Detector:
+        model_version = 0
+
+        def predict(self, images):  # type: ignore[no-untyped-def]
+            return [_pred([[20, 20, 40, 40], [0, 0, 10, 10]], [0, 0], [0.9, 0.7]) for _ in images]
+
+    path = tmp_path / "a.png"
+    Image.new("RGB", (64, 48)).save(path)
+    rec = ImageRecord(path, 64, 48, [BoxRecord(0, 0, 10, 10, "a")], "val", True)
+    with ProjectStore.create(tmp_path) as store:
+        store.import_dataset(Dataset(classes=["a"], images=[rec]))
+        before = evaluate_model(store, Detector(), "val", record=False)["map50"]
+        store.add_ignore_region(store.images()[0].id, (20, 20, 40, 40))
+        after = evaluate_model(store, Detector(), "val", record=False)["map50"]
+    assert before == pytest.approx(0.5, abs=0.01) and after == pytest.approx(1.0)

@@ -4,6 +4,14 @@ pycocotools is used as is (no hand-written matching). The quirks handled here:
 
 - image, annotation and category ids start at 1 (category id = class index + 1);
 - ground truth needs ``area`` (box area, used by the area ranges) and ``iscrowd = 0``;
+- ignore regions (VOC ``difficult``, COCO ``iscrowd``, the store's ignore regions, which have
+  no class) go in as ``iscrowd = 1`` annotations of every category, so COCOeval ignores them
+  as it ignores crowds: a detection that matches no ordinary box but overlaps a region
+  (intersection over the *detection's* area, COCOeval's crowd IoU, at the same thresholds)
+  counts neither as a true nor as a false positive, and a region is never a miss. mAP@0.5
+  reads the same evaluation, so both metrics ignore them. (The VOC devkit ignores detections
+  matched to a ``difficult`` box by ordinary IoU; the two agree for a detection lying inside
+  the region);
 - boxes go in as ``[x, y, w, h]``; modern pycocotools computes box IoU without the old "+1"
   pixel convention, so xyxy pixel-edge boxes convert exactly;
 - AP is COCO's 101-point interpolated precision averaged over recall (not VOC's all-point AP,
@@ -55,16 +63,22 @@ class EvalResult:
         }
 
 
-def _gt_parts(g: Any) -> tuple[np.ndarray, np.ndarray]:
+def _gt_parts(g: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(boxes (K, 4), labels (K,), ignore regions (R, 4))`` of one image's ground truth."""
+    ignore: Any = ()
     if isinstance(g, Mapping):
         boxes, labels = g["boxes"], g["labels"]
+        ignore = g.get("ignore_regions", ())
     elif isinstance(g, Predictions):
         boxes, labels = g.boxes, g.labels
     else:
         boxes, labels = g[0], g[1]
+        if len(g) > 2:
+            ignore = g[2]
     return (
         np.asarray(boxes, np.float64).reshape(-1, 4),
         np.asarray(labels, np.int64).reshape(-1),
+        np.asarray(ignore, np.float64).reshape(-1, 4),
     )
 
 
@@ -95,7 +109,9 @@ def evaluate(
 ) -> EvalResult:
     """mAP@0.5 and AP@[.5:.95] (overall and per class) with pycocotools.
 
-    ``ground_truth[i]``: ``(boxes (K, 4) xyxy, labels (K,) 0-based)`` or a dict with those keys;
+    ``ground_truth[i]``: ``(boxes (K, 4) xyxy, labels (K,) 0-based)`` or a dict with those keys,
+    optionally with ignore regions of no class: ``(boxes, labels, regions (R, 4) xyxy)`` or the
+    key ``ignore_regions`` (ignored as COCOeval ignores crowds; see the module docstring);
     ``predictions[i]``: a :class:`Predictions`, a dict with ``boxes, labels, scores`` or such a
     tuple; one entry per image, in the same order.
     """
@@ -109,7 +125,7 @@ def evaluate(
     n_gt_per_class = np.zeros(n_classes, np.int64)
     n_pred_per_class = np.zeros(n_classes, np.int64)
     for i, (g, p) in enumerate(zip(ground_truth, predictions, strict=True)):
-        gb, gl = _gt_parts(g)
+        gb, gl, gi = _gt_parts(g)
         pb, pl, ps = _pred_parts(p)
         # images need no real size: bbox evaluation never uses it
         images.append({"id": i + 1, "width": 0, "height": 0})
@@ -128,6 +144,19 @@ def evaluate(
                 }
             )
             n_gt_per_class[lab] += 1
+        for b in gi:
+            xywh = _xywh(b)
+            for c in range(n_classes):
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": i + 1,
+                        "category_id": c + 1,
+                        "bbox": xywh,
+                        "area": max(xywh[2], 0.0) * max(xywh[3], 0.0),
+                        "iscrowd": 1,
+                    }
+                )
         for b, lab, s in zip(pb, pl, ps, strict=True):
             if not 0 <= lab < n_classes:
                 raise ValueError(f"predicted label {lab} outside 0..{n_classes - 1}")
@@ -183,7 +212,7 @@ def evaluate(
         map=float(np.mean(aps)) if aps else nan,
         per_class=per_class,
         n_images=len(images),
-        n_gt=len(annotations),
+        n_gt=int(n_gt_per_class.sum()),
         n_pred=len(detections),
     )
 

@@ -54,6 +54,7 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """mAP@0.5 (``map50``), AP@[.5:.95] (``map``) and per-class AP of ``detector`` on the human
     boxes of ``split``'s complete images, plus ``split``, ``images`` and the effort keys.
+    Detections on the images' ignore regions count neither as true nor as false positives.
 
     With ``record`` the result is stored on the detector's model version. Raises ValueError
     when the split has no complete image.
@@ -74,10 +75,12 @@ def evaluate_model(
         preds.extend(detector.predict([load_rgb(store.abs_path(r)) for r in batch]))
         for r in batch:
             bx = store.boxes(image_id=r.id, statuses=HUMAN_STATUSES)
+            regions = store.ignore_regions(image_id=r.id)
             gts.append(
                 (
                     np.asarray([b.xyxy for b in bx], np.float64).reshape(-1, 4),
                     np.asarray([index[b.class_id] for b in bx], np.int64),
+                    np.asarray([g.xyxy for g in regions], np.float64).reshape(-1, 4),
                 )
             )
         if progress is not None:
