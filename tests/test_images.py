@@ -348,3 +348,23 @@ def test_undecodable_tiff_is_refused_when_its_header_is_read(tmp_path: Path, mon
     monkeypatch.setattr(tifffile.TiffPage, "decode", property(no_codec))
     with pytest.raises(ImageReadError, match=r"lzw\.tif: cannot decode .*LZW.*imagecodecs"):
         image_size(path)
+
+
+def test_engine_loader_sees_the_upright_pixels_the_viewer_shows(tmp_path: Path) -> None:
+    """Training, inference, evaluation and the simulator load images through the engine's
+    default loader: an EXIF-rotated JPEG (and a 16-bit TIFF) give the same array as
+    ``read_image`` + ``to_rgb_uint8`` (issue 16 item 1)."""
+    from napari_al.core.engine import load_image
+
+    arr = RNG.integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    for orientation in (3, 6, 8):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = tmp_path / f"o{orientation}.jpg"
+        Image.fromarray(arr).save(path, exif=exif, quality=95)
+        out = load_image(path)
+        np.testing.assert_array_equal(out, read_image(path))
+        assert out.dtype == np.uint8 and out.shape[:2] == ((10, 6) if orientation > 4 else (6, 10))
+    tif = tmp_path / "d.tif"
+    tifffile.imwrite(tif, (RNG.integers(0, 4096, (6, 10))).astype(np.uint16))
+    np.testing.assert_array_equal(load_image(tif), to_rgb_uint8(read_image(tif)))

@@ -27,11 +27,17 @@ CANDIDATE_DETECTIONS_PER_IMAGE = 300
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """Read an image file as ``uint8`` HxWx3 RGB (PIL)."""
-    from PIL import Image
+    """Read an image file as ``uint8`` HxWx3 RGB, upright: the same pixels the viewer shows.
 
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    Goes through :func:`napari_al.core.images.read_image` (EXIF orientation applied; 16-bit,
+    float, gray, palette and multi-channel TIFF images read) and
+    :func:`~napari_al.core.images.to_rgb_uint8` (percentile scaling of non-uint8 images), so
+    training, inference, evaluation and the simulator see what display and import-time size
+    checks see. Raises :class:`~napari_al.core.images.ImageReadError` (a ValueError) or OSError.
+    """
+    from napari_al.core.images import read_image, to_rgb_uint8
+
+    return to_rgb_uint8(read_image(path))
 
 
 def image_to_tensor(image: np.ndarray) -> Tensor:
