@@ -65,11 +65,22 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from napari_al.core.project import import_into
 
+    options: dict[str, str] = {}
+    for flag, key, fmt in (("image_root", "image_root", "coco"), ("images", "image_dir", "voc")):
+        if getattr(args, flag):
+            if args.format != fmt:
+                raise CliError(f"--{flag.replace('_', '-')} applies to --format {fmt} only")
+            options[key] = getattr(args, flag)
     with _open_store(args.project) as store:
         update, close = _progress_bar("importing")
         try:
             dataset, summary = import_into(
-                store, Path(args.path), args.format, strict=not args.skip_bad, progress=update
+                store,
+                Path(args.path),
+                args.format,
+                strict=not args.skip_bad,
+                progress=update,
+                **options,
             )
         finally:
             close()
@@ -414,6 +425,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-bad",
         action="store_true",
         help="skip malformed files and boxes (reported as warnings) instead of refusing the import",
+    )
+    p.add_argument(
+        "--image-root",
+        metavar="DIR",
+        help="coco: the folder the images' file_name is relative to (default: the JSON's folder)",
+    )
+    p.add_argument(
+        "--images",
+        metavar="DIR",
+        help="voc: the image folder, when not JPEGImages/, images/ or beside the XML files",
     )
     p.set_defaults(func=cmd_import)
 

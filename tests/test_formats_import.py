@@ -181,3 +181,41 @@ def test_imported_ignore_regions_reach_the_training_example(tmp_path: Path) -> N
         assert ex.boxes.tolist() == [[0, 0, 10, 10]]
         np.testing.assert_array_equal(ex.ignore_regions, [[20, 20, 30, 30]])
         assert ex.background_boxes.shape == (0, 4)
+
+
+# ---- item 14 / 12: the CLI's --image-root (COCO) and --images (VOC) ---------------------------
+
+
+def test_cli_import_image_root_and_images_flags(tmp_path: Path, capsys) -> None:
+    from napari_al.cli import main
+
+    imgs = tmp_path / "pictures"
+    _jpeg(imgs / "sub" / "a.jpg")
+    data = {
+        "images": [{"id": 1, "file_name": "sub/a.jpg", "width": 64, "height": 48}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}],
+        "categories": [{"id": 1, "name": "cell"}],
+    }
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann" / "coco.json").write_text(json.dumps(data))
+    proj = tmp_path / "p"
+    main(["init", str(proj)])
+    args = ["import", str(proj), str(tmp_path / "ann" / "coco.json"), "--format", "coco"]
+    assert main(args) == 1  # sub/a.jpg is not beside the JSON
+    assert "sub/a.jpg" in capsys.readouterr().err
+    assert main([*args, "--image-root", str(imgs)]) == 0
+    assert "1 images and 1 boxes" in capsys.readouterr().out
+
+    voc = tmp_path / "voc"
+    (voc / "Annotations").mkdir(parents=True)
+    (voc / "Annotations" / "b.xml").write_text(
+        "<annotation><filename>b.jpg</filename><size><width>64</width><height>48</height>"
+        f"</size>{_voc_object('cell', (1, 1, 10, 10))}</annotation>"
+    )
+    _jpeg(tmp_path / "elsewhere" / "b.jpg")
+    args = ["import", str(proj), str(voc), "--format", "voc"]
+    assert main([*args, "--images", str(tmp_path / "elsewhere")]) == 0
+    assert "1 images and 1 boxes" in capsys.readouterr().out
+    # a flag of the other format is a one-line error, not a traceback
+    assert main([*args, "--image-root", str(imgs)]) == 1
+    assert "--image-root applies to --format coco only" in capsys.readouterr().err
