@@ -100,6 +100,21 @@ def _xywh(b: np.ndarray) -> list[float]:
     return [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]
 
 
+def _gt_annotation(
+    ann_id: int, image_id: int, label: int, box: np.ndarray, iscrowd: int
+) -> dict[str, Any]:
+    """A COCO ground-truth annotation of a 0-based ``label`` and an xyxy ``box``."""
+    xywh = _xywh(box)
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": label + 1,
+        "bbox": xywh,
+        "area": max(xywh[2], 0.0) * max(xywh[3], 0.0),
+        "iscrowd": iscrowd,
+    }
+
+
 def evaluate(
     ground_truth: Sequence[Any],
     predictions: Sequence[Any],
@@ -132,31 +147,11 @@ def evaluate(
         for b, lab in zip(gb, gl, strict=True):
             if not 0 <= lab < n_classes:
                 raise ValueError(f"ground-truth label {lab} outside 0..{n_classes - 1}")
-            xywh = _xywh(b)
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": i + 1,
-                    "category_id": int(lab) + 1,
-                    "bbox": xywh,
-                    "area": max(xywh[2], 0.0) * max(xywh[3], 0.0),
-                    "iscrowd": 0,
-                }
-            )
+            annotations.append(_gt_annotation(len(annotations) + 1, i + 1, int(lab), b, 0))
             n_gt_per_class[lab] += 1
-        for b in gi:
-            xywh = _xywh(b)
+        for b in gi:  # a region of no class: a crowd of every category
             for c in range(n_classes):
-                annotations.append(
-                    {
-                        "id": len(annotations) + 1,
-                        "image_id": i + 1,
-                        "category_id": c + 1,
-                        "bbox": xywh,
-                        "area": max(xywh[2], 0.0) * max(xywh[3], 0.0),
-                        "iscrowd": 1,
-                    }
-                )
+                annotations.append(_gt_annotation(len(annotations) + 1, i + 1, c, b, 1))
         for b, lab, s in zip(pb, pl, ps, strict=True):
             if not 0 <= lab < n_classes:
                 raise ValueError(f"predicted label {lab} outside 0..{n_classes - 1}")
