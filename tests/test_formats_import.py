@@ -219,3 +219,32 @@ def test_cli_import_image_root_and_images_flags(tmp_path: Path, capsys) -> None:
     # a flag of the other format is a one-line error, not a traceback
     assert main([*args, "--image-root", str(imgs)]) == 1
     assert "--image-root applies to --format coco only" in capsys.readouterr().err
+
+
+# ---- round-trip details (docs/formats.md "Round trips") ---------------------------------------
+
+
+def test_partly_reviewed_marks_and_sub_pixel_edges(tmp_path: Path) -> None:
+    """VOC ``<partial>1`` and COCO ``"partial": true`` carry a partly reviewed image; a VOC
+    box narrower than a pixel at the far edge stays one pixel inside the image."""
+    from napari_al.core.formats import FormatError, read_coco, read_voc, write_coco, write_voc
+
+    img = _jpeg(tmp_path / "a.jpg")
+    rec = ImageRecord(img, 64, 48, [BoxRecord(63.75, 47.8, 64, 48, "cell")], "train", True)
+    rec.partial = True
+    ds = Dataset(classes=["cell"], images=[rec])
+    write_voc(ds, tmp_path / "v")
+    write_coco(ds, tmp_path / "c.json")
+    (v,) = read_voc(tmp_path / "v").images
+    (c,) = read_coco(tmp_path / "c.json").images
+    assert v.partial and c.partial
+    assert [b.xyxy() for b in v.boxes] == [(63, 47, 64, 48)]
+    data = json.loads((tmp_path / "c.json").read_text())
+    data["images"][0]["partial"] = "yes"
+    (tmp_path / "c.json").write_text(json.dumps(data))
+    with pytest.raises(FormatError, match=r"images\[0\]: partial is 'yes', not true/false"):
+        read_coco(tmp_path / "c.json")
+    xml = tmp_path / "v" / "Annotations" / "a.xml"
+    xml.write_text(xml.read_text().replace("<partial>1<", "<partial>maybe<"))
+    with pytest.raises(FormatError, match=r"a\.xml: <partial> is 'maybe', not 0 or 1"):
+        read_voc(tmp_path / "v")

@@ -54,6 +54,9 @@ class ImageRecord:
     ``ignore_regions`` are areas neither positive nor background in training and ignored in
     evaluation (VOC ``difficult = 1``, COCO ``iscrowd = 1``, regions drawn in the GUI); their
     ``label`` is the class name, or ``""`` for a region of no particular class.
+    ``partial`` says an annotated image was only partly reviewed (its boxes are human labels,
+    but not every object has one: this package's export of a ``partial`` image, VOC
+    ``<partial>1</partial>``, COCO ``"partial": true``); it is imported ``partial`` too.
     """
 
     path: Path
@@ -64,6 +67,7 @@ class ImageRecord:
     annotated: bool = False
     skipped_objects: int = 0
     ignore_regions: list[BoxRecord] = field(default_factory=list)
+    partial: bool = False
 
 
 @dataclass

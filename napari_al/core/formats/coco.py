@@ -41,10 +41,11 @@ def read_coco(
     folder). Classes follow the category ids in ascending order. Without an ``annotations``
     key (an image-info file) all images are unannotated; otherwise every listed image is
     annotated (COCO annotations are exhaustive, so an image with no annotations is a reviewed
-    negative). This package's optional extensions are read when present: an image's ``split``
-    and ``annotated`` keys and an annotation's ``score``. An annotation without ``bbox`` (or
-    with an empty one) takes the extent of its ``segmentation``: polygons by their vertices,
-    RLE masks (compressed or not) by pycocotools' ``toBbox``. An ``iscrowd = 1``
+    negative). This package's optional extensions are read when present: an image's ``split``,
+    ``annotated`` and ``partial`` (partly reviewed) keys and an annotation's ``score``. An
+    annotation without ``bbox`` (or with an empty one) takes the extent of its
+    ``segmentation``: polygons by their vertices, RLE masks (compressed or not) by
+    pycocotools' ``toBbox``. An ``iscrowd = 1``
     annotation is an ignore region (``ImageRecord.ignore_regions``), as COCOeval ignores it.
     """
     json_path = _abspath(json_path)
@@ -290,7 +291,12 @@ def _read_coco_image(
     annotated = im.get("annotated", has_annotations)
     if not isinstance(annotated, bool):
         raise FormatError(f"{where}: annotated is {annotated!r}, not true/false")
-    return ImageRecord(path=path, width=w, height=h, split=split, annotated=annotated), iid
+    partial = im.get("partial", False)
+    if not isinstance(partial, bool):
+        raise FormatError(f"{where}: partial is {partial!r}, not true/false")
+    rec = ImageRecord(path=path, width=w, height=h, split=split, annotated=annotated)
+    rec.partial = annotated and partial
+    return rec, iid
 
 
 def _json_num(v: float) -> int | float:
@@ -311,8 +317,8 @@ def write_coco(
     of no class once per category, so every category ignores it). ``file_name`` is relative
     to ``image_root`` when given (every image must lie under it), else relative to the JSON
     file's folder for images under it and absolute otherwise, so no image is copied.
-    Extensions: ``split`` (when set), ``annotated: false`` for unannotated images and
-    ``score`` for scored boxes; other tools
+    Extensions: ``split`` (when set), ``annotated: false`` for unannotated images,
+    ``partial: true`` for partly reviewed ones and ``score`` for scored boxes; other tools
     ignore them (note that they would treat unannotated images as negatives).
     """
     json_path = _abspath(json_path)
@@ -339,6 +345,8 @@ def write_coco(
             entry["split"] = im.split
         if not im.annotated:
             entry["annotated"] = False
+        elif im.partial:
+            entry["partial"] = True
         images.append(entry)
         objects = [(b, b.label, 0) for b in im.boxes]
         for r in im.ignore_regions:

@@ -145,6 +145,7 @@ def _read_voc_xml(
             )
 
     rec = ImageRecord(path=image, width=width, height=height, annotated=True)
+    rec.partial = _voc_flag(ann, "partial", rel)
     for i, obj in enumerate(ann.findall("object"), start=1):
         where = f"{rel}: object {i}"
         try:
@@ -193,7 +194,7 @@ def _read_voc_object(
 
 
 def _voc_flag(obj: ET.Element, key: str, where: str) -> bool:
-    """A 0/1 flag of an object (missing or empty: 0)."""
+    """A 0/1 flag of an object or annotation (missing or empty: 0)."""
     text = _voc_text(obj, key)
     if text is None or text.lower() in ("", "0", "false", "no"):
         return False
@@ -297,7 +298,9 @@ def read_voc(
     included unannotated. The class order is ``classes`` when given (other names are then
     errors), else ``classes.txt`` in the root when present (extra names appended sorted, with a
     warning), else the sorted names found. An object with ``<difficult>1`` is an ignore region
-    (``ImageRecord.ignore_regions``), as the VOC devkit ignores it in evaluation.
+    (``ImageRecord.ignore_regions``), as the VOC devkit ignores it in evaluation. An
+    annotation with napari-al's ``<partial>1</partial>`` is partly reviewed
+    (``ImageRecord.partial``).
     """
     root = _abspath(root)
     if not _is_dir(root):
@@ -412,11 +415,15 @@ def _voc_xml(im: ImageRecord, image_path: Path, classes: list[str]) -> str:
     ET.SubElement(size, "height").text = str(im.height)
     ET.SubElement(size, "depth").text = "3"
     ET.SubElement(ann, "segmented").text = "0"
+    if im.partial:  # napari-al's extension: partly reviewed (other tools ignore it)
+        ET.SubElement(ann, "partial").text = "1"
     objects = [(b, b.label, "0") for b in im.boxes]
     for r in im.ignore_regions:
         objects += [(r, label, "1") for label in ([r.label] if r.label else classes)]
     for b, label, difficult in objects:
-        xmin, ymin = _round_edge(b.x1) + 1, _round_edge(b.y1) + 1
+        # a sub-pixel box at the far edge still gets a pixel inside the image
+        xmin = min(_round_edge(b.x1), im.width - 1) + 1
+        ymin = min(_round_edge(b.y1), im.height - 1) + 1
         xmax, ymax = max(_round_edge(b.x2), xmin), max(_round_edge(b.y2), ymin)
         obj = ET.SubElement(ann, "object")
         ET.SubElement(obj, "name").text = label
@@ -441,8 +448,10 @@ def write_voc(
     Without ``copy_images`` the XML's ``<path>`` holds the absolute image path (read back by
     :func:`read_voc`) and unannotated images are not exported; with it images are copied to
     ``JPEGImages/`` (unannotated ones too). Coordinates are integers: non-integer boxes are
-    rounded to the nearest pixel edge. Ignore regions are objects with ``<difficult>1``
-    (a region of no class once per class, so every class ignores it).
+    rounded to the nearest pixel edge (a box narrower than a pixel becomes one pixel wide).
+    Ignore regions are objects with ``<difficult>1`` (a region of no class once per class, so
+    every class ignores it). A partly reviewed image (``ImageRecord.partial``) carries
+    napari-al's ``<partial>1</partial>``, which other tools ignore.
     """
     out = _abspath(out_dir)
     _check_labels(dataset)

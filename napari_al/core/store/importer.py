@@ -39,8 +39,9 @@ class ImportMixin(BoxesMixin):
           (source ``import``); an annotated image without a split goes to
           ``annotated_split_default`` (``train``). An annotated image whose reader skipped
           objects (``ImageRecord.skipped_objects``, ``strict=False``) becomes ``partial``
-          instead, so the skipped object is never trained as background; the summary counts
-          these images in ``partial``.
+          instead, so the skipped object is never trained as background, as does one the
+          source marks partly reviewed (``ImageRecord.partial``); the summary counts these
+          images in ``partial``.
         - Each image's ``ignore_regions`` become store ignore regions (which have no class):
           identical boxes are merged, as a region of no class comes back once per class
           from a VOC/COCO export. The summary counts them in ``ignore_regions_added``.
@@ -184,10 +185,11 @@ def _check_record(rec: ImageRecord, split: str) -> None:
 
 def _review_state(rec: ImageRecord) -> str:
     """``complete`` for an annotated image, ``partial`` when its reader skipped objects (their
-    area is not background), ``unseen`` for an unannotated one."""
+    area is not background) or the source marks it partly reviewed, ``unseen`` for an
+    unannotated one."""
     if not rec.annotated:
         return "unseen"
-    return "partial" if rec.skipped_objects else "complete"
+    return "partial" if rec.skipped_objects or rec.partial else "complete"
 
 
 def _unique_regions(rec: ImageRecord) -> list[tuple[float, float, float, float]]:
