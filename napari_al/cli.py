@@ -96,14 +96,23 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from napari_al.core.project import export_dataset
 
+    if args.copy_images and args.format == "coco":
+        raise CliError("--copy-images applies to --format voc and yolo only")
     with _open_store(args.project) as store:
         try:
             dataset = export_dataset(
-                store, Path(args.out), args.format, overwrite=args.force, only_reviewed=not args.all
+                store,
+                Path(args.out),
+                args.format,
+                overwrite=args.force,
+                only_reviewed=not args.all,
+                copy_images=True if args.copy_images else None,
             )
         except FileExistsError as exc:
             target = exc.filename or str(exc).split(":")[0]
             raise CliError(f"{target} already exists; pass --force to overwrite it") from exc
+    for line in dataset.warnings:
+        print(f"note: {line}", file=sys.stderr)
     print(f"exported {len(dataset.images)} images and {dataset.n_boxes} boxes to {args.out}")
     return 0
 
@@ -444,6 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=FORMATS_OUT)
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.add_argument("--all", action="store_true", help="include images not yet marked complete")
+    p.add_argument(
+        "--copy-images",
+        action="store_true",
+        help="voc, yolo: copy the images into OUT (yolo: the images/ + labels/ layout "
+        "Ultralytics trains on; automatic when two images share a file name)",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("info", help="counts of images, boxes, classes and splits")

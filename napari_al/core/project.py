@@ -74,18 +74,52 @@ def export_dataset(
     fmt: str,
     overwrite: bool = False,
     only_reviewed: bool = True,
+    copy_images: bool | None = None,
 ) -> Dataset:
     """Write the project's human labels in ``fmt`` (voc, coco, yolo) to ``out``.
 
     Only human labels (accepted, corrected, drawn) are exported; with ``only_reviewed`` only
     images marked complete are written, so an export never passes model guesses off as truth.
-    Ignore regions (which have no class in the store) are written as VOC ``difficult`` /
-    COCO ``iscrowd`` objects, one per class; YOLO has no way to carry them.
+    Without it, a ``partial`` image is written as partly reviewed where the format can say so
+    (VOC ``<partial>1</partial>``, COCO ``"partial": true``; YOLO cannot) and an ``unseen``
+    one without human labels as unannotated (never as a negative). Ignore regions (which have
+    no class in the store) are written as VOC ``difficult`` / COCO ``iscrowd`` objects, one
+    per class; YOLO has no way to carry them.
+
+    ``copy_images`` (VOC, YOLO): ``True`` copies the images into the export (YOLO: the
+    Ultralytics ``images/<split>/`` + ``labels/<split>/`` layout); ``False`` references them
+    in place; ``None`` (default) references them in place, except a YOLO export of images
+    that share a file name stem (``site1/f1.png``, ``site2/f1.png``), whose label files would
+    collide: it is copied (names made unique), with a line in ``Dataset.warnings``.
     """
-    from napari_al.core.data import HUMAN_STATUSES
     from napari_al.core.formats import write_dataset
 
-    classes = [c.name for c in store.classes()]
+    images = _export_records(store, only_reviewed)
+    dataset = Dataset(
+        classes=[c.name for c in store.classes()], images=images, source=str(store.project_dir)
+    )
+    options: dict[str, Any] = {}
+    if fmt in ("voc", "yolo"):
+        copy = bool(copy_images)
+        if copy_images is None and fmt == "yolo" and _stems_collide(images):
+            copy = True
+            dataset.warnings.append(
+                "images share file names across folders: copied into the Ultralytics "
+                "images/<split>/ + labels/<split>/ layout (names made unique)"
+            )
+        options["copy_images"] = copy
+    elif copy_images:
+        raise ValueError(f"copy_images applies to voc and yolo exports, not {fmt}")
+    write_dataset(dataset, Path(out), fmt, overwrite=overwrite, **options)
+    return dataset
+
+
+def _export_records(store: ProjectStore, only_reviewed: bool) -> list[ImageRecord]:
+    """One record per exported image: human boxes, ignore regions (label ``""``), and
+    ``annotated``/``partial`` from the review state (an ``unseen`` image with human labels or
+    ignore regions is written as partly reviewed, so none of them is lost)."""
+    from napari_al.core.data import HUMAN_STATUSES
+
     names = {c.id: c.name for c in store.classes()}
     images: list[ImageRecord] = []
     for row in store.images():
@@ -98,6 +132,7 @@ def export_dataset(
         regions = [
             BoxRecord(r.x1, r.y1, r.x2, r.y2, "") for r in store.ignore_regions(image_id=row.id)
         ]
+        annotated = row.review_state != "unseen" or bool(boxes or regions)
         images.append(
             ImageRecord(
                 path=store.abs_path(row),
@@ -105,10 +140,15 @@ def export_dataset(
                 height=row.height,
                 boxes=boxes,
                 split=row.split,
-                annotated=True,
+                annotated=annotated,
                 ignore_regions=regions,
+                partial=annotated and row.review_state != "complete",
             )
         )
-    dataset = Dataset(classes=classes, images=images, source=str(store.project_dir))
-    write_dataset(dataset, Path(out), fmt, overwrite=overwrite)
-    return dataset
+    return images
+
+
+def _stems_collide(images: list[ImageRecord]) -> bool:
+    """Whether two different images share a file name stem."""
+    owner: dict[str, Path] = {}
+    return any(owner.setdefault(im.path.stem, im.path) != im.path for im in images)

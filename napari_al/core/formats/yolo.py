@@ -401,7 +401,10 @@ def write_yolo(
       be unique. :func:`read_yolo` reads it back; Ultralytics cannot (it looks for labels
       beside the images).
     - ``copy_images=True``: the Ultralytics layout ``images/<split>/<name>`` and
-      ``labels/<split>/<stem>.txt`` (names made unique with ``_2``...).
+      ``labels/<split>/<stem>.txt`` (names made unique with ``_2``...), data.yaml with
+      ``path:`` the export's absolute folder and ``<split>: images/<split>``: Ultralytics
+      trains on it as is (it needs a ``train`` and a ``val`` split); images without a label
+      file are background to Ultralytics, unannotated to :func:`read_yolo`.
     """
     out = _abspath(out_dir)
     index = _check_labels(dataset)
@@ -420,7 +423,7 @@ def write_yolo(
                 raise FormatError(
                     f"{im.path}: shares the file-name stem {im.path.stem!r} with "
                     f"{owners[im.path.stem]}; labels/<stem>.txt would collide "
-                    "(use copy_images=True)"
+                    "(copy the images: napari-al export --copy-images, copy_images=True)"
                 )
             owners[im.path.stem] = im.path
             lab = out / "labels" / f"{im.path.stem}.txt" if im.annotated else None
@@ -445,6 +448,8 @@ def write_yolo(
         _write_text(p, "".join(f"{_abspath(im.path)}\n" for im, f, _, _ in plan if f == s))
         written.append(p)
     cfg_lines = ["# written by napari-al; 'pool' and 'unassigned' are napari-al extensions"]
+    if copy_images:  # Ultralytics resolves the split folders against it, whatever the cwd
+        cfg_lines.append(f"path: {json.dumps(str(out))}")
     for s in folders:
         cfg_lines.append(f"{s}: {s}.txt" if not copy_images else f"{s}: images/{s}")
     cfg_lines.append(f"nc: {len(dataset.classes)}")
