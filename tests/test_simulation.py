@@ -477,3 +477,19 @@ def test_ci_in_parallel_workers_matches_one_process(ci_run, tmp_path: Path) -> N
         dataclasses.replace(config, workers=2), tmp_path / "par", progress=False, log=lambda m: None
     )
     assert _strip(read_results(parallel.csv)) == _strip(read_results(out / RESULTS_CSV))
+
+
+def test_torch_threads_is_restored_after_the_block() -> None:
+    import torch
+
+    from napari_al.runtime import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), torch_threads(1):
+        raise RuntimeError
+    assert torch.get_num_threads() == before
