@@ -9,12 +9,17 @@ where a process starts its work:
   a worker (measured with Mesa's llvmpipe under Xvfb; both bundle LLVM). triton only serves
   ``torch.compile``, which napari-al does not use. ``NAPARI_AL_ALLOW_TRITON=1`` opts out.
 - :func:`set_torch_threads`: torch's CPU thread count for the process.
+- :func:`torch_threads`: the same for the length of a ``with`` block, restored after (the
+  simulator's run functions: results differ bitwise between thread counts, so each applies its
+  configured count).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 
 #: Set to 1 to let torch import triton in the GUI process (see :func:`block_triton`).
 ALLOW_TRITON_ENV = "NAPARI_AL_ALLOW_TRITON"
@@ -36,3 +41,23 @@ def set_torch_threads(n: int | None) -> None:
     import torch
 
     torch.set_num_threads(max(1, int(n)))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Use ``n`` torch CPU threads inside the ``with`` block (None: leave as is).
+
+    ``torch.set_num_threads`` is process-wide: every thread of the process (a GUI's too) runs
+    torch ops with the new count until the block ends and the previous count is restored.
+    """
+    if n is None:
+        yield
+        return
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

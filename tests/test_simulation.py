@@ -21,6 +21,7 @@ from napari_al.simulation import (
     FULL_NAME,
     RESULTS_CSV,
     STRATEGIES,
+    TEST_SPLIT,
     TIMING_COLUMNS,
     GroundTruth,
     Oracle,
@@ -349,12 +350,44 @@ def test_ci_costs_add_up_from_the_action_log(ci_run) -> None:
             if last["oracle"] == "draw":
                 assert counts.verifications == 0
                 assert logged == pytest.approx(config.costs.draw_s * counts.boxes_drawn)
+            # the labelled test split costs nothing and counts as no labelling work
+            pool_human = [
+                b for b in proj.store.boxes(statuses=HUMAN_STATUSES) if b.image_id in proj.gt
+            ]
+            test_boxes = [
+                b
+                for r in proj.store.images(split=TEST_SPLIT)
+                for b in proj.store.boxes(image_id=r.id)
+            ]
+            assert test_boxes and last["human_boxes"] == len(pool_human)
+            # evaluated by the workflow: the row's mAP is recorded on the model version
+            version = proj.store.latest_model_version()
+            assert version.metrics["split"] == TEST_SPLIT
+            assert version.metrics["map50"] == pytest.approx(last["map50"], abs=1e-6)
         finally:
             proj.close()
     # costs only grow
     for name in config.strategies:
         c = [r["cost_seconds"] for r in rows if r["strategy"] == name]
         assert c == sorted(c)
+
+
+def _assert_test_split_is_imported_ground_truth(store: ProjectStore, data) -> None:
+    """The test split holds the benchmark's labelled test images as a labelled import does:
+    complete, every box accepted from source ``import`` and equal to the ground truth; no
+    action of the log (oracle, predict, marker) ever touched one of them."""
+    rows = store.images(split=TEST_SPLIT)
+    assert sorted(r.path for r in rows) == sorted(store.rel_path(im.path) for im in data.test)
+    by_path = {store.rel_path(im.path): im for im in data.test}
+    classes = {c.id: c.name for c in store.classes()}
+    for row in rows:
+        assert row.review_state == "complete"
+        boxes = store.boxes(image_id=row.id)
+        assert all(b.status == "accepted" and b.source == "import" for b in boxes)
+        truth = sorted((b.label, *np.round(b.xyxy(), 3)) for b in by_path[row.path].boxes)
+        assert sorted((classes[b.class_id], *np.round(b.xyxy, 3)) for b in boxes) == truth
+    test_ids = {r.id for r in rows}
+    assert not [a for a in store.actions() if a.image_id in test_ids]
 
 
 def test_ci_oracle_reveals_only_what_was_asked(ci_run) -> None:
@@ -364,17 +397,29 @@ def test_ci_oracle_reveals_only_what_was_asked(ci_run) -> None:
         proj = SimProject(out / "work" / "seed0" / s.name, config, data, create=False)
         try:
             store = proj.store
+            _assert_test_split_is_imported_ground_truth(store, data)
+            pool = store.images(split="pool")
+            pool_ids = {r.id for r in pool}
+            assert set(proj.gt) == pool_ids  # the oracle knows the pool, not the test split
+            assert {r.id for r in store.images()} == pool_ids | {
+                r.id for r in store.images(split=TEST_SPLIT)
+            }
             asked_images: set[int] = set()
             asked_boxes: list[tuple[int, list[float]]] = []
             for m in store.actions(kind="sim_round"):
                 if m.payload["phase"] == "query":
                     asked_images.update(int(i) for i in m.payload.get("images", []))
                     asked_boxes.extend((int(b[0]), b[1:]) for b in m.payload.get("boxes", []))
-            human = store.boxes(statuses=(*HUMAN_STATUSES, "rejected"))
+            assert asked_images | {i for i, _ in asked_boxes} <= pool_ids
+            human = [
+                b
+                for b in store.boxes(statuses=(*HUMAN_STATUSES, "rejected"))
+                if b.image_id in pool_ids
+            ]
             touched = {b.image_id for b in human}
             if s.unit == "image":
                 assert touched <= asked_images
-                for row in store.images():
+                for row in pool:
                     if row.id not in asked_images:
                         assert row.review_state == "unseen"
             else:
@@ -390,7 +435,7 @@ def test_ci_oracle_reveals_only_what_was_asked(ci_run) -> None:
                     asked = [q for i, q in asked_boxes if i == b.image_id]
                     assert asked and box_iou([b.xyxy], asked).max() >= 0.9
             # unqueried pool images hold no human boxes at all
-            for row in store.images():
+            for row in pool:
                 if row.id not in asked_images | {i for i, _ in asked_boxes}:
                     assert not store.boxes(image_id=row.id, statuses=HUMAN_STATUSES)
         finally:
@@ -432,3 +477,19 @@ def test_ci_in_parallel_workers_matches_one_process(ci_run, tmp_path: Path) -> N
         dataclasses.replace(config, workers=2), tmp_path / "par", progress=False, log=lambda m: None
     )
     assert _strip(read_results(parallel.csv)) == _strip(read_results(out / RESULTS_CSV))
+
+
+def test_torch_threads_is_restored_after_the_block() -> None:
+    import torch
+
+    from napari_al.runtime import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), torch_threads(1):
+        raise RuntimeError
+    assert torch.get_num_threads() == before

@@ -105,11 +105,14 @@ def _assert_same_predictions(a: dict, b: dict) -> None:
             )
 
 
-def test_cli_widget_and_session_predict_the_same(trained_template: Path, tmp_path: Path) -> None:
+def test_cli_widget_session_and_simulator_predict_the_same(
+    trained_template: Path, tmp_path: Path
+) -> None:
     from napari_al.gui.session import Session
     from napari_al.gui.tasks import rescore_job, run_job
+    from napari_al.simulation import SimConfig, load_detector, predict_queried
 
-    projects = [shutil.copytree(trained_template, tmp_path / f"p{i}") for i in range(3)]
+    projects = [shutil.copytree(trained_template, tmp_path / f"p{i}") for i in range(4)]
     assert main(["predict", str(projects[0]), *CLI_TINY]) == 0
     settings = workflow.RoundSettings(model=workflow.ModelSettings(**TINY_MODEL))
     result = run_job(rescore_job(projects[1], None, settings, threading.Event()))
@@ -117,10 +120,19 @@ def test_cli_widget_and_session_predict_the_same(trained_template: Path, tmp_pat
     with Session.open(projects[2]) as session:
         session.load_detector(workflow.ModelSettings(**TINY_MODEL))
         session.predict()
-    cli, widget, notebook = (_predicted(p) for p in projects)
+    # the simulator: its own model settings and its "predict the queried images" step, here
+    # asked about every image still to review (what the CLI predicts)
+    config = SimConfig(**TINY_MODEL)
+    with ProjectStore.open(projects[3]) as store:
+        detector = load_detector(store, config, seed=0)
+        assert detector.model_version == 1
+        ids = workflow.images_to_predict(store)
+        assert predict_queried(store, detector, ids) == ids
+    cli, widget, notebook, simulator = (_predicted(p) for p in projects)
     assert sum(len(v) for v in cli.values()) > 0
     _assert_same_predictions(cli, widget)
     _assert_same_predictions(cli, notebook)
+    _assert_same_predictions(cli, simulator)
 
 
 def test_a_round_trains_evaluates_predicts_ranks_and_stores(trained_project: Path) -> None:

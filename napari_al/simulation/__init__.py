@@ -13,11 +13,17 @@ own path, so the number it reports is what the plugin would measure on a person:
   that it advances by each answer's cost before the answer, so the cost IS the store's action
   log (:meth:`~napari_al.core.store.ProjectStore.annotation_seconds`), with an idle cut-off too
   large to ever apply;
-- training is :func:`~napari_al.core.loop.train_project` (continuous fine-tuning from the last
+- every model step is the workflow's (:mod:`napari_al.core.workflow`), as in the CLI and the
+  widget: the detector is :func:`~napari_al.core.workflow.load_model`, training is
+  :func:`~napari_al.core.workflow.train_model` (continuous fine-tuning from the last
   checkpoint; unverified predictions on partly reviewed images are noisy labels damped by
-  ``lambda_d``, Desai et al. eq. 3), querying is :func:`~napari_al.core.loop.rank_project`,
-  verification uses the boxes :func:`~napari_al.core.loop.predict_project` stored;
-- evaluation runs the detector on a fixed test split whose labels never enter any store.
+  ``lambda_d``, Desai et al. eq. 3), querying is :func:`~napari_al.core.workflow.rank_pool`,
+  verification uses the boxes :func:`~napari_al.core.workflow.predict_images` stored, and
+  "already judged" is :func:`~napari_al.core.workflow.judged_mask`;
+- evaluation is :func:`~napari_al.core.workflow.evaluate_model` on a fixed test split that each
+  project holds labelled in its ``test`` split (imported like a labelled dataset: ``complete``,
+  boxes ``accepted`` from source ``import``, no annotation time); training, the pool and the
+  oracle never see it.
 
 Oracle modes: :mod:`napari_al.simulation.oracle`.
 
@@ -28,12 +34,13 @@ kept as markers in each store's action log), so a stopped run resumes where it s
 
 Modules: :mod:`~napari_al.simulation.config` (settings, strategies, presets, data),
 :mod:`~napari_al.simulation.oracle` (the simulated person), :mod:`~napari_al.simulation.project`
-(one simulated project and the test split), :mod:`~napari_al.simulation.runner` (the rounds),
+(one simulated project, its model steps), :mod:`~napari_al.simulation.runner` (the rounds),
 :mod:`~napari_al.simulation.parallel` (a whole run, in one process or worker processes),
 :mod:`~napari_al.simulation.results` (``results.csv``), :mod:`~napari_al.simulation.report`
 (tables and plot), :mod:`~napari_al.simulation.cli` (the ``napari-al simulate`` options).
 Importing the package sets no process-wide state: torch thread counts are applied by the run
-functions (``config.threads``) and by the worker processes' initializer.
+functions (``config.threads``, :func:`napari_al.runtime.torch_threads`) and by the worker
+processes' initializer.
 """
 
 from __future__ import annotations
@@ -63,7 +70,15 @@ from napari_al.simulation.oracle import (
     plan_verification,
 )
 from napari_al.simulation.parallel import SimOutputs, run_simulation
-from napari_al.simulation.project import IDLE_CUTOFF_S, MARKER_KIND, EvalSplit, SimProject
+from napari_al.simulation.project import (
+    IDLE_CUTOFF_S,
+    MARKER_KIND,
+    TEST_SPLIT,
+    SimProject,
+    load_detector,
+    model_settings,
+    predict_queried,
+)
 from napari_al.simulation.report import (
     cost_ratio,
     per_seed_table,
@@ -102,9 +117,9 @@ __all__ = [
     "RUN_INFO_JSON",
     "STRATEGIES",
     "SUMMARY_MD",
+    "TEST_SPLIT",
     "TIMING_COLUMNS",
     "BenchmarkData",
-    "EvalSplit",
     "GroundTruth",
     "Oracle",
     "SimClock",
@@ -120,9 +135,12 @@ __all__ = [
     "default_bccd_dir",
     "describe_strategies",
     "load_data",
+    "load_detector",
+    "model_settings",
     "per_seed_table",
     "plan_verification",
     "plot_curves",
+    "predict_queried",
     "preset",
     "read_results",
     "resolve_strategies",

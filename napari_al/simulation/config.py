@@ -29,7 +29,7 @@ class SimStrategy:
     """One benchmarked way of choosing what to ask and how the person answers.
 
     ``scorer`` is a :class:`~napari_al.core.scoring.Strategy` spec for
-    :func:`~napari_al.core.loop.rank_project`, or ``random`` (uniform over pool images, no
+    :func:`~napari_al.core.workflow.rank_pool`, or ``random`` (uniform over pool images, no
     model involved). ``diversity``/``candidate_factor`` as in
     :func:`~napari_al.core.selection.select_images` (``inf``: core-set over the whole pool).
     """
@@ -332,7 +332,8 @@ def preset(name: str) -> SimConfig:
 
 @dataclass
 class BenchmarkData:
-    """The pool (labels kept here, never imported) and the fixed test split."""
+    """The pool (labels kept here, never imported: the oracle reveals them) and the fixed test
+    split (imported labelled into each project's ``test`` split, for evaluation only)."""
 
     classes: list[str]
     pool: list[ImageRecord]

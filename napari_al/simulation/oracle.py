@@ -29,14 +29,16 @@ import numpy as np
 from napari_al.core.boxes import box_iou
 from napari_al.core.costs import CostModel
 from napari_al.core.data import HUMAN_STATUSES, ImageRecord
+from napari_al.core.workflow import SuggestSettings
 
 if TYPE_CHECKING:
     from napari_al.core.store import BoxRow, ProjectStore
 
 #: The simulated clock starts here (Unix seconds); small, so float sums stay exact to ~1e-10 s.
 CLOCK_T0 = 1_000_000.0
-#: A weak prediction overlapping a shown or human box this much is not a possibly missed object.
-MISSED_IOU = 0.3
+#: A weak prediction overlapping a shown or human box this much is not a possibly missed object
+#: (the GUI's rule, :attr:`napari_al.core.workflow.SuggestSettings.max_iou`: 0.3).
+MISSED_IOU = SuggestSettings().max_iou
 
 
 class SimClock:

@@ -1,5 +1,8 @@
 """One simulated project: a real store on the simulated clock, its ground truth and oracle, its
-model; and the fixed evaluation split whose labels never enter any store."""
+model. The pool enters the store without its labels (the oracle reveals them); the test split
+enters it labelled, as a labelled import does (split ``test``, ``complete``, boxes ``accepted``
+from source ``import``), so the workflow evaluates on it. The model steps (load, train,
+predict for the oracle, evaluate) are the workflow's, nothing below it."""
 
 from __future__ import annotations
 
@@ -11,51 +14,82 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from napari_al.core import workflow
 from napari_al.core.costs import Counts, count_answers
 from napari_al.core.data import HUMAN_STATUSES, Dataset, ImageRecord
 from napari_al.simulation.config import BenchmarkData, SimConfig
 from napari_al.simulation.oracle import GroundTruth, Oracle, SimClock
 
 if TYPE_CHECKING:
-    from napari_al.core.engine import Detector
-    from napari_al.core.store import ActionRow
+    from napari_al.core.store import ActionRow, ProjectStore
+
+#: A detector, as the workflow hands it out (``workflow.load_model``); the simulator never
+#: reaches below the workflow, so it names no engine type.
+Model = Any
 
 #: Idle cut-off for the simulated stores: never reached, every answer's time counts.
 IDLE_CUTOFF_S = 1e15
 #: Marker action kind in the store's log: ``{"round": r, "phase": ..., ...}``.
 MARKER_KIND = "sim_round"
+#: The store split that holds the labelled test images (evaluation only: the workflow never
+#: trains on it, the pool never contains it, the oracle never sees it).
+TEST_SPLIT = "test"
+#: Test images run through the detector per forward pass when evaluating.
+EVAL_BATCH = 4
 
 
-class EvalSplit:
-    """The fixed evaluation split, labels in memory (never in a store); images cached."""
+def model_settings(config: SimConfig, seed: int) -> workflow.ModelSettings:
+    """The simulator's detector settings (``seed``: the heads of a new detector)."""
+    return workflow.ModelSettings(
+        arch=config.arch,
+        min_size=config.min_size,
+        max_size=config.max_size,
+        device=config.device,
+        seed=seed,
+        rpn_proposals_train=config.rpn_proposals_train,
+        rpn_proposals_test=config.rpn_proposals_test,
+        box_batch_size_per_image=config.box_batch_size_per_image,
+    )
 
-    def __init__(self, records: Sequence[ImageRecord], classes: Sequence[str]) -> None:
-        self.records = list(records)
-        self.classes = list(classes)
-        self.gt = [GroundTruth.from_record(r, classes) for r in self.records]
-        self._images: list[np.ndarray] | None = None
 
-    def images(self) -> list[np.ndarray]:
-        if self._images is None:
-            from napari_al.core.loop import load_rgb
+def load_detector(store: ProjectStore, config: SimConfig, seed: int) -> Model:
+    """The project's latest model version, or a new detector on the pretrained backbone
+    (:func:`napari_al.core.workflow.load_model` with :func:`model_settings`)."""
+    return workflow.load_model(store, model_settings(config, seed))
 
-            self._images = [load_rgb(r.path) for r in self.records]
-        return self._images
 
-    def evaluate(self, detector: Detector, batch_size: int = 4) -> dict[str, float]:
-        """mAP@0.5 and COCO AP of ``detector`` (pycocotools, :mod:`napari_al.core.evaluation`)."""
-        from napari_al.core.evaluation import evaluate
+def predict_queried(store: ProjectStore, detector: Model, image_ids: Sequence[int]) -> list[int]:
+    """The boxes the oracle is shown: the detector's predictions on the queried images, stored
+    as ``predicted`` (:func:`napari_al.core.workflow.predict_images`). Returns the ids
+    predicted."""
+    return workflow.predict_images(store, detector, [int(i) for i in image_ids])
 
-        if list(detector.classes) != self.classes:
-            raise ValueError("the detector's classes differ from the test set's")
-        imgs = self.images()
-        preds = []
-        for start in range(0, len(imgs), batch_size):
-            preds.extend(detector.predict(imgs[start : start + batch_size], batch_size=batch_size))
-        result = evaluate([(g.boxes, g.labels) for g in self.gt], preds, self.classes)
-        return {"map50": float(result.map50), "map": float(result.map)}
+
+def _benchmark_dataset(data: BenchmarkData, pool: bool, test: bool) -> Dataset:
+    """The pool without its labels (``unseen`` in split ``pool``) and/or the test split with
+    its labels (``complete`` in split ``test``), as one dataset to import."""
+    images = []
+    if pool:
+        images += [
+            ImageRecord(path=im.path, width=im.width, height=im.height, split="pool")
+            for im in data.pool
+        ]
+    if test:
+        images += [
+            ImageRecord(
+                path=im.path,
+                width=im.width,
+                height=im.height,
+                boxes=list(im.boxes),
+                split=TEST_SPLIT,
+                annotated=True,
+            )
+            for im in data.test
+        ]
+    parts = ["pool (labels withheld)"] * pool + ["test split (labelled)"] * test
+    return Dataset(
+        classes=list(data.classes), images=images, source="simulation " + ", ".join(parts)
+    )
 
 
 class SimProject:
@@ -79,21 +113,19 @@ class SimProject:
         if actions:
             self.clock.t = max(a.time for a in actions)
         if not self.store.images():
-            pool_only = Dataset(
-                classes=list(data.classes),
-                images=[
-                    ImageRecord(path=im.path, width=im.width, height=im.height, split="pool")
-                    for im in data.pool
-                ],
-                source="simulation pool (labels withheld)",
-            )
-            self.store.import_dataset(pool_only)
+            self.store.import_dataset(_benchmark_dataset(data, pool=True, test=True))
+        elif not self.store.images(split=TEST_SPLIT):  # a project made before the test split
+            self.store.import_dataset(_benchmark_dataset(data, pool=False, test=True))
         self.classes = [c.name for c in self.store.classes()]
         if self.classes != list(data.classes):
             raise RuntimeError(f"{folder}: class list {self.classes} != {data.classes}")
+        test_paths = sorted(r.path for r in self.store.images(split=TEST_SPLIT))
+        if test_paths != sorted(self.store.rel_path(im.path) for im in data.test):
+            raise RuntimeError(f"{folder}: the stored test split is not the benchmark's")
         by_path = {self.store.rel_path(im.path): im for im in data.pool}
+        #: Pool image id -> its true boxes: what the oracle knows (never the test split).
         self.gt: dict[int, GroundTruth] = {}
-        for row in self.store.images():
+        for row in self.store.images(split="pool"):
             rec = by_path.get(row.path)
             if rec is None:
                 raise RuntimeError(f"{folder}: image {row.path} is not in the pool")
@@ -163,36 +195,26 @@ class SimProject:
             "verifications": c.verifications,
             "class_changes": c.class_changes,
             "images": c.images,
-            "human_boxes": len(self.store.boxes(statuses=HUMAN_STATUSES)),
+            "human_boxes": sum(
+                b.image_id in self.gt for b in self.store.boxes(statuses=HUMAN_STATUSES)
+            ),
             "map50": round(float(metrics["map50"]), 6),
             "map": round(float(metrics["map"]), 6),
             "train_steps": steps,
             "wall_s": round(float(wall), 4),
         }
 
-    # -- model ----------------------------------------------------------------------------
+    # -- model: the workflow's steps -------------------------------------------------------
 
-    def detector(self, seed: int) -> Detector:
-        """The latest checkpoint, or a fresh detector on the pretrained backbone."""
-        from napari_al.core.loop import load_detector
+    def detector(self, seed: int) -> Model:
+        """The latest model version, or a fresh detector on the pretrained backbone."""
+        return load_detector(self.store, self.config, seed)
 
-        cfg = self.config
-        if self.store.latest_model_version() is not None:
-            return load_detector(self.store, device=cfg.device)
-        from napari_al.core.engine import Detector
-
-        det = Detector(
-            self.classes,
-            cfg.arch,
-            min_size=cfg.min_size,
-            max_size=cfg.max_size,
-            device=cfg.device,
-            seed=seed,
-            rpn_proposals_train=cfg.rpn_proposals_train,
-            rpn_proposals_test=cfg.rpn_proposals_test,
-            box_batch_size_per_image=cfg.box_batch_size_per_image,
-        )
-        return det
+    def evaluate(self, detector: Model) -> dict[str, float]:
+        """mAP@0.5 and AP@[.5:.95] on the test split (:func:`napari_al.core.workflow
+        .evaluate_model`, pycocotools), recorded on the detector's model version."""
+        result = workflow.evaluate_model(self.store, detector, TEST_SPLIT, batch_size=EVAL_BATCH)
+        return {"map50": float(result["map50"]), "map": float(result["map"])}
 
     def trained_since(self, action_id: int) -> bool:
         """Whether the latest model was trained on labels including action ``action_id``."""
@@ -202,21 +224,20 @@ class SimProject:
         last = latest.metrics.get("last_action_id")
         return last is not None and int(last) >= int(action_id)
 
-    def train(self, detector: Detector, steps: int, seed: int) -> None:
-        from napari_al.core.loop import train_project
-
+    def train(self, detector: Model, steps: int, seed: int) -> None:
+        """Continue fine-tuning ``detector`` on the project's labels
+        (:func:`napari_al.core.workflow.train_model`), keeping the newest checkpoints."""
         cfg = self.config
-        outcome = train_project(
-            self.store,
-            detector,
+        settings = workflow.TrainSettings(
             steps=steps,
-            lambda_d=cfg.lambda_d,
-            seed=seed,
             batch_size=cfg.batch_size,
+            lambda_d=cfg.lambda_d,
             lr=cfg.lr,
+            seed=seed,
             noisy_min_score=cfg.noisy_min_score,
             partial_background_weight=cfg.partial_background_weight,
         )
+        outcome = workflow.train_model(self.store, detector, settings)
         if outcome.model_version is None:
             raise RuntimeError(
                 f"{self.folder}: training stopped ({outcome.result.stopped_reason}: "

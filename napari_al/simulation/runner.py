@@ -3,7 +3,7 @@ markers each round leaves in its store's action log."""
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -12,46 +12,36 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_al.core import workflow
 from napari_al.core.boxes import box_iou
-from napari_al.core.data import HUMAN_STATUSES
+from napari_al.runtime import torch_threads
 from napari_al.simulation.config import FULL_NAME, BenchmarkData, SimConfig, SimStrategy
 from napari_al.simulation.project import (
-    EvalSplit,
+    Model,
     SimProject,
     copy_project,
     open_project,
+    predict_queried,
     seed_dir,
 )
 from napari_al.simulation.results import append_result
 
 if TYPE_CHECKING:
-    from napari_al.core.engine import Detector
+    from napari_al.core.selection import QueryItem
     from napari_al.core.store import ActionRow
 
 
 def _with_threads(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator: run ``fn(config, ...)`` under :func:`_threads`."""
-    import functools
+    """Decorator: run ``fn(config, ...)`` with ``config.threads`` torch threads
+    (:func:`napari_al.runtime.torch_threads`; results differ bitwise between thread counts, so
+    every entry point applies the configured count)."""
 
     @functools.wraps(fn)
     def wrapper(config: SimConfig, *args: Any, **kwargs: Any) -> Any:
-        with _threads(config):
+        with torch_threads(config.threads or None):
             return fn(config, *args, **kwargs)
 
     return wrapper
-
-
-@contextlib.contextmanager
-def _threads(config: SimConfig) -> Any:
-    """Run with ``config.threads`` torch threads (results differ bitwise between thread counts,
-    so every entry point applies the configured count)."""
-    if not config.threads:
-        yield
-        return
-    from napari_al.core.engine import num_threads
-
-    with num_threads(config.threads):
-        yield
 
 
 def _choose_random(ids: Sequence[int], k: int, *entropy: int) -> list[int]:
@@ -69,13 +59,12 @@ def _do_round(
     proj: SimProject,
     r: int,
     seed: int,
-    detector: Detector | None,
-    choose: Callable[[Detector | None], dict[str, Any]],
-    answer: Callable[[dict[str, Any], Detector | None, ActionRow], None],
+    detector: Model | None,
+    choose: Callable[[Model | None], dict[str, Any]],
+    answer: Callable[[dict[str, Any], Model | None, ActionRow], None],
     steps: int,
-    tests: EvalSplit,
     label: tuple[str, str, str],
-) -> tuple[dict[str, Any], Detector]:
+) -> tuple[dict[str, Any], Model]:
     """One resumable round: query -> answer -> train -> evaluate; returns (row, detector)."""
     t0 = time.perf_counter()
     times = dict.fromkeys(("query_s", "answer_s", "train_s", "eval_s"), 0.0)
@@ -97,7 +86,7 @@ def _do_round(
     if not proj.trained_since(marks["labelled"].id):
         proj.train(detector, steps, seed=seed * 1000 + r)
     t2 = time.perf_counter()
-    metrics = tests.evaluate(detector)
+    metrics = proj.evaluate(detector)
     times.update(train_s=t2 - t1, eval_s=time.perf_counter() - t2)
     row = proj.row(label, seed, r, metrics, time.perf_counter() - t0)
     row.update({k: round(v, 3) for k, v in times.items()})
@@ -119,18 +108,17 @@ def run_base(
         done = proj.markers().get(0, {}).get("evaluated")
         if done is not None:
             return dict(done.payload["row"])
-        tests = EvalSplit(data.test, proj.classes)
 
-        def choose(_det: Detector | None) -> dict[str, Any]:
+        def choose(_det: Model | None) -> dict[str, Any]:
             ids = [r.id for r in proj.store.images(split="pool")]
             return {"images": _choose_random(ids, config.init_images, seed, 0)}
 
-        def answer(q: dict[str, Any], _det: Detector | None, _m: ActionRow) -> None:
+        def answer(q: dict[str, Any], _det: Model | None, _m: ActionRow) -> None:
             for i in q["images"]:
                 proj.oracle.draw_image(int(i))
 
         label = ("initial", "image", "draw")
-        row, _ = _do_round(proj, 0, seed, None, choose, answer, config.init_steps, tests, label)
+        row, _ = _do_round(proj, 0, seed, None, choose, answer, config.init_steps, label)
         return row
     finally:
         proj.close()
@@ -152,19 +140,16 @@ def run_full(
     try:
         done = proj.markers().get(0, {}).get("evaluated")
         if done is None:
-            tests = EvalSplit(data.test, proj.classes)
 
-            def choose(_det: Detector | None) -> dict[str, Any]:
+            def choose(_det: Model | None) -> dict[str, Any]:
                 return {"images": [r.id for r in proj.store.images(split="pool")]}
 
-            def answer(q: dict[str, Any], _det: Detector | None, _m: ActionRow) -> None:
+            def answer(q: dict[str, Any], _det: Model | None, _m: ActionRow) -> None:
                 for i in q["images"]:
                     proj.oracle.draw_image(int(i))
 
             label = (FULL_NAME, "image", "draw")
-            row, _ = _do_round(
-                proj, 0, seed, None, choose, answer, config.total_full_steps, tests, label
-            )
+            row, _ = _do_round(proj, 0, seed, None, choose, answer, config.total_full_steps, label)
         else:
             row = dict(done.payload["row"])
         if append_result(csv_path, row) and notify:
@@ -206,8 +191,7 @@ def run_strategy(
         row0.update(strategy=strategy.name, unit=strategy.unit, oracle=strategy.oracle)
         append_result(csv_path, row0)
         rows.append(row0)
-        tests = EvalSplit(data.test, proj.classes)
-        detector: Detector | None = None
+        detector: Model | None = None
         for r in range(1, config.rounds + 1):
             ev = proj.markers().get(r, {}).get("evaluated")
             if ev is not None:
@@ -223,7 +207,6 @@ def run_strategy(
                     lambda det, r=r: _choose(proj, strategy, config, det, seed, r),
                     lambda q, det, m: _answer(proj, strategy, det, q, m, config),
                     config.round_steps,
-                    tests,
                     (strategy.name, strategy.unit, strategy.oracle),
                 )
             added = append_result(csv_path, row)
@@ -239,14 +222,17 @@ def _choose(
     proj: SimProject,
     strategy: SimStrategy,
     config: SimConfig,
-    detector: Detector | None,
+    detector: Model | None,
     seed: int,
     r: int,
 ) -> dict[str, Any]:
-    """The query of round ``r``: image ids, or candidate boxes ``[image, x1, y1, x2, y2]``."""
-    from napari_al.core.loop import pool_image_ids, rank_project
+    """The query of round ``r``: image ids, or candidate boxes ``[image, x1, y1, x2, y2]``.
 
-    ids = pool_image_ids(proj.store)
+    Ranked by :func:`napari_al.core.workflow.rank_pool` with ``save=False``: the query the
+    simulator asks is the ``query`` marker in the action log (what resuming and the tests
+    read), and box queries over-ask, so a stored query set would not be the one answered.
+    """
+    ids = workflow.pool_image_ids(proj.store)
     if not ids:  # the pool is exhausted
         return {"images": []} if strategy.unit == "image" else {"boxes": [], "budget": 0}
     if strategy.scorer == "random":
@@ -256,49 +242,51 @@ def _choose(
     if config.pool_subset is not None and len(ids) > config.pool_subset:
         candidates = sorted(_choose_random(ids, config.pool_subset, seed, r, 1))
     if strategy.unit == "image":
-        items = rank_project(
-            proj.store,
-            detector,
+        query = workflow.QuerySettings(
             strategy=strategy.scorer,
             unit="image",
             budget=config.budget_images,
             diversity=strategy.diversity,
             aggregation=strategy.aggregation,
             seed=seed * 1000 + r,
-            image_ids=candidates,
             candidate_factor=strategy.candidate_factor,
-            use_cache=False,
         )
+        items = _rank(proj, detector, query, candidates)
         return {"images": [int(it.image) for it in items]}
     # box level: over-ask, since boxes on objects already answered are skipped
-    items = rank_project(
-        proj.store,
-        detector,
+    query = workflow.QuerySettings(
         strategy=strategy.scorer,
         unit="box",
         budget=config.budget_boxes * 4 + 20,
         aggregation=strategy.aggregation,
         seed=seed * 1000 + r,
-        image_ids=candidates,
-        use_cache=False,
     )
+    items = _rank(proj, detector, query, candidates)
     return {
         "boxes": [[int(it.image), *map(float, it.box)] for it in items if it.box is not None],
         "budget": config.budget_boxes,
     }
 
 
+def _rank(
+    proj: SimProject, detector: Model, query: workflow.QuerySettings, candidates: Sequence[int]
+) -> list[QueryItem]:
+    """Rank ``candidates`` afresh (no score cache: every round's model is new) without storing
+    the query set."""
+    return workflow.rank_pool(
+        proj.store, detector, query, image_ids=candidates, use_cache=False, save=False
+    )
+
+
 def _answer(
     proj: SimProject,
     strategy: SimStrategy,
-    detector: Detector | None,
+    detector: Model | None,
     query: dict[str, Any],
     marker: ActionRow,
     config: SimConfig,
 ) -> None:
     """The oracle answers a stored query (resumable: answers already given are not repeated)."""
-    from napari_al.core.loop import predict_project
-
     store = proj.store
     if strategy.unit == "image":
         ids = [int(i) for i in query["images"]]
@@ -308,17 +296,30 @@ def _answer(
                 i
                 for i in ids
                 if store.image(i).review_state != "complete"
-                and not store.boxes(image_id=i, statuses=(*HUMAN_STATUSES, "rejected"))
+                and not len(workflow.judged_boxes(store, i))
             ]
-            predict_project(store, detector, image_ids=fresh)
+            predict_queried(store, detector, fresh)
             for i in ids:
                 proj.oracle.verify_image(i)
         else:
             for i in ids:
                 proj.oracle.draw_image(i)
         return
-    # box level
     assert detector is not None
+    _answer_boxes(proj, detector, query, marker, config)
+
+
+def _answer_boxes(
+    proj: SimProject,
+    detector: Model,
+    query: dict[str, Any],
+    marker: ActionRow,
+    config: SimConfig,
+) -> None:
+    """Box level: the queried candidates in order, until ``budget`` answers; a candidate on
+    something already judged (:func:`napari_al.core.workflow.judged_mask` at ``verify_iou``)
+    is skipped without charge."""
+    store = proj.store
     budget = int(query["budget"])
     answered = sum(
         1 for a in store.actions(since_id=marker.id) if a.kind in ("accept", "reject", "set_class")
@@ -333,11 +334,11 @@ def _answer(
         if store.image(image_id).review_state == "complete":
             continue
         box = np.asarray([xyxy], np.float64)
-        judged = store.boxes(image_id=image_id, statuses=(*HUMAN_STATUSES, "rejected"))
-        if judged and box_iou(box, [b.xyxy for b in judged]).max() >= config.verify_iou:
+        judged = workflow.judged_boxes(store, image_id)
+        if workflow.judged_mask(box, judged, iou=config.verify_iou)[0]:
             continue  # an object (or background) already answered
         if image_id not in predicted:
-            predict_project(store, detector, image_ids=[image_id])
+            predict_queried(store, detector, [image_id])
             predicted.add(image_id)
         preds = store.boxes(image_id=image_id, statuses=("predicted",))
         box_id = None

@@ -66,15 +66,19 @@ def read_rows(
 
 
 def judged_mask(
-    boxes: np.ndarray | Sequence[Sequence[float]], judged: np.ndarray | Sequence[Sequence[float]]
+    boxes: np.ndarray | Sequence[Sequence[float]],
+    judged: np.ndarray | Sequence[Sequence[float]],
+    *,
+    iou: float = JUDGED_IOU,
 ) -> np.ndarray:
     """Which of ``boxes`` (``(n, 4)`` xyxy pixels) lie on something a person already judged:
-    IoU >= :data:`JUDGED_IOU` with any of ``judged`` (``(m, 4)``). Returns bool ``(n,)``."""
+    IoU >= ``iou`` (default :data:`JUDGED_IOU`; the simulator passes its ``verify_iou``) with
+    any of ``judged`` (``(m, 4)``). Returns bool ``(n,)``."""
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
     j = np.asarray(judged, np.float64).reshape(-1, 4)
     if not len(b) or not len(j):
         return np.zeros(len(b), bool)
-    return box_iou(b, j).max(axis=1) >= JUDGED_IOU
+    return box_iou(b, j).max(axis=1) >= iou
 
 
 def judged_boxes(store: ProjectStore, image_id: int) -> np.ndarray:

@@ -47,6 +47,8 @@ EMBEDDING_KEY = "embedding/v1"
 BATCH_SIZE = 2
 #: The missed-object regressor needs this many complete images to be fitted.
 MISSED_MIN_IMAGES = 5
+#: Splits whose labels only measure a model: never fitted on, never a diversity centre.
+HELD_OUT_SPLITS = ("val", "test")
 
 
 def view_kwargs(needs: frozenset[str]) -> dict[str, Any]:
@@ -60,13 +62,17 @@ def view_kwargs(needs: frozenset[str]) -> dict[str, Any]:
 
 
 def fit_missed_regressor(store: ProjectStore, detector: Detector, max_images: int = 50) -> Any:
-    """The missed-object regressor (Nakamura et al.) fitted on complete images, or None when
+    """The missed-object regressor (Nakamura et al.) fitted on complete images outside val and
+    test (held-out labels teach no model part, as in
+    :func:`~napari_al.core.workflow.examples.training_examples`), or None when
     fewer than :data:`MISSED_MIN_IMAGES` exist. Target: how many human boxes of an image the
     detector fails to find at IoU 0.5."""
     from napari_al.core.data import HUMAN_STATUSES
     from napari_al.core.scoring.missed import MissedObjectRegressor, count_missed, missed_features
 
-    rows = [r for r in store.images() if r.review_state == "complete"][:max_images]
+    rows = [
+        r for r in store.images() if r.review_state == "complete" and r.split not in HELD_OUT_SPLITS
+    ][:max_images]
     if len(rows) < MISSED_MIN_IMAGES:
         return None
     feats, targets = [], []
@@ -328,7 +334,7 @@ def labelled_embeddings(
     Cached per (image hash, model version) like scores.
     """
     rows = [
-        r for r in store.images() if r.review_state != "unseen" and r.split not in ("val", "test")
+        r for r in store.images() if r.review_state != "unseen" and r.split not in HELD_OUT_SPLITS
     ]
     version = detector.model_version
     cacheable = use_cache and version > 0
