@@ -212,3 +212,16 @@ def test_query_contract(ranked_project: Path, unit: str, diversity: str | None) 
                 assert 0 <= x1 < x2 <= row.width + 1e-6 and 0 <= y1 < y2 <= row.height + 1e-6
         assert [(q.image_id, q.unit) for q in stored.items] == [(it.image, it.unit) for it in again]
         assert [(it.image, it.box) for it in again] == [(it.image, it.box) for it in items]
+
+
+def test_labelling_effort_counts_only_boxes_that_teach(labelled_project: Path) -> None:
+    """Human boxes on held-out (val/test) images are ground truth for evaluation, not effort."""
+    from napari_al.core.data import HUMAN_STATUSES
+
+    with ProjectStore.open(labelled_project) as store:
+        split = {r.id: r.split for r in store.images()}
+        boxes = store.boxes(statuses=HUMAN_STATUSES)
+        teaching = [b for b in boxes if split[b.image_id] not in ("val", "test")]
+        assert len(teaching) < len(boxes)  # the sample has labelled val/test images
+        effort = workflow.labelling_effort(store)
+    assert effort["boxes_annotated"] == len(teaching)

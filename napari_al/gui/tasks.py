@@ -18,12 +18,10 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from typing import Any
 from napari_al.core import workflow
 from napari_al.core.store import ProjectStore
 from napari_al.core.workflow import ModelSettings, Progress, RoundResult, RoundSettings
+from napari_al.runtime import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -123,27 +122,11 @@ def job_threads() -> int:
     return max(1, min(8, n) - 1)
 
 
-@contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """``torch.set_num_threads(n)`` for the job (process-wide: jobs run one at a time and the
-    main thread computes nothing with torch), restored after; no-op without torch."""
-    torch = sys.modules.get("torch")
-    if n is None or torch is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(n)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def _guarded(kind: str, body: Callable[[], Job], threads: int | None = None) -> Job:
     """Run a job body; an exception becomes a failed :class:`JobResult` (and a log entry)."""
     t0 = time.perf_counter()
     try:
-        with _torch_threads(threads):
+        with torch_threads(threads):  # process-wide: one job at a time, main thread idle
             result = yield from body()
     except Exception as exc:
         log.exception("napari-al %s job failed", kind)

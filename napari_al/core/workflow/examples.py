@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 #: IoU with a human or rejected box at or above which a prediction counts as already judged.
 JUDGED_IOU = 0.5
+#: Splits held out for evaluation: they never train, never seed a core-set, never fit the
+#: missed-object regressor and do not count as labelling effort.
+HELD_OUT_SPLITS = ("val", "test")
 #: Box statuses that record a person's judgement (a rejected box is judged background).
 JUDGED_STATUSES = (*HUMAN_STATUSES, "rejected")
 
@@ -90,7 +93,7 @@ def judged_boxes(store: ProjectStore, image_id: int) -> np.ndarray:
 def training_examples(
     store: ProjectStore,
     snapshot: TrainingSnapshot,
-    exclude_splits: Sequence[str] = ("val", "test"),
+    exclude_splits: Sequence[str] = HELD_OUT_SPLITS,
     noisy_min_score: float = 0.0,
 ) -> list[TrainingExample]:
     """Partial-label training examples from a consistent snapshot of the store.

@@ -25,7 +25,13 @@ import numpy as np
 
 from napari_al.core.data import ScoringViews
 from napari_al.core.selection import QueryItem
-from napari_al.core.workflow.examples import OnSkip, judged_boxes, judged_mask, read_rows
+from napari_al.core.workflow.examples import (
+    HELD_OUT_SPLITS,
+    OnSkip,
+    judged_boxes,
+    judged_mask,
+    read_rows,
+)
 from napari_al.core.workflow.model import ensemble_members
 from napari_al.core.workflow.prediction import pool_image_ids
 from napari_al.core.workflow.settings import UNITS, QuerySettings
@@ -47,8 +53,6 @@ EMBEDDING_KEY = "embedding/v1"
 BATCH_SIZE = 2
 #: The missed-object regressor needs this many complete images to be fitted.
 MISSED_MIN_IMAGES = 5
-#: Splits whose labels only measure a model: never fitted on, never a diversity centre.
-HELD_OUT_SPLITS = ("val", "test")
 
 
 def view_kwargs(needs: frozenset[str]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari_al.core.data import HUMAN_STATUSES
-from napari_al.core.workflow.examples import labels_hash, training_examples
+from napari_al.core.workflow.examples import HELD_OUT_SPLITS, labels_hash, training_examples
 from napari_al.core.workflow.model import next_checkpoint_path
 from napari_al.core.workflow.settings import TrainSettings
 
@@ -29,10 +29,13 @@ ShouldStop = Callable[[], bool]
 
 
 def labelling_effort(store: ProjectStore) -> dict[str, float]:
-    """Annotation seconds so far (the store's action log) and the number of human boxes."""
+    """Annotation seconds so far (the store's action log) and the number of human boxes that
+    can teach (on images outside the held-out val/test splits)."""
+    held_out = {r.id for r in store.images() if r.split in HELD_OUT_SPLITS}
+    boxes = [b for b in store.boxes(statuses=HUMAN_STATUSES) if b.image_id not in held_out]
     return {
         "annotation_seconds": float(store.annotation_seconds()),
-        "boxes_annotated": float(len(store.boxes(statuses=HUMAN_STATUSES))),
+        "boxes_annotated": float(len(boxes)),
     }
 
 
