@@ -33,6 +33,7 @@ from napari_al.core.workflow import (
     RoundSettings,
     TrainSettings,
     effort_series,
+    first_round,
 )
 from napari_al.gui.controller import AnnotationController
 from napari_al.gui.notify import notify_user
@@ -223,6 +224,20 @@ class ActiveLearningWidget(QWidget):
             "evaluate",
             lambda stop, report: evaluate_job(project, detector, model, stop, report, split=split),
         )
+
+    def start_first_round(self) -> Any:
+        """Bring a project opened in the middle of the loop to where a person can go on: the
+        round :func:`~napari_al.core.workflow.first_round` names (retrain when it has labels
+        but no model, rescore when it has a model but no query list), in the background with
+        the widget's settings. Returns the worker, or None when no round is needed."""
+        if self.store is None:
+            return None
+        kind = first_round(self.store)
+        if kind == "retrain":
+            return self.start_retrain()
+        if kind == "rescore":
+            return self.start_rescore()
+        return None
 
     def cancel_job(self) -> None:
         """Cancel the running job (it stops at its next step; the model in use is kept)."""
