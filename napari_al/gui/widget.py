@@ -36,7 +36,7 @@ from napari_al.core.workflow import (
     first_round,
 )
 from napari_al.gui.controller import AnnotationController
-from napari_al.gui.notify import notify_user
+from napari_al.gui.notify import NO_CLASS_HINT, notify_user
 from napari_al.gui.sections.evaluate import EvaluateSection
 from napari_al.gui.sections.keys import KeysSection
 from napari_al.gui.sections.model import ModelSection
@@ -127,6 +127,9 @@ class ActiveLearningWidget(QWidget):
         self.project_section.project_label.setText(str(Path(project_dir).resolve()))
         self.train_section.loss_plot.start_run()
         self.refresh()
+        if not store.classes():
+            notify_user("info", NO_CLASS_HINT)
+            self.project_section.new_class.setFocus()
         image_ids = self.project_section.image_ids
         if image_ids:
             first = next(
@@ -269,6 +272,8 @@ class ActiveLearningWidget(QWidget):
     def _on_done(self, result: JobResult) -> None:
         if self._closed:
             return
+        how = "failed" if result.error else "cancelled" if result.cancelled else "done"
+        self.train_section.show_end(result.kind, how)
         if self.store is None or self.store.project_dir != self._job_project:
             return  # a job of a project that is no longer open: its result does not apply here
         job_label = self.train_section.job_label
