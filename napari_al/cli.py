@@ -363,17 +363,29 @@ def cmd_open(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from napari_al.core.project import import_into, is_project
-    from napari_al.core.store import ProjectStore
+    """napari on a project made from the BCCD sample, in the middle of the loop: a few
+    labelled images, an unlabelled pool; the first model trains in the background."""
+    from napari_al.core.project import DEMO_LABELLED, create_demo_project, is_project
+    from napari_al.core.workflow import ModelSettings, from_args
     from napari_al.sample import sample_dir
 
     _require_display()
     project = Path(args.project)
     if not is_project(project):
-        with ProjectStore.create(project) as store:
-            import_into(store, sample_dir(), "voc")
-        print(f"created demo project {project} from the BCCD sample")
-    return _run_napari(project, args.screenshot, args.quit)
+        create_demo_project(project, sample_dir())
+        print(
+            f"created demo project {project} from the BCCD sample: {DEMO_LABELLED} labelled "
+            "training images, the rest to annotate; the first model trains in the background"
+        )
+    from napari_al.gui.demo import run_demo
+
+    return run_demo(
+        project,
+        screenshot=args.screenshot,
+        quit_after=args.quit,
+        steps=args.steps,
+        model=from_args(ModelSettings, args),
+    )
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -530,8 +542,17 @@ def _add_app_commands(sub: Any) -> None:
         metavar="DIR",
         help="where to create the demo project (default: ./napari-al-demo)",
     )
-    p.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window, then quit")
+    p.add_argument(
+        "--screenshot",
+        metavar="PNG",
+        help="save a screenshot of the window once the first round has run, then quit",
+    )
     p.add_argument("--quit", action="store_true", help="quit right after opening (smoke test)")
+    from napari_al.core.workflow import ModelSettings, TrainSettings, add_arguments
+
+    first = p.add_argument_group("the first round (the widget's Train and Model fields)")
+    add_arguments(first, TrainSettings, only=["steps"])
+    add_arguments(first, ModelSettings, only=["device", "min_size"])
     p.set_defaults(func=cmd_demo)
 
     from napari_al.simulation import add_arguments as simulate_arguments

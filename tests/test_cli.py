@@ -152,13 +152,17 @@ def test_sample_data_contribution(sample_dir: Path) -> None:
 
 @pytest.mark.gui
 def test_demo_opens_napari_with_the_sample(tmp_path: Path) -> None:
-    """The README's demo command, headless: napari opens docked on the sample, a screenshot."""
+    """The README's demo command, headless: napari opens docked on the sample in the middle of
+    the loop (a few labelled images, an unlabelled pool), the first model trains in the
+    background through the widget's retrain job (here tiny), the query list fills, and the
+    screenshot is taken then."""
     if not os.environ.get("DISPLAY"):
         pytest.fail("GUI tests run under xvfb-run (make test); DISPLAY is not set")
     shot = tmp_path / "demo.png"
     exe = Path(sys.executable).with_name("napari-al")
+    tiny = ["--steps", "2", "--min-size", "128", "--device", "cpu"]
     result = subprocess.run(
-        [str(exe), "demo", "--project", str(tmp_path / "demo"), "--screenshot", str(shot)],
+        [str(exe), "demo", "--project", str(tmp_path / "demo"), "--screenshot", str(shot), *tiny],
         capture_output=True,
         text=True,
         timeout=240,
@@ -173,7 +177,15 @@ def test_demo_opens_napari_with_the_sample(tmp_path: Path) -> None:
     from napari_al.core.store import ProjectStore
 
     with ProjectStore.open(tmp_path / "demo") as store:
-        assert store.info()["images"] == 16
+        info = store.info()
+        assert info["images"] == 16
+        assert info["images_by_split"]["pool"] == 8
+        assert info["images_by_review_state"]["unseen"] >= 7  # the pool is still to annotate
+        version = store.latest_model_version()
+        assert version is not None and version.metrics["steps"] == 2
+        queries = store.latest_queries()
+        assert queries is not None and queries.items
+        assert {q.image_id for q in queries.items} <= {r.id for r in store.images(split="pool")}
 
 
 def test_demo_without_display_explains_xvfb(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from napari_al.core.store import BoxRow, ProjectStore, StoreError
 
@@ -243,7 +244,7 @@ class Annotator:
         """Run ``act(review_state)`` (a store box action, which returns its action id) on an
         existing box in one transaction, marking an unseen image partial in the same action."""
         with self.store.transaction():
-            before = self.store.box(box_id)
+            before = self._existing_box(box_id, kind)
             review_before, review_after = self._partial_change(before.image_id)
             action_id = act(review_after)
             after = self._box_or_none(box_id)
@@ -265,6 +266,33 @@ class Annotator:
             return self.store.box(box_id)
         except StoreError:
             return None
+
+    def _image_name(self, image_id: int) -> str:
+        try:
+            return Path(self.store.image(image_id).path).name
+        except StoreError:
+            return "an image no longer in the project"
+
+    def describe_box(self, box: BoxRow) -> str:
+        """A box as the person sees it, for messages: its class, where it is (image pixels,
+        rounded) and its image file, e.g. ``the RBC box at x 12-60, y 40-95 of a.jpg``
+        (store ids mean nothing on screen)."""
+        names = {c.id: c.name for c in self.store.classes()}
+        label = names.get(box.class_id, "unlabelled")
+        return (
+            f"the {label} box at x {box.x1:.0f}-{box.x2:.0f}, y {box.y1:.0f}-{box.y2:.0f} "
+            f"of {self._image_name(box.image_id)}"
+        )
+
+    def _existing_box(self, box_id: int, kind: str) -> BoxRow:
+        """The box to act on; a StoreError in the person's words when it is gone."""
+        box = self._box_or_none(box_id)
+        if box is None:
+            raise StoreError(
+                f"the box to {kind.replace('_', ' ')} is no longer in the project (new "
+                "predictions replaced it, or it was deleted); nothing was changed"
+            )
+        return box
 
     # -- actions -------------------------------------------------------------------------
 
@@ -369,16 +397,19 @@ class Annotator:
             if leaf.changes_box:
                 assert leaf.box_id is not None
                 if not same_state(self._box_or_none(leaf.box_id), want_now):
+                    box = leaf.after or leaf.before
                     raise StaleCommand(
-                        f"box {leaf.box_id} was changed elsewhere since this {leaf.kind}; "
+                        f"{self.describe_box(box) if box else 'a box'} was changed elsewhere "
+                        f"(new predictions, or another window) since this {leaf.kind}; "
                         f"the {'undo' if undo else 'redo'} was dropped"
                     )
             if leaf.changes_review:
                 state = self.store.image(leaf.image_id).review_state
                 if state != review_now:
                     raise StaleCommand(
-                        f"image {leaf.image_id} is now {state!r}, not {review_now!r}; "
-                        f"the {'undo' if undo else 'redo'} of {leaf.kind} was dropped"
+                        f"{self._image_name(leaf.image_id)} is now {state!r}, not "
+                        f"{review_now!r}; the {'undo' if undo else 'redo'} of {leaf.kind} "
+                        "was dropped"
                     )
 
     def _apply(self, command: Command, undo: bool) -> None:

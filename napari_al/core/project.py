@@ -11,6 +11,10 @@ from napari_al.core.store import STORE_FILENAME, ProjectStore
 
 Progress = Callable[[int, int], None]
 
+#: How many training images of a demo project keep their labels (the rest of the training
+#: images join the unlabelled pool; the validation images stay labelled, for mAP).
+DEMO_LABELLED = 4
+
 
 def is_project(project_dir: Path) -> bool:
     """Whether ``project_dir`` holds a napari-al store."""
@@ -66,6 +70,46 @@ def import_into(
     dataset = read_dataset(Path(path), fmt, strict=strict, **reader_options)
     summary = store.import_dataset(dataset, progress=progress)
     return dataset, summary
+
+
+def create_demo_project(
+    project_dir: Path, source: Path, labelled: int = DEMO_LABELLED, fmt: str = "voc"
+) -> Path:
+    """Make a project in the middle of the active-learning loop from a labelled dataset.
+
+    ``labelled`` images of the ``train`` split (evenly spread over its file names) keep their
+    labels and are complete, the ``val`` and ``test`` images keep theirs (so a model can be
+    evaluated), and every other image joins the unlabelled pool without its labels: there is
+    something to train on, something to evaluate on, and a pool to query. Everything is
+    imported in one transaction.
+
+    ``source``: a dataset folder in ``fmt`` (``napari-al demo`` uses the BCCD sample,
+    :func:`napari_al.sample.sample_dir`). Raises FileExistsError when ``project_dir`` already
+    holds a project, ValueError when the dataset has no labelled training image, and the
+    readers' errors.
+    """
+    from napari_al.core.formats import read_dataset
+
+    project_dir = Path(project_dir)
+    if is_project(project_dir):
+        raise FileExistsError(f"{project_dir} already holds a napari-al project")
+    dataset = read_dataset(Path(source), fmt)
+    train = sorted(
+        (r for r in dataset.images if r.annotated and r.split in (None, "train", "pool")),
+        key=lambda r: str(r.path),
+    )
+    if not train:
+        raise ValueError(f"{source}: no labelled training image to start a demo from")
+    n = max(1, min(int(labelled), len(train)))
+    keep = {id(train[round(i * (len(train) - 1) / max(n - 1, 1))]) for i in range(n)}
+    for rec in train:
+        if id(rec) in keep:
+            rec.split = "train"
+        else:
+            rec.boxes, rec.ignore_regions, rec.annotated, rec.split = [], [], False, None
+    with ProjectStore.create(project_dir) as store:
+        store.import_dataset(dataset)
+    return project_dir
 
 
 def export_dataset(

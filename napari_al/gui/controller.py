@@ -18,7 +18,7 @@ The class is put together from one part per concern:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from napari_al.core import workflow
@@ -171,19 +171,8 @@ class AnnotationController(KeyActions, Navigation, LayerEdits):
         # the focused box is shown selected (napari draws its outline and handles; editing
         # the highlights layer instead costs a dims update per key press)
         self.view.select_boxes([box_id])
-        if center and not self._in_view(row.xyxy):
-            self.view.center_on(row.xyxy)
-
-    def _in_view(self, xyxy: Sequence[float]) -> bool:
-        try:
-            cam = self.viewer.camera
-            h, w = self.viewer._canvas_size
-            cy, cx = cam.center[-2:]
-            half_h, half_w = h / 2 / cam.zoom, w / 2 / cam.zoom
-        except Exception:
-            return True
-        x1, y1, x2, y2 = xyxy
-        return cx - half_w <= x1 and x2 <= cx + half_w and cy - half_h <= y1 and y2 <= cy + half_h
+        if center:
+            self.view.bring_into_view(row.xyxy)
 
     def target_boxes(self) -> list[int]:
         """The boxes the keys act on: the selected shapes, else the focused box."""
@@ -250,13 +239,16 @@ class AnnotationController(KeyActions, Navigation, LayerEdits):
             self.missed.update(result.missed)
         if result.queries is not None:
             self.set_queries(result.queries)
-        if self.view.image_id is not None and (
-            self.view.image_id in result.predicted_images or result.missed
-        ):
+        image_id = self.view.image_id
+        if image_id is not None and (image_id in result.predicted_images or result.missed):
             self.reload()
             self._render_highlights()
+            if self.annotator is not None and not self.target_boxes():
+                # the new predictions replaced the selected box: select the next one to review
+                self._focus(self.annotator.next_unreviewed_box(image_id))
 
     def close(self) -> None:
         if self._keys_bound:
             self.unbind_keys()
         self.set_store(None)
+        self.view.close()

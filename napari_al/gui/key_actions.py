@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from napari_al.gui.keys import KEYS
-from napari_al.gui.notify import notify_user
+from napari_al.gui.notify import NO_CLASS_HINT, notify_user
 
 if TYPE_CHECKING:
     import napari
@@ -64,6 +64,9 @@ class KeyActions:
         def act() -> None:
             store, annotator = self._require()
             classes = store.classes()
+            if not classes:
+                notify_user("warning", NO_CLASS_HINT)
+                return
             if not 1 <= n <= len(classes):
                 notify_user("warning", f"there is no class {n} (the project has {len(classes)})")
                 return

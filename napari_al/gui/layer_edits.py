@@ -18,7 +18,7 @@ import numpy as np
 
 from napari_al.core.boxes import clip_xyxy
 from napari_al.core.store import StoreError
-from napari_al.gui.notify import notify_user
+from napari_al.gui.notify import NO_CLASS_HINT, notify_user
 
 if TYPE_CHECKING:
     from napari.layers import Shapes
@@ -164,7 +164,9 @@ class LayerEdits:
                 feats.at[feats.index[i], "box_id"] = -(1000 + k)
             if empty:
                 layer.remove(empty)
-        if empty:
+        if empty and not by_name:
+            notify_user("warning", f"the box was not kept. {NO_CLASS_HINT}")
+        elif empty:
             notify_user("warning", "a box must be at least 1 pixel wide and high inside the image")
         if not drawn:
             return

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+#: What to do in a project that has no classes yet (one made from a folder of plain images).
+NO_CLASS_HINT = (
+    "This project has no classes yet: type a class name (e.g. cell) in the 'new class' field "
+    "of the widget's Project section and click Add; the keys 1-9 then pick the classes."
+)
+
 
 def notify_user(level: str, message: str) -> None:
     """Show ``message`` as a napari notification: ``level`` ``info``, ``warning`` or (any

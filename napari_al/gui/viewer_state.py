@@ -54,6 +54,32 @@ GEOMETRY_TOLERANCE = 1e-3
 Highlight = tuple[Sequence[float], str, str]  # (xyxy, kind, text)
 
 
+def camera(viewer: napari.viewer.Viewer) -> Any:
+    """The viewer's camera model (``viewer.scene.camera`` since napari 0.9, where
+    ``viewer.camera`` is deprecated; ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    cam = getattr(scene, "camera", None)
+    return cam if cam is not None else viewer.camera
+
+
+def canvas_size(viewer: napari.viewer.Viewer) -> tuple[int, int]:
+    """The canvas size in screen pixels, ``(height, width)``: ``viewer.canvas.size`` (napari
+    0.9, kept in step with the Qt canvas), ``viewer._canvas_size`` on older napari."""
+    size = getattr(getattr(viewer, "canvas", None), "size", None)
+    if size is None:
+        size = viewer._canvas_size
+    return int(size[0]), int(size[1])
+
+
+def visible_rect(viewer: napari.viewer.Viewer) -> tuple[float, float, float, float]:
+    """The part of the scene the canvas shows, ``(x1, y1, x2, y2)`` in data pixels (2D)."""
+    cam = camera(viewer)
+    h, w = canvas_size(viewer)
+    cy, cx = (float(v) for v in tuple(cam.center)[-2:])
+    half_h, half_w = h / 2 / cam.zoom, w / 2 / cam.zoom
+    return cx - half_w, cy - half_h, cx + half_w, cy + half_h
+
+
 class ImageView:
     """Owns the ``image``, ``boxes`` and ``highlights`` layers of one viewer."""
 
@@ -78,6 +104,12 @@ class ImageView:
         self.on_boxes_layer: Callable[[Shapes], None] | None = None
         #: Seconds the last :meth:`show` took, by part (read, image, boxes, total).
         self.last_timing: dict[str, float] = {}
+        #: The camera (center, zoom) of the last :meth:`fit`, while nobody moved it since.
+        self._fitted: tuple[tuple[float, ...], float] | None = None
+        size_event = getattr(getattr(getattr(viewer, "canvas", None), "events", None), "size", None)
+        self._size_event = size_event
+        if size_event is not None:  # napari 0.9: the canvas model follows the Qt canvas
+            size_event.connect(self._on_canvas_resized)
 
     # -- programmatic changes ------------------------------------------------------------
 
@@ -192,7 +224,7 @@ class ImageView:
         t3 = time.perf_counter()
         self._render_highlights()
         if reset_view:
-            self.viewer.reset_view()
+            self.fit()
         self.activate_boxes()
         t4 = time.perf_counter()
         self.last_timing = {
@@ -202,6 +234,32 @@ class ImageView:
             "total_s": t4 - t0,
         }
         return self.last_timing
+
+    def fit(self) -> None:
+        """Fit the image to the canvas (``viewer.reset_view``). Until the person pans or
+        zooms, the image is fitted again whenever the canvas changes size: the window is laid
+        out after the first image is shown (the dock widget, the window's final size), and a
+        fit to the canvas's size before that would show the image zoomed in and cropped."""
+        self.viewer.reset_view()
+        cam = camera(self.viewer)
+        self._fitted = (tuple(float(v) for v in cam.center), float(cam.zoom))
+
+    def _on_canvas_resized(self, event: Any = None) -> None:
+        if self._fitted is None or self.image_layer is None:
+            return
+        cam = camera(self.viewer)
+        center, zoom = self._fitted
+        if np.allclose(tuple(cam.center), center) and np.isclose(cam.zoom, zoom):
+            self.fit()
+        else:
+            self._fitted = None  # the person moved the camera: leave it where it is
+
+    def close(self) -> None:
+        """Stop following the canvas size (the layers stay in the viewer)."""
+        if self._size_event is not None:
+            self._size_event.disconnect(self._on_canvas_resized)
+            self._size_event = None
+        self._fitted = None
 
     def _set_image(self, pixels: np.ndarray) -> None:
         rgb = pixels.ndim == 3 and pixels.shape[-1] in (3, 4)
@@ -412,8 +470,29 @@ class ImageView:
     def center_on(self, xyxy: Sequence[float], zoom: bool = False) -> None:
         """Centre the camera on a box (row, col) and optionally zoom to fit it with margin."""
         x1, y1, x2, y2 = (float(v) for v in xyxy)
-        self.viewer.camera.center = ((y1 + y2) / 2 - 0.5, (x1 + x2) / 2 - 0.5)
+        cam = camera(self.viewer)
+        cam.center = ((y1 + y2) / 2 - 0.5, (x1 + x2) / 2 - 0.5)
         if zoom:
-            canvas = getattr(self.viewer, "_canvas_size", (600, 800))  # (h, w) screen pixels
+            h, w = canvas_size(self.viewer)
             span = max(y2 - y1, 1.0) * 2.0, max(x2 - x1, 1.0) * 2.0
-            self.viewer.camera.zoom = float(min(canvas[0] / span[0], canvas[1] / span[1]))
+            cam.zoom = float(min(h / span[0], w / span[1]))
+        self._fitted = None
+
+    def bring_into_view(self, xyxy: Sequence[float]) -> None:
+        """Show the whole box: nothing moves when it is on the canvas already; otherwise the
+        camera centres on it, zooming out only as far as needed to fit it (with a margin)."""
+        if self.in_view(xyxy):
+            return
+        self.center_on(xyxy)
+        if not self.in_view(xyxy):
+            x1, y1, x2, y2 = (float(v) for v in xyxy)
+            h, w = canvas_size(self.viewer)
+            span = max(y2 - y1, 1.0) * 1.2, max(x2 - x1, 1.0) * 1.2
+            cam = camera(self.viewer)
+            cam.zoom = float(min(cam.zoom, h / span[0], w / span[1]))
+
+    def in_view(self, xyxy: Sequence[float]) -> bool:
+        """Whether the whole box ``(x1, y1, x2, y2)`` (data pixels) is on the canvas."""
+        vx1, vy1, vx2, vy2 = visible_rect(self.viewer)
+        x1, y1, x2, y2 = (float(v) for v in xyxy)
+        return vx1 <= x1 and x2 <= vx2 and vy1 <= y1 and y2 <= vy2

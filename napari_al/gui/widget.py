@@ -33,9 +33,10 @@ from napari_al.core.workflow import (
     RoundSettings,
     TrainSettings,
     effort_series,
+    first_round,
 )
 from napari_al.gui.controller import AnnotationController
-from napari_al.gui.notify import notify_user
+from napari_al.gui.notify import NO_CLASS_HINT, notify_user
 from napari_al.gui.sections.evaluate import EvaluateSection
 from napari_al.gui.sections.keys import KeysSection
 from napari_al.gui.sections.model import ModelSection
@@ -126,6 +127,9 @@ class ActiveLearningWidget(QWidget):
         self.project_section.project_label.setText(str(Path(project_dir).resolve()))
         self.train_section.loss_plot.start_run()
         self.refresh()
+        if not store.classes():
+            notify_user("info", NO_CLASS_HINT)
+            self.project_section.new_class.setFocus()
         image_ids = self.project_section.image_ids
         if image_ids:
             first = next(
@@ -224,6 +228,20 @@ class ActiveLearningWidget(QWidget):
             lambda stop, report: evaluate_job(project, detector, model, stop, report, split=split),
         )
 
+    def start_first_round(self) -> Any:
+        """Bring a project opened in the middle of the loop to where a person can go on: the
+        round :func:`~napari_al.core.workflow.first_round` names (retrain when it has labels
+        but no model, rescore when it has a model but no query list), in the background with
+        the widget's settings. Returns the worker, or None when no round is needed."""
+        if self.store is None:
+            return None
+        kind = first_round(self.store)
+        if kind == "retrain":
+            return self.start_retrain()
+        if kind == "rescore":
+            return self.start_rescore()
+        return None
+
     def cancel_job(self) -> None:
         """Cancel the running job (it stops at its next step; the model in use is kept)."""
         if self.runner.busy:
@@ -254,6 +272,8 @@ class ActiveLearningWidget(QWidget):
     def _on_done(self, result: JobResult) -> None:
         if self._closed:
             return
+        how = "failed" if result.error else "cancelled" if result.cancelled else "done"
+        self.train_section.show_end(result.kind, how)
         if self.store is None or self.store.project_dir != self._job_project:
             return  # a job of a project that is no longer open: its result does not apply here
         job_label = self.train_section.job_label

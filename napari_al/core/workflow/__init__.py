@@ -9,7 +9,8 @@ functions and nothing below them for a round (``docs/architecture.md``):
 - examples: :func:`training_examples`, :func:`judged_mask` (the one "already judged" rule);
 - steps: :func:`train_model`, :func:`predict_images`, :func:`evaluate_model`,
   :func:`rank_pool` (stores the query set), :func:`suggest_missed`;
-- a whole round: :func:`run_round` (a generator of :class:`Progress`), :func:`drive`.
+- a whole round: :func:`run_round` (a generator of :class:`Progress`), :func:`drive`;
+  :func:`first_round` (which round a project opened mid-loop needs first).
 
 Qt-free and napari-free; torch is imported only when a model is built or run.
 """
@@ -51,6 +52,7 @@ from napari_al.core.workflow.rounds import (
     RoundResult,
     RoundSettings,
     drive,
+    first_round,
     run_round,
 )
 from napari_al.core.workflow.settings import (
@@ -85,6 +87,7 @@ __all__ = [
     "effort_series",
     "ensemble_members",
     "evaluate_model",
+    "first_round",
     "fit_missed_regressor",
     "from_args",
     "images_to_predict",

@@ -273,6 +273,25 @@ def _suggest_step(
         yield Progress("suggest", i + 1, len(wanted), image_id=image_id)
 
 
+def first_round(store: ProjectStore) -> str | None:
+    """The round a project opened in the middle of the loop needs before a person can go on.
+
+    ``"retrain"`` when it has classes and reviewed training images (complete or partly
+    reviewed, outside ``val``/``test``) but no model version yet; ``"rescore"`` when it has a
+    model but no stored query set and images still to review; None when it needs neither
+    (or has nothing to train on). ``napari-al demo`` starts this round in the background when
+    the viewer opens (``ActiveLearningWidget.start_first_round``).
+    """
+    if store.latest_model_version() is None:
+        reviewed = any(
+            r.review_state != "unseen" and r.split not in ("val", "test") for r in store.images()
+        )
+        return "retrain" if reviewed and store.classes() else None
+    if store.latest_queries() is None and images_to_predict(store):
+        return "rescore"
+    return None
+
+
 def drive(round_: Generator[Progress, None, RoundResult], report: Report = _noop) -> RoundResult:
     """Run a round (or any such generator) to its end on the calling thread."""
     while True:

@@ -19,7 +19,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_al.core.store import ProjectStore, StoreError
-from napari_al.gui.notify import notify_user
+from napari_al.gui.notify import NO_CLASS_HINT, notify_user
 from napari_al.gui.sections.common import guard, row
 
 if TYPE_CHECKING:
@@ -83,9 +83,16 @@ class ProjectSection(QGroupBox):
         self.new_class.setPlaceholderText("new class")
         self.add_class_button = QPushButton("Add")
         self.add_class_button.clicked.connect(self._add_class)
+        self.new_class.returnPressed.connect(self._add_class)
         form.addWidget(
             row(QLabel("Class"), self.class_combo, self.new_class, self.add_class_button)
         )
+        #: Shown while the open project has no class (e.g. one made from plain images).
+        self.class_hint = QLabel(NO_CLASS_HINT)
+        self.class_hint.setWordWrap(True)
+        self.class_hint.setStyleSheet("color: #ffb74d;")
+        self.class_hint.setVisible(False)
+        form.addWidget(self.class_hint)
 
         self.image_list = QListWidget()
         self.image_list.setMinimumHeight(120)
@@ -166,8 +173,11 @@ class ProjectSection(QGroupBox):
         store = self.store
         self.class_combo.blockSignals(True)
         self.class_combo.clear()
+        classes = [] if store is None else store.classes()
+        self.class_hint.setVisible(store is not None and not classes)
+        self.class_combo.setPlaceholderText("no classes yet" if store is not None else "")
         if store is not None:
-            for n, c in enumerate(store.classes(), start=1):
+            for n, c in enumerate(classes, start=1):
                 self.class_combo.addItem(f"{n}: {c.name}" if n <= 9 else c.name, c.id)
             cid = self.controller.current_class_id
             index = self.class_combo.findData(cid)

@@ -22,6 +22,7 @@ from napari_al.core.workflow import QuerySettings, SuggestSettings
 from napari_al.gui.sections.common import row
 
 if TYPE_CHECKING:
+    from napari_al.core.selection import QueryItem
     from napari_al.gui.controller import AnnotationController
 
 STRATEGY_PRESETS = ("entropy", "least_confidence", "margin", "entropy+missed", "random")
@@ -117,18 +118,42 @@ class QuerySection(QGroupBox):
             self.controller.toggle_rejected()
 
     def refresh_queries(self) -> None:
-        """List the controller's queried items (score, image file, unit), the current one
-        selected."""
+        """List the controller's queried items (rank, image file, unit, what the score is),
+        the current one selected."""
         c = self.controller
         self.query_list.blockSignals(True)
         self.query_list.clear()
         names = {}
         if c.store is not None:
             names = {r.id: Path(r.path).name for r in c.store.images()}
-        for q in c.queries:
-            where = names.get(q.image, str(q.image))
-            extra = "" if q.unit == "image" else f" {q.unit}"
-            self.query_list.addItem(f"{q.score:.3f}  {where}{extra}")
+        for rank, q in enumerate(c.queries, start=1):
+            self.query_list.addItem(query_text(rank, q, names.get(q.image, f"image {q.image}")))
+            self.query_list.item(rank - 1).setToolTip(query_tooltip(q))
         if 0 <= c.query_index < len(c.queries):
             self.query_list.setCurrentRow(c.query_index)
         self.query_list.blockSignals(False)
+
+
+def short_number(x: float) -> str:
+    """A score with few digits: 48.3, 0.48, 1234 (about three significant figures)."""
+    ax = abs(float(x))
+    if ax >= 100:
+        return f"{x:.0f}"
+    if ax >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def query_text(rank: int, item: QueryItem, name: str) -> str:
+    """One line of the query list, e.g. ``1. img_004.jpg  entropy 0.48``: the rank (1 =
+    ask first), the image file, the unit when not a whole image, and the score with the
+    scorer(s) it comes from."""
+    unit = "" if item.unit == "image" else f" ({item.unit})"
+    what = "+".join(item.breakdown) if item.breakdown else "score"
+    return f"{rank}. {name}{unit}  {what} {short_number(item.score)}"
+
+
+def query_tooltip(item: QueryItem) -> str:
+    """The item's full score and its parts (higher: more informative, asked first)."""
+    parts = ", ".join(f"{k} {v:.4g}" for k, v in item.breakdown.items())
+    return f"score {item.score:.4g}" + (f" ({parts})" if parts else "") + "; higher: ask first"

@@ -75,11 +75,23 @@ class TrainSection(QGroupBox):
         )
 
     def set_busy(self, busy: bool) -> None:
-        """Enable Cancel while a job runs; reset the progress bar when none does."""
+        """Enable Cancel while a job runs; a new job starts the progress bar at 0 % (when one
+        ends the bar keeps its last state until :meth:`show_end` says how it ended)."""
         self.cancel_button.setEnabled(busy)
-        if not busy:
+        if busy:
+            self.progress_bar.setFormat("%p%")
             self.progress_bar.setRange(0, 1)
             self.progress_bar.setValue(0)
+
+    def show_end(self, kind: str, how: str) -> None:
+        """Show how the ``kind`` job ended (``how``: done, cancelled or failed): a finished
+        job fills the bar (100 %, "retrain done"); a stopped one keeps where it stopped."""
+        if self.progress_bar.maximum() == 0:  # it was a busy indicator
+            self.progress_bar.setRange(0, 1)
+            self.progress_bar.setValue(0)
+        if how == "done":
+            self.progress_bar.setValue(self.progress_bar.maximum())
+        self.progress_bar.setFormat(f"{kind} {how}")
 
     def show_progress(self, p: Progress) -> None:
         """Show a job's progress report: the bar, the status line and the loss curve."""
