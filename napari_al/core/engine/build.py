@@ -104,11 +104,13 @@ class BuildInfo:
 
 
 def _load_matching(module: nn.Module, sd: dict[str, Tensor]) -> tuple[int, list[str]]:
-    """Load the entries of ``sd`` whose name and shape match; returns (loaded, skipped keys)."""
+    """Load the entries of ``sd`` whose name and shape match, keeping the module's own
+    (freshly initialised) tensors for the rest, e.g. class-specific layers of another class
+    count; returns (loaded, skipped keys)."""
     own = module.state_dict()
     ok = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
     skipped = [k for k in sd if k not in ok]
-    module.load_state_dict(ok, strict=True)
+    module.load_state_dict({**own, **ok}, strict=True)
     return len(ok), skipped
 
 
