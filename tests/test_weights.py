@@ -243,6 +243,8 @@ def test_the_weights_setting_reaches_the_workflow_cli_and_simulator(
     from napari_al.core import workflow
     from napari_al.core.store import ProjectStore
 
+    assert workflow.WEIGHT_SOURCES == weights.SOURCES  # the front ends' list, torch-free
+    assert workflow.WEIGHT_SOURCES[0] == weights.DEFAULT_SOURCE
     parser = argparse.ArgumentParser()
     workflow.add_arguments(parser, workflow.ModelSettings)
     flags = ["--weights", "coco-mnv2", "--min-size", "128", "--max-size", "160"]

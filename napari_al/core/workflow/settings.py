@@ -25,6 +25,10 @@ UNITS = ("image", "box", "region")
 DIVERSITY = ("coreset", "kmeans++")
 #: How per-box scores become an image score.
 AGGREGATIONS = ("sum", "mean", "max", "topk_mean")
+#: Named weight sources of a new detector (``ModelSettings.weights``; anything else is a file),
+#: for front ends that offer a choice without importing torch: the engine's
+#: ``WEIGHT_SOURCES`` (docs/weights.md), the default first.
+WEIGHT_SOURCES = ("imagenet", "coco-mnv2", "torchvision-coco")
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
