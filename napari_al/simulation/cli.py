@@ -41,6 +41,10 @@ def add_arguments(p: Any) -> None:
     )
     p.add_argument("--lr", type=float)
     p.add_argument("--arch")
+    p.add_argument(
+        "--weights",
+        help="initial weights: imagenet (default), coco-mnv2, torchvision-coco or a file",
+    )
     p.add_argument("--min-size", type=int)
     p.add_argument("--max-size", type=int)
     p.add_argument("--max-pool", type=int)
@@ -76,7 +80,7 @@ def config_from_args(args: Any) -> SimConfig:
         "data", "fmt", "test_fraction", "seeds", "seed_start", "rounds", "init_images",
         "budget_images", "budget_boxes", "pool_subset", "init_steps", "round_steps",
         "full_steps", "batch_size", "lambda_d", "noisy_min_score",
-        "partial_background_weight", "lr", "arch", "min_size", "max_size",
+        "partial_background_weight", "lr", "arch", "weights", "min_size", "max_size",
         "max_pool", "max_test", "device", "workers", "threads", "verify_iou", "redraw_iou",
         "verify_min_score", "verify_missed_min_score",
     )  # fmt: skip

@@ -168,6 +168,9 @@ class SimConfig:
     partial_background_weight: float = 1.0
     lr: float | None = None
     arch: str = "fasterrcnn_mobilenet_v2_fpn"
+    #: Weight source of every new detector (imagenet, coco-mnv2, torchvision-coco or a file;
+    #: None: the architecture's default, imagenet for the default one).
+    weights: str | None = None
     min_size: int = 240
     max_size: int = 320
     rpn_proposals_train: int = 300
@@ -247,6 +250,7 @@ RESULT_KEYS = (
     "partial_background_weight",
     "lr",
     "arch",
+    "weights",
     "min_size",
     "max_size",
     "rpn_proposals_train",

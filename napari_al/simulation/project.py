@@ -7,6 +7,7 @@ predict for the oracle, evaluate) are the workflow's, nothing below it."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import shutil
@@ -42,6 +43,7 @@ def model_settings(config: SimConfig, seed: int) -> workflow.ModelSettings:
     """The simulator's detector settings (``seed``: the heads of a new detector)."""
     return workflow.ModelSettings(
         arch=config.arch,
+        weights=config.weights,
         min_size=config.min_size,
         max_size=config.max_size,
         device=config.device,
@@ -53,9 +55,13 @@ def model_settings(config: SimConfig, seed: int) -> workflow.ModelSettings:
 
 
 def load_detector(store: ProjectStore, config: SimConfig, seed: int) -> Model:
-    """The project's latest model version, or a new detector on the pretrained backbone
+    """The project's latest model version, or a new detector from ``config.weights``
     (:func:`napari_al.core.workflow.load_model` with :func:`model_settings`)."""
-    return workflow.load_model(store, model_settings(config, seed))
+    settings = model_settings(config, seed)
+    if store.latest_model_version() is not None:
+        # a weight source starts a new detector: only when the project has no model yet
+        settings = dataclasses.replace(settings, weights=None)
+    return workflow.load_model(store, settings)
 
 
 def predict_queried(store: ProjectStore, detector: Model, image_ids: Sequence[int]) -> list[int]:

@@ -8,7 +8,10 @@ Modules:
 
 - :mod:`~napari_al.core.engine.detector`: :class:`Detector` (predict, reclassify, scoring views,
   state);
-- :mod:`~napari_al.core.engine.build`: architectures, initial weights, :func:`build_model`;
+- :mod:`~napari_al.core.engine.build`: architectures, :func:`build_model`;
+- :mod:`~napari_al.core.engine.weights`: weight sources (``imagenet``, ``coco-mnv2``,
+  ``torchvision-coco``, files) and the preprocessing each needs;
+  :mod:`~napari_al.core.engine.convert_tf_mnv2` converts the TF COCO MobileNetV2 body;
 - :mod:`~napari_al.core.engine.heads`, :mod:`~napari_al.core.engine.one_stage`: rich outputs
   of two-stage and one-stage heads;
 - :mod:`~napari_al.core.engine.losses`: partial-label losses (Desai et al., eq. 3);
@@ -37,18 +40,24 @@ from napari_al.core.engine.training import (
     TrainResult,
     train,
 )
+from napari_al.core.engine.weights import DEFAULT_SOURCE as DEFAULT_WEIGHTS
+from napari_al.core.engine.weights import SOURCES as WEIGHT_SOURCES
+from napari_al.core.engine.weights import WeightsUnavailable
 
 __all__ = [
     "ARCHS",
     "DEFAULT_ARCH",
+    "DEFAULT_WEIGHTS",
     "LAMBDA_D",
     "LEARNING_RATE",
+    "WEIGHT_SOURCES",
     "BuildInfo",
     "Detector",
     "DetectorConfig",
     "TrainProgress",
     "TrainResult",
     "TrainingExample",
+    "WeightsUnavailable",
     "configure_threads",
     "load_checkpoint",
     "load_checkpoint_into",

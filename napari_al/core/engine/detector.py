@@ -58,6 +58,7 @@ from napari_al.core.engine.inference import (
 )
 from napari_al.core.engine.one_stage import one_stage_detections
 from napari_al.core.engine.views import MC_DROPOUT_P, NOISE_SIGMA
+from napari_al.core.engine.weights import SOURCES, Preprocessing
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -68,6 +69,10 @@ class Detector:
     ``classes`` are the project's (foreground) class names; labels are 0-based indices into it.
     Inputs are ``uint8`` HxWx3 arrays of any size (resized internally to ``min_size``/``max_size``;
     SSDlite always uses 320x320).
+
+    ``weights``: a weight source (``"imagenet"``, ``"coco-mnv2"``, ``"torchvision-coco"``), a
+    file, or None (automatic); see :mod:`napari_al.core.engine.weights`. The source's
+    preprocessing is part of :attr:`config` and so of every checkpoint.
 
     ``model_version`` (int) is the project store's model version the weights came from; 0 = not
     trained in a project yet (a fresh detector, or one loaded from a file outside a store). The
@@ -94,6 +99,7 @@ class Detector:
         rpn_proposals_train: int = 1000,
         rpn_proposals_test: int = 300,
         box_batch_size_per_image: int = 256,
+        preprocessing: Preprocessing | None = None,
     ) -> None:
         if not classes:
             raise ValueError("a detector needs at least one class")
@@ -109,6 +115,7 @@ class Detector:
             frozen_bn=frozen_bn,
             anchor_sizes=anchor_sizes,
             seed=seed,
+            preprocessing=preprocessing,
         )
         self.config = DetectorConfig(
             arch=arch,
@@ -122,11 +129,15 @@ class Detector:
             rpn_proposals_train=int(rpn_proposals_train),
             rpn_proposals_test=int(rpn_proposals_test),
             box_batch_size_per_image=int(box_batch_size_per_image),
+            weights="" if weights is None else str(weights),
         )
+        self._record_preprocessing(info.preprocessing)
         self.build_info = info
         self.build_message = info.message
         self._init_weights = None if weights is None else str(weights)
         self._pretrained_backbone = pretrained_backbone
+        #: Preprocessing imposed on the structure (a checkpoint's), else the source's.
+        self._preprocessing = preprocessing
         self.device = select_device(device)
         self.amp = amp
         self.model = model.to(self.device).eval()
@@ -134,6 +145,13 @@ class Detector:
         self._dims: tuple[int, int] | None = None
         #: The project store's model version of these weights (0: not trained in a project yet).
         self.model_version: int = 0
+
+    def _record_preprocessing(self, prep: Preprocessing) -> None:
+        """Write what the model applies into the config (and so into checkpoints)."""
+        c = self.config
+        c.image_mean = None if prep.image_mean is None else list(prep.image_mean)
+        c.image_std = None if prep.image_std is None else list(prep.image_std)
+        c.tf_same_padding = bool(prep.tf_same_padding)
 
     def _apply_runtime_config(self) -> None:
         if isinstance(self.model, FasterRCNN):
@@ -154,7 +172,12 @@ class Detector:
         cls, config: DetectorConfig, device: str | torch.device | None = None, amp: bool = True
     ) -> Detector:
         """The structure described by ``config`` without loading any pretrained weights (to be
-        filled from a checkpoint)."""
+        filled from a checkpoint), with the config's preprocessing."""
+        prep = Preprocessing(
+            None if config.image_mean is None else tuple(config.image_mean),
+            None if config.image_std is None else tuple(config.image_std),
+            bool(config.tf_same_padding),
+        )
         return cls(
             config.classes,
             config.arch,
@@ -169,12 +192,15 @@ class Detector:
             rpn_proposals_train=config.rpn_proposals_train,
             rpn_proposals_test=config.rpn_proposals_test,
             box_batch_size_per_image=config.box_batch_size_per_image,
-        )._with_init(config.init)
+            preprocessing=prep,
+        )._with_init(config.init, config.weights)
 
-    def _with_init(self, init: str) -> Detector:
-        self.config.init = init
-        # reset() (train(from_scratch=True)) restarts from the pretrained backbone if there was one
+    def _with_init(self, init: str, weights: str) -> Detector:
+        self.config.init, self.config.weights = init, weights
+        # reset() (train(from_scratch=True)) restarts from the pretrained backbone if there was
+        # one: the same named source (a file may be gone: then the automatic one)
         self._pretrained_backbone = init != "scratch"
+        self._init_weights = weights if weights in SOURCES else None
         return self
 
     # --- properties -------------------------------------------------------------------------
@@ -473,8 +499,10 @@ class Detector:
             frozen_bn=self.config.frozen_bn,
             anchor_sizes=self.config.anchor_sizes,
             seed=seed,
+            preprocessing=None if self._pretrained_backbone else self._preprocessing,
         )
         self.model = model.to(self.device).eval()
         self._apply_runtime_config()
+        self._record_preprocessing(info.preprocessing)
         self.build_info = info
         self.build_message = info.message

@@ -56,6 +56,7 @@ from napari_al.core.workflow.rounds import (
     run_round,
 )
 from napari_al.core.workflow.settings import (
+    WEIGHT_SOURCES,
     ModelSettings,
     QuerySettings,
     SuggestSettings,
@@ -71,6 +72,7 @@ __all__ = [
     "DEFAULT_MIN_SIZE",
     "JUDGED_IOU",
     "MODELS_DIR",
+    "WEIGHT_SOURCES",
     "ModelSettings",
     "Progress",
     "QuerySettings",

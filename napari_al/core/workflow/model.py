@@ -44,11 +44,16 @@ def load_model(store: ProjectStore, settings: ModelSettings | None = None) -> De
     """The project's latest model version, or a new detector on the pretrained backbone.
 
     A new detector is built when the project has no model yet, when ``settings.weights`` is
-    given, when ``settings.arch`` differs from the latest checkpoint's architecture, or when the
-    project's classes changed since. ``min_size``/``max_size`` override the input size.
+    given (a weight source: ``imagenet``, ``coco-mnv2``, ``torchvision-coco``, or a file; see
+    :mod:`napari_al.core.engine.weights`), when ``settings.arch`` differs from the latest
+    checkpoint's architecture, or when the project's classes changed since; it starts from
+    ``settings.weights``, else the architecture's default (``imagenet`` for the default one).
+    ``min_size``/``max_size`` override the input size.
 
-    Raises ValueError when the project has no classes, and the checkpoint loader's errors
-    (OSError, ValueError) for an unreadable checkpoint.
+    Raises ValueError when the project has no classes or the weight source does not fit the
+    architecture, FileNotFoundError for a missing weights file or a source that cannot be had
+    here (``engine.WeightsUnavailable``, one line saying how to get it), and the checkpoint
+    loader's errors (OSError, ValueError) for an unreadable checkpoint.
     """
     from napari_al.core.engine import DEFAULT_ARCH, Detector, load_checkpoint
 

@@ -5,7 +5,7 @@ the CLI adds flags with :func:`add_arguments` and reads them back with :func:`fr
 widget fills its fields from ``TrainSettings()`` and friends, the notebook ``Session`` and the
 simulator pass instances. Each field's help text (``metadata["help"]``) states its unit.
 
-- :class:`ModelSettings`: which detector (architecture, initial weights, device, input size).
+- :class:`ModelSettings`: which detector (architecture, weight source, device, input size).
 - :class:`TrainSettings`: one fine-tuning run (steps, batch, partial-label loss weights).
 - :class:`QuerySettings`: how the pool is ranked (strategy, unit, budget, diversity).
 - :class:`SuggestSettings`: which low-scoring candidates are shown as possibly missed objects.
@@ -25,6 +25,10 @@ UNITS = ("image", "box", "region")
 DIVERSITY = ("coreset", "kmeans++")
 #: How per-box scores become an image score.
 AGGREGATIONS = ("sum", "mean", "max", "topk_mean")
+#: Named weight sources of a new detector (``ModelSettings.weights``; anything else is a file),
+#: for front ends that offer a choice without importing torch: the engine's
+#: ``WEIGHT_SOURCES`` (docs/weights.md), the default first.
+WEIGHT_SOURCES = ("imagenet", "coco-mnv2", "torchvision-coco")
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -39,7 +43,10 @@ class ModelSettings:
         None, "detector architecture (default: the project's model, else the default one)"
     )
     weights: str | None = _opt(
-        None, "initial weights file (a torchvision detector or backbone state dict)"
+        None,
+        "initial weights of a new detector: imagenet, coco-mnv2 (COCO-trained MobileNetV2, "
+        "offline), torchvision-coco (downloaded once) or a weights file; given: a new detector "
+        "(default: the project's model, else imagenet; see docs/weights.md)",
     )
     device: str | None = _opt(None, "cuda, mps or cpu (default: the best available)")
     min_size: int | None = _opt(
