@@ -57,9 +57,23 @@ def cmd_init(args: argparse.Namespace) -> int:
     path = Path(args.project)
     if is_project(path):
         raise CliError(f"{path}: already a napari-al project")
-    ProjectStore.create(path).close()
-    print(f"created project {path}")
+    with ProjectStore.create(path) as store:
+        print(f"created project {path}")
+        _first_import(store, path)
     return 0
+
+
+def _first_import(store, path: Path) -> None:
+    """Import a new project's folder (its images, and a VOC or YOLO folder's labels)."""
+    from napari_al.core.project import import_folder
+
+    update, close = _progress_bar("importing")
+    try:
+        summary = import_folder(store, path, progress=update)
+    finally:
+        close()
+    if summary is not None:
+        _print_import(summary, path)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -73,13 +87,43 @@ def cmd_import(args: argparse.Namespace) -> int:
             )
         finally:
             close()
-    for line in dataset.warnings:
-        print(f"warning: {line}", file=sys.stderr)
-    print(
-        f"imported {summary.get('images_added', len(dataset.images))} images and "
-        f"{summary.get('boxes_added', dataset.n_boxes)} boxes from {args.path}"
-    )
+    _print_import(summary, Path(args.path), n_read=len(dataset.images))
     return 0
+
+
+def _print_import(summary: dict, source: Path, n_read: int | None = None) -> None:
+    """What an import added, and every image or file it left out, and why (stderr)."""
+    for line in summary.get("warnings", []):
+        print(f"warning: {line}", file=sys.stderr)
+    added, boxes = summary["images_added"], summary["boxes_added"]
+    line = f"imported {added} images and {boxes} boxes from {source}"
+    if summary.get("images_labelled"):
+        line += (
+            f"; {summary['images_labelled']} of the images were already in the project, "
+            "unreviewed, and now have their labels"
+        )
+    if summary.get("ignore_regions_added"):
+        line += f"; {summary['ignore_regions_added']} ignore regions"
+    if n_read == 0:
+        line += " (it holds no image)"
+    print(line)
+    if summary.get("partial"):
+        print(
+            f"warning: {summary['partial']} images lost objects that could not be read; they are "
+            "partly reviewed, so their unlabelled area is not taken as background",
+            file=sys.stderr,
+        )
+    groups: dict[str, list[dict]] = {}
+    for item in summary.get("left_out", []):
+        groups.setdefault(item["reason"], []).append(item)
+    for reason, items in groups.items():
+        n, lost = len(items), sum(i["boxes"] for i in items)
+        boxes_note = f"; their {lost} boxes in the dataset were not imported" if lost else ""
+        print(
+            f"warning: left out {n} image{'s' if n != 1 else ''} {reason} "
+            f"(e.g. {items[0]['path']}){boxes_note}",
+            file=sys.stderr,
+        )
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -336,9 +380,17 @@ def _run_napari(project: Path, screenshot: str | None, quit_after: bool) -> int:
 
 
 def cmd_open(args: argparse.Namespace) -> int:
+    from napari_al.core.project import is_project
+    from napari_al.core.store import ProjectStore
+
     path = Path(args.project)
     if not path.is_dir():
         raise CliError(f"{path}: no such folder")
+    _require_display()
+    if not is_project(path):  # a first open: import the folder here, saying what it held
+        with ProjectStore.create(path) as store:
+            print(f"created project {path}")
+            _first_import(store, path)
     return _run_napari(path, args.screenshot, args.quit)
 
 
@@ -402,7 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("init", help="create an empty project in DIR")
+    p = sub.add_parser(
+        "init",
+        help="make DIR a project: its images join the pool (a VOC or YOLO folder with its labels)",
+    )
     p.add_argument("project", metavar="DIR")
     p.set_defaults(func=cmd_init)
 
