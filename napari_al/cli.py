@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 FORMATS_IN = ("voc", "coco", "yolo", "images")
 FORMATS_OUT = ("voc", "coco", "yolo")
@@ -16,6 +16,22 @@ FORMATS_OUT = ("voc", "coco", "yolo")
 
 class CliError(Exception):
     """An error reported to the user as one line, exiting non-zero."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (``napari-al train: error: ...``), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        import difflib
+        import re
+
+        bad = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if bad:
+            choices = re.findall(r"'([^']*)'", bad.group(2))
+            close = difflib.get_close_matches(bad.group(1), choices, n=1)
+            if close:
+                message = f"{message}; did you mean {close[0]!r}?"
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def _progress_bar(desc: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
@@ -138,6 +154,26 @@ def cmd_export(args: argparse.Namespace) -> int:
             target = exc.filename or str(exc).split(":")[0]
             raise CliError(f"{target} already exists; pass --force to overwrite it") from exc
     print(f"exported {len(dataset.images)} images and {dataset.n_boxes} boxes to {args.out}")
+    if not dataset.images and not args.all:
+        print(
+            "no image is marked complete yet: only complete images are exported "
+            "(--all exports every image with its human labels)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_add_class(args: argparse.Namespace) -> int:
+    with _open_store(args.project) as store:
+        have = {c.name for c in store.classes()}
+        new = [n for n in dict.fromkeys(n.strip() for n in args.names) if n and n not in have]
+        with store.transaction():  # one commit for all names
+            for name in new:
+                store.add_class(name)
+        names = [c.name for c in store.classes()]
+    kept = sorted(set(args.names) & have)
+    note = f" ({', '.join(kept)} already there)" if kept else ""
+    print(f"added {len(new)} classes{note}; the project's classes: {', '.join(names)}")
     return 0
 
 
@@ -160,6 +196,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _detector(store, args: argparse.Namespace):
     from napari_al.core import workflow
 
+    if not store.classes():
+        raise CliError(
+            f"the project has no classes yet: add them with 'napari-al add-class "
+            f"{args.project} NAME [NAME ...]' (or the Class field in napari), or import "
+            "labelled data with 'napari-al import'"
+        )
     detector = workflow.load_model(store, workflow.from_args(workflow.ModelSettings, args))
     print(f"detector: {workflow.describe(detector)}", file=sys.stderr)
     return detector
@@ -214,6 +256,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         finally:
             bar.close()
         result = outcome.result
+        if outcome.model_version is None and result.stopped_reason == "no_data":
+            raise CliError(
+                "nothing to train on yet: no reviewed image has a box (accept, correct or draw "
+                "boxes in napari, or import labelled data); nothing was saved"
+            )
         if outcome.model_version is None:
             raise CliError(
                 f"training stopped ({result.stopped_reason}) after {result.steps} steps; "
@@ -324,6 +371,12 @@ def cmd_rank(args: argparse.Namespace) -> int:
             close()
         paths = {r.id: r.path for r in store.images()}
     rows = _query_rows(items, paths)
+    if not rows:
+        print(
+            "nothing to rank: the pool has no image still to review (import unlabelled images "
+            "with 'napari-al import --format images')",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(rows, indent=2, default=float))
         return 0
@@ -433,12 +486,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def user_message(exc: BaseException) -> str | None:
-    """The one-line message for an error the user can act on, or ``None`` for a bug."""
-    known: list[type[BaseException]] = [CliError, FileNotFoundError, FileExistsError]
+    """The one-line message for an error the user can act on, or ``None`` for a bug.
+
+    User errors: :class:`CliError`, OSError (a file missing, denied, a full disk), the store's,
+    the formats' and the image reader's errors, the workflow's (no classes, nothing to train
+    or evaluate on, a bad setting or device) and an unknown strategy name.
+    """
+    known: list[type[BaseException]] = [CliError, OSError]  # files: missing, denied, full
     for module, name in (
         ("napari_al.core.store", "StoreError"),
         ("napari_al.core.formats", "FormatError"),
         ("napari_al.core.images", "ImageReadError"),
+        ("napari_al.core.workflow.errors", "WorkflowError"),
+        ("napari_al.core.scoring.registry", "StrategyError"),
     ):
         try:
             known.append(getattr(__import__(module, fromlist=[name]), name))
@@ -448,7 +508,7 @@ def user_message(exc: BaseException) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="napari-al",
         description="Human-in-the-loop active learning of object detectors (napari and CLI).",
     )
@@ -479,6 +539,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.add_argument("--all", action="store_true", help="include images not yet marked complete")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("add-class", help="add object classes to the project (before labelling)")
+    p.add_argument("project", metavar="DIR")
+    p.add_argument("names", metavar="NAME", nargs="+")
+    p.set_defaults(func=cmd_add_class)
 
     p = sub.add_parser("info", help="counts of images, boxes, classes and splits")
     p.add_argument("project", metavar="DIR")

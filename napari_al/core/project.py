@@ -126,16 +126,19 @@ def import_into(
 ) -> tuple[Dataset, dict]:
     """Read a dataset in ``fmt`` (voc, coco, yolo, images) and import it in one transaction.
 
-    Nothing is left out without a word: images under a VOC or YOLO folder (or beside a COCO
-    file's images) that the dataset does not include are named, by folder, in the returned
-    dataset's and the summary's ``warnings``; importing the project's own folder adds them
-    to the pool instead, as its first open does (:func:`import_folder`). Images already in
-    the project are listed in ``summary["left_out"]`` with the reason
+    A folder given for ``coco`` is a :class:`~napari_al.core.formats.FormatError` naming the
+    JSON files it holds. Nothing is left out without a word: images under a VOC or YOLO
+    folder (or beside a COCO file's images) that the dataset does not include are named, by
+    folder, in the returned dataset's and the summary's ``warnings``; importing the project's
+    own folder adds them to the pool instead, as its first open does (:func:`import_folder`).
+    Images already in the project are listed in ``summary["left_out"]`` with the reason
     (:meth:`ProjectStore.import_dataset`).
     """
     from napari_al.core.formats import read_dataset
 
     path = Path(path)
+    if fmt == "coco" and path.is_dir():
+        raise _coco_folder_error(path)
     dataset = read_dataset(path, fmt, strict=strict)
     if fmt != "images":
         if fmt != "coco" and _same_folder(path, store.project_dir):
@@ -144,6 +147,27 @@ def import_into(
             dataset.warnings.extend(_left_out_lines(dataset, path, fmt))
     summary = store.import_dataset(dataset, progress=progress)
     return dataset, summary
+
+
+def _coco_folder_error(folder: Path) -> Exception:
+    """The error for a folder given where a COCO JSON file is needed, naming what it holds."""
+    from napari_al.core.formats import FormatError
+
+    jsons = sorted(p for p in folder.rglob("*.json") if not _hidden(p, folder))[:5]
+    if jsons:
+        found = ", ".join(str(p.relative_to(folder)) for p in jsons)
+        return FormatError(
+            f"{folder} is a folder; COCO is one JSON file: give one of its JSON files "
+            f"({found}), e.g. {jsons[0]}"
+        )
+    n = len(_image_files(folder))
+    what = f"{n} images and no JSON file" if n else "no JSON file"
+    hint = ": import the images with --format images" if n else ""
+    return FormatError(f"{folder} is a folder with {what}; COCO is one JSON file{hint}")
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 def _same_folder(a: Path, b: Path) -> bool:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from napari_al.core.selection import QueryItem
+from napari_al.core.workflow.errors import WorkflowError
 from napari_al.core.workflow.evaluation import evaluate_model
 from napari_al.core.workflow.model import load_model
 from napari_al.core.workflow.prediction import images_to_predict, predict_images
@@ -173,7 +174,7 @@ def _train_step(
         return
     if outcome.model_version is None:
         if outcome.stopped_reason == "no_data":
-            raise ValueError(
+            raise WorkflowError(
                 "nothing to train on yet: review some boxes first (accept, correct, draw) "
                 "or import annotations"
             )
