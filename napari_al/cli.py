@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -239,7 +240,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = workflow.from_args(workflow.TrainSettings, args)
     with _open_store(args.project) as store:
         detector = _detector(store, args)
-        bar = tqdm(total=settings.steps, desc="training", unit="step", file=sys.stderr, leave=False)
+        total = settings.steps if settings.epochs is None else None  # epochs: known at step 1
+        bar = tqdm(total=total, desc="training", unit="step", file=sys.stderr, leave=False)
+        before = store.latest_model_version()
 
         def progress(step: int, total: int, loss: float, epoch: float) -> None:
             bar.total = total
@@ -248,6 +251,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         try:
             outcome = workflow.train_model(store, detector, settings, progress=progress)
+        except KeyboardInterrupt:  # Ctrl+C: say what was kept (exit 130, as for SIGINT)
+            bar.close()
+            print(f"napari-al: {_interrupted(store, before)}", file=sys.stderr)
+            return 130
         except Exception as exc:  # nothing was saved: say so, and which model stays in use
             error = _train_failed(exc, detector.model_version)
             if error is None:
@@ -275,6 +282,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.evaluate:
             return _print_eval(store, detector, "val", False)
     return 0
+
+
+def _interrupted(store, before) -> str:
+    """What a training run stopped by Ctrl+C left: nothing saved, which model stays in use
+    (or the version saved, when the interrupt came after the checkpoint was recorded)."""
+    after = store.latest_model_version()
+    if after is not None and (before is None or after.id != before.id):
+        return f"training interrupted after saving model version {after.id}, now in use"
+    kept = (
+        f"model version {before.id} stays in use"
+        if before is not None
+        else "the project still has no trained model"
+    )
+    return f"training interrupted: nothing was saved and {kept}"
 
 
 def _skip_reporter() -> tuple[Callable[[int, str], None], list[int]]:
@@ -512,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="napari-al",
         description="Human-in-the-loop active learning of object detectors (napari and CLI).",
     )
+    from napari_al import __version__
+
+    parser.add_argument("--version", action="version", version=f"napari-al {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -563,6 +587,23 @@ def _model_args(p: argparse.ArgumentParser, arch: bool = False) -> None:
     add_arguments(p.add_argument_group("model"), ModelSettings, only=only)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _threads_arg(p: argparse.ArgumentParser) -> None:
+    """``--threads N``, the torch CPU threads of the command (applied in :func:`main`)."""
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="torch CPU threads for this command (default: torch's, one per core)",
+    )
+
+
 def _add_round_commands(sub: Any) -> None:
     """train, predict, evaluate, rank: the round's steps, flags from the workflow settings."""
     from napari_al.core.workflow import QuerySettings, TrainSettings, add_arguments
@@ -570,13 +611,19 @@ def _add_round_commands(sub: Any) -> None:
     p = sub.add_parser("train", help="fine-tune the detector on the project's labels")
     p.add_argument("project", metavar="DIR")
     _model_args(p, arch=True)
-    add_arguments(p.add_argument_group("training"), TrainSettings)
+    group = p.add_argument_group("training")
+    length = ("steps", "epochs")  # one or the other
+    add_arguments(group.add_mutually_exclusive_group(), TrainSettings, only=length)
+    rest = [f.name for f in dataclasses.fields(TrainSettings) if f.name not in length]
+    add_arguments(group, TrainSettings, only=[n for n in rest if n != "threads"])
+    _threads_arg(p)  # as on predict, evaluate and rank; also TrainSettings.threads
     p.add_argument("--evaluate", action="store_true", help="evaluate on the val split after")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="store the detector's boxes for the images still to review")
     p.add_argument("project", metavar="DIR")
     _model_args(p)
+    _threads_arg(p)
     p.add_argument(
         "--split",
         choices=("pool", "train", "val", "test"),
@@ -587,6 +634,7 @@ def _add_round_commands(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="mAP@0.5 and COCO AP on a split's reviewed images")
     p.add_argument("project", metavar="DIR")
     _model_args(p)
+    _threads_arg(p)
     p.add_argument("--split", default="val", choices=("train", "val", "test", "pool"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
@@ -594,6 +642,7 @@ def _add_round_commands(sub: Any) -> None:
     p = sub.add_parser("rank", help="rank the pool: what to annotate next (saved in the project)")
     p.add_argument("project", metavar="DIR")
     _model_args(p)
+    _threads_arg(p)
     add_arguments(p.add_argument_group("query"), QuerySettings)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_rank)
@@ -636,6 +685,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "threads", None) is not None:  # train, predict, evaluate, rank
+            from napari_al.runtime import set_torch_threads
+
+            set_torch_threads(args.threads)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("napari-al: interrupted", file=sys.stderr)

@@ -161,7 +161,7 @@ def _train_step(
     report: Report,
     result: RoundResult,
 ) -> Generator[Progress, None, None]:
-    steps = s.train.steps
+    steps = s.train.steps if s.train.epochs is None else 0  # epochs: the total comes later
     yield Progress("train", 0, steps, message="training")
 
     def on_step(step: int, total: int, loss: float, epoch: float = 0.0) -> None:
@@ -180,7 +180,8 @@ def _train_step(
             )
         raise RuntimeError(f"training saved no model (stopped: {outcome.stopped_reason})")
     result.detector, result.model_version = det, outcome.model_version
-    yield Progress("train", steps, steps, message="trained")
+    done = steps if s.train.epochs is None else outcome.result.steps  # epochs: known now
+    yield Progress("train", done, done, message="trained")
 
 
 def _evaluate_step(

@@ -6,7 +6,8 @@ widget fills its fields from ``TrainSettings()`` and friends, the notebook ``Ses
 simulator pass instances. Each field's help text (``metadata["help"]``) states its unit.
 
 - :class:`ModelSettings`: which detector (architecture, initial weights, device, input size).
-- :class:`TrainSettings`: one fine-tuning run (steps, batch, partial-label loss weights).
+- :class:`TrainSettings`: one fine-tuning run (steps or epochs, batch, partial-label loss
+  weights).
 - :class:`QuerySettings`: how the pool is ranked (strategy, unit, budget, diversity).
 - :class:`SuggestSettings`: which low-scoring candidates are shown as possibly missed objects.
 """
@@ -121,6 +122,12 @@ class TrainSettings:
     """One fine-tuning run on the project's labels (Desai et al. 2019 partial-label loss)."""
 
     steps: int = _opt(200, "optimisation steps (one batch each)", minimum=1)
+    epochs: float | None = _opt(
+        None,
+        "passes over the training examples, each ceil(examples / batch_size) steps; "
+        "replaces steps when set",
+        minimum=1e-9,
+    )
     batch_size: int = _opt(2, "images per optimisation step", minimum=1)
     lambda_d: float = _opt(
         0.5,
