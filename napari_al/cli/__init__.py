@@ -1,4 +1,10 @@
-"""The ``napari-al`` command line: project management headless, and napari on a project."""
+"""The ``napari-al`` command line: project management headless, and napari on a project.
+
+The round commands (train, predict, evaluate, rank), the applications (open, demo, simulate),
+the parser and :func:`main` are here; :mod:`~napari_al.cli.project` holds the data commands
+(init, import, export, add-class, info), :mod:`~napari_al.cli.common` what all share (the
+one-line :class:`CliError`, :func:`user_message`, the parser class, progress bars).
+"""
 
 from __future__ import annotations
 
@@ -9,189 +15,27 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-FORMATS_IN = ("voc", "coco", "yolo", "images")
-FORMATS_OUT = ("voc", "coco", "yolo")
+from napari_al.cli.common import (
+    FORMATS_IN,
+    FORMATS_OUT,
+    CliError,
+    Parser,
+    open_store,
+    progress_bar,
+    user_message,
+)
+from napari_al.cli.project import (
+    cmd_add_class,
+    cmd_export,
+    cmd_import,
+    cmd_info,
+    cmd_init,
+    first_import,
+)
 
-
-class CliError(Exception):
-    """An error reported to the user as one line, exiting non-zero."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line usage errors (``napari-al train: error: ...``), exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        import difflib
-        import re
-
-        bad = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
-        if bad:
-            choices = re.findall(r"'([^']*)'", bad.group(2))
-            close = difflib.get_close_matches(bad.group(1), choices, n=1)
-            if close:
-                message = f"{message}; did you mean {close[0]!r}?"
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
-
-
-def _progress_bar(desc: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
-    """A tqdm progress callback ``(done, total)`` and a function that closes the bar."""
-    from tqdm import tqdm
-
-    bar: dict[str, tqdm] = {}
-
-    def update(done: int, total: int) -> None:
-        if "bar" not in bar:
-            bar["bar"] = tqdm(
-                total=total, desc=desc, unit="img", file=sys.stderr, leave=False, mininterval=0.5
-            )
-        b = bar["bar"]
-        b.total = total
-        b.update(done - b.n)
-
-    def close() -> None:
-        if "bar" in bar:
-            bar["bar"].close()
-
-    return update, close
-
-
-def _open_store(project: str):
-    from napari_al.core.project import is_project
-    from napari_al.core.store import ProjectStore
-
-    path = Path(project)
-    if not is_project(path):
-        raise CliError(f"{path}: not a napari-al project (run 'napari-al init {path}' first)")
-    return ProjectStore.open(path)
-
-
-def cmd_init(args: argparse.Namespace) -> int:
-    from napari_al.core.project import is_project
-    from napari_al.core.store import ProjectStore
-
-    path = Path(args.project)
-    if is_project(path):
-        raise CliError(f"{path}: already a napari-al project")
-    with ProjectStore.create(path) as store:
-        print(f"created project {path}")
-        _first_import(store, path)
-    return 0
-
-
-def _first_import(store, path: Path) -> None:
-    """Import a new project's folder (its images, and a VOC or YOLO folder's labels)."""
-    from napari_al.core.project import import_folder
-
-    update, close = _progress_bar("importing")
-    try:
-        summary = import_folder(store, path, progress=update)
-    finally:
-        close()
-    if summary is not None:
-        _print_import(summary, path)
-
-
-def cmd_import(args: argparse.Namespace) -> int:
-    from napari_al.core.project import import_into
-
-    with _open_store(args.project) as store:
-        update, close = _progress_bar("importing")
-        try:
-            dataset, summary = import_into(
-                store, Path(args.path), args.format, strict=not args.skip_bad, progress=update
-            )
-        finally:
-            close()
-    _print_import(summary, Path(args.path), n_read=len(dataset.images))
-    return 0
-
-
-def _print_import(summary: dict, source: Path, n_read: int | None = None) -> None:
-    """What an import added, and every image or file it left out, and why (stderr)."""
-    for line in summary.get("warnings", []):
-        print(f"warning: {line}", file=sys.stderr)
-    added, boxes = summary["images_added"], summary["boxes_added"]
-    line = f"imported {added} images and {boxes} boxes from {source}"
-    if summary.get("images_labelled"):
-        line += (
-            f"; {summary['images_labelled']} of the images were already in the project, "
-            "unreviewed, and now have their labels"
-        )
-    if summary.get("ignore_regions_added"):
-        line += f"; {summary['ignore_regions_added']} ignore regions"
-    if n_read == 0:
-        line += " (it holds no image)"
-    print(line)
-    if summary.get("partial"):
-        print(
-            f"warning: {summary['partial']} images lost objects that could not be read; they are "
-            "partly reviewed, so their unlabelled area is not taken as background",
-            file=sys.stderr,
-        )
-    groups: dict[str, list[dict]] = {}
-    for item in summary.get("left_out", []):
-        groups.setdefault(item["reason"], []).append(item)
-    for reason, items in groups.items():
-        n, lost = len(items), sum(i["boxes"] for i in items)
-        boxes_note = f"; their {lost} boxes in the dataset were not imported" if lost else ""
-        print(
-            f"warning: left out {n} image{'s' if n != 1 else ''} {reason} "
-            f"(e.g. {items[0]['path']}){boxes_note}",
-            file=sys.stderr,
-        )
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from napari_al.core.project import export_dataset
-
-    with _open_store(args.project) as store:
-        try:
-            dataset = export_dataset(
-                store, Path(args.out), args.format, overwrite=args.force, only_reviewed=not args.all
-            )
-        except FileExistsError as exc:
-            target = exc.filename or str(exc).split(":")[0]
-            raise CliError(f"{target} already exists; pass --force to overwrite it") from exc
-    print(f"exported {len(dataset.images)} images and {dataset.n_boxes} boxes to {args.out}")
-    if not dataset.images and not args.all:
-        print(
-            "no image is marked complete yet: only complete images are exported "
-            "(--all exports every image with its human labels)",
-            file=sys.stderr,
-        )
-    return 0
-
-
-def cmd_add_class(args: argparse.Namespace) -> int:
-    with _open_store(args.project) as store:
-        have = {c.name for c in store.classes()}
-        new = [n for n in dict.fromkeys(n.strip() for n in args.names) if n and n not in have]
-        with store.transaction():  # one commit for all names
-            for name in new:
-                store.add_class(name)
-        names = [c.name for c in store.classes()]
-    kept = sorted(set(args.names) & have)
-    note = f" ({', '.join(kept)} already there)" if kept else ""
-    print(f"added {len(new)} classes{note}; the project's classes: {', '.join(names)}")
-    return 0
-
-
-def cmd_info(args: argparse.Namespace) -> int:
-    with _open_store(args.project) as store:
-        info = store.info()
-    if args.json:
-        print(json.dumps(info, indent=2, sort_keys=True))
-        return 0
-    print(f"project: {Path(args.project).resolve()}")
-    for key in ("images", "boxes"):
-        print(f"{key}: {info[key]}")
-    print(f"classes: {', '.join(info['classes']) or '(none)'}")
-    for key in ("images_by_split", "images_by_review_state", "boxes_by_status", "boxes_by_class"):
-        parts = ", ".join(f"{k} {v}" for k, v in sorted(info[key].items()))
-        print(f"{key.replace('_', ' ')}: {parts or '-'}")
-    return 0
+__all__ = ["CliError", "build_parser", "main", "user_message"]
 
 
 def _detector(store, args: argparse.Namespace):
@@ -238,7 +82,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from napari_al.core import workflow
 
     settings = workflow.from_args(workflow.TrainSettings, args)
-    with _open_store(args.project) as store:
+    with open_store(args.project) as store:
         detector = _detector(store, args)
         total = settings.steps if settings.epochs is None else None  # epochs: known at step 1
         bar = tqdm(total=total, desc="training", unit="step", file=sys.stderr, leave=False)
@@ -312,10 +156,10 @@ def _skip_reporter() -> tuple[Callable[[int, str], None], list[int]]:
 def cmd_predict(args: argparse.Namespace) -> int:
     from napari_al.core import workflow
 
-    with _open_store(args.project) as store:
+    with open_store(args.project) as store:
         detector = _detector(store, args)
         ids = workflow.images_to_predict(store, split=args.split)
-        update, close = _progress_bar("predicting")
+        update, close = progress_bar("predicting")
         on_skip, skipped = _skip_reporter()
         try:
             done = workflow.predict_images(store, detector, ids, progress=update, on_skip=on_skip)
@@ -334,7 +178,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _print_eval(store, detector, split: str, as_json: bool) -> int:
     from napari_al.core import workflow
 
-    update, close = _progress_bar("evaluating")
+    update, close = progress_bar("evaluating")
     try:
         result = workflow.evaluate_model(store, detector, split, progress=update)
     finally:
@@ -354,7 +198,7 @@ def _print_eval(store, detector, split: str, as_json: bool) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    with _open_store(args.project) as store:
+    with open_store(args.project) as store:
         detector = _detector(store, args)
         return _print_eval(store, detector, args.split, args.json)
 
@@ -382,9 +226,9 @@ def cmd_rank(args: argparse.Namespace) -> int:
     from napari_al.core import workflow
 
     settings = workflow.from_args(workflow.QuerySettings, args)
-    with _open_store(args.project) as store:
+    with open_store(args.project) as store:
         detector = _detector(store, args)
-        update, close = _progress_bar("scoring")
+        update, close = progress_bar("scoring")
         on_skip, _ = _skip_reporter()
         try:
             items = workflow.rank_pool(store, detector, settings, progress=update, on_skip=on_skip)
@@ -464,7 +308,7 @@ def cmd_open(args: argparse.Namespace) -> int:
     if not is_project(path):  # a first open: import the folder here, saying what it held
         with ProjectStore.create(path) as store:
             print(f"created project {path}")
-            _first_import(store, path)
+            first_import(store, path)
     return _run_napari(path, args.screenshot, args.quit)
 
 
@@ -506,30 +350,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def user_message(exc: BaseException) -> str | None:
-    """The one-line message for an error the user can act on, or ``None`` for a bug.
-
-    User errors: :class:`CliError`, OSError (a file missing, denied, a full disk), the store's,
-    the formats' and the image reader's errors, the workflow's (no classes, nothing to train
-    or evaluate on, a bad setting or device) and an unknown strategy name.
-    """
-    known: list[type[BaseException]] = [CliError, OSError]  # files: missing, denied, full
-    for module, name in (
-        ("napari_al.core.store", "StoreError"),
-        ("napari_al.core.formats", "FormatError"),
-        ("napari_al.core.images", "ImageReadError"),
-        ("napari_al.core.workflow.errors", "WorkflowError"),
-        ("napari_al.core.scoring.registry", "StrategyError"),
-    ):
-        try:
-            known.append(getattr(__import__(module, fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            continue
-    return str(exc) if isinstance(exc, tuple(known)) else None
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="napari-al",
         description="Human-in-the-loop active learning of object detectors (napari and CLI).",
     )
@@ -699,7 +521,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"napari-al: error: {message}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
