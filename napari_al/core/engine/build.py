@@ -28,6 +28,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FasterRCNN
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from napari_al.core.data import ARCHS
 from napari_al.core.engine import weights as sources
 from napari_al.core.engine.heads import RichRoIHeads, RichTransform
 from napari_al.core.engine.losses import PartialLabelRPN
@@ -35,16 +36,9 @@ from napari_al.core.engine.weights import InitialWeights, Preprocessing
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ARCH = "fasterrcnn_mobilenet_v2_fpn"
-#: Architectures :func:`build_model` knows.
-ARCHS = (
-    "fasterrcnn_mobilenet_v2_fpn",
-    "fasterrcnn_mobilenet_v3_large_fpn",
-    "fasterrcnn_resnet50_fpn_v2",
-    "retinanet_resnet50_fpn_v2",
-    "fcos_resnet50_fpn",
-    "ssdlite320_mobilenet_v3_large",
-)
+#: Architectures :func:`build_model` knows: ``ARCHS``, defined torch-free in
+#: :mod:`napari_al.core.data` so a front end checks a name without importing torch.
+DEFAULT_ARCH = ARCHS[0]
 TWO_STAGE_ARCHS = frozenset(a for a in ARCHS if a.startswith("fasterrcnn"))
 
 

@@ -8,6 +8,7 @@ Box scorers (:data:`SCORERS`) give one score per base box; image scorers
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from napari_al.core.scoring.base import BoxScorer, ImageScorer
@@ -52,19 +53,37 @@ SCORERS: tuple[str, ...] = tuple(_BOX)
 IMAGE_SCORERS: tuple[str, ...] = tuple(_IMAGE)
 
 
+class StrategyError(ValueError):
+    """A strategy name the registry cannot build: malformed, repeated or unknown scorers
+    (the message suggests the nearest registered name)."""
+
+
 def split_spec(spec: str) -> list[str]:
-    """``"entropy + consistency"`` -> ``["entropy", "consistency"]`` (no duplicates allowed)."""
+    """``"entropy + consistency"`` -> ``["entropy", "consistency"]`` (no duplicates allowed);
+    raises :class:`StrategyError`."""
     names = [p.strip() for p in spec.split("+")]
     if not spec.strip() or any(not p for p in names):
-        raise ValueError(f"malformed strategy {spec!r}; expected name or name1+name2")
+        raise StrategyError(f"malformed strategy {spec!r}; expected name or name1+name2")
     if len(set(names)) != len(names):
-        raise ValueError(f"strategy {spec!r} repeats a scorer")
+        raise StrategyError(f"strategy {spec!r} repeats a scorer")
     return names
 
 
-def _unknown(name: str) -> ValueError:
-    return ValueError(
-        f"unknown scorer {name!r}; box scorers: {', '.join(SCORERS)}; "
+def check_strategy(spec: str) -> list[str]:
+    """The scorer names of ``spec`` (box and image scorers, ``name1+name2``), every one
+    registered; raises :class:`StrategyError` naming the nearest name of an unknown one."""
+    names = split_spec(spec)
+    for name in names:
+        if name not in _BOX and name not in _IMAGE:
+            raise _unknown(name)
+    return names
+
+
+def _unknown(name: str) -> StrategyError:
+    close = difflib.get_close_matches(name, [*SCORERS, *IMAGE_SCORERS], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return StrategyError(
+        f"unknown scorer {name!r}{hint}; box scorers: {', '.join(SCORERS)}; "
         f"image scorers: {', '.join(IMAGE_SCORERS)}"
     )
 

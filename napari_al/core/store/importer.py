@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from napari_al.core.data import SPLITS, Dataset, ImageRecord
 from napari_al.core.store.boxes import BoxesMixin
 from napari_al.core.store.rows import (
+    _IMAGE_COLS,
+    ImageRow,
     StoreError,
     _check_choice,
     _check_score,
@@ -15,8 +19,24 @@ from napari_al.core.store.rows import (
     file_sha256,
 )
 
-#: An image to import: (stored path, record, split).
-_Planned = tuple[str, ImageRecord, str]
+#: Why an image of a dataset was left out of an import (``summary["left_out"]``).
+LEFT_OUT_REVIEWED = "already in the project with review work, which is kept"
+LEFT_OUT_PRESENT = "already in the project"
+LEFT_OUT_REPEATED = "listed twice in the dataset"
+LEFT_OUT_CHANGED = "already in the project, but the file changed since it joined"
+LEFT_OUT_SIZE = "already in the project with another size"
+LEFT_OUT_RACE = "changed in the project by another window during the import"
+
+
+@dataclass
+class _Planned:
+    """An image to import: its stored path, record and split; ``existing`` is the project's
+    row when the record's labels go onto an image already in the project, still unreviewed."""
+
+    rel: str
+    rec: ImageRecord
+    split: str
+    existing: ImageRow | None = None
 
 
 class ImportMixin(BoxesMixin):
@@ -33,21 +53,33 @@ class ImportMixin(BoxesMixin):
     ) -> dict[str, Any]:
         """Import a dataset, all or nothing, in one transaction; returns a summary dict.
 
-        - Images whose path is already in the project are SKIPPED untouched (their boxes, split
-          and review state are human work; nothing is overwritten), as are repeated paths.
-        - Images with ``annotated=True`` become ``complete`` with their boxes ``accepted``
-          (source ``import``); an annotated image without a split goes to
-          ``annotated_split_default`` (``train``). An annotated image whose reader skipped
-          objects (``ImageRecord.skipped_objects``, ``strict=False``) becomes ``partial``
-          instead, so the skipped object is never trained as background, as does one the
-          source marks partly reviewed (``ImageRecord.partial``); the summary counts these
-          images in ``partial``.
-        - Each image's ``ignore_regions`` become store ignore regions (which have no class):
-          identical boxes are merged, as a region of no class comes back once per class
-          from a VOC/COCO export. The summary counts them in ``ignore_regions_added``.
-        - Unannotated images become ``unseen``, in their split or ``split_default`` (``pool``).
+        - A new image with ``annotated=True`` becomes ``complete`` with its boxes ``accepted``
+          (source ``import``) and its ignore regions; ``partial`` instead when the reader
+          skipped some of its objects (``ImageRecord.skipped_objects``: its unlabelled area is
+          not known to be background), or when the source marks it partly reviewed
+          (``ImageRecord.partial``); the summary counts these images in ``partial``. Ignore
+          regions are stored without class, identical boxes merged (a region of no class comes
+          back once per class from a VOC/COCO export); counted in ``ignore_regions_added``.
+          An annotated image without a split goes to
+          ``annotated_split_default`` (``train``).
+        - A new unannotated image becomes ``unseen``, in its split or ``split_default``
+          (``pool``).
+        - An image already in the project that nobody has reviewed yet (``unseen``, no box but
+          the model's ``predicted`` ones, no ignore region) takes the labels of an annotated
+          record as a new image would (its ``predicted`` boxes are removed, their ids logged);
+          it moves to the record's split, or from ``pool`` to ``annotated_split_default``.
+          This is how the labels of a folder first opened as plain images arrive later.
+        - Every other image already in the project is left untouched (its boxes, split and
+          review state are human work; nothing is overwritten), as are repeated paths. Each
+          is listed in ``summary["left_out"]`` as ``{"path", "reason", "boxes"}`` (``boxes``:
+          the record's boxes not imported), reasons the ``LEFT_OUT_*`` constants.
         - Classes are added as needed, in ``dataset.classes`` order then first use.
         - One ``import`` action is logged.
+
+        Summary keys: ``images_added``, ``images_labelled`` (already there, labels added),
+        ``boxes_added``, ``ignore_regions_added``, ``annotated``, ``unannotated``,
+        ``partial``, ``classes_added``, ``images_skipped`` and ``skipped_paths`` (the images
+        left out), ``left_out``, ``warnings`` (the reader's), ``action_id``.
 
         Everything is validated and every file hashed (streamed) before the write transaction,
         which then holds the write lock only briefly. ``progress(done, total)`` follows the
@@ -55,55 +87,70 @@ class ImportMixin(BoxesMixin):
         """
         _check_choice(split_default, SPLITS, "split")
         _check_choice(annotated_split_default, SPLITS, "split")
-        planned, skipped = self._plan_import(dataset, split_default, annotated_split_default)
+        planned, left_out = self._plan_import(dataset, split_default, annotated_split_default)
         hashes = self._hash_planned(planned, progress)
         summary: dict[str, Any] = {
             "source": dataset.source,
             "images_added": 0,
-            "images_skipped": len(skipped),
+            "images_labelled": 0,
+            "images_skipped": 0,
             "boxes_added": 0,
+            "ignore_regions_added": 0,
             "annotated": 0,
             "unannotated": 0,
             "partial": 0,
-            "ignore_regions_added": 0,
             "classes_added": [],
-            "skipped_paths": skipped,
+            "skipped_paths": [],
+            "left_out": [],
             "warnings": list(dataset.warnings),
         }
+        for rel, rec, reason in left_out:
+            _leave_out(summary, rel, rec, reason)
         self._write_import(dataset, planned, hashes, summary)
         return summary
 
     def _plan_import(
         self, dataset: Dataset, split_default: str, annotated_split_default: str
-    ) -> tuple[list[_Planned], list[str]]:
+    ) -> tuple[list[_Planned], list[tuple[str, ImageRecord, str]]]:
         """Validate every image and box before anything is written.
 
-        Returns the images to add as ``(stored path, record, split)`` and the stored paths
-        skipped (already in the project, or repeated). Raises :class:`StoreError` naming the
-        first bad image; nothing is written then.
+        Returns the images to write (new ones, and unreviewed ones of the project that take
+        an annotated record's labels) and those left out as ``(stored path, record, reason)``.
+        Raises :class:`StoreError` naming the first bad image; nothing is written then.
         """
         with self._read() as conn:
-            existing = {r[0] for r in conn.execute("SELECT path FROM images")}
+            existing = {r.path: r for r in (ImageRow(*t) for t in _image_rows(conn))}
+            reviewed = _reviewed_image_ids(conn)
         planned: list[_Planned] = []
-        skipped: list[str] = []
+        left_out: list[tuple[str, ImageRecord, str]] = []
         seen: set[str] = set()
         for index, rec in enumerate(dataset.images):
-            where = f"image {index} ({rec.path})"
             rel = self.rel_path(rec.path)
-            if rel in existing or rel in seen:
-                skipped.append(rel)
+            row = existing.get(rel)
+            if rel in seen:
+                left_out.append((rel, rec, LEFT_OUT_REPEATED))
                 continue
             seen.add(rel)
+            if row is not None and not (rec.annotated and row.id not in reviewed):
+                reason = LEFT_OUT_REVIEWED if rec.annotated else LEFT_OUT_PRESENT
+                left_out.append((rel, rec, reason))
+                continue
+            if row is not None and (int(rec.width), int(rec.height)) != (row.width, row.height):
+                left_out.append((rel, rec, LEFT_OUT_SIZE))
+                continue
             if rec.split is not None:
                 split = rec.split
+            elif row is not None:
+                split = annotated_split_default if row.split == "pool" else row.split
             else:
                 split = annotated_split_default if rec.annotated else split_default
             try:
                 _check_record(rec, split)
             except StoreError as exc:
+                where = f"image {index} ({rec.path})"
                 raise StoreError(f"{where}: {exc}; nothing was imported") from None
-            planned.append((rel, rec, split))
-        return planned, skipped
+            planned.append(_Planned(rel, rec, split, row))
+        return planned, left_out
 
     def _hash_planned(
         self, planned: list[_Planned], progress: Callable[[int, int], None] | None
@@ -113,8 +160,8 @@ class ImportMixin(BoxesMixin):
         hashes: list[str] = []
         if progress is not None:
             progress(0, total)
-        for done, (rel, _rec, _split) in enumerate(planned, start=1):
-            hashes.append(file_sha256(self.abs_path(rel)))
+        for done, item in enumerate(planned, start=1):
+            hashes.append(file_sha256(self.abs_path(item.rel)))
             if progress is not None:
                 progress(done, total)
         return hashes
@@ -126,29 +173,25 @@ class ImportMixin(BoxesMixin):
         hashes: list[str],
         summary: dict[str, Any],
     ) -> None:
-        """Write the planned images, their boxes and new classes in ONE transaction; log
-        ``import``. Updates ``summary`` in place (adds ``action_id``)."""
+        """Write the planned images, their boxes, ignore regions and new classes in ONE
+        transaction; log ``import``. Updates ``summary`` in place (adds ``action_id``)."""
         class_names = list(dataset.classes)
-        for _rel, rec, _split in planned:
-            class_names.extend(b.label for b in rec.boxes)
-        skipped: list[str] = summary["skipped_paths"]
+        for item in planned:
+            class_names.extend(b.label for b in item.rec.boxes)
+        removed: dict[int, list[int]] = {}
         with self._write() as conn:
+            reviewed = _reviewed_image_ids(conn) if any(p.existing for p in planned) else set()
             class_ids = {name: cid for cid, name in conn.execute("SELECT id, name FROM classes")}
             for name in class_names:
                 if name not in class_ids:
                     class_ids[name] = self._add_class(conn, name)
                     summary["classes_added"].append(name)
-            for (rel, rec, split), sha in zip(planned, hashes, strict=True):
-                if conn.execute("SELECT 1 FROM images WHERE path = ?", (rel,)).fetchone():
-                    summary["images_skipped"] += 1  # added by another connection meanwhile
-                    skipped.append(rel)
+            for item, sha in zip(planned, hashes, strict=True):
+                image_id = self._write_planned(conn, item, sha, summary, removed, reviewed)
+                if image_id is None:
                     continue
-                state = _review_state(rec)
-                image_id = self._add_image(conn, rel, sha, rec.width, rec.height, split, state)
                 image = self._image(conn, image_id)
-                regions = _unique_regions(rec)
-                for xyxy in regions:
-                    self._insert_ignore_region(conn, image, xyxy)
+                rec = item.rec
                 for b in rec.boxes:
                     self._insert_box(
                         conn,
@@ -160,17 +203,106 @@ class ImportMixin(BoxesMixin):
                         "import",
                         None,
                     )
-                summary["images_added"] += 1
+                regions = _unique_regions(rec)
+                for xyxy in regions:
+                    self._insert_ignore_region(conn, image, xyxy)
                 summary["boxes_added"] += len(rec.boxes)
-                summary["annotated" if rec.annotated else "unannotated"] += 1
-                summary["partial"] += state == "partial"
                 summary["ignore_regions_added"] += len(regions)
-            log_payload = {k: v for k, v in summary.items() if k != "skipped_paths"}
+                summary["annotated" if rec.annotated else "unannotated"] += 1
+                summary["partial"] += int(_review_state(rec) == "partial")
+            log_payload = {
+                k: v for k, v in summary.items() if k not in ("skipped_paths", "left_out")
+            }
+            log_payload["left_out_reasons"] = _count_reasons(summary["left_out"])
+            if removed:
+                log_payload["predictions_removed"] = {str(k): v for k, v in removed.items()}
             summary["action_id"] = self._log(conn, "import", None, None, log_payload)
+
+    def _write_planned(
+        self,
+        conn: sqlite3.Connection,
+        item: _Planned,
+        sha: str,
+        summary: dict[str, Any],
+        removed: dict[int, list[int]],
+        reviewed: set[int],
+    ) -> int | None:
+        """Add a new image, or label an unreviewed one, inside the import's transaction;
+        returns its id, or None when it is left out after all (changed meanwhile).
+        ``reviewed``: the images with review work when the transaction began."""
+        rec = item.rec
+        state = _review_state(rec)
+        row = conn.execute(f"SELECT {_IMAGE_COLS} FROM images WHERE path = ?", (item.rel,))
+        now = row.fetchone()
+        if item.existing is None:
+            if now is not None:  # added by another connection meanwhile
+                _leave_out(summary, item.rel, rec, LEFT_OUT_RACE)
+                return None
+            summary["images_added"] += 1
+            return self._add_image(conn, item.rel, sha, rec.width, rec.height, item.split, state)
+        if now is None or ImageRow(*now) != item.existing or now[0] in reviewed:
+            _leave_out(summary, item.rel, rec, LEFT_OUT_RACE)
+            return None
+        if sha != item.existing.sha256:
+            _leave_out(summary, item.rel, rec, LEFT_OUT_CHANGED)
+            return None
+        image_id = item.existing.id
+        ids = [r[0] for r in conn.execute("SELECT id FROM boxes WHERE image_id = ?", (image_id,))]
+        if ids:  # only predicted boxes (an unreviewed image): the labels replace them
+            conn.execute("DELETE FROM boxes WHERE image_id = ?", (image_id,))
+            removed[image_id] = ids
+        conn.execute(
+            "UPDATE images SET split = ?, review_state = ? WHERE id = ?",
+            (item.split, state, image_id),
+        )
+        summary["images_labelled"] += 1
+        return image_id
+
+    def _insert_ignore_region(
+        self, conn: sqlite3.Connection, image: ImageRow, xyxy: tuple[float, ...]
+    ) -> int:
+        """Add an ignore region inside the caller's transaction (unlogged: the import is)."""
+        x1, y1, x2, y2 = _check_xyxy(xyxy, image.width, image.height, "ignore region")
+        cur = conn.execute(
+            "INSERT INTO ignore_regions (image_id, x1, y1, x2, y2, created)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (image.id, x1, y1, x2, y2, self._now()),
+        )
+        return int(cur.lastrowid)
+
+
+def _image_rows(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+    return conn.execute(f"SELECT {_IMAGE_COLS} FROM images").fetchall()
+
+
+def _reviewed_image_ids(conn: sqlite3.Connection) -> set[int]:
+    """Images with review work: not ``unseen``, or any box but a ``predicted`` one, or an
+    ignore region."""
+    sql = (
+        "SELECT id FROM images WHERE review_state != 'unseen'"
+        " UNION SELECT image_id FROM boxes WHERE status != 'predicted'"
+        " UNION SELECT image_id FROM ignore_regions"
+    )
+    return {int(r[0]) for r in conn.execute(sql)}
+
+
+def _leave_out(summary: dict[str, Any], rel: str, rec: ImageRecord, reason: str) -> None:
+    """Record an image left out of the import, and why."""
+    summary["images_skipped"] += 1
+    summary["skipped_paths"].append(rel)
+    summary["left_out"].append({"path": rel, "reason": reason, "boxes": len(rec.boxes)})
+
+
+def _count_reasons(left_out: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for item in left_out:
+        counts[item["reason"]] = counts.get(item["reason"], 0) + 1
+    return counts
 
 
 def _check_record(rec: ImageRecord, split: str) -> None:
-    """Validate one image record (its split, size and boxes); raise :class:`StoreError`."""
+    """Validate one image record (its split, size, boxes and ignore regions); raise
+    :class:`StoreError`."""
     _check_choice(split, SPLITS, "split")
     if int(rec.width) <= 0 or int(rec.height) <= 0:
         raise StoreError(f"image size must be positive, got {rec.width}x{rec.height}")

@@ -11,12 +11,14 @@ functions and nothing below them for a round (``docs/architecture.md``):
   :func:`rank_pool` (stores the query set), :func:`suggest_missed`;
 - a whole round: :func:`run_round` (a generator of :class:`Progress`), :func:`drive`;
   :func:`first_round` (which round a project opened mid-loop needs first).
+- errors a person can act on: :class:`WorkflowError`, :class:`SettingsError` (ValueErrors).
 
 Qt-free and napari-free; torch is imported only when a model is built or run.
 """
 
 from __future__ import annotations
 
+from napari_al.core.workflow.errors import SettingsError, WorkflowError
 from napari_al.core.workflow.evaluation import (
     effort_series,
     evaluate_model,
@@ -78,10 +80,12 @@ __all__ = [
     "QuerySettings",
     "RoundResult",
     "RoundSettings",
+    "SettingsError",
     "SuggestSettings",
     "Suggestion",
     "TrainOutcome",
     "TrainSettings",
+    "WorkflowError",
     "add_arguments",
     "checkpoint_path",
     "describe",

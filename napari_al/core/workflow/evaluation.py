@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_al.core.data import HUMAN_STATUSES
+from napari_al.core.workflow.errors import WorkflowError
 from napari_al.core.workflow.examples import load_rgb
 from napari_al.core.workflow.training import labelling_effort
 
@@ -56,8 +57,9 @@ def evaluate_model(
     boxes of ``split``'s complete images, plus ``split``, ``images`` and the effort keys.
     Detections on the images' ignore regions count neither as true nor as false positives.
 
-    With ``record`` the result is stored on the detector's model version. Raises ValueError
-    when the split has no complete image.
+    With ``record`` the result is stored on the detector's model version. Raises
+    :class:`~napari_al.core.workflow.errors.WorkflowError` (a ValueError) when the split has no
+    complete image.
     """
     from napari_al.core.evaluation import evaluate
 
@@ -65,7 +67,7 @@ def evaluate_model(
     index = {c.id: i for i, c in enumerate(classes)}
     rows = [r for r in store.images(split=split) if r.review_state == "complete"]
     if not rows:
-        raise ValueError(
+        raise WorkflowError(
             f"no reviewed images in split {split!r} to evaluate on: mark some {split} images "
             "complete or import a labelled split"
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from napari_al.core.workflow.errors import WorkflowError
 from napari_al.core.workflow.settings import ModelSettings
 
 if TYPE_CHECKING:
@@ -50,20 +51,36 @@ def load_model(store: ProjectStore, settings: ModelSettings | None = None) -> De
     ``settings.weights``, else the architecture's default (``imagenet`` for the default one).
     ``min_size``/``max_size`` override the input size.
 
-    Raises ValueError when the project has no classes or the weight source does not fit the
-    architecture, FileNotFoundError for a missing weights file or a source that cannot be had
-    here (``engine.WeightsUnavailable``, one line saying how to get it), and the checkpoint
-    loader's errors (OSError, ValueError) for an unreadable checkpoint.
+    Raises :class:`WorkflowError` (a ValueError) when the project has no classes, when the
+    requested device is not available, when the weight source does not fit the architecture or
+    ``settings.weights`` cannot be loaded, and when the latest model version's checkpoint is
+    missing or cannot be read; FileNotFoundError for a source that cannot be had here
+    (``engine.WeightsUnavailable``, one line saying how to get it).
     """
-    from napari_al.core.engine import DEFAULT_ARCH, Detector, load_checkpoint
+    from napari_al.core.engine import DEFAULT_ARCH, Detector, load_checkpoint, select_device
 
     s = settings or ModelSettings()
     classes = [c.name for c in store.classes()]
     if not classes:
-        raise ValueError("the project has no classes yet: import annotations or add a class first")
+        raise WorkflowError(
+            "the project has no classes yet: import annotations or add a class first"
+        )
+    if s.device is not None:
+        try:
+            select_device(s.device)
+        except (ValueError, RuntimeError) as exc:
+            raise WorkflowError(str(exc)) from None
     latest = store.latest_model_version()
     if latest is not None and s.weights is None and s.arch in (None, latest.arch):
-        detector, _meta = load_checkpoint(store.abs_path(latest), device=s.device)
+        path = store.abs_path(latest)
+        try:
+            detector, _meta = load_checkpoint(path, device=s.device)
+        except Exception as exc:  # a missing or damaged file: one line naming it
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]
+            raise WorkflowError(
+                f"model version {latest.id} cannot be read from {path} ({first}); restore the "
+                "file, or start a new model from other weights or another architecture"
+            ) from exc
         if list(detector.classes) == classes:
             if s.min_size or s.max_size:
                 detector.set_input_size(
@@ -71,18 +88,26 @@ def load_model(store: ProjectStore, settings: ModelSettings | None = None) -> De
                 )
             detector.model_version = latest.id
             return detector
-    detector = Detector(
-        classes,
-        s.arch or DEFAULT_ARCH,
-        weights=s.weights,
-        min_size=s.min_size or DEFAULT_MIN_SIZE,
-        max_size=s.max_size or DEFAULT_MAX_SIZE,
-        device=s.device,
-        seed=s.seed,
-        rpn_proposals_train=s.rpn_proposals_train,
-        rpn_proposals_test=s.rpn_proposals_test,
-        box_batch_size_per_image=s.box_batch_size_per_image,
-    )
+    try:
+        detector = Detector(
+            classes,
+            s.arch or DEFAULT_ARCH,
+            weights=s.weights,
+            min_size=s.min_size or DEFAULT_MIN_SIZE,
+            max_size=s.max_size or DEFAULT_MAX_SIZE,
+            device=s.device,
+            seed=s.seed,
+            rpn_proposals_train=s.rpn_proposals_train,
+            rpn_proposals_test=s.rpn_proposals_test,
+            box_batch_size_per_image=s.box_batch_size_per_image,
+        )
+    except Exception as exc:  # a weights file that is not one: say so, in one line
+        if s.weights is None or isinstance(exc, FileNotFoundError):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]
+        raise WorkflowError(
+            f"{s.weights}: cannot be used as {s.arch or DEFAULT_ARCH} weights ({first})"
+        ) from exc
     detector.model_version = 0
     return detector
 

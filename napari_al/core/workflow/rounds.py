@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from napari_al.core.selection import QueryItem
+from napari_al.core.workflow.errors import WorkflowError
 from napari_al.core.workflow.evaluation import evaluate_model
 from napari_al.core.workflow.model import load_model
 from napari_al.core.workflow.prediction import images_to_predict, predict_images
@@ -160,7 +161,7 @@ def _train_step(
     report: Report,
     result: RoundResult,
 ) -> Generator[Progress, None, None]:
-    steps = s.train.steps
+    steps = s.train.steps if s.train.epochs is None else 0  # epochs: the total comes later
     yield Progress("train", 0, steps, message="training")
 
     def on_step(step: int, total: int, loss: float, epoch: float = 0.0) -> None:
@@ -173,13 +174,14 @@ def _train_step(
         return
     if outcome.model_version is None:
         if outcome.stopped_reason == "no_data":
-            raise ValueError(
+            raise WorkflowError(
                 "nothing to train on yet: review some boxes first (accept, correct, draw) "
                 "or import annotations"
             )
         raise RuntimeError(f"training saved no model (stopped: {outcome.stopped_reason})")
     result.detector, result.model_version = det, outcome.model_version
-    yield Progress("train", steps, steps, message="trained")
+    done = steps if s.train.epochs is None else outcome.result.steps  # epochs: known now
+    yield Progress("train", done, done, message="trained")
 
 
 def _evaluate_step(

@@ -6,7 +6,8 @@ widget fills its fields from ``TrainSettings()`` and friends, the notebook ``Ses
 simulator pass instances. Each field's help text (``metadata["help"]``) states its unit.
 
 - :class:`ModelSettings`: which detector (architecture, weight source, device, input size).
-- :class:`TrainSettings`: one fine-tuning run (steps, batch, partial-label loss weights).
+- :class:`TrainSettings`: one fine-tuning run (steps or epochs, batch, partial-label loss
+  weights).
 - :class:`QuerySettings`: how the pool is ranked (strategy, unit, budget, diversity).
 - :class:`SuggestSettings`: which low-scoring candidates are shown as possibly missed objects.
 """
@@ -18,6 +19,9 @@ import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from napari_al.core.data import ARCHS
+from napari_al.core.workflow.errors import SettingsError
 
 #: Units a query can ask about: whole images, single boxes, image blocks (regions).
 UNITS = ("image", "box", "region")
@@ -31,8 +35,49 @@ AGGREGATIONS = ("sum", "mean", "max", "topk_mean")
 WEIGHT_SOURCES = ("imagenet", "coco-mnv2", "torchvision-coco")
 
 
+#: Devices a detector can run on (``cuda:N`` picks one GPU).
+DEVICE_PATTERN = r"(cpu|mps|cuda(:[0-9]+)?)"
+
+
 def _opt(default: Any, help: str, **extra: Any) -> Any:
+    """A settings field: its default, help (with the unit) and checks, in ``metadata``:
+    ``choices``, ``minimum``/``maximum`` (inclusive), ``pattern`` (a full-match regex, with
+    ``expected`` saying in words what matches),
+    ``check`` (a callable raising ValueError); ``None`` values are never checked."""
     return field(default=default, metadata={"help": help, **extra})
+
+
+def _check_strategy(spec: str) -> None:
+    from napari_al.core.scoring.registry import check_strategy
+
+    check_strategy(spec)
+
+
+def check_fields(settings: Any) -> None:
+    """Validate every field of a settings instance against its metadata; raise
+    :class:`SettingsError` naming the first bad field, its value and what it must be."""
+    import re
+
+    for f in dataclasses.fields(settings):
+        value, m = getattr(settings, f.name), f.metadata
+        if value is None or isinstance(value, bool):
+            continue
+        if "choices" in m and value not in m["choices"]:
+            raise SettingsError(
+                f"{f.name} must be one of {', '.join(map(str, m['choices']))}; got {value!r}"
+            )
+        if "pattern" in m and not re.fullmatch(m["pattern"], str(value)):
+            expected = m.get("expected", m["help"])
+            raise SettingsError(f"{f.name} {value!r} is not valid; expected {expected}")
+        if "minimum" in m and value < m["minimum"]:
+            raise SettingsError(f"{f.name} must be at least {m['minimum']}; got {value}")
+        if "maximum" in m and value > m["maximum"]:
+            raise SettingsError(f"{f.name} must be at most {m['maximum']}; got {value}")
+        if "check" in m:
+            try:
+                m["check"](value)
+            except ValueError as exc:
+                raise SettingsError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -40,7 +85,9 @@ class ModelSettings:
     """Which detector to use; ``None`` fields mean "the project's latest model's value"."""
 
     arch: str | None = _opt(
-        None, "detector architecture (default: the project's model, else the default one)"
+        None,
+        "detector architecture (default: the project's model, else the default one)",
+        choices=ARCHS,
     )
     weights: str | None = _opt(
         None,
@@ -48,44 +95,73 @@ class ModelSettings:
         "offline), torchvision-coco (downloaded once) or a weights file; given: a new detector "
         "(default: the project's model, else imagenet; see docs/weights.md)",
     )
-    device: str | None = _opt(None, "cuda, mps or cpu (default: the best available)")
+    device: str | None = _opt(
+        None,
+        "cuda, cuda:N, mps or cpu (default: the best available)",
+        pattern=DEVICE_PATTERN,
+        expected="cpu, mps, cuda or cuda:N",
+    )
     min_size: int | None = _opt(
-        None, "shorter image side fed to the model, pixels (default: the model's, 480 when new)"
+        None,
+        "shorter image side fed to the model, pixels (default: the model's, 480 when new)",
+        minimum=1,
     )
     max_size: int | None = _opt(
-        None, "longer image side limit, pixels (default: the model's, 640 when new)"
+        None, "longer image side limit, pixels (default: the model's, 640 when new)", minimum=1
     )
     seed: int = _opt(0, "random seed of a new detector's heads (a loaded model keeps its own)")
     rpn_proposals_train: int = _opt(
-        1000, "RPN proposals per image kept in training (a new Faster R-CNN)"
+        1000, "RPN proposals per image kept in training (a new Faster R-CNN)", minimum=1
     )
-    rpn_proposals_test: int = _opt(300, "RPN proposals per image kept in inference (a new one)")
+    rpn_proposals_test: int = _opt(
+        300, "RPN proposals per image kept in inference (a new one)", minimum=1
+    )
     box_batch_size_per_image: int = _opt(
-        256, "RoIs sampled per image for the box head's loss (a new Faster R-CNN)"
+        256, "RoIs sampled per image for the box head's loss (a new Faster R-CNN)", minimum=1
     )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     """One fine-tuning run on the project's labels (Desai et al. 2019 partial-label loss)."""
 
-    steps: int = _opt(200, "optimisation steps (one batch each)")
-    batch_size: int = _opt(2, "images per optimisation step")
-    lambda_d: float = _opt(
-        0.5, "loss weight of unverified boxes on partly reviewed images (Desai et al. lambda_d)"
+    steps: int = _opt(200, "optimisation steps (one batch each)", minimum=1)
+    epochs: float | None = _opt(
+        None,
+        "passes over the training examples, each ceil(examples / batch_size) steps; "
+        "replaces steps when set",
+        minimum=1e-9,
     )
-    lr: float | None = _opt(None, "peak learning rate of the one-cycle schedule (default 0.005)")
+    batch_size: int = _opt(2, "images per optimisation step", minimum=1)
+    lambda_d: float = _opt(
+        0.5,
+        "loss weight of unverified boxes on partly reviewed images (Desai et al. lambda_d)",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    lr: float | None = _opt(
+        None, "peak learning rate of the one-cycle schedule (default 0.005)", minimum=1e-12
+    )
     from_scratch: bool = _opt(
         False, "restart from the pretrained weights instead of the latest model"
     )
     seed: int = _opt(0, "random seed of sampling and augmentation")
     noisy_min_score: float = _opt(
-        0.0, "lowest score (0-1) of an unverified prediction that trains as a noisy label"
+        0.0,
+        "lowest score (0-1) of an unverified prediction that trains as a noisy label",
+        minimum=0.0,
+        maximum=1.0,
     )
     partial_background_weight: float = _opt(
-        1.0, "weight (0-1) of background loss on partly reviewed images"
+        1.0, "weight (0-1) of background loss on partly reviewed images", minimum=0.0, maximum=1.0
     )
-    threads: int | None = _opt(None, "torch CPU threads for the run (default: torch's)")
+    threads: int | None = _opt(None, "torch CPU threads for the run (default: torch's)", minimum=1)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -93,19 +169,25 @@ class QuerySettings:
     """How the pool is ranked: what to ask a person next."""
 
     strategy: str = _opt(
-        "entropy", "scorer name or NAME+NAME (see docs/strategies.md)", flag="--strategy"
+        "entropy",
+        "scorer name or NAME+NAME (see docs/strategies.md)",
+        flag="--strategy",
+        check=_check_strategy,
     )
     unit: str = _opt("image", "what one query asks about", choices=UNITS)
-    budget: int = _opt(10, "how many queries (images, boxes or regions) to return")
+    budget: int = _opt(10, "how many queries (images, boxes or regions) to return", minimum=1)
     diversity: str | None = _opt(
         None, "spread image queries over the embedding space", choices=DIVERSITY
     )
     aggregation: str = _opt("sum", "box scores -> image score", choices=AGGREGATIONS)
     seed: int = _opt(0, "random seed (random strategy, MC dropout, diversity)")
     candidate_factor: float = _opt(
-        3.0, "diverse image queries pick from the top candidate_factor x budget images"
+        3.0, "diverse image queries pick from the top candidate_factor x budget images", minimum=1
     )
-    region_block: int = _opt(160, "side of a region query's block, pixels")
+    region_block: int = _opt(160, "side of a region query's block, pixels", minimum=1)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -113,12 +195,22 @@ class SuggestSettings:
     """Possibly missed objects: low-threshold candidates that no known box covers."""
 
     enabled: bool = _opt(True, "compute possibly-missed-object suggestions after ranking")
-    min_score: float = _opt(0.1, "lowest candidate score (0-1) shown as possibly missed")
-    max_iou: float = _opt(
-        0.3, "a candidate overlapping a known box at this IoU or more is not missed"
+    min_score: float = _opt(
+        0.1, "lowest candidate score (0-1) shown as possibly missed", minimum=0.0, maximum=1.0
     )
-    limit: int = _opt(20, "most suggestions per image")
-    images: int = _opt(3, "how many queried images get suggestions (plus the one on screen)")
+    max_iou: float = _opt(
+        0.3,
+        "a candidate overlapping a known box at this IoU or more is not missed",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    limit: int = _opt(20, "most suggestions per image", minimum=0)
+    images: int = _opt(
+        3, "how many queried images get suggestions (plus the one on screen)", minimum=0
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 S = TypeVar("S")

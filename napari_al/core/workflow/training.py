@@ -68,6 +68,10 @@ def train_model(
 ) -> TrainOutcome:
     """Fine-tune ``detector`` in place on the project's labels; save and record a version.
 
+    The run is ``settings.steps`` optimisation steps, or, when ``settings.epochs`` is set,
+    that many passes over the informative training examples (one pass is
+    ``ceil(examples / batch_size)`` steps; the engine converts).
+
     A run that is cancelled, hits a non-finite loss or raises saves nothing, and the detector
     gets back the weights it had (those of the version it reports). On success the checkpoint
     is written atomically, the version is added to the store with its metrics (training
@@ -89,7 +93,8 @@ def train_model(
         result = train(
             detector,
             examples,
-            steps=s.steps,
+            steps=s.steps if s.epochs is None else None,
+            epochs=s.epochs,
             batch_size=s.batch_size,
             lambda_d=s.lambda_d,
             from_scratch=s.from_scratch,

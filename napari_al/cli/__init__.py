@@ -1,8 +1,15 @@
-"""The ``napari-al`` command line: project management headless, and napari on a project."""
+"""The ``napari-al`` command line: project management headless, and napari on a project.
+
+The round commands (train, predict, evaluate, rank), the applications (open, demo, simulate),
+the parser and :func:`main` are here; :mod:`~napari_al.cli.project` holds the data commands
+(init, import, export, add-class, info), :mod:`~napari_al.cli.common` what all share (the
+one-line :class:`CliError`, :func:`user_message`, the parser class, progress bars).
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -10,132 +17,36 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-FORMATS_IN = ("voc", "coco", "yolo", "images")
-FORMATS_OUT = ("voc", "coco", "yolo")
+from napari_al.cli.common import (
+    FORMATS_IN,
+    FORMATS_OUT,
+    CliError,
+    Parser,
+    open_store,
+    progress_bar,
+    user_message,
+)
+from napari_al.cli.project import (
+    cmd_add_class,
+    cmd_export,
+    cmd_import,
+    cmd_info,
+    cmd_init,
+    first_import,
+)
 
-
-class CliError(Exception):
-    """An error reported to the user as one line, exiting non-zero."""
-
-
-def _progress_bar(desc: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
-    """A tqdm progress callback ``(done, total)`` and a function that closes the bar."""
-    from tqdm import tqdm
-
-    bar: dict[str, tqdm] = {}
-
-    def update(done: int, total: int) -> None:
-        if "bar" not in bar:
-            bar["bar"] = tqdm(
-                total=total, desc=desc, unit="img", file=sys.stderr, leave=False, mininterval=0.5
-            )
-        b = bar["bar"]
-        b.total = total
-        b.update(done - b.n)
-
-    def close() -> None:
-        if "bar" in bar:
-            bar["bar"].close()
-
-    return update, close
-
-
-def _open_store(project: str):
-    from napari_al.core.project import is_project
-    from napari_al.core.store import ProjectStore
-
-    path = Path(project)
-    if not is_project(path):
-        raise CliError(f"{path}: not a napari-al project (run 'napari-al init {path}' first)")
-    return ProjectStore.open(path)
-
-
-def cmd_init(args: argparse.Namespace) -> int:
-    from napari_al.core.project import is_project
-    from napari_al.core.store import ProjectStore
-
-    path = Path(args.project)
-    if is_project(path):
-        raise CliError(f"{path}: already a napari-al project")
-    ProjectStore.create(path).close()
-    print(f"created project {path}")
-    return 0
-
-
-def cmd_import(args: argparse.Namespace) -> int:
-    from napari_al.core.project import import_into
-
-    options: dict[str, str] = {}
-    for flag, key, fmt in (("image_root", "image_root", "coco"), ("images", "image_dir", "voc")):
-        if getattr(args, flag):
-            if args.format != fmt:
-                raise CliError(f"--{flag.replace('_', '-')} applies to --format {fmt} only")
-            options[key] = getattr(args, flag)
-    with _open_store(args.project) as store:
-        update, close = _progress_bar("importing")
-        try:
-            dataset, summary = import_into(
-                store,
-                Path(args.path),
-                args.format,
-                strict=not args.skip_bad,
-                progress=update,
-                **options,
-            )
-        finally:
-            close()
-    for line in dataset.warnings:
-        print(f"warning: {line}", file=sys.stderr)
-    print(
-        f"imported {summary.get('images_added', len(dataset.images))} images and "
-        f"{summary.get('boxes_added', dataset.n_boxes)} boxes from {args.path}"
-    )
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from napari_al.core.project import export_dataset
-
-    if args.copy_images and args.format == "coco":
-        raise CliError("--copy-images applies to --format voc and yolo only")
-    with _open_store(args.project) as store:
-        try:
-            dataset = export_dataset(
-                store,
-                Path(args.out),
-                args.format,
-                overwrite=args.force,
-                only_reviewed=not args.all,
-                copy_images=True if args.copy_images else None,
-            )
-        except FileExistsError as exc:
-            target = exc.filename or str(exc).split(":")[0]
-            raise CliError(f"{target} already exists; pass --force to overwrite it") from exc
-    for line in dataset.warnings:
-        print(f"note: {line}", file=sys.stderr)
-    print(f"exported {len(dataset.images)} images and {dataset.n_boxes} boxes to {args.out}")
-    return 0
-
-
-def cmd_info(args: argparse.Namespace) -> int:
-    with _open_store(args.project) as store:
-        info = store.info()
-    if args.json:
-        print(json.dumps(info, indent=2, sort_keys=True))
-        return 0
-    print(f"project: {Path(args.project).resolve()}")
-    for key in ("images", "boxes"):
-        print(f"{key}: {info[key]}")
-    print(f"classes: {', '.join(info['classes']) or '(none)'}")
-    for key in ("images_by_split", "images_by_review_state", "boxes_by_status", "boxes_by_class"):
-        parts = ", ".join(f"{k} {v}" for k, v in sorted(info[key].items()))
-        print(f"{key.replace('_', ' ')}: {parts or '-'}")
-    return 0
+__all__ = ["CliError", "build_parser", "main", "user_message"]
 
 
 def _detector(store, args: argparse.Namespace):
     from napari_al.core import workflow
 
+    if not store.classes():
+        raise CliError(
+            f"the project has no classes yet: add them with 'napari-al add-class "
+            f"{args.project} NAME [NAME ...]' (or the Class field in napari), or import "
+            "labelled data with 'napari-al import'"
+        )
     detector = workflow.load_model(store, workflow.from_args(workflow.ModelSettings, args))
     print(f"detector: {workflow.describe(detector)}", file=sys.stderr)
     return detector
@@ -171,9 +82,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from napari_al.core import workflow
 
     settings = workflow.from_args(workflow.TrainSettings, args)
-    with _open_store(args.project) as store:
+    with open_store(args.project) as store:
         detector = _detector(store, args)
-        bar = tqdm(total=settings.steps, desc="training", unit="step", file=sys.stderr, leave=False)
+        total = settings.steps if settings.epochs is None else None  # epochs: known at step 1
+        bar = tqdm(total=total, desc="training", unit="step", file=sys.stderr, leave=False)
+        before = store.latest_model_version()
 
         def progress(step: int, total: int, loss: float, epoch: float) -> None:
             bar.total = total
@@ -182,6 +95,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         try:
             outcome = workflow.train_model(store, detector, settings, progress=progress)
+        except KeyboardInterrupt:  # Ctrl+C: say what was kept (exit 130, as for SIGINT)
+            bar.close()
+            print(f"napari-al: {_interrupted(store, before)}", file=sys.stderr)
+            return 130
         except Exception as exc:  # nothing was saved: say so, and which model stays in use
             error = _train_failed(exc, detector.model_version)
             if error is None:
@@ -190,6 +107,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         finally:
             bar.close()
         result = outcome.result
+        if outcome.model_version is None and result.stopped_reason == "no_data":
+            raise CliError(
+                "nothing to train on yet: no reviewed image has a box (accept, correct or draw "
+                "boxes in napari, or import labelled data); nothing was saved"
+            )
         if outcome.model_version is None:
             raise CliError(
                 f"training stopped ({result.stopped_reason}) after {result.steps} steps; "
@@ -206,6 +128,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupted(store, before) -> str:
+    """What a training run stopped by Ctrl+C left: nothing saved, which model stays in use
+    (or the version saved, when the interrupt came after the checkpoint was recorded)."""
+    after = store.latest_model_version()
+    if after is not None and (before is None or after.id != before.id):
+        return f"training interrupted after saving model version {after.id}, now in use"
+    kept = (
+        f"model version {before.id} stays in use"
+        if before is not None
+        else "the project still has no trained model"
+    )
+    return f"training interrupted: nothing was saved and {kept}"
+
+
 def _skip_reporter() -> tuple[Callable[[int, str], None], list[int]]:
     """A callback that warns on stderr about each unreadable image, and the ids it saw."""
     skipped: list[int] = []
@@ -220,10 +156,10 @@ def _skip_reporter() -> tuple[Callable[[int, str], None], list[int]]:
 def cmd_predict(args: argparse.Namespace) -> int:
     from napari_al.core import workflow
 
-    with _open_store(args.project) as store:
+    with open_store(args.project) as store:
         detector = _detector(store, args)
         ids = workflow.images_to_predict(store, split=args.split)
-        update, close = _progress_bar("predicting")
+        update, close = progress_bar("predicting")
         on_skip, skipped = _skip_reporter()
         try:
             done = workflow.predict_images(store, detector, ids, progress=update, on_skip=on_skip)
@@ -242,7 +178,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _print_eval(store, detector, split: str, as_json: bool) -> int:
     from napari_al.core import workflow
 
-    update, close = _progress_bar("evaluating")
+    update, close = progress_bar("evaluating")
     try:
         result = workflow.evaluate_model(store, detector, split, progress=update)
     finally:
@@ -262,7 +198,7 @@ def _print_eval(store, detector, split: str, as_json: bool) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    with _open_store(args.project) as store:
+    with open_store(args.project) as store:
         detector = _detector(store, args)
         return _print_eval(store, detector, args.split, args.json)
 
@@ -290,9 +226,9 @@ def cmd_rank(args: argparse.Namespace) -> int:
     from napari_al.core import workflow
 
     settings = workflow.from_args(workflow.QuerySettings, args)
-    with _open_store(args.project) as store:
+    with open_store(args.project) as store:
         detector = _detector(store, args)
-        update, close = _progress_bar("scoring")
+        update, close = progress_bar("scoring")
         on_skip, _ = _skip_reporter()
         try:
             items = workflow.rank_pool(store, detector, settings, progress=update, on_skip=on_skip)
@@ -300,6 +236,12 @@ def cmd_rank(args: argparse.Namespace) -> int:
             close()
         paths = {r.id: r.path for r in store.images()}
     rows = _query_rows(items, paths)
+    if not rows:
+        print(
+            "nothing to rank: the pool has no image still to review (import unlabelled images "
+            "with 'napari-al import --format images')",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(rows, indent=2, default=float))
         return 0
@@ -356,9 +298,17 @@ def _run_napari(project: Path, screenshot: str | None, quit_after: bool) -> int:
 
 
 def cmd_open(args: argparse.Namespace) -> int:
+    from napari_al.core.project import is_project
+    from napari_al.core.store import ProjectStore
+
     path = Path(args.project)
     if not path.is_dir():
         raise CliError(f"{path}: no such folder")
+    _require_display()
+    if not is_project(path):  # a first open: import the folder here, saying what it held
+        with ProjectStore.create(path) as store:
+            print(f"created project {path}")
+            first_import(store, path)
     return _run_napari(path, args.screenshot, args.quit)
 
 
@@ -412,29 +362,20 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def user_message(exc: BaseException) -> str | None:
-    """The one-line message for an error the user can act on, or ``None`` for a bug."""
-    known: list[type[BaseException]] = [CliError, FileNotFoundError, FileExistsError]
-    for module, name in (
-        ("napari_al.core.store", "StoreError"),
-        ("napari_al.core.formats", "FormatError"),
-        ("napari_al.core.images", "ImageReadError"),
-    ):
-        try:
-            known.append(getattr(__import__(module, fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            continue
-    return str(exc) if isinstance(exc, tuple(known)) else None
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="napari-al",
         description="Human-in-the-loop active learning of object detectors (napari and CLI).",
     )
+    from napari_al import __version__
+
+    parser.add_argument("--version", action="version", version=f"napari-al {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("init", help="create an empty project in DIR")
+    p = sub.add_parser(
+        "init",
+        help="make DIR a project: its images join the pool (a VOC or YOLO folder with its labels)",
+    )
     p.add_argument("project", metavar="DIR")
     p.set_defaults(func=cmd_init)
 
@@ -473,6 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("add-class", help="add object classes to the project (before labelling)")
+    p.add_argument("project", metavar="DIR")
+    p.add_argument("names", metavar="NAME", nargs="+")
+    p.set_defaults(func=cmd_add_class)
+
     p = sub.add_parser("info", help="counts of images, boxes, classes and splits")
     p.add_argument("project", metavar="DIR")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -491,6 +437,23 @@ def _model_args(p: argparse.ArgumentParser, arch: bool = False) -> None:
     add_arguments(p.add_argument_group("model"), ModelSettings, only=only)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _threads_arg(p: argparse.ArgumentParser) -> None:
+    """``--threads N``, the torch CPU threads of the command (applied in :func:`main`)."""
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="torch CPU threads for this command (default: torch's, one per core)",
+    )
+
+
 def _add_round_commands(sub: Any) -> None:
     """train, predict, evaluate, rank: the round's steps, flags from the workflow settings."""
     from napari_al.core.workflow import QuerySettings, TrainSettings, add_arguments
@@ -498,13 +461,19 @@ def _add_round_commands(sub: Any) -> None:
     p = sub.add_parser("train", help="fine-tune the detector on the project's labels")
     p.add_argument("project", metavar="DIR")
     _model_args(p, arch=True)
-    add_arguments(p.add_argument_group("training"), TrainSettings)
+    group = p.add_argument_group("training")
+    length = ("steps", "epochs")  # one or the other
+    add_arguments(group.add_mutually_exclusive_group(), TrainSettings, only=length)
+    rest = [f.name for f in dataclasses.fields(TrainSettings) if f.name not in length]
+    add_arguments(group, TrainSettings, only=[n for n in rest if n != "threads"])
+    _threads_arg(p)  # as on predict, evaluate and rank; also TrainSettings.threads
     p.add_argument("--evaluate", action="store_true", help="evaluate on the val split after")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="store the detector's boxes for the images still to review")
     p.add_argument("project", metavar="DIR")
     _model_args(p)
+    _threads_arg(p)
     p.add_argument(
         "--split",
         choices=("pool", "train", "val", "test"),
@@ -515,6 +484,7 @@ def _add_round_commands(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="mAP@0.5 and COCO AP on a split's reviewed images")
     p.add_argument("project", metavar="DIR")
     _model_args(p)
+    _threads_arg(p)
     p.add_argument("--split", default="val", choices=("train", "val", "test", "pool"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
@@ -522,6 +492,7 @@ def _add_round_commands(sub: Any) -> None:
     p = sub.add_parser("rank", help="rank the pool: what to annotate next (saved in the project)")
     p.add_argument("project", metavar="DIR")
     _model_args(p)
+    _threads_arg(p)
     add_arguments(p.add_argument_group("query"), QuerySettings)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_rank)
@@ -573,6 +544,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "threads", None) is not None:  # train, predict, evaluate, rank
+            from napari_al.runtime import set_torch_threads
+
+            set_torch_threads(args.threads)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("napari-al: interrupted", file=sys.stderr)
@@ -583,7 +558,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"napari-al: error: {message}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""What every ``napari-al`` command shares: the one-line error, the parser, progress bars,
+opening a project."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+FORMATS_IN = ("voc", "coco", "yolo", "images")
+FORMATS_OUT = ("voc", "coco", "yolo")
+
+
+class CliError(Exception):
+    """An error reported to the user as one line, exiting non-zero."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (``napari-al train: error: ...``), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        import difflib
+        import re
+
+        bad = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if bad:
+            choices = re.findall(r"'([^']*)'", bad.group(2))
+            close = difflib.get_close_matches(bad.group(1), choices, n=1)
+            if close:
+                message = f"{message}; did you mean {close[0]!r}?"
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def progress_bar(desc: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A tqdm progress callback ``(done, total)`` and a function that closes the bar."""
+    from tqdm import tqdm
+
+    bar: dict[str, tqdm] = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in bar:
+            bar["bar"] = tqdm(
+                total=total, desc=desc, unit="img", file=sys.stderr, leave=False, mininterval=0.5
+            )
+        b = bar["bar"]
+        b.total = total
+        b.update(done - b.n)
+
+    def close() -> None:
+        if "bar" in bar:
+            bar["bar"].close()
+
+    return update, close
+
+
+def open_store(project: str):
+    from napari_al.core.project import is_project
+    from napari_al.core.store import ProjectStore
+
+    path = Path(project)
+    if not is_project(path):
+        raise CliError(f"{path}: not a napari-al project (run 'napari-al init {path}' first)")
+    return ProjectStore.open(path)
+
+
+def user_message(exc: BaseException) -> str | None:
+    """The one-line message for an error the user can act on, or ``None`` for a bug.
+
+    User errors: :class:`CliError`, OSError (a file missing, denied, a full disk), the store's,
+    the formats' and the image reader's errors, the workflow's (no classes, nothing to train
+    or evaluate on, a bad setting or device) and an unknown strategy name.
+    """
+    known: list[type[BaseException]] = [CliError, OSError]  # files: missing, denied, full
+    for module, name in (
+        ("napari_al.core.store", "StoreError"),
+        ("napari_al.core.formats", "FormatError"),
+        ("napari_al.core.images", "ImageReadError"),
+        ("napari_al.core.workflow.errors", "WorkflowError"),
+        ("napari_al.core.scoring.registry", "StrategyError"),
+    ):
+        try:
+            known.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            continue
+    return str(exc) if isinstance(exc, tuple(known)) else None

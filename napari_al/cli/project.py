@@ -1,0 +1,157 @@
+"""The project's data commands: init, import, export, add-class, info (no model involved)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from napari_al.cli.common import CliError, open_store, progress_bar
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from napari_al.core.project import is_project
+    from napari_al.core.store import ProjectStore
+
+    path = Path(args.project)
+    if is_project(path):
+        raise CliError(f"{path}: already a napari-al project")
+    with ProjectStore.create(path) as store:
+        print(f"created project {path}")
+        first_import(store, path)
+    return 0
+
+
+def first_import(store, path: Path) -> None:
+    """Import a new project's folder (its images, and a VOC or YOLO folder's labels)."""
+    from napari_al.core.project import import_folder
+
+    update, close = progress_bar("importing")
+    try:
+        summary = import_folder(store, path, progress=update)
+    finally:
+        close()
+    if summary is not None:
+        _print_import(summary, path)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from napari_al.core.project import import_into
+
+    options: dict[str, str] = {}
+    for flag, key, fmt in (("image_root", "image_root", "coco"), ("images", "image_dir", "voc")):
+        if getattr(args, flag, None):
+            if args.format != fmt:
+                raise CliError(f"--{flag.replace('_', '-')} applies to --format {fmt} only")
+            options[key] = getattr(args, flag)
+    with open_store(args.project) as store:
+        update, close = progress_bar("importing")
+        try:
+            dataset, summary = import_into(
+                store,
+                Path(args.path),
+                args.format,
+                strict=not args.skip_bad,
+                progress=update,
+                **options,
+            )
+        finally:
+            close()
+    _print_import(summary, Path(args.path), n_read=len(dataset.images))
+    return 0
+
+
+def _print_import(summary: dict, source: Path, n_read: int | None = None) -> None:
+    """What an import added, and every image or file it left out, and why (stderr)."""
+    for line in summary.get("warnings", []):
+        print(f"warning: {line}", file=sys.stderr)
+    added, boxes = summary["images_added"], summary["boxes_added"]
+    line = f"imported {added} images and {boxes} boxes from {source}"
+    if summary.get("images_labelled"):
+        line += (
+            f"; {summary['images_labelled']} of the images were already in the project, "
+            "unreviewed, and now have their labels"
+        )
+    if summary.get("ignore_regions_added"):
+        line += f"; {summary['ignore_regions_added']} ignore regions"
+    if n_read == 0:
+        line += " (it holds no image)"
+    print(line)
+    if summary.get("partial"):
+        print(
+            f"warning: {summary['partial']} images lost objects that could not be read; they are "
+            "partly reviewed, so their unlabelled area is not taken as background",
+            file=sys.stderr,
+        )
+    groups: dict[str, list[dict]] = {}
+    for item in summary.get("left_out", []):
+        groups.setdefault(item["reason"], []).append(item)
+    for reason, items in groups.items():
+        n, lost = len(items), sum(i["boxes"] for i in items)
+        boxes_note = f"; their {lost} boxes in the dataset were not imported" if lost else ""
+        print(
+            f"warning: left out {n} image{'s' if n != 1 else ''} {reason} "
+            f"(e.g. {items[0]['path']}){boxes_note}",
+            file=sys.stderr,
+        )
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from napari_al.core.project import export_dataset
+
+    if args.copy_images and args.format == "coco":
+        raise CliError("--copy-images applies to --format voc and yolo only")
+    with open_store(args.project) as store:
+        try:
+            dataset = export_dataset(
+                store,
+                Path(args.out),
+                args.format,
+                overwrite=args.force,
+                only_reviewed=not args.all,
+                copy_images=True if args.copy_images else None,
+            )
+        except FileExistsError as exc:
+            target = exc.filename or str(exc).split(":")[0]
+            raise CliError(f"{target} already exists; pass --force to overwrite it") from exc
+    for line in dataset.warnings:
+        print(f"note: {line}", file=sys.stderr)
+    print(f"exported {len(dataset.images)} images and {dataset.n_boxes} boxes to {args.out}")
+    if not dataset.images and not args.all:
+        print(
+            "no image is marked complete yet: only complete images are exported "
+            "(--all exports every image with its human labels)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_add_class(args: argparse.Namespace) -> int:
+    with open_store(args.project) as store:
+        have = {c.name for c in store.classes()}
+        new = [n for n in dict.fromkeys(n.strip() for n in args.names) if n and n not in have]
+        with store.transaction():  # one commit for all names
+            for name in new:
+                store.add_class(name)
+        names = [c.name for c in store.classes()]
+    kept = sorted(set(args.names) & have)
+    note = f" ({', '.join(kept)} already there)" if kept else ""
+    print(f"added {len(new)} classes{note}; the project's classes: {', '.join(names)}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with open_store(args.project) as store:
+        info = store.info()
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return 0
+    print(f"project: {Path(args.project).resolve()}")
+    for key in ("images", "boxes"):
+        print(f"{key}: {info[key]}")
+    print(f"classes: {', '.join(info['classes']) or '(none)'}")
+    for key in ("images_by_split", "images_by_review_state", "boxes_by_status", "boxes_by_class"):
+        parts = ", ".join(f"{k} {v}" for k, v in sorted(info[key].items()))
+        print(f"{key.replace('_', ' ')}: {parts or '-'}")
+    return 0

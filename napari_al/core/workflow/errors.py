@@ -1,0 +1,17 @@
+"""The workflow's error types: what a person can act on, as opposed to a bug.
+
+Front ends show these as one line (the CLI's ``napari-al: error: ...``, a message in the
+widget); any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class WorkflowError(ValueError):
+    """A step cannot run for a reason the user can fix: the project has no classes, nothing
+    to train or evaluate on, a device or weights file that cannot be used, a bad setting."""
+
+
+class SettingsError(WorkflowError):
+    """A setting's value is outside its range or not one of its choices; the message names
+    the field and the value."""

@@ -1,0 +1,181 @@
+"""A user's mistake is one line naming the fix, never a traceback (issue 16 item 15).
+
+Every input is generated here; none of these tests trains a model.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from napari_al.cli import main
+from napari_al.core.store import ProjectStore
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(err: str) -> str:
+    """The error line of stderr, checked to be the only one and no traceback."""
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("detector:")]
+    assert len(lines) == 1, err
+    assert "error: " in lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def labelled(tmp_path: Path) -> Path:
+    """A project with one class and two complete images in train (no model)."""
+    from napari_al.core.data import BoxRecord, Dataset, ImageRecord
+
+    project = tmp_path / "proj"
+    recs = []
+    for i in range(2):
+        path = project / f"im{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (64, 48), (i * 80, 100, 50)).save(path)
+        recs.append(ImageRecord(path, 64, 48, [BoxRecord(2, 2, 20, 20, "cell")], "train", True))
+    with ProjectStore.create(project) as store:
+        store.import_dataset(Dataset(["cell"], recs))
+    return project
+
+
+@pytest.fixture
+def unlabelled(tmp_path: Path) -> Path:
+    """A project made from plain images: no class."""
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    for i in range(2):
+        Image.new("RGB", (64, 48), (i * 80, 100, 50)).save(folder / f"im{i}.png")
+    assert main(["init", str(folder)]) == 0
+    return folder
+
+
+def test_misspelled_strategy_suggests_the_nearest_name(labelled: Path, capsys) -> None:
+    code, _out, err = run(capsys, "rank", str(labelled), "--strategy", "entrpy")
+    line = one_line_error(err)
+    assert code == 1 and "unknown scorer 'entrpy' (did you mean 'entropy'?)" in line
+    code, _out, err = run(capsys, "rank", str(labelled), "--strategy", "entropy+missd")
+    assert code == 1 and "did you mean 'missed'?" in one_line_error(err)
+    code, _out, err = run(capsys, "rank", str(labelled), "--strategy", "entropy++margin")
+    assert code == 1 and "malformed strategy" in one_line_error(err)
+
+
+def test_unknown_arch_lists_the_architectures_without_torch(labelled: Path) -> None:
+    """``train --arch foo``: one line listing the architectures, exit 2, torch never loaded."""
+    code = (
+        "import sys\n"
+        "from napari_al.cli import main\n"
+        "try:\n"
+        f"    main(['train', {str(labelled)!r}, '--arch', 'fasterrcnn_mobilenet'])\n"
+        "except SystemExit as e:\n"
+        "    print('exit', e.code, 'torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "exit 2 False", proc.stdout + proc.stderr
+    line = one_line_error(proc.stderr)
+    assert "invalid choice: 'fasterrcnn_mobilenet'" in line
+    assert "fasterrcnn_mobilenet_v2_fpn" in line and "ssdlite320_mobilenet_v3_large" in line
+    assert "did you mean" in line
+
+
+def test_engine_builds_exactly_the_architectures_the_cli_offers() -> None:
+    from napari_al.core import engine
+    from napari_al.core.data import ARCHS
+
+    assert engine.ARCHS == ARCHS and ARCHS[0] == engine.DEFAULT_ARCH
+
+
+def test_coco_import_of_a_folder_names_its_json_files(tmp_path: Path, labelled: Path, capsys):
+    folder = tmp_path / "coco"
+    (folder / "annotations").mkdir(parents=True)
+    (folder / "annotations" / "instances_val.json").write_text(json.dumps({"images": []}))
+    Image.new("RGB", (8, 8)).save(folder / "a.png")
+    code, _out, err = run(capsys, "import", str(labelled), str(folder), "--format", "coco")
+    line = one_line_error(err)
+    assert code == 1 and "is a folder; COCO is one JSON file" in line
+    assert "annotations/instances_val.json" in line
+    (folder / "annotations" / "instances_val.json").unlink()
+    code, _out, err = run(capsys, "import", str(labelled), str(folder), "--format", "coco")
+    line = one_line_error(err)
+    assert "1 images and no JSON file" in line and "--format images" in line
+
+
+def test_round_commands_on_a_project_without_classes_say_how_to_add_one(
+    unlabelled: Path, capsys
+) -> None:
+    for command in ("predict", "train", "evaluate", "rank"):
+        code, _out, err = run(capsys, command, str(unlabelled))
+        line = one_line_error(err)
+        assert code == 1 and "no classes yet" in line, command
+        assert f"napari-al add-class {unlabelled} NAME" in line
+    code, out, _err = run(capsys, "add-class", str(unlabelled), "cell", "rbc", "cell")
+    assert code == 0 and "the project's classes: cell, rbc" in out
+    with ProjectStore.open(unlabelled) as store:
+        assert [c.name for c in store.classes()] == ["cell", "rbc"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["rank", "{p}", "--budget", "0"], "budget must be at least 1; got 0"),
+        (["train", "{p}", "--batch-size", "0"], "batch_size must be at least 1; got 0"),
+        (["train", "{p}", "--steps", "-5"], "steps must be at least 1; got -5"),
+        (["train", "{p}", "--lambda-d", "2"], "lambda_d must be at most 1.0; got 2.0"),
+        (["predict", "{p}", "--device", "gpu0"], "device 'gpu0' is not valid; expected cpu"),
+        (["predict", "{p}", "--min-size", "0"], "min_size must be at least 1; got 0"),
+        (["rank", "{p}", "--unit", "boxes"], "invalid choice: 'boxes'"),
+        (["trian", "{p}"], "did you mean 'train'?"),
+        (["train", "{p}", "--weights", "{p}/none.pth"], "none.pth"),
+    ],
+)
+def test_bad_values_are_one_line_errors(labelled: Path, capsys, argv, needle) -> None:
+    """Settings out of range or unknown are refused before any model is built."""
+    code, _out, err = run(capsys, *(a.format(p=labelled) for a in argv))
+    assert code in (1, 2) and needle in one_line_error(err)
+
+
+def test_a_damaged_checkpoint_or_weights_file_is_one_line(labelled: Path, capsys) -> None:
+    from napari_al.core.workflow import checkpoint_path
+
+    bad = labelled / "bad.pth"
+    bad.write_bytes(b"not a checkpoint at all")
+    code, _out, err = run(capsys, "train", str(labelled), "--weights", str(bad))
+    assert code == 1 and f"{bad}: cannot be used as" in one_line_error(err)
+    with ProjectStore.open(labelled) as store:
+        path = checkpoint_path(store, 1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"PK\x03\x04 truncated")
+        store.add_model_version(path, "fasterrcnn_mobilenet_v2_fpn")
+    code, _out, err = run(capsys, "predict", str(labelled))
+    line = one_line_error(err)
+    assert code == 1 and "model version 1 cannot be read from" in line and "restore" in line
+
+
+def test_evaluate_without_reviewed_images_is_one_line(labelled: Path, capsys) -> None:
+    code, _out, err = run(
+        capsys, "evaluate", str(labelled), "--split", "test", "--min-size", "64", "--device", "cpu"
+    )
+    assert code == 1 and "no reviewed images in split 'test'" in one_line_error(err)
+
+
+def test_file_system_errors_are_one_line(tmp_path: Path, labelled: Path, capsys) -> None:
+    """OSError (a path through a file, no permission, a full disk) is the user's to fix."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    code, _o, err = run(capsys, "export", str(labelled), str(blocker / "x"), "--format", "voc")
+    assert code == 1 and "a_file" in one_line_error(err)
+    code, _o, err = run(capsys, "init", str(blocker / "proj"))
+    assert code == 1 and "a_file" in one_line_error(err)
