@@ -59,7 +59,7 @@ def test_make_installs_cpu_torch_from_an_index_when_asked(tmp_path: Path) -> Non
     assert lines[first].endswith(
         f"--index-url https://download.pytorch.org/whl/cpu {' '.join(pins)}"
     )
-    assert first < next(i for i, ln in enumerate(lines) if "-e .[qt,testing]" in ln)
+    assert first < next(i for i, ln in enumerate(lines) if "-e .[qt,testing" in ln)
 
 
 def test_readme_states_the_install_size_and_the_cpu_only_install() -> None:

@@ -225,3 +225,14 @@ def test_labelling_effort_counts_only_boxes_that_teach(labelled_project: Path) -
         assert len(teaching) < len(boxes)  # the sample has labelled val/test images
         effort = workflow.labelling_effort(store)
     assert effort["boxes_annotated"] == len(teaching)
+
+
+def test_session_export_reaches_the_copied_yolo_layout(labelled_project: Path, tmp_path: Path):
+    """The notebook ``Session`` can ask for the Ultralytics layout (images/ + labels/)."""
+    from napari_al.gui.session import Session
+
+    with Session.open(labelled_project) as session:
+        out = session.export(tmp_path / "yolo", "yolo", copy_images=True)
+    assert out.images
+    assert (tmp_path / "yolo" / "images").is_dir() and (tmp_path / "yolo" / "labels").is_dir()
+    assert any((tmp_path / "yolo" / "images").rglob("*.jpg"))

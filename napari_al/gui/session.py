@@ -133,13 +133,27 @@ class Session:
         return workflow.evaluate_model(self.store, self.detector, split)
 
     def export(
-        self, out: str | Path, fmt: str = "coco", overwrite: bool = False, all_images: bool = False
+        self,
+        out: str | Path,
+        fmt: str = "coco",
+        overwrite: bool = False,
+        all_images: bool = False,
+        copy_images: bool | None = None,
     ) -> Any:
-        """Write the human labels (of complete images, unless ``all_images``) as VOC/COCO/YOLO."""
+        """Write the human labels (of complete images, unless ``all_images``) as VOC/COCO/YOLO.
+
+        ``copy_images`` (VOC, YOLO): copy the images into ``out`` (YOLO: the ``images/`` +
+        ``labels/`` layout Ultralytics trains on); None: only when two images share a file name.
+        """
         from napari_al.core.project import export_dataset
 
         return export_dataset(
-            self.store, Path(out), fmt, overwrite=overwrite, only_reviewed=not all_images
+            self.store,
+            Path(out),
+            fmt,
+            overwrite=overwrite,
+            only_reviewed=not all_images,
+            copy_images=copy_images,
         )
 
     def import_dataset(self, path: str | Path, fmt: str) -> dict[str, Any]:

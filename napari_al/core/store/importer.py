@@ -258,18 +258,6 @@ class ImportMixin(BoxesMixin):
         summary["images_labelled"] += 1
         return image_id
 
-    def _insert_ignore_region(
-        self, conn: sqlite3.Connection, image: ImageRow, xyxy: tuple[float, ...]
-    ) -> int:
-        """Add an ignore region inside the caller's transaction (unlogged: the import is)."""
-        x1, y1, x2, y2 = _check_xyxy(xyxy, image.width, image.height, "ignore region")
-        cur = conn.execute(
-            "INSERT INTO ignore_regions (image_id, x1, y1, x2, y2, created)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (image.id, x1, y1, x2, y2, self._now()),
-        )
-        return int(cur.lastrowid)
-
 
 def _image_rows(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
     return conn.execute(f"SELECT {_IMAGE_COLS} FROM images").fetchall()
