@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,3 +94,19 @@ def trained_template(labelled_template: Path, tmp_path_factory: pytest.TempPathF
 def trained_project(trained_template: Path, tmp_path: Path) -> Path:
     """A fresh copy of :func:`trained_template`."""
     return _copy(trained_template, tmp_path / "trained")
+
+
+@contextmanager
+def sql_commits(store: Any) -> Iterator[list[str]]:
+    """The COMMIT statements SQLite runs on a ProjectStore's connection inside the block."""
+    seen: list[str] = []
+
+    def trace(sql: str) -> None:
+        if sql.strip().upper().startswith("COMMIT"):
+            seen.append(sql)
+
+    store._conn.set_trace_callback(trace)
+    try:
+        yield seen
+    finally:
+        store._conn.set_trace_callback(None)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import sql_commits
 
 from napari_al.core.annotator import Annotator, Change, StaleCommand, same_state
 from napari_al.core.store import BoxRow, ProjectStore, StoreError
@@ -286,22 +285,6 @@ def test_group_is_all_or_nothing(store: ProjectStore) -> None:
 
 
 # -- one user action = one transaction = one logged action -------------------------------
-
-
-@contextmanager
-def sql_commits(store: ProjectStore) -> Iterator[list[str]]:
-    """The COMMIT statements SQLite runs on the store's connection inside the block."""
-    seen: list[str] = []
-
-    def trace(sql: str) -> None:
-        if sql.strip().upper().startswith("COMMIT"):
-            seen.append(sql)
-
-    store._conn.set_trace_callback(trace)
-    try:
-        yield seen
-    finally:
-        store._conn.set_trace_callback(None)
 
 
 def test_accept_on_an_unseen_image_is_one_commit_and_one_action(store: ProjectStore) -> None:

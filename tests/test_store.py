@@ -11,11 +11,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import sql_commits
 
 from napari_al.core import store as store_mod
 from napari_al.core.annotator import Annotator, StaleCommand
@@ -367,22 +366,6 @@ def test_kill_inside_a_transaction_leaves_nothing(project: Path) -> None:
 
 
 # -- transactions -------------------------------------------------------------------------
-
-
-@contextmanager
-def sql_commits(store: ProjectStore) -> Iterator[list[str]]:
-    """The COMMIT statements SQLite runs on the store's connection inside the block."""
-    seen: list[str] = []
-
-    def trace(sql: str) -> None:
-        if sql.strip().upper().startswith("COMMIT"):
-            seen.append(sql)
-
-    store._conn.set_trace_callback(trace)
-    try:
-        yield seen
-    finally:
-        store._conn.set_trace_callback(None)
 
 
 def test_transaction_commits_once(store: ProjectStore) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
 
 import torch
 
@@ -76,15 +75,9 @@ def autocast_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | 
     return None
 
 
-@contextlib.contextmanager
-def num_threads(n: int | None) -> Iterator[None]:
-    """Temporarily use ``n`` torch CPU threads (None: leave as is)."""
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(n)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+def num_threads(n: int | None) -> contextlib.AbstractContextManager[None]:
+    """Temporarily use ``n`` torch CPU threads (None: leave as is); process-wide, restored
+    after (:func:`napari_al.runtime.torch_threads`)."""
+    from napari_al.runtime import torch_threads
+
+    return torch_threads(n)
