@@ -243,7 +243,9 @@ def add_arguments(
     for f in dataclasses.fields(cls):
         if wanted is not None and f.name not in wanted:
             continue
-        help_text = f"{f.metadata.get('help', '')} (default: {f.default})"
+        help_text = str(f.metadata.get("help", ""))
+        if "default" not in help_text:  # a help that explains its default says it already
+            help_text += f" (default: {f.default})"
         if str(f.type) == "bool":
             parser.add_argument(_flag(f), dest=f.name, action="store_true", help=help_text)
             continue
