@@ -27,9 +27,12 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def one_line_error(err: str) -> str:
-    """The error line of stderr, checked to be the only one and no traceback."""
+    """The error line of stderr, checked to be the only one and no traceback (the detector
+    line and one-line warnings aside)."""
     assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("detector:")]
+    lines = [
+        ln for ln in err.splitlines() if ln.strip() and not ln.startswith(("detector:", "warning:"))
+    ]
     assert len(lines) == 1, err
     assert "error: " in lines[0]
     return lines[0]

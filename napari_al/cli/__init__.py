@@ -49,6 +49,12 @@ def _detector(store, args: argparse.Namespace):
         )
     detector = workflow.load_model(store, workflow.from_args(workflow.ModelSettings, args))
     print(f"detector: {workflow.describe(detector)}", file=sys.stderr)
+    if not detector.model_version and args.func is not cmd_train:
+        print(
+            "warning: the project has no trained model yet, so these results come from "
+            f"untrained detection heads (train first: napari-al train {args.project})",
+            file=sys.stderr,
+        )
     return detector
 
 
@@ -124,6 +130,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"to {outcome.checkpoint}"
         )
         if args.evaluate:
+            if not store.images(split="val", review_state="complete"):
+                print(
+                    "note: no reviewed val images, so no evaluation; the model is saved "
+                    f"(napari-al evaluate {args.project} --split SPLIT)",
+                    file=sys.stderr,
+                )
+                return 0
             return _print_eval(store, detector, "val", False)
     return 0
 
@@ -539,10 +552,22 @@ def _add_app_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_simulate)
 
 
+def _one_line_warnings() -> None:
+    """Python warnings (e.g. a multi-page TIFF read as its first page) as one line each on
+    stderr, ``warning: MESSAGE``, without the source line."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        print(f"warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``napari-al`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _one_line_warnings()
     try:
         if getattr(args, "threads", None) is not None:  # train, predict, evaluate, rank
             from napari_al.runtime import set_torch_threads

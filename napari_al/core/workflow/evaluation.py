@@ -67,9 +67,13 @@ def evaluate_model(
     index = {c.id: i for i, c in enumerate(classes)}
     rows = [r for r in store.images(split=split) if r.review_state == "complete"]
     if not rows:
+        others = sorted({r.split for r in store.images(review_state="complete")} - {split, "pool"})
+        hint = (
+            f" (this project has reviewed {', '.join(others)} images: choose one)" if others else ""
+        )
         raise WorkflowError(
             f"no reviewed images in split {split!r} to evaluate on: mark some {split} images "
-            "complete or import a labelled split"
+            f"complete or import a labelled split{hint}"
         )
     gts, preds = [], []
     for start in range(0, len(rows), batch_size):
