@@ -110,3 +110,19 @@ def sql_commits(store: Any) -> Iterator[list[str]]:
         yield seen
     finally:
         store._conn.set_trace_callback(None)
+
+
+@pytest.fixture
+def notes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every napari notification shown during the test, as (severity, message) (GUI tests)."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list[tuple[str, str]] = []
+
+    def record(event) -> None:  # type: ignore[no-untyped-def]
+        n = event if hasattr(event, "message") else event.value
+        seen.append((str(n.severity), str(n.message)))
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)

@@ -34,22 +34,6 @@ def project(labelled_project: Path) -> Path:
 
 
 @pytest.fixture
-def notes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    """Every napari notification shown during the test, as (severity, message)."""
-    from napari.utils.notifications import notification_manager
-
-    seen: list[tuple[str, str]] = []
-
-    def record(event) -> None:  # type: ignore[no-untyped-def]
-        n = event if hasattr(event, "message") else event.value
-        seen.append((str(n.severity), str(n.message)))
-
-    notification_manager.notification_ready.connect(record)
-    yield seen
-    notification_manager.notification_ready.disconnect(record)
-
-
-@pytest.fixture
 def widget(make_napari_viewer, project: Path, qtbot):  # type: ignore[no-untyped-def]
     from napari_al.gui.widget import ActiveLearningWidget
 
