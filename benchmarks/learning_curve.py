@@ -45,6 +45,14 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+def _stages(text: str) -> int | None:
+    """A ``--trainable`` variant: "default" (the detector's default), "all" or 0-5."""
+    text = text.strip()
+    if text == "default":
+        return None
+    return 5 if text == "all" else int(text)
+
+
 def _load(data: Path) -> tuple[list[str], list[Any], list[Any]]:
     from napari_al.core.formats import read_dataset
 
@@ -91,11 +99,18 @@ def _cell(job: dict[str, Any]) -> dict[str, Any]:
         rpn_proposals_train=job["rpn_train"],
         rpn_proposals_test=job["rpn_test"],
         box_batch_size_per_image=job["roi_batch"],
+        trainable_backbone_layers=job["trainable"],
     )
     t0 = time.perf_counter()
     extra = {"lr": job["lr"]} if job["lr"] else {}
     res = train(
-        det, examples, steps=job["steps"], batch_size=job["batch"], seed=job["seed"], **extra
+        det,
+        examples,
+        steps=job["steps"],
+        batch_size=job["batch"],
+        seed=job["seed"],
+        augment=job["augment"],
+        **extra,
     )
     train_s = time.perf_counter() - t0
     test_imgs = [load_rgb(r.path) for r in test_recs]
@@ -112,7 +127,10 @@ def _cell(job: dict[str, Any]) -> dict[str, Any]:
     ev = evaluate(gts, preds, classes)
     boxes = sum(len(r.boxes) for r in chosen)
     return {
-        **{k: job[k] for k in ("weights", "images", "steps", "size", "seed", "lr")},
+        **{
+            k: job[k]
+            for k in ("weights", "images", "steps", "size", "seed", "lr", "augment", "trainable")
+        },
         "boxes": boxes,
         "draw_s": boxes * CostModel().draw_s,
         "map50": float(ev.map50),
@@ -137,6 +155,18 @@ def main(argv: list[str] | None = None) -> int:
         "--weights",
         default="auto",
         help="weight sources, comma-separated: auto, imagenet, coco-mnv2, torchvision-coco, FILE",
+    )
+    p.add_argument(
+        "--augment",
+        action="append",
+        default=None,
+        help="training augmentations, e.g. hflip,vflip,scale=0.25,colour=0.2 (repeat the flag "
+        "for variants; default: hflip)",
+    )
+    p.add_argument(
+        "--trainable",
+        default="default",
+        help="backbone stages trained, comma-separated variants (0-5, all, default)",
     )
     p.add_argument("--rpn-train", type=int, default=300)
     p.add_argument("--rpn-test", type=int, default=100)
@@ -163,14 +193,18 @@ def main(argv: list[str] | None = None) -> int:
             "roi_batch": args.roi_batch,
             "device": args.device,
             "threads": args.threads,
+            "augment": aug,
+            "trainable": tr,
         }
-        for w, z, s, n, seed, lr in itertools.product(
+        for w, z, s, n, seed, lr, aug, tr in itertools.product(
             [x.strip() for x in args.weights.split(",") if x.strip()],
             args.sizes,
             args.steps,
             args.images,
             range(args.seeds),
             [float(x) for x in args.lrs.split(",") if x.strip()] or [None],
+            args.augment or ["hflip"],
+            [_stages(x) for x in args.trainable.split(",") if x.strip()],
         )
     ]
     # the longest cells first, so the workers finish together
@@ -197,17 +231,29 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"\n{len(rows)} cells in {wall:.0f} s on {rows[0]['device'] if rows else '?'}\n")
     print(
-        "| weights | input | steps | lr | images | boxes | drawing s | mAP@0.5 (mean +- sd) | AP "
-        "| s/step |"
+        "| weights | input | steps | lr | augment | stages | images | boxes | drawing s "
+        "| mAP@0.5 (mean +- sd) | AP | s/step |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    key = lambda r: (r["weights"], r["size"], r["steps"], r["lr"] or 0, r["images"])  # noqa: E731
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def key(r: dict[str, Any]) -> tuple:
+        return (
+            r["weights"],
+            r["size"],
+            r["steps"],
+            r["lr"] or 0,
+            r["augment"],
+            -1 if r["trainable"] is None else r["trainable"],
+            r["images"],
+        )
+
     for k, grp in itertools.groupby(sorted(rows, key=key), key=key):
         g = list(grp)
         m = [r["map50"] for r in g]
         sd = statistics.stdev(m) if len(m) > 1 else 0.0
         print(
             f"| {k[0]} | {k[1]} | {k[2]} | {k[3] or 'default'} | {k[4]} | "
+            f"{'default' if k[5] < 0 else k[5]} | {k[6]} | "
             f"{statistics.mean(r['boxes'] for r in g):.0f} | "
             f"{statistics.mean(r['draw_s'] for r in g):.0f} | {statistics.mean(m):.3f} +- "
             f"{sd:.3f} | {statistics.mean(r['map'] for r in g):.3f} | "

@@ -612,3 +612,19 @@ def test_a_ranking_from_the_cli_is_listed_after_a_restart(  # type: ignore[no-un
         assert QuerySettings().budget  # the defaults the widget starts from exist
     finally:
         w.close_project()
+
+
+def test_the_augment_field_takes_only_valid_augmentations(widget, qtbot) -> None:  # type: ignore[no-untyped-def]
+    """The Train section's Augment field: a validator refuses unknown names as they are typed,
+    and what it holds reaches the training settings."""
+    edit = widget.train_section.augment_edit
+    assert widget.train_section.params().augment == "hflip"
+    edit.clear()
+    qtbot.keyClicks(edit, "hflip,vflip,rot")
+    assert edit.text() == "hflip,vflip,"  # "r", "o" and "t" refused
+    assert widget.train_section.params().augment == "hflip,vflip"
+    edit.clear()
+    qtbot.keyClicks(edit, "scale=0.3,colour=0.2")
+    assert widget.train_section.params().augment == "scale=0.3,colour=0.2"
+    edit.clear()
+    assert widget.train_section.params().augment == "none"

@@ -167,6 +167,8 @@ class SimConfig:
     #: Loss weight of background on partly reviewed images (1: as on complete images).
     partial_background_weight: float = 1.0
     lr: float | None = None
+    #: Training augmentations (``TrainSettings.augment``; None: the workflow's default).
+    augment: str | None = None
     arch: str = "fasterrcnn_mobilenet_v2_fpn"
     #: Weight source of every new detector (imagenet, coco-mnv2, torchvision-coco or a file;
     #: None: the architecture's default, imagenet for the default one).
@@ -249,6 +251,7 @@ RESULT_KEYS = (
     "noisy_min_score",
     "partial_background_weight",
     "lr",
+    "augment",
     "arch",
     "weights",
     "min_size",

@@ -234,6 +234,7 @@ class SimProject:
         """Continue fine-tuning ``detector`` on the project's labels
         (:func:`napari_al.core.workflow.train_model`), keeping the newest checkpoints."""
         cfg = self.config
+        extra = {} if cfg.augment is None else {"augment": cfg.augment}
         settings = workflow.TrainSettings(
             steps=steps,
             batch_size=cfg.batch_size,
@@ -242,6 +243,7 @@ class SimProject:
             seed=seed,
             noisy_min_score=cfg.noisy_min_score,
             partial_background_weight=cfg.partial_background_weight,
+            **extra,
         )
         outcome = workflow.train_model(self.store, detector, settings)
         if outcome.model_version is None:

@@ -16,7 +16,8 @@ rejected boxes are not used (unlabeled area is background anyway), and ignore re
 
 Optimisation: SGD (momentum 0.9, weight decay 1e-4), one-cycle learning rate up to ``lr``
 (0.005), gradient-norm clipping at 10 (a peak lr of 0.01 without clipping diverged on BCCD),
-horizontal flips. Seeded: the same seed on the CPU gives identical weights.
+left-right flips (more augmentations: :mod:`napari_al.core.engine.augment`). Seeded: the same
+seed on the CPU gives identical weights.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from napari_al.core.engine.augment import Augmentation, Flip, apply_colour
 from napari_al.core.engine.detector import Detector
 from napari_al.core.engine.device import autocast_dtype, num_threads
 from napari_al.core.engine.inference import image_to_tensor, load_image
@@ -147,24 +149,21 @@ def _clean(boxes: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return b[keep], keep
 
 
-def _flip_boxes(b: np.ndarray, w: int) -> np.ndarray:
-    out = b.copy()
-    out[:, 0] = w - b[:, 2]
-    out[:, 2] = w - b[:, 0]
-    return out
-
-
 def make_target(
     example: TrainingExample,
     image: np.ndarray,
     *,
     lambda_d: float = LAMBDA_D,
-    flip: bool = False,
+    flip: bool | Flip = False,
     partial_background_weight: float = 1.0,
     two_stage: bool = True,
     device: torch.device | str = "cpu",
+    colour_jitter: torch.nn.Module | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The image tensor and torchvision target (1-based labels) for one example.
+
+    ``flip``: True flips left-right; a :class:`~napari_al.core.engine.augment.Flip` says which
+    axes. ``colour_jitter`` (``Augmentation.colour_jitter()``) is applied to the image tensor.
 
     Two-stage targets also carry ``weights``, ``bg_boxes``, ``ignore`` and ``bg_weight`` (the
     weight of background anchors/proposals: 1 on complete images, ``partial_background_weight``
@@ -176,11 +175,10 @@ def make_target(
     weights = example.box_weights(lambda_d)[keep]
     bg, _ = _clean(example.background_boxes, h, w)
     ign, _ = _clean(example.ignore_regions, h, w)
-    img = image
-    if flip:
-        img = image[:, ::-1]
-        boxes, bg, ign = _flip_boxes(boxes, w), _flip_boxes(bg, w), _flip_boxes(ign, w)
-    tensor = image_to_tensor(np.ascontiguousarray(img))
+    how = flip if isinstance(flip, Flip) else Flip(horizontal=bool(flip))
+    img = how.image(image)
+    boxes, bg, ign = (how.boxes(b, h, w) for b in (boxes, bg, ign))
+    tensor = apply_colour(colour_jitter, image_to_tensor(np.ascontiguousarray(img)))
     dev = torch.device(device)
     if not two_stage:
         sel = weights > 0
@@ -215,9 +213,10 @@ def compute_losses(
     examples: Sequence[TrainingExample],
     *,
     lambda_d: float = LAMBDA_D,
-    flips: Sequence[bool] | None = None,
+    flips: Sequence[bool | Flip] | None = None,
     partial_background_weight: float = 1.0,
     images: Sequence[np.ndarray] | None = None,
+    colour_jitter: torch.nn.Module | None = None,
 ) -> dict[str, Tensor]:
     """The loss terms of one batch (model in training mode, gradients enabled)."""
     imgs, targets = [], []
@@ -227,10 +226,11 @@ def compute_losses(
             ex,
             image,
             lambda_d=lambda_d,
-            flip=bool(flips[i]) if flips is not None else False,
+            flip=flips[i] if flips is not None else False,
             partial_background_weight=partial_background_weight,
             two_stage=detector.two_stage,
             device=detector.device,
+            colour_jitter=colour_jitter,
         )
         imgs.append(t)
         targets.append(tgt)
@@ -272,28 +272,25 @@ def _scheduler(
 
 class _Batches:
     """Batches of example indices drawn from seeded permutations of the usable examples (always
-    full, wrapping across epochs), each with its random horizontal flips."""
+    full, wrapping across epochs), each with its random flips."""
 
-    def __init__(self, usable: list[int], batch_size: int, seed: int, augment_flip: bool) -> None:
+    def __init__(
+        self, usable: list[int], batch_size: int, seed: int, augmentation: Augmentation
+    ) -> None:
         self.usable = usable
         self.batch_size = batch_size
-        self.augment_flip = augment_flip
+        self.augmentation = augmentation
         self.gen = torch.Generator().manual_seed(int(seed))
         self.order: list[int] = []
 
-    def next(self) -> tuple[list[int], list[bool]]:
-        """The next batch of example indices and whether to flip each."""
+    def next(self) -> tuple[list[int], list[Flip]]:
+        """The next batch of example indices and how to flip each."""
         while len(self.order) < self.batch_size:
             perm = torch.randperm(len(self.usable), generator=self.gen)
             self.order.extend(self.usable[j] for j in perm)
         batch = self.order[: self.batch_size]
         self.order = self.order[self.batch_size :]
-        flips = (
-            (torch.rand(len(batch), generator=self.gen) < 0.5).tolist()
-            if self.augment_flip
-            else [False] * len(batch)
-        )
-        return batch, flips
+        return batch, self.augmentation.draw(len(batch), self.gen)
 
 
 class _Optimiser:
@@ -358,6 +355,7 @@ def _run_steps(
     *,
     lambda_d: float,
     partial_background_weight: float,
+    colour_jitter: torch.nn.Module | None,
     progress: TrainProgress | None,
     should_stop: Callable[[], bool] | None,
 ) -> _Run:
@@ -380,6 +378,7 @@ def _run_steps(
                 flips=flips,
                 partial_background_weight=partial_background_weight,
                 images=[cache.get(i, examples[i]) for i in batch],
+                colour_jitter=colour_jitter,
             )
             loss = sum(v.float() for v in loss_dict.values())
             if not torch.isfinite(loss):
@@ -421,6 +420,7 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     augment_flip: bool = True,
     *,
+    augment: Augmentation | str | None = None,
     momentum: float = 0.9,
     weight_decay: float = 1e-4,
     clip_norm: float = CLIP_NORM,
@@ -437,6 +437,9 @@ def train(
     ``should_stop()`` is checked before every step (a cancel stops within one step); a
     non-finite loss or gradient stops the run and restores the last weights that gave a finite
     loss. The detector is left in eval mode.
+
+    ``augment`` (an :class:`~napari_al.core.engine.augment.Augmentation` or its text, e.g.
+    ``"hflip,vflip,scale=0.25"``) replaces ``augment_flip`` (left-right flips only) when given.
     """
     t0 = time.perf_counter()
     usable = [i for i, ex in enumerate(examples) if ex.informative]
@@ -454,10 +457,20 @@ def train(
     if from_scratch:
         detector.reset(seed)
     optimiser = _Optimiser(detector, total, lr, momentum, weight_decay, clip_norm)
-    batches = _Batches(usable, batch_size, seed, augment_flip)
+    if augment is None:
+        augmentation = Augmentation(hflip=augment_flip)
+    elif isinstance(augment, str):
+        augmentation = Augmentation.parse(augment)
+    else:
+        augmentation = augment
+    batches = _Batches(usable, batch_size, seed, augmentation)
     device = detector.device
     fork_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices), num_threads(threads):
+    with (
+        torch.random.fork_rng(devices=fork_devices),
+        num_threads(threads),
+        augmentation.scales(detector.model.transform),
+    ):
         torch.manual_seed(int(seed))
         run = _run_steps(
             detector,
@@ -469,6 +482,7 @@ def train(
             _ImageCache(image_cache_mb),
             lambda_d=lambda_d,
             partial_background_weight=partial_background_weight,
+            colour_jitter=augmentation.colour_jitter(),
             progress=progress,
             should_stop=should_stop,
         )

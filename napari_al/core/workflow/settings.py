@@ -35,6 +35,10 @@ AGGREGATIONS = ("sum", "mean", "max", "topk_mean")
 WEIGHT_SOURCES = ("imagenet", "coco-mnv2", "torchvision-coco")
 
 
+_AUGMENT_ONE = r"(hflip|vflip|scale(=0?\.[0-9]+|=0)?|colou?r(=0?\.[0-9]+|=1(\.0*)?|=0)?)"
+#: What ``TrainSettings.augment`` accepts (``napari_al.core.engine.augment.Augmentation.parse``).
+AUGMENT_PATTERN = rf"none|{_AUGMENT_ONE}( *, *{_AUGMENT_ONE})*"
+
 #: Devices a detector can run on (``cuda:N`` picks one GPU).
 DEVICE_PATTERN = r"(cpu|mps|cuda(:[0-9]+)?)"
 
@@ -159,6 +163,13 @@ class TrainSettings:
         1.0, "weight (0-1) of background loss on partly reviewed images", minimum=0.0, maximum=1.0
     )
     threads: int | None = _opt(None, "torch CPU threads for the run (default: torch's)", minimum=1)
+    augment: str = _opt(
+        "hflip",
+        "training augmentations, comma-separated: hflip, vflip (random flips), scale=F (input "
+        "size jitter +-F, F < 1), colour=F (brightness/contrast/saturation +-F); or none",
+        pattern=AUGMENT_PATTERN,
+        expected="e.g. hflip,vflip,scale=0.25,colour=0.2 (scale below 1, colour at most 1) or none",
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)

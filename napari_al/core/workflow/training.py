@@ -83,7 +83,10 @@ def train_model(
     snapshot = store.training_snapshot()
     effort = labelling_effort(store)
     examples = training_examples(store, snapshot, noisy_min_score=s.noisy_min_score)
-    kwargs: dict[str, Any] = {"partial_background_weight": s.partial_background_weight}
+    kwargs: dict[str, Any] = {
+        "partial_background_weight": s.partial_background_weight,
+        "augment": s.augment,
+    }
     if s.lr is not None:
         kwargs["lr"] = s.lr
     if s.threads is not None:

@@ -1,22 +1,27 @@
-"""The Train section: steps, lambda_d, from scratch; Retrain / Cancel, progress and loss curve."""
+"""The Train section: steps, lambda_d, augmentations, from scratch; Retrain / Cancel, progress
+and loss curve."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from qtpy.QtCore import QRegularExpression
+from qtpy.QtGui import QRegularExpressionValidator
 from qtpy.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QLabel,
+    QLineEdit,
     QProgressBar,
     QPushButton,
     QSpinBox,
 )
 
 from napari_al.core.workflow import Progress, TrainSettings
+from napari_al.core.workflow.settings import AUGMENT_PATTERN
 from napari_al.gui.sections.common import row
 
 PHASE_NAMES = {
@@ -49,6 +54,15 @@ class TrainSection(QGroupBox):
         self.lambda_spin.setValue(TrainSettings.lambda_d)
         self.lambda_spin.setToolTip("Weight of unverified predictions on partial images")
         form.addRow("lambda_d", self.lambda_spin)
+        self.augment_edit = QLineEdit(TrainSettings.augment)
+        self.augment_edit.setValidator(
+            QRegularExpressionValidator(QRegularExpression(f"({AUGMENT_PATTERN})?"))
+        )
+        self.augment_edit.setToolTip(
+            "Training augmentations, comma-separated: hflip, vflip (random flips), scale=F "
+            "(input size +-F), colour=F (brightness/contrast/saturation +-F), or none"
+        )
+        form.addRow("Augment", self.augment_edit)
         self.scratch_check = QCheckBox("from scratch (pretrained backbone, new heads)")
         form.addRow(self.scratch_check)
         self.retrain_button = QPushButton("Retrain")
@@ -72,6 +86,7 @@ class TrainSection(QGroupBox):
             steps=self.steps_spin.value(),
             lambda_d=self.lambda_spin.value(),
             from_scratch=self.scratch_check.isChecked(),
+            augment=self.augment_edit.text().strip().strip(",").strip() or "none",
         )
 
     def set_busy(self, busy: bool) -> None:
