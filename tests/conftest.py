@@ -126,3 +126,32 @@ def notes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     notification_manager.notification_ready.connect(record)
     yield seen
     notification_manager.notification_ready.disconnect(record)
+
+
+def tagged_image(
+    path: Path,
+    size: tuple[int, int] = (64, 48),
+    colour: tuple[int, int, int] = (10, 20, 30),
+    **save: Any,
+) -> Path:
+    """Write a plain ``size`` (width, height) image to ``path`` (format from the extension,
+    ``save`` options to Pillow) whose content depends on the path: the 32 bits of its CRC-32
+    are painted as white cells over ``colour`` (cells of up to 4 px, so they survive JPEG),
+    so no two generated files share their content. An import leaves out a file whose content
+    is already in the project; tests that mean different images must write different bytes.
+    """
+    import zlib
+
+    from PIL import Image
+
+    w, h = size
+    tag = zlib.crc32(str(path).encode())
+    im = Image.new("RGB", size, colour)
+    cell = max(1, min(w // 8, h // 4, 4))
+    for k in range(32):
+        x, y = (k % 8) * cell, (k // 8) * cell
+        if tag >> k & 1 and x < w and y < h:
+            im.paste((255, 255, 255), (x, y, min(x + cell, w), min(y + cell, h)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, **save)
+    return path

@@ -63,6 +63,18 @@ TEMPLATE = "template.png"  # in SOURCES_DIR, written by the parent (64x48)
 TEMPLATE_W, TEMPLATE_H = 64, 48
 
 
+def tag(path: Path, run: int, step: int) -> None:
+    """Make the copied template unique to its run and step (three pixels): an import leaves
+    out a file whose content is already in the project."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+    for k, value in enumerate((run % 256, step % 256, step // 256 % 256)):
+        im.putpixel((k, 0), (value, value, value))
+    im.save(path)
+
+
 def emit(record: dict) -> None:
     sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
     sys.stdout.flush()
@@ -121,6 +133,7 @@ def main() -> None:
         (folder / "JPEGImages").mkdir(parents=True)
         (folder / "Annotations").mkdir()
         shutil.copyfile(Path(sources) / TEMPLATE, folder / "JPEGImages" / "im.png")
+        tag(folder / "JPEGImages" / "im.png", run, step)
         names = [c.name for c in store.classes()]
         if rng.random() < 0.2:
             names.append(f"Cell{run}x{step}")  # the import adds a class

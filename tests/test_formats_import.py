@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from conftest import tagged_image
 
 from napari_al.core.data import BoxRecord, Dataset, ImageRecord
 from napari_al.core.project import export_dataset, import_into
@@ -20,9 +20,7 @@ from napari_al.core.store import ProjectStore
 
 
 def _jpeg(path: Path, w: int = 64, h: int = 48) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (w, h), (10, 20, 30)).save(path, quality=95)
-    return path
+    return tagged_image(path, (w, h), quality=95)  # its content depends on the path
 
 
 def _voc_object(name: str, box: tuple, difficult: int = 0) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tagged_image
 from PIL import Image
 
 from napari_al.core.formats import read_coco, read_voc, read_yolo
@@ -125,9 +126,7 @@ def test_exif_orientation_voc_coco_yolo(tmp_path: Path, orientation: int) -> Non
 
 
 def plain_jpeg(path: Path, w: int = 64, h: int = 48) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (w, h), (10, 20, 30)).save(path, quality=95)
-    return path
+    return tagged_image(path, (w, h), quality=95)  # its content depends on the path
 
 
 def test_voc_stale_filename_pairs_by_stem_and_warns(tmp_path: Path) -> None:

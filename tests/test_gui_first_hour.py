@@ -244,6 +244,31 @@ def test_plain_images_say_how_to_add_a_class(  # type: ignore[no-untyped-def]
     w.close_project()
 
 
+def test_opening_a_folder_names_the_copies_and_broken_files_it_left_out(  # type: ignore[no-untyped-def]
+    make_napari_viewer, tmp_path: Path, notes, qtbot
+) -> None:
+    """The widget's Open on a new folder: a copy of an image and a cut JPEG are left out of the
+    first import, each named in a warning with why."""
+    import shutil
+
+    from PIL import Image
+
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    Image.fromarray(np.full((60, 80, 3), 90, np.uint8)).save(folder / "p0.png")
+    shutil.copyfile(folder / "p0.png", folder / "p1.png")
+    noise = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / "cut.jpg", quality=90)
+    data = (folder / "cut.jpg").read_bytes()
+    (folder / "cut.jpg").write_bytes(data[: len(data) // 2])
+    _, w = open_widget(make_napari_viewer, folder)
+    assert [Path(r.path).name for r in w.store.images()] == ["p0.png"]
+    warnings = [m for s, m in notes if s == "warning"]
+    assert "left out p1.png: same content as p0.png, earlier in this import" in warnings, notes
+    assert any(m.startswith("left out cut.jpg: image data is truncated") for m in warnings)
+    w.close_project()
+
+
 # -- warnings in the person's words -------------------------------------------------------------
 
 

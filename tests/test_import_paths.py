@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from conftest import tagged_image
 
 from napari_al.cli import main
 from napari_al.core.data import BoxRecord, Dataset, ImageRecord
@@ -24,9 +24,8 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def image(path: Path, size: tuple[int, int] = (64, 48), colour: int = 90) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, (colour, 200 - colour, 50)).save(path)
-    return path
+    """An image whose content depends on its path (and ``colour``): no two are the same."""
+    return tagged_image(path, size, (colour, 200 - colour, 50))
 
 
 def voc_xml(filename: str, objects: list[tuple], size: tuple[int, int] = (64, 48)) -> str:

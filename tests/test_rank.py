@@ -19,13 +19,17 @@ TINY = ["--min-size", "128", "--max-size", "160", "--device", "cpu"]
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Path:
-    """The BCCD sample as labelled train/val images plus 4 unlabelled pool images."""
+    """The BCCD sample as labelled train/val images plus 4 unlabelled pool images (mirror
+    images of four of them: a byte-for-byte copy would be left out of the import)."""
+    from PIL import Image
+
     root = tmp_path_factory.mktemp("rank")
     proj = root / "proj"
     pool = root / "pool"
     pool.mkdir()
     for p in sorted((sample_dir / "JPEGImages").glob("*.jpg"))[:4]:
-        shutil.copy(p, pool / f"pool_{p.name}")
+        with Image.open(p) as im:
+            im.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(pool / f"pool_{p.name}")
     assert main(["init", str(proj)]) == 0
     assert main(["import", str(proj), str(sample_dir), "--format", "voc"]) == 0
     assert main(["import", str(proj), str(pool), "--format", "images"]) == 0
@@ -127,18 +131,20 @@ def test_box_level_never_asks_again_about_a_judged_object(project: Path, capsys)
 
 
 def _project_with_a_broken_image(tmp_path: Path, sample_dir: Path) -> tuple[Path, list[Path]]:
-    """Two good sample images and ``broken.jpg`` (header fine, pixels cut) in a new project
-    with one class; returns the project and the good images."""
+    """Two good sample images and ``broken.jpg`` (header fine, pixels cut after it joined the
+    project: an import leaves out a file already cut) in a new project with one class;
+    returns the project and the good images."""
     pool = tmp_path / "pool"
     pool.mkdir()
     jpgs = sorted((sample_dir / "JPEGImages").glob("*.jpg"))
     for p in jpgs[:2]:
         shutil.copy(p, pool / p.name)
     data = jpgs[2].read_bytes()
-    (pool / "broken.jpg").write_bytes(data[: len(data) // 3])
+    (pool / "broken.jpg").write_bytes(data)
     proj = tmp_path / "proj"
     assert main(["init", str(proj)]) == 0
     assert main(["import", str(proj), str(pool), "--format", "images"]) == 0
+    (pool / "broken.jpg").write_bytes(data[: len(data) // 3])
     with ProjectStore.open(proj) as store:
         store.add_class("RBC")
     return proj, jpgs[:2]

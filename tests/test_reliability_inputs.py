@@ -19,8 +19,13 @@ COCO and YOLO annotations. Each case goes through the real import path,
 - ``fatal``: a structural problem (the file list itself is unusable): refused in both modes;
 - ``repair``: imported in both modes with the documented repair reported;
 - ``ok``: a valid but unusual image: imported, and it reads as (H, W, 3) uint8 for the model;
-- ``deferred``: the header is fine, the pixel data is not. Import reads headers only (fast for
-  big datasets), so the image is imported; opening it (napari, training, scoring) raises
+- ``left-out``: the header is fine, the pixel data is cut or corrupt. The import's cheap pixel
+  check (:func:`~napari_al.core.images.check_pixels`) finds it: the import goes on without it
+  and names it in ``summary["left_out"]`` with the problem; opening it raises
+  :class:`~napari_al.core.images.ImageReadError` naming the file and the problem;
+- ``deferred``: the pixel data decodes, but not into a usable image (an unsupported channel
+  layout, a deflate stream shorter than its header claims: the import's check does not
+  inflate a PNG), so the image is imported; opening it (napari, training, scoring) raises
   :class:`~napari_al.core.images.ImageReadError` naming the file and the problem.
 """
 
@@ -41,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from conftest import tagged_image
 from PIL import Image
 
 from napari_al import cli
@@ -176,10 +182,11 @@ IMAGE_KINDS: dict[str, tuple[str, Callable[[], bytes], str, tuple[str, ...]]] = 
     "huge-bmp": (".bmp", lambda: bmp_header(40_000, 2), "error", ("40000x2 px",)),
     "bomb-png": (".png", lambda: png_header(19_000, 19_000), "error", ("too many pixels",)),
     "zero-size-tif": (".tif", lambda: tiff_header(0, 10), "error", ("invalid image size 0x10",)),
-    # headers fine, pixel data broken: found when the image is opened
-    "trunc-data-jpg": (".jpg", _bccd_cut, "deferred", ("truncated or corrupt",)),
-    "trunc-data-png": (".png", _png_cut, "deferred", ("truncated or corrupt",)),
-    "trunc-data-tif": (".tif", _tiff_data_cut, "deferred", ("not a readable TIFF",)),
+    # headers fine, pixel data cut: found by the import's pixel check, left out
+    "trunc-data-jpg": (".jpg", _bccd_cut, "left-out", ("truncated or corrupt",)),
+    "trunc-data-png": (".png", _png_cut, "left-out", ("truncated or corrupt",)),
+    "trunc-data-tif": (".tif", _tiff_data_cut, "left-out", ("image data is truncated",)),
+    # pixel data decodes but is not a usable image: found when the image is opened
     "two-channel-tif": (
         ".tif",
         lambda: _tiff(
@@ -262,9 +269,8 @@ def write_image(path: Path, kind: str) -> Path:
 
 
 def good_png(path: Path, w: int = W, h: int = H) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (w, h), (10, 20, 30)).save(path)
-    return path
+    """A valid PNG whose content depends on its path (an import leaves out a copy)."""
+    return tagged_image(path, (w, h))
 
 
 # ---- dataset builders ----------------------------------------------------------------------
@@ -431,12 +437,12 @@ class Case:
     id: str
     fmt: str
     build: Callable[[Path], Path]
-    expect: str  # error | fatal | repair | ok | deferred
+    expect: str  # error | fatal | repair | ok | left-out | deferred
     parts: tuple[str, ...]  # words the message must contain (the file first)
     good: tuple[str, ...] = ()  # files (relative to the dataset root) always imported
     bad: str | None = None  # file that must NOT be imported when skipped
     boxes: dict[str, list[tuple[float, ...]]] | None = None  # expected stored boxes per file
-    target: str | None = None  # the unusual image to open (expect ok / deferred)
+    target: str | None = None  # the unusual image to open (expect ok / left-out / deferred)
 
 
 CASES: list[Case] = []
@@ -449,7 +455,8 @@ def case(id_: str, fmt: str, build, expect: str, *parts: str, **kw) -> None:
 # images: every kind in a plain folder, the bad file skipped with strict=False
 for kind, (ext, _make, expect, words) in IMAGE_KINDS.items():
     name = f"sub/bad{ext}"
-    bad, target = (name, None) if expect == "error" else (None, name)
+    bad = name if expect in ("error", "left-out") else None
+    target = None if expect == "error" else name
     case(
         f"images/{kind}",
         "images",
@@ -1248,7 +1255,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     project = base / "project"
     with ProjectStore.create(project) as store:
         good_png(base / "imgs" / "x.png")
-        shutil.copyfile(SAMPLE_JPG, base / "imgs" / "y.jpg")
+        shutil.copyfile(SAMPLE_JPG.with_name("BloodImage_00011.jpg"), base / "imgs" / "y.jpg")
         src = base / "src"
         (src / "Annotations").mkdir(parents=True)
         (src / "JPEGImages").mkdir()
@@ -1298,7 +1305,7 @@ def run_case(c: Case, tmp: Path, template: Path, counts: dict[str, int]) -> list
         with ProjectStore.open(project) as store, warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # tifffile/pillow chatter
             try:
-                dataset, _summary = import_into(store, path, c.fmt, strict=strict)
+                dataset, summary = import_into(store, path, c.fmt, strict=strict)
             except USER_ERRORS as e:
                 error = e
             except Exception as e:  # a crash, not a message for the person
@@ -1339,6 +1346,15 @@ def run_case(c: Case, tmp: Path, template: Path, counts: dict[str, int]) -> list
             if not hit:
                 problems.append(f"{where}: no skip warning with {c.parts}: {dataset.warnings}")
             counts["skipped"] += 1
+        elif c.expect == "left-out":
+            hit = [
+                i
+                for i in summary["left_out"]
+                if i["path"].endswith(c.parts[0]) and all(p in i["detail"] for p in c.parts[1:])
+            ]
+            if not hit:
+                problems.append(f"{where}: not left out with {c.parts}: {summary['left_out']}")
+            counts["left_out"] += 1
         elif c.expect == "repair":
             hit = [w for w in dataset.warnings if all(p in w for p in c.parts)]
             if not hit:
@@ -1358,7 +1374,7 @@ def run_case(c: Case, tmp: Path, template: Path, counts: dict[str, int]) -> list
                 np.array(got).reshape(-1, 4), np.array(want).reshape(-1, 4)
             ):
                 problems.append(f"{where}: boxes of {rel} are {got}, expected {want}")
-    if c.expect in ("ok", "deferred"):
+    if c.expect in ("ok", "left-out", "deferred"):
         problems += check_reading(c, data, counts)
     if tree(data) != files_before:
         problems.append("the import wrote into the dataset folder")
@@ -1366,7 +1382,8 @@ def run_case(c: Case, tmp: Path, template: Path, counts: dict[str, int]) -> list
 
 
 def check_reading(c: Case, data: Path, counts: dict[str, int]) -> list[str]:
-    """ok: the image reads as the model's input; deferred: opening it gives a clear error."""
+    """ok: the image reads as the model's input; left-out, deferred: opening it gives a clear
+    error."""
     problems: list[str] = []
     rel = c.target
     if rel is None:
@@ -1385,7 +1402,7 @@ def check_reading(c: Case, data: Path, counts: dict[str, int]) -> list[str]:
                 counts["errors"] += 1
                 counts["deferred"] += 1
             return problems
-    if c.expect == "deferred":
+    if c.expect in ("left-out", "deferred"):
         problems.append(f"reading {rel} did not fail")
     elif arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
         problems.append(f"reading {rel} gave {arr.dtype} {arr.shape}")
@@ -1393,7 +1410,9 @@ def check_reading(c: Case, data: Path, counts: dict[str, int]) -> list[str]:
 
 
 def test_bad_input_corpus(tmp_path: Path, template: Path) -> None:
-    counts = dict.fromkeys(("tried", "errors", "skipped", "repairs", "deferred", "data_changed"), 0)
+    counts = dict.fromkeys(
+        ("tried", "errors", "skipped", "left_out", "repairs", "deferred", "data_changed"), 0
+    )
     failures: dict[str, list[str]] = {}
     for i, c in enumerate(CASES):
         problems = run_case(c, tmp_path / f"c{i:03d}", template, counts)
@@ -1405,7 +1424,8 @@ def test_bad_input_corpus(tmp_path: Path, template: Path) -> None:
     print(
         f"\nbad input corpus: inputs tried {counts['tried']} {by_expect}, errors raised "
         f"{counts['errors']} (of which found on opening the image {counts['deferred']}), "
-        f"skipped with a warning (strict=False) {counts['skipped']}, repairs {counts['repairs']}, "
+        f"skipped with a warning (strict=False) {counts['skipped']}, left out by the import's "
+        f"pixel check {counts['left_out']}, repairs {counts['repairs']}, "
         f"data changed {counts['data_changed']}"
     )
     assert not failures, "\n".join(f"{k}: {v}" for k, v in failures.items())

@@ -512,17 +512,19 @@ def test_annotations_during_rescoring_are_kept(baseline: Baseline, tmp_path: Pat
 def test_unreadable_pool_image_is_skipped_with_a_clear_message(
     baseline: Baseline, tmp_path: Path
 ) -> None:
-    """A pool image whose pixel data is corrupt (import reads headers only) is left out of
-    prediction and ranking, reported with a message naming the file; the rest of the pool is
-    still scored and nothing a person made changes."""
+    """A pool image whose pixel data became corrupt after it joined the project (an import
+    leaves out a file already corrupt) is left out of prediction and ranking, reported with a
+    message naming the file; the rest of the pool is still scored and nothing a person made
+    changes."""
     loop = _loop()
     project = fresh(baseline, tmp_path)
     bad = tmp_path / "pool2" / "cut.jpg"
     bad.parent.mkdir()
-    data = (SAMPLE / "JPEGImages" / "BloodImage_00007.jpg").read_bytes()
-    bad.write_bytes(data[: len(data) * 6 // 10])
+    data = (SAMPLE / "JPEGImages" / "BloodImage_00021.jpg").read_bytes()  # not in the project
+    bad.write_bytes(data)
     with ProjectStore.open(project) as store:
         import_into(store, bad.parent, "images")
+        bad.write_bytes(data[: len(data) * 6 // 10])
         human = [b.to_dict() for b in store.boxes(statuses=HUMAN_STATUSES)]
         detector = loop.load_model(store, _model())
         bad_id = store.image_by_path(bad).id

@@ -326,6 +326,31 @@ def test_ci_preset_outputs(ci_run) -> None:
     assert outputs.plot.is_file() and outputs.plot.stat().st_size > 1000
     text = outputs.summary.read_text()
     assert "Full-supervision mAP@0.5" in text and "| random-draw |" in text
+    assert not (outputs.csv.parent / f"{RESULTS_CSV}.lock").exists()  # cleaned up at the end
+
+
+def test_the_results_lock_file_goes_once_no_one_holds_it(tmp_path: Path) -> None:
+    from filelock import FileLock
+
+    from napari_al.simulation.results import append_result, remove_lock_file
+
+    csv_path = tmp_path / RESULTS_CSV
+    counts = ("boxes_drawn", "verifications", "class_changes", "images", "human_boxes")
+    row = {
+        "strategy": "random",
+        "seed": 0,
+        "round": 0,
+        "train_steps": 0,
+        **dict.fromkeys(counts, 0),
+    }
+    append_result(csv_path, row)
+    lock = tmp_path / f"{RESULTS_CSV}.lock"
+    assert lock.exists()
+    with FileLock(lock, timeout=0, thread_local=False):  # another run writing: kept
+        remove_lock_file(csv_path)
+        assert lock.exists()
+    remove_lock_file(csv_path)
+    assert not lock.exists() and len(read_results(csv_path)) == 1
 
 
 def test_ci_costs_add_up_from_the_action_log(ci_run) -> None:

@@ -88,7 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from napari_al.core import workflow
 
     settings = workflow.from_args(workflow.TrainSettings, args)
-    with open_store(args.project) as store:
+    with open_store(args.project, busy="training") as store:
         detector = _detector(store, args)
         total = settings.steps if settings.epochs is None else None  # epochs: known at step 1
         bar = tqdm(total=total, desc="training", unit="step", file=sys.stderr, leave=False)
@@ -169,7 +169,7 @@ def _skip_reporter() -> tuple[Callable[[int, str], None], list[int]]:
 def cmd_predict(args: argparse.Namespace) -> int:
     from napari_al.core import workflow
 
-    with open_store(args.project) as store:
+    with open_store(args.project, busy="predicting") as store:
         detector = _detector(store, args)
         ids = workflow.images_to_predict(store, split=args.split)
         update, close = progress_bar("predicting")
@@ -239,7 +239,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
     from napari_al.core import workflow
 
     settings = workflow.from_args(workflow.QuerySettings, args)
-    with open_store(args.project) as store:
+    with open_store(args.project, busy="ranking") as store:
         detector = _detector(store, args)
         update, close = progress_bar("scoring")
         on_skip, _ = _skip_reporter()
@@ -261,8 +261,8 @@ def cmd_rank(args: argparse.Namespace) -> int:
     for row in rows:
         parts = ", ".join(f"{k} {v:.3f}" for k, v in row["breakdown"].items())
         box = ""
-        if "box" in row:
-            box = " box [" + ", ".join(f"{v:.0f}" for v in row["box"]) + "]"
+        if "box" in row:  # the box, or the region, of a box or region query
+            box = f" {row['unit']} [" + ", ".join(f"{v:.0f}" for v in row["box"]) + "]"
         print(f"{row['rank']:>3}. {row['score']:.4f}  {row['image']}{box}  ({parts})")
     print(
         "saved as the project's query list (open the project in napari to walk it)", file=sys.stderr
@@ -400,6 +400,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-bad",
         action="store_true",
         help="skip malformed files and boxes (reported as warnings) instead of refusing the import",
+    )
+    p.add_argument(
+        "--allow-duplicates",
+        action="store_true",
+        help="import images whose content is already in the project under another name",
     )
     p.add_argument(
         "--image-root",

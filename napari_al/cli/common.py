@@ -4,10 +4,11 @@ opening a project."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 FORMATS_IN = ("voc", "coco", "yolo", "images")
 FORMATS_OUT = ("voc", "coco", "yolo")
@@ -55,14 +56,22 @@ def progress_bar(desc: str) -> tuple[Callable[[int, int], None], Callable[[], No
     return update, close
 
 
-def open_store(project: str):
+@contextlib.contextmanager
+def open_store(project: str, busy: str | None = None) -> Iterator[Any]:
+    """The project's store for a ``with`` block; with ``busy`` (what the command does, e.g.
+    ``training``) the block also holds the project lock, taken first, so that a second run
+    fails at once with one line naming the holder (:func:`~napari_al.core.store.project_lock`).
+    """
     from napari_al.core.project import is_project
-    from napari_al.core.store import ProjectStore
+    from napari_al.core.store import ProjectStore, project_lock
 
     path = Path(project)
     if not is_project(path):
         raise CliError(f"{path}: not a napari-al project (run 'napari-al init {path}' first)")
-    return ProjectStore.open(path)
+    with contextlib.ExitStack() as stack:
+        if busy is not None:
+            stack.enter_context(project_lock(path, busy))
+        yield stack.enter_context(ProjectStore.open(path))
 
 
 def user_message(exc: BaseException) -> str | None:

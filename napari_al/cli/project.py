@@ -54,6 +54,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 args.format,
                 strict=not args.skip_bad,
                 progress=update,
+                allow_duplicates=args.allow_duplicates,
                 **options,
             )
         finally:
@@ -84,17 +85,10 @@ def _print_import(summary: dict, source: Path, n_read: int | None = None) -> Non
             "partly reviewed, so their unlabelled area is not taken as background",
             file=sys.stderr,
         )
-    groups: dict[str, list[dict]] = {}
-    for item in summary.get("left_out", []):
-        groups.setdefault(item["reason"], []).append(item)
-    for reason, items in groups.items():
-        n, lost = len(items), sum(i["boxes"] for i in items)
-        boxes_note = f"; their {lost} boxes in the dataset were not imported" if lost else ""
-        print(
-            f"warning: left out {n} image{'s' if n != 1 else ''} {reason} "
-            f"(e.g. {items[0]['path']}){boxes_note}",
-            file=sys.stderr,
-        )
+    from napari_al.core.project import left_out_lines
+
+    for line in left_out_lines(summary):
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -128,30 +122,66 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_add_class(args: argparse.Namespace) -> int:
+    names = [n.strip() for n in args.names]
+    if not all(names):
+        raise CliError("a class name cannot be empty; give each class a name, e.g. 'cell'")
     with open_store(args.project) as store:
         have = {c.name for c in store.classes()}
-        new = [n for n in dict.fromkeys(n.strip() for n in args.names) if n and n not in have]
+        new = [n for n in dict.fromkeys(names) if n not in have]
         with store.transaction():  # one commit for all names
             for name in new:
                 store.add_class(name)
-        names = [c.name for c in store.classes()]
-    kept = sorted(set(args.names) & have)
+        classes = [c.name for c in store.classes()]
+    kept = sorted(set(names) & have)
     note = f" ({', '.join(kept)} already there)" if kept else ""
-    print(f"added {len(new)} classes{note}; the project's classes: {', '.join(names)}")
+    word = "class" if len(new) == 1 else "classes"
+    print(f"added {len(new)} {word}{note}; the project's classes: {', '.join(classes)}")
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     with open_store(args.project) as store:
         info = store.info()
+        info["image_files"] = store.check_files()
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
         return 0
+    st = info["boxes_by_status"]
     print(f"project: {Path(args.project).resolve()}")
-    for key in ("images", "boxes"):
-        print(f"{key}: {info[key]}")
+    print(f"images: {info['images']}")
+    print(
+        f"boxes: {info['human_boxes']} human (accepted, corrected, drawn), "
+        f"{info['predicted_boxes']} predictions still to review, {st['rejected']} rejected"
+        + (f", {st['pseudo']} pseudo labels" if st["pseudo"] else "")
+    )
     print(f"classes: {', '.join(info['classes']) or '(none)'}")
-    for key in ("images_by_split", "images_by_review_state", "boxes_by_status", "boxes_by_class"):
+    for key in ("images_by_split", "images_by_review_state", "boxes_by_status"):
         parts = ", ".join(f"{k} {v}" for k, v in sorted(info[key].items()))
         print(f"{key.replace('_', ' ')}: {parts or '-'}")
+    parts = ", ".join(f"{k} {v}" for k, v in sorted(info["human_boxes_by_class"].items()))
+    print(f"human boxes by class: {parts or '-'}")
+    _print_files(info["image_files"])
     return 0
+
+
+def _print_files(files: dict, shown: int = 3) -> None:
+    """The image-file check of ``napari-al info``: counts, the first few paths, what was
+    checked (stdout when all is well, else a warning on stderr)."""
+    checked = "checked: each file exists and its header reads; pixels not decoded"
+    missing, unreadable, n = files["missing"], files["unreadable"], files["checked"]
+    if not missing and not unreadable:
+        print(f"image files: all {n} found and readable ({checked})")
+        return
+    problems = []
+    if missing:
+        names = ", ".join(missing[:shown]) + (", ..." if len(missing) > shown else "")
+        problems.append(f"{len(missing)} missing ({names})")
+    if unreadable:
+        names = ", ".join(f"{u['path']}: {u['reason']}" for u in unreadable[:shown])
+        more = ", ..." if len(unreadable) > shown else ""
+        problems.append(f"{len(unreadable)} unreadable ({names}{more})")
+    print(
+        f"warning: image files: {'; '.join(problems)} of {n} ({checked}); training and "
+        "prediction skip them: put good copies back where the project expects them",
+        file=sys.stderr,
+    )

@@ -94,6 +94,42 @@ def import_folder(
     return store.import_dataset(dataset, progress=progress)
 
 
+def left_out_lines(summary: dict[str, Any], limit: int = 10) -> list[str]:
+    """What an import left out, as lines for a person (the CLI prints them as warnings, the
+    widget shows them as notifications).
+
+    One line per reason for images left out for a shared reason (``left out 3 images already
+    in the project (e.g. a.png); their 12 boxes in the dataset were not imported``); one line
+    per image, up to ``limit`` per reason, when each has its own ``detail`` (a copy of
+    another image, an undecodable file: ``left out b.png: same content as a.png, earlier in
+    this import``).
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for item in summary.get("left_out", []):
+        groups.setdefault(item["reason"], []).append(item)
+    lines = []
+    for reason, items in groups.items():
+        more = ""
+        if any("detail" in i for i in items):
+            for i in items[:limit]:
+                lost = f" ({i['boxes']} boxes in the dataset not imported)" if i["boxes"] else ""
+                lines.append(f"left out {i['path']}: {i.get('detail', reason)}{lost}")
+            items, more = items[limit:], "more "
+            if not items:
+                continue
+        n, lost = len(items), sum(i["boxes"] for i in items)
+        boxes_note = f"; their {lost} boxes in the dataset were not imported" if lost else ""
+        lines.append(
+            f"left out {n} {more}{_plural(n, 'image')} {reason} (e.g. {items[0]['path']})"
+            f"{boxes_note}"
+        )
+    return lines
+
+
+def _plural(n: int, word: str) -> str:
+    return word if n == 1 else f"{word}s"
+
+
 def _add_other_images(dataset: Dataset, folder: Path) -> None:
     """Add the images under ``folder`` that ``dataset`` does not hold, unannotated, in the pool
     (their size read from the header; an unreadable one is reported in the warnings)."""
@@ -128,6 +164,7 @@ def import_into(
     fmt: str,
     strict: bool = True,
     progress: Progress | None = None,
+    allow_duplicates: bool = False,
     **reader_options: Any,
 ) -> tuple[Dataset, dict]:
     """Read a dataset in ``fmt`` (voc, coco, yolo, images) and import it in one transaction.
@@ -139,22 +176,65 @@ def import_into(
     folder (or beside a COCO file's images) that the dataset does not include are named, by
     folder, in the returned dataset's and the summary's ``warnings``; importing the project's
     own folder adds them to the pool instead, as its first open does (:func:`import_folder`).
-    Images already in the project are listed in ``summary["left_out"]`` with the reason
-    (:meth:`ProjectStore.import_dataset`).
+    Images already in the project, copies of its images (same content, another path; unless
+    ``allow_duplicates``) and files that cannot be decoded are listed in
+    ``summary["left_out"]`` with the reason (:meth:`ProjectStore.import_dataset`).
+    A VOC or YOLO read that finds no labelled image in a folder that looks like another
+    labelled format (:func:`~napari_al.core.formats.detect_format`) is a
+    :class:`~napari_al.core.formats.FormatError` naming the format to use; nothing is
+    imported then.
     """
-    from napari_al.core.formats import read_dataset
-
     path = Path(path)
     if fmt == "coco" and path.is_dir():
         raise _coco_folder_error(path)
-    dataset = read_dataset(path, fmt, strict=strict, **reader_options)
+    dataset = _read_as(path, fmt, strict, reader_options)
     if fmt != "images":
         if fmt != "coco" and _same_folder(path, store.project_dir):
             _add_other_images(dataset, path)
         else:
             dataset.warnings.extend(_left_out_lines(dataset, path, fmt))
-    summary = store.import_dataset(dataset, progress=progress)
+    summary = store.import_dataset(dataset, progress=progress, allow_duplicates=allow_duplicates)
     return dataset, summary
+
+
+def _read_as(path: Path, fmt: str, strict: bool, options: dict[str, Any]) -> Dataset:
+    """Read ``path`` as ``fmt``; a VOC or YOLO read that fails, or finds no labelled image,
+    in a folder that looks like the other labelled format (or COCO) says which to use."""
+    from napari_al.core.formats import FormatError, detect_format, read_dataset
+
+    try:
+        looks = detect_format(path) if fmt in ("voc", "yolo") else fmt
+    except FormatError:
+        looks = fmt
+    hint = None
+    if looks not in (fmt, "images"):
+        hint = f"{path} looks like a {looks.upper()} dataset, not {fmt.upper()}"
+        if looks == "coco":
+            hint += ": import it with --format coco"
+        else:
+            hint += f" ({_format_evidence(path, looks)}): import it with --format {looks}"
+    try:
+        dataset = read_dataset(path, fmt, strict=strict, **options)
+    except FormatError as exc:
+        if hint is None:
+            raise
+        raise FormatError(f"{hint} ({fmt.upper()} reader: {exc})") from exc
+    if hint is not None and not any(r.annotated for r in dataset.images):
+        raise FormatError(f"{hint}; read as {fmt.upper()} it has no labelled image")
+    return dataset
+
+
+def _format_evidence(folder: Path, fmt: str) -> str:
+    """What in ``folder`` made :func:`detect_format` say ``fmt`` (voc or yolo), in words."""
+    if fmt == "voc":
+        for name in ("Annotations", "annotations"):
+            if (folder / name).is_dir():
+                return f"it has an {name}/ folder"
+        return "it has .xml files beside the images"
+    for name in ("data.yaml", "data.yml", "classes.txt", "obj.names", "obj.data"):
+        if (folder / name).is_file():
+            return f"it has {name}"
+    return "it has a labels/ folder" if (folder / "labels").is_dir() else "it has a .names file"
 
 
 def create_demo_project(

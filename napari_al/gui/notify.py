@@ -9,6 +9,19 @@ NO_CLASS_HINT = (
 )
 
 
+def notify_import(summary: dict, limit: int = 5) -> None:
+    """Warn about what an import read with caveats or left out (the reader's warnings, then
+    the images left out and why: :func:`napari_al.core.project.left_out_lines`), at most
+    ``limit`` notifications, the last one saying how many more there were."""
+    from napari_al.core.project import left_out_lines
+
+    lines = [*summary.get("warnings", []), *left_out_lines(summary)]
+    for line in lines[:limit]:
+        notify_user("warning", line)
+    if len(lines) > limit:
+        notify_user("warning", f"... and {len(lines) - limit} more import warnings")
+
+
 def notify_user(level: str, message: str) -> None:
     """Show ``message`` as a napari notification: ``level`` ``info``, ``warning`` or (any
     other value) an error."""

@@ -119,10 +119,15 @@ class Session:
     ) -> workflow.TrainOutcome:
         """Fine-tune the model in use on the project's labels (``fields``: ``steps``,
         ``lambda_d``, ``from_scratch``, ``seed``, ... of :class:`TrainSettings`); records a
-        new model version with its labelling effort. Returns the training outcome."""
+        new model version with its labelling effort. Returns the training outcome.
+        Raises :class:`~napari_al.core.store.ProjectBusyError` at once, before a model is
+        loaded, when another run (another process, or the widget's job) holds the project."""
+        from napari_al.core.store import project_lock
+
         s = dataclasses.replace(settings or TrainSettings(), **fields)
-        detector = self.load_detector() if s.from_scratch else self.detector
-        outcome = workflow.train_model(self.store, detector, s, progress=progress)
+        with project_lock(self.project_dir, "training"):
+            detector = self.load_detector() if s.from_scratch else self.detector
+            outcome = workflow.train_model(self.store, detector, s, progress=progress)
         self._detector = detector
         self._share_detector()
         return outcome

@@ -36,7 +36,7 @@ from napari_al.core.workflow import (
     first_round,
 )
 from napari_al.gui.controller import AnnotationController
-from napari_al.gui.notify import NO_CLASS_HINT, notify_user
+from napari_al.gui.notify import NO_CLASS_HINT, notify_import, notify_user
 from napari_al.gui.sections.evaluate import EvaluateSection
 from napari_al.gui.sections.keys import KeysSection
 from napari_al.gui.sections.model import ModelSection
@@ -120,7 +120,7 @@ class ActiveLearningWidget(QWidget):
 
         self.cancel_job()
         old = self.store
-        store = open_or_init(Path(project_dir))
+        store = open_or_init(Path(project_dir), report=notify_import)
         self.controller.set_store(store)
         if old is not None:
             old.close()

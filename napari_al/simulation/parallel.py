@@ -30,6 +30,7 @@ from napari_al.simulation.results import (
     RESULTS_CSV,
     RUN_INFO_JSON,
     read_results,
+    remove_lock_file,
     row_key,
     sort_results,
 )
@@ -173,6 +174,7 @@ def run_simulation(
         bar.close()
     wall = time.perf_counter() - t0
     sort_results(csv_path, [*(s.name for s in strategies), FULL_NAME])
+    remove_lock_file(csv_path)  # every worker is done: no lock file left behind
     _record_run_info(out, config, wall)
     plot, summary = write_report(out)
     log(f"simulate: done in {wall / 60:.1f} min; results in {out}")

@@ -44,22 +44,31 @@ TIMING_COLUMNS = ("wall_s", "query_s", "answer_s", "train_s", "eval_s")
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Any:
-    """An exclusive lock on ``path``.lock (POSIX flock; no lock elsewhere)."""
-    lock = Path(str(path) + ".lock")
-    with open(lock, "a") as fh:
-        try:
-            import fcntl
+    """An exclusive lock on ``path``.lock (the ``filelock`` library: an OS-level lock, dropped
+    by the kernel if the holder dies), waited for."""
+    from filelock import FileLock
 
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        except ImportError:  # pragma: no cover - Windows
-            pass
-        try:
-            yield
-        finally:
-            with contextlib.suppress(ImportError):
-                import fcntl
+    with FileLock(str(path) + ".lock", thread_local=False):
+        yield
 
-                fcntl.flock(fh, fcntl.LOCK_UN)
+
+def remove_lock_file(path: Path) -> None:
+    """Remove ``path``.lock once a run is over (all its workers done), unless another process
+    holds it right now (a second run writing to the same folder), which keeps it."""
+    from filelock import FileLock, Timeout
+
+    lock_path = Path(str(path) + ".lock")
+    if not lock_path.exists():
+        return
+    lock = FileLock(lock_path, timeout=0, thread_local=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        return
+    try:
+        lock_path.unlink(missing_ok=True)
+    finally:
+        lock.release()
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:

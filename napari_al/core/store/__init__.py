@@ -51,11 +51,22 @@ in the same row, ``payload["review"] = {"before": ..., "after": ...}`` (the box 
 stays a truthful record of the person's work. The log itself is append-only (triggers refuse
 UPDATE and DELETE on it).
 
-Stdlib ``sqlite3`` only; no Qt, no napari.
+Long runs. :func:`project_lock` (:mod:`~napari_al.core.store.lock`) lets one long-running
+writer (training, prediction, ranking) hold a project at a time; a second one gets
+:class:`ProjectBusyError` at once, naming the holder. The workflow takes it.
+
+Stdlib ``sqlite3`` (and the ``filelock`` library for the project lock); no Qt, no napari.
 """
 
 from __future__ import annotations
 
+from napari_al.core.store.lock import (
+    HOLDER_FILENAME,
+    LOCK_FILENAME,
+    ProjectBusyError,
+    holds_project_lock,
+    project_lock,
+)
 from napari_al.core.store.project_store import ProjectStore, import_dataset
 from napari_al.core.store.rows import (
     BOX_TOLERANCE_PX,
@@ -90,7 +101,9 @@ __all__ = [
     "BOX_ACTION_KINDS",
     "BOX_TOLERANCE_PX",
     "BUSY_TIMEOUT_S",
+    "HOLDER_FILENAME",
     "IDLE_CUTOFF_S",
+    "LOCK_FILENAME",
     "MACHINE_KINDS",
     "RESERVED_KINDS",
     "REVIEW_ACTION_KINDS",
@@ -103,6 +116,7 @@ __all__ = [
     "IgnoreRegionRow",
     "ImageRow",
     "ModelVersionRow",
+    "ProjectBusyError",
     "ProjectStore",
     "SnapshotImage",
     "StoreError",
@@ -110,5 +124,7 @@ __all__ = [
     "StoredQuerySet",
     "TrainingSnapshot",
     "file_sha256",
+    "holds_project_lock",
     "import_dataset",
+    "project_lock",
 ]

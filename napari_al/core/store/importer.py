@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from napari_al.core.data import SPLITS, Dataset, ImageRecord
+from napari_al.core.images import ImageReadError, check_pixels
 from napari_al.core.store.boxes import BoxesMixin
 from napari_al.core.store.rows import (
     _IMAGE_COLS,
@@ -26,6 +27,8 @@ LEFT_OUT_REPEATED = "listed twice in the dataset"
 LEFT_OUT_CHANGED = "already in the project, but the file changed since it joined"
 LEFT_OUT_SIZE = "already in the project with another size"
 LEFT_OUT_RACE = "changed in the project by another window during the import"
+LEFT_OUT_DUPLICATE = "with the same content as another image"
+LEFT_OUT_UNREADABLE = "whose file cannot be decoded"
 
 
 @dataclass
@@ -50,6 +53,7 @@ class ImportMixin(BoxesMixin):
         progress: Callable[[int, int], None] | None = None,
         split_default: str = "pool",
         annotated_split_default: str = "train",
+        allow_duplicates: bool = False,
     ) -> dict[str, Any]:
         """Import a dataset, all or nothing, in one transaction; returns a summary dict.
 
@@ -73,6 +77,14 @@ class ImportMixin(BoxesMixin):
           review state are human work; nothing is overwritten), as are repeated paths. Each
           is listed in ``summary["left_out"]`` as ``{"path", "reason", "boxes"}`` (``boxes``:
           the record's boxes not imported), reasons the ``LEFT_OUT_*`` constants.
+        - A new image whose file content (SHA-256) is that of an image already in the project
+          or earlier in the dataset, under another path, is left out
+          (``LEFT_OUT_DUPLICATE``, ``detail`` ``"same content as <path>..."``): a copy in two
+          splits would be trained on and evaluated on, or asked about twice.
+          ``allow_duplicates=True`` imports it anyway.
+        - An image whose pixel data cannot be decoded (truncated, corrupt, missing; checked
+          cheaply by :func:`~napari_al.core.images.check_pixels`) is left out
+          (``LEFT_OUT_UNREADABLE``, ``detail`` the reader's message, without the path).
         - Classes are added as needed, in ``dataset.classes`` order then first use.
         - One ``import`` action is logged.
 
@@ -81,14 +93,14 @@ class ImportMixin(BoxesMixin):
         ``partial``, ``classes_added``, ``images_skipped`` and ``skipped_paths`` (the images
         left out), ``left_out``, ``warnings`` (the reader's), ``action_id``.
 
-        Everything is validated and every file hashed (streamed) before the write transaction,
-        which then holds the write lock only briefly. ``progress(done, total)`` follows the
-        hashing; raising from it cancels the import with nothing written.
+        Everything is validated, every file checked and hashed (streamed) before the write
+        transaction, which then holds the write lock only briefly. ``progress(done, total)``
+        follows the files; raising from it cancels the import with nothing written.
         """
         _check_choice(split_default, SPLITS, "split")
         _check_choice(annotated_split_default, SPLITS, "split")
         planned, left_out = self._plan_import(dataset, split_default, annotated_split_default)
-        hashes = self._hash_planned(planned, progress)
+        checked = self._read_planned(planned, progress)
         summary: dict[str, Any] = {
             "source": dataset.source,
             "images_added": 0,
@@ -106,6 +118,7 @@ class ImportMixin(BoxesMixin):
         }
         for rel, rec, reason in left_out:
             _leave_out(summary, rel, rec, reason)
+        planned, hashes = self._drop_unusable(planned, checked, summary, allow_duplicates)
         self._write_import(dataset, planned, hashes, summary)
         return summary
 
@@ -152,19 +165,63 @@ class ImportMixin(BoxesMixin):
             planned.append(_Planned(rel, rec, split, row))
         return planned, left_out
 
-    def _hash_planned(
+    def _read_planned(
         self, planned: list[_Planned], progress: Callable[[int, int], None] | None
-    ) -> list[str]:
-        """The SHA-256 of each planned file (streamed), reporting ``progress(done, total)``."""
+    ) -> list[tuple[str | None, str | None]]:
+        """Per planned file ``(sha256, None)``, or ``(None, why)`` when its pixels cannot be
+        decoded (:func:`check_pixels`; ``why`` without the path), reporting
+        ``progress(done, total)``."""
         total = len(planned)
-        hashes: list[str] = []
+        checked: list[tuple[str | None, str | None]] = []
         if progress is not None:
             progress(0, total)
         for done, item in enumerate(planned, start=1):
-            hashes.append(file_sha256(self.abs_path(item.rel)))
+            path = self.abs_path(item.rel)
+            try:
+                check_pixels(path)
+            except ImageReadError as exc:
+                text = str(exc)
+                checked.append((None, text.removeprefix(f"{path}: ")))
+            else:
+                checked.append((file_sha256(path), None))
             if progress is not None:
                 progress(done, total)
-        return hashes
+        return checked
+
+    def _drop_unusable(
+        self,
+        planned: list[_Planned],
+        checked: list[tuple[str | None, str | None]],
+        summary: dict[str, Any],
+        allow_duplicates: bool,
+    ) -> tuple[list[_Planned], list[str]]:
+        """Leave out the undecodable files and (unless ``allow_duplicates``) the new images
+        whose content is already in the project or earlier in the import; returns the images
+        to write and their hashes."""
+        with self._read() as conn:
+            owner: dict[str, str] = {}
+            for path, sha in conn.execute("SELECT path, sha256 FROM images ORDER BY id"):
+                owner.setdefault(sha, path)
+        earlier: dict[str, str] = {}
+        keep: list[_Planned] = []
+        hashes: list[str] = []
+        for item, (sha, error) in zip(planned, checked, strict=True):
+            if sha is None:
+                _leave_out(summary, item.rel, item.rec, LEFT_OUT_UNREADABLE, error)
+                continue
+            if item.existing is None and not allow_duplicates:
+                detail = None
+                if sha in owner:
+                    detail = f"same content as {owner[sha]}, already in the project"
+                elif sha in earlier:
+                    detail = f"same content as {earlier[sha]}, earlier in this import"
+                if detail is not None:
+                    _leave_out(summary, item.rel, item.rec, LEFT_OUT_DUPLICATE, detail)
+                    continue
+            earlier.setdefault(sha, item.rel)
+            keep.append(item)
+            hashes.append(sha)
+        return keep, hashes
 
     def _write_import(
         self,
@@ -274,11 +331,17 @@ def _reviewed_image_ids(conn: sqlite3.Connection) -> set[int]:
     return {int(r[0]) for r in conn.execute(sql)}
 
 
-def _leave_out(summary: dict[str, Any], rel: str, rec: ImageRecord, reason: str) -> None:
-    """Record an image left out of the import, and why."""
+def _leave_out(
+    summary: dict[str, Any], rel: str, rec: ImageRecord, reason: str, detail: str | None = None
+) -> None:
+    """Record an image left out of the import, and why (``detail``: what is particular to this
+    image, e.g. which image it duplicates)."""
     summary["images_skipped"] += 1
     summary["skipped_paths"].append(rel)
-    summary["left_out"].append({"path": rel, "reason": reason, "boxes": len(rec.boxes)})
+    item: dict[str, Any] = {"path": rel, "reason": reason, "boxes": len(rec.boxes)}
+    if detail is not None:
+        item["detail"] = detail
+    summary["left_out"].append(item)
 
 
 def _count_reasons(left_out: list[dict[str, Any]]) -> dict[str, int]:

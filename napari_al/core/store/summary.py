@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from napari_al.core.data import BOX_STATUSES, REVIEW_STATES, SPLITS
+from napari_al.core.data import BOX_STATUSES, HUMAN_STATUSES, REVIEW_STATES, SPLITS
 from napari_al.core.store.base import StoreBase
 from napari_al.core.store.rows import (
     _BOX_COLS,
@@ -27,7 +27,12 @@ class SummaryMixin(StoreBase):
     # -- summaries -----------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        """Counts for display and the CLI (JSON-ready)."""
+        """Counts for display and the CLI (JSON-ready).
+
+        ``boxes`` and ``boxes_by_class`` count every box, the model's unreviewed predictions
+        included; ``human_boxes`` (accepted, corrected, drawn), ``predicted_boxes`` and
+        ``human_boxes_by_class`` tell the labels from the predictions.
+        """
         with self._read() as conn:
 
             def count(sql: str) -> int:
@@ -43,6 +48,14 @@ class SummaryMixin(StoreBase):
                     " GROUP BY c.name"
                 )
             )
+            human = ", ".join(f"'{s}'" for s in HUMAN_STATUSES)
+            human_by_class = dict.fromkeys(classes, 0)
+            human_by_class.update(
+                conn.execute(
+                    "SELECT c.name, count(*) FROM boxes b JOIN classes c ON c.id = b.class_id"
+                    f" WHERE b.status IN ({human}) GROUP BY c.name"
+                )
+            )
             by_split = dict.fromkeys(SPLITS, 0)
             by_split.update(conn.execute("SELECT split, count(*) FROM images GROUP BY split"))
             by_review = dict.fromkeys(REVIEW_STATES, 0)
@@ -54,9 +67,12 @@ class SummaryMixin(StoreBase):
                 "schema_version": int(conn.execute("PRAGMA user_version").fetchone()[0]),
                 "images": count("SELECT count(*) FROM images"),
                 "boxes": count("SELECT count(*) FROM boxes"),
+                "human_boxes": sum(by_status[s] for s in HUMAN_STATUSES),
+                "predicted_boxes": by_status["predicted"],
                 "classes": classes,
                 "boxes_by_status": by_status,
                 "boxes_by_class": by_class,
+                "human_boxes_by_class": human_by_class,
                 "images_by_split": by_split,
                 "images_by_review_state": by_review,
                 "ignore_regions": count("SELECT count(*) FROM ignore_regions"),
@@ -67,6 +83,34 @@ class SummaryMixin(StoreBase):
                     conn.execute("SELECT total(dt) FROM actions").fetchone()[0]
                 ),
             }
+
+    def check_files(self) -> dict[str, Any]:
+        """Whether each image's file is still there and readable (JSON-ready):
+        ``{"checked": n, "missing": [path, ...], "unreadable": [{"path", "reason"}, ...]}``,
+        paths as stored, in image id order.
+
+        What is checked: that the file exists, and that its header reads
+        (:func:`~napari_al.core.images.image_size`: a known image type, a sane size, and a
+        compressed TIFF's first strip); the pixels are not decoded, so this costs about a
+        millisecond per image. A file truncated after its header is caught when an import
+        checks the pixels, and reported by training and prediction when they read it.
+        """
+        from napari_al.core.images import ImageReadError, image_size
+
+        rows = self.images()
+        missing: list[str] = []
+        unreadable: list[dict[str, str]] = []
+        for row in rows:
+            path = self.abs_path(row)
+            if not path.exists():
+                missing.append(row.path)
+                continue
+            try:
+                image_size(path)
+            except ImageReadError as exc:
+                reason = str(exc).removeprefix(f"{path}: ")
+                unreadable.append({"path": row.path, "reason": reason})
+        return {"checked": len(rows), "missing": missing, "unreadable": unreadable}
 
     def training_snapshot(self, splits: Iterable[str] | None = None) -> TrainingSnapshot:
         """All images (optionally of some splits) with boxes and ignore regions, read in ONE

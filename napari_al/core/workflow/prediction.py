@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from napari_al.core.store.lock import holds_project_lock
 from napari_al.core.workflow.examples import OnSkip, read_rows
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ def images_to_predict(
     return ids
 
 
+@holds_project_lock("predicting")
 def predict_images(
     store: ProjectStore,
     detector: Detector,
@@ -54,7 +56,8 @@ def predict_images(
 
     Each image's predictions are written in one transaction, tagged with the detector's model
     version. Returns the ids predicted, in order: fewer than asked when ``should_stop`` fired,
-    or when an image could not be read (reported to ``on_skip`` and skipped).
+    or when an image could not be read (reported to ``on_skip`` and skipped). Runs holding
+    the project lock (:class:`~napari_al.core.store.ProjectBusyError` when another run has it).
     """
     ids = images_to_predict(store) if image_ids is None else list(image_ids)
     rows = [store.image(i) for i in ids]

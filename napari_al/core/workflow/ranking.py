@@ -25,6 +25,7 @@ import numpy as np
 
 from napari_al.core.data import ScoringViews
 from napari_al.core.selection import QueryItem
+from napari_al.core.store.lock import holds_project_lock
 from napari_al.core.workflow.examples import (
     HELD_OUT_SPLITS,
     OnSkip,
@@ -260,6 +261,7 @@ def _select(
     return items[: q.budget]
 
 
+@holds_project_lock("ranking")
 def rank_pool(
     store: ProjectStore,
     detector: Detector,
@@ -277,7 +279,8 @@ def rank_pool(
     latest query set (``store.latest_queries()``), with the settings and model version.
 
     An unreadable image is reported to ``on_skip`` and left out. Raises ValueError for an
-    unknown unit and the strategy parser's error for an unknown scorer name.
+    unknown unit, the strategy parser's error for an unknown scorer name, and
+    :class:`~napari_al.core.store.ProjectBusyError` when another run holds the project lock.
     """
     q = settings or QuerySettings()
     if q.unit not in UNITS:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from napari_al.core.selection import QueryItem
+from napari_al.core.store.lock import project_lock
 from napari_al.core.workflow.errors import WorkflowError
 from napari_al.core.workflow.evaluation import evaluate_model
 from napari_al.core.workflow.model import load_model
@@ -128,9 +129,27 @@ def run_round(
 
     Raises ValueError when there is nothing to train on, RuntimeError when training saved no
     model for another reason; an evaluation failure after a successful training is reported in
-    ``message`` and does not lose the new model.
+    ``message`` and does not lose the new model. The round holds the project lock from its
+    first step to its end (:func:`~napari_al.core.store.project_lock`): when another run holds
+    it, :class:`~napari_al.core.store.ProjectBusyError` is raised at once, before any model is
+    loaded.
     """
     s = settings or RoundSettings()
+    what = "running a round (train, predict, rank)" if train else "predicting and ranking"
+    with project_lock(store.project_dir, what):
+        return (yield from _round(store, detector, s, train, should_stop, report, current_image))
+
+
+def _round(
+    store: ProjectStore,
+    detector: Detector | None,
+    s: RoundSettings,
+    train: bool,
+    should_stop: ShouldStop,
+    report: Report,
+    current_image: int | None,
+) -> Generator[Progress, None, RoundResult]:
+    """The body of :func:`run_round`, run holding the project lock."""
     result = RoundResult()
     yield Progress("load", 0, 1, message="preparing the model")
     det, new = _model_for_round(store, detector, s, train)

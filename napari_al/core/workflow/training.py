@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari_al.core.data import HUMAN_STATUSES
+from napari_al.core.store.lock import holds_project_lock
 from napari_al.core.workflow.examples import HELD_OUT_SPLITS, labels_hash, training_examples
 from napari_al.core.workflow.model import next_checkpoint_path
 from napari_al.core.workflow.settings import TrainSettings
@@ -57,6 +58,7 @@ class TrainOutcome:
         return str(self.result.stopped_reason)
 
 
+@holds_project_lock("training")
 def train_model(
     store: ProjectStore,
     detector: Detector,
@@ -76,6 +78,9 @@ def train_model(
     gets back the weights it had (those of the version it reports). On success the checkpoint
     is written atomically, the version is added to the store with its metrics (training
     settings, labels hash, effort) and ``detector.model_version`` is set to it.
+
+    Runs holding the project lock (:func:`~napari_al.core.store.project_lock`): raises
+    :class:`~napari_al.core.store.ProjectBusyError` at once when another run holds it.
     """
     from napari_al.core.engine import save_checkpoint, train
 

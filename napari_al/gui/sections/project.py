@@ -19,7 +19,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_al.core.store import ProjectStore, StoreError
-from napari_al.gui.notify import NO_CLASS_HINT, notify_user
+from napari_al.gui.notify import NO_CLASS_HINT, notify_import, notify_user
 from napari_al.gui.sections.common import guard, row
 
 if TYPE_CHECKING:
@@ -261,9 +261,8 @@ class ProjectSection(QGroupBox):
 
         if self.store is None:
             raise StoreError("open a project first")
-        dataset, summary = import_into(self.store, Path(path), fmt)
-        for line in dataset.warnings[:5]:
-            notify_user("warning", line)
+        _dataset, summary = import_into(self.store, Path(path), fmt)
+        notify_import(summary)
         notify_user(
             "info",
             f"imported {summary.get('images_added', 0)} images and "
