@@ -141,9 +141,27 @@ def cmd_add_class(args: argparse.Namespace) -> int:
     return 0
 
 
+def _latest_model(store) -> dict | None:
+    """The latest model version: id, mAP@0.5 and the split it was measured on, and its score
+    calibration (method, how fitted, ECE before/after); None before the first training."""
+    from napari_al.core.workflow import calibration_summary
+
+    row = store.latest_model_version()
+    if row is None:
+        return None
+    m = row.metrics
+    return {
+        "version": row.id,
+        "map50": m.get("map50"),
+        "split": m.get("split"),
+        "calibration": calibration_summary(m),
+    }
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     with open_store(args.project) as store:
         info = store.info()
+        info["latest_model"] = _latest_model(store)
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
         return 0
@@ -154,4 +172,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     for key in ("images_by_split", "images_by_review_state", "boxes_by_status", "boxes_by_class"):
         parts = ", ".join(f"{k} {v}" for k, v in sorted(info[key].items()))
         print(f"{key.replace('_', ' ')}: {parts or '-'}")
+    model = info["latest_model"]
+    if model is not None:
+        line = f"latest model: version {model['version']}"
+        if model["map50"] is not None:
+            line += f", mAP@0.5 {model['map50']:.4f} on {model['split']}"
+        cal = model["calibration"]
+        if cal is not None:
+            line += (
+                f"; scores calibrated: {cal['calibration_method']} ({cal['calibration_source']})"
+            )
+            if cal["ece_before"] is not None:
+                line += (
+                    f", ECE on {cal['ece_split']} {cal['ece_before']:.4f} raw -> "
+                    f"{cal['ece_after']:.4f}"
+                )
+        print(line)
     return 0
