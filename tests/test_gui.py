@@ -393,9 +393,11 @@ def test_retrain_in_background_while_annotating(widget, qtbot, monkeypatch) -> N
     result = wait_done(w, qtbot)
     assert not result.error and not result.cancelled, result
     assert "MainThread" not in loop.threads  # the training ran in a worker thread
-    assert loop.calls[:3] == ["load", "train", "evaluate"]
+    assert loop.calls[:4] == ["load", "train", "predict_split", "evaluate"]
     assert c.detector is result.detector and c.detector.trained == 1
     assert c.model_version == store.latest_model_version().id
+    # the new version's scores are calibrated (the real calibration, on the boxes judged)
+    assert store.latest_model_version().metrics["calibration_method"] == "isotonic"
     assert store.box(first).status == "accepted" and store.box(second).status == "rejected"
     # new predictions replaced the old ones on the image on screen, human labels untouched
     predicted = store.boxes(image_id=image, statuses="predicted")
