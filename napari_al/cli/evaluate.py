@@ -43,10 +43,13 @@ def print_eval(store, detector, split: str, as_json: bool, calibration=None) -> 
 
 def calibration_line(cal: dict) -> str:
     """One line on a calibration: how it was fitted and its error before/after."""
+    n = cal["calibration_samples"]
     source = {
-        "judged": f"fitted on {cal['calibration_samples']} judged model boxes",
-        "val": f"fitted on {cal['calibration_samples']} val detections",
-    }.get(cal["calibration_source"], f"raw scores ({cal['calibration_judged']} judged boxes)")
+        "judged": f"fitted on {n} judged model boxes",
+        "val": f"fitted on {n} val detections",
+    }.get(cal["calibration_source"], "raw scores kept")
+    if cal["calibration_source"] == "none" and cal["calibration_method"] != "none":
+        source += f": {cal['calibration_judged']} judged model boxes, too few"
     line = f"calibration ({cal['calibration_method']}, {source})"
     if cal.get("ece_before") is not None:
         cross = ", cross-fitted" if cal.get("ece_cross_fitted") else ""
