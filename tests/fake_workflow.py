@@ -1,9 +1,10 @@
 """A fast, deterministic stand-in for the workflow's model steps, for GUI tests.
 
 It replaces the functions :func:`napari_al.core.workflow.run_round` and the widget's jobs call
-(``load_model``, ``train_model``, ``evaluate_model``, ``predict_images``, ``rank_pool``,
-``suggest_missed``) with fakes of the SAME signatures (``test_fakes_follow_the_real_signatures``
-checks it), so the real round, jobs, workers and widget run on top of them, without torch.
+(``load_model``, ``train_model``, ``predict_split``, ``evaluate_model``, ``predict_images``,
+``rank_pool``, ``suggest_missed``; the calibration runs for real on what they store) with
+fakes of the SAME signatures (``test_fakes_follow_the_real_signatures`` checks it), so the
+real round, jobs, workers and widget run on top of them, without torch.
 The fakes write to the real store as the real steps do (model versions with effort metrics,
 predicted boxes, the saved query set).
 """
@@ -27,6 +28,7 @@ from napari_al.core.workflow import rounds
 NAMES = (
     "load_model",
     "train_model",
+    "predict_split",
     "evaluate_model",
     "predict_images",
     "rank_pool",
@@ -103,8 +105,22 @@ class FakeWorkflow:
         while time.perf_counter() - t0 < self.step_s:
             a = np.tanh(a @ a.T / 400.0)
 
+    def predict_split(  # type: ignore[no-untyped-def]
+        self, store, detector, split="val", *, progress=None, batch_size=2
+    ):
+        self.calls.append("predict_split")
+        return workflow.SplitPredictions(split, [])
+
     def evaluate_model(  # type: ignore[no-untyped-def]
-        self, store, detector, split="val", *, progress=None, record=True, batch_size=2
+        self,
+        store,
+        detector,
+        split="val",
+        *,
+        progress=None,
+        record=True,
+        batch_size=2,
+        predictions=None,
     ):
         self.calls.append("evaluate")
         out = {

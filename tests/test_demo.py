@@ -72,7 +72,7 @@ def test_demo_trains_in_the_background_and_lists_queries(  # type: ignore[no-unt
     qtbot.waitUntil(lambda: bool(results), timeout=TIMEOUT_MS)
     result = results[0]
     assert not result.error and not result.cancelled, result
-    assert loop.calls[:3] == ["load", "train", "evaluate"]
+    assert loop.calls[:4] == ["load", "train", "predict_split", "evaluate"]
     assert store.latest_model_version() is not None and c.detector is not None
     assert len(c.queries) == 8 and w.query_section.query_list.count() == 8
     assert store.latest_queries() is not None

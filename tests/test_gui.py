@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from fake_workflow import FakeWorkflow, use_fake_workflow
 
+from napari_al.core import workflow
 from napari_al.core.annotator import same_state
 from napari_al.core.selection import QueryItem
 from napari_al.core.store import ProjectStore
@@ -72,12 +73,8 @@ def layer_matches_store(w) -> None:  # type: ignore[no-untyped-def]
     rows = {b.id: b for b in store.boxes(image_id=w.controller.image_id)}
     if not w.view.show_rejected:
         rows = {k: b for k, b in rows.items() if b.status != "rejected"}
-    floor = w.view.min_prediction_score
-    rows = {
-        k: b
-        for k, b in rows.items()
-        if b.status != "predicted" or b.score is None or b.score >= floor
-    }
+    shows = workflow.verify_rule(store, min_score=w.controller.min_prediction_score).shows
+    rows = {k: b for k, b in rows.items() if b.status != "predicted" or shows(b)}
     ids = w.view.box_ids().tolist()
     assert sorted(ids) == sorted(rows), (ids, sorted(rows))
     xyxy = napari_to_xyxy(layer.data) if len(layer.data) else np.zeros((0, 4))
@@ -396,9 +393,11 @@ def test_retrain_in_background_while_annotating(widget, qtbot, monkeypatch) -> N
     result = wait_done(w, qtbot)
     assert not result.error and not result.cancelled, result
     assert "MainThread" not in loop.threads  # the training ran in a worker thread
-    assert loop.calls[:3] == ["load", "train", "evaluate"]
+    assert loop.calls[:4] == ["load", "train", "predict_split", "evaluate"]
     assert c.detector is result.detector and c.detector.trained == 1
     assert c.model_version == store.latest_model_version().id
+    # the new version's scores are calibrated (the real calibration, on the boxes judged)
+    assert store.latest_model_version().metrics["calibration_method"] == "isotonic"
     assert store.box(first).status == "accepted" and store.box(second).status == "rejected"
     # new predictions replaced the old ones on the image on screen, human labels untouched
     predicted = store.boxes(image_id=image, statuses="predicted")
@@ -528,11 +527,20 @@ def test_session_with_viewer(make_napari_viewer, project: Path, monkeypatch) -> 
 
 def test_weak_predictions_are_hidden_and_skipped(widget) -> None:  # type: ignore[no-untyped-def]
     w = widget
-    assert w.query_section.min_score_spin.value() == pytest.approx(0.23)  # verify_s / draw_s
+    spin = w.query_section.min_score_spin
+    # default "auto": the calibrated rule; no model has a calibration yet, so P(yes) is the raw
+    # score and a box shows where score x 7 s > 1.6 s (score > 0.229)
+    assert spin.value() == spin.minimum() and spin.text() == "auto"
+    assert w.controller.min_prediction_score is None
     image = w.controller.image_id
     scores = [b.score for b in w.store.boxes(image_id=image, statuses="predicted")]
-    assert min(scores) < 0.5 < max(scores), "the test project mixes weak and strong predictions"
-    w.query_section.min_score_spin.setValue(0.5)
+    assert min(scores) < 0.229 and max(scores) > 0.5, "the project mixes weak and strong boxes"
+    layer_matches_store(w)
+    shown = w.view.box_ids().tolist()
+    for b in w.store.boxes(image_id=image, statuses="predicted"):
+        assert (b.id in shown) == (b.score * 7.0 > 1.6)
+    spin.setValue(0.5)  # an explicit threshold wins
+    assert w.controller.min_prediction_score == pytest.approx(0.5)
     layer_matches_store(w)
     shown = w.view.box_ids().tolist()
     for b in w.store.boxes(image_id=image, statuses="predicted"):
@@ -548,9 +556,33 @@ def test_weak_predictions_are_hidden_and_skipped(widget) -> None:  # type: ignor
             break
     assert all(w.store.box(i).score >= 0.5 for i in seen)
     assert not [b for b in w.store.boxes(image_id=image, statuses="predicted") if b.score >= 0.5]
-    w.query_section.min_score_spin.setValue(0.0)
+    spin.setValue(0.0)
     layer_matches_store(w)
     assert len(w.view.box_ids()) == len(w.store.boxes(image_id=image))
+
+
+def test_a_new_models_calibration_decides_what_is_shown(widget) -> None:  # type: ignore[no-untyped-def]
+    """A model version whose calibration says boxes under 0.8 are mostly wrong: with "auto"
+    its strong-looking 0.5 boxes are hidden and skipped; an explicit threshold still wins."""
+    from napari_al.core.calibration import ScoreCalibration, ScoreMap
+
+    w = widget
+    image = w.controller.image_id
+    cid = w.store.classes()[0].id
+    ids = w.store.replace_predictions(
+        image, [((10, 10, 50, 50), cid, 0.5), ((60, 60, 110, 110), cid, 0.9)], None
+    )
+    cal = ScoreCalibration("isotonic", ScoreMap("isotonic", x=(0.0, 0.8, 1.0), y=(0.0, 0.1, 0.9)))
+    w.store.add_model_version(
+        Path(w.store.project_dir) / "m.pt", "fake", {"calibration": cal.to_dict()}
+    )
+    w.controller.set_detector(w.controller.detector)  # what a finished round does
+    w.controller.reload()
+    layer_matches_store(w)
+    assert w.view.box_ids().tolist() == [ids[1]]  # P(yes | 0.5) = 0.06: not worth a question
+    assert w.controller.annotator.next_unreviewed_box(image) == ids[1]
+    w.query_section.min_score_spin.setValue(0.3)
+    assert sorted(w.view.box_ids().tolist()) == sorted(ids)
 
 
 # -- one key press, one transaction; a stored ranking survives a restart ------------------------

@@ -36,7 +36,12 @@ def test_fakes_follow_the_real_signatures() -> None:
 
 @pytest.mark.parametrize(
     "cls",
-    [workflow.ModelSettings, workflow.TrainSettings, workflow.QuerySettings],
+    [
+        workflow.ModelSettings,
+        workflow.TrainSettings,
+        workflow.QuerySettings,
+        workflow.CalibrationSettings,
+    ],
 )
 def test_command_line_flags_come_from_the_settings(cls) -> None:
     parser = argparse.ArgumentParser()

@@ -2,7 +2,8 @@
 
 The round commands (train, predict, evaluate, rank), the applications (open, demo, simulate),
 the parser and :func:`main` are here; :mod:`~napari_al.cli.project` holds the data commands
-(init, import, export, add-class, info), :mod:`~napari_al.cli.common` what all share (the
+(init, import, export, add-class, info), :mod:`~napari_al.cli.evaluate` the printing of an
+evaluation and a score calibration, :mod:`~napari_al.cli.common` what all share (the
 one-line :class:`CliError`, :func:`user_message`, the parser class, progress bars).
 """
 
@@ -26,6 +27,7 @@ from napari_al.cli.common import (
     progress_bar,
     user_message,
 )
+from napari_al.cli.evaluate import calibration_args, calibration_line, print_eval
 from napari_al.cli.project import (
     cmd_add_class,
     cmd_export,
@@ -129,6 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"(final loss {loss}); saved model version {outcome.model_version} "
             f"to {outcome.checkpoint}"
         )
+        calibration = workflow.from_args(workflow.CalibrationSettings, args)
         if args.evaluate:
             if not store.images(split="val", review_state="complete"):
                 print(
@@ -136,8 +139,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                     f"(napari-al evaluate {args.project} --split SPLIT)",
                     file=sys.stderr,
                 )
-                return 0
-            return _print_eval(store, detector, "val", False)
+            else:
+                return print_eval(store, detector, "val", False, calibration)
+        # no evaluation: calibrate on the judged boxes only (no pass over a split)
+        print(calibration_line(workflow.calibrate_model(store, detector, calibration, split=None)))
     return 0
 
 
@@ -188,32 +193,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_eval(store, detector, split: str, as_json: bool) -> int:
+def cmd_evaluate(args: argparse.Namespace) -> int:
     from napari_al.core import workflow
 
-    update, close = progress_bar("evaluating")
-    try:
-        result = workflow.evaluate_model(store, detector, split, progress=update)
-    finally:
-        close()
-    if as_json:
-        print(json.dumps(result, indent=2, sort_keys=True, default=float))
-        return 0
-    version = f"model version {detector.model_version}" if detector.model_version else "model"
-    print(
-        f"{split}: mAP@0.5 {result['map50']:.4f}  AP@[.5:.95] {result['map']:.4f}  "
-        f"({result['images']} images; {version})"
-    )
-    for name, m in sorted(result.get("per_class", {}).items()):
-        ap50, ap = m.get("ap50", float("nan")), m.get("ap", float("nan"))
-        print(f"  {name:<12} AP50 {ap50:.4f}  AP {ap:.4f}")
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
+    calibration = workflow.from_args(workflow.CalibrationSettings, args)
     with open_store(args.project) as store:
         detector = _detector(store, args)
-        return _print_eval(store, detector, args.split, args.json)
+        return print_eval(store, detector, args.split, args.json, calibration)
 
 
 def _query_rows(items: Sequence, paths: dict[int, str]) -> list[dict]:
@@ -485,7 +471,12 @@ def _add_round_commands(sub: Any) -> None:
     rest = [f.name for f in dataclasses.fields(TrainSettings) if f.name not in length]
     add_arguments(group, TrainSettings, only=[n for n in rest if n != "threads"])
     _threads_arg(p)  # as on predict, evaluate and rank; also TrainSettings.threads
-    p.add_argument("--evaluate", action="store_true", help="evaluate on the val split after")
+    p.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="evaluate on the val split after (and measure the score calibration there)",
+    )
+    calibration_args(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="store the detector's boxes for the images still to review")
@@ -499,12 +490,16 @@ def _add_round_commands(sub: Any) -> None:
     )
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("evaluate", help="mAP@0.5 and COCO AP on a split's reviewed images")
+    p = sub.add_parser(
+        "evaluate",
+        help="mAP@0.5 and COCO AP on a split's reviewed images, and the score calibration error",
+    )
     p.add_argument("project", metavar="DIR")
     _model_args(p)
     _threads_arg(p)
     p.add_argument("--split", default="val", choices=("train", "val", "test", "pool"))
     p.add_argument("--json", action="store_true")
+    calibration_args(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("rank", help="rank the pool: what to annotate next (saved in the project)")

@@ -139,10 +139,28 @@ def cmd_add_class(args: argparse.Namespace) -> int:
     return 0
 
 
+def _latest_model(store) -> dict | None:
+    """The latest model version: id, mAP@0.5 and the split it was measured on, and its score
+    calibration (method, how fitted, ECE before/after); None before the first training."""
+    from napari_al.core.workflow import calibration_summary
+
+    row = store.latest_model_version()
+    if row is None:
+        return None
+    m = row.metrics
+    return {
+        "version": row.id,
+        "map50": m.get("map50"),
+        "split": m.get("split"),
+        "calibration": calibration_summary(m),
+    }
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     with open_store(args.project) as store:
         info = store.info()
         info["image_files"] = store.check_files()
+        info["latest_model"] = _latest_model(store)
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
         return 0
@@ -160,6 +178,22 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"{key.replace('_', ' ')}: {parts or '-'}")
     parts = ", ".join(f"{k} {v}" for k, v in sorted(info["human_boxes_by_class"].items()))
     print(f"human boxes by class: {parts or '-'}")
+    model = info["latest_model"]
+    if model is not None:
+        line = f"latest model: version {model['version']}"
+        if model["map50"] is not None:
+            line += f", mAP@0.5 {model['map50']:.4f} on {model['split']}"
+        cal = model["calibration"]
+        if cal is not None:
+            line += (
+                f"; scores calibrated: {cal['calibration_method']} ({cal['calibration_source']})"
+            )
+            if cal["ece_before"] is not None:
+                line += (
+                    f", ECE on {cal['ece_split']} {cal['ece_before']:.4f} raw -> "
+                    f"{cal['ece_after']:.4f}"
+                )
+        print(line)
     _print_files(info["image_files"])
     return 0
 

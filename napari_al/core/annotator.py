@@ -152,6 +152,9 @@ class Annotator:
         self.max_history = int(max_history)
         #: Predictions scoring below this are not offered for review (they stay ``predicted``).
         self.min_score = 0.0
+        #: When set, decides instead of :attr:`min_score` which predictions are offered for
+        #: review (e.g. the workflow's calibrated rule, ``workflow.verify_rule(store).shows``).
+        self.shows: Callable[[BoxRow], bool] | None = None
         self._undo: list[Command] = []
         self._redo: list[Command] = []
         self._listeners: list[Listener] = []
@@ -470,13 +473,10 @@ class Annotator:
     # -- navigation ----------------------------------------------------------------------
 
     def unreviewed_boxes(self, image_id: int) -> list[BoxRow]:
-        """The image's ``predicted`` boxes scoring at least :attr:`min_score`, in reading
-        order (top to bottom, left to right)."""
-        boxes = [
-            b
-            for b in self.store.boxes(image_id=image_id, statuses="predicted")
-            if b.score is None or b.score >= self.min_score
-        ]
+        """The image's ``predicted`` boxes offered for review (:attr:`shows`, else scoring at
+        least :attr:`min_score`), in reading order (top to bottom, left to right)."""
+        shows = self.shows or (lambda b: b.score is None or b.score >= self.min_score)
+        boxes = [b for b in self.store.boxes(image_id=image_id, statuses="predicted") if shows(b)]
         return sorted(boxes, key=lambda b: (b.y1, b.x1, b.id))
 
     def next_unreviewed_box(self, image_id: int, after_box_id: int | None = None) -> int | None:

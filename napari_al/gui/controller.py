@@ -64,6 +64,9 @@ class AnnotationController(KeyActions, Navigation, LayerEdits):
         self._from_layer = False
         self._layer_connected: Shapes | None = None
         self._keys_bound = False
+        #: The person's explicit raw-score threshold of the predictions shown (None: the
+        #: workflow's calibrated rule, P(yes) x draw_s > verify_s).
+        self.min_prediction_score: float | None = None
 
     # -- listeners ------------------------------------------------------------------------
 
@@ -83,8 +86,8 @@ class AnnotationController(KeyActions, Navigation, LayerEdits):
         self.store = store
         self.annotator = None if store is None else Annotator(store)
         if self.annotator is not None:
-            self.annotator.min_score = self.view.min_prediction_score
             self.annotator.subscribe(self._on_change)
+        self._apply_prediction_rule()
         self.detector = None
         self.queries, self.query_index, self.missed = [], -1, {}
         self.focus_box = None
@@ -226,9 +229,21 @@ class AnnotationController(KeyActions, Navigation, LayerEdits):
         return (self.detector.model_version or None) if self.detector is not None else None
 
     def set_detector(self, detector: Any) -> None:
-        """Use ``detector`` from now on (one reference swap: the model in use changes here)."""
+        """Use ``detector`` from now on (one reference swap: the model in use changes here);
+        its calibration now decides which predictions are shown."""
         self.detector = detector
+        self._apply_prediction_rule()
         self._emit("model")
+
+    def _apply_prediction_rule(self) -> None:
+        """Show and offer for review the predictions the workflow's rule shows: the calibrated
+        one, or the person's explicit threshold (:attr:`min_prediction_score`)."""
+        shows = lambda row: True  # noqa: E731
+        if self.store is not None:
+            shows = workflow.verify_rule(self.store, min_score=self.min_prediction_score).shows
+        self.view.shows_prediction = shows
+        if self.annotator is not None:
+            self.annotator.shows = shows
 
     def apply_result(self, result: Any) -> None:
         """Apply a finished job's result (main thread): swap the model atomically, show the

@@ -168,12 +168,11 @@ class KeyActions:
         self.view.show_rejected = not self.view.show_rejected
         self.reload()
 
-    def set_min_prediction_score(self, value: float) -> None:
-        """Hide (and skip in review) the predictions scoring below ``value``."""
-        value = float(value)
-        self.view.min_prediction_score = value
-        if self.annotator is not None:
-            self.annotator.min_score = value
+    def set_min_prediction_score(self, value: float | None) -> None:
+        """Hide (and skip in review) the predictions scoring below ``value``; None: those the
+        calibrated rule does not show (P(yes) x draw_s <= verify_s, the default)."""
+        self.min_prediction_score = None if value is None else float(value)
+        self._apply_prediction_rule()
         self.reload()
         if self.store is not None and self.image_id is not None and self.focus_box is None:
             self._focus(self.annotator.next_unreviewed_box(self.image_id))

@@ -89,8 +89,9 @@ class ImageView:
         self.image_row: ImageRow | None = None
         self.class_names: dict[int, str] = {}
         self.show_rejected = True
-        #: Predictions scoring below this are not drawn (human boxes always are).
-        self.min_prediction_score = 0.0
+        #: Whether a ``predicted`` box is drawn (human boxes always are); the controller sets
+        #: the workflow's rule (``workflow.verify_rule(store).shows``).
+        self.shows_prediction: Callable[[BoxRow], bool] = lambda row: True
         self.show_highlights = True
         self.current_class = ""
         self._programmatic = 0
@@ -274,11 +275,12 @@ class ImageView:
             self._keep_order()
 
     def visible(self, row: BoxRow) -> bool:
-        """Whether a box is drawn: rejected ones unless hidden, weak predictions never."""
+        """Whether a box is drawn: rejected ones unless hidden, predictions by
+        :attr:`shows_prediction`."""
         if row.status == "rejected":
             return self.show_rejected
-        if row.status == "predicted" and row.score is not None:
-            return row.score >= self.min_prediction_score
+        if row.status == "predicted":
+            return self.shows_prediction(row)
         return True
 
     def set_boxes(self, boxes: Iterable[BoxRow]) -> None:

@@ -59,7 +59,18 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--verify-iou", type=float)
     p.add_argument("--redraw-iou", type=float)
     p.add_argument(
-        "--verify-min-score", type=float, help="model boxes shown for verification (default 0.23)"
+        "--verify-min-score",
+        type=float,
+        help="explicit raw-score threshold of the model boxes shown for verification (default: "
+        "the calibrated rule P(yes) x draw_s > verify_s)",
+    )
+    from napari_al.core.workflow import CALIBRATION_METHODS
+
+    p.add_argument(
+        "--calibration",
+        choices=CALIBRATION_METHODS,
+        help="score calibration of each model version (default isotonic; none: raw scores "
+        "against verify_s / draw_s)",
     )
     p.add_argument(
         "--verify-missed",
@@ -83,7 +94,7 @@ def config_from_args(args: Any) -> SimConfig:
         "full_steps", "batch_size", "lambda_d", "noisy_min_score",
         "partial_background_weight", "lr", "augment", "arch", "weights", "min_size", "max_size",
         "max_pool", "max_test", "device", "workers", "threads", "verify_iou", "redraw_iou",
-        "verify_min_score", "verify_missed_min_score",
+        "verify_min_score", "verify_missed_min_score", "calibration",
     )  # fmt: skip
     for k in simple:
         v = getattr(args, k, None)

@@ -185,9 +185,14 @@ class SimConfig:
     costs: CostModel = field(default_factory=CostModel)
     verify_iou: float = 0.5
     redraw_iou: float = 0.1
-    #: Model boxes scoring below this are not shown for verification (None: verify_s / draw_s,
-    #: where verifying a box starts to pay off if scores are calibrated).
+    #: An explicit raw-score threshold: model boxes scoring below it are not shown for
+    #: verification. None: the calibrated rule, P(yes) x draw_s > verify_s, with P(yes) from the
+    #: model version's calibration (``calibration``), or, with ``calibration`` ``none``, the raw
+    #: score against verify_s / draw_s.
     verify_min_score: float | None = None
+    #: How each model version's scores are calibrated after training (isotonic, platt or none:
+    #: raw scores); :class:`napari_al.core.workflow.CalibrationSettings`.
+    calibration: str = "isotonic"
     #: Ask yes/no about weaker predictions (score >= this, below ``verify_min_score``) that no
     #: shown or human box covers, before drawing what is still missing (None: never).
     verify_missed_min_score: float | None = None
@@ -206,6 +211,13 @@ class SimConfig:
             raise ValueError(f"test_fraction must lie in (0, 1), got {self.test_fraction}")
         if not 0 < self.verify_iou <= 1 or self.redraw_iou < 0:
             raise ValueError("verify_iou must lie in (0, 1] and redraw_iou be >= 0")
+        from napari_al.core.workflow import CALIBRATION_METHODS
+
+        if self.calibration not in CALIBRATION_METHODS:
+            raise ValueError(
+                f"calibration must be one of {', '.join(CALIBRATION_METHODS)}, "
+                f"got {self.calibration!r}"
+            )
 
     @property
     def total_full_steps(self) -> int:
@@ -264,6 +276,7 @@ RESULT_KEYS = (
     "redraw_iou",
     "verify_min_score",
     "verify_missed_min_score",
+    "calibration",
 )
 
 

@@ -5,7 +5,10 @@ Oracle modes (``SimStrategy.oracle``):
 - ``draw``: image-level full drawing, the classic baseline: every ground-truth box of a chosen
   image is drawn (``draw_s`` each) and the image is marked complete;
 - ``verify``: Papadopoulos et al. 2016 / Benenson's slides ("verify instead of draw"): each of
-  the model's boxes on a chosen image gets a yes/no question (``verify_s``). Yes when IoU >=
+  the model's boxes shown on a chosen image gets a yes/no question (``verify_s``). A box is
+  shown where ``P(yes) x draw_s > verify_s`` with P(yes) from the model version's calibrated
+  scores (:func:`napari_al.core.workflow.verify_rule`; raw scores with ``calibrated=False``),
+  or, with an explicit ``verify_min_score``, where its raw score reaches it. Yes when IoU >=
   0.5 with a not yet matched ground-truth box of the same class (accepted as is); a box at IoU
   >= 0.5 with a box of another class gets a class change (+ ``class_change_s``); a badly placed
   box (best IoU in [``redraw_iou``, 0.5) with a free ground-truth box) is redrawn (+ ``draw_s``);
@@ -14,7 +17,8 @@ Oracle modes (``SimStrategy.oracle``):
 - ``box``: Desai et al. box-level querying: the chosen candidate boxes are each verified
   (``verify_s``); one at IoU >= 0.5 with a free ground-truth box takes that box's class (a class
   change if it differs), below 0.5 it is marked background (rejected). Nothing else in the image
-  is labelled: the image becomes ``partial`` and its other predictions stay noisy labels.
+  is labelled: the image becomes ``partial`` and its other predictions stay noisy labels. The
+  queried box is asked whatever its P(yes): the strategy chose it for what its answer teaches.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import numpy as np
 from napari_al.core.boxes import box_iou
 from napari_al.core.costs import CostModel
 from napari_al.core.data import HUMAN_STATUSES, ImageRecord
-from napari_al.core.workflow import SuggestSettings
+from napari_al.core.workflow import SuggestSettings, verify_rule
 
 if TYPE_CHECKING:
     from napari_al.core.store import BoxRow, ProjectStore
@@ -153,6 +157,7 @@ class Oracle:
         redraw_iou: float = 0.1,
         verify_min_score: float | None = None,
         verify_missed_min_score: float | None = None,
+        calibrated: bool = True,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -160,9 +165,11 @@ class Oracle:
         self.costs = costs or CostModel()
         self.verify_iou = float(verify_iou)
         self.redraw_iou = float(redraw_iou)
-        if verify_min_score is None:
-            verify_min_score = self.costs.verify_threshold
-        self.verify_min_score = float(verify_min_score)
+        #: An explicit raw-score threshold of the boxes shown (None: the rule of
+        #: :meth:`shown_boxes`).
+        self.verify_min_score = None if verify_min_score is None else float(verify_min_score)
+        #: Whether the rule uses the calibrated P(yes) (else raw scores vs verify_s / draw_s).
+        self.calibrated = bool(calibrated)
         self.verify_missed_min_score = verify_missed_min_score
         self.class_ids = [c.id for c in store.classes()]
         self._index = {cid: i for i, cid in enumerate(self.class_ids)}
@@ -222,15 +229,21 @@ class Oracle:
         self._apply(box.id, gt, decision, j)
         return decision, j
 
+    def shown_boxes(self, image_id: int) -> list[BoxRow]:
+        """The image's unjudged model boxes a person is shown: ``P(yes) x draw_s > verify_s``
+        under the stored calibration (:func:`napari_al.core.workflow.verify_rule`), or raw
+        ``score >= verify_min_score`` when that is set."""
+        rule = verify_rule(
+            self.store, self.costs, min_score=self.verify_min_score, calibrated=self.calibrated
+        )
+        boxes = self.store.boxes(image_id=image_id, statuses=("predicted", "pseudo"))
+        return [b for b, shown in zip(boxes, rule.mask(boxes), strict=True) if shown]
+
     def verify_image(self, image_id: int) -> dict[str, int]:
-        """Verify the unjudged model boxes shown (score >= ``verify_min_score``), draw what they
-        missed, mark the image complete. Returns the number of answers of each kind."""
+        """Verify the unjudged model boxes shown (:meth:`shown_boxes`), draw what they missed,
+        mark the image complete. Returns the number of answers of each kind."""
         gt = self.gt[image_id]
-        pending = [
-            b
-            for b in self.store.boxes(image_id=image_id, statuses=("predicted", "pseudo"))
-            if b.score is None or b.score >= self.verify_min_score
-        ]
+        pending = self.shown_boxes(image_id)
         pending.sort(key=lambda b: (-(b.score if b.score is not None else 0.0), b.id))
         plan, missing = plan_verification(
             np.asarray([b.xyxy for b in pending], np.float64),

@@ -145,6 +145,7 @@ class SimProject:
             redraw_iou=config.redraw_iou,
             verify_min_score=config.verify_min_score,
             verify_missed_min_score=config.verify_missed_min_score,
+            calibrated=config.calibration != "none",
         )
 
     def close(self) -> None:
@@ -206,6 +207,8 @@ class SimProject:
             ),
             "map50": round(float(metrics["map50"]), 6),
             "map": round(float(metrics["map"]), 6),
+            "ece_before": round(float(metrics.get("ece_before", math.nan)), 6),
+            "ece_after": round(float(metrics.get("ece_after", math.nan)), 6),
             "train_steps": steps,
             "wall_s": round(float(wall), 4),
         }
@@ -218,9 +221,26 @@ class SimProject:
 
     def evaluate(self, detector: Model) -> dict[str, float]:
         """mAP@0.5 and AP@[.5:.95] on the test split (:func:`napari_al.core.workflow
-        .evaluate_model`, pycocotools), recorded on the detector's model version."""
-        result = workflow.evaluate_model(self.store, detector, TEST_SPLIT, batch_size=EVAL_BATCH)
-        return {"map50": float(result["map50"]), "map": float(result["map"])}
+        .evaluate_model`, pycocotools), recorded on the detector's model version; and the
+        version's score calibration (``config.calibration``), fitted on the boxes the oracle
+        judged (never on the test split) and measured there: ``ece_before``/``ece_after``
+        (:func:`napari_al.core.workflow.calibrate_model`, with the same predictions)."""
+        preds = workflow.predict_split(self.store, detector, TEST_SPLIT, batch_size=EVAL_BATCH)
+        result = workflow.evaluate_model(self.store, detector, TEST_SPLIT, predictions=preds)
+        cal = workflow.calibrate_model(
+            self.store,
+            detector,
+            workflow.CalibrationSettings(method=self.config.calibration),
+            split=TEST_SPLIT,
+            predictions=preds,
+        )
+        nan = float("nan")
+        return {
+            "map50": float(result["map50"]),
+            "map": float(result["map"]),
+            "ece_before": nan if cal["ece_before"] is None else float(cal["ece_before"]),
+            "ece_after": nan if cal["ece_after"] is None else float(cal["ece_after"]),
+        }
 
     def trained_since(self, action_id: int) -> bool:
         """Whether the latest model was trained on labels including action ``action_id``."""

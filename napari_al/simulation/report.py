@@ -377,6 +377,7 @@ def write_report(out: str | Path) -> tuple[Path | None, Path | None]:
                 "partial_background_weight",
                 "verify_min_score",
                 "verify_missed_min_score",
+                "calibration",
             )
             if k in cfg
         )

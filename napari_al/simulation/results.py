@@ -31,6 +31,8 @@ CSV_COLUMNS = (
     "human_boxes",
     "map50",
     "map",
+    "ece_before",
+    "ece_after",
     "train_steps",
     "wall_s",
     "query_s",
@@ -99,7 +101,7 @@ def row_key(row: Mapping[str, Any]) -> tuple[str, int, int]:
 
 def _fmt_cell(k: str, v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:.6f}" if k in ("map50", "map") else f"{v:.4f}"
+        return f"{v:.6f}" if k in ("map50", "map", "ece_before", "ece_after") else f"{v:.4f}"
     return str(v)
 
 

@@ -4,11 +4,17 @@ The CLI, the widget's background jobs, the notebook ``Session`` and the simulato
 functions and nothing below them for a round (``docs/architecture.md``):
 
 - settings: :class:`ModelSettings`, :class:`TrainSettings`, :class:`QuerySettings`,
-  :class:`SuggestSettings`, :class:`RoundSettings` (one default per field);
+  :class:`SuggestSettings`, :class:`CalibrationSettings`, :class:`RoundSettings` (one default
+  per field);
 - model: :func:`load_model`, :func:`checkpoint_path`, :func:`describe`;
 - examples: :func:`training_examples`, :func:`judged_mask` (the one "already judged" rule);
 - steps: :func:`train_model`, :func:`predict_images`, :func:`evaluate_model`,
-  :func:`rank_pool` (stores the query set), :func:`suggest_missed`;
+  :func:`rank_pool` (stores the query set), :func:`suggest_missed`, :func:`predict_split`
+  (one pass on a split, shared by evaluation and calibration);
+- calibrated scores: :func:`calibrate_model` (fit and measure, stored on the model version),
+  :func:`verify_rule` / :class:`VerifyRule` (show or ask a model box only where
+  ``P(yes) x draw_s > verify_s``), :func:`probability_of_yes`, :func:`worth_asking`,
+  :func:`stored_calibration`, :func:`calibration_summary`;
 - a whole round: :func:`run_round` (a generator of :class:`Progress`), :func:`drive`;
   :func:`first_round` (which round a project opened mid-loop needs first).
 - errors a person can act on: :class:`WorkflowError`, :class:`SettingsError` (ValueErrors).
@@ -18,10 +24,25 @@ Qt-free and napari-free; torch is imported only when a model is built or run.
 
 from __future__ import annotations
 
+from napari_al.core.workflow.calibration import (
+    CALIBRATION_KEY,
+    CalibrationSamples,
+    VerifyRule,
+    calibrate_model,
+    calibration_summary,
+    judged_samples,
+    probability_of_yes,
+    split_samples,
+    stored_calibration,
+    verify_rule,
+    worth_asking,
+)
 from napari_al.core.workflow.errors import SettingsError, WorkflowError
 from napari_al.core.workflow.evaluation import (
+    SplitPredictions,
     effort_series,
     evaluate_model,
+    predict_split,
     record_metrics,
 )
 from napari_al.core.workflow.examples import (
@@ -58,7 +79,9 @@ from napari_al.core.workflow.rounds import (
     run_round,
 )
 from napari_al.core.workflow.settings import (
+    CALIBRATION_METHODS,
     WEIGHT_SOURCES,
+    CalibrationSettings,
     ModelSettings,
     QuerySettings,
     SuggestSettings,
@@ -70,23 +93,31 @@ from napari_al.core.workflow.suggest import Suggestion, suggest_missed
 from napari_al.core.workflow.training import TrainOutcome, labelling_effort, train_model
 
 __all__ = [
+    "CALIBRATION_KEY",
+    "CALIBRATION_METHODS",
     "DEFAULT_MAX_SIZE",
     "DEFAULT_MIN_SIZE",
     "JUDGED_IOU",
     "MODELS_DIR",
     "WEIGHT_SOURCES",
+    "CalibrationSamples",
+    "CalibrationSettings",
     "ModelSettings",
     "Progress",
     "QuerySettings",
     "RoundResult",
     "RoundSettings",
     "SettingsError",
+    "SplitPredictions",
     "SuggestSettings",
     "Suggestion",
     "TrainOutcome",
     "TrainSettings",
+    "VerifyRule",
     "WorkflowError",
     "add_arguments",
+    "calibrate_model",
+    "calibration_summary",
     "checkpoint_path",
     "describe",
     "drive",
@@ -99,6 +130,7 @@ __all__ = [
     "images_to_predict",
     "judged_boxes",
     "judged_mask",
+    "judged_samples",
     "labelled_embeddings",
     "labelling_effort",
     "labels_hash",
@@ -106,12 +138,18 @@ __all__ = [
     "load_rgb",
     "pool_image_ids",
     "predict_images",
+    "predict_split",
+    "probability_of_yes",
     "rank_pool",
     "read_rows",
     "record_metrics",
     "run_round",
+    "split_samples",
+    "stored_calibration",
     "stored_queries",
     "suggest_missed",
     "train_model",
     "training_examples",
+    "verify_rule",
+    "worth_asking",
 ]

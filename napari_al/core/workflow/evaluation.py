@@ -10,6 +10,7 @@ front end trained or evaluated it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,27 +45,24 @@ def record_metrics(store: ProjectStore, version: int | None, extra: dict[str, An
             return
 
 
-def evaluate_model(
-    store: ProjectStore,
-    detector: Detector,
-    split: str = "val",
-    *,
-    progress: Progress | None = None,
-    record: bool = True,
-    batch_size: int = 2,
-) -> dict[str, Any]:
-    """mAP@0.5 (``map50``), AP@[.5:.95] (``map``) and per-class AP of ``detector`` on the human
-    boxes of ``split``'s complete images, plus ``split``, ``images`` and the effort keys.
-    Detections on the images' ignore regions count neither as true nor as false positives.
+@dataclass
+class SplitPredictions:
+    """A detector's predictions on a split's complete images, with their human boxes.
 
-    With ``record`` the result is stored on the detector's model version. Raises
-    :class:`~napari_al.core.workflow.errors.WorkflowError` (a ValueError) when the split has no
-    complete image.
+    ``rows``: the images (``ImageRow``); ``ground_truth[i]``: ``(boxes (K, 4) xyxy float64,
+    labels (K,) int64 class indices, ignore regions (R, 4) xyxy)`` of ``rows[i]``;
+    ``predictions[i]``: the detector's ``Predictions`` (boxes, labels, scores) of ``rows[i]``.
     """
-    from napari_al.core.evaluation import evaluate
 
-    classes = store.classes()
-    index = {c.id: i for i, c in enumerate(classes)}
+    split: str
+    rows: list[Any]
+    ground_truth: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    predictions: list[Any] = field(default_factory=list)
+
+
+def complete_rows(store: ProjectStore, split: str) -> list[Any]:
+    """The split's complete images; :class:`WorkflowError` (a ValueError) naming the splits that
+    could be evaluated instead when it has none."""
     rows = [r for r in store.images(split=split) if r.review_state == "complete"]
     if not rows:
         others = sorted({r.split for r in store.images(review_state="complete")} - {split, "pool"})
@@ -75,14 +73,32 @@ def evaluate_model(
             f"no reviewed images in split {split!r} to evaluate on: mark some {split} images "
             f"complete or import a labelled split{hint}"
         )
-    gts, preds = [], []
+    return rows
+
+
+def predict_split(
+    store: ProjectStore,
+    detector: Detector,
+    split: str = "val",
+    *,
+    progress: Progress | None = None,
+    batch_size: int = 2,
+) -> SplitPredictions:
+    """Run ``detector`` on ``split``'s complete images (``batch_size`` per forward pass) and
+    read their human boxes: the input of :func:`evaluate_model` and of the calibration's
+    measurement, so that both share one pass. Raises :class:`WorkflowError` when the split has
+    no complete image."""
+    classes = store.classes()
+    index = {c.id: i for i, c in enumerate(classes)}
+    rows = complete_rows(store, split)
+    out = SplitPredictions(split, rows)
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
-        preds.extend(detector.predict([load_rgb(store.abs_path(r)) for r in batch]))
+        out.predictions.extend(detector.predict([load_rgb(store.abs_path(r)) for r in batch]))
         for r in batch:
             bx = store.boxes(image_id=r.id, statuses=HUMAN_STATUSES)
             regions = store.ignore_regions(image_id=r.id)
-            gts.append(
+            out.ground_truth.append(
                 (
                     np.asarray([b.xyxy for b in bx], np.float64).reshape(-1, 4),
                     np.asarray([index[b.class_id] for b in bx], np.int64),
@@ -91,9 +107,40 @@ def evaluate_model(
             )
         if progress is not None:
             progress(min(start + batch_size, len(rows)), len(rows))
-    out = _plain(evaluate(gts, preds, [c.name for c in classes]).as_dict())
+    return out
+
+
+def evaluate_model(
+    store: ProjectStore,
+    detector: Detector,
+    split: str = "val",
+    *,
+    progress: Progress | None = None,
+    record: bool = True,
+    batch_size: int = 2,
+    predictions: SplitPredictions | None = None,
+) -> dict[str, Any]:
+    """mAP@0.5 (``map50``), AP@[.5:.95] (``map``) and per-class AP of ``detector`` on the human
+    boxes of ``split``'s complete images, plus ``split``, ``images`` and the effort keys.
+    Detections on the images' ignore regions count neither as true nor as false positives.
+
+    ``predictions``: the detector's predictions on the split from :func:`predict_split`
+    (default: made here). With ``record`` the result is stored on the detector's model version.
+    Raises :class:`~napari_al.core.workflow.errors.WorkflowError` (a ValueError) when the split
+    has no complete image.
+    """
+    from napari_al.core.evaluation import evaluate
+
+    if predictions is None:
+        predictions = predict_split(
+            store, detector, split, progress=progress, batch_size=batch_size
+        )
+    elif predictions.split != split:
+        raise ValueError(f"predictions of split {predictions.split!r} given for {split!r}")
+    classes = [c.name for c in store.classes()]
+    out = _plain(evaluate(predictions.ground_truth, predictions.predictions, classes).as_dict())
     out["split"] = split
-    out["images"] = len(rows)
+    out["images"] = len(predictions.rows)
     effort = _effort_of(store, detector.model_version)
     out.update(effort)
     if record:

@@ -1,5 +1,5 @@
 """One active-learning round, the only place that runs one: train -> record -> evaluate ->
-predict -> rank -> suggest missed objects.
+calibrate -> predict -> rank -> suggest missed objects.
 
 :func:`run_round` is a generator: it yields a :class:`Progress` between steps (where a GUI
 worker's ``quit()`` takes effect and a progress bar moves) and returns a :class:`RoundResult`.
@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from napari_al.core.selection import QueryItem
 from napari_al.core.store.lock import project_lock
+from napari_al.core.workflow.calibration import calibrate_model
 from napari_al.core.workflow.errors import WorkflowError
-from napari_al.core.workflow.evaluation import evaluate_model
+from napari_al.core.workflow.evaluation import SplitPredictions, evaluate_model, predict_split
 from napari_al.core.workflow.model import load_model
 from napari_al.core.workflow.prediction import images_to_predict, predict_images
 from napari_al.core.workflow.ranking import rank_pool
 from napari_al.core.workflow.settings import (
+    CalibrationSettings,
     ModelSettings,
     QuerySettings,
     SuggestSettings,
@@ -45,7 +47,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Progress:
-    """One progress report. ``phase``: load, train, evaluate, predict, rank or suggest;
+    """One progress report. ``phase``: load, train, evaluate, calibrate, predict, rank or
+    suggest;
     ``done``/``total`` count steps or images; ``loss``/``epoch`` during training."""
 
     phase: str
@@ -71,25 +74,30 @@ def _never() -> bool:
 
 @dataclass(frozen=True)
 class RoundSettings:
-    """Everything a round needs; ``evaluate_split`` None skips the evaluation."""
+    """Everything a round needs; ``evaluate_split`` None skips the evaluation (and the
+    calibration's measurement)."""
 
     model: ModelSettings = field(default_factory=ModelSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     query: QuerySettings = field(default_factory=QuerySettings)
     suggest: SuggestSettings = field(default_factory=SuggestSettings)
+    calibration: CalibrationSettings = field(default_factory=CalibrationSettings)
     evaluate_split: str | None = "val"
 
 
 @dataclass
 class RoundResult:
     """What a round hands back. ``detector`` is set when the round loaded or trained one (the
-    caller swaps it in); ``metrics`` is the evaluation; ``missed`` maps image id to
+    caller swaps it in); ``metrics`` is the evaluation; ``calibration`` what
+    :func:`~napari_al.core.workflow.calibration.calibrate_model` fitted and measured (None: not
+    fitted); ``missed`` maps image id to
     suggestions; ``skipped`` has one line (path and reason) per unreadable image."""
 
     detector: Any = None
     model_version: int | None = None
     outcome: TrainOutcome | None = None
     metrics: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
     queries: list[QueryItem] | None = None
     missed: dict[int, list[Suggestion]] = field(default_factory=dict)
     predicted_images: list[int] = field(default_factory=list)
@@ -127,12 +135,18 @@ def run_round(
 ) -> Generator[Progress, None, RoundResult]:
     """Run a round (``train=False``: predict, rank and suggest with the model as it is).
 
+    After training, the new model version's scores are calibrated
+    (:func:`~napari_al.core.workflow.calibration.calibrate_model`, on the judged model boxes,
+    measured on the evaluation split with the evaluation's own predictions), so the boxes it
+    predicts next are shown by the calibrated rule (:func:`~napari_al.core.workflow
+    .calibration.verify_rule`). A rescore keeps the calibration fitted at training time.
+
     Raises ValueError when there is nothing to train on, RuntimeError when training saved no
-    model for another reason; an evaluation failure after a successful training is reported in
-    ``message`` and does not lose the new model. The round holds the project lock from its
-    first step to its end (:func:`~napari_al.core.store.project_lock`): when another run holds
-    it, :class:`~napari_al.core.store.ProjectBusyError` is raised at once, before any model is
-    loaded.
+    model for another reason; an evaluation or calibration failure after a successful training
+    is reported in ``message`` and does not lose the new model. The round holds the project
+    lock from its first step to its end (:func:`~napari_al.core.store.project_lock`): when
+    another run holds it, :class:`~napari_al.core.store.ProjectBusyError` is raised at once,
+    before any model is loaded.
     """
     s = settings or RoundSettings()
     what = "running a round (train, predict, rank)" if train else "predicting and ranking"
@@ -160,7 +174,8 @@ def _round(
         if result.cancelled:
             result.detector = None
             return result
-        yield from _evaluate_step(store, det, s, report, result)
+        split_predictions = yield from _evaluate_step(store, det, s, report, result)
+        yield from _calibrate_step(store, det, s, split_predictions, result)
     yield from _predict_step(store, det, should_stop, result, current_image)
     if not result.cancelled:
         yield from _rank_step(store, det, s, should_stop, report, result)
@@ -205,19 +220,46 @@ def _train_step(
 
 def _evaluate_step(
     store: ProjectStore, det: Detector, s: RoundSettings, report: Report, result: RoundResult
-) -> Generator[Progress, None, None]:
+) -> Generator[Progress, None, SplitPredictions | None]:
+    """Evaluate on ``s.evaluate_split``; returns the predictions made there (None: none)."""
     split = s.evaluate_split
     if not split or not store.images(split=split, review_state="complete"):
-        return
+        return None
     yield Progress("evaluate", 0, 1, message=f"mAP on {split}")
+    predictions = None
     try:  # the model is trained and saved: an evaluation problem must not lose it
-        result.metrics = evaluate_model(
+        predictions = predict_split(
             store, det, split, progress=lambda d, t: report(Progress("evaluate", d, t))
         )
+        result.metrics = evaluate_model(store, det, split, predictions=predictions)
     except Exception as exc:
         log.exception("evaluation after training failed")
         result.note(f"evaluation failed: {type(exc).__name__}: {exc}")
     yield Progress("evaluate", 1, 1)
+    return predictions
+
+
+def _calibrate_step(
+    store: ProjectStore,
+    det: Detector,
+    s: RoundSettings,
+    predictions: SplitPredictions | None,
+    result: RoundResult,
+) -> Generator[Progress, None, None]:
+    """Fit the new version's calibration; measure it on the evaluated split, if any."""
+    yield Progress("calibrate", 0, 1, message="calibrating scores")
+    try:
+        result.calibration = calibrate_model(
+            store,
+            det,
+            s.calibration,
+            split=None if predictions is None else predictions.split,
+            predictions=predictions,
+        )
+    except Exception as exc:
+        log.exception("calibration after training failed")
+        result.note(f"calibration failed: {type(exc).__name__}: {exc}")
+    yield Progress("calibrate", 1, 1)
 
 
 def _skip_recorder(result: RoundResult) -> Callable[[int, str], None]:

@@ -10,6 +10,7 @@ simulator pass instances. Each field's help text (``metadata["help"]``) states i
   weights).
 - :class:`QuerySettings`: how the pool is ranked (strategy, unit, budget, diversity).
 - :class:`SuggestSettings`: which low-scoring candidates are shown as possibly missed objects.
+- :class:`CalibrationSettings`: how detection scores become P(a person accepts the box).
 """
 
 from __future__ import annotations
@@ -218,6 +219,40 @@ class SuggestSettings:
     limit: int = _opt(20, "most suggestions per image", minimum=0)
     images: int = _opt(
         3, "how many queried images get suggestions (plus the one on screen)", minimum=0
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+#: Calibration methods (:mod:`napari_al.core.calibration`; ``none``: raw scores).
+CALIBRATION_METHODS = ("isotonic", "platt", "none")
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """How a model version's scores are calibrated (:mod:`napari_al.core.workflow.calibration`)."""
+
+    method: str = _opt(
+        "isotonic",
+        "score -> P(a person accepts the box): isotonic (Zadrozny & Elkan 2002), platt (Platt "
+        "1999) or none (raw scores)",
+        flag="--calibration",
+        choices=CALIBRATION_METHODS,
+    )
+    min_samples: int = _opt(
+        20,
+        "fewest judged boxes (both answers present) for a fitted map, else raw scores",
+        minimum=1,
+    )
+    min_class_samples: int = _opt(
+        40, "fewest judged boxes of one class for its own map, else the pooled map", minimum=1
+    )
+    recent_samples: int = _opt(
+        500,
+        "judged boxes to fit on: those of the newest model versions first, whole versions at a "
+        "time, until at least this many",
+        minimum=1,
     )
 
     def __post_init__(self) -> None:

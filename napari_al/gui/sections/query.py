@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from napari_al.gui.controller import AnnotationController
 
 STRATEGY_PRESETS = ("entropy", "least_confidence", "margin", "entropy+missed", "random")
+#: The score filter's minimum, shown as "auto": the workflow's calibrated rule decides.
+AUTO_MIN_SCORE = -0.05
 
 
 class QuerySection(QGroupBox):
@@ -83,20 +85,28 @@ class QuerySection(QGroupBox):
         self.rejected_check.setChecked(True)
         self.rejected_check.toggled.connect(self._on_rejected_toggled)
         form.addRow(row(self.highlight_check, self.rejected_check))
-        # below the cost model's break-even score a yes/no question costs more than it saves
-        # (docs/simulation.md), so weaker predictions are hidden and skipped by default
+        # where P(yes) x draw_s <= verify_s a yes/no question costs more than it saves
+        # (docs/simulation.md), so those predictions are hidden and skipped by default ("auto",
+        # the spin box's minimum: the workflow's calibrated rule); a number is a raw threshold
         self.min_score_spin = QDoubleSpinBox()
-        self.min_score_spin.setRange(0.0, 1.0)
+        self.min_score_spin.setRange(AUTO_MIN_SCORE, 1.0)
         self.min_score_spin.setSingleStep(0.05)
         self.min_score_spin.setDecimals(2)
-        self.min_score_spin.setValue(round(CostModel().verify_threshold, 2))
+        self.min_score_spin.setSpecialValueText("auto")
+        self.min_score_spin.setValue(AUTO_MIN_SCORE)
+        costs = CostModel()
         self.min_score_spin.setToolTip(
-            "predictions scoring below this are hidden and skipped when reviewing "
-            "(0.23 = verify 1.6 s / draw 7 s: where a yes/no question stops paying off)"
+            "auto: show a prediction only where P(yes) x "
+            f"{costs.draw_s:g} s (draw) > {costs.verify_s:g} s (verify), with P(yes) the model's "
+            "calibrated score (fitted on the boxes you judged); a number: hide predictions "
+            "scoring below it"
         )
-        self.min_score_spin.valueChanged.connect(controller.set_min_prediction_score)
-        controller.set_min_prediction_score(self.min_score_spin.value())
+        self.min_score_spin.valueChanged.connect(self._on_min_score)
+        self._on_min_score(self.min_score_spin.value())
         form.addRow("hide predictions below", self.min_score_spin)
+
+    def _on_min_score(self, value: float) -> None:
+        self.controller.set_min_prediction_score(None if value < 0 else value)
 
     def params(self) -> QuerySettings:
         """The query settings as chosen (spaces in the strategy dropped)."""

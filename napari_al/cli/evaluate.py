@@ -1,0 +1,68 @@
+"""Printing an evaluation and a model version's score calibration (``evaluate``, ``train
+--evaluate``), and the ``--calibration`` option."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from napari_al.cli.common import progress_bar
+
+
+def print_eval(store, detector, split: str, as_json: bool, calibration=None) -> int:
+    """Evaluate on ``split`` and, for a trained model, fit and measure its score calibration
+    there with the same predictions (one pass); print both (or one JSON object)."""
+    from napari_al.core import workflow
+
+    update, close = progress_bar("evaluating")
+    try:
+        predictions = workflow.predict_split(store, detector, split, progress=update)
+    finally:
+        close()
+    result = workflow.evaluate_model(store, detector, split, predictions=predictions)
+    cal = None
+    if detector.model_version:
+        cal = workflow.calibrate_model(
+            store, detector, calibration, split=split, predictions=predictions
+        )
+    if as_json:
+        print(json.dumps({**result, **(cal or {})}, indent=2, sort_keys=True, default=float))
+        return 0
+    version = f"model version {detector.model_version}" if detector.model_version else "model"
+    print(
+        f"{split}: mAP@0.5 {result['map50']:.4f}  AP@[.5:.95] {result['map']:.4f}  "
+        f"({result['images']} images; {version})"
+    )
+    for name, m in sorted(result.get("per_class", {}).items()):
+        ap50, ap = m.get("ap50", float("nan")), m.get("ap", float("nan"))
+        print(f"  {name:<12} AP50 {ap50:.4f}  AP {ap:.4f}")
+    if cal is not None:
+        print(calibration_line(cal))
+    return 0
+
+
+def calibration_line(cal: dict) -> str:
+    """One line on a calibration: how it was fitted and its error before/after."""
+    n = cal["calibration_samples"]
+    source = {
+        "judged": f"fitted on {n} judged model boxes",
+        "val": f"fitted on {n} val detections",
+    }.get(cal["calibration_source"], "raw scores kept")
+    if cal["calibration_source"] == "none" and cal["calibration_method"] != "none":
+        source += f": {cal['calibration_judged']} judged model boxes, too few"
+    line = f"calibration ({cal['calibration_method']}, {source})"
+    if cal.get("ece_before") is not None:
+        cross = ", cross-fitted" if cal.get("ece_cross_fitted") else ""
+        line += (
+            f": ECE on {cal['ece_split']} {cal['ece_before']:.4f} raw -> "
+            f"{cal['ece_after']:.4f} calibrated ({cal['ece_samples']} detections, "
+            f"{cal['ece_bins']} equal-width bins{cross})"
+        )
+    return line
+
+
+def calibration_args(p: argparse.ArgumentParser) -> None:
+    """``--calibration``, from :class:`~napari_al.core.workflow.CalibrationSettings`."""
+    from napari_al.core.workflow import CalibrationSettings, add_arguments
+
+    add_arguments(p.add_argument_group("score calibration"), CalibrationSettings, only=["method"])

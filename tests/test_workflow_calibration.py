@@ -1,0 +1,231 @@
+"""Calibrated scores through the workflow: samples from judged boxes, the fitting rule, the
+measurement on val, the round, the CLI, and the rule the front ends show boxes by."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from conftest import TINY_MODEL
+
+from napari_al.cli import main
+from napari_al.core import workflow
+from napari_al.core.calibration import ScoreCalibration
+from napari_al.core.store import ProjectStore
+
+CLI_TINY = ["--min-size", "128", "--max-size", "160", "--device", "cpu"]
+
+
+def _judge_overconfident(store: ProjectStore, version: int | None, n_per_image: int = 12) -> int:
+    """Give each pool image ``n_per_image`` model boxes of ``version`` with scores spread over
+    (0, 1) and judge them: accepted with probability score**2 (seeded), else rejected."""
+    rng = np.random.default_rng(0)
+    cids = [c.id for c in store.classes()]
+    n = 0
+    for row in store.images(split="pool"):
+        preds = []
+        for k in range(n_per_image):
+            x = 5.0 + 12 * k
+            preds.append(((x, 5.0, x + 10, 15.0), cids[k % len(cids)], float(rng.random())))
+        for box_id in store.replace_predictions(row.id, preds, version):
+            box = store.box(box_id)
+            if rng.random() < box.score**2:
+                store.accept_box(box_id)
+            else:
+                store.reject_box(box_id)
+            n += 1
+    return n
+
+
+def test_judged_samples_follow_what_the_person_was_shown(labelled_project: Path) -> None:
+    """accept -> yes; reject, correct, delete -> no; a class change is a no for the class the
+    model showed, even when the box is accepted afterwards; an undone edit leaves a yes."""
+    with ProjectStore.open(labelled_project) as store:
+        a, b = (c.id for c in store.classes()[:2])
+        names = {c.id: c.name for c in store.classes()}
+        image = store.images(split="pool")[0].id
+        ids = store.replace_predictions(
+            image, [((10 * i, 0, 10 * i + 8, 8), a, 0.1 * (i + 1)) for i in range(6)], 3
+        )
+        store.accept_box(ids[0])  # yes
+        store.reject_box(ids[1])  # no
+        store.set_box_class(ids[2], b)  # no, for class a
+        store.set_box_class(ids[3], b)
+        store.accept_box(ids[3])  # still a no: the class shown was wrong
+        before = store.box(ids[4])
+        store.correct_box(ids[4], (41, 0, 49, 9))
+        store.restore_box(ids[4], before, kind="undo")
+        store.accept_box(ids[4])  # the move was undone: accepted as shown, a yes
+        store.delete_box(ids[5])  # deleted while unreviewed: a no
+        samples = workflow.judged_samples(store)
+    got = sorted(zip(samples.scores.round(2), samples.outcomes, samples.classes, strict=True))
+    assert got == [
+        (0.1, True, names[a]),
+        (0.2, False, names[a]),
+        (0.3, False, names[a]),
+        (0.4, False, names[a]),
+        (0.5, True, names[a]),
+        (0.6, False, names[a]),
+    ]
+    assert set(samples.groups.tolist()) == {3}
+
+
+def test_only_the_newest_versions_boxes_are_kept(labelled_project: Path) -> None:
+    with ProjectStore.open(labelled_project) as store:
+        pool = [r.id for r in store.images(split="pool")]
+        cid = store.classes()[0].id
+        for version, image in ((1, pool[0]), (2, pool[1]), (3, pool[2])):
+            ids = store.replace_predictions(
+                image, [((10 * i, 0, 10 * i + 8, 8), cid, 0.5) for i in range(10)], version
+            )
+            for box_id in ids:
+                store.reject_box(box_id)
+        assert len(workflow.judged_samples(store)) == 30
+        assert set(workflow.judged_samples(store, recent=15).groups.tolist()) == {2, 3}
+        assert set(workflow.judged_samples(store, recent=10).groups.tolist()) == {3}
+
+
+def test_split_samples_match_greedily_by_score_within_a_class() -> None:
+    gt = (
+        np.asarray([[0, 0, 10, 10], [20, 0, 30, 10]], np.float64),
+        np.asarray([0, 1]),
+        np.asarray([[50, 50, 90, 90]], np.float64),
+    )
+    pred = SimpleNamespace(
+        boxes=np.asarray(
+            [
+                [0, 0, 10, 10],  # 0.6: class 0 box, but the 0.9 duplicate takes it
+                [0, 0, 10, 9],  # 0.9: matches the class-0 box
+                [20, 0, 30, 10],  # 0.8: right place, wrong class
+                [21, 0, 30, 10],  # 0.7: class 1, matches
+                [55, 55, 70, 70],  # 0.5: unmatched, inside the ignore region: left out
+                [100, 100, 110, 110],  # 0.4: a false positive
+            ],
+            np.float32,
+        ),
+        labels=np.asarray([0, 0, 0, 1, 0, 1]),
+        scores=np.asarray([0.6, 0.9, 0.8, 0.7, 0.5, 0.4], np.float32),
+    )
+    preds = workflow.SplitPredictions("val", [SimpleNamespace(id=7)], [gt], [pred])
+    s = workflow.split_samples(preds, ["a", "b"])
+    got = sorted(zip(s.scores.round(2), s.outcomes, s.classes, strict=True))
+    assert got == [
+        (0.4, False, "b"),
+        (0.6, False, "a"),
+        (0.7, True, "b"),
+        (0.8, False, "a"),
+        (0.9, True, "a"),
+    ]
+    assert set(s.groups.tolist()) == {7}
+
+
+def test_judged_boxes_are_fitted_and_stored_on_the_model_version(trained_project: Path) -> None:
+    with ProjectStore.open(trained_project) as store:
+        n = _judge_overconfident(store, version=1)
+        out = workflow.calibrate_model(store, SimpleNamespace(model_version=1), split=None)
+        metrics = store.latest_model_version().metrics
+        rule = workflow.verify_rule(store)
+        cid = store.classes()[0].id
+        explicit = workflow.verify_rule(store, min_score=0.25)
+        raw = workflow.verify_rule(store, calibrated=False)
+    assert out["calibration_source"] == "judged" and out["calibration_samples"] == n >= 80
+    assert out["ece_before"] is None and out["ece_split"] is None  # nothing measured
+    stored = ScoreCalibration.from_dict(metrics["calibration"])
+    assert stored == ScoreCalibration.from_dict(out["calibration"]) and not stored.is_identity
+    assert metrics["calibration_method"] == "isotonic"
+    # true P(yes | 0.3) = 0.09: a raw 0.3 is above 0.23 but not worth a question any more
+    box = SimpleNamespace(score=0.3, class_id=cid, model_version=1)
+    assert rule.probability([box])[0] < 0.2 and not rule.shows(box)
+    assert explicit.shows(box)  # an explicit threshold wins
+    assert raw.shows(box)  # raw scores: 0.3 > 0.23
+    assert rule.shows(SimpleNamespace(score=None, class_id=cid, model_version=1))
+
+
+def _val_predictions(store: ProjectStore, per_image: int = 60) -> workflow.SplitPredictions:
+    """Hand-made predictions on the val images: disjoint boxes, each a correct detection (a
+    human box on it) with probability score**2, seeded."""
+    rng = np.random.default_rng(1)
+    rows = store.images(split="val", review_state="complete")
+    gts, preds = [], []
+    for _ in rows:
+        s = rng.random(per_image)
+        boxes = np.asarray([[12.0 * k, 0, 12.0 * k + 10, 10] for k in range(per_image)])
+        hit = rng.random(per_image) < s**2
+        gts.append((boxes[hit], np.zeros(int(hit.sum()), np.int64), np.zeros((0, 4))))
+        preds.append(SimpleNamespace(boxes=boxes, labels=np.zeros(per_image, int), scores=s))
+    return workflow.SplitPredictions("val", rows, gts, preds)
+
+
+def test_too_few_judged_boxes_fall_back_to_val_with_a_cross_fitted_error(
+    trained_project: Path,
+) -> None:
+    with ProjectStore.open(trained_project) as store:
+        split = _val_predictions(store)
+        n = sum(len(p.scores) for p in split.predictions)
+        det = SimpleNamespace(model_version=1)
+        out = workflow.calibrate_model(store, det, split="val", predictions=split)
+        raw = workflow.calibrate_model(
+            store,
+            det,
+            workflow.CalibrationSettings(method="none"),
+            split="val",
+            predictions=split,
+            record=False,
+        )
+        stored = store.latest_model_version().metrics
+    assert len(split.rows) >= 2
+    assert out["calibration_source"] == "val" and out["ece_cross_fitted"]
+    assert out["calibration_samples"] == out["ece_samples"] == n
+    assert 0 <= out["ece_after"] < out["ece_before"]
+    assert stored["ece_after"] == out["ece_after"]  # recorded; the raw run was not
+    curve = out["reliability_before"]
+    assert len(curve["prob_pred"]) == len(curve["prob_true"]) == len(curve["count"])
+    assert sum(curve["count"]) == n
+    assert raw["calibration_source"] == "none" and not raw["ece_cross_fitted"]
+    assert raw["ece_after"] == pytest.approx(raw["ece_before"])
+
+
+def test_a_round_calibrates_the_new_version_and_measures_it_on_val(trained_project: Path) -> None:
+    settings = workflow.RoundSettings(
+        model=workflow.ModelSettings(**TINY_MODEL),
+        train=workflow.TrainSettings(steps=1),
+        query=workflow.QuerySettings(budget=2),
+    )
+    with ProjectStore.open(trained_project) as store:
+        n = _judge_overconfident(store, version=1)
+        detector = workflow.load_model(store, settings.model)
+        result = workflow.drive(workflow.run_round(store, detector, settings))
+        metrics = store.latest_model_version().metrics
+        new_boxes = store.boxes(statuses=("predicted",))
+        p = workflow.probability_of_yes(store, new_boxes)
+        names = {c.id: c.name for c in store.classes()}
+    assert result.model_version == 2 and result.calibration is not None
+    assert metrics["calibration_source"] == "judged" and metrics["calibration_samples"] == n
+    assert metrics["ece_split"] == "val" and metrics["ece_samples"] > 0
+    assert 0 <= metrics["ece_before"] <= 1 and 0 <= metrics["ece_after"] <= 1
+    cal = ScoreCalibration.from_dict(metrics["calibration"])
+    expected = cal.predict([b.score for b in new_boxes], [names[b.class_id] for b in new_boxes])
+    np.testing.assert_allclose(p, expected)
+
+
+def test_evaluate_prints_and_stores_the_calibration_error(trained_project: Path, capsys) -> None:
+    capsys.readouterr()
+    assert main(["evaluate", str(trained_project), *CLI_TINY, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["ece_split"] == "val" and printed["ece_samples"] > 0
+    assert 0 <= printed["ece_before"] <= 1 and 0 <= printed["ece_after"] <= 1
+    assert printed["calibration_method"] == "isotonic"
+    assert main(["evaluate", str(trained_project), *CLI_TINY, "--calibration", "platt"]) == 0
+    text = capsys.readouterr().out
+    assert "calibration (platt" in text and "ECE on val" in text and " raw -> " in text
+    assert main(["info", str(trained_project), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    cal = info["latest_model"]["calibration"]
+    assert cal["calibration_method"] == "platt" and cal["ece_before"] == pytest.approx(
+        printed["ece_before"]
+    )
+    assert main(["info", str(trained_project)]) == 0
+    assert "scores calibrated: platt" in capsys.readouterr().out
