@@ -70,6 +70,7 @@ def _cell(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from napari_al.core.engine import Detector, TrainingExample, train
+    from napari_al.core.engine.training import default_lr
     from napari_al.core.evaluation import evaluate
     from napari_al.core.workflow import load_rgb
 
@@ -100,9 +101,10 @@ def _cell(job: dict[str, Any]) -> dict[str, Any]:
         rpn_proposals_test=job["rpn_test"],
         box_batch_size_per_image=job["roi_batch"],
         trainable_backbone_layers=job["trainable"],
+        anchor_sizes=job["anchors"],
     )
     t0 = time.perf_counter()
-    extra = {"lr": job["lr"]} if job["lr"] else {}
+    lr = job["lr"] or default_lr(det)  # default: the weight source's few-label schedule
     res = train(
         det,
         examples,
@@ -110,7 +112,7 @@ def _cell(job: dict[str, Any]) -> dict[str, Any]:
         batch_size=job["batch"],
         seed=job["seed"],
         augment=job["augment"],
-        **extra,
+        lr=lr,
     )
     train_s = time.perf_counter() - t0
     test_imgs = [load_rgb(r.path) for r in test_recs]
@@ -129,8 +131,10 @@ def _cell(job: dict[str, Any]) -> dict[str, Any]:
     return {
         **{
             k: job[k]
-            for k in ("weights", "images", "steps", "size", "seed", "lr", "augment", "trainable")
+            for k in ("weights", "images", "steps", "size", "seed", "augment", "trainable")
         },
+        "lr": lr,
+        "data": Path(job["data"]).name,
         "boxes": boxes,
         "draw_s": boxes * CostModel().draw_s,
         "map50": float(ev.map50),
@@ -141,6 +145,40 @@ def _cell(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """The Markdown table of cells: one row per setting and image count, over seeds."""
+    print(
+        "| data | weights | input | steps | lr | augment | stages | images | boxes | drawing s "
+        "| mAP@0.5 (mean +- sd) | AP | s/step |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def key(r: dict[str, Any]) -> tuple:
+        return (
+            r.get("data", "bccd"),
+            r["weights"],
+            r["size"],
+            r["steps"],
+            r["lr"] or 0,
+            r.get("augment", "hflip"),
+            -1 if r.get("trainable") is None else r["trainable"],
+            r["images"],
+        )
+
+    for k, grp in itertools.groupby(sorted(rows, key=key), key=key):
+        g = list(grp)
+        m = [r["map50"] for r in g]
+        sd = statistics.stdev(m) if len(m) > 1 else 0.0
+        print(
+            f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | {k[4] or 'default'} | {k[5]} | "
+            f"{'default' if k[6] < 0 else k[6]} | {k[7]} | "
+            f"{statistics.mean(r['boxes'] for r in g):.0f} | "
+            f"{statistics.mean(r['draw_s'] for r in g):.0f} | {statistics.mean(m):.3f} +- "
+            f"{sd:.3f} | {statistics.mean(r['map'] for r in g):.3f} | "
+            f"{statistics.mean(r['step_s'] for r in g):.3f} |"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets" / "bccd")
@@ -148,8 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=_ints, default=_ints("100,400"))
     p.add_argument("--sizes", type=_ints, default=_ints("240"), help="shorter input side")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument(
+        "--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1"
+    )
     p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--lrs", default="", help="peak learning rates (default: training's)")
+    p.add_argument(
+        "--lrs", default="", help="peak learning rates (default: the weight source's, default_lr)"
+    )
     p.add_argument("--arch", default="fasterrcnn_mobilenet_v2_fpn")
     p.add_argument(
         "--weights",
@@ -168,6 +211,13 @@ def main(argv: list[str] | None = None) -> int:
         default="default",
         help="backbone stages trained, comma-separated variants (0-5, all, default)",
     )
+    p.add_argument(
+        "--anchors",
+        type=_ints,
+        default=None,
+        help="RPN anchor sizes, one per FPN level, pixels of the resized input "
+        "(default 32,64,128,256,512); e.g. 16,32,64,128,256 for small objects",
+    )
     p.add_argument("--rpn-train", type=int, default=300)
     p.add_argument("--rpn-test", type=int, default=100)
     p.add_argument("--roi-batch", type=int, default=64)
@@ -175,7 +225,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", type=Path, default=None, help="also write every cell here")
+    p.add_argument(
+        "--table",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="print the table of these --json files (their cells together) and exit",
+    )
     args = p.parse_args(argv)
+    if args.table:
+        print_table([row for f in args.table for row in json.loads(f.read_text())["rows"]])
+        return 0
 
     jobs = [
         {
@@ -195,20 +255,22 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "augment": aug,
             "trainable": tr,
+            "anchors": args.anchors,
         }
         for w, z, s, n, seed, lr, aug, tr in itertools.product(
             [x.strip() for x in args.weights.split(",") if x.strip()],
             args.sizes,
             args.steps,
             args.images,
-            range(args.seeds),
+            range(args.first_seed, args.first_seed + args.seeds),
             [float(x) for x in args.lrs.split(",") if x.strip()] or [None],
             args.augment or ["hflip"],
             [_stages(x) for x in args.trainable.split(",") if x.strip()],
         )
     ]
-    # the longest cells first, so the workers finish together
-    jobs.sort(key=lambda j: -j["steps"] * j["size"] ** 2)
+    # the longest cells first, so the workers finish together; then seed by seed, so that a
+    # run stopped early has every setting's first seeds to compare
+    jobs.sort(key=lambda j: (-j["steps"] * j["size"] ** 2, j["seed"], j["images"]))
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
     if args.workers > 1:
@@ -230,35 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     print(f"\n{len(rows)} cells in {wall:.0f} s on {rows[0]['device'] if rows else '?'}\n")
-    print(
-        "| weights | input | steps | lr | augment | stages | images | boxes | drawing s "
-        "| mAP@0.5 (mean +- sd) | AP | s/step |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-
-    def key(r: dict[str, Any]) -> tuple:
-        return (
-            r["weights"],
-            r["size"],
-            r["steps"],
-            r["lr"] or 0,
-            r["augment"],
-            -1 if r["trainable"] is None else r["trainable"],
-            r["images"],
-        )
-
-    for k, grp in itertools.groupby(sorted(rows, key=key), key=key):
-        g = list(grp)
-        m = [r["map50"] for r in g]
-        sd = statistics.stdev(m) if len(m) > 1 else 0.0
-        print(
-            f"| {k[0]} | {k[1]} | {k[2]} | {k[3] or 'default'} | {k[4]} | "
-            f"{'default' if k[5] < 0 else k[5]} | {k[6]} | "
-            f"{statistics.mean(r['boxes'] for r in g):.0f} | "
-            f"{statistics.mean(r['draw_s'] for r in g):.0f} | {statistics.mean(m):.3f} +- "
-            f"{sd:.3f} | {statistics.mean(r['map'] for r in g):.3f} | "
-            f"{statistics.mean(r['step_s'] for r in g):.3f} |"
-        )
+    print_table(rows)
     return 0
 
 

@@ -152,3 +152,19 @@ def test_sigint_during_a_real_training_run_keeps_the_previous_model(tmp_path: Pa
     with ProjectStore.open(project) as store:
         assert [v.id for v in store.model_versions()] == [1]
     assert sorted(p.name for p in (project / "models").iterdir()) == ["model-v0001.pt"]
+
+
+def test_the_first_ctrl_c_asks_to_stop_and_the_second_interrupts() -> None:
+    """``stop_on_sigint``: SIGINT sets a flag a run polls between steps (it cannot be lost in
+    a finalizer as a KeyboardInterrupt can); a second SIGINT interrupts; the handler is put
+    back afterwards."""
+    from napari_al.cli.common import stop_on_sigint
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt), stop_on_sigint() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert stop.is_set()
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is before

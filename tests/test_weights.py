@@ -338,3 +338,36 @@ def test_torchvision_coco_file_placed_in_torch_home(monkeypatch, tmp_path) -> No
     det = Detector(CLASSES, SSDLITE, weights="torchvision-coco")
     key = "head.regression_head.module_list.0.1.weight"  # not class-specific: loaded
     assert torch.equal(det.model.state_dict()[key], state[key])
+
+
+def test_each_weight_source_trains_with_its_measured_peak_learning_rate(
+    coco_env: Path, tmp_path: Path
+) -> None:
+    """``train(lr=None)`` uses the few-label schedule of the detector's weight source, also
+    after a checkpoint round trip; unmeasured sources keep the conservative 0.005."""
+    from napari_al.core.engine import TrainingExample, train
+    from napari_al.core.engine.training import LEARNING_RATE, default_lr
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 80, (96, 128, 3), dtype=np.uint8)
+    img[20:50, 30:70] = 230
+    ex = TrainingExample(image=img, boxes=np.array([[30, 20, 70, 50]], np.float32), labels=[0])
+
+    def trained(weights: object, **kw: object) -> list[torch.Tensor]:
+        det = Detector(CLASSES, weights=weights, min_size=96, max_size=128, seed=0)
+        train(det, [ex], steps=2, seed=0, **kw)  # under 10 steps: a constant lr
+        return [p.detach() for p in det.model.parameters()]
+
+    def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+        return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+    for source, peak in (("imagenet", 0.02), ("coco-mnv2", 0.01)):
+        det = Detector(CLASSES, weights=source, min_size=96, max_size=128, seed=0)
+        assert default_lr(det) == peak
+        loaded, _ = load_checkpoint(save_checkpoint(det, tmp_path / f"{source}.pt"))
+        assert default_lr(loaded) == peak
+        auto = trained(source)
+        assert same(auto, trained(source, lr=peak))
+        assert not same(auto, trained(source, lr=LEARNING_RATE))
+    scratch = Detector(CLASSES, pretrained_backbone=False, min_size=96, max_size=128)
+    assert default_lr(scratch) == LEARNING_RATE

@@ -25,6 +25,7 @@ from napari_al.cli.common import (
     Parser,
     open_store,
     progress_bar,
+    stop_on_sigint,
     user_message,
 )
 from napari_al.cli.evaluate import calibration_args, calibration_line, print_eval
@@ -102,7 +103,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.set_postfix(loss=f"{loss:.3f}", epoch=f"{epoch:.1f}")
 
         try:
-            outcome = workflow.train_model(store, detector, settings, progress=progress)
+            with stop_on_sigint() as stop:  # Ctrl+C stops between steps; twice: at once
+                outcome = workflow.train_model(
+                    store, detector, settings, progress=progress, should_stop=stop.is_set
+                )
+            if stop.is_set() and outcome.model_version is None:
+                raise KeyboardInterrupt
         except KeyboardInterrupt:  # Ctrl+C: say what was kept (exit 130, as for SIGINT)
             bar.close()
             print(f"napari-al: {_interrupted(store, before)}", file=sys.stderr)

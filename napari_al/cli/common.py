@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -94,3 +96,28 @@ def user_message(exc: BaseException) -> str | None:
         except (ImportError, AttributeError):
             continue
     return str(exc) if isinstance(exc, tuple(known)) else None
+
+
+@contextlib.contextmanager
+def stop_on_sigint() -> Iterator[threading.Event]:
+    """Ctrl+C as a request to stop: the first SIGINT sets the yielded event (a long run polls
+    it, e.g. as ``should_stop``, and stops cleanly between steps); a second raises
+    KeyboardInterrupt at once. Unlike a KeyboardInterrupt raised wherever Python happens to be
+    (it is lost when it lands in a finalizer), a flag cannot be swallowed. The previous handler
+    is restored on exit; outside the main thread (no signal handlers there) the event is never
+    set."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -15,9 +15,10 @@ rejected boxes are not used (unlabeled area is background anyway), and ignore re
 (filled with the image's mean colour) with the boxes centred in them dropped.
 
 Optimisation: SGD (momentum 0.9, weight decay 1e-4), one-cycle learning rate up to ``lr``
-(0.005), gradient-norm clipping at 10 (a peak lr of 0.01 without clipping diverged on BCCD),
-left-right flips (more augmentations: :mod:`napari_al.core.engine.augment`). Seeded: the same
-seed on the CPU gives identical weights.
+(by weight source, :func:`default_lr`: 0.02 from ImageNet, 0.01 from COCO MobileNetV2, else
+0.005; 20% warm-up), gradient-norm clipping at 10 (a peak lr of 0.01 without clipping diverged
+on BCCD), left-right flips (more augmentations: :mod:`napari_al.core.engine.augment`).
+Seeded: the same seed on the CPU gives identical weights.
 """
 
 from __future__ import annotations
@@ -43,8 +44,24 @@ log = logging.getLogger(__name__)
 
 #: Default dampening of unverified predictions (Desai et al.: 0.5 works in most cases).
 LAMBDA_D = 0.5
-#: Peak learning rate (conventions: 0.005 with clipping converged; 0.01 diverged).
+#: Peak learning rate where no measured schedule applies (conventions: 0.005 with clipping
+#: converged; 0.01 without clipping diverged).
 LEARNING_RATE = 0.005
+#: Peak learning rate of the few-label schedule by where a detector's weights came from
+#: (``DetectorConfig.init``), measured on BCCD with 10 images, 200 steps, 2 seeds
+#: (``benchmarks/learning_curve.py --lrs``, docs/benchmarks.md "A stronger start"): ImageNet
+#: backbone 0.005 -> 0.474, 0.01 -> 0.552, 0.02 -> 0.812 mAP@0.5; COCO-trained MobileNetV2
+#: 0.739 / 0.770 / 0.764. Other sources were not measured and keep :data:`LEARNING_RATE`.
+PEAK_LR_BY_INIT = {"offline-imagenet": 0.02, "coco-mnv2": 0.01}
+
+
+def default_lr(detector: Detector) -> float:
+    """The peak learning rate :func:`train` uses for ``detector`` when none is given: the
+    few-label schedule of its weight source (:data:`PEAK_LR_BY_INIT`), else
+    :data:`LEARNING_RATE`."""
+    return PEAK_LR_BY_INIT.get(detector.config.init, LEARNING_RATE)
+
+
 CLIP_NORM = 10.0
 
 #: ``progress(step, total, loss, epoch)``, called after every optimisation step.
@@ -411,7 +428,7 @@ def train(
     examples: Sequence[TrainingExample],
     epochs: float | None = None,
     steps: int | None = None,
-    lr: float = LEARNING_RATE,
+    lr: float | None = None,
     batch_size: int = 2,
     lambda_d: float = LAMBDA_D,
     from_scratch: bool = False,
@@ -438,6 +455,7 @@ def train(
     non-finite loss or gradient stops the run and restores the last weights that gave a finite
     loss. The detector is left in eval mode.
 
+    ``lr`` (peak of the one-cycle schedule): default :func:`default_lr`, by weight source.
     ``augment`` (an :class:`~napari_al.core.engine.augment.Augmentation` or its text, e.g.
     ``"hflip,vflip,scale=0.25"``) replaces ``augment_flip`` (left-right flips only) when given.
     """
@@ -456,6 +474,8 @@ def train(
     total = max(0, int(steps))
     if from_scratch:
         detector.reset(seed)
+    if lr is None:
+        lr = default_lr(detector)
     optimiser = _Optimiser(detector, total, lr, momentum, weight_decay, clip_norm)
     if augment is None:
         augmentation = Augmentation(hflip=augment_flip)

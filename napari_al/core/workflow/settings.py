@@ -148,7 +148,10 @@ class TrainSettings:
         maximum=1.0,
     )
     lr: float | None = _opt(
-        None, "peak learning rate of the one-cycle schedule (default 0.005)", minimum=1e-12
+        None,
+        "peak learning rate of the one-cycle schedule (default: by weight source, 0.02 from "
+        "imagenet, 0.01 from coco-mnv2, else 0.005)",
+        minimum=1e-12,
     )
     from_scratch: bool = _opt(
         False, "restart from the pretrained weights instead of the latest model"
