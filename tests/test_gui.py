@@ -660,3 +660,18 @@ def test_the_augment_field_takes_only_valid_augmentations(widget, qtbot) -> None
     assert widget.train_section.params().augment == "scale=0.3,colour=0.2"
     edit.clear()
     assert widget.train_section.params().augment == "none"
+
+
+def test_the_weights_field_offers_the_sources_and_takes_a_file(widget, qtbot) -> None:  # type: ignore[no-untyped-def]
+    """Model section: the weight sources are offered by name, a typed path is kept, and empty
+    means the project's latest model."""
+    from napari_al.core.workflow import WEIGHT_SOURCES
+
+    combo = widget.model_section.weights_combo
+    offered = [combo.itemText(i) for i in range(combo.count())]
+    assert offered == ["", *WEIGHT_SOURCES]
+    assert widget.model_section.params().weights is None
+    combo.setCurrentIndex(offered.index("coco-mnv2"))
+    assert widget.model_section.params().weights == "coco-mnv2"
+    combo.setEditText("/data/my model.pt")
+    assert widget.model_section.params().weights == "/data/my model.pt"

@@ -12,12 +12,11 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QLabel,
-    QLineEdit,
     QPushButton,
     QSpinBox,
 )
 
-from napari_al.core.workflow import ModelSettings
+from napari_al.core.workflow import WEIGHT_SOURCES, ModelSettings
 from napari_al.gui.sections.common import row
 
 #: Architectures offered before torch is imported (refreshed from core.engine.ARCHS after).
@@ -35,12 +34,20 @@ class ModelSection(QGroupBox):
         self.arch_combo.addItems(list(DEFAULT_ARCHS))
         self.refresh_archs()
         form.addRow("Architecture", self.arch_combo)
-        self.weights_edit = QLineEdit()
-        self.weights_edit.setPlaceholderText("latest checkpoint of the project")
+        # a weight source by name, or a file typed or browsed to; empty: the latest checkpoint
+        self.weights_combo = QComboBox()
+        self.weights_combo.setEditable(True)
+        self.weights_combo.addItems(["", *WEIGHT_SOURCES])
+        self.weights_combo.lineEdit().setPlaceholderText("latest checkpoint of the project")
+        self.weights_combo.setToolTip(
+            "Where a new model starts: imagenet, coco-mnv2 (COCO-trained, offline), "
+            "torchvision-coco (other architectures, downloaded once) or a weights file; "
+            "empty keeps training the project's latest model (docs/weights.md)"
+        )
         browse = QPushButton("…")
         browse.setMaximumWidth(30)
         browse.clicked.connect(self._choose_weights)
-        form.addRow("Weights", row(self.weights_edit, browse))
+        form.addRow("Weights", row(self.weights_combo, browse))
         self.device_combo = QComboBox()
         self.device_combo.addItems(list(DEVICES))
         form.addRow("Device", self.device_combo)
@@ -71,7 +78,7 @@ class ModelSection(QGroupBox):
     def _choose_weights(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Weights file", filter="Weights (*.pt *.pth)")
         if path:
-            self.weights_edit.setText(path)
+            self.weights_combo.setEditText(path)
 
     def params(self) -> ModelSettings:
         """The model parameters as chosen (``auto`` device and input size 0 become None)."""
@@ -79,7 +86,7 @@ class ModelSection(QGroupBox):
         size = self.min_size_spin.value()
         return ModelSettings(
             arch=self.arch_combo.currentText() or None,
-            weights=self.weights_edit.text().strip() or None,
+            weights=self.weights_combo.currentText().strip() or None,
             device=None if device == "auto" else device,
             min_size=size or None,
             max_size=(size * 2) if size else None,
