@@ -6,9 +6,10 @@ the :class:`~napari_al.core.store.ProjectStore` at once, through the store's own
 pushes a :class:`Command` that remembers the box state before and after.
 
 One user action = one transaction = one logged action. Each command (accept, reject, set
-class, correct, draw, delete, complete, a :meth:`Annotator.group` of several actions, an undo,
-a redo) runs inside ONE :meth:`~napari_al.core.store.ProjectStore.transaction`: exactly one
-SQLite commit, and an error leaves the store as it was. A single-box command logs exactly one
+class, correct, draw, a centre click that became a box, delete, complete, a
+:meth:`Annotator.group` of several actions, an undo, a redo) runs inside ONE
+:meth:`~napari_al.core.store.ProjectStore.transaction`: exactly one SQLite commit, and an
+error leaves the store as it was. A single-box command logs exactly one
 action row (a group or the undo of one: one row per box, in the same transaction).
 
 Undo puts the *before* state back with
@@ -59,7 +60,7 @@ _STATE_FIELDS = (
 )
 
 #: Command kinds, in the words of the action log.
-COMMAND_KINDS = ("accept", "reject", "set_class", "correct", "draw", "delete", "complete")
+COMMAND_KINDS = ("accept", "reject", "set_class", "correct", "draw", "delete", "complete", "click")
 
 #: How many commands the undo stack keeps (older ones fall off the bottom).
 MAX_HISTORY = 1000
@@ -344,6 +345,51 @@ class Annotator:
         return self._push(
             Command(
                 "draw",
+                after.image_id,
+                box_id,
+                None,
+                after,
+                review_before,
+                review_after,
+                action_id=action_id,
+            )
+        )
+
+    def click(
+        self,
+        image_id: int,
+        point: Iterable[float],
+        xyxy: Iterable[float],
+        class_id: int,
+        *,
+        method: str,
+        score: float | None = None,
+        model_version: int | None = None,
+    ) -> Command:
+        """A centre click ``point`` (x, y image pixels) became the proposed box ``xyxy``
+        (:mod:`napari_al.core.clicks`, via ``workflow.click``): status ``pseudo``, source
+        ``click``, awaiting a yes/no (:meth:`accept`, :meth:`reject`) or a drag fix
+        (:meth:`correct`). One transaction, one logged ``click`` action; undo deletes the box.
+        The command's ``box_id`` is the new box."""
+        xyxy = tuple(float(v) for v in xyxy)
+        point = tuple(float(v) for v in point)
+        with self.store.transaction():
+            review_before, review_after = self._partial_change(image_id)
+            box_id = self.store.click_box(
+                image_id,
+                xyxy,
+                class_id,
+                point=point,
+                method=method,
+                score=score,
+                model_version=model_version,
+                review_state=review_after,
+            )
+            action_id = self.store.last_action_id()
+            after = self.store.box(box_id)
+        return self._push(
+            Command(
+                "click",
                 after.image_id,
                 box_id,
                 None,

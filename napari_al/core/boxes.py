@@ -14,6 +14,10 @@ uses for rectangles (``napari.layers.shapes._shapes_utils.find_corners``): ``(rm
 coordinates of boxes that went through a layer are exact only to float32 precision (exact for
 integer and half-integer values below 2**23).
 
+Points (a mouse click) follow the same rule: :func:`napari_to_xy` and :func:`xy_to_napari`
+convert a napari ``(row, col)`` point to an image ``(x, y)`` point and back, and
+:func:`xy_pixel` names the pixel an ``(x, y)`` point lies on.
+
 Everything is vectorised numpy and free of napari/Qt imports.
 """
 
@@ -87,6 +91,46 @@ def napari_to_xyxy(shapes: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     # lo/hi columns are (row, col); output is (x1, y1, x2, y2)
     out = np.stack([lo[:, 1], lo[:, 0], hi[:, 1], hi[:, 0]], axis=1)
     return out + NAPARI_OFFSET
+
+
+def napari_to_xy(points: np.ndarray | Sequence[float] | Sequence[Sequence[float]]) -> np.ndarray:
+    """napari points -> image-pixel ``(x, y)`` points, an ``(N, 2)`` float64 array.
+
+    A point is ``(row, col)`` (or ``(..., row, col)`` on an nD layer: the last two coordinates
+    count), as napari reports a mouse position in a layer's data coordinates, with pixel centres
+    on integers. The result is in this package's convention, pixel edges on integers:
+    ``x = col + 0.5``, ``y = row + 0.5``, so a click anywhere on the pixel in column ``c``,
+    row ``r`` gives ``c <= x < c + 1`` and ``r <= y < r + 1`` (:func:`xy_pixel` gives it back).
+    A single point ``(D,)`` gives shape ``(1, 2)``.
+    """
+    p = np.asarray(points, dtype=np.float64)
+    if p.ndim == 1:
+        p = p[None, :]
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise ValueError(f"points must have shape (N, D>=2) of (row, col), got {p.shape}")
+    return np.stack([p[:, -1], p[:, -2]], axis=1) + NAPARI_OFFSET
+
+
+def xy_to_napari(points: np.ndarray | Sequence[float] | Sequence[Sequence[float]]) -> np.ndarray:
+    """Image-pixel ``(x, y)`` points -> napari ``(row, col)`` points, ``(N, 2)`` float64 (the
+    inverse of :func:`napari_to_xy`: ``row = y - 0.5``, ``col = x - 0.5``)."""
+    p = np.asarray(points, dtype=np.float64)
+    if p.ndim == 1:
+        p = p[None, :]
+    if p.ndim != 2 or p.shape[1] != 2:
+        raise ValueError(f"points must have shape (N, 2) of (x, y), got {p.shape}")
+    return np.stack([p[:, 1], p[:, 0]], axis=1) - NAPARI_OFFSET
+
+
+def xy_pixel(points: np.ndarray | Sequence[float] | Sequence[Sequence[float]]) -> np.ndarray:
+    """The pixel each image-pixel ``(x, y)`` point lies on, as ``(N, 2)`` int64 ``(row, col)``
+    array indices (``row = floor(y)``, ``col = floor(x)``); ``image[row, col]`` is its value."""
+    p = np.asarray(points, dtype=np.float64)
+    if p.ndim == 1:
+        p = p[None, :]
+    if p.ndim != 2 or p.shape[1] != 2:
+        raise ValueError(f"points must have shape (N, 2) of (x, y), got {p.shape}")
+    return np.floor(p[:, ::-1]).astype(np.int64)
 
 
 def clip_xyxy(

@@ -9,8 +9,10 @@ Published human times, each a configurable default (see ``docs/simulation.md``):
   CVPR 2016);
 - changing a box's class: 1.5 s (a label pick in a list; assumed, of the order of the 1.6 s
   yes/no question);
-- clicking an object's centre: 1.9 s (1.87 s, Papadopoulos et al. 2017). No oracle mode charges
-  it yet; it is here for click-based modes.
+- clicking an object's centre: 1.9 s (1.87 s, Papadopoulos et al., "Training object class
+  detectors with click supervision", CVPR 2017), charged for the action kind ``click``: one
+  centre click that became a proposed box (:mod:`napari_al.core.clicks`); the yes/no on that
+  box is a verification of its own.
 - ``image_s``: per image reviewed to completion (open, look, mark complete). Not in the published
   per-box figures, so 0 by default.
 
@@ -30,8 +32,18 @@ from typing import Any
 #: ``draw``: a box drawn from nothing; ``accept``/``reject``: a yes/no verification;
 #: ``set_class``: a verification answered "right box, wrong class" plus a class change;
 #: ``correct``: a verification answered "badly placed" plus a redraw;
-#: ``complete``: an image marked fully labelled; ``review_state``: an image marked partial.
-ORACLE_KINDS = ("draw", "accept", "reject", "set_class", "correct", "complete", "review_state")
+#: ``complete``: an image marked fully labelled; ``review_state``: an image marked partial;
+#: ``click``: a centre click that became a proposed box (:mod:`napari_al.core.clicks`).
+ORACLE_KINDS = (
+    "draw",
+    "accept",
+    "reject",
+    "set_class",
+    "correct",
+    "complete",
+    "review_state",
+    "click",
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,7 @@ class CostModel:
             "correct": self.verify_s + self.draw_s,
             "complete": self.image_s,
             "review_state": 0.0,
+            "click": self.click_s,
         }
         if kind not in table:
             raise ValueError(f"no cost for action kind {kind!r}")
@@ -82,6 +95,7 @@ class CostModel:
             + counts.verifications * self.verify_s
             + counts.class_changes * self.class_change_s
             + counts.images_completed * self.image_s
+            + counts.clicks * self.click_s
         )
 
     def as_dict(self) -> dict[str, float]:
@@ -94,7 +108,9 @@ class Counts:
 
     ``boxes_drawn`` counts draws and redraws; ``verifications`` every yes/no question asked
     (accepts, rejects, class changes and redraws all start with one); ``images`` the distinct
-    images the oracle answered anything about; ``images_completed`` those marked complete.
+    images the oracle answered anything about; ``images_completed`` those marked complete;
+    ``clicks`` centre clicks that became proposed boxes (their yes/no answers are
+    verifications).
     """
 
     boxes_drawn: int = 0
@@ -102,6 +118,7 @@ class Counts:
     class_changes: int = 0
     images: int = 0
     images_completed: int = 0
+    clicks: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -132,5 +149,7 @@ def count_answers(actions: Iterable[Any]) -> Counts:
             c.boxes_drawn += 1
         elif kind == "complete":
             c.images_completed += 1
+        elif kind == "click":
+            c.clicks += 1
     c.images = len(images)
     return c

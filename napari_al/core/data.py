@@ -23,6 +23,10 @@ REVIEW_STATES = ("unseen", "partial", "complete")
 #: for training with a damped loss.
 BOX_STATUSES = ("predicted", "accepted", "rejected", "corrected", "drawn", "pseudo")
 
+#: Source of a box proposed for a person's centre click (:mod:`napari_al.core.clicks`): status
+#: ``pseudo`` (trained as a damped noisy label) until the person accepts, corrects or rejects it.
+CLICK_SOURCE = "click"
+
 #: Statuses that count as human ground truth for training and evaluation.
 HUMAN_STATUSES = ("accepted", "corrected", "drawn")
 

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
-from napari_al.core.data import BOX_STATUSES
+from napari_al.core.data import BOX_STATUSES, CLICK_SOURCE
 from napari_al.core.store.images import ImagesMixin
 from napari_al.core.store.rows import (
     _BOX_COLS,
@@ -133,14 +133,17 @@ class BoxesMixin(ImagesMixin):
         after: BoxRow | None,
         ref_id: int | None = None,
         review_state: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> int:
-        """Log a box action (payload ``before``/``after``); with ``review_state``, first set the
-        box's image to it and record the change in the same row (payload ``review``)."""
+        """Log a box action (payload ``before``/``after``, plus ``extra``); with
+        ``review_state``, first set the box's image to it and record the change in the same row
+        (payload ``review``)."""
         ref = after if after is not None else before
         assert ref is not None
         payload: dict[str, Any] = {
             "before": None if before is None else before.to_dict(),
             "after": None if after is None else after.to_dict(),
+            **(extra or {}),
         }
         if review_state is not None:
             review = self._set_review(conn, ref.image_id, review_state)
@@ -190,6 +193,41 @@ class BoxesMixin(ImagesMixin):
             image = self._image(conn, image_id)
             row = self._insert_box(conn, image, xyxy, class_id, "drawn", None, "human", None)
             self._log_box(conn, "draw", None, row, review_state=review_state)
+            return row.id
+
+    def click_box(
+        self,
+        image_id: int,
+        xyxy: Iterable[float],
+        class_id: int,
+        *,
+        point: Iterable[float],
+        method: str,
+        score: float | None = None,
+        model_version: int | None = None,
+        review_state: str | None = None,
+    ) -> int:
+        """A person clicked an object's centre and ``xyxy`` is the box proposed for it
+        (:mod:`napari_al.core.clicks`): status ``pseudo``, source ``click`` (awaiting a yes/no;
+        until then it trains as a damped noisy label); returns the box id.
+
+        ``point``: the click ``(x, y)``, image pixels; ``method``: ``model`` (the detector's
+        candidate, ``score`` its class probability, ``model_version`` its model) or ``image``.
+        Logged as ONE action of kind ``click`` (payload ``click``: ``[x, y]``, ``method``).
+        """
+        x, y = (float(v) for v in point)
+        with self._write() as conn:
+            image = self._image(conn, image_id)
+            if not (0 <= x <= image.width and 0 <= y <= image.height):
+                raise StoreError(
+                    f"the click ({x:.1f}, {y:.1f}) is outside the {image.width}x{image.height} "
+                    "image"
+                )
+            row = self._insert_box(
+                conn, image, xyxy, class_id, "pseudo", score, CLICK_SOURCE, model_version
+            )
+            extra = {"click": [x, y], "method": str(method)}
+            self._log_box(conn, "click", None, row, review_state=review_state, extra=extra)
             return row.id
 
     def accept_box(self, box_id: int, *, review_state: str | None = None) -> int:

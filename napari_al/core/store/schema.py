@@ -29,8 +29,18 @@ BUSY_TIMEOUT_S = 30.0
 #: Action kinds written by the machine, not a person: ``dt`` NULL, not annotation cost.
 MACHINE_KINDS = ("import", "predict", "add")
 
-#: Box actions a person makes; each logs the box state before and after.
-BOX_ACTION_KINDS = ("accept", "reject", "correct", "draw", "delete", "set_class", "restore")
+#: Box actions a person makes; each logs the box state before and after. ``click``: a centre
+#: click that became a proposed box (payload also ``click``: the point, and ``method``).
+BOX_ACTION_KINDS = (
+    "accept",
+    "reject",
+    "correct",
+    "draw",
+    "delete",
+    "set_class",
+    "restore",
+    "click",
+)
 
 #: Review-state actions; payload ``{"before": state, "after": state}``.
 REVIEW_ACTION_KINDS = ("complete", "review_state")

@@ -4,8 +4,8 @@ The CLI, the widget's background jobs, the notebook ``Session`` and the simulato
 functions and nothing below them for a round (``docs/architecture.md``):
 
 - settings: :class:`ModelSettings`, :class:`TrainSettings`, :class:`QuerySettings`,
-  :class:`SuggestSettings`, :class:`CalibrationSettings`, :class:`RoundSettings` (one default
-  per field);
+  :class:`SuggestSettings`, :class:`CalibrationSettings`, :class:`ClickSettings`,
+  :class:`RoundSettings` (one default per field);
 - model: :func:`load_model`, :func:`checkpoint_path`, :func:`describe`;
 - examples: :func:`training_examples`, :func:`judged_mask` (the one "already judged" rule);
 - steps: :func:`train_model`, :func:`predict_images`, :func:`evaluate_model`,
@@ -15,6 +15,8 @@ functions and nothing below them for a round (``docs/architecture.md``):
   :func:`verify_rule` / :class:`VerifyRule` (show or ask a model box only where
   ``P(yes) x draw_s > verify_s``), :func:`probability_of_yes`, :func:`worth_asking`,
   :func:`stored_calibration`, :func:`calibration_summary`;
+- centre clicks -> boxes: :func:`click` (:func:`click_candidates`, :func:`propose_click_box`,
+  :func:`record_click`; :class:`ClickCandidates`, :class:`ClickProposal`, :func:`has_model`);
 - a whole round: :func:`run_round` (a generator of :class:`Progress`), :func:`drive`;
   :func:`first_round` (which round a project opened mid-loop needs first).
 - errors a person can act on: :class:`WorkflowError`, :class:`SettingsError` (ValueErrors).
@@ -36,6 +38,15 @@ from napari_al.core.workflow.calibration import (
     stored_calibration,
     verify_rule,
     worth_asking,
+)
+from napari_al.core.workflow.clicks import (
+    ClickCandidates,
+    ClickProposal,
+    click,
+    click_candidates,
+    has_model,
+    propose_click_box,
+    record_click,
 )
 from napari_al.core.workflow.errors import SettingsError, WorkflowError
 from napari_al.core.workflow.evaluation import (
@@ -82,6 +93,7 @@ from napari_al.core.workflow.settings import (
     CALIBRATION_METHODS,
     WEIGHT_SOURCES,
     CalibrationSettings,
+    ClickSettings,
     ModelSettings,
     QuerySettings,
     SuggestSettings,
@@ -102,6 +114,9 @@ __all__ = [
     "WEIGHT_SOURCES",
     "CalibrationSamples",
     "CalibrationSettings",
+    "ClickCandidates",
+    "ClickProposal",
+    "ClickSettings",
     "ModelSettings",
     "Progress",
     "QuerySettings",
@@ -119,6 +134,8 @@ __all__ = [
     "calibrate_model",
     "calibration_summary",
     "checkpoint_path",
+    "click",
+    "click_candidates",
     "describe",
     "drive",
     "effort_series",
@@ -127,6 +144,7 @@ __all__ = [
     "first_round",
     "fit_missed_regressor",
     "from_args",
+    "has_model",
     "images_to_predict",
     "judged_boxes",
     "judged_mask",
@@ -140,8 +158,10 @@ __all__ = [
     "predict_images",
     "predict_split",
     "probability_of_yes",
+    "propose_click_box",
     "rank_pool",
     "read_rows",
+    "record_click",
     "record_metrics",
     "run_round",
     "split_samples",

@@ -6,6 +6,13 @@ labels whose loss is damped by ``lambda_d``; rejected boxes are explicit backgro
 regions give no loss. A prediction lying on an object a person already judged (IoU at least
 :data:`JUDGED_IOU` with a human or rejected box) is neither a noisy label nor worth asking
 about again: that rule is :func:`judged_mask`, used by training and by box queries alike.
+
+Centre clicks (:mod:`napari_al.core.clicks`): the box proposed for a click (status ``pseudo``,
+source ``click``) trains, until the person confirms it, as a noisy label damped by
+``lambda_d`` like any unverified box (the click says an object is there; the box is the
+machine's guess), and predictions on it (IoU >= :data:`JUDGED_IOU`) add no second noisy
+label. Accepted or corrected, it is a full target. Rejected, it is not background (the click
+still says an object is there, only the box was wrong): its area becomes an ignore region.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_al.core.boxes import box_iou
-from napari_al.core.data import HUMAN_STATUSES
+from napari_al.core.data import CLICK_SOURCE, HUMAN_STATUSES
 
 if TYPE_CHECKING:
     from napari_al.core.engine import TrainingExample
@@ -101,9 +108,10 @@ def training_examples(
     Per image (not in ``exclude_splits``, and reviewed at least partly): accepted, corrected
     and drawn boxes are full targets; ``pseudo`` boxes, and ``predicted`` boxes of a
     ``partial`` image scoring at least ``noisy_min_score``, are noisy labels unless already
-    judged (:func:`judged_mask`); rejected boxes are background; ignore regions give no loss;
-    a ``complete`` image with no boxes is a negative. ``unseen`` images teach nothing yet.
-    Examples that teach nothing are left out.
+    judged (:func:`judged_mask`; a prediction on an unconfirmed click box counts as judged);
+    rejected boxes are background, except a rejected click box, which is ignored (module
+    docstring); ignore regions give no loss; a ``complete`` image with no boxes is a negative.
+    ``unseen`` images teach nothing yet. Examples that teach nothing are left out.
     """
 
     index = {c.id: i for i, c in enumerate(snapshot.classes)}
@@ -124,7 +132,9 @@ def _example(
     from napari_al.core.engine import TrainingExample
 
     judged = [b.xyxy for b in item.boxes if b.status in JUDGED_STATUSES]
+    clicked = [b.xyxy for b in item.boxes if b.status == "pseudo" and b.source == CLICK_SOURCE]
     boxes, labels, noisy, background = [], [], [], []
+    ignore = [r.xyxy for r in item.ignore_regions]
     for b in item.boxes:
         if b.status in HUMAN_STATUSES:
             boxes.append(b.xyxy), labels.append(index[b.class_id]), noisy.append(False)
@@ -133,8 +143,11 @@ def _example(
             and review_state == "partial"
             and (b.score is None or b.score >= noisy_min_score)
         ):
-            if not judged_mask([b.xyxy], judged)[0]:
+            seen = judged if b.status == "pseudo" else [*judged, *clicked]
+            if not judged_mask([b.xyxy], seen)[0]:
                 boxes.append(b.xyxy), labels.append(index[b.class_id]), noisy.append(True)
+        elif b.status == "rejected" and b.source == CLICK_SOURCE:
+            ignore.append(b.xyxy)  # a wrong box for a real object: no loss there
         elif b.status == "rejected":
             background.append(b.xyxy)
     return TrainingExample(
@@ -143,7 +156,7 @@ def _example(
         labels=np.asarray(labels, np.int64),
         noisy=np.asarray(noisy, bool),
         background_boxes=np.asarray(background, np.float32).reshape(-1, 4),
-        ignore_regions=np.asarray([r.xyxy for r in item.ignore_regions], np.float32).reshape(-1, 4),
+        ignore_regions=np.asarray(ignore, np.float32).reshape(-1, 4),
         complete=review_state == "complete",
         loader=load_rgb,
     )

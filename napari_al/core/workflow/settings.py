@@ -11,6 +11,7 @@ simulator pass instances. Each field's help text (``metadata["help"]``) states i
 - :class:`QuerySettings`: how the pool is ranked (strategy, unit, budget, diversity).
 - :class:`SuggestSettings`: which low-scoring candidates are shown as possibly missed objects.
 - :class:`CalibrationSettings`: how detection scores become P(a person accepts the box).
+- :class:`ClickSettings`: how a centre click becomes a box.
 """
 
 from __future__ import annotations
@@ -222,6 +223,43 @@ class SuggestSettings:
     limit: int = _opt(20, "most suggestions per image", minimum=0)
     images: int = _opt(
         3, "how many queried images get suggestions (plus the one on screen)", minimum=0
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class ClickSettings:
+    """How a centre click becomes a box (:mod:`napari_al.core.clicks`)."""
+
+    sigma: float = _opt(
+        0.25,
+        "width of the click-to-box-centre term, in units of the box's width and height",
+        minimum=1e-6,
+    )
+    min_probability: float = _opt(
+        0.05,
+        "lowest class probability (0-1; the calibrated P(yes) where the model has a "
+        "calibration) of a model box a click may pick, else the box comes from the image",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    calibrated: bool = _opt(
+        True, "score the model's boxes by calibrated P(yes) where the model has a calibration"
+    )
+    window: int = _opt(
+        0,
+        "side of the first image window the image fallback searches, pixels (0: 3x the "
+        "class's median human box side, else half the shorter image side)",
+        minimum=0,
+    )
+    min_box: int = _opt(3, "smallest side of a box found in the image, pixels", minimum=1)
+    max_fraction: float = _opt(
+        0.5,
+        "largest box found in the image, as a fraction of the image's area",
+        minimum=0.0,
+        maximum=1.0,
     )
 
     def __post_init__(self) -> None:
