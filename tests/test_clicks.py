@@ -378,3 +378,57 @@ def test_an_unconfirmed_click_box_trains_damped_a_confirmed_one_fully(project) -
     ex = example()
     assert len(ex.background_boxes) == 0
     assert [tuple(b) for b in ex.ignore_regions.tolist()] == [(70, 20, 86, 30)]
+
+
+def test_a_notebook_session_clicks_through_the_workflow(project) -> None:
+    from napari_al import open_project
+
+    store, _ = project
+    with open_project(store.project_dir, viewer=False) as session:
+        box_id = session.click(1, 77.5, 24.5, "cat")
+        assert box_id is not None
+        box = session.store.box(box_id)
+        assert (box.xyxy, box.status, box.source) == ((70, 20, 86, 30), "pseudo", "click")
+        assert session.click(1, 50.5, 45.5) is None  # the background: no box
+        session.annotator.accept(box_id)
+        assert session.store.box(box_id).status == "accepted"
+        session.annotator.undo()
+        session.annotator.undo()
+        assert session.store.boxes(statuses="pseudo") == []
+    assert [a.kind for a in store.actions()][-4:] == ["click", "accept", "undo", "undo"]
+
+
+def test_the_real_detectors_candidates_feed_a_click(trained_project: Path) -> None:
+    """The engine's low-threshold candidates (a tiny model trained 2 steps in the project)
+    have the shapes the click needs, and a click on the likeliest one's centre takes it."""
+    from conftest import TINY_MODEL
+
+    from napari_al.core import workflow
+    from napari_al.core.images import read_image
+
+    with ProjectStore.open(trained_project) as store:
+        det = workflow.load_model(store, workflow.ModelSettings(**TINY_MODEL))
+        assert det.model_version == 1 and workflow.has_model(det)
+        image = store.images(split="pool")[0]
+        pixels = read_image(store.abs_path(image))
+        cands = workflow.click_candidates(det, pixels)
+        n_classes = len(store.classes())
+        assert cands.boxes.shape == (len(cands), 4) and cands.probs.shape == (len(cands), n_classes)
+        assert cands.boxes.dtype == np.float32 and cands.model_version == 1
+        assert len(cands) > 0
+        i, k = np.unravel_index(np.argmax(cands.probs), cands.probs.shape)
+        x1, y1, x2, y2 = (float(v) for v in cands.boxes[i])
+        cls = store.classes()[k].id
+        settings = ClickSettings(min_probability=0.0, calibrated=False)
+        proposal = propose_click_box(
+            store,
+            image.id,
+            ((x1 + x2) / 2, (y1 + y2) / 2),
+            cls,
+            candidates=cands,
+            pixels=pixels,
+            settings=settings,
+        )
+        assert proposal is not None and proposal.method == "model"
+        assert proposal.score == pytest.approx(float(cands.probs[i, k]))
+        assert proposal.model_version == 1

@@ -12,7 +12,8 @@ The class is put together from one part per concern:
 - :mod:`napari_al.gui.key_actions`: what the keys do (accept, reject, class, complete, skip,
   undo/redo, toggles) and binding them;
 - :mod:`napari_al.gui.navigation`: moving to the next image and between queried items;
-- :mod:`napari_al.gui.layer_edits`: mouse edits on the ``boxes`` layer, applied to the store.
+- :mod:`napari_al.gui.layer_edits`: mouse edits on the ``boxes`` layer, applied to the store;
+- :mod:`napari_al.gui.click_mode`: click mode (K), a centre click becomes a box.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from napari_al.core import workflow
 from napari_al.core.annotator import Annotator, Change, StaleCommand
 from napari_al.core.store import ProjectStore, StoreError
+from napari_al.gui.click_mode import ClickMode
 from napari_al.gui.key_actions import KeyActions
 from napari_al.gui.layer_edits import LayerEdits
 from napari_al.gui.navigation import Navigation
@@ -39,10 +41,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Events the controller tells its listeners about.
-EVENTS = ("image", "data", "class", "queries", "model")
+EVENTS = ("image", "data", "class", "queries", "model", "mode")
 
 
-class AnnotationController(KeyActions, Navigation, LayerEdits):
+class AnnotationController(KeyActions, Navigation, LayerEdits, ClickMode):
     """Drives one viewer's annotation loop on one project store."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
@@ -67,6 +69,7 @@ class AnnotationController(KeyActions, Navigation, LayerEdits):
         #: The person's explicit raw-score threshold of the predictions shown (None: the
         #: workflow's calibrated rule, P(yes) x draw_s > verify_s).
         self.min_prediction_score: float | None = None
+        self._init_click_mode()
 
     # -- listeners ------------------------------------------------------------------------
 
@@ -83,6 +86,9 @@ class AnnotationController(KeyActions, Navigation, LayerEdits):
         """Start annotating another project (None: close)."""
         if self.annotator is not None:
             self.annotator.unsubscribe(self._on_change)
+        if self.click_mode:
+            self.set_click_mode(False)
+        self._reset_clicks()
         self.store = store
         self.annotator = None if store is None else Annotator(store)
         if self.annotator is not None:
@@ -232,6 +238,7 @@ class AnnotationController(KeyActions, Navigation, LayerEdits):
         """Use ``detector`` from now on (one reference swap: the model in use changes here);
         its calibration now decides which predictions are shown."""
         self.detector = detector
+        self._click_cache.clear()  # clicks waiting for candidates get the new model's
         self._apply_prediction_rule()
         self._emit("model")
 
@@ -263,6 +270,8 @@ class AnnotationController(KeyActions, Navigation, LayerEdits):
                 self._focus(self.annotator.next_unreviewed_box(image_id))
 
     def close(self) -> None:
+        if self._click_runner is not None:
+            self._click_runner.cancel()
         if self._keys_bound:
             self.unbind_keys()
         self.set_store(None)

@@ -50,6 +50,12 @@ KEYS: tuple[Key, ...] = (
         )
         for n in range(1, 10)
     ),
+    Key(
+        "K",
+        "toggle_click_mode",
+        "click mode on/off: a left click on an object's centre boxes it as the current class "
+        "(W/Q answer it)",
+    ),
     Key("G", "next_unreviewed", "focus the next unreviewed box of this image"),
     Key("N", "next_item", "go to the next queried item (image, box or region)"),
     Key("Shift-N", "previous_item", "go to the previous queried item"),

@@ -23,6 +23,7 @@ from napari_al.core.workflow import ModelSettings, QuerySettings, TrainSettings
 if TYPE_CHECKING:
     import napari
 
+    from napari_al.core.annotator import Annotator
     from napari_al.core.selection import QueryItem
     from napari_al.core.store import ProjectStore
     from napari_al.gui.widget import ActiveLearningWidget
@@ -43,6 +44,7 @@ class Session:
         self._detector: Any = None
         self.model = ModelSettings()
         self.last_queries: list[QueryItem] = []
+        self._annotator: Annotator | None = None
 
     @classmethod
     def open(cls, path: str | Path) -> Session:
@@ -91,6 +93,40 @@ class Session:
     def _share_detector(self) -> None:
         if self.widget is not None and self._detector is not None:
             self.widget.controller.set_detector(self._detector)
+
+    # -- annotating -----------------------------------------------------------------------
+
+    @property
+    def annotator(self) -> Annotator:
+        """The person's actions with undo/redo (the viewer's own when there is one)."""
+        if self.widget is not None and self.widget.controller.annotator is not None:
+            return self.widget.controller.annotator
+        if self._annotator is None or self._annotator.store is not self.store:
+            from napari_al.core.annotator import Annotator
+
+            self._annotator = Annotator(self.store)
+        return self._annotator
+
+    def click(self, image_id: int, x: float, y: float, cls: str | int | None = None) -> int | None:
+        """A centre click at ``(x, y)`` (image pixels, pixel edges on integers) on an image,
+        as click mode in the viewer: the box the workflow proposes for class ``cls`` (a name
+        or a class id; None: the first class) is stored awaiting a yes/no
+        (``session.annotator.accept(box_id)`` / ``reject``; ``annotator.undo()`` takes it
+        back). The model in use proposes it when it was trained in the project (not loaded
+        here for it), else the image does. Returns the new box id, or None when no box was
+        found (nothing stored)."""
+        classes = self.store.classes()
+        if not classes:
+            raise workflow.WorkflowError("the project has no classes; add one first")
+        if cls is None:
+            class_id = classes[0].id
+        elif isinstance(cls, str):
+            class_id = self.store.class_id(cls)
+        else:
+            class_id = int(cls)
+        detector = self.widget.controller.detector if self.widget is not None else self._detector
+        command = workflow.click(self.annotator, image_id, (x, y), class_id, detector)
+        return None if command is None else command.box_id
 
     # -- the round's steps, blocking ---------------------------------------------------------
 

@@ -61,7 +61,8 @@ def ensure_torch() -> None:
 
 @dataclass
 class JobResult:
-    """What a job hands back to the main thread (``kind``: load, rescore, retrain, evaluate)."""
+    """What a job hands back to the main thread (``kind``: load, rescore, retrain, evaluate,
+    click)."""
 
     kind: str
     detector: Any = None
@@ -79,6 +80,9 @@ class JobResult:
     message: str = ""
     #: Images that could not be read and were left out (one line each: path and reason).
     skipped: list[str] = field(default_factory=list)
+    #: A click job's result: the model's candidate boxes of one image
+    #: (:class:`~napari_al.core.workflow.ClickCandidates`).
+    candidates: Any = None
 
     @classmethod
     def from_round(cls, kind: str, r: RoundResult) -> JobResult:
@@ -235,6 +239,22 @@ def evaluate_job(
         return result
 
     return (yield from _guarded("evaluate", body, job_threads()))
+
+
+def click_candidates_job(
+    detector: Any, pixels: Any, stop: threading.Event, report: Report = _noop
+) -> Job:
+    """The model's candidate boxes of one image for click mode
+    (:func:`workflow.click_candidates`; ``pixels``: the image as read). Uses the torch threads
+    as they are: it is one forward pass, and may run beside a round's job."""
+
+    def body() -> Job:
+        yield Progress("click", 0, 1, message="the model's boxes for the click")
+        candidates = workflow.click_candidates(detector, pixels)
+        yield Progress("click", 1, 1)
+        return JobResult("click", candidates=candidates, model_version=detector.model_version)
+
+    return (yield from _guarded("click", body))
 
 
 def run_job(job: Job, report: Report = _noop) -> JobResult:
