@@ -14,8 +14,11 @@ from napari_al.core.boxes import (
     clip_xyxy,
     flip_xyxy_horizontal,
     is_degenerate,
+    napari_to_xy,
     napari_to_xyxy,
     valid_mask,
+    xy_pixel,
+    xy_to_napari,
     xyxy_to_napari,
 )
 
@@ -137,6 +140,19 @@ def test_xyxy_napari_xyxy_round_trip(boxes: np.ndarray) -> None:
     np.testing.assert_allclose(back, boxes, rtol=0, atol=1e-9)
     # the list-of-arrays path gives the same result
     np.testing.assert_allclose(napari_to_xyxy(list(xyxy_to_napari(boxes))), back, atol=0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(coord, coord), max_size=10))
+def test_point_round_trips_and_pixel(points: list) -> None:
+    """napari (row, col) points -> (x, y) -> back; the pixel is the one napari draws there
+    (its centre at integer (row, col), so within half a pixel of it)."""
+    rc = np.asarray(points, np.float64).reshape(-1, 2)
+    xy = napari_to_xy(rc)
+    np.testing.assert_allclose(xy_to_napari(xy), rc, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(xy, rc[:, ::-1] + 0.5, rtol=0, atol=1e-9)
+    pix = xy_pixel(xy)
+    assert pix.dtype == np.int64 and np.all(np.abs(pix - rc) <= 0.5 + 1e-9)
 
 
 @settings(max_examples=150, deadline=None)
