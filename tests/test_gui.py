@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fake_workflow import FakeWorkflow, use_fake_workflow
+from gui_helpers import open_widget, press
 
 from napari_al.core import workflow
 from napari_al.core.annotator import same_state
@@ -36,25 +37,12 @@ def project(labelled_project: Path) -> Path:
 
 @pytest.fixture
 def widget(make_napari_viewer, project: Path, qtbot):  # type: ignore[no-untyped-def]
-    from napari_al.gui.widget import ActiveLearningWidget
-
-    viewer = make_napari_viewer()
-    w = ActiveLearningWidget(viewer)
-    viewer.window.add_dock_widget(w, name="Active learning")
-    w.open_project(project)
+    _, w = open_widget(make_napari_viewer, project)
     yield w
     if w.runner.busy:
         w.runner.cancel()
         qtbot.waitUntil(lambda: not w.runner.busy, timeout=TIMEOUT_MS)
     w.close_project()
-
-
-def press(viewer, key: str) -> bool:  # type: ignore[no-untyped-def]
-    """Press and release a key through napari's own key dispatch (active layer, then viewer)."""
-    handler = viewer.window._qt_viewer._key_map_handler
-    hit = handler.press_key(key)
-    handler.release_key(key)
-    return hit
 
 
 def box_state(store: ProjectStore, box_id: int):  # type: ignore[no-untyped-def]

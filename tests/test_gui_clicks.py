@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gui_helpers import open_widget, press
 from PIL import Image
 
 from napari_al.core.data import Predictions
@@ -41,22 +42,9 @@ def project(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def widget(make_napari_viewer, project: Path, qtbot):  # type: ignore[no-untyped-def]
-    from napari_al.gui.widget import ActiveLearningWidget
-
-    viewer = make_napari_viewer()
-    w = ActiveLearningWidget(viewer)
-    viewer.window.add_dock_widget(w, name="Active learning")
-    w.open_project(project)
+    _, w = open_widget(make_napari_viewer, project)
     yield w
     w.close_project()
-
-
-def press(viewer, key: str) -> bool:  # type: ignore[no-untyped-def]
-    """Press and release a key through napari's own key dispatch."""
-    handler = viewer.window._qt_viewer._key_map_handler
-    hit = handler.press_key(key)
-    handler.release_key(key)
-    return hit
 
 
 def canvas_pos(viewer, xy: tuple[float, float]) -> tuple[float, float]:  # type: ignore[no-untyped-def]

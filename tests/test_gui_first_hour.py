@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fake_workflow import use_fake_workflow
+from gui_helpers import open_widget, press
 
 from napari_al.core.selection import QueryItem
 from napari_al.core.store import ProjectStore
@@ -26,16 +27,6 @@ TIMEOUT_MS = 60_000
 WINDOW = (1400, 900)
 
 
-def open_widget(make_napari_viewer, project: Path, show: bool = False):  # type: ignore[no-untyped-def]
-    from napari_al.gui.widget import ActiveLearningWidget
-
-    viewer = make_napari_viewer(show=show)
-    w = ActiveLearningWidget(viewer)
-    viewer.window.add_dock_widget(w, name="Active learning", area="right")
-    w.open_project(project)
-    return viewer, w
-
-
 @pytest.fixture
 def widget(make_napari_viewer, labelled_project: Path, qtbot):  # type: ignore[no-untyped-def]
     _, w = open_widget(make_napari_viewer, labelled_project)
@@ -44,13 +35,6 @@ def widget(make_napari_viewer, labelled_project: Path, qtbot):  # type: ignore[n
         w.runner.cancel()
         qtbot.waitUntil(lambda: not w.runner.busy, timeout=TIMEOUT_MS)
     w.close_project()
-
-
-def press(viewer, key: str) -> bool:  # type: ignore[no-untyped-def]
-    handler = viewer.window._qt_viewer._key_map_handler
-    hit = handler.press_key(key)
-    handler.release_key(key)
-    return hit
 
 
 def wait_done(w, qtbot) -> object:  # type: ignore[no-untyped-def]

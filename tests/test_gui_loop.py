@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gui_helpers
 import pytest
 
 pytestmark = [pytest.mark.gui]
@@ -38,9 +39,7 @@ def widget(make_napari_viewer, labelled_project: Path, qtbot):  # type: ignore[n
 
 
 def press(viewer, key: str) -> None:  # type: ignore[no-untyped-def]
-    handler = viewer.window._qt_viewer._key_map_handler
-    assert handler.press_key(key)
-    handler.release_key(key)
+    assert gui_helpers.press(viewer, key)
 
 
 def run(w, qtbot, start) -> object:  # type: ignore[no-untyped-def]

@@ -337,14 +337,23 @@ class Annotator:
     def draw(self, image_id: int, xyxy: Iterable[float], class_id: int) -> Command:
         """A new box drawn by the person (status ``drawn``); the command's ``box_id`` is its id."""
         xyxy = tuple(float(v) for v in xyxy)
+        return self._new_box_command(
+            "draw",
+            image_id,
+            lambda review: self.store.draw_box(image_id, xyxy, class_id, review_state=review),
+        )
+
+    def _new_box_command(self, kind: str, image_id: int, create: Callable[[str], int]) -> Command:
+        """One transaction that makes a box on ``image_id`` (``create(review_state)`` returns
+        its id; the image turns partial if it was unreviewed), pushed as an undoable command."""
         with self.store.transaction():
             review_before, review_after = self._partial_change(image_id)
-            box_id = self.store.draw_box(image_id, xyxy, class_id, review_state=review_after)
+            box_id = create(review_after)
             action_id = self.store.last_action_id()
             after = self.store.box(box_id)
         return self._push(
             Command(
-                "draw",
+                kind,
                 after.image_id,
                 box_id,
                 None,
@@ -373,9 +382,10 @@ class Annotator:
         The command's ``box_id`` is the new box."""
         xyxy = tuple(float(v) for v in xyxy)
         point = tuple(float(v) for v in point)
-        with self.store.transaction():
-            review_before, review_after = self._partial_change(image_id)
-            box_id = self.store.click_box(
+        return self._new_box_command(
+            "click",
+            image_id,
+            lambda review: self.store.click_box(
                 image_id,
                 xyxy,
                 class_id,
@@ -383,21 +393,8 @@ class Annotator:
                 method=method,
                 score=score,
                 model_version=model_version,
-                review_state=review_after,
-            )
-            action_id = self.store.last_action_id()
-            after = self.store.box(box_id)
-        return self._push(
-            Command(
-                "click",
-                after.image_id,
-                box_id,
-                None,
-                after,
-                review_before,
-                review_after,
-                action_id=action_id,
-            )
+                review_state=review,
+            ),
         )
 
     def delete(self, box_id: int) -> Command:
