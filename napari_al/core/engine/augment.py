@@ -126,7 +126,10 @@ class Flip:
         return image
 
     def boxes(self, boxes: np.ndarray, height: int, width: int) -> np.ndarray:
-        """``(N, 4)`` xyxy boxes of an ``height x width`` image, in the flipped image."""
+        """``(N, 4)`` xyxy boxes of an ``height x width`` image, in the flipped image (the
+        array itself when nothing is flipped)."""
+        if not (self.horizontal or self.vertical):
+            return boxes
         out = boxes.copy()
         if self.horizontal:
             out[:, 0], out[:, 2] = width - boxes[:, 2], width - boxes[:, 0]
