@@ -142,6 +142,11 @@ def test_round_commands_on_a_project_without_classes_say_how_to_add_one(
         (["rank", "{p}", "--unit", "boxes"], "invalid choice: 'boxes'"),
         (["trian", "{p}"], "did you mean 'train'?"),
         (["train", "{p}", "--weights", "{p}/none.pth"], "none.pth"),
+        # NaN passes every range check: --lr nan trained and saved a model of NaN weights.
+        (["train", "{p}", "--lr", "nan"], "lr must be a finite number; got nan"),
+        (["train", "{p}", "--lambda-d", "nan"], "lambda_d must be a finite number; got nan"),
+        (["train", "{p}", "--lr", "inf"], "lr must be a finite number; got inf"),
+        (["rank", "{p}", "--candidate-factor", "nan"], "candidate_factor must be a finite"),
     ],
 )
 def test_bad_values_are_one_line_errors(labelled: Path, capsys, argv, needle) -> None:
