@@ -142,6 +142,11 @@ def test_round_commands_on_a_project_without_classes_say_how_to_add_one(
         (["rank", "{p}", "--unit", "boxes"], "invalid choice: 'boxes'"),
         (["trian", "{p}"], "did you mean 'train'?"),
         (["train", "{p}", "--weights", "{p}/none.pth"], "none.pth"),
+        # NaN passes every range check: --lr nan trained and saved a model of NaN weights.
+        (["train", "{p}", "--lr", "nan"], "lr must be a finite number; got nan"),
+        (["train", "{p}", "--lambda-d", "nan"], "lambda_d must be a finite number; got nan"),
+        (["train", "{p}", "--lr", "inf"], "lr must be a finite number; got inf"),
+        (["rank", "{p}", "--candidate-factor", "nan"], "candidate_factor must be a finite"),
     ],
 )
 def test_bad_values_are_one_line_errors(labelled: Path, capsys, argv, needle) -> None:
@@ -182,3 +187,27 @@ def test_file_system_errors_are_one_line(tmp_path: Path, labelled: Path, capsys)
     assert code == 1 and "a_file" in one_line_error(err)
     code, _o, err = run(capsys, "init", str(blocker / "proj"))
     assert code == 1 and "a_file" in one_line_error(err)
+
+
+def test_a_strict_import_refused_for_one_bad_file_names_skip_bad(
+    labelled: Path, tmp_path: Path, capsys
+) -> None:
+    """A 0-byte image among good ones refused the whole import with no hint of the option
+    that imports the rest (``init`` on the same folder skips it)."""
+    folder = tmp_path / "more"
+    folder.mkdir()
+    Image.new("RGB", (32, 24), (200, 10, 10)).save(folder / "good.png")
+    (folder / "zero.jpg").write_bytes(b"")
+    code, _out, err = run(capsys, "import", str(labelled), str(folder), "--format", "images")
+    line = one_line_error(err)
+    assert code == 1 and "zero.jpg: empty file" in line and "--skip-bad" in line
+    code, out, err = run(
+        capsys, "import", str(labelled), str(folder), "--format", "images", "--skip-bad"
+    )
+    assert code == 0 and "imported 1 images" in out and "zero.jpg" in err
+    # a file --skip-bad cannot help with gets no such hint
+    (folder / "x.json").write_text("{")
+    code, _out, err = run(
+        capsys, "import", str(labelled), str(folder / "x.json"), "--format", "coco"
+    )
+    assert code == 1 and "--skip-bad" not in one_line_error(err)

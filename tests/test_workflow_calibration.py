@@ -229,3 +229,45 @@ def test_evaluate_prints_and_stores_the_calibration_error(trained_project: Path,
     )
     assert main(["info", str(trained_project)]) == 0
     assert "scores calibrated: platt" in capsys.readouterr().out
+
+
+def test_a_look_at_another_split_keeps_the_val_figures(tmp_path: Path) -> None:
+    """``napari-al evaluate --split train`` after a val evaluation replaced the version's val
+    mAP (the mAP-against-seconds curve) and its val-fitted calibration (what the loop uses);
+    the other split's figures now go under ``by_split``."""
+    from PIL import Image
+
+    from napari_al.core.data import BoxRecord, Dataset, ImageRecord, Predictions
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    recs = []
+    for i, split in enumerate(["train", "train", "val", "val"]):
+        path = project / f"im{i}.png"
+        Image.new("RGB", (800, 20), (i * 40, 90, 60)).save(path)
+        recs.append(ImageRecord(path, 800, 20, [BoxRecord(0, 0, 10, 10, "cell")], split, True))
+    with ProjectStore.create(project) as store:
+        store.import_dataset(Dataset(["cell"], recs))
+        (project / "m.pt").write_bytes(b"")
+        store.add_model_version(project / "m.pt", "fasterrcnn_mobilenet_v2_fpn")
+        det = SimpleNamespace(model_version=1)
+        val, none = _val_predictions(store), np.zeros((0, 0))  # no probs, features
+        val.predictions = [
+            Predictions(p.boxes, p.labels, p.scores, none, none, np.zeros(0))
+            for p in val.predictions
+        ]
+        first = workflow.evaluate_model(store, det, "val", predictions=val)
+        cal = workflow.calibrate_model(store, det, split="val", predictions=val)
+        assert cal["calibration_source"] == "val"
+        rows = store.images(split="train", review_state="complete")
+        train = workflow.SplitPredictions("train", rows, val.ground_truth, val.predictions)
+        other = workflow.evaluate_model(store, det, "train", predictions=train)
+        workflow.calibrate_model(store, det, split="train", predictions=train)
+        metrics = store.latest_model_version().metrics
+        series = workflow.effort_series(store)
+    assert metrics["split"] == "val" and metrics["map50"] == first["map50"]
+    assert [s["map50"] for s in series] == [first["map50"]]
+    assert metrics["calibration_source"] == "val" and metrics["ece_split"] == "val"
+    assert metrics["calibration"] == cal["calibration"]
+    assert metrics["by_split"]["train"]["map50"] == other["map50"]
+    assert metrics["by_split"]["train"]["ece_split"] == "train"

@@ -45,6 +45,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             if args.format != fmt:
                 raise CliError(f"--{flag.replace('_', '-')} applies to --format {fmt} only")
             options[key] = getattr(args, flag)
+    from napari_al.core.formats import FormatError
+
     with open_store(args.project) as store:
         update, close = progress_bar("importing")
         try:
@@ -57,6 +59,12 @@ def cmd_import(args: argparse.Namespace) -> int:
                 allow_duplicates=args.allow_duplicates,
                 **options,
             )
+        except FormatError as exc:
+            if args.skip_bad or not getattr(exc, "skippable", False):
+                raise
+            raise CliError(
+                f"{exc}; nothing imported (--skip-bad imports the rest and names what it left out)"
+            ) from None
         finally:
             close()
     _print_import(summary, Path(args.path), n_read=len(dataset.images))

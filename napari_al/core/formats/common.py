@@ -23,6 +23,9 @@ class FormatError(ValueError):
     The message is always one line (line breaks of wrapped library messages are folded).
     """
 
+    #: True when the reader would have skipped it without ``strict`` (``--skip-bad`` helps).
+    skippable: bool = False
+
     def __init__(self, message: object = "") -> None:
         super().__init__(re.sub(r"\s*\n\s*", " ", str(message)).strip())
 
@@ -70,6 +73,7 @@ class _Reader:
     def skip(self, error: FormatError, what: str) -> None:
         """Raise ``error`` when strict, else record that ``what`` was skipped because of it."""
         if self.strict:
+            error.skippable = True
             raise error
         self.warnings.append(f"{error} ({what} skipped)")
 

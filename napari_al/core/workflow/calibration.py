@@ -285,7 +285,7 @@ def calibrate_model(
         out.update(ece_samples=0, ece_before=None, ece_after=None, ece_cross_fitted=False)
         out.update(reliability_before=None, reliability_after=None)
     if record:
-        record_metrics(store, detector.model_version, out)
+        record_metrics(store, detector.model_version, out, split=split, split_key="ece_split")
     return out
 
 

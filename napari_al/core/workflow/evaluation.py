@@ -35,13 +35,33 @@ def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def record_metrics(store: ProjectStore, version: int | None, extra: dict[str, Any]) -> None:
-    """Merge ``extra`` into model version ``version``'s metrics (no-op for None or 0)."""
+def record_metrics(
+    store: ProjectStore,
+    version: int | None,
+    extra: dict[str, Any],
+    *,
+    split: str | None = None,
+    split_key: str = "split",
+) -> None:
+    """Merge ``extra`` into model version ``version``'s metrics (no-op for None or 0).
+
+    ``split``: the split ``extra`` was measured on. When it is not ``val`` and the version's
+    figures of this kind already come from ``val`` (``metrics[split_key] == "val"``), ``extra``
+    goes under ``metrics["by_split"][split]`` instead: the val mAP is what the mAP-against-
+    seconds curve plots, and a calibration fitted on val is what the loop uses, so a look at
+    the train or test split must not replace them."""
     if not version:
         return
     for row in store.model_versions():
         if row.id == version:
-            store.set_model_metrics(version, {**row.metrics, **_plain(extra)})
+            metrics = dict(row.metrics)
+            if split not in (None, "val") and metrics.get(split_key) == "val":
+                by_split = dict(metrics.get("by_split") or {})
+                by_split[split] = {**by_split.get(split, {}), **_plain(extra)}
+                metrics["by_split"] = by_split
+            else:
+                metrics.update(_plain(extra))
+            store.set_model_metrics(version, metrics)
             return
 
 
@@ -144,7 +164,7 @@ def evaluate_model(
     effort = _effort_of(store, detector.model_version)
     out.update(effort)
     if record:
-        record_metrics(store, detector.model_version, out)
+        record_metrics(store, detector.model_version, out, split=split)
     return out
 
 

@@ -62,12 +62,17 @@ def _check_strategy(spec: str) -> None:
 def check_fields(settings: Any) -> None:
     """Validate every field of a settings instance against its metadata; raise
     :class:`SettingsError` naming the first bad field, its value and what it must be."""
+    import math
     import re
 
     for f in dataclasses.fields(settings):
         value, m = getattr(settings, f.name), f.metadata
         if value is None or isinstance(value, bool):
             continue
+        if isinstance(value, float) and not math.isfinite(value):
+            # NaN passes every bound check (all comparisons are False): --lr nan trained a
+            # model of NaN weights and saved it as the one in use.
+            raise SettingsError(f"{f.name} must be a finite number; got {value}")
         if "choices" in m and value not in m["choices"]:
             raise SettingsError(
                 f"{f.name} must be one of {', '.join(map(str, m['choices']))}; got {value!r}"
