@@ -162,3 +162,12 @@ def test_the_workflow_trains_with_the_augmentation_and_records_it(labelled_proje
         outcome = workflow.train_model(store, detector, settings)
         assert outcome.model_version == 1
         assert store.latest_model_version().metrics["augment"] == "vflip,colour=0.1"
+
+
+def test_an_augmentation_given_twice_is_refused_not_last_wins() -> None:
+    from napari_al.core.workflow import SettingsError, TrainSettings
+
+    with pytest.raises(ValueError, match="'scale' is given twice"):
+        Augmentation.parse("scale=0.25,hflip,scale=0.1")
+    with pytest.raises(SettingsError, match="augment gives colour more than once"):
+        TrainSettings(augment="color=0.1,colour=0.2")

@@ -371,3 +371,10 @@ def test_each_weight_source_trains_with_its_measured_peak_learning_rate(
         assert not same(auto, trained(source, lr=LEARNING_RATE))
     scratch = Detector(CLASSES, pretrained_backbone=False, min_size=96, max_size=128)
     assert default_lr(scratch) == LEARNING_RATE
+
+
+def test_a_folder_as_weights_says_it_is_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(
+        IsADirectoryError, match=r"is a folder: weights must be a \.pt or \.pth file"
+    ):
+        Detector(CLASSES, weights=tmp_path, min_size=96, max_size=128)

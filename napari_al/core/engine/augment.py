@@ -54,8 +54,9 @@ class Augmentation:
     def parse(cls, text: str) -> Augmentation:
         """``"hflip,vflip,scale=0.25,colour=0.2"``; ``"none"`` or ``""`` for none; a name
         without a value takes 0.25 (scale) or 0.2 (colour). Raises ValueError naming the
-        unknown part and the accepted names."""
+        unknown part and the accepted names, or a name given twice."""
         fields: dict[str, float | bool] = {"hflip": False}
+        seen: set[str] = set()
         for part in (p.strip() for p in text.split(",")):
             if not part or part == "none":
                 continue
@@ -63,6 +64,9 @@ class Augmentation:
             name = name.strip().lower().replace("color", "colour")
             if name not in NAMES:
                 raise ValueError(f"unknown augmentation {part!r}; use any of {', '.join(NAMES)}")
+            if name in seen:
+                raise ValueError(f"augmentation {name!r} is given twice; give it once")
+            seen.add(name)
             if name in ("hflip", "vflip"):
                 fields[name] = True
             else:

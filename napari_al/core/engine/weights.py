@@ -256,6 +256,11 @@ def resolve(
 
 
 def _file(path: Path) -> InitialWeights:
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{path} is a folder: weights must be a .pt or .pth file (a checkpoint in a "
+            f"project's models/ folder, say) or a source: {', '.join(SOURCES)}"
+        )
     if not path.is_file():
         raise FileNotFoundError(
             f"weights file not found: {path} (or name a source: {', '.join(SOURCES)})"

@@ -41,6 +41,15 @@ _AUGMENT_ONE = r"(hflip|vflip|scale(=0?\.[0-9]+|=0)?|colou?r(=0?\.[0-9]+|=1(\.0*
 #: What ``TrainSettings.augment`` accepts (``napari_al.core.engine.augment.Augmentation.parse``).
 AUGMENT_PATTERN = rf"none|{_AUGMENT_ONE}( *, *{_AUGMENT_ONE})*"
 
+
+def _check_augment_once(text: str) -> None:
+    """Each augmentation at most once (``scale=0.25,scale=0.1`` is refused, not last-wins)."""
+    names = [p.split("=")[0].strip().replace("color", "colour") for p in text.split(",")]
+    twice = sorted({n for n in names if n and names.count(n) > 1})
+    if twice:
+        raise ValueError(f"augment gives {', '.join(twice)} more than once; give each once")
+
+
 #: Devices a detector can run on (``cuda:N`` picks one GPU).
 DEVICE_PATTERN = r"(cpu|mps|cuda(:[0-9]+)?)"
 
@@ -179,6 +188,7 @@ class TrainSettings:
         "size jitter +-F, F < 1), colour=F (brightness/contrast/saturation +-F); or none",
         pattern=AUGMENT_PATTERN,
         expected="e.g. hflip,vflip,scale=0.25,colour=0.2 (scale below 1, colour at most 1) or none",
+        check=_check_augment_once,
     )
 
     def __post_init__(self) -> None:
