@@ -271,3 +271,16 @@ def test_a_look_at_another_split_keeps_the_val_figures(tmp_path: Path) -> None:
     assert metrics["calibration"] == cal["calibration"]
     assert metrics["by_split"]["train"]["map50"] == other["map50"]
     assert metrics["by_split"]["train"]["ece_split"] == "train"
+
+
+def test_evaluate_on_another_split_says_the_val_calibration_stays(
+    trained_project: Path, capsys
+) -> None:
+    capsys.readouterr()
+    assert main(["evaluate", str(trained_project), *CLI_TINY]) == 0
+    assert "a look only" not in capsys.readouterr().out
+    assert main(["evaluate", str(trained_project), *CLI_TINY, "--split", "train"]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("calibration")]
+    assert line and line[0].endswith(
+        "a look only: the model keeps the calibration fitted and measured on val"
+    )

@@ -37,8 +37,18 @@ def print_eval(store, detector, split: str, as_json: bool, calibration=None) -> 
         ap50, ap = m.get("ap50", float("nan")), m.get("ap", float("nan"))
         print(f"  {name:<12} AP50 {ap50:.4f}  AP {ap:.4f}")
     if cal is not None:
-        print(calibration_line(cal))
+        line = calibration_line(cal)
+        if _kept_under_by_split(store, detector.model_version, split):
+            line += "; a look only: the model keeps the calibration fitted and measured on val"
+        print(line)
     return 0
+
+
+def _kept_under_by_split(store, version: int, split: str) -> bool:
+    """Whether ``split``'s figures went under the version's ``by_split`` (its own figures,
+    and the calibration the loop uses, come from val: ``workflow.record_metrics``)."""
+    row = next((r for r in store.model_versions() if r.id == version), None)
+    return row is not None and split in (row.metrics.get("by_split") or {})
 
 
 def calibration_line(cal: dict) -> str:
