@@ -6,7 +6,8 @@ the :class:`~napari_al.core.store.ProjectStore` at once, through the store's own
 pushes a :class:`Command` that remembers the box state before and after.
 
 One user action = one transaction = one logged action. Each command (accept, reject, set
-class, correct, draw, a centre click that became a box, delete, complete, a
+class, correct, draw, a centre click that became a box, a "no" to a region question, delete,
+complete, a
 :meth:`Annotator.group` of several actions, an undo, a redo) runs inside ONE
 :meth:`~napari_al.core.store.ProjectStore.transaction`: exactly one SQLite commit, and an
 error leaves the store as it was. A single-box command logs exactly one
@@ -60,7 +61,17 @@ _STATE_FIELDS = (
 )
 
 #: Command kinds, in the words of the action log.
-COMMAND_KINDS = ("accept", "reject", "set_class", "correct", "draw", "delete", "complete", "click")
+COMMAND_KINDS = (
+    "accept",
+    "reject",
+    "set_class",
+    "correct",
+    "draw",
+    "delete",
+    "complete",
+    "click",
+    "region",
+)
 
 #: How many commands the undo stack keeps (older ones fall off the bottom).
 MAX_HISTORY = 1000
@@ -395,6 +406,36 @@ class Annotator:
                 model_version=model_version,
                 review_state=review,
             ),
+        )
+
+    def answer_region(
+        self,
+        image_id: int,
+        xyxy: Iterable[float],
+        class_id: int,
+        yes: bool,
+        *,
+        expected: float | None = None,
+    ) -> Command | int:
+        """The answer to "any more <class> in ``xyxy`` (image pixels)?"
+        (:mod:`napari_al.core.regions`, via ``workflow.answer_region``), one transaction and
+        one logged ``region`` action. No: the region is stored known empty of the class (a
+        ``rejected`` box, source ``region``; an unseen image turns partial); returns the
+        command, whose undo deletes it. Yes: changes no data (the clicks that follow label
+        the objects), so, like :meth:`skip_image`, it is logged but not undoable; returns
+        the action id."""
+        xyxy = tuple(float(v) for v in xyxy)
+        if yes:
+            action_id, _ = self.store.answer_region(
+                image_id, xyxy, class_id, "yes", expected=expected
+            )
+            return action_id
+        return self._new_box_command(
+            "region",
+            image_id,
+            lambda review: self.store.answer_region(
+                image_id, xyxy, class_id, "no", expected=expected, review_state=review
+            )[1],
         )
 
     def delete(self, box_id: int) -> Command:

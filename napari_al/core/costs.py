@@ -12,7 +12,13 @@ Published human times, each a configurable default (see ``docs/simulation.md``):
 - clicking an object's centre: 1.9 s (1.87 s, Papadopoulos et al., "Training object class
   detectors with click supervision", CVPR 2017), charged for the action kind ``click``: one
   centre click that became a proposed box (:mod:`napari_al.core.clicks`); the yes/no on that
-  box is a verification of its own.
+  box is a verification of its own. A simulated click that finds no box (action kind
+  ``click_no_box``, logged by the simulator only: the viewer stores nothing for it) costs the
+  same 1.9 s;
+- a region question "any more <class> here?" (:mod:`napari_al.core.regions`, action kind
+  ``region``): a yes/no answer about a region instead of a box, charged as one verification,
+  ``verify_s`` (Papadopoulos et al. 2016's yes/no time; Benenson's annotation dialogs ask
+  about regions this way);
 - ``image_s``: per image reviewed to completion (open, look, mark complete). Not in the published
   per-box figures, so 0 by default.
 
@@ -33,7 +39,9 @@ from typing import Any
 #: ``set_class``: a verification answered "right box, wrong class" plus a class change;
 #: ``correct``: a verification answered "badly placed" plus a redraw;
 #: ``complete``: an image marked fully labelled; ``review_state``: an image marked partial;
-#: ``click``: a centre click that became a proposed box (:mod:`napari_al.core.clicks`).
+#: ``click``: a centre click that became a proposed box (:mod:`napari_al.core.clicks`);
+#: ``region``: the answer to a region question (:mod:`napari_al.core.regions`);
+#: ``click_no_box``: a simulated centre click that found no box.
 ORACLE_KINDS = (
     "draw",
     "accept",
@@ -43,6 +51,8 @@ ORACLE_KINDS = (
     "complete",
     "review_state",
     "click",
+    "region",
+    "click_no_box",
 )
 
 
@@ -83,6 +93,8 @@ class CostModel:
             "complete": self.image_s,
             "review_state": 0.0,
             "click": self.click_s,
+            "region": self.verify_s,
+            "click_no_box": self.click_s,
         }
         if kind not in table:
             raise ValueError(f"no cost for action kind {kind!r}")
@@ -96,6 +108,7 @@ class CostModel:
             + counts.class_changes * self.class_change_s
             + counts.images_completed * self.image_s
             + counts.clicks * self.click_s
+            + counts.region_questions * self.verify_s
         )
 
     def as_dict(self) -> dict[str, float]:
@@ -109,8 +122,9 @@ class Counts:
     ``boxes_drawn`` counts draws and redraws; ``verifications`` every yes/no question asked
     (accepts, rejects, class changes and redraws all start with one); ``images`` the distinct
     images the oracle answered anything about; ``images_completed`` those marked complete;
-    ``clicks`` centre clicks that became proposed boxes (their yes/no answers are
-    verifications).
+    ``clicks`` centre clicks, whether they became proposed boxes or found none (the yes/no
+    answers on the boxes are verifications); ``region_questions`` answers to "any more
+    <class> here?".
     """
 
     boxes_drawn: int = 0
@@ -119,6 +133,7 @@ class Counts:
     images: int = 0
     images_completed: int = 0
     clicks: int = 0
+    region_questions: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -149,7 +164,9 @@ def count_answers(actions: Iterable[Any]) -> Counts:
             c.boxes_drawn += 1
         elif kind == "complete":
             c.images_completed += 1
-        elif kind == "click":
+        elif kind in ("click", "click_no_box"):
             c.clicks += 1
+        elif kind == "region":
+            c.region_questions += 1
     c.images = len(images)
     return c

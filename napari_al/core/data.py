@@ -27,6 +27,11 @@ BOX_STATUSES = ("predicted", "accepted", "rejected", "corrected", "drawn", "pseu
 #: ``pseudo`` (trained as a damped noisy label) until the person accepts, corrects or rejects it.
 CLICK_SOURCE = "click"
 
+#: Source of a region a person answered "no" to "any more <class> here?"
+#: (:mod:`napari_al.core.regions`): stored as a ``rejected`` box of that class and source,
+#: known empty of the class; hidden in the viewer, background in training.
+REGION_SOURCE = "region"
+
 #: Statuses that count as human ground truth for training and evaluation.
 HUMAN_STATUSES = ("accepted", "corrected", "drawn")
 

@@ -8,6 +8,8 @@ in napari's pan/zoom mode, so a drag still pans; a press and release closer than
 workflow (:mod:`napari_al.core.workflow.clicks`: the model's best candidate of the class
 containing the click, else a box found in the image) and is stored as one action, then shown
 selected, awaiting W (yes) or Q (no), or a drag fix in select mode (S). Ctrl+Z undoes it.
+After a yes to a region question (:mod:`napari_al.gui.region_mode`) clicks count only inside
+the region until click mode ends.
 
 Where a model trained in the project is in use, its candidates for the image are computed in
 a worker thread (:func:`napari_al.gui.tasks.click_candidates_job`, a runner of its own, so a
@@ -103,6 +105,8 @@ class ClickMode:
                 self.view.boxes_layer.mode = "select"
         self.click_mode = bool(on)
         self._emit("mode")  # type: ignore[attr-defined]
+        if not on:
+            self._end_region_clicks()  # type: ignore[attr-defined]
 
     def _reset_clicks(self) -> None:
         """Forget cached candidates and waiting clicks (another project or model)."""
@@ -149,6 +153,8 @@ class ClickMode:
         if not (0 <= x < row.width and 0 <= y < row.height):
             notify_user("info", "the click is outside the image")
             return
+        if not self._region_allows(int(image_id), (x, y)):  # type: ignore[attr-defined]
+            return  # clicking the missed objects of a yes-region: only inside it
         self._click_xy((int(image_id), (x, y), int(self.current_class_id)))
 
     def _click_xy(self, click: PendingClick) -> None:

@@ -13,7 +13,9 @@ The class is put together from one part per concern:
   undo/redo, toggles) and binding them;
 - :mod:`napari_al.gui.navigation`: moving to the next image and between queried items;
 - :mod:`napari_al.gui.layer_edits`: mouse edits on the ``boxes`` layer, applied to the store;
-- :mod:`napari_al.gui.click_mode`: click mode (K), a centre click becomes a box.
+- :mod:`napari_al.gui.click_mode`: click mode (K), a centre click becomes a box;
+- :mod:`napari_al.gui.region_mode`: region questions, "any more <class> here?" (Shift+M yes,
+  Shift+E no).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from napari_al.gui.key_actions import KeyActions
 from napari_al.gui.layer_edits import LayerEdits
 from napari_al.gui.navigation import Navigation
 from napari_al.gui.notify import notify_user
+from napari_al.gui.region_mode import RegionMode
 from napari_al.gui.viewer_state import ImageView
 
 if TYPE_CHECKING:
@@ -44,7 +47,7 @@ log = logging.getLogger(__name__)
 EVENTS = ("image", "data", "class", "queries", "model", "mode")
 
 
-class AnnotationController(KeyActions, Navigation, LayerEdits, ClickMode):
+class AnnotationController(KeyActions, Navigation, LayerEdits, ClickMode, RegionMode):
     """Drives one viewer's annotation loop on one project store."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
@@ -70,6 +73,7 @@ class AnnotationController(KeyActions, Navigation, LayerEdits, ClickMode):
         #: workflow's calibrated rule, P(yes) x draw_s > verify_s).
         self.min_prediction_score: float | None = None
         self._init_click_mode()
+        self._init_region_mode()
 
     # -- listeners ------------------------------------------------------------------------
 
@@ -86,6 +90,7 @@ class AnnotationController(KeyActions, Navigation, LayerEdits, ClickMode):
         """Start annotating another project (None: close)."""
         if self.annotator is not None:
             self.annotator.unsubscribe(self._on_change)
+        self.region_clicking = self.region_question = None
         if self.click_mode:
             self.set_click_mode(False)
         self._reset_clicks()
@@ -99,6 +104,7 @@ class AnnotationController(KeyActions, Navigation, LayerEdits, ClickMode):
         self.focus_box = None
         self.skipped = set()
         self.view.image_id = None
+        self._draw_question()
         classes = [] if store is None else store.classes()
         self.current_class_id = classes[0].id if classes else None
         self.view.set_current_class(classes[0].name if classes else "")
@@ -142,9 +148,17 @@ class AnnotationController(KeyActions, Navigation, LayerEdits, ClickMode):
             for q in self.queries
             if q.unit == "region" and q.image == image_id and q.box is not None and q is not query
         ]
+        suggestions = self.missed.get(image_id, [])
+        if suggestions and self.store is not None:  # none in a region answered "no"
+            ids = [c.id for c in self.store.classes()]
+            labels = [ids[c] if 0 <= c < len(ids) else -1 for _, _, c in suggestions]
+            empty = workflow.known_empty(
+                self.store, image_id, [x for x, _, _ in suggestions], labels
+            )
+            suggestions = [s for s, e in zip(suggestions, empty, strict=True) if not e]
         missed = [
             (xyxy, "missed", f"missed? {names[c] if 0 <= c < len(names) else c} {s:.2f}")
-            for xyxy, s, c in self.missed.get(image_id, [])
+            for xyxy, s, c in suggestions
         ]
         query_marks = (
             [(query.box, "query", f"query {query.score:.2f}")]
@@ -152,6 +166,7 @@ class AnnotationController(KeyActions, Navigation, LayerEdits, ClickMode):
             else []
         )
         self.view.set_overlays(regions, missed, query_marks)
+        self.refresh_region_question()
 
     def _class_names(self) -> list[str]:
         return [] if self.store is None else [c.name for c in self.store.classes()]
@@ -218,6 +233,10 @@ class AnnotationController(KeyActions, Navigation, LayerEdits, ClickMode):
         if change.image_id == self.view.image_id:
             for box_id in change.box_ids:
                 self.view.sync_box(self._box_or_none(box_id), box_id)
+            if any(c.kind == "region" for c in change.command.leaves):
+                # answered no, taken back or given again: the marks and the next question
+                i = self.query_index
+                self._render_highlights(self.queries[i] if 0 <= i < len(self.queries) else None)
         self._emit("data")
 
     def _box_or_none(self, box_id: int):  # type: ignore[no-untyped-def]

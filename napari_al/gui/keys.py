@@ -56,6 +56,18 @@ KEYS: tuple[Key, ...] = (
         "click mode on/off: a left click on an object's centre boxes it as the current class "
         "(W/Q answer it)",
     ),
+    Key(
+        "Shift-M",
+        "region_yes",
+        'region question "any more <class> here?" (dashed): yes, then click every missed '
+        "object in the region (click mode there; K when done)",
+    ),
+    Key(
+        "Shift-E",
+        "region_no",
+        'region question "any more <class> here?" (dashed): no, the region is empty of the '
+        "class (undoable)",
+    ),
     Key("G", "next_unreviewed", "focus the next unreviewed box of this image"),
     Key("N", "next_item", "go to the next queried item (image, box or region)"),
     Key("Shift-N", "previous_item", "go to the previous queried item"),

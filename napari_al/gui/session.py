@@ -128,6 +128,26 @@ class Session:
         command = workflow.click(self.annotator, image_id, (x, y), class_id, detector)
         return None if command is None else command.box_id
 
+    def region_questions(self, image_id: int) -> list[workflow.RegionQuestion]:
+        """The region questions "any more <class> here?" worth asking on an image, best first,
+        as the viewer asks them (:func:`napari_al.core.workflow.region_questions`, from the
+        candidates of the model in use; none before a model is trained in the project).
+        Runs the model on the image: blocking."""
+        detector = self.widget.controller.detector if self.widget is not None else self._detector
+        if not workflow.has_model(detector):
+            return []
+        pixels = workflow.load_rgb(self.store.abs_path(self.store.image(image_id)))
+        candidates = workflow.click_candidates(detector, pixels)
+        return workflow.region_questions(self.store, image_id, candidates)
+
+    def answer_region(self, question: workflow.RegionQuestion, yes: bool) -> int | None:
+        """Answer a region question (one logged ``region`` action): no stores the region
+        known empty of the class (``annotator.undo()`` takes it back) and returns its box id;
+        yes changes no data (returns None): click the missed objects in it next
+        (:meth:`click`)."""
+        result = workflow.answer_region(self.annotator, question, yes)
+        return None if isinstance(result, int) else result.box_id
+
     # -- the round's steps, blocking ---------------------------------------------------------
 
     def predict(self, image_ids: list[int] | None = None, progress: Any = None) -> int:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_al.core.boxes import napari_to_xyxy, xyxy_to_napari
+from napari_al.core.data import REGION_SOURCE
 from napari_al.core.images import read_image
 from napari_al.gui.layers import (
     BOX_TEXT,
@@ -276,7 +277,10 @@ class ImageView:
 
     def visible(self, row: BoxRow) -> bool:
         """Whether a box is drawn: rejected ones unless hidden, predictions by
-        :attr:`shows_prediction`."""
+        :attr:`shows_prediction`; never a region answered "no" (the ``question`` layer's,
+        not a box)."""
+        if row.source == REGION_SOURCE:
+            return False
         if row.status == "rejected":
             return self.show_rejected
         if row.status == "predicted":

@@ -79,6 +79,15 @@ def add_arguments(p: Any) -> None:
         metavar="MIN",
         help="before drawing missed objects, ask yes/no about uncovered predictions >= MIN",
     )
+    from napari_al.simulation.missed import MISSED_BY
+
+    p.add_argument(
+        "--missed-by",
+        choices=MISSED_BY,
+        help="how the objects the shown boxes missed are labelled: draw (default: each drawn), "
+        'click (each clicked at its centre, the proposed box verified), region ("any more '
+        '<class> here?" first, clicks in the yes-regions, the rest drawn)',
+    )
     p.add_argument("--report-only", action="store_true", help="redo plot and table from the CSV")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, metavar="DIR")
@@ -94,7 +103,7 @@ def config_from_args(args: Any) -> SimConfig:
         "full_steps", "batch_size", "lambda_d", "noisy_min_score",
         "partial_background_weight", "lr", "augment", "arch", "weights", "min_size", "max_size",
         "max_pool", "max_test", "device", "workers", "threads", "verify_iou", "redraw_iou",
-        "verify_min_score", "verify_missed_min_score", "calibration",
+        "verify_min_score", "verify_missed_min_score", "calibration", "missed_by",
     )  # fmt: skip
     for k in simple:
         v = getattr(args, k, None)

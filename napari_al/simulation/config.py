@@ -196,6 +196,11 @@ class SimConfig:
     #: Ask yes/no about weaker predictions (score >= this, below ``verify_min_score``) that no
     #: shown or human box covers, before drawing what is still missing (None: never).
     verify_missed_min_score: float | None = None
+    #: How the objects the shown boxes missed are labelled: ``draw`` (each drawn), ``click``
+    #: (each clicked at its centre, the proposed box verified) or ``region`` (region questions
+    #: "any more <class> here?" first, clicks in the yes-regions, the rest drawn);
+    #: :mod:`napari_al.simulation.missed`.
+    missed_by: str = "draw"
     #: Checkpoints kept on disk per run (older model files are deleted; rows stay in the store).
     keep_checkpoints: int = 1
 
@@ -212,6 +217,12 @@ class SimConfig:
         if not 0 < self.verify_iou <= 1 or self.redraw_iou < 0:
             raise ValueError("verify_iou must lie in (0, 1] and redraw_iou be >= 0")
         from napari_al.core.workflow import CALIBRATION_METHODS
+        from napari_al.simulation.missed import MISSED_BY
+
+        if self.missed_by not in MISSED_BY:
+            raise ValueError(
+                f"missed_by must be one of {', '.join(MISSED_BY)}, got {self.missed_by!r}"
+            )
 
         if self.calibration not in CALIBRATION_METHODS:
             raise ValueError(
@@ -277,6 +288,7 @@ RESULT_KEYS = (
     "verify_min_score",
     "verify_missed_min_score",
     "calibration",
+    "missed_by",
 )
 
 

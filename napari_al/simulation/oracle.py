@@ -19,6 +19,9 @@ Oracle modes (``SimStrategy.oracle``):
   change if it differs), below 0.5 it is marked background (rejected). Nothing else in the image
   is labelled: the image becomes ``partial`` and its other predictions stay noisy labels. The
   queried box is asked whatever its P(yes): the strategy chose it for what its answer teaches.
+
+How the objects the shown boxes missed are labelled (``missed_by``: drawn, clicked, or found
+through region questions first): :mod:`napari_al.simulation.missed`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +37,7 @@ from napari_al.core.boxes import box_iou
 from napari_al.core.costs import CostModel
 from napari_al.core.data import HUMAN_STATUSES, ImageRecord
 from napari_al.core.workflow import SuggestSettings, verify_rule
+from napari_al.simulation.missed import MISSED_BY, MissedObjects
 
 if TYPE_CHECKING:
     from napari_al.core.store import BoxRow, ProjectStore
@@ -139,7 +143,7 @@ def plan_verification(
     return plan, sorted(free)
 
 
-class Oracle:
+class Oracle(MissedObjects):
     """Answers queries from the ground truth through the store's user actions.
 
     Before each action the clock advances by that answer's cost, so the store logs it with
@@ -158,7 +162,10 @@ class Oracle:
         verify_min_score: float | None = None,
         verify_missed_min_score: float | None = None,
         calibrated: bool = True,
+        missed_by: str = "draw",
     ) -> None:
+        if missed_by not in MISSED_BY:
+            raise ValueError(f"missed_by must be one of {', '.join(MISSED_BY)}, not {missed_by!r}")
         self.store = store
         self.clock = clock
         self.gt = ground_truth
@@ -171,6 +178,9 @@ class Oracle:
         #: Whether the rule uses the calibrated P(yes) (else raw scores vs verify_s / draw_s).
         self.calibrated = bool(calibrated)
         self.verify_missed_min_score = verify_missed_min_score
+        #: How the objects the shown boxes missed are labelled (:mod:`napari_al.simulation.missed`).
+        self.missed_by = missed_by
+        self._annotator = None
         self.class_ids = [c.id for c in store.classes()]
         self._index = {cid: i for i, cid in enumerate(self.class_ids)}
 
@@ -239,9 +249,11 @@ class Oracle:
         boxes = self.store.boxes(image_id=image_id, statuses=("predicted", "pseudo"))
         return [b for b, shown in zip(boxes, rule.mask(boxes), strict=True) if shown]
 
-    def verify_image(self, image_id: int) -> dict[str, int]:
-        """Verify the unjudged model boxes shown (:meth:`shown_boxes`), draw what they missed,
-        mark the image complete. Returns the number of answers of each kind."""
+    def verify_image(self, image_id: int, detector: Any = None) -> dict[str, int]:
+        """Verify the unjudged model boxes shown (:meth:`shown_boxes`), label what they missed
+        (:attr:`missed_by`; ``detector``: the round's model, whose candidates the clicks and
+        region questions use), mark the image complete. Returns the number of answers of each
+        kind."""
         gt = self.gt[image_id]
         pending = self.shown_boxes(image_id)
         pending.sort(key=lambda b: (-(b.score if b.score is not None else 0.0), b.id))
@@ -259,6 +271,7 @@ class Oracle:
             tally[decision] += 1
         if self.verify_missed_min_score is not None and missing:
             missing = self._ask_about_missed(image_id, pending, missing, tally)
+        missing = self.label_missing(image_id, missing, tally, detector)
         for j in missing:
             self._draw(image_id, j)
         tally["draw"] = len(missing)

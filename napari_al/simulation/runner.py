@@ -300,7 +300,7 @@ def _answer(
             ]
             predict_queried(store, detector, fresh)
             for i in ids:
-                proj.oracle.verify_image(i)
+                proj.oracle.verify_image(i, detector=detector)
         else:
             for i in ids:
                 proj.oracle.draw_image(i)

@@ -10,11 +10,12 @@ from napari_al.core.data import Dataset
 from napari_al.core.store.importer import ImportMixin
 from napari_al.core.store.models import ModelsMixin
 from napari_al.core.store.queries import QueriesMixin
+from napari_al.core.store.regions import RegionsMixin
 from napari_al.core.store.scores import ScoresMixin
 from napari_al.core.store.summary import SummaryMixin
 
 
-class ProjectStore(ImportMixin, ModelsMixin, ScoresMixin, QueriesMixin, SummaryMixin):
+class ProjectStore(ImportMixin, ModelsMixin, ScoresMixin, QueriesMixin, SummaryMixin, RegionsMixin):
     """The SQLite store of one project. Open with :meth:`create` or :meth:`open`.
 
     Its methods come from the parts of :mod:`napari_al.core.store`: connection, transactions
@@ -23,8 +24,9 @@ class ProjectStore(ImportMixin, ModelsMixin, ScoresMixin, QueriesMixin, SummaryM
     (:mod:`~napari_al.core.store.images`), boxes (:mod:`~napari_al.core.store.boxes`), dataset
     import (:mod:`~napari_al.core.store.importer`), model versions
     (:mod:`~napari_al.core.store.models`), the score cache (:mod:`~napari_al.core.store.scores`),
-    stored queries (:mod:`~napari_al.core.store.queries`) and summaries
-    (:mod:`~napari_al.core.store.summary`).
+    stored queries (:mod:`~napari_al.core.store.queries`), summaries
+    (:mod:`~napari_al.core.store.summary`) and the answers to region questions
+    (:mod:`~napari_al.core.store.regions`).
     """
 
 

@@ -42,6 +42,11 @@ BOX_ACTION_KINDS = (
     "click",
 )
 
+#: The answer to a region question "any more <class> here?" (:mod:`napari_al.core.regions`):
+#: payload ``answer`` (``yes``/``no``), ``region`` ``[x1, y1, x2, y2]``, ``class_id``,
+#: ``expected``; a "no" also stores the region as a box (payload ``before``/``after``).
+REGION_ACTION_KINDS = ("region",)
+
 #: Review-state actions; payload ``{"before": state, "after": state}``.
 REVIEW_ACTION_KINDS = ("complete", "review_state")
 
@@ -57,6 +62,7 @@ RESERVED_KINDS = (
     *BOX_ACTION_KINDS,
     *REVIEW_ACTION_KINDS,
     *MACHINE_KINDS,
+    *REGION_ACTION_KINDS,
     *UNDO_KINDS,
     "set_split",
     "ignore",

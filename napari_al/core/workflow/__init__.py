@@ -5,7 +5,7 @@ functions and nothing below them for a round (``docs/architecture.md``):
 
 - settings: :class:`ModelSettings`, :class:`TrainSettings`, :class:`QuerySettings`,
   :class:`SuggestSettings`, :class:`CalibrationSettings`, :class:`ClickSettings`,
-  :class:`RoundSettings` (one default per field);
+  :class:`RegionSettings`, :class:`RoundSettings` (one default per field);
 - model: :func:`load_model`, :func:`checkpoint_path`, :func:`describe`;
 - examples: :func:`training_examples`, :func:`judged_mask` (the one "already judged" rule);
 - steps: :func:`train_model`, :func:`predict_images`, :func:`evaluate_model`,
@@ -17,6 +17,9 @@ functions and nothing below them for a round (``docs/architecture.md``):
   :func:`stored_calibration`, :func:`calibration_summary`;
 - centre clicks -> boxes: :func:`click` (:func:`click_candidates`, :func:`propose_click_box`,
   :func:`record_click`; :class:`ClickCandidates`, :class:`ClickProposal`, :func:`has_model`);
+- region questions for missed objects, "any more <class> here?": :func:`region_questions`
+  (:class:`RegionQuestion`), :func:`answer_region`, :func:`suggestion_candidates`,
+  :func:`known_empty`;
 - a whole round: :func:`run_round` (a generator of :class:`Progress`), :func:`drive`;
   :func:`first_round` (which round a project opened mid-loop needs first).
 - errors a person can act on: :class:`WorkflowError`, :class:`SettingsError` (ValueErrors).
@@ -81,6 +84,13 @@ from napari_al.core.workflow.ranking import (
     rank_pool,
     stored_queries,
 )
+from napari_al.core.workflow.regions import (
+    RegionQuestion,
+    answer_region,
+    known_empty,
+    region_questions,
+    suggestion_candidates,
+)
 from napari_al.core.workflow.rounds import (
     Progress,
     RoundResult,
@@ -96,6 +106,7 @@ from napari_al.core.workflow.settings import (
     ClickSettings,
     ModelSettings,
     QuerySettings,
+    RegionSettings,
     SuggestSettings,
     TrainSettings,
     add_arguments,
@@ -120,6 +131,8 @@ __all__ = [
     "ModelSettings",
     "Progress",
     "QuerySettings",
+    "RegionQuestion",
+    "RegionSettings",
     "RoundResult",
     "RoundSettings",
     "SettingsError",
@@ -131,6 +144,7 @@ __all__ = [
     "VerifyRule",
     "WorkflowError",
     "add_arguments",
+    "answer_region",
     "calibrate_model",
     "calibration_summary",
     "checkpoint_path",
@@ -149,6 +163,7 @@ __all__ = [
     "judged_boxes",
     "judged_mask",
     "judged_samples",
+    "known_empty",
     "labelled_embeddings",
     "labelling_effort",
     "labels_hash",
@@ -163,11 +178,13 @@ __all__ = [
     "read_rows",
     "record_click",
     "record_metrics",
+    "region_questions",
     "run_round",
     "split_samples",
     "stored_calibration",
     "stored_queries",
     "suggest_missed",
+    "suggestion_candidates",
     "train_model",
     "training_examples",
     "verify_rule",

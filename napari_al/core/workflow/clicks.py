@@ -48,11 +48,20 @@ WINDOW_PER_BOX = 3.0
 class ClickCandidates:
     """The model's candidate boxes of one image: ``boxes`` ``(N, 4)`` float32 xyxy image
     pixels, ``probs`` ``(N, C)`` float32 probability of each project class (background left
-    out), ``model_version`` the store's version of the model (None: not trained here)."""
+    out), ``model_version`` the store's version of the model (None: not trained here),
+    ``labels`` ``(N,)`` int64 the class index each box was predicted for (None: the most
+    probable class; region questions use it, :mod:`napari_al.core.workflow.regions`)."""
 
     boxes: np.ndarray
     probs: np.ndarray
     model_version: int | None = None
+    labels: np.ndarray | None = None
+
+    def class_indices(self) -> np.ndarray:
+        """``(N,)`` int64: :attr:`labels`, else each box's most probable class."""
+        if self.labels is not None:
+            return np.asarray(self.labels, np.int64).reshape(-1)
+        return np.asarray(self.probs).argmax(axis=1).astype(np.int64).reshape(-1)
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
@@ -96,6 +105,7 @@ def click_candidates(detector: Any, pixels: np.ndarray) -> ClickCandidates:
         boxes=np.asarray(pred.boxes, np.float32).reshape(-1, 4),
         probs=probs[:, 1:].reshape(len(pred), -1),
         model_version=int(detector.model_version or 0) or None,
+        labels=np.asarray(pred.labels, np.int64).reshape(-1),
     )
 
 

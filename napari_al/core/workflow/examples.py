@@ -13,6 +13,14 @@ source ``click``) trains, until the person confirms it, as a noisy label damped 
 machine's guess), and predictions on it (IoU >= :data:`JUDGED_IOU`) add no second noisy
 label. Accepted or corrected, it is a full target. Rejected, it is not background (the click
 still says an object is there, only the box was wrong): its area becomes an ignore region.
+
+Region questions (:mod:`napari_al.core.workflow.regions`): a region answered "no" to "any more
+<class> here?" is a ``rejected`` box of that class with source ``region``. It trains as
+explicit background, like a rejected box (the engine's background is class-agnostic: anchors
+and proposals at IoU >= 0.5 with it; the engine drops it where it overlaps a labelled box), and
+the image's unverified predictions of that class centred in it are not noisy labels (the
+answer says no unlabelled object of the class is there). It does not make other predictions
+or click boxes count as judged.
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_al.core.boxes import box_iou
-from napari_al.core.data import CLICK_SOURCE, HUMAN_STATUSES
+from napari_al.core.data import CLICK_SOURCE, HUMAN_STATUSES, REGION_SOURCE
+from napari_al.core.regions import inside
 
 if TYPE_CHECKING:
     from napari_al.core.engine import TrainingExample
@@ -110,8 +119,10 @@ def training_examples(
     ``partial`` image scoring at least ``noisy_min_score``, are noisy labels unless already
     judged (:func:`judged_mask`; a prediction on an unconfirmed click box counts as judged);
     rejected boxes are background, except a rejected click box, which is ignored (module
-    docstring); ignore regions give no loss; a ``complete`` image with no boxes is a negative.
-    ``unseen`` images teach nothing yet. Examples that teach nothing are left out.
+    docstring); a region answered "no" is background and keeps the predictions of its class
+    centred in it from being noisy labels (module docstring); ignore regions give no loss; a
+    ``complete`` image with no boxes is a negative. ``unseen`` images teach nothing yet.
+    Examples that teach nothing are left out.
     """
 
     index = {c.id: i for i, c in enumerate(snapshot.classes)}
@@ -131,7 +142,10 @@ def _example(
 ) -> TrainingExample:
     from napari_al.core.engine import TrainingExample
 
-    judged = [b.xyxy for b in item.boxes if b.status in JUDGED_STATUSES]
+    judged = [
+        b.xyxy for b in item.boxes if b.status in JUDGED_STATUSES and b.source != REGION_SOURCE
+    ]
+    empty = [b for b in item.boxes if b.status == "rejected" and b.source == REGION_SOURCE]
     clicked = [b.xyxy for b in item.boxes if b.status == "pseudo" and b.source == CLICK_SOURCE]
     boxes, labels, noisy, background = [], [], [], []
     ignore = [r.xyxy for r in item.ignore_regions]
@@ -144,6 +158,8 @@ def _example(
             and (b.score is None or b.score >= noisy_min_score)
         ):
             seen = judged if b.status == "pseudo" else [*judged, *clicked]
+            if b.status == "predicted" and _in_empty(b, empty):
+                continue
             if not judged_mask([b.xyxy], seen)[0]:
                 boxes.append(b.xyxy), labels.append(index[b.class_id]), noisy.append(True)
         elif b.status == "rejected" and b.source == CLICK_SOURCE:
@@ -160,6 +176,15 @@ def _example(
         complete=review_state == "complete",
         loader=load_rgb,
     )
+
+
+def _in_empty(box: Any, empty: Sequence[Any]) -> bool:
+    """Whether ``box`` (a box row) has its centre in one of ``empty`` (region rows answered
+    "no") of its class."""
+    if not empty:
+        return False
+    regions = [e.xyxy for e in empty]
+    return bool(inside([box.xyxy], [box.class_id], regions, [e.class_id for e in empty])[0])
 
 
 def labels_hash(snapshot: TrainingSnapshot) -> str:

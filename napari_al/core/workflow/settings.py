@@ -12,6 +12,7 @@ simulator pass instances. Each field's help text (``metadata["help"]``) states i
 - :class:`SuggestSettings`: which low-scoring candidates are shown as possibly missed objects.
 - :class:`CalibrationSettings`: how detection scores become P(a person accepts the box).
 - :class:`ClickSettings`: how a centre click becomes a box.
+- :class:`RegionSettings`: which regions get the question "any more <class> here?".
 """
 
 from __future__ import annotations
@@ -238,6 +239,46 @@ class SuggestSettings:
     limit: int = _opt(20, "most suggestions per image", minimum=0)
     images: int = _opt(
         3, "how many queried images get suggestions (plus the one on screen)", minimum=0
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class RegionSettings:
+    """Region questions for missed objects, "any more <class> here?"
+    (:mod:`napari_al.core.regions`)."""
+
+    min_probability: float = _opt(
+        0.05,
+        "lowest probability (0-1; the calibrated P(yes) where the model has a calibration) of "
+        "an uncovered candidate box that joins a region",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    cover_iou: float = _opt(
+        0.3,
+        "a candidate overlapping a shown, human or rejected box at this IoU or more is not missed",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    gap: float = _opt(
+        0.0, "candidates this many pixels apart still merge into one region", minimum=0.0
+    )
+    max_fraction: float = _opt(
+        0.25, "largest region, as a fraction of the image's area", minimum=0.0, maximum=1.0
+    )
+    min_chance: float = _opt(
+        0.0,
+        "lowest chance (0-1) that a region holds a missed object for it to be asked about (0: "
+        "the cost model's verify_s / draw_s, the rule for showing a box)",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    limit: int = _opt(5, "most region questions per image", minimum=0)
+    calibrated: bool = _opt(
+        True, "weigh candidates by calibrated P(yes) where the model has a calibration"
     )
 
     def __post_init__(self) -> None:

@@ -3,7 +3,9 @@
 The survey seed asks active learning to target false negatives too (Nakamura et al. 2024):
 candidates the detector scores above ``min_score`` but below its display threshold, overlapping
 no shown prediction and no human box (IoU below ``max_iou``), are shown to the person as
-suggestions (magenta in the viewer) and drive the ``missed`` scorer.
+suggestions (magenta in the viewer) and drive the ``missed`` scorer. A candidate centred in a
+region the person answered "no" for its class (:mod:`napari_al.core.workflow.regions`) is not
+suggested.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 
 from napari_al.core.boxes import box_iou
 from napari_al.core.workflow.examples import load_rgb
+from napari_al.core.workflow.regions import known_empty
 from napari_al.core.workflow.settings import SuggestSettings
 
 if TYPE_CHECKING:
@@ -52,6 +55,9 @@ def suggest_missed(
     known = [b.xyxy for b in store.boxes(image_id=image_id) if b.status != "rejected"]
     if known:
         keep &= box_iou(boxes, np.asarray(known, np.float64)).max(axis=1) < s.max_iou
+    ids = [c.id for c in store.classes()]
+    labels = [ids[int(k)] if 0 <= int(k) < len(ids) else -1 for k in missed.labels]
+    keep &= ~known_empty(store, image_id, boxes, labels)
     out: list[Suggestion] = []
     for i in np.flatnonzero(keep)[: s.limit]:
         b = boxes[i]
