@@ -1,5 +1,6 @@
 """How the simulated person labels missed objects (``--missed-by draw|click|region``): the
-oracle's decisions and charges on a small generated image, and the option itself."""
+oracle's decisions and charges on a small generated image, and the option itself; the
+notebook ``Session`` asks the same region questions."""
 
 from __future__ import annotations
 
@@ -176,6 +177,31 @@ def test_region_questions_first_then_clicks_in_the_yes_regions(sim) -> None:  # 
     before = store.annotation_seconds()
     o.verify_image(image, detector=det)
     assert store.annotation_seconds() == before
+
+
+def test_the_notebook_session_asks_the_same_region_questions(sim) -> None:  # type: ignore[no-untyped-def]
+    from napari_al.gui.session import Session
+
+    store, _, _, image = sim
+    session = Session(store)
+    assert session.region_questions(image) == []  # no model trained in the project
+    session._detector = FakeDetector()
+    qs = session.region_questions(image)
+    # the shown prediction on A covers its candidate; the other three are asked, best first
+    assert [(q.xyxy, q.class_name) for q in qs] == [
+        ((61, 10, 80, 27), "a"),
+        ((170, 90, 190, 110), "a"),
+        ((20, 80, 40, 100), "b"),
+    ]
+    box_id = session.answer_region(qs[1], yes=False)
+    assert box_id is not None and store.box(box_id).source == "region"
+    assert session.answer_region(qs[0], yes=True) is None
+    assert [q.xyxy for q in session.region_questions(image)] == [
+        (61, 10, 80, 27),
+        (20, 80, 40, 100),
+    ]
+    session.annotator.undo()
+    assert store.empty_regions(image) == []
 
 
 def test_region_without_a_model_asks_nothing_and_draws(sim) -> None:  # type: ignore[no-untyped-def]
