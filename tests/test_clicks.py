@@ -432,3 +432,24 @@ def test_the_real_detectors_candidates_feed_a_click(trained_project: Path) -> No
         assert proposal is not None and proposal.method == "model"
         assert proposal.score == pytest.approx(float(cands.probs[i, k]))
         assert proposal.model_version == 1
+
+
+def test_a_rejected_click_box_does_not_swallow_the_box_drawn_for_its_object(project) -> None:
+    # the engine drops boxes centred in an ignore region: the object drawn after a no to its
+    # click box must not become one
+    store, _ = project
+    ann = Annotator(store)
+    cat = store.class_id("cat")
+    box_id = click(ann, 1, (77.5, 24.5), cat).box_id
+    ann.reject(box_id)
+    ann.draw(1, (68, 18, 88, 32), cat)  # centred in the rejected click box
+    (ex,) = training_examples(store, store.training_snapshot())
+    # the fixture's dog prediction (a noisy label) and the drawn cat
+    assert [tuple(b) for b in ex.boxes.tolist()] == [(5, 5, 30, 30), (68, 18, 88, 32)]
+    assert ex.noisy.tolist() == [True, False]
+    assert len(ex.ignore_regions) == 0 and len(ex.background_boxes) == 0
+    # a drawn box elsewhere leaves the ignore region in place
+    ann.undo()
+    ann.draw(1, (2, 2, 12, 12), cat)
+    (ex,) = training_examples(store, store.training_snapshot())
+    assert [tuple(b) for b in ex.ignore_regions.tolist()] == [(70, 20, 86, 30)]

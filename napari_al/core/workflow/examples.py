@@ -12,7 +12,9 @@ source ``click``) trains, until the person confirms it, as a noisy label damped 
 ``lambda_d`` like any unverified box (the click says an object is there; the box is the
 machine's guess), and predictions on it (IoU >= :data:`JUDGED_IOU`) add no second noisy
 label. Accepted or corrected, it is a full target. Rejected, it is not background (the click
-still says an object is there, only the box was wrong): its area becomes an ignore region.
+still says an object is there, only the box was wrong): its area becomes an ignore region,
+unless a person's box (the object drawn after the no) has its centre in it: the engine drops
+every box centred in an ignore region, so the ignore region would swallow that box.
 
 Region questions (:mod:`napari_al.core.workflow.regions`): a region answered "no" to "any more
 <class> here?" is a ``rejected`` box of that class with source ``region``. It trains as
@@ -147,6 +149,7 @@ def _example(
     ]
     empty = [b for b in item.boxes if b.status == "rejected" and b.source == REGION_SOURCE]
     clicked = [b.xyxy for b in item.boxes if b.status == "pseudo" and b.source == CLICK_SOURCE]
+    human = [b.xyxy for b in item.boxes if b.status in HUMAN_STATUSES]
     boxes, labels, noisy, background = [], [], [], []
     ignore = [r.xyxy for r in item.ignore_regions]
     for b in item.boxes:
@@ -163,7 +166,8 @@ def _example(
             if not judged_mask([b.xyxy], seen)[0]:
                 boxes.append(b.xyxy), labels.append(index[b.class_id]), noisy.append(True)
         elif b.status == "rejected" and b.source == CLICK_SOURCE:
-            ignore.append(b.xyxy)  # a wrong box for a real object: no loss there
+            if not _holds_centre(b.xyxy, human):
+                ignore.append(b.xyxy)  # a wrong box for a real object: no loss there
         elif b.status == "rejected":
             background.append(b.xyxy)
     return TrainingExample(
@@ -176,6 +180,13 @@ def _example(
         complete=review_state == "complete",
         loader=load_rgb,
     )
+
+
+def _holds_centre(xyxy: Sequence[float], boxes: Sequence[Sequence[float]]) -> bool:
+    """Whether one of ``boxes`` has its centre in ``xyxy`` (edges included)."""
+    if not boxes:
+        return False
+    return bool(inside(boxes, [0] * len(boxes), [xyxy], [0]).any())
 
 
 def _in_empty(box: Any, empty: Sequence[Any]) -> bool:
