@@ -9,9 +9,8 @@
   image; :func:`~napari_al.core.workflow.record_click`); the proposed box is verified: yes
   (``verify_s``) when its IoU with that true box is at least ``verify_iou``, else no and the
   object is drawn, one ``correct`` of the click box onto it (``verify_s + draw_s``, the price
-  of a no and a drawing; a rejected click box and a separate drawing would leave the drawn box
-  centred in the click box's ignore region). A click that finds no box is logged as
-  ``click_no_box`` (``click_s``) and the object drawn (``draw_s``).
+  of a no and a drawing; the store keeps one box for the object). A click that finds no box
+  is logged as ``click_no_box`` (``click_s``) and the object drawn (``draw_s``).
 - ``region``: the region questions first (:func:`~napari_al.core.workflow.region_questions`
   on the same candidates, after the shown boxes are answered; Benenson's annotation dialogs,
   Nakamura et al. 2024 on false negatives): "any more <class> here?" (``verify_s``, action kind
