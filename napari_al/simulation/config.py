@@ -171,7 +171,7 @@ class SimConfig:
     augment: str | None = None
     arch: str = "fasterrcnn_mobilenet_v2_fpn"
     #: Weight source of every new detector (imagenet, coco-mnv2, torchvision-coco or a file;
-    #: None: the architecture's default, imagenet for the default one).
+    #: None: the architecture's default, coco-mnv2 for the default one).
     weights: str | None = None
     min_size: int = 240
     max_size: int = 320
