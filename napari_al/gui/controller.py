@@ -124,6 +124,7 @@ class AnnotationController(KeyActions, Navigation, LayerEdits, ClickMode):
         unreviewed box. Returns the switch timing (seconds, by part)."""
         store, annotator = self._require()
         self.flush()
+        self._apply_prediction_rule()  # the answers so far recalibrate the model's scores
         timing = self.view.show(store, image_id)
         self.focus_box = None
         self._render_highlights()
