@@ -9,7 +9,8 @@ Zadrozny & Elkan 2002, or Platt 1999) and stores it in the version's metrics (ke
 
 **Samples** (:func:`judged_samples`): every model box a person judged: source ``model``, with a
 score, status ``accepted`` (yes, if its class and place are still those the model showed),
-``rejected`` or ``corrected`` (no), or deleted by a person while unreviewed (no). The class is
+``rejected`` or ``corrected`` (no), deleted by a person while unreviewed (no), or answered
+``part``, ``container`` or ``several`` (no; :mod:`napari_al.core.answers`). The class is
 the one the model showed: for a box whose class a person changed, the class before its first
 edit (``set_class``/``correct`` in the action log). Only the newest model versions' boxes count,
 whole versions at a time, newest first, until ``CalibrationSettings.recent_samples`` (scores of
@@ -48,6 +49,7 @@ from napari_al.core.calibration import (
     reliability_curve,
 )
 from napari_al.core.costs import CostModel
+from napari_al.core.data import RICH_ANSWERS
 from napari_al.core.workflow.evaluation import SplitPredictions, predict_split, record_metrics
 from napari_al.core.workflow.settings import CalibrationSettings
 
@@ -107,6 +109,28 @@ def _shown_states(store: ProjectStore) -> dict[int, dict[str, Any]]:
     return shown
 
 
+def _answered_samples(
+    store: ProjectStore, names: dict[int, str]
+) -> list[tuple[float, bool, str, int]]:
+    """Model boxes a person answered ``part``, ``container`` or ``several`` about (a no: the box
+    is not right as shown), still so answered: the box as shown from the answer's log row."""
+    answered = {b.id for b in store.boxes(statuses="rejected") if b.source in RICH_ANSWERS}
+    rows: list[tuple[float, bool, str, int]] = []
+    for a in sorted((a for k in RICH_ANSWERS for a in store.actions(kind=k)), key=lambda a: a.id):
+        before = a.payload.get("before") or {}
+        if (
+            a.box_id in answered
+            and before.get("source") == "model"
+            and before.get("status") == "predicted"
+            and before.get("score") is not None
+        ):
+            answered.discard(a.box_id)  # counted once
+            cls = int(before["class_id"])
+            version = int(before.get("model_version") or 0)
+            rows.append((float(before["score"]), False, names.get(cls, str(cls)), version))
+    return rows
+
+
 def judged_samples(store: ProjectStore, recent: int | None = None) -> CalibrationSamples:
     """The calibration samples of the model boxes people judged (module docstring), the newest
     model versions' first, whole versions at a time until at least ``recent`` (None: all)."""
@@ -139,6 +163,7 @@ def judged_samples(store: ProjectStore, recent: int | None = None) -> Calibratio
             cls = int(before["class_id"])
             version = int(before.get("model_version") or 0)
             rows.append((float(before["score"]), False, names.get(cls, str(cls)), version))
+    rows.extend(_answered_samples(store, names))
     samples = CalibrationSamples.of(rows)
     if recent is None or len(samples) <= recent:
         return samples
