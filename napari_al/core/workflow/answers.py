@@ -117,16 +117,17 @@ class Answered:
 
 def stored_candidates(store: ProjectStore, image_id: int) -> ClickCandidates:
     """The image's stored model predictions (status ``predicted``, with a score) as candidates:
-    ``probs`` ``(N, C)`` holds each box's score in its class's column, 0 elsewhere;
-    ``model_version`` the newest of theirs (predictions of an image come from one model)."""
+    ``probs`` ``(N, C)`` holds each box's score in its class's column, 0 elsewhere (boxes and
+    probabilities float64: the stored values exactly); ``model_version`` the newest of theirs
+    (predictions of an image come from one model)."""
     classes = [c.id for c in store.classes()]
     rows = [b for b in store.boxes(image_id, statuses="predicted") if b.score is not None]
-    probs = np.zeros((len(rows), len(classes)), np.float32)
+    probs = np.zeros((len(rows), len(classes)), np.float64)
     for i, b in enumerate(rows):
         probs[i, classes.index(b.class_id)] = float(b.score or 0.0)
     versions = [int(b.model_version) for b in rows if b.model_version]
     return ClickCandidates(
-        boxes=np.asarray([b.xyxy for b in rows], np.float32).reshape(-1, 4),
+        boxes=np.asarray([b.xyxy for b in rows], np.float64).reshape(-1, 4),
         probs=probs,
         model_version=max(versions) if versions else None,
     )
