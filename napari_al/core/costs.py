@@ -42,7 +42,10 @@ from napari_al.core.data import RICH_ANSWERS
 #: ``correct``: a verification answered "badly placed" plus a redraw;
 #: ``complete``: an image marked fully labelled; ``review_state``: an image marked partial;
 #: ``click``: a centre click that became a proposed box (:mod:`napari_al.core.clicks`);
-#: ``part``/``container``/``several``: a rich verification answer (:mod:`napari_al.core.answers`).
+#: ``part``/``container``/``several``: a rich verification answer (:mod:`napari_al.core.answers`);
+#: ``click_none``: a centre click that found no box (the simulator logs it, so that its answer
+#: counts add up to its seconds; the viewer stores nothing for it, its seconds fall into the next
+#: action's ``dt``).
 ORACLE_KINDS = (
     "draw",
     "accept",
@@ -53,6 +56,7 @@ ORACLE_KINDS = (
     "review_state",
     "click",
     *RICH_ANSWERS,
+    "click_none",
 )
 
 
@@ -94,6 +98,7 @@ class CostModel:
             "review_state": 0.0,
             "click": self.click_s,
             **dict.fromkeys(RICH_ANSWERS, self.verify_s),
+            "click_none": self.click_s,
         }
         if kind not in table:
             raise ValueError(f"no cost for action kind {kind!r}")
@@ -121,8 +126,8 @@ class Counts:
     (accepts, rejects, class changes and redraws all start with one, and so is a rich
     answer: part, container or several); ``images`` the distinct
     images the oracle answered anything about; ``images_completed`` those marked complete;
-    ``clicks`` centre clicks that became proposed boxes (their yes/no answers are
-    verifications).
+    ``clicks`` centre clicks, those that became proposed boxes (their yes/no answers are
+    verifications) and those that found none (``click_none``).
     """
 
     boxes_drawn: int = 0
@@ -161,7 +166,7 @@ def count_answers(actions: Iterable[Any]) -> Counts:
             c.boxes_drawn += 1
         elif kind == "complete":
             c.images_completed += 1
-        elif kind == "click":
+        elif kind in ("click", "click_none"):
             c.clicks += 1
     c.images = len(images)
     return c
