@@ -101,6 +101,7 @@ def test_keys_collide_with_no_napari_default(make_napari_viewer) -> None:  # typ
     from napari_al.gui.keys import KEYS
 
     viewer = make_napari_viewer()
+    assert len({coerce_keybinding(k.key) for k in KEYS}) == len(KEYS), "a key is bound twice"
     taken: dict[KeyBinding, str] = {}
     for owner in (ViewerModel, Shapes, Image, Points, Labels):
         for kb in owner.class_keymap:

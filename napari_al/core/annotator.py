@@ -42,6 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from napari_al.core.data import RICH_ANSWERS
 from napari_al.core.store import BoxRow, ProjectStore, StoreError
 
 #: Box fields compared to tell whether a box is still in a recorded state (``updated`` and
@@ -59,8 +60,12 @@ _STATE_FIELDS = (
     "model_version",
 )
 
-#: Command kinds, in the words of the action log.
-COMMAND_KINDS = ("accept", "reject", "set_class", "correct", "draw", "delete", "complete", "click")
+#: Command kinds, in the words of the action log (``part``, ``container``, ``several``: rich
+#: verification answers, :mod:`napari_al.core.answers`).
+COMMAND_KINDS = (
+    *("accept", "reject", "set_class", "correct", "draw", "delete", "complete", "click"),
+    *RICH_ANSWERS,
+)
 
 #: How many commands the undo stack keeps (older ones fall off the bottom).
 MAX_HISTORY = 1000
@@ -396,6 +401,52 @@ class Annotator:
                 review_state=review,
             ),
         )
+
+    def answer(
+        self,
+        box_id: int,
+        answer: str,
+        *,
+        refined: Iterable[float] | None = None,
+        refined_score: float | None = None,
+        refined_model_version: int | None = None,
+    ) -> Command:
+        """A rich verification answer (``part``, ``container`` or ``several``,
+        :mod:`napari_al.core.answers`; via ``workflow.answer_box``): the box becomes
+        ``rejected`` with source ``answer`` and, with ``refined`` (xyxy image pixels), the
+        proposed refined box is added (``pseudo``, source ``refined``, awaiting yes/no). One
+        transaction, one logged action of the answer's kind. With a refined box the command
+        has two parts, the judged box and the new one (its last ``box_ids`` entry); undo puts
+        the judged box back and deletes the refined one, together."""
+        refined = None if refined is None else tuple(float(v) for v in refined)
+        with self.store.transaction():
+            before = self._existing_box(box_id, answer)
+            review_before, review_after = self._partial_change(before.image_id)
+            action_id, new_id = self.store.answer_box(
+                box_id,
+                answer,
+                refined=refined,
+                refined_score=refined_score,
+                refined_model_version=refined_model_version,
+                review_state=review_after,
+            )
+            judged = Command(
+                answer,
+                before.image_id,
+                box_id,
+                before,
+                self.store.box(box_id),
+                review_before,
+                review_after,
+                action_id=action_id,
+            )
+            parts = (judged,)
+            if new_id is not None:
+                row = self.store.box(new_id)
+                parts += (Command(answer, row.image_id, new_id, None, row, action_id=action_id),)
+        if len(parts) == 1:
+            return self._push(judged)
+        return self._push(Command(answer, before.image_id, parts=parts))
 
     def delete(self, box_id: int) -> Command:
         """Remove the box (the store's log keeps its last state)."""

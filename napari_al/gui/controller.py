@@ -13,7 +13,8 @@ The class is put together from one part per concern:
   undo/redo, toggles) and binding them;
 - :mod:`napari_al.gui.navigation`: moving to the next image and between queried items;
 - :mod:`napari_al.gui.layer_edits`: mouse edits on the ``boxes`` layer, applied to the store;
-- :mod:`napari_al.gui.click_mode`: click mode (K), a centre click becomes a box.
+- :mod:`napari_al.gui.click_mode`: click mode (K), a centre click becomes a box;
+- :mod:`napari_al.gui.answer_keys`: the rich verification answers (part, container, several).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from napari_al.core import workflow
 from napari_al.core.annotator import Annotator, Change, StaleCommand
 from napari_al.core.store import ProjectStore, StoreError
+from napari_al.gui.answer_keys import AnswerKeys
 from napari_al.gui.click_mode import ClickMode
 from napari_al.gui.key_actions import KeyActions
 from napari_al.gui.layer_edits import LayerEdits
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 EVENTS = ("image", "data", "class", "queries", "model", "mode")
 
 
-class AnnotationController(KeyActions, Navigation, LayerEdits, ClickMode):
+class AnnotationController(KeyActions, Navigation, LayerEdits, ClickMode, AnswerKeys):
     """Drives one viewer's annotation loop on one project store."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:

@@ -85,6 +85,12 @@ def add_arguments(p: Any) -> None:
         metavar="MIN",
         help="before drawing missed objects, ask yes/no about uncovered predictions >= MIN",
     )
+    p.add_argument(
+        "--rich-answers",
+        action="store_true",
+        help="answer badly placed boxes part / container / several (a refined box or clicks "
+        "follow) instead of redrawing them",
+    )
     p.add_argument("--report-only", action="store_true", help="redo plot and table from the CSV")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, metavar="DIR")
@@ -110,6 +116,8 @@ def config_from_args(args: Any) -> SimConfig:
         changes["strategies"] = tuple(s for s in args.strategies.split(",") if s.strip())
     if getattr(args, "no_full", False):
         changes["full_supervision"] = False
+    if getattr(args, "rich_answers", False):
+        changes["rich_answers"] = True
     cost_changes = {
         k: getattr(args, k)
         for k in dataclasses.asdict(CostModel())

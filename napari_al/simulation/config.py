@@ -196,6 +196,10 @@ class SimConfig:
     #: Ask yes/no about weaker predictions (score >= this, below ``verify_min_score``) that no
     #: shown or human box covers, before drawing what is still missing (None: never).
     verify_missed_min_score: float | None = None
+    #: Answer badly placed boxes part / container / several (Benenson's slides; a refined box
+    #: or clicks follow) instead of redrawing them (:mod:`napari_al.simulation.oracle`). Off by
+    #: default until measured.
+    rich_answers: bool = False
     #: Checkpoints kept on disk per run (older model files are deleted; rows stay in the store).
     keep_checkpoints: int = 1
 
@@ -277,6 +281,7 @@ RESULT_KEYS = (
     "verify_min_score",
     "verify_missed_min_score",
     "calibration",
+    "rich_answers",
 )
 
 

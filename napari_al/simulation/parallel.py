@@ -53,10 +53,12 @@ def _check_config(out: Path, config: SimConfig) -> None:
     current = config.to_dict()
     if path.is_file():
         old = json.loads(path.read_text())
+        # a setting newer than the folder's config.json had its default value there
+        defaults = SimConfig().to_dict()
         diff = [
             k
             for k in RESULT_KEYS
-            if json.dumps(old.get(k), sort_keys=True, default=str)
+            if json.dumps(old.get(k, defaults.get(k)), sort_keys=True, default=str)
             != json.dumps(current.get(k), sort_keys=True, default=str)
         ]
         if diff:

@@ -17,6 +17,9 @@ functions and nothing below them for a round (``docs/architecture.md``):
   :func:`stored_calibration`, :func:`calibration_summary`;
 - centre clicks -> boxes: :func:`click` (:func:`click_candidates`, :func:`propose_click_box`,
   :func:`record_click`; :class:`ClickCandidates`, :class:`ClickProposal`, :func:`has_model`);
+- rich verification answers (yes / part / container / several / wrong class / no):
+  :func:`answer_box` (:func:`propose_refined_box`, :func:`stored_candidates`;
+  :class:`Answered`, :class:`AnswerSettings`, :data:`FOLLOWUPS`);
 - a whole round: :func:`run_round` (a generator of :class:`Progress`), :func:`drive`;
   :func:`first_round` (which round a project opened mid-loop needs first).
 - errors a person can act on: :class:`WorkflowError`, :class:`SettingsError` (ValueErrors).
@@ -26,6 +29,14 @@ Qt-free and napari-free; torch is imported only when a model is built or run.
 
 from __future__ import annotations
 
+from napari_al.core.workflow.answers import (
+    FOLLOWUPS,
+    Answered,
+    AnswerSettings,
+    answer_box,
+    propose_refined_box,
+    stored_candidates,
+)
 from napari_al.core.workflow.calibration import (
     CALIBRATION_KEY,
     CalibrationSamples,
@@ -110,9 +121,12 @@ __all__ = [
     "CALIBRATION_METHODS",
     "DEFAULT_MAX_SIZE",
     "DEFAULT_MIN_SIZE",
+    "FOLLOWUPS",
     "JUDGED_IOU",
     "MODELS_DIR",
     "WEIGHT_SOURCES",
+    "AnswerSettings",
+    "Answered",
     "CalibrationSamples",
     "CalibrationSettings",
     "ClickCandidates",
@@ -132,6 +146,7 @@ __all__ = [
     "VerifyRule",
     "WorkflowError",
     "add_arguments",
+    "answer_box",
     "calibrate_model",
     "calibration_summary",
     "checkpoint_path",
@@ -161,6 +176,7 @@ __all__ = [
     "predict_split",
     "probability_of_yes",
     "propose_click_box",
+    "propose_refined_box",
     "rank_pool",
     "read_rows",
     "record_click",
@@ -168,6 +184,7 @@ __all__ = [
     "run_round",
     "split_samples",
     "stored_calibration",
+    "stored_candidates",
     "stored_queries",
     "suggest_missed",
     "train_model",

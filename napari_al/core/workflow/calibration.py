@@ -9,7 +9,8 @@ Zadrozny & Elkan 2002, or Platt 1999) and stores it in the version's metrics (ke
 
 **Samples** (:func:`judged_samples`): every model box a person judged: source ``model``, with a
 score, status ``accepted`` (yes, if its class and place are still those the model showed),
-``rejected`` or ``corrected`` (no), or deleted by a person while unreviewed (no). The class is
+``rejected`` or ``corrected`` (no), deleted by a person while unreviewed (no), or answered
+``part``, ``container`` or ``several`` (no; :mod:`napari_al.core.answers`). The class is
 the one the model showed: for a box whose class a person changed, the class before its first
 edit (``set_class``/``correct`` in the action log).
 
@@ -56,6 +57,7 @@ from napari_al.core.calibration import (
     reliability_curve,
 )
 from napari_al.core.costs import CostModel
+from napari_al.core.data import RICH_ANSWERS
 from napari_al.core.workflow.evaluation import SplitPredictions, predict_split, record_metrics
 from napari_al.core.workflow.settings import CalibrationSettings
 
@@ -115,6 +117,30 @@ def _shown_states(store: ProjectStore) -> dict[int, dict[str, Any]]:
     return shown
 
 
+def _answered_samples(
+    store: ProjectStore, names: dict[int, str]
+) -> list[tuple[tuple[float, bool, str, int], int]]:
+    """Model boxes a person answered ``part``, ``container`` or ``several`` about (a no: the box
+    is not right as shown), still so answered: the box as shown from the answer's log row, with
+    its box id."""
+    answered = {b.id for b in store.boxes(statuses="rejected") if b.source in RICH_ANSWERS}
+    rows: list[tuple[tuple[float, bool, str, int], int]] = []
+    for a in sorted((a for k in RICH_ANSWERS for a in store.actions(kind=k)), key=lambda a: a.id):
+        before = a.payload.get("before") or {}
+        if (
+            a.box_id in answered
+            and before.get("source") == "model"
+            and before.get("status") == "predicted"
+            and before.get("score") is not None
+        ):
+            answered.discard(a.box_id)  # counted once
+            cls = int(before["class_id"])
+            version = int(before.get("model_version") or 0)
+            row = (float(before["score"]), False, names.get(cls, str(cls)), version)
+            rows.append((row, int(a.box_id)))
+    return rows
+
+
 def judged_samples(
     store: ProjectStore, recent: int | None = None, *, version: int | None = None
 ) -> CalibrationSamples:
@@ -128,8 +154,7 @@ def judged_samples(
     rows: list[tuple[float, bool, str, int]] = []
     order: list[int] = []  # box id of each row
     existing: set[int] = set()
-    statuses = JUDGED_STATUSES if version is not None else None
-    for b in store.boxes(statuses=statuses):
+    for b in store.boxes():
         existing.add(b.id)
         if b.source != "model" or b.score is None or b.status not in JUDGED_STATUSES:
             continue
@@ -160,6 +185,10 @@ def judged_samples(
                 continue
             rows.append((float(before["score"]), False, names.get(cls, str(cls)), v))
             order.append(int(a.box_id))
+    for row, box_id in _answered_samples(store, names):
+        if version is None or row[3] == int(version):
+            rows.append(row)
+            order.append(box_id)
     samples = CalibrationSamples.of(rows)
     if recent is None or len(samples) <= recent:
         return samples
