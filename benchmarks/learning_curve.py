@@ -16,7 +16,7 @@ Examples::
 
 ``--weights`` takes weight sources (``docs/weights.md``): imagenet, coco-mnv2, torchvision-coco
 (not for the default architecture), weights files, or auto (the default: the architecture's
-default source, imagenet for the default architecture), comma-separated; each is a row group.
+default source, coco-mnv2 for the default architecture), comma-separated; each is a row group.
 
 Cells run in ``--workers`` processes (``--threads`` torch threads each on the CPU).
 """

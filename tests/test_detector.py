@@ -60,14 +60,24 @@ def _check_predictions(p: Predictions, h: int, w: int, d: int, e: int, two_stage
         assert np.all(np.diff(p.scores) <= 1e-6), "sorted by score"
 
 
-def test_default_arch_uses_offline_imagenet_backbone(detector: Detector) -> None:
+def test_default_arch_starts_from_the_coco_trained_mobilenet_v2(detector: Detector) -> None:
     assert detector.arch == build.DEFAULT_ARCH
-    assert detector.build_info.source == "offline-imagenet"
-    assert "mobilenet_v2" in detector.build_message
+    assert detector.build_info.source == weights.COCO_MNV2
+    assert detector.config.tf_same_padding and detector.config.image_std == [0.5] * 3
     assert detector.device == select_device(None)  # the best device present
     assert detector.feature_dim == 1024  # TwoMLPHead fc7
     assert detector.embedding_dim == 1280  # 5 FPN levels x 256
-    # the ImageNet weights really are in the backbone
+    # the converted COCO weights really are in the backbone
+    sd = weights.coco_mnv2().state
+    body = detector.model.backbone.body
+    assert torch.equal(body.state_dict()["0.0.weight"], sd["features.0.0.weight"])
+    assert torch.equal(body.state_dict()["18.1.running_var"], sd["features.18.1.running_var"])
+
+
+def test_imagenet_source_loads_the_offline_imagenet_backbone() -> None:
+    detector = Detector(CLASSES, weights="imagenet", min_size=128, max_size=160, seed=0)
+    assert detector.build_info.source == "offline-imagenet"
+    assert "mobilenet_v2" in detector.build_message and not detector.config.tf_same_padding
     sd = torch.load(weights.offline_mobilenet_v2_weights(), weights_only=True)
     body = detector.model.backbone.body
     assert torch.equal(body.state_dict()["0.0.weight"], sd["features.0.0.weight"])

@@ -101,6 +101,7 @@ def test_keys_collide_with_no_napari_default(make_napari_viewer) -> None:  # typ
     from napari_al.gui.keys import KEYS
 
     viewer = make_napari_viewer()
+    assert len({coerce_keybinding(k.key) for k in KEYS}) == len(KEYS), "a key is bound twice"
     taken: dict[KeyBinding, str] = {}
     for owner in (ViewerModel, Shapes, Image, Points, Labels):
         for kb in owner.class_keymap:
@@ -571,6 +572,30 @@ def test_a_new_models_calibration_decides_what_is_shown(widget) -> None:  # type
     assert w.controller.annotator.next_unreviewed_box(image) == ids[1]
     w.query_section.min_score_spin.setValue(0.3)
     assert sorted(w.view.box_ids().tolist()) == sorted(ids)
+
+
+def test_answers_to_the_model_s_boxes_recalibrate_the_next_image(widget) -> None:  # type: ignore[no-untyped-def]
+    """Online calibration: once 20+ boxes of the model version in use are judged (here: every
+    box under 0.6 was wrong), the next image shown hides that version's 0.5 boxes."""
+    w = widget
+    store = w.store
+    cid = store.classes()[0].id
+    version = store.add_model_version(Path(store.project_dir) / "m.pt", "fake", {})
+    w.controller.set_detector(w.controller.detector)
+    pool = [r.id for r in store.images(split="pool")]
+    first, second = pool[0], pool[1]
+    store.replace_predictions(second, [((10, 10, 50, 50), cid, 0.5)], version)
+    w.controller.show_image(first)
+    boxes = [((12.0 * k, 0, 12.0 * k + 10, 10), cid, (k + 1) / 31) for k in range(30)]
+    for box_id in store.replace_predictions(first, boxes, version):
+        if store.box(box_id).score >= 0.6:
+            store.accept_box(box_id)
+        else:
+            store.reject_box(box_id)
+    w.controller.show_image(second)
+    assert w.view.box_ids().tolist() == []  # P(yes | 0.5) = 0: not worth a question
+    w.query_section.min_score_spin.setValue(0.3)  # an explicit threshold still wins
+    assert len(w.view.box_ids()) == 1
 
 
 # -- one key press, one transaction; a stored ranking survives a restart ------------------------

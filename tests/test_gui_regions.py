@@ -1,5 +1,5 @@
 """Region questions in a real viewer: "any more <class> here?" shown dashed, answered no
-(Shift+E) and yes (Shift+M) through napari's key dispatch, then one click in the region through
+(Shift+X) and yes (Shift+M) through napari's key dispatch, then one click in the region through
 vispy's mouse events; the store is checked after each step. Run under ``xvfb-run``."""
 
 from __future__ import annotations
@@ -76,9 +76,9 @@ def test_a_region_question_answered_no_then_yes_and_one_click(widget) -> None:  
     assert "any more cell here?" in layer.features["text"].iloc[0]
     assert viewer.layers.selection.active is w.view.boxes_layer  # the digits still work
 
-    # Shift+E: no. One region action; the region is stored known empty of cells, not shown
+    # Shift+X: no. One region action; the region is stored known empty of cells, not shown
     # as a box, its suggestion mark is gone, and the next question is asked
-    assert press(viewer, "Shift-E")
+    assert press(viewer, "Shift-X")
     (no,) = store.actions()
     assert (no.kind, no.payload["answer"], tuple(no.payload["region"])) == ("region", "no", EMPTY)
     (empty,) = store.empty_regions(image)

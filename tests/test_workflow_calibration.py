@@ -86,6 +86,11 @@ def test_only_the_newest_versions_boxes_are_kept(labelled_project: Path) -> None
         assert len(workflow.judged_samples(store)) == 30
         assert set(workflow.judged_samples(store, recent=15).groups.tolist()) == {2, 3}
         assert set(workflow.judged_samples(store, recent=10).groups.tolist()) == {3}
+        own = workflow.judged_samples(store, version=2)  # one version's boxes only
+        assert len(own) == 10 and set(own.groups.tolist()) == {2}
+        newest = workflow.judged_samples(store, recent=4, version=3)
+        assert len(newest) == 4 and set(newest.groups.tolist()) == {3}
+        assert len(workflow.judged_samples(store, version=4)) == 0
 
 
 def test_split_samples_match_greedily_by_score_within_a_class() -> None:
@@ -188,14 +193,14 @@ def test_too_few_judged_boxes_fall_back_to_val_with_a_cross_fitted_error(
     assert raw["ece_after"] == pytest.approx(raw["ece_before"])
 
 
-def test_a_round_calibrates_the_new_version_and_measures_it_on_val(trained_project: Path) -> None:
+def test_a_round_calibrates_the_new_version_on_its_own_boxes_only(trained_project: Path) -> None:
     settings = workflow.RoundSettings(
         model=workflow.ModelSettings(**TINY_MODEL),
         train=workflow.TrainSettings(steps=1),
         query=workflow.QuerySettings(budget=2),
     )
     with ProjectStore.open(trained_project) as store:
-        n = _judge_overconfident(store, version=1)
+        _judge_overconfident(store, version=1)
         detector = workflow.load_model(store, settings.model)
         result = workflow.drive(workflow.run_round(store, detector, settings))
         metrics = store.latest_model_version().metrics
@@ -203,12 +208,44 @@ def test_a_round_calibrates_the_new_version_and_measures_it_on_val(trained_proje
         p = workflow.probability_of_yes(store, new_boxes)
         names = {c.id: c.name for c in store.classes()}
     assert result.model_version == 2 and result.calibration is not None
-    assert metrics["calibration_source"] == "judged" and metrics["calibration_samples"] == n
+    # version 1's judged boxes do not calibrate version 2 (measured: they make it worse)
+    assert metrics["calibration_source"] != "judged" and metrics["calibration_judged"] == 0
     assert metrics["ece_split"] == "val" and metrics["ece_samples"] > 0
     assert 0 <= metrics["ece_before"] <= 1 and 0 <= metrics["ece_after"] <= 1
     cal = ScoreCalibration.from_dict(metrics["calibration"])
     expected = cal.predict([b.score for b in new_boxes], [names[b.class_id] for b in new_boxes])
     np.testing.assert_allclose(p, expected)
+
+
+def test_the_rule_fits_online_once_the_version_s_own_boxes_are_judged(
+    trained_project: Path,
+) -> None:
+    with ProjectStore.open(trained_project) as store:
+        cid = store.classes()[0].id
+        box = SimpleNamespace(score=0.3, class_id=cid, model_version=1)
+        before = workflow.verify_rule(store)
+        assert before.shows(box)  # no judged boxes of version 1 yet: raw 0.3 > 0.23
+        assert workflow.online_calibration(store, 1) is None
+        stored_before = store.latest_model_version().metrics.get("calibration")
+        _judge_overconfident(store, version=1)  # the person answers; nothing is re-trained
+        stored = store.latest_model_version().metrics.get("calibration")
+        rule = workflow.verify_rule(store)
+        online = workflow.online_calibration(store, 1)
+        refit = workflow.CalibrationSettings()
+        samples = workflow.judged_samples(store, refit.recent_samples, version=1)
+        last = store.last_action_id()
+        assert workflow.online_calibration(store, 1) is online  # cached: no new action
+        pool = store.images(split="pool")[0]
+        store.reject_box(store.replace_predictions(pool.id, [((0, 0, 9, 9), cid, 0.9)], 1)[0])
+        assert store.last_action_id() != last
+        assert workflow.online_calibration(store, 1) is not online  # refitted after an answer
+    assert stored == stored_before  # fitted for the rule, not written: no hidden store write
+    from napari_al.core.calibration import fit_calibration
+
+    expected = fit_calibration(samples.scores, samples.outcomes, samples.classes)
+    assert online == expected
+    # true P(yes | 0.3) = 0.09: not worth a question any more, without retraining
+    assert rule.probability([box])[0] < 0.2 and not rule.shows(box)
 
 
 def test_evaluate_prints_and_stores_the_calibration_error(trained_project: Path, capsys) -> None:

@@ -33,6 +33,9 @@ state (before redoing, in its *before* state); otherwise the command is dropped 
 Groups. Actions done inside :meth:`Annotator.group` (e.g. deleting or accepting several selected
 boxes) form one command and one transaction, undone and redone together.
 
+The answers beyond yes/no on a box (rich answers, region questions) are in
+:mod:`napari_al.core.answering`, a part of :class:`Annotator`.
+
 Skipping an image changes no data: it is logged (kind ``skip``) but not put on the undo stack.
 """
 
@@ -43,6 +46,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from napari_al.core.answering import AnswerActions
+from napari_al.core.data import RICH_ANSWERS
 from napari_al.core.store import BoxRow, ProjectStore, StoreError
 
 #: Box fields compared to tell whether a box is still in a recorded state (``updated`` and
@@ -60,16 +65,12 @@ _STATE_FIELDS = (
     "model_version",
 )
 
-#: Command kinds, in the words of the action log.
+#: Command kinds, in the words of the action log (``part``, ``container``, ``several``: rich
+#: verification answers, :mod:`napari_al.core.answers`; ``region``: a "no" to a region
+#: question, :mod:`napari_al.core.regions`).
 COMMAND_KINDS = (
-    "accept",
-    "reject",
-    "set_class",
-    "correct",
-    "draw",
-    "delete",
-    "complete",
-    "click",
+    *("accept", "reject", "set_class", "correct", "draw", "delete", "complete", "click"),
+    *RICH_ANSWERS,
     "region",
 )
 
@@ -151,7 +152,7 @@ class Change:
 Listener = Callable[[Change], None]
 
 
-class Annotator:
+class Annotator(AnswerActions):
     """The user's actions on one project store, with undo and redo.
 
     Methods raise :class:`~napari_al.core.store.StoreError` for a bad id or an invalid box; the
@@ -406,36 +407,6 @@ class Annotator:
                 model_version=model_version,
                 review_state=review,
             ),
-        )
-
-    def answer_region(
-        self,
-        image_id: int,
-        xyxy: Iterable[float],
-        class_id: int,
-        yes: bool,
-        *,
-        expected: float | None = None,
-    ) -> Command | int:
-        """The answer to "any more <class> in ``xyxy`` (image pixels)?"
-        (:mod:`napari_al.core.regions`, via ``workflow.answer_region``), one transaction and
-        one logged ``region`` action. No: the region is stored known empty of the class (a
-        ``rejected`` box, source ``region``; an unseen image turns partial); returns the
-        command, whose undo deletes it. Yes: changes no data (the clicks that follow label
-        the objects), so, like :meth:`skip_image`, it is logged but not undoable; returns
-        the action id."""
-        xyxy = tuple(float(v) for v in xyxy)
-        if yes:
-            action_id, _ = self.store.answer_region(
-                image_id, xyxy, class_id, "yes", expected=expected
-            )
-            return action_id
-        return self._new_box_command(
-            "region",
-            image_id,
-            lambda review: self.store.answer_region(
-                image_id, xyxy, class_id, "no", expected=expected, review_state=review
-            )[1],
         )
 
     def delete(self, box_id: int) -> Command:

@@ -182,6 +182,30 @@ def valid_mask(
     return ok
 
 
+def box_intersection(
+    a: np.ndarray | Sequence[Sequence[float]], b: np.ndarray | Sequence[Sequence[float]]
+) -> np.ndarray:
+    """Pairwise intersection areas, an ``(N, M)`` float64 array (0 for disjoint boxes)."""
+    a = as_xyxy(a)
+    b = as_xyxy(b)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = np.clip(rb - lt, 0.0, None)
+    return wh[..., 0] * wh[..., 1]
+
+
+def inside_fraction(
+    a: np.ndarray | Sequence[Sequence[float]], b: np.ndarray | Sequence[Sequence[float]]
+) -> np.ndarray:
+    """``(N, M)`` float64: the fraction of each box of ``a``'s area that lies inside each box
+    of ``b`` (intersection over the area of ``a``; 0 for a box of ``a`` with no area)."""
+    a = as_xyxy(a)
+    area_a = box_area(a)[:, None]
+    inter = box_intersection(a, b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(area_a > 0, inter / np.where(area_a > 0, area_a, 1.0), 0.0)
+
+
 def box_iou(
     a: np.ndarray | Sequence[Sequence[float]], b: np.ndarray | Sequence[Sequence[float]]
 ) -> np.ndarray:
@@ -190,10 +214,7 @@ def box_iou(
     b = as_xyxy(b)
     area_a = box_area(a)
     area_b = box_area(b)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.clip(rb - lt, 0.0, None)
-    inter = wh[..., 0] * wh[..., 1]
+    inter = box_intersection(a, b)
     union = area_a[:, None] + area_b[None, :] - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)

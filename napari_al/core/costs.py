@@ -12,13 +12,17 @@ Published human times, each a configurable default (see ``docs/simulation.md``):
 - clicking an object's centre: 1.9 s (1.87 s, Papadopoulos et al., "Training object class
   detectors with click supervision", CVPR 2017), charged for the action kind ``click``: one
   centre click that became a proposed box (:mod:`napari_al.core.clicks`); the yes/no on that
-  box is a verification of its own. A simulated click that finds no box (action kind
-  ``click_no_box``, logged by the simulator only: the viewer stores nothing for it) costs the
-  same 1.9 s;
+  box is a verification of its own.
+- a rich verification answer (``part``, ``container``, ``several``; Benenson's slides,
+  :mod:`napari_al.core.answers`): ``verify_s``, the same 1.6 s as a yes/no. No published time
+  exists for choosing among six answers; Hick's law (Hick 1952, Hyman 1953: the time to choose
+  grows with log2 of the number of choices) says it takes longer than two, by an amount not
+  measured for this task, so ``verify_s`` is a lower bound. The follow-up (yes/no on the
+  refined box, or the clicks) is charged as its own actions.
 - a region question "any more <class> here?" (:mod:`napari_al.core.regions`, action kind
   ``region``): a yes/no answer about a region instead of a box, charged as one verification,
   ``verify_s`` (Papadopoulos et al. 2016's yes/no time; Benenson's annotation dialogs ask
-  about regions this way);
+  about regions this way).
 - ``image_s``: per image reviewed to completion (open, look, mark complete). Not in the published
   per-box figures, so 0 by default.
 
@@ -34,14 +38,19 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from napari_al.core.data import RICH_ANSWERS
+
 #: Action kinds the simulated oracle writes, and what each one is.
 #: ``draw``: a box drawn from nothing; ``accept``/``reject``: a yes/no verification;
 #: ``set_class``: a verification answered "right box, wrong class" plus a class change;
 #: ``correct``: a verification answered "badly placed" plus a redraw;
 #: ``complete``: an image marked fully labelled; ``review_state``: an image marked partial;
 #: ``click``: a centre click that became a proposed box (:mod:`napari_al.core.clicks`);
-#: ``region``: the answer to a region question (:mod:`napari_al.core.regions`);
-#: ``click_no_box``: a simulated centre click that found no box.
+#: ``part``/``container``/``several``: a rich verification answer (:mod:`napari_al.core.answers`);
+#: ``click_none``: a centre click that found no box (the simulator logs it, so that its answer
+#: counts add up to its seconds; the viewer stores nothing for it, its seconds fall into the next
+#: action's ``dt``).
+#: ``region``: the answer to a region question (:mod:`napari_al.core.regions`).
 ORACLE_KINDS = (
     "draw",
     "accept",
@@ -51,8 +60,9 @@ ORACLE_KINDS = (
     "complete",
     "review_state",
     "click",
+    *RICH_ANSWERS,
+    "click_none",
     "region",
-    "click_no_box",
 )
 
 
@@ -93,8 +103,9 @@ class CostModel:
             "complete": self.image_s,
             "review_state": 0.0,
             "click": self.click_s,
+            **dict.fromkeys(RICH_ANSWERS, self.verify_s),
+            "click_none": self.click_s,
             "region": self.verify_s,
-            "click_no_box": self.click_s,
         }
         if kind not in table:
             raise ValueError(f"no cost for action kind {kind!r}")
@@ -120,11 +131,12 @@ class Counts:
     """How many elementary answers were given (cumulative).
 
     ``boxes_drawn`` counts draws and redraws; ``verifications`` every yes/no question asked
-    (accepts, rejects, class changes and redraws all start with one); ``images`` the distinct
+    (accepts, rejects, class changes and redraws all start with one, and so is a rich
+    answer: part, container or several); ``images`` the distinct
     images the oracle answered anything about; ``images_completed`` those marked complete;
-    ``clicks`` centre clicks, whether they became proposed boxes or found none (the yes/no
-    answers on the boxes are verifications); ``region_questions`` answers to "any more
-    <class> here?".
+    ``clicks`` centre clicks, those that became proposed boxes (their yes/no answers are
+    verifications) and those that found none (``click_none``); ``region_questions`` answers
+    to "any more <class> here?".
     """
 
     boxes_drawn: int = 0
@@ -154,7 +166,7 @@ def count_answers(actions: Iterable[Any]) -> Counts:
             images.add(int(a.image_id))
         if kind == "draw":
             c.boxes_drawn += 1
-        elif kind in ("accept", "reject"):
+        elif kind in ("accept", "reject", *RICH_ANSWERS):
             c.verifications += 1
         elif kind == "set_class":
             c.verifications += 1
@@ -164,7 +176,7 @@ def count_answers(actions: Iterable[Any]) -> Counts:
             c.boxes_drawn += 1
         elif kind == "complete":
             c.images_completed += 1
-        elif kind in ("click", "click_no_box"):
+        elif kind in ("click", "click_none"):
             c.clicks += 1
         elif kind == "region":
             c.region_questions += 1

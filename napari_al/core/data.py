@@ -27,6 +27,19 @@ BOX_STATUSES = ("predicted", "accepted", "rejected", "corrected", "drawn", "pseu
 #: ``pseudo`` (trained as a damped noisy label) until the person accepts, corrects or rejects it.
 CLICK_SOURCE = "click"
 
+#: Rich verification answers (:mod:`napari_al.core.answers`) that say an object is there but the
+#: box is not its box: each is an action kind of its own, and the source of the judged box after
+#: the answer (status ``rejected``; the log keeps its source before).
+RICH_ANSWERS = ("part", "container", "several")
+
+#: Source of the box proposed as the refinement of a box answered ``part`` or ``container``:
+#: status ``pseudo`` (a damped noisy label) until the person answers yes/no on it.
+REFINED_SOURCE = "refined"
+
+#: Sources of boxes that mark an object even when rejected (a click, a refined box, a box
+#: answered part/container/several): a rejected one is ignored in training, never background.
+OBJECT_SOURCES = (CLICK_SOURCE, REFINED_SOURCE, *RICH_ANSWERS)
+
 #: Source of a region a person answered "no" to "any more <class> here?"
 #: (:mod:`napari_al.core.regions`): stored as a ``rejected`` box of that class and source,
 #: known empty of the class; hidden in the viewer, background in training.

@@ -14,8 +14,9 @@ The class is put together from one part per concern:
 - :mod:`napari_al.gui.navigation`: moving to the next image and between queried items;
 - :mod:`napari_al.gui.layer_edits`: mouse edits on the ``boxes`` layer, applied to the store;
 - :mod:`napari_al.gui.click_mode`: click mode (K), a centre click becomes a box;
+- :mod:`napari_al.gui.answer_keys`: the rich verification answers (part, container, several).
 - :mod:`napari_al.gui.region_mode`: region questions, "any more <class> here?" (Shift+M yes,
-  Shift+E no).
+  Shift+X no).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from napari_al.core import workflow
 from napari_al.core.annotator import Annotator, Change, StaleCommand
 from napari_al.core.store import ProjectStore, StoreError
+from napari_al.gui.answer_keys import AnswerKeys
 from napari_al.gui.click_mode import ClickMode
 from napari_al.gui.key_actions import KeyActions
 from napari_al.gui.layer_edits import LayerEdits
@@ -47,7 +49,7 @@ log = logging.getLogger(__name__)
 EVENTS = ("image", "data", "class", "queries", "model", "mode")
 
 
-class AnnotationController(KeyActions, Navigation, LayerEdits, ClickMode, RegionMode):
+class AnnotationController(KeyActions, Navigation, LayerEdits, ClickMode, AnswerKeys, RegionMode):
     """Drives one viewer's annotation loop on one project store."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
@@ -130,6 +132,7 @@ class AnnotationController(KeyActions, Navigation, LayerEdits, ClickMode, Region
         unreviewed box. Returns the switch timing (seconds, by part)."""
         store, annotator = self._require()
         self.flush()
+        self._apply_prediction_rule()  # the answers so far recalibrate the model's scores
         timing = self.view.show(store, image_id)
         self.focus_box = None
         self._render_highlights()

@@ -8,7 +8,11 @@ The one shared pair is Ctrl+Z / Ctrl+Shift+Z, which a selected Labels layer keep
 undo. ``tests/test_gui.py`` checks this against napari's live keymaps.
 
 Lower case acts on a box, Shift on the whole image: W accepts a box, Shift+W completes the image;
-Q rejects a box, Shift+Q skips the image.
+Q rejects a box, Shift+Q skips the image. The rich verification answers
+(:mod:`napari_al.core.answers`) are Shift keys on the box, as napari's own lower-case letters
+are taken: Shift+E the box covers part of the object (expand it), Shift+S it contains the object
+and more (shrink it), Shift+K several objects (click them: K is click mode). With W (yes), Q (no)
+and 1-9 (wrong class) that makes the six answers of Benenson's slides one key each.
 
 Digits are the exception, on purpose: ``1``-``9`` set the class. They are bound on the ``boxes``
 layer itself (overriding Shapes' mode keys 1-7 on that layer only; the letter keys for the modes,
@@ -57,13 +61,30 @@ KEYS: tuple[Key, ...] = (
         "(W/Q answer it)",
     ),
     Key(
+        "Shift-E",
+        "answer_part",
+        "the box covers only part of the object: a larger box from the model is proposed, "
+        "selected (W/Q answer it)",
+    ),
+    Key(
+        "Shift-S",
+        "answer_container",
+        "the box contains the object and more: a smaller box from the model is proposed, "
+        "selected (W/Q answer it)",
+    ),
+    Key(
+        "Shift-K",
+        "answer_several",
+        "the box holds several objects: it is set aside and click mode starts, click each one",
+    ),
+    Key(
         "Shift-M",
         "region_yes",
         'region question "any more <class> here?" (dashed): yes, then click every missed '
         "object in the region (click mode there; K when done)",
     ),
     Key(
-        "Shift-E",
+        "Shift-X",
         "region_no",
         'region question "any more <class> here?" (dashed): no, the region is empty of the '
         "class (undoable)",

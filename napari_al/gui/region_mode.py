@@ -5,7 +5,7 @@ For the image on screen the workflow names the regions where the missed-object e
 expects objects no shown or human box covers (:func:`napari_al.core.workflow.region_questions`,
 from the model's candidates kept by click mode, else the round's "possibly missed"
 suggestions). The best one is shown as a dashed rectangle in its own layer, ``question``, with
-the question and its keys (:data:`~napari_al.gui.keys.KEYS`): Shift+E (no: the region is known
+the question and its keys (:data:`~napari_al.gui.keys.KEYS`): Shift+X (no: the region is known
 empty of the class, stored as one undoable action) or Shift+M (yes: logged, then click mode
 restricted to the region: click every missed object there; K when done). After a no, or
 when click mode ends, the next question is shown. Layers change on the main thread only (the
@@ -117,7 +117,7 @@ class RegionMode:
         self._run("region question", lambda: self._answer_region(True))  # type: ignore[attr-defined]
 
     def region_no(self) -> None:
-        """Shift+E: no more objects of the class here: the region is known empty of it."""
+        """Shift+X: no more objects of the class here: the region is known empty of it."""
         self._run("region question", lambda: self._answer_region(False))  # type: ignore[attr-defined]
 
     def _answer_region(self, yes: bool) -> None:
@@ -169,7 +169,7 @@ class RegionMode:
         if self.region_clicking is not None:
             text = f"click every missed {q.class_name} here (K when done)"
         else:
-            text = f"{q.text} Shift+M yes / Shift+E no ({q.expected:.1f} expected)"
+            text = f"{q.text} Shift+M yes / Shift+X no ({q.expected:.1f} expected)"
         dashes = dashed_rectangle(q.xyxy)
         features = {"text": [text] + [""] * (len(dashes) - 1)}
         if not alive:

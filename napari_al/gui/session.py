@@ -115,18 +115,35 @@ class Session:
         back). The model in use proposes it when it was trained in the project (not loaded
         here for it), else the image does. Returns the new box id, or None when no box was
         found (nothing stored)."""
+        class_id = self._class_id(cls)
+        detector = self.widget.controller.detector if self.widget is not None else self._detector
+        command = workflow.click(self.annotator, image_id, (x, y), class_id, detector)
+        return None if command is None else command.box_id
+
+    def _class_id(self, cls: str | int | None) -> int:
+        """A class name or id as its id (None: the first class)."""
         classes = self.store.classes()
         if not classes:
             raise workflow.WorkflowError("the project has no classes; add one first")
         if cls is None:
-            class_id = classes[0].id
-        elif isinstance(cls, str):
-            class_id = self.store.class_id(cls)
-        else:
-            class_id = int(cls)
+            return classes[0].id
+        return self.store.class_id(cls) if isinstance(cls, str) else int(cls)
+
+    def answer(self, box_id: int, answer: str, cls: str | int | None = None) -> workflow.Answered:
+        """A verification answer about a box, as the answer keys in the viewer: ``yes``,
+        ``part`` (the box covers part of the object), ``container`` (it contains the object
+        and more), ``several`` (several objects), ``wrong_class`` (with ``cls``, the right
+        class) or ``no`` (:mod:`napari_al.core.workflow.answers`). Returns what was recorded
+        and the follow-up: for ``part``/``container`` a refined box stored ``pseudo``
+        (``result.refined_box_id``: answer it with ``session.annotator.accept`` / ``reject``)
+        from the model in use when it was trained in the project (not loaded here for it),
+        else from the image's stored predictions; for ``several``, click the objects
+        (:meth:`click`). ``session.annotator.undo()`` takes the answer back."""
+        class_id = self._class_id(cls) if answer == "wrong_class" else None
         detector = self.widget.controller.detector if self.widget is not None else self._detector
-        command = workflow.click(self.annotator, image_id, (x, y), class_id, detector)
-        return None if command is None else command.box_id
+        return workflow.answer_box(
+            self.annotator, box_id, answer, class_id=class_id, detector=detector
+        )
 
     def region_questions(self, image_id: int) -> list[workflow.RegionQuestion]:
         """The region questions "any more <class> here?" worth asking on an image, best first,

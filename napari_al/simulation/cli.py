@@ -33,6 +33,12 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--round-steps", type=int)
     p.add_argument("--full-steps", type=int, help="default: init + rounds x round steps")
     p.add_argument("--no-full", action="store_true", help="skip the full-supervision run")
+    p.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        help="model files kept per run (default 1, the latest; benchmarks/calibration.py "
+        "needs every version's)",
+    )
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lambda-d", type=float)
     p.add_argument("--noisy-min-score", type=float, help="weakest prediction kept as a noisy label")
@@ -44,7 +50,7 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--arch")
     p.add_argument(
         "--weights",
-        help="initial weights: imagenet (default), coco-mnv2, torchvision-coco or a file",
+        help="initial weights: coco-mnv2 (default), imagenet, torchvision-coco or a file",
     )
     p.add_argument("--min-size", type=int)
     p.add_argument("--max-size", type=int)
@@ -79,6 +85,12 @@ def add_arguments(p: Any) -> None:
         metavar="MIN",
         help="before drawing missed objects, ask yes/no about uncovered predictions >= MIN",
     )
+    p.add_argument(
+        "--rich-answers",
+        action="store_true",
+        help="answer badly placed boxes part / container / several (a refined box or clicks "
+        "follow) instead of redrawing them",
+    )
     from napari_al.simulation.missed import MISSED_BY
 
     p.add_argument(
@@ -103,7 +115,8 @@ def config_from_args(args: Any) -> SimConfig:
         "full_steps", "batch_size", "lambda_d", "noisy_min_score",
         "partial_background_weight", "lr", "augment", "arch", "weights", "min_size", "max_size",
         "max_pool", "max_test", "device", "workers", "threads", "verify_iou", "redraw_iou",
-        "verify_min_score", "verify_missed_min_score", "calibration", "missed_by",
+        "verify_min_score", "verify_missed_min_score", "calibration", "keep_checkpoints",
+        "missed_by",
     )  # fmt: skip
     for k in simple:
         v = getattr(args, k, None)
@@ -113,6 +126,8 @@ def config_from_args(args: Any) -> SimConfig:
         changes["strategies"] = tuple(s for s in args.strategies.split(",") if s.strip())
     if getattr(args, "no_full", False):
         changes["full_supervision"] = False
+    if getattr(args, "rich_answers", False):
+        changes["rich_answers"] = True
     cost_changes = {
         k: getattr(args, k)
         for k in dataclasses.asdict(CostModel())

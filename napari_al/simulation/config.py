@@ -171,7 +171,7 @@ class SimConfig:
     augment: str | None = None
     arch: str = "fasterrcnn_mobilenet_v2_fpn"
     #: Weight source of every new detector (imagenet, coco-mnv2, torchvision-coco or a file;
-    #: None: the architecture's default, imagenet for the default one).
+    #: None: the architecture's default, coco-mnv2 for the default one).
     weights: str | None = None
     min_size: int = 240
     max_size: int = 320
@@ -196,6 +196,10 @@ class SimConfig:
     #: Ask yes/no about weaker predictions (score >= this, below ``verify_min_score``) that no
     #: shown or human box covers, before drawing what is still missing (None: never).
     verify_missed_min_score: float | None = None
+    #: Answer badly placed boxes part / container / several (Benenson's slides; a refined box
+    #: or clicks follow) instead of redrawing them (:mod:`napari_al.simulation.oracle`). Off by
+    #: default until measured.
+    rich_answers: bool = False
     #: How the objects the shown boxes missed are labelled: ``draw`` (each drawn), ``click``
     #: (each clicked at its centre, the proposed box verified) or ``region`` (region questions
     #: "any more <class> here?" first, clicks in the yes-regions, the rest drawn);
@@ -288,6 +292,7 @@ RESULT_KEYS = (
     "verify_min_score",
     "verify_missed_min_score",
     "calibration",
+    "rich_answers",
     "missed_by",
 )
 

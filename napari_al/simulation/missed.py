@@ -6,11 +6,12 @@
   2017) with its class, through the workflow's click path
   (:func:`~napari_al.core.workflow.propose_click_box` with the round's detector's candidates,
   :func:`~napari_al.core.workflow.click_candidates` once per image, else the box found in the
-  image; :func:`~napari_al.core.workflow.record_click`); the proposed box is verified: yes
-  (``verify_s``) when its IoU with that true box is at least ``verify_iou``, else no and the
-  object is drawn, one ``correct`` of the click box onto it (``verify_s + draw_s``, the price
-  of a no and a drawing; the store keeps one box for the object). A click that finds no box
-  is logged as ``click_no_box`` (``click_s``) and the object drawn (``draw_s``).
+  image; :func:`~napari_al.core.workflow.record_click`); the proposed box is verified
+  (the Oracle's ``_click_true_box``): yes (``verify_s``) when its IoU with that true box is at
+  least ``verify_iou``, else no and the object is drawn, one ``correct`` of the click box onto
+  it (``verify_s + draw_s``, the price of a no and a drawing; the store keeps one box for the
+  object). A click that finds no box is logged as ``click_none`` (``click_s``) and the object
+  drawn (``draw_s``).
 - ``region``: the region questions first (:func:`~napari_al.core.workflow.region_questions`
   on the same candidates, after the shown boxes are answered; Benenson's annotation dialogs,
   Nakamura et al. 2024 on false negatives): "any more <class> here?" (``verify_s``, action kind
@@ -28,10 +29,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_al.core import workflow
-from napari_al.core.annotator import Annotator
-from napari_al.core.boxes import box_iou
 
 if TYPE_CHECKING:
+    from napari_al.core.annotator import Annotator
     from napari_al.core.costs import CostModel
     from napari_al.core.store import ProjectStore
     from napari_al.simulation.oracle import GroundTruth
@@ -41,52 +41,45 @@ MISSED_BY = ("draw", "click", "region")
 
 
 class _Image:
-    """One image's pixels and model candidates, read and computed at most once."""
+    """One image's model candidates, computed at most once (None: no model trained in the
+    project; then the clicks' boxes come from the pixels)."""
 
     def __init__(self, store: ProjectStore, image_id: int, detector: Any) -> None:
         self.store, self.image_id, self.detector = store, image_id, detector
-        self._pixels: np.ndarray | None = None
         self._candidates: workflow.ClickCandidates | None = None
 
     @property
-    def pixels(self) -> np.ndarray:
-        if self._pixels is None:
-            from napari_al.core.images import read_image
-
-            self._pixels = read_image(self.store.abs_path(self.store.image(self.image_id)))
-        return self._pixels
-
-    @property
     def candidates(self) -> workflow.ClickCandidates | None:
-        """The model's candidates (None: no model trained in the project)."""
         if self._candidates is None and workflow.has_model(self.detector):
-            self._candidates = workflow.click_candidates(self.detector, self.pixels)
+            row = self.store.image(self.image_id)
+            pixels = workflow.load_rgb(self.store.abs_path(row))
+            self._candidates = workflow.click_candidates(self.detector, pixels)
         return self._candidates
+
+    def for_clicks(self) -> workflow.ClickCandidates:
+        """The candidates a click picks its box from: the model's, else none (the pixels)."""
+        if self.candidates is not None:
+            return self.candidates
+        n = len(self.store.classes())
+        return workflow.ClickCandidates(np.zeros((0, 4), np.float32), np.zeros((0, n), np.float32))
 
 
 class MissedObjects:
     """Labelling the missed objects by ``missed_by`` (module docstring); a mixin of
-    :class:`~napari_al.simulation.oracle.Oracle`, which sets the attributes."""
+    :class:`~napari_al.simulation.oracle.Oracle`, which sets the attributes and methods
+    declared here."""
 
     store: ProjectStore
     gt: Any
     costs: CostModel
-    verify_iou: float
     verify_min_score: float | None
     calibrated: bool
     class_ids: list[int]
     missed_by: str
-    _annotator: Annotator | None
-    #: The Oracle's: advance the clock by an answer's cost; draw true box j of an image.
+    annotator: Annotator
+    #: The Oracle's: advance the clock by an answer's cost; click true box ``t`` of an image.
     _charge: Callable[[str], None]
-    _draw: Callable[[int, int], int]
-
-    @property
-    def annotator(self) -> Annotator:
-        """The person's actions on the store (the workflow's click and region paths take one)."""
-        if self._annotator is None:
-            self._annotator = Annotator(self.store)
-        return self._annotator
+    _click_true_box: Callable[..., None]
 
     def label_missing(
         self, image_id: int, missing: list[int], tally: dict[str, int], detector: Any = None
@@ -97,46 +90,12 @@ class MissedObjects:
         if self.missed_by == "draw" or not missing:
             return missing
         image = _Image(self.store, image_id, detector)
+        gt: GroundTruth = self.gt[image_id]
         if self.missed_by == "click":
             for j in missing:
-                self._click_object(image, j, tally)
+                self._click_true_box(image_id, gt, j, tally, candidates=image.for_clicks())
             return []
         return self._ask_regions(image, missing, tally)
-
-    def _click_object(self, image: _Image, j: int, tally: dict[str, int]) -> None:
-        """One click on true box ``j``'s centre, the proposed box verified (module docstring)."""
-        gt: GroundTruth = self.gt[image.image_id]
-        box = gt.boxes[j]
-        cls = self.class_ids[int(gt.labels[j])]
-        centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-        proposal = workflow.propose_click_box(
-            self.store,
-            image.image_id,
-            centre,
-            cls,
-            candidates=image.candidates,
-            pixels=image.pixels,
-        )
-        tally["clicked"] = tally.get("clicked", 0) + 1
-        if proposal is None:
-            self._charge("click_no_box")
-            payload = {"click": [float(centre[0]), float(centre[1])], "class_id": cls}
-            self.store.log_action("click_no_box", image_id=image.image_id, payload=payload)
-            self._draw(image.image_id, j)
-            tally["click_no_box"] = tally.get("click_no_box", 0) + 1
-            return
-        self._charge("click")
-        box_id = workflow.record_click(self.annotator, proposal).box_id
-        assert box_id is not None
-        iou = float(box_iou(np.asarray([proposal.xyxy]), np.asarray([box]))[0, 0])
-        if iou >= self.verify_iou:
-            self._charge("accept")
-            self.store.accept_box(box_id)
-            tally["click_accept"] = tally.get("click_accept", 0) + 1
-        else:
-            self._charge("correct")
-            self.store.correct_box(box_id, box.tolist(), cls)
-            tally["click_correct"] = tally.get("click_correct", 0) + 1
 
     def _ask_regions(self, image: _Image, missing: list[int], tally: dict[str, int]) -> list[int]:
         """The region questions, then clicks in the yes-regions; returns what is left."""
@@ -162,6 +121,6 @@ class MissedObjects:
             key = "region_yes" if found else "region_no"
             tally[key] = tally.get(key, 0) + 1
             for j in found:
-                self._click_object(image, j, tally)
+                self._click_true_box(image.image_id, gt, j, tally, candidates=image.for_clicks())
             free = [j for j in free if j not in found]
         return free

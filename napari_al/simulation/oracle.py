@@ -13,7 +13,18 @@ Oracle modes (``SimStrategy.oracle``):
   >= 0.5 with a box of another class gets a class change (+ ``class_change_s``); a badly placed
   box (best IoU in [``redraw_iou``, 0.5) with a free ground-truth box) is redrawn (+ ``draw_s``);
   the rest (false positives, duplicates) are rejected. Ground-truth boxes left unmatched (missed
-  objects) are drawn. Matching is greedy by score, same-class matches first;
+  objects) are drawn. Matching is greedy by score, same-class matches first. With
+  ``rich_answers`` (Benenson's slides, :mod:`napari_al.core.answers`), a badly placed box is
+  answered from geometry instead (:func:`rich_answer`): ``several`` when at least two true
+  boxes lie at least half inside it, ``part`` when it lies mostly (:data:`CONTAIN_FRACTION`)
+  inside its true box and is smaller, ``container`` when its true box lies mostly inside it and
+  is smaller, else ``correct`` as before. A rich answer costs ``verify_s`` and goes through
+  :func:`napari_al.core.workflow.answer_box` (candidates: the image's stored predictions); its
+  follow-up: yes on the refined box when it has IoU >= ``verify_iou`` with the true box (a
+  class change if its class differs), else a redraw of it (``correct``); no refined box: the
+  true box is drawn; ``several``: a centre click on each true box still free that lies at least
+  half inside the box (``click_s``, :func:`napari_al.core.workflow.click`'s proposal), then yes
+  on the clicked box (or a redraw, or a draw when the click found no box);
 - ``box``: Desai et al. box-level querying: the chosen candidate boxes are each verified
   (``verify_s``); one at IoU >= 0.5 with a free ground-truth box takes that box's class (a class
   change if it differs), below 0.5 it is marked background (rejected). Nothing else in the image
@@ -33,14 +44,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_al.core.boxes import box_iou
+from napari_al.core.answers import CONTAIN_FRACTION
+from napari_al.core.boxes import as_xyxy, box_area, box_iou, inside_fraction
 from napari_al.core.costs import CostModel
-from napari_al.core.data import HUMAN_STATUSES, ImageRecord
+from napari_al.core.data import HUMAN_STATUSES, RICH_ANSWERS, ImageRecord
 from napari_al.core.workflow import SuggestSettings, verify_rule
 from napari_al.simulation.missed import MISSED_BY, MissedObjects
 
 if TYPE_CHECKING:
+    from napari_al.core.annotator import Annotator
     from napari_al.core.store import BoxRow, ProjectStore
+    from napari_al.core.workflow import ClickCandidates
+
+#: A true box at least this fraction inside a shown box is one of the objects it holds (two or
+#: more: the answer ``several``; each is then clicked).
+SEVERAL_INSIDE = 0.5
 
 #: The simulated clock starts here (Unix seconds); small, so float sums stay exact to ~1e-10 s.
 CLOCK_T0 = 1_000_000.0
@@ -94,6 +112,33 @@ def claim_ground_truth(human_boxes: np.ndarray, gt: GroundTruth, min_iou: float 
     return {int(c) for c in cols}
 
 
+def rich_answer(
+    box: Sequence[float] | np.ndarray,
+    gt_boxes: np.ndarray,
+    j: int,
+    *,
+    contain: float = CONTAIN_FRACTION,
+    several_inside: float = SEVERAL_INSIDE,
+) -> str:
+    """What an exact annotator answers about a badly placed ``box`` (xyxy) whose true box is
+    ``gt_boxes[j]`` (``gt_boxes`` ``(K, 4)``, every true box of the image): ``several`` when at
+    least two true boxes have at least ``several_inside`` of their area inside it; ``part`` when
+    at least ``contain`` of its area lies inside the true box and it is smaller; ``container``
+    when at least ``contain`` of the true box lies inside it and the true box is smaller; else
+    ``correct`` (a redraw)."""
+    b = as_xyxy(box)
+    g = as_xyxy(gt_boxes)
+    held = inside_fraction(g, b)[:, 0]  # how much of each true box lies inside the box
+    if int((held >= several_inside).sum()) >= 2:
+        return "several"
+    area_b, area_g = float(box_area(b)[0]), float(box_area(g[j : j + 1])[0])
+    if inside_fraction(b, g[j : j + 1])[0, 0] >= contain and area_b < area_g:
+        return "part"
+    if held[j] >= contain and area_g < area_b:
+        return "container"
+    return "correct"
+
+
 def plan_verification(
     pred_boxes: np.ndarray,
     pred_labels: np.ndarray,
@@ -101,6 +146,7 @@ def plan_verification(
     claimed: Iterable[int] = (),
     verify_iou: float = 0.5,
     redraw_iou: float = 0.1,
+    rich: bool = False,
 ) -> tuple[list[tuple[str, int | None]], list[int]]:
     """What an exact annotator answers about each model box, and which true boxes stay missing.
 
@@ -108,8 +154,10 @@ def plan_verification(
     looking at the whole image would pair boxes with objects: (1) IoU >= ``verify_iou`` with a
     free true box of the same class -> ``accept``; (2) IoU >= ``verify_iou`` with a free true box
     of another class -> ``set_class``; (3) IoU >= ``redraw_iou`` with a free true box ->
-    ``correct`` (redrawn onto it). Everything else -> ``reject``. Returns ``[(decision, true box
-    index or None)]`` per model box and the indices of the true boxes no box matched (to draw).
+    ``correct`` (redrawn onto it). Everything else -> ``reject``. With ``rich``, a ``correct``
+    becomes the rich answer the geometry gives (:func:`rich_answer`). Returns ``[(decision,
+    true box index or None)]`` per model box and the indices of the true boxes no box matched
+    (to draw).
     """
     pred_boxes = np.asarray(pred_boxes, np.float64).reshape(-1, 4)
     pred_labels = np.asarray(pred_labels, np.int64).reshape(-1)
@@ -137,7 +185,10 @@ def plan_verification(
             if not cands:
                 continue
             j = max(cands, key=lambda k: (iou[i, k], -k))
-            plan[i] = (decision, j)
+            answer = decision
+            if rich and decision == "correct":
+                answer = rich_answer(pred_boxes[i], gt.boxes, j)
+            plan[i] = (answer, j)
             done[i] = True
             free.discard(j)
     return plan, sorted(free)
@@ -162,6 +213,7 @@ class Oracle(MissedObjects):
         verify_min_score: float | None = None,
         verify_missed_min_score: float | None = None,
         calibrated: bool = True,
+        rich_answers: bool = False,
         missed_by: str = "draw",
     ) -> None:
         if missed_by not in MISSED_BY:
@@ -178,9 +230,11 @@ class Oracle(MissedObjects):
         #: Whether the rule uses the calibrated P(yes) (else raw scores vs verify_s / draw_s).
         self.calibrated = bool(calibrated)
         self.verify_missed_min_score = verify_missed_min_score
+        #: Answer badly placed boxes part / container / several (module docstring).
+        self.rich_answers = bool(rich_answers)
+        self._annotator: Annotator | None = None
         #: How the objects the shown boxes missed are labelled (:mod:`napari_al.simulation.missed`).
         self.missed_by = missed_by
-        self._annotator = None
         self.class_ids = [c.id for c in store.classes()]
         self._index = {cid: i for i, cid in enumerate(self.class_ids)}
 
@@ -264,19 +318,111 @@ class Oracle(MissedObjects):
             self._claimed(image_id),
             self.verify_iou,
             self.redraw_iou,
+            rich=self.rich_answers,
         )
         tally = dict.fromkeys(("accept", "set_class", "correct", "reject", "draw"), 0)
         for box, (decision, j) in zip(pending, plan, strict=True):
-            self._apply(box.id, gt, decision, j)
-            tally[decision] += 1
+            if decision in RICH_ANSWERS:
+                assert j is not None
+                missing = self._answer_rich(box, gt, decision, j, missing, tally)
+            else:
+                self._apply(box.id, gt, decision, j)
+            tally[decision] = tally.get(decision, 0) + 1
         if self.verify_missed_min_score is not None and missing:
             missing = self._ask_about_missed(image_id, pending, missing, tally)
         missing = self.label_missing(image_id, missing, tally, detector)
         for j in missing:
             self._draw(image_id, j)
-        tally["draw"] = len(missing)
+        tally["draw"] += len(missing)
         self._complete(image_id)
         return tally
+
+    # -- rich answers (module docstring) ----------------------------------------------------
+
+    @property
+    def annotator(self) -> Annotator:
+        """The simulated person's annotator (the workflow's answers take one; no undo kept)."""
+        if self._annotator is None:
+            from napari_al.core.annotator import Annotator
+
+            self._annotator = Annotator(self.store, max_history=1)
+        return self._annotator
+
+    def _answer_rich(
+        self,
+        box: BoxRow,
+        gt: GroundTruth,
+        answer: str,
+        j: int,
+        missing: list[int],
+        tally: dict[str, int],
+    ) -> list[int]:
+        """A rich answer about ``box`` (true box ``j``) and its follow-up; returns the true
+        boxes still missing (those clicked for ``several`` are not)."""
+        from napari_al.core.workflow import answer_box
+
+        self._charge(answer)
+        got = answer_box(self.annotator, box.id, answer)
+        if got.followup == "verify":
+            assert got.refined_box_id is not None
+            self._verify_proposal(got.refined_box_id, gt, j, tally)
+            return missing
+        if got.followup == "draw":
+            self._draw(box.image_id, j)
+            tally["draw"] += 1
+            return missing
+        held = inside_fraction(gt.boxes, np.asarray([box.xyxy], np.float64))[:, 0]
+        inside = [m for m in missing if held[m] >= SEVERAL_INSIDE]
+        for t in [j, *inside]:
+            self._click_true_box(box.image_id, gt, t, tally)
+        return [m for m in missing if m not in inside]
+
+    def _verify_proposal(self, box_id: int, gt: GroundTruth, j: int, tally: dict[str, int]) -> None:
+        """Yes/no on a box the machine proposed for true box ``j``: yes (a class change where
+        its class differs) at IoU >= ``verify_iou``, else a redraw onto the true box."""
+        row = self.store.box(box_id)
+        iou = float(box_iou(np.asarray([row.xyxy]), gt.boxes[j : j + 1])[0, 0])
+        if iou < self.verify_iou:
+            decision = "correct"
+        else:
+            decision = "accept" if self._index[row.class_id] == gt.labels[j] else "set_class"
+        self._apply(box_id, gt, decision, j)
+        tally[decision] += 1
+
+    def _click_true_box(
+        self,
+        image_id: int,
+        gt: GroundTruth,
+        t: int,
+        tally: dict[str, int],
+        candidates: ClickCandidates | None = None,
+    ) -> None:
+        """A centre click on true box ``t`` (``click_s``), the box the workflow proposes for it
+        (from ``candidates``, default the stored predictions, else the pixels), then yes/no on
+        it; a click that finds no box (logged ``click_none``) is followed by a drawn one."""
+        from napari_al.core.workflow import propose_click_box, record_click, stored_candidates
+
+        x1, y1, x2, y2 = (float(v) for v in gt.boxes[t])
+        self._charge("click")
+        tally["click"] = tally.get("click", 0) + 1
+        proposal = propose_click_box(
+            self.store,
+            image_id,
+            ((x1 + x2) / 2, (y1 + y2) / 2),
+            self.class_ids[int(gt.labels[t])],
+            candidates=stored_candidates(self.store, image_id)
+            if candidates is None
+            else candidates,
+        )
+        if proposal is None:  # no box: logged, so the counts add up to the seconds; then drawn
+            payload = {"click": [(x1 + x2) / 2, (y1 + y2) / 2]}
+            self.store.log_action("click_none", image_id=image_id, payload=payload)
+            self._draw(image_id, t)
+            tally["draw"] += 1
+            return
+        command = record_click(self.annotator, proposal)
+        assert command.box_id is not None
+        self._verify_proposal(command.box_id, gt, t, tally)
 
     def _ask_about_missed(
         self, image_id: int, shown: Sequence[BoxRow], missing: list[int], tally: dict[str, int]

@@ -53,8 +53,7 @@ def _check_config(out: Path, config: SimConfig) -> None:
     current = config.to_dict()
     if path.is_file():
         old = json.loads(path.read_text())
-        # a setting newer than the folder's config ran as its default there (new settings
-        # default to the behaviour before them)
+        # a setting newer than the folder's config.json had its default value there
         defaults = SimConfig().to_dict()
         diff = [
             k

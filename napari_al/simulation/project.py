@@ -146,6 +146,7 @@ class SimProject:
             verify_min_score=config.verify_min_score,
             verify_missed_min_score=config.verify_missed_min_score,
             calibrated=config.calibration != "none",
+            rich_answers=config.rich_answers,
             missed_by=config.missed_by,
         )
 

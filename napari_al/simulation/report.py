@@ -378,6 +378,7 @@ def write_report(out: str | Path) -> tuple[Path | None, Path | None]:
                 "verify_min_score",
                 "verify_missed_min_score",
                 "calibration",
+                "rich_answers",
                 "missed_by",
             )
             if k in cfg

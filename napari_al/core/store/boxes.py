@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
-from napari_al.core.data import BOX_STATUSES, CLICK_SOURCE
+from napari_al.core.data import BOX_STATUSES, CLICK_SOURCE, REFINED_SOURCE, RICH_ANSWERS
 from napari_al.core.store.images import ImagesMixin
 from napari_al.core.store.rows import (
     _BOX_COLS,
@@ -243,6 +243,53 @@ class BoxesMixin(ImagesMixin):
             before = self._box(conn, box_id)
             after = self._update_box(conn, before, status="rejected")
             return self._log_box(conn, "reject", before, after, review_state=review_state)
+
+    def answer_box(
+        self,
+        box_id: int,
+        answer: str,
+        *,
+        refined: Iterable[float] | None = None,
+        refined_score: float | None = None,
+        refined_model_version: int | None = None,
+        review_state: str | None = None,
+    ) -> tuple[int, int | None]:
+        """A person gave a rich verification answer about a box (:mod:`napari_al.core.answers`):
+        ``part``, ``container`` or ``several``: an object is there, the box is not its box.
+
+        The box becomes status ``rejected`` with source ``answer`` (kept out of training as a
+        positive and as background: an ignore region, :mod:`napari_al.core.workflow.examples`;
+        its source before stays in the log). With ``refined`` (``part``/``container`` only;
+        xyxy image pixels) the proposed refinement is added in the same transaction: the judged
+        box's class, status ``pseudo``, source ``refined``, score ``refined_score``, model
+        ``refined_model_version``, awaiting a yes/no. ONE logged action, its kind the answer
+        (payload ``before``/``after`` of the judged box, ``refined``: the new box's row or
+        None). Returns ``(action id, refined box id or None)``.
+        """
+        _check_choice(answer, RICH_ANSWERS, "rich answer")
+        if refined is not None and answer == "several":
+            raise StoreError("a 'several' answer has no refined box (the objects are clicked)")
+        with self._write() as conn:
+            before = self._box(conn, box_id)
+            after = self._update_box(conn, before, status="rejected", source=answer)
+            new = None
+            if refined is not None:
+                image = self._image(conn, before.image_id)
+                new = self._insert_box(
+                    conn,
+                    image,
+                    refined,
+                    before.class_id,
+                    "pseudo",
+                    refined_score,
+                    REFINED_SOURCE,
+                    _opt_id(refined_model_version, "model version"),
+                )
+            extra = {"refined": None if new is None else new.to_dict()}
+            action_id = self._log_box(
+                conn, answer, before, after, review_state=review_state, extra=extra
+            )
+            return action_id, None if new is None else new.id
 
     @staticmethod
     def _edited_status(status: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-from napari_al.core.data import BOX_STATUSES, REVIEW_STATES, SPLITS
+from napari_al.core.data import BOX_STATUSES, REVIEW_STATES, RICH_ANSWERS, SPLITS
 from napari_al.core.store.rows import StoreError
 
 #: The store's file name inside the project directory.
@@ -31,6 +31,9 @@ MACHINE_KINDS = ("import", "predict", "add")
 
 #: Box actions a person makes; each logs the box state before and after. ``click``: a centre
 #: click that became a proposed box (payload also ``click``: the point, and ``method``).
+#: ``part``, ``container``, ``several``: rich verification answers
+#: (:data:`napari_al.core.data.RICH_ANSWERS`; payload also ``refined``: the proposed box, or
+#: None).
 BOX_ACTION_KINDS = (
     "accept",
     "reject",
@@ -40,6 +43,7 @@ BOX_ACTION_KINDS = (
     "set_class",
     "restore",
     "click",
+    *RICH_ANSWERS,
 )
 
 #: The answer to a region question "any more <class> here?" (:mod:`napari_al.core.regions`):

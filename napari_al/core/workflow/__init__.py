@@ -20,6 +20,9 @@ functions and nothing below them for a round (``docs/architecture.md``):
 - region questions for missed objects, "any more <class> here?": :func:`region_questions`
   (:class:`RegionQuestion`), :func:`answer_region`, :func:`suggestion_candidates`,
   :func:`known_empty`;
+- rich verification answers (yes / part / container / several / wrong class / no):
+  :func:`answer_box` (:func:`propose_refined_box`, :func:`stored_candidates`;
+  :class:`Answered`, :class:`AnswerSettings`, :data:`FOLLOWUPS`);
 - a whole round: :func:`run_round` (a generator of :class:`Progress`), :func:`drive`;
   :func:`first_round` (which round a project opened mid-loop needs first).
 - errors a person can act on: :class:`WorkflowError`, :class:`SettingsError` (ValueErrors).
@@ -29,6 +32,14 @@ Qt-free and napari-free; torch is imported only when a model is built or run.
 
 from __future__ import annotations
 
+from napari_al.core.workflow.answers import (
+    FOLLOWUPS,
+    Answered,
+    AnswerSettings,
+    answer_box,
+    propose_refined_box,
+    stored_candidates,
+)
 from napari_al.core.workflow.calibration import (
     CALIBRATION_KEY,
     CalibrationSamples,
@@ -36,6 +47,7 @@ from napari_al.core.workflow.calibration import (
     calibrate_model,
     calibration_summary,
     judged_samples,
+    online_calibration,
     probability_of_yes,
     split_samples,
     stored_calibration,
@@ -120,9 +132,12 @@ __all__ = [
     "CALIBRATION_METHODS",
     "DEFAULT_MAX_SIZE",
     "DEFAULT_MIN_SIZE",
+    "FOLLOWUPS",
     "JUDGED_IOU",
     "MODELS_DIR",
     "WEIGHT_SOURCES",
+    "AnswerSettings",
+    "Answered",
     "CalibrationSamples",
     "CalibrationSettings",
     "ClickCandidates",
@@ -144,6 +159,7 @@ __all__ = [
     "VerifyRule",
     "WorkflowError",
     "add_arguments",
+    "answer_box",
     "answer_region",
     "calibrate_model",
     "calibration_summary",
@@ -169,11 +185,13 @@ __all__ = [
     "labels_hash",
     "load_model",
     "load_rgb",
+    "online_calibration",
     "pool_image_ids",
     "predict_images",
     "predict_split",
     "probability_of_yes",
     "propose_click_box",
+    "propose_refined_box",
     "rank_pool",
     "read_rows",
     "record_click",
@@ -182,6 +200,7 @@ __all__ = [
     "run_round",
     "split_samples",
     "stored_calibration",
+    "stored_candidates",
     "stored_queries",
     "suggest_missed",
     "suggestion_candidates",

@@ -12,9 +12,19 @@ source ``click``) trains, until the person confirms it, as a noisy label damped 
 ``lambda_d`` like any unverified box (the click says an object is there; the box is the
 machine's guess), and predictions on it (IoU >= :data:`JUDGED_IOU`) add no second noisy
 label. Accepted or corrected, it is a full target. Rejected, it is not background (the click
-still says an object is there, only the box was wrong): its area becomes an ignore region,
-unless a person's box (the object drawn after the no) has its centre in it: the engine drops
-every box centred in an ignore region, so the ignore region would swallow that box.
+still says an object is there, only the box was wrong): its area becomes an ignore region.
+
+Rich verification answers (:mod:`napari_al.core.answers`, Benenson's slides): a box answered
+``part``, ``container`` or ``several`` (status ``rejected``, source the answer) marks an object
+whose box it is not, and the refined box proposed for it (status ``pseudo``, source
+``refined``) trains like a click box, judged by human and background boxes only (not by the
+box it was proposed for). Such a rejected box (a click, refined or answered box:
+:data:`~napari_al.core.data.OBJECT_SOURCES`) is an ignore region **until the object is
+labelled**: once a training box of the image (a human box or a noisy label) has its centre
+inside it or holds at least :data:`EXPLAINED_FRACTION` of its area, the region is dropped, since
+the engine drops every box centred in an ignore region (``engine/losses.py``), which would
+otherwise drop the very box that answers the question (the refined box inside a ``container``,
+the clicks inside a ``several``, a box drawn over a rejected click box).
 
 Region questions (:mod:`napari_al.core.workflow.regions`): a region answered "no" to "any more
 <class> here?" is a ``rejected`` box of that class with source ``region``. It trains as
@@ -22,7 +32,7 @@ explicit background, like a rejected box (the engine's background is class-agnos
 and proposals at IoU >= 0.5 with it; the engine drops it where it overlaps a labelled box), and
 the image's unverified predictions of that class centred in it are not noisy labels (the
 answer says no unlabelled object of the class is there). It does not make other predictions
-or click boxes count as judged.
+or proposals (click, refined boxes) count as judged.
 """
 
 from __future__ import annotations
@@ -35,8 +45,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_al.core.boxes import box_iou
-from napari_al.core.data import CLICK_SOURCE, HUMAN_STATUSES, REGION_SOURCE
+from napari_al.core.boxes import box_iou, inside_fraction
+from napari_al.core.data import (
+    CLICK_SOURCE,
+    HUMAN_STATUSES,
+    OBJECT_SOURCES,
+    REFINED_SOURCE,
+    REGION_SOURCE,
+)
 from napari_al.core.regions import inside
 
 if TYPE_CHECKING:
@@ -52,6 +68,12 @@ JUDGED_IOU = 0.5
 HELD_OUT_SPLITS = ("val", "test")
 #: Box statuses that record a person's judgement (a rejected box is judged background).
 JUDGED_STATUSES = (*HUMAN_STATUSES, "rejected")
+
+#: A rejected box that marks an object (module docstring) stops being an ignore region once a
+#: training box holds this fraction of its area (or has its centre inside it).
+EXPLAINED_FRACTION = 0.5
+#: Sources of the machine's proposals for an object a person said is there (click, refined).
+PROPOSAL_SOURCES = (CLICK_SOURCE, REFINED_SOURCE)
 
 #: Called with (image id, message) for each image that could not be read and was skipped.
 OnSkip = Callable[[int, str], None]
@@ -148,9 +170,16 @@ def _example(
         b.xyxy for b in item.boxes if b.status in JUDGED_STATUSES and b.source != REGION_SOURCE
     ]
     empty = [b for b in item.boxes if b.status == "rejected" and b.source == REGION_SOURCE]
-    clicked = [b.xyxy for b in item.boxes if b.status == "pseudo" and b.source == CLICK_SOURCE]
-    human = [b.xyxy for b in item.boxes if b.status in HUMAN_STATUSES]
-    boxes, labels, noisy, background = [], [], [], []
+    clicked = [b.xyxy for b in item.boxes if b.status == "pseudo" and b.source in PROPOSAL_SOURCES]
+    # a proposal is not judged by the box it was proposed for (rejected, marking an object)
+    background_or_human = [
+        b.xyxy
+        for b in item.boxes
+        if b.status in JUDGED_STATUSES
+        and not (b.status == "rejected" and b.source in OBJECT_SOURCES)
+        and b.source != REGION_SOURCE
+    ]
+    boxes, labels, noisy, background, objects = [], [], [], [], []
     ignore = [r.xyxy for r in item.ignore_regions]
     for b in item.boxes:
         if b.status in HUMAN_STATUSES:
@@ -160,16 +189,16 @@ def _example(
             and review_state == "partial"
             and (b.score is None or b.score >= noisy_min_score)
         ):
-            seen = judged if b.status == "pseudo" else [*judged, *clicked]
+            seen = background_or_human if b.status == "pseudo" else [*judged, *clicked]
             if b.status == "predicted" and _in_empty(b, empty):
                 continue
             if not judged_mask([b.xyxy], seen)[0]:
                 boxes.append(b.xyxy), labels.append(index[b.class_id]), noisy.append(True)
-        elif b.status == "rejected" and b.source == CLICK_SOURCE:
-            if not _holds_centre(b.xyxy, human):
-                ignore.append(b.xyxy)  # a wrong box for a real object: no loss there
+        elif b.status == "rejected" and b.source in OBJECT_SOURCES:
+            objects.append(b.xyxy)  # a wrong box for a real object: no loss there
         elif b.status == "rejected":
             background.append(b.xyxy)
+    ignore.extend(r for r, done in zip(objects, explained(objects, boxes), strict=True) if not done)
     return TrainingExample(
         path=path,
         boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
@@ -182,11 +211,24 @@ def _example(
     )
 
 
-def _holds_centre(xyxy: Sequence[float], boxes: Sequence[Sequence[float]]) -> bool:
-    """Whether one of ``boxes`` has its centre in ``xyxy`` (edges included)."""
-    if not boxes:
-        return False
-    return bool(inside(boxes, [0] * len(boxes), [xyxy], [0]).any())
+def explained(
+    regions: np.ndarray | Sequence[Sequence[float]], boxes: np.ndarray | Sequence[Sequence[float]]
+) -> np.ndarray:
+    """``(R,)`` bool: which ``regions`` (``(R, 4)`` xyxy, rejected boxes that mark an object)
+    a training box of ``boxes`` (``(B, 4)``) now labels: a box centred inside the region, or
+    holding at least :data:`EXPLAINED_FRACTION` of its area (module docstring)."""
+    r = np.asarray(regions, np.float64).reshape(-1, 4)
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if not len(r) or not len(b):
+        return np.zeros(len(r), bool)
+    cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    centred = (
+        (r[:, None, 0] <= cx)
+        & (cx <= r[:, None, 2])
+        & (r[:, None, 1] <= cy)
+        & (cy <= r[:, None, 3])
+    )
+    return (centred | (inside_fraction(r, b) >= EXPLAINED_FRACTION)).any(axis=1)
 
 
 def _in_empty(box: Any, empty: Sequence[Any]) -> bool:

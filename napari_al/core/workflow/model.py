@@ -48,7 +48,7 @@ def load_model(store: ProjectStore, settings: ModelSettings | None = None) -> De
     given (a weight source: ``imagenet``, ``coco-mnv2``, ``torchvision-coco``, or a file; see
     :mod:`napari_al.core.engine.weights`), when ``settings.arch`` differs from the latest
     checkpoint's architecture, or when the project's classes changed since; it starts from
-    ``settings.weights``, else the architecture's default (``imagenet`` for the default one).
+    ``settings.weights``, else the architecture's default (``coco-mnv2`` for the default one).
     ``min_size``/``max_size`` override the input size.
 
     Raises :class:`WorkflowError` (a ValueError) when the project has no classes, when the

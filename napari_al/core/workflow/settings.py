@@ -35,7 +35,7 @@ AGGREGATIONS = ("sum", "mean", "max", "topk_mean")
 #: Named weight sources of a new detector (``ModelSettings.weights``; anything else is a file),
 #: for front ends that offer a choice without importing torch: the engine's
 #: ``WEIGHT_SOURCES`` (docs/weights.md), the default first.
-WEIGHT_SOURCES = ("imagenet", "coco-mnv2", "torchvision-coco")
+WEIGHT_SOURCES = ("coco-mnv2", "imagenet", "torchvision-coco")
 
 
 _AUGMENT_ONE = r"(hflip|vflip|scale(=0?\.[0-9]+|=0)?|colou?r(=0?\.[0-9]+|=1(\.0*)?|=0)?)"
@@ -112,9 +112,10 @@ class ModelSettings:
     )
     weights: str | None = _opt(
         None,
-        "initial weights of a new detector: imagenet, coco-mnv2 (COCO-trained MobileNetV2, "
-        "offline), torchvision-coco (downloaded once) or a weights file; given: a new detector "
-        "(default: the project's model, else imagenet; see docs/weights.md)",
+        "initial weights of a new detector: coco-mnv2 (COCO-trained MobileNetV2, offline), "
+        "imagenet (ImageNet backbone, offline), torchvision-coco (downloaded once) or a weights "
+        "file; given: a new detector (default: the project's model, else coco-mnv2 for the "
+        "default architecture; see docs/weights.md)",
     )
     device: str | None = _opt(
         None,
