@@ -91,6 +91,19 @@ def add_arguments(p: Any) -> None:
         help="answer badly placed boxes part / container / several (a refined box or clicks "
         "follow) instead of redrawing them",
     )
+    p.add_argument(
+        "--self-training",
+        type=float,
+        metavar="P",
+        help="self-training: predictions on unreviewed pool images with P(yes) >= P that are "
+        "stable under a horizontal flip train as pseudo labels, damped by lambda_d",
+    )
+    p.add_argument(
+        "--self-training-images",
+        type=int,
+        metavar="N",
+        help="most unreviewed images pseudo-labelled per training (default 20)",
+    )
     p.add_argument("--report-only", action="store_true", help="redo plot and table from the CSV")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, metavar="DIR")
@@ -107,6 +120,7 @@ def config_from_args(args: Any) -> SimConfig:
         "partial_background_weight", "lr", "augment", "arch", "weights", "min_size", "max_size",
         "max_pool", "max_test", "device", "workers", "threads", "verify_iou", "redraw_iou",
         "verify_min_score", "verify_missed_min_score", "calibration", "keep_checkpoints",
+        "self_training", "self_training_images",
     )  # fmt: skip
     for k in simple:
         v = getattr(args, k, None)

@@ -379,6 +379,7 @@ def write_report(out: str | Path) -> tuple[Path | None, Path | None]:
                 "verify_missed_min_score",
                 "calibration",
                 "rich_answers",
+                "self_training",
             )
             if k in cfg
         )
