@@ -100,6 +100,19 @@ def add_arguments(p: Any) -> None:
         'click (each clicked at its centre, the proposed box verified), region ("any more '
         '<class> here?" first, clicks in the yes-regions, the rest drawn)',
     )
+    p.add_argument(
+        "--self-training",
+        type=float,
+        metavar="P",
+        help="self-training: predictions on unreviewed pool images with P(yes) >= P that are "
+        "stable under a horizontal flip train as pseudo labels, damped by lambda_d",
+    )
+    p.add_argument(
+        "--self-training-images",
+        type=int,
+        metavar="N",
+        help="most unreviewed images pseudo-labelled per training (default 20)",
+    )
     p.add_argument("--report-only", action="store_true", help="redo plot and table from the CSV")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, metavar="DIR")
@@ -117,6 +130,7 @@ def config_from_args(args: Any) -> SimConfig:
         "max_pool", "max_test", "device", "workers", "threads", "verify_iou", "redraw_iou",
         "verify_min_score", "verify_missed_min_score", "calibration", "keep_checkpoints",
         "missed_by",
+        "self_training", "self_training_images",
     )  # fmt: skip
     for k in simple:
         v = getattr(args, k, None)

@@ -205,6 +205,12 @@ class SimConfig:
     #: "any more <class> here?" first, clicks in the yes-regions, the rest drawn);
     #: :mod:`napari_al.simulation.missed`.
     missed_by: str = "draw"
+    #: Self-training (``TrainSettings.self_training``): predictions on unreviewed pool images
+    #: with P(yes) >= this that are stable under a horizontal flip train as pseudo labels,
+    #: damped by ``lambda_d`` (None: off, the default until measured).
+    self_training: float | None = None
+    #: Most unreviewed images pseudo-labelled per training (``TrainSettings``).
+    self_training_images: int = 20
     #: Checkpoints kept on disk per run (older model files are deleted; rows stay in the store).
     keep_checkpoints: int = 1
 
@@ -220,6 +226,8 @@ class SimConfig:
             raise ValueError(f"test_fraction must lie in (0, 1), got {self.test_fraction}")
         if not 0 < self.verify_iou <= 1 or self.redraw_iou < 0:
             raise ValueError("verify_iou must lie in (0, 1] and redraw_iou be >= 0")
+        if self.self_training is not None and not 0 <= self.self_training <= 1:
+            raise ValueError(f"self_training must lie in [0, 1], got {self.self_training}")
         from napari_al.core.workflow import CALIBRATION_METHODS
         from napari_al.simulation.missed import MISSED_BY
 
@@ -294,6 +302,8 @@ RESULT_KEYS = (
     "calibration",
     "rich_answers",
     "missed_by",
+    "self_training",
+    "self_training_images",
 )
 
 

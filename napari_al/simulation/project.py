@@ -265,6 +265,8 @@ class SimProject:
             seed=seed,
             noisy_min_score=cfg.noisy_min_score,
             partial_background_weight=cfg.partial_background_weight,
+            self_training=cfg.self_training,
+            self_training_images=cfg.self_training_images,
             **extra,
         )
         outcome = workflow.train_model(self.store, detector, settings)

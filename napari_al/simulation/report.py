@@ -380,6 +380,7 @@ def write_report(out: str | Path) -> tuple[Path | None, Path | None]:
                 "calibration",
                 "rich_answers",
                 "missed_by",
+                "self_training",
             )
             if k in cfg
         )

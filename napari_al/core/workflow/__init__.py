@@ -8,6 +8,8 @@ functions and nothing below them for a round (``docs/architecture.md``):
   :class:`RegionSettings`, :class:`RoundSettings` (one default per field);
 - model: :func:`load_model`, :func:`checkpoint_path`, :func:`describe`;
 - examples: :func:`training_examples`, :func:`judged_mask` (the one "already judged" rule);
+  self-training on unreviewed images: :func:`pseudo_labels` (confident and stable under a
+  flip), :func:`pseudo_label_examples`, :class:`PseudoLabels`;
 - steps: :func:`train_model`, :func:`predict_images`, :func:`evaluate_model`,
   :func:`rank_pool` (stores the query set), :func:`suggest_missed`, :func:`predict_split`
   (one pass on a split, shared by evaluation and calibration);
@@ -73,10 +75,12 @@ from napari_al.core.workflow.evaluation import (
 )
 from napari_al.core.workflow.examples import (
     JUDGED_IOU,
+    PseudoLabels,
     judged_boxes,
     judged_mask,
     labels_hash,
     load_rgb,
+    pseudo_label_examples,
     read_rows,
     training_examples,
 )
@@ -111,6 +115,7 @@ from napari_al.core.workflow.rounds import (
     first_round,
     run_round,
 )
+from napari_al.core.workflow.selftraining import flip_stable, pseudo_labels
 from napari_al.core.workflow.settings import (
     CALIBRATION_METHODS,
     WEIGHT_SOURCES,
@@ -145,6 +150,7 @@ __all__ = [
     "ClickSettings",
     "ModelSettings",
     "Progress",
+    "PseudoLabels",
     "QuerySettings",
     "RegionQuestion",
     "RegionSettings",
@@ -173,6 +179,7 @@ __all__ = [
     "evaluate_model",
     "first_round",
     "fit_missed_regressor",
+    "flip_stable",
     "from_args",
     "has_model",
     "images_to_predict",
@@ -192,6 +199,8 @@ __all__ = [
     "probability_of_yes",
     "propose_click_box",
     "propose_refined_box",
+    "pseudo_label_examples",
+    "pseudo_labels",
     "rank_pool",
     "read_rows",
     "record_click",

@@ -386,6 +386,13 @@ class VerifyRule:
                 out[i] = cal.map_for(name)(np.asarray([float(b.score)]))[0]
         return out
 
+    def probability_of_scores(
+        self, scores: np.ndarray, classes: list[str], version: int | None
+    ) -> np.ndarray:
+        """P(yes) (N,) float64 of fresh predictions of model ``version``: ``scores`` (N,) and
+        class names (N,), mapped as :meth:`probability` maps stored boxes."""
+        return self._calibration(version).predict(np.asarray(scores, np.float64), classes)
+
     def mask(self, boxes: Iterable[BoxRow]) -> np.ndarray:
         """(N,) bool: whether each box is shown / asked about."""
         rows = list(boxes)

@@ -33,6 +33,11 @@ and proposals at IoU >= 0.5 with it; the engine drops it where it overlaps a lab
 the image's unverified predictions of that class centred in it are not noisy labels (the
 answer says no unlabelled object of the class is there). It does not make other predictions
 or proposals (click, refined boxes) count as judged.
+
+Self-training (``TrainSettings.self_training``, off by default; :func:`pseudo_label_examples`,
+chosen by :mod:`napari_al.core.workflow.selftraining`): on a sample of *unreviewed* images,
+the model's confident predictions that are stable under a horizontal flip train as pseudo
+labels, damped by ``lambda_d`` like the noisy labels above.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -209,6 +215,76 @@ def _example(
         complete=review_state == "complete",
         loader=load_rgb,
     )
+
+
+@dataclass(frozen=True)
+class PseudoLabels:
+    """What self-training keeps of the model's predictions on one unreviewed image.
+
+    ``boxes`` ``(K, 4)`` float32 xyxy pixels and ``labels`` ``(K,)`` int64 0-based class
+    indices (the project's class order): the pseudo labels; ``uncertain`` ``(U, 4)`` float32:
+    the image's other predictions (not confident enough, or not stable under the flip), which
+    become ignore regions (no loss) rather than background.
+    """
+
+    boxes: np.ndarray
+    labels: np.ndarray
+    uncertain: np.ndarray
+
+
+def pseudo_label_examples(
+    store: ProjectStore,
+    snapshot: TrainingSnapshot,
+    pseudo: dict[int, PseudoLabels],
+    exclude_splits: Sequence[str] = HELD_OUT_SPLITS,
+) -> list[TrainingExample]:
+    """Training examples of self-training: one per ``unseen`` image of ``snapshot`` in
+    ``pseudo`` (image id -> :class:`PseudoLabels`) with at least one pseudo label.
+
+    Self-training "uses high-confidence predictions on unlabeled samples as if they were
+    actual annotations" (the survey, Active Learning and the Various Flavors of Supervision for
+    Object Detection, 2025, section Semi-Supervised Learning, after Zoph et al. 2020); here
+    "high confidence" is a calibrated P(yes) and agreement with the horizontally flipped image
+    (the equivariance Benenson's slides use for self-consistency, trusted where it holds). The
+    pseudo labels are noisy labels (``noisy`` True: weight ``lambda_d``, Desai et al. 2019
+    eq. 3): the same kind of unverified model box as on a partly reviewed image. The image is
+    not ``complete`` (background weighs ``partial_background_weight``, as on partly reviewed
+    images), and the survey's warning that self-training "reinforces possibly correct,
+    low-confidence predictions as background" is met by making the image's other predictions
+    ignore regions, except those a pseudo label explains (:func:`explained`: the engine drops
+    a box centred in an ignore region). A prediction on a box a person judged
+    (:func:`judged_mask`) is no pseudo label; the image's own ignore regions stay.
+    """
+    from napari_al.core.engine import TrainingExample
+
+    examples: list[TrainingExample] = []
+    for item in snapshot.images:
+        row = item.image
+        labels = pseudo.get(int(row.id))
+        if labels is None or row.split in exclude_splits or row.review_state != "unseen":
+            continue
+        seen = [b.xyxy for b in item.boxes if b.status in JUDGED_STATUSES or b.status == "pseudo"]
+        keep = ~judged_mask(labels.boxes, seen)
+        boxes = np.asarray(labels.boxes, np.float32).reshape(-1, 4)[keep]
+        if not len(boxes):
+            continue
+        uncertain = np.asarray(labels.uncertain, np.float32).reshape(-1, 4)
+        uncertain = uncertain[~explained(uncertain, boxes)]
+        ignore = [r.xyxy for r in item.ignore_regions]
+        examples.append(
+            TrainingExample(
+                path=store.abs_path(row),
+                boxes=boxes,
+                labels=np.asarray(labels.labels, np.int64).reshape(-1)[keep],
+                noisy=np.ones(len(boxes), bool),
+                ignore_regions=np.concatenate(
+                    [np.asarray(ignore, np.float32).reshape(-1, 4), uncertain]
+                ),
+                complete=False,
+                loader=load_rgb,
+            )
+        )
+    return examples
 
 
 def explained(

@@ -184,6 +184,21 @@ class TrainSettings:
         1.0, "weight (0-1) of background loss on partly reviewed images", minimum=0.0, maximum=1.0
     )
     threads: int | None = _opt(None, "torch CPU threads for the run (default: torch's)", minimum=1)
+    self_training: float | None = _opt(
+        None,
+        "self-training: lowest P(yes) (0-1; calibrated where the model version has a "
+        "calibration, else the raw score) of a prediction on an unreviewed image that trains "
+        "as a pseudo label, damped by lambda_d, if the horizontally flipped image's prediction "
+        "matches it (default: off; docs/strategies.md)",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    self_training_images: int = _opt(
+        20,
+        "self-training: most unreviewed images pseudo-labelled per run (a seeded random "
+        "sample), never more than the reviewed images that train",
+        minimum=1,
+    )
     augment: str = _opt(
         "hflip",
         "training augmentations, comma-separated: hflip, vflip (random flips), scale=F (input "

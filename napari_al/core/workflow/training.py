@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from napari_al.core.data import HUMAN_STATUSES
 from napari_al.core.store.lock import holds_project_lock
-from napari_al.core.workflow.examples import HELD_OUT_SPLITS, labels_hash, training_examples
+from napari_al.core.workflow.examples import (
+    HELD_OUT_SPLITS,
+    labels_hash,
+    pseudo_label_examples,
+    training_examples,
+)
 from napari_al.core.workflow.model import next_checkpoint_path
 from napari_al.core.workflow.settings import TrainSettings
 
@@ -72,7 +77,10 @@ def train_model(
 
     The run is ``settings.steps`` optimisation steps, or, when ``settings.epochs`` is set,
     that many passes over the informative training examples (one pass is
-    ``ceil(examples / batch_size)`` steps; the engine converts).
+    ``ceil(examples / batch_size)`` steps; the engine converts). With
+    ``settings.self_training`` set, pseudo-labelled unreviewed images join the examples
+    (:mod:`napari_al.core.workflow.selftraining`; recorded as ``pseudo_images`` and
+    ``pseudo_boxes`` in the version's metrics).
 
     A run that is cancelled, hits a non-finite loss or raises saves nothing, and the detector
     gets back the weights it had (those of the version it reports). On success the checkpoint
@@ -88,6 +96,8 @@ def train_model(
     snapshot = store.training_snapshot()
     effort = labelling_effort(store)
     examples = training_examples(store, snapshot, noisy_min_score=s.noisy_min_score)
+    pseudo = _self_training_examples(store, snapshot, detector, s, len(examples), should_stop)
+    examples += pseudo
     kwargs: dict[str, Any] = {
         "partial_background_weight": s.partial_background_weight,
         "augment": s.augment,
@@ -127,6 +137,8 @@ def train_model(
         "steps": result.steps,
         "final_loss": float(result.losses[-1]) if result.losses else None,
         "examples": len(examples),
+        "pseudo_images": len(pseudo),
+        "pseudo_boxes": sum(len(e.boxes) for e in pseudo),
         "labels_hash": labels_hash(snapshot),
         "last_action_id": snapshot.last_action_id,
         "trained_at": time.time(),
@@ -140,3 +152,21 @@ def train_model(
     outcome.checkpoint = path
     outcome.metrics = metrics
     return outcome
+
+
+def _self_training_examples(
+    store: ProjectStore,
+    snapshot: Any,
+    detector: Detector,
+    s: TrainSettings,
+    reviewed: int,
+    should_stop: ShouldStop | None,
+) -> list[Any]:
+    """Pseudo-labelled unreviewed images (:mod:`napari_al.core.workflow.selftraining`); none
+    when ``s.self_training`` is None."""
+    if s.self_training is None:
+        return []
+    from napari_al.core.workflow.selftraining import pseudo_labels
+
+    labels = pseudo_labels(store, snapshot, detector, s, reviewed, should_stop)
+    return pseudo_label_examples(store, snapshot, labels)
