@@ -85,6 +85,15 @@ def add_arguments(p: Any) -> None:
         metavar="MIN",
         help="before drawing missed objects, ask yes/no about uncovered predictions >= MIN",
     )
+    _add_question_arguments(p)
+    p.add_argument("--report-only", action="store_true", help="redo plot and table from the CSV")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", required=True, metavar="DIR")
+
+
+def _add_question_arguments(p: Any) -> None:
+    """The flags of how the simulated person answers (issue 13): rich answers, missed objects,
+    self-training."""
     p.add_argument(
         "--rich-answers",
         action="store_true",
@@ -113,9 +122,6 @@ def add_arguments(p: Any) -> None:
         metavar="N",
         help="most unreviewed images pseudo-labelled per training (default 20)",
     )
-    p.add_argument("--report-only", action="store_true", help="redo plot and table from the CSV")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--out", required=True, metavar="DIR")
 
 
 def config_from_args(args: Any) -> SimConfig:
