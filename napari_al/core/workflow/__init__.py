@@ -5,7 +5,7 @@ functions and nothing below them for a round (``docs/architecture.md``):
 
 - settings: :class:`ModelSettings`, :class:`TrainSettings`, :class:`QuerySettings`,
   :class:`SuggestSettings`, :class:`CalibrationSettings`, :class:`ClickSettings`,
-  :class:`RoundSettings` (one default per field);
+  :class:`RoundSettings` (one default per field); :class:`TileSettings` (large images);
 - model: :func:`load_model`, :func:`checkpoint_path`, :func:`describe`;
 - examples: :func:`training_examples`, :func:`judged_mask` (the one "already judged" rule);
 - steps: :func:`train_model`, :func:`predict_images`, :func:`evaluate_model`,
@@ -109,6 +109,7 @@ from napari_al.core.workflow.settings import (
     ModelSettings,
     QuerySettings,
     SuggestSettings,
+    TileSettings,
     TrainSettings,
     add_arguments,
     from_args,
@@ -141,6 +142,7 @@ __all__ = [
     "SplitPredictions",
     "SuggestSettings",
     "Suggestion",
+    "TileSettings",
     "TrainOutcome",
     "TrainSettings",
     "VerifyRule",
