@@ -238,6 +238,24 @@ def test_lazy_windows_are_the_pixels_read_whole(tmp_path: Path, shape, dtype, kw
     np.testing.assert_array_equal(rgb, to_rgb_uint8(whole)[0:700, 0:900])  # same limits here
 
 
+def test_ome_tiff_pyramid_reads_lazily(tmp_path: Path) -> None:
+    data = RNG.integers(0, 256, (4200, 4100, 3), dtype=np.uint8)
+    path = tmp_path / "scan.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        opts = {"tile": (256, 256), "compression": "zlib", "photometric": "rgb"}
+        tw.write(data, subifds=2, metadata={"axes": "YXS"}, **opts)
+        tw.write(data[::2, ::2], subfiletype=1, **opts)
+        tw.write(data[::4, ::4], subfiletype=1, **opts)
+    with tifffile.TiffFile(path) as tf:
+        assert tf.is_ome
+    with LazyImage(path) as image:
+        assert image.levels == [(4200, 4100), (2100, 2050), (1050, 1025)]
+        np.testing.assert_array_equal(image[4000:4200, 10:300], data[4000:4200, 10:300])
+        (full, half, _) = image.dask_levels()
+        np.testing.assert_array_equal(np.asarray(half[5:9, 7:11]), data[10:18:2, 14:22:2])
+        assert full.shape == data.shape
+
+
 def test_small_or_single_strip_images_are_read_whole(tmp_path: Path) -> None:
     small = tmp_path / "small.tif"
     tifffile.imwrite(small, np.zeros((300, 400), np.uint8), tile=(128, 128))
@@ -346,3 +364,20 @@ def test_a_25000_px_image_imports_and_predicts_without_being_read_whole(
         (row,) = store.images()
         boxes = sorted(b.xyxy for b in store.boxes(image_id=row.id, statuses=("predicted",)))
     assert boxes == sorted((x, y, x + s, y + s) for x, y, s in squares)
+
+
+def test_a_labelled_image_too_large_to_read_whole_is_left_out_of_training(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from napari_al.core.data import BoxRecord, Dataset, ImageRecord
+    from napari_al.core.store import ProjectStore
+    from napari_al.core.workflow import training_examples
+
+    big = _sparse_tiff(tmp_path / "big.tif", 25_000, [(100, 100, 30)])
+    rec = ImageRecord(big, 25_000, 25_000, [BoxRecord(100, 100, 130, 130, "cell")], annotated=True)
+    with ProjectStore.create(tmp_path / "p") as store:
+        store.import_dataset(Dataset(["cell"], [rec]))
+        assert [r.review_state for r in store.images()] == ["complete"]
+        with caplog.at_level("WARNING"):
+            assert training_examples(store, store.training_snapshot()) == []
+    assert "left out of training: larger than 20000 px per side" in caplog.text

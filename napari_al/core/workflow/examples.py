@@ -39,6 +39,7 @@ import numpy as np
 
 from napari_al.core.boxes import box_iou, inside_fraction
 from napari_al.core.data import CLICK_SOURCE, HUMAN_STATUSES, OBJECT_SOURCES, REFINED_SOURCE
+from napari_al.core.images import MAX_SIDE
 
 if TYPE_CHECKING:
     from napari_al.core.engine import TrainingExample
@@ -129,7 +130,9 @@ def training_examples(
     judged (:func:`judged_mask`; a prediction on an unconfirmed click box counts as judged);
     rejected boxes are background, except a rejected click box, which is ignored (module
     docstring); ignore regions give no loss; a ``complete`` image with no boxes is a negative.
-    ``unseen`` images teach nothing yet. Examples that teach nothing are left out.
+    ``unseen`` images teach nothing yet. Examples that teach nothing are left out, and so
+    are images over :data:`~napari_al.core.images.MAX_SIDE` px per side (a logged warning):
+    training reads images whole.
     """
 
     index = {c.id: i for i, c in enumerate(snapshot.classes)}
@@ -137,6 +140,15 @@ def training_examples(
     for item in snapshot.images:
         row = item.image
         if row.split in exclude_splits or row.review_state == "unseen":
+            continue
+        if max(row.width, row.height) > MAX_SIDE:  # read whole in training: not until tiled
+            log.warning(
+                "image %d (%s) left out of training: larger than %d px per side "
+                "(docs/large-images.md)",
+                row.id,
+                row.path,
+                MAX_SIDE,
+            )
             continue
         example = _example(store.abs_path(row), row.review_state, item, index, noisy_min_score)
         if example.informative:
