@@ -144,6 +144,8 @@ class FakeWorkflow:
         should_stop=None,
         batch_size=2,
         on_skip=None,
+        tiles=None,
+        tile_progress=None,
     ):
         self.calls.append("predict")
         ids = workflow.images_to_predict(store) if image_ids is None else list(image_ids)

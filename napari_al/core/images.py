@@ -9,6 +9,12 @@ image, so a truncated file is left out there rather than failing a training run 
 Every problem with a file (missing, empty, truncated, not an image, too large) raises
 :class:`ImageReadError` whose message starts with the path, never a raw Pillow/tifffile trace.
 
+Sizes: :func:`read_image` reads an image whole, up to :data:`MAX_SIDE` px per side. A tiled (or
+finely stripped) TIFF may be larger, up to :data:`MAX_LAZY_SIDE`: :func:`image_size` and
+:func:`check_pixels` accept it, and :mod:`napari_al.core.lazy_images` reads it window by window
+(prediction tiles it; docs/large-images.md). Whether a TIFF can be read that way is
+:func:`tiff_chunk_pixels` (each strip or tile is decoded whole, so it must be small).
+
 EXIF orientation is applied everywhere (pixels by :func:`read_image`, sizes by
 :func:`image_size`): a JPEG stored as 60x40 px with EXIF Orientation 6 is a 40x60 image, as
 browsers, phones, Pillow's ``ImageOps.exif_transpose`` and the annotation tools that write
@@ -35,9 +41,22 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", "
 
 _TIFF_EXTENSIONS = (".tif", ".tiff")
 
-#: Images with a side longer than this are refused (a detector cannot use them whole, and a
-#: forged header must not make us allocate gigabytes).
+#: Images with a side longer than this are never read whole (a detector cannot use them whole,
+#: and a forged header must not make us allocate gigabytes): such an image is refused unless it
+#: is a TIFF stored in small strips or tiles, read window by window
+#: (:mod:`napari_al.core.lazy_images`).
 MAX_SIDE = 20_000
+#: Largest side, pixels, of a TIFF read window by window (whole-slide scans reach ~150,000 px).
+MAX_LAZY_SIDE = 500_000
+#: Largest strip or tile, pixels (height x width), of a TIFF read window by window: each one is
+#: decoded whole, so a larger one would be read in one piece (64 MB as 16-bit RGB at this size).
+MAX_CHUNK_PIXELS = 4096 * 4096 // 2
+
+#: How to make an image readable window by window (the advice of a too-large image's error).
+TILED_TIFF_ADVICE = (
+    "save it as a tiled TIFF (e.g. tifffile.imwrite(path, data, tile=(512, 512), "
+    "compression='zlib')) to have it read tile by tile"
+)
 
 
 class ImageReadError(ValueError):
@@ -73,14 +92,33 @@ def _check_file(path: Path) -> None:
         raise ImageReadError(f"{path}: cannot open ({e})") from None
 
 
-def _check_side(path: Path, width: int, height: int) -> None:
+def _check_side(path: Path, width: int, height: int, *, chunk_pixels: int | None = None) -> None:
+    """Refuse an invalid size, or a side over :data:`MAX_SIDE` unless ``chunk_pixels`` (a TIFF's
+    strip or tile size, :func:`tiff_chunk_pixels`) lets it be read window by window, up to
+    :data:`MAX_LAZY_SIDE`."""
     if width <= 0 or height <= 0:
         raise ImageReadError(f"{path}: invalid image size {width}x{height}")
-    if max(width, height) > MAX_SIDE:
+    side = max(width, height)
+    if side <= MAX_SIDE:
+        return
+    if chunk_pixels is not None and chunk_pixels <= MAX_CHUNK_PIXELS:
+        if side <= MAX_LAZY_SIDE:
+            return
         raise ImageReadError(
-            f"{path}: image is {width}x{height} px, larger than the {MAX_SIDE} px per side "
-            "this tool accepts; tile or downscale it first"
+            f"{path}: image is {width}x{height} px, larger than the {MAX_LAZY_SIDE} px per side "
+            "this tool reads; crop or downscale it first"
         )
+    raise ImageReadError(
+        f"{path}: image is {width}x{height} px, larger than the {MAX_SIDE} px per side this "
+        f"tool reads whole; {TILED_TIFF_ADVICE}"
+    )
+
+
+def tiff_chunk_pixels(page: Any) -> int:
+    """Pixels (height x width) of one strip or tile of a ``tifffile.TiffPage``: what reading
+    any window of it decodes at least."""
+    chunks = tuple(int(c) for c in page.chunks)
+    return chunks[0] * chunks[1] if len(chunks) >= 2 else int(page.imagewidth)
 
 
 def _open_pil(path: Path):
@@ -144,7 +182,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
     The size is that of the upright view: EXIF orientations 5-8 swap width and height. For a
     compressed TIFF the first strip or tile is decoded too (LZW, Deflate, JPEG... need the
-    ``imagecodecs`` package, a dependency), so an undecodable TIFF is refused here.
+    ``imagecodecs`` package, a dependency), so an undecodable TIFF is refused here. Sides over
+    :data:`MAX_SIDE` are refused, except in a TIFF of small strips or tiles (up to
+    :data:`MAX_LAZY_SIDE`; see the module).
     """
     path = Path(path)
     _check_file(path)
@@ -155,6 +195,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
             with tifffile.TiffFile(path) as tf:
                 page = tf.pages.first
                 width, height = int(page.imagewidth), int(page.imagelength)
+                _check_side(path, width, height, chunk_pixels=tiff_chunk_pixels(page))
                 _check_tiff_decodable(path, tf, page)
         except ImageReadError:
             raise
@@ -169,7 +210,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
             width, height = im.size
             if _exif_orientation(im) in _SWAPPING_ORIENTATIONS:
                 width, height = height, width
-    _check_side(path, width, height)
+        _check_side(path, width, height)
     return int(width), int(height)
 
 
@@ -288,7 +329,7 @@ def _read_tiff(path: Path) -> np.ndarray:
     try:
         with tifffile.TiffFile(path) as tf:
             page = tf.pages.first
-            _check_side(path, int(page.imagewidth), int(page.imagelength))
+            _check_whole_read(path, page)
             n_pages = len(tf.pages)
             axes = page.axes
             arr = page.asarray()
@@ -314,13 +355,27 @@ def _read_tiff(path: Path) -> np.ndarray:
     return _normalise_channels(path, _native(arr))
 
 
+def _check_whole_read(path: Path, page: Any) -> None:
+    """Refuse to read a TIFF page whole when it has a side over :data:`MAX_SIDE`."""
+    width, height = int(page.imagewidth), int(page.imagelength)
+    _check_side(path, width, height, chunk_pixels=tiff_chunk_pixels(page))
+    if max(width, height) > MAX_SIDE:  # readable window by window, not whole
+        raise ImageReadError(
+            f"{path}: image is {width}x{height} px, larger than the {MAX_SIDE} px per side "
+            "read whole: prediction reads it tile by tile (docs/large-images.md), showing it "
+            "and training on it are not supported yet"
+        )
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image as stored: ``(H, W)`` greyscale or ``(H, W, 3)`` RGB, any dtype.
 
     The pixels are those of the upright view (EXIF orientation applied, see the module).
     16-bit and float data keep their dtype (use :func:`to_rgb_uint8` for the detector); alpha is
     dropped; palette and bilevel images become uint8. A multi-page TIFF gives its first page
-    with an :class:`ImageReadWarning`. Raises :class:`ImageReadError` for any unreadable file.
+    with an :class:`ImageReadWarning`. Raises :class:`ImageReadError` for any unreadable file,
+    and for an image with a side over :data:`MAX_SIDE` (a tiled TIFF that large is read window
+    by window instead: :mod:`napari_al.core.lazy_images`).
     """
     path = Path(path)
     _check_file(path)
@@ -353,16 +408,41 @@ def to_rgb_uint8(arr: np.ndarray, percentiles: tuple[float, float] = (0.1, 99.9)
     return np.ascontiguousarray(a)
 
 
+#: Intensity limits are estimated on about this many pixels (a strided sample).
+LIMIT_SAMPLE_PIXELS = 1e6
+
+
+def sample_step(height: int, width: int) -> int:
+    """Stride of the ~:data:`LIMIT_SAMPLE_PIXELS` sample the intensity limits come from."""
+    return max(1, int(np.sqrt(height * width / LIMIT_SAMPLE_PIXELS)))
+
+
+def intensity_limits(
+    sample: np.ndarray, percentiles: tuple[float, float] = (0.1, 99.9)
+) -> tuple[float, float] | None:
+    """The ``percentiles`` of the finite values of ``sample`` (any shape), the intensities that
+    :func:`to_rgb_uint8` maps to 0 and 255; ``None`` when there is no finite value or the
+    limits are equal (the image becomes black)."""
+    values = np.asarray(sample, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return None
+    lo, hi = np.percentile(values, percentiles)
+    return (lo, hi) if hi > lo else None
+
+
 def _rescale_to_uint8(a: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
     # estimate the limits on at most ~1M pixels: exact enough and fast on huge images
-    step = max(1, int(np.sqrt(a.shape[0] * a.shape[1] / 1e6)))
-    sample = np.asarray(a[::step, ::step], dtype=np.float64)
-    sample = sample[np.isfinite(sample)]
-    if sample.size == 0:
+    step = sample_step(a.shape[0], a.shape[1])
+    return scale_to_uint8(a, intensity_limits(a[::step, ::step], percentiles))
+
+
+def scale_to_uint8(a: np.ndarray, limits: tuple[float, float] | None) -> np.ndarray:
+    """``a`` (any shape, any real dtype) mapped linearly from ``limits`` (lo, hi) to 0-255 uint8,
+    clipped, NaN to 0; ``None`` limits give zeros (:func:`intensity_limits`)."""
+    if limits is None:
         return np.zeros(a.shape, np.uint8)
-    lo, hi = np.percentile(sample, percentiles)
-    if not hi > lo:
-        return np.zeros(a.shape, np.uint8)
+    lo, hi = limits
     out = a.astype(np.float32)
     out -= np.float32(lo)
     out *= np.float32(255.0 / (hi - lo))

@@ -17,6 +17,7 @@ Modules:
 - :mod:`~napari_al.core.engine.losses`: partial-label losses (Desai et al., eq. 3);
 - :mod:`~napari_al.core.engine.inference`: image tensors, raw detections, default thresholds;
 - :mod:`~napari_al.core.engine.views`: MC dropout, flipped, noisy and ensemble views;
+- :mod:`~napari_al.core.engine.tiling`: large images predicted window by window at native scale;
 - :mod:`~napari_al.core.engine.training`: fine-tuning on partially labeled images;
 - :mod:`~napari_al.core.engine.checkpoints`: atomic, weights-only checkpoints;
 - :mod:`~napari_al.core.engine.device`: device choice, autocast, CPU threads.

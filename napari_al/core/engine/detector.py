@@ -22,6 +22,9 @@ detection by Miller et al.) reruns only the box head over cached RoI-pooled feat
 flipped view is mapped back to original pixels; candidates use a low threshold and more boxes
 per image (Desai et al.: maximise recall).
 
+:meth:`Detector.predict_tiled` predicts a large image window by window at the model's native
+scale (:mod:`napari_al.core.engine.tiling`).
+
 How a detector is built and where its initial weights come from: :mod:`napari_al.core.engine.build`.
 """
 
@@ -42,7 +45,7 @@ from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import boxes as box_ops
 
 from napari_al.core.data import Predictions, ScoringViews
-from napari_al.core.engine import views
+from napari_al.core.engine import tiling, views
 from napari_al.core.engine.build import DEFAULT_ARCH, DetectorConfig, build_model
 from napari_al.core.engine.device import autocast, select_device
 from napari_al.core.engine.inference import (
@@ -343,6 +346,37 @@ class Detector:
                 to_predictions(r, self.num_classes) for r in self.infer_raw(batch, thr, dets)
             )
         return out
+
+    def predict_tiled(
+        self,
+        image: Any,
+        *,
+        overlap: int,
+        tile: tuple[int, int] | None = None,
+        score_threshold: float | None = None,
+        candidate: bool = False,
+        batch_size: int = 4,
+        progress: ProgressCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Predictions | None:
+        """Rich predictions of one large image, window by window at the model's native scale,
+        windows overlapping by ``overlap`` pixels and merged with class-aware NMS
+        (:func:`napari_al.core.engine.tiling.predict_tiled`, whose docstring gives the rule).
+
+        ``image`` ``(H, W, 3)`` uint8 supports ``image[y0:y1, x0:x1]`` (a numpy array, or a
+        lazy reader that decodes only that window); ``progress(windows done, total)``; None
+        when ``should_stop()`` fired."""
+        return tiling.predict_tiled(
+            self,
+            image,
+            overlap=overlap,
+            tile=tile,
+            score_threshold=score_threshold,
+            candidate=candidate,
+            batch_size=batch_size,
+            progress=progress,
+            should_stop=should_stop,
+        )
 
     @staticmethod
     def _thresholds(

@@ -6,6 +6,7 @@ functions and nothing below them for a round (``docs/architecture.md``):
 - settings: :class:`ModelSettings`, :class:`TrainSettings`, :class:`QuerySettings`,
   :class:`SuggestSettings`, :class:`CalibrationSettings`, :class:`ClickSettings`,
   :class:`RegionSettings`, :class:`RoundSettings` (one default per field);
+  :class:`TileSettings` (large images);
 - model: :func:`load_model`, :func:`checkpoint_path`, :func:`describe`;
 - examples: :func:`training_examples`, :func:`judged_mask` (the one "already judged" rule);
   self-training on unreviewed images: :func:`pseudo_labels` (confident and stable under a
@@ -125,6 +126,7 @@ from napari_al.core.workflow.settings import (
     QuerySettings,
     RegionSettings,
     SuggestSettings,
+    TileSettings,
     TrainSettings,
     add_arguments,
     from_args,
@@ -160,6 +162,7 @@ __all__ = [
     "SplitPredictions",
     "SuggestSettings",
     "Suggestion",
+    "TileSettings",
     "TrainOutcome",
     "TrainSettings",
     "VerifyRule",

@@ -59,6 +59,7 @@ from napari_al.core.data import (
     REFINED_SOURCE,
     REGION_SOURCE,
 )
+from napari_al.core.images import MAX_SIDE
 from napari_al.core.regions import inside
 
 if TYPE_CHECKING:
@@ -152,7 +153,9 @@ def training_examples(
     docstring); a region answered "no" is background and keeps the predictions of its class
     centred in it from being noisy labels (module docstring); ignore regions give no loss; a
     ``complete`` image with no boxes is a negative. ``unseen`` images teach nothing yet.
-    Examples that teach nothing are left out.
+    Examples that teach nothing are left out, and so are images over
+    :data:`~napari_al.core.images.MAX_SIDE` px per side (a logged warning): training reads
+    images whole.
     """
 
     index = {c.id: i for i, c in enumerate(snapshot.classes)}
@@ -160,6 +163,15 @@ def training_examples(
     for item in snapshot.images:
         row = item.image
         if row.split in exclude_splits or row.review_state == "unseen":
+            continue
+        if max(row.width, row.height) > MAX_SIDE:  # read whole in training: not until tiled
+            log.warning(
+                "image %d (%s) left out of training: larger than %d px per side "
+                "(docs/large-images.md)",
+                row.id,
+                row.path,
+                MAX_SIDE,
+            )
             continue
         example = _example(store.abs_path(row), row.review_state, item, index, noisy_min_score)
         if example.informative:

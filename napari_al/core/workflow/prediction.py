@@ -3,22 +3,34 @@
 Which images: those a person may still review (not ``complete``), pool first, then the other
 splits, in id order; the image on screen can be moved to the front. Human boxes are never
 touched (``store.replace_predictions`` replaces only an image's ``predicted`` boxes).
+
+How: an image with a side longer than ``TileSettings.tile_above`` (its size in the store) is
+predicted tile by tile at the model's native scale (``Detector.predict_tiled``,
+:mod:`napari_al.core.engine.tiling`), its pixels read window by window when it is a large
+tiled TIFF (:func:`napari_al.core.lazy_images.open_rgb`); every other image is read whole and
+predicted in batches as before, bit for bit (docs/large-images.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
+from napari_al.core.images import ImageReadError
 from napari_al.core.store.lock import holds_project_lock
-from napari_al.core.workflow.examples import OnSkip, read_rows
+from napari_al.core.workflow.examples import OnSkip, _warn_skip, read_rows
+from napari_al.core.workflow.settings import TileSettings
 
 if TYPE_CHECKING:
+    from napari_al.core.data import Predictions
     from napari_al.core.engine import Detector
-    from napari_al.core.store import ProjectStore
+    from napari_al.core.store import ImageRow, ProjectStore
 
 #: Called with (images done, images in total).
 Progress = Callable[[int, int], None]
+#: Called with (image id, tiles done, tiles in total) while a large image is predicted.
+TileProgress = Callable[[int, int, int], None]
 ShouldStop = Callable[[], bool]
 
 
@@ -41,6 +53,45 @@ def images_to_predict(
     return ids
 
 
+def is_tiled(row: ImageRow, tiles: TileSettings) -> bool:
+    """Whether an image is predicted tile by tile: a side over ``tiles.tile_above`` px."""
+    return max(int(row.width), int(row.height)) > tiles.tile_above
+
+
+def predict_large(
+    store: ProjectStore,
+    detector: Detector,
+    row: ImageRow,
+    tiles: TileSettings,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: ShouldStop | None = None,
+) -> Predictions | None:
+    """One image's predictions, tile by tile (``Detector.predict_tiled``), read window by window
+    when it is a large tiled TIFF. None when ``should_stop`` fired. Raises OSError or
+    :class:`~napari_al.core.images.ImageReadError` when the image cannot be read, ValueError
+    when ``tiles.overlap`` is not smaller than the model's tile."""
+    from napari_al.core.lazy_images import open_rgb
+
+    with open_rgb(store.abs_path(row)) as pixels:
+        return detector.predict_tiled(
+            pixels, overlap=tiles.overlap, progress=progress, should_stop=should_stop
+        )
+
+
+def _store(
+    store: ProjectStore, row: ImageRow, p: Predictions, class_ids: list[int], version: int | None
+) -> None:
+    store.replace_predictions(
+        row.id,
+        [
+            (tuple(map(float, p.boxes[i])), class_ids[int(p.labels[i])], float(p.scores[i]))
+            for i in range(len(p))
+        ],
+        version,
+    )
+
+
 @holds_project_lock("predicting")
 def predict_images(
     store: ProjectStore,
@@ -51,38 +102,52 @@ def predict_images(
     should_stop: ShouldStop | None = None,
     batch_size: int = 2,
     on_skip: OnSkip | None = None,
+    tiles: TileSettings | None = None,
+    tile_progress: TileProgress | None = None,
 ) -> list[int]:
     """Predict ``image_ids`` (default: :func:`images_to_predict`) and store the boxes.
 
+    Images with a side over ``tiles.tile_above`` (default :class:`TileSettings`) are predicted
+    one at a time, tile by tile (:func:`predict_large`), reporting ``tile_progress(image id,
+    tiles done, tiles in total)``; the others in batches of ``batch_size``, as they always were.
     Each image's predictions are written in one transaction, tagged with the detector's model
-    version. Returns the ids predicted, in order: fewer than asked when ``should_stop`` fired,
-    or when an image could not be read (reported to ``on_skip`` and skipped). Runs holding
-    the project lock (:class:`~napari_al.core.store.ProjectBusyError` when another run has it).
+    version. Returns the ids predicted, in order: fewer than asked when ``should_stop`` fired
+    (checked between batches and between tiles), or when an image could not be read (reported
+    to ``on_skip`` and skipped). ``progress(images done, total)`` after each batch. Runs
+    holding the project lock (:class:`~napari_al.core.store.ProjectBusyError` when another
+    run has it).
     """
+    tiles = tiles or TileSettings()
     ids = images_to_predict(store) if image_ids is None else list(image_ids)
     rows = [store.image(i) for i in ids]
-    classes = store.classes()
+    class_ids = [c.id for c in store.classes()]
     version = detector.model_version or None
     done: list[int] = []
-    for start in range(0, len(rows), batch_size):
+    start = 0
+    while start < len(rows):
         if should_stop is not None and should_stop():
             break
-        batch, pixels = read_rows(store, rows[start : start + batch_size], on_skip)
-        preds = detector.predict(pixels) if pixels else []
-        for row, p in zip(batch, preds, strict=True):
-            store.replace_predictions(
-                row.id,
-                [
-                    (
-                        tuple(map(float, p.boxes[i])),
-                        classes[int(p.labels[i])].id,
-                        float(p.scores[i]),
-                    )
-                    for i in range(len(p))
-                ],
-                version,
-            )
+        if is_tiled(rows[start], tiles):
+            row, start = rows[start], start + 1
+            report = None if tile_progress is None else partial(tile_progress, row.id)
+            try:
+                pred = predict_large(
+                    store, detector, row, tiles, progress=report, should_stop=should_stop
+                )
+            except (OSError, ImageReadError) as exc:
+                (on_skip or _warn_skip)(int(row.id), f"{store.abs_path(row)}: {exc}")
+                pred = None
+            results = [] if pred is None else [(row, pred)]
+        else:
+            end = start
+            while end < min(len(rows), start + batch_size) and not is_tiled(rows[end], tiles):
+                end += 1
+            batch, pixels = read_rows(store, rows[start:end], on_skip)
+            results = list(zip(batch, detector.predict(pixels) if pixels else [], strict=True))
+            start = end
+        for row, p in results:
+            _store(store, row, p, class_ids, version)
             done.append(row.id)
         if progress is not None:
-            progress(min(start + batch_size, len(rows)), len(rows))
+            progress(start, len(rows))
     return done

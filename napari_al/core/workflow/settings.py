@@ -13,6 +13,7 @@ simulator pass instances. Each field's help text (``metadata["help"]``) states i
 - :class:`CalibrationSettings`: how detection scores become P(a person accepts the box).
 - :class:`ClickSettings`: how a centre click becomes a box.
 - :class:`RegionSettings`: which regions get the question "any more <class> here?".
+- :class:`TileSettings`: which images are predicted tile by tile, with what overlap.
 """
 
 from __future__ import annotations
@@ -366,6 +367,28 @@ class CalibrationSettings:
         "judged boxes to fit on: those of the newest model versions first, whole versions at a "
         "time, until at least this many",
         minimum=1,
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class TileSettings:
+    """Large images are predicted tile by tile at the model's native scale
+    (:mod:`napari_al.core.engine.tiling`, docs/large-images.md)."""
+
+    tile_above: int = _opt(
+        4096,
+        "images with a side longer than this, pixels, are predicted tile by tile at the "
+        "model's input size instead of shrunk whole to it",
+        minimum=1,
+    )
+    overlap: int = _opt(
+        64,
+        "overlap of neighbouring tiles, pixels: at least the side of the largest object "
+        "(a larger one can be found in two pieces); below the model's shorter input side",
+        minimum=0,
     )
 
     def __post_init__(self) -> None:

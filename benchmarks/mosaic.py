@@ -1,0 +1,401 @@
+"""Large-image benchmark: a mosaic of BCCD test images, imported and predicted tile by tile.
+
+Builds a ``grid x grid`` mosaic of BCCD ``test`` images (640 x 480 px each; 30 x 30 gives
+19,200 x 14,400 px, issue 14; the 72 test images are repeated in a seeded order), written as a
+tiled (512 px), pyramidal (SubIFDs, each level half the one above), zlib-compressed RGB TIFF,
+never whole in memory, with the images' boxes shifted into mosaic pixels
+(``OUT/mosaic_boxes.json``). Then, each step in its own process so that its peak RSS is its
+own (``os.wait4``'s ``ru_maxrss``):
+
+1. **import**: ``napari-al init OUT/project`` on the folder holding the mosaic, then
+   ``napari-al add-class`` with the model's classes;
+2. **predict**: ``workflow.predict_images`` on the mosaic (tile by tile at the model's native
+   scale, ``--overlap`` px; ``docs/large-images.md``; tiled whatever ``--grid``: the benchmark
+   sets ``TileSettings.tile_above`` to one image's side), timed;
+3. **separate**: the same model on the distinct test images of the mosaic, whole, in batches
+   of 4, timed; the sum of per-image times is that time scaled to the mosaic's placements.
+
+mAP@0.5 (pycocotools, :func:`napari_al.core.evaluation.evaluate`) of the mosaic's predictions
+is computed per placement: each predicted box goes to the placement holding its centre, in that
+image's pixels, against the image's own boxes (a mosaic of 12,000 boxes as one COCO image would
+need a 30,000 x 12,000 IoU matrix). The separate images are evaluated on the same placements
+(each distinct image's predictions repeated), so both sides have the same ground truth.
+Display (the viewer's multiscale layer) is not built yet: its RSS is not measured.
+
+The model: ``--checkpoint PATH`` (a ``napari-al`` checkpoint, e.g. ``PROJECT/models/...pt``),
+else one trained here once on BCCD ``train`` with the workflow's defaults for a new model
+(coco-mnv2 weights, input 480 x 640, ``--steps``), kept as ``OUT/model.pt``.
+
+Examples::
+
+    python benchmarks/mosaic.py --out bench-out/mosaic --grid 3 --steps 20   # a quick check
+    python benchmarks/mosaic.py --out bench-out/mosaic --device cuda --json mosaic.json
+
+Needs ../shared/datasets/bccd (``--data``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+#: BCCD image size, pixels (every image is 640 x 480).
+CELL_W, CELL_H = 640, 480
+#: Tile side of the written TIFF, pixels.
+TIFF_TILE = 512
+
+
+# ---- the mosaic ---------------------------------------------------------------------------
+
+
+def _test_images(data: Path) -> tuple[list[str], list[Any]]:
+    from napari_al.core.formats import read_dataset
+
+    ds = read_dataset(data, "voc")
+    test = sorted((im for im in ds.images if im.split == "test"), key=lambda im: str(im.path))
+    if not test:
+        raise SystemExit(f"{data}: no test split (ImageSets/Main/test.txt)")
+    bad = [im.path for im in test if (im.width, im.height) != (CELL_W, CELL_H)]
+    if bad:
+        raise SystemExit(f"{bad[0]}: not {CELL_W} x {CELL_H} px; the mosaic needs equal cells")
+    return list(ds.classes), test
+
+
+def _levels(grid: int) -> int:
+    """Reduced pyramid levels: halve while the level stays over one tile and cells divide."""
+    n, h = 0, grid * CELL_H
+    while h // 2 >= TIFF_TILE and CELL_H % (2 ** (n + 1)) == 0 and CELL_W % (2 ** (n + 1)) == 0:
+        n, h = n + 1, h // 2
+    return n
+
+
+def _cell_pixels(paths: list[Path], level: int) -> dict[Path, np.ndarray]:
+    from PIL import Image
+
+    from napari_al.core.workflow import load_rgb
+
+    out = {}
+    for p in dict.fromkeys(paths):
+        img = load_rgb(p)
+        if level:
+            size = (CELL_W >> level, CELL_H >> level)
+            img = np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BOX))
+        out[p] = img
+    return out
+
+
+def _tiles(placed: list[list[Path]], level: int) -> Iterator[np.ndarray]:
+    """The level's tiles, row by row, composed one band of tile rows at a time."""
+    grid = len(placed)
+    ch, cw = CELL_H >> level, CELL_W >> level
+    height, width = grid * ch, grid * cw
+    pixels = _cell_pixels([p for row in placed for p in row], level)
+    for y0 in range(0, height, TIFF_TILE):
+        band = np.zeros((TIFF_TILE, -(-width // TIFF_TILE) * TIFF_TILE, 3), np.uint8)
+        for r in range(y0 // ch, min(grid, -(-(y0 + TIFF_TILE) // ch))):
+            top, bottom = max(y0, r * ch), min(y0 + TIFF_TILE, (r + 1) * ch, height)
+            for c in range(grid):
+                img = pixels[placed[r][c]]
+                band[top - y0 : bottom - y0, c * cw : (c + 1) * cw] = img[
+                    top - r * ch : bottom - r * ch
+                ]
+        for x0 in range(0, width, TIFF_TILE):
+            yield band[:, x0 : x0 + TIFF_TILE]
+
+
+def build_mosaic(data: Path, out: Path, grid: int, seed: int) -> dict[str, Any]:
+    """Write ``out/project/mosaic.tif`` and ``out/mosaic_boxes.json``; returns the latter."""
+    import tifffile
+
+    classes, test = _test_images(data)
+    order = np.random.default_rng(seed).permutation(len(test))
+    recs = [test[order[i % len(test)]] for i in range(grid * grid)]
+    placed = [[Path(recs[r * grid + c].path) for c in range(grid)] for r in range(grid)]
+    (out / "project").mkdir(parents=True, exist_ok=True)
+    path = out / "project" / "mosaic.tif"
+    levels = _levels(grid)
+    opts = {"tile": (TIFF_TILE, TIFF_TILE), "photometric": "rgb", "compression": "zlib"}
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        for level in range(levels + 1):
+            shape = (grid * (CELL_H >> level), grid * (CELL_W >> level), 3)
+            extra = {"subifds": levels} if level == 0 else {"subfiletype": 1}
+            tw.write(_tiles(placed, level), shape=shape, dtype=np.uint8, **opts, **extra)
+    cells = []
+    for i, rec in enumerate(recs):
+        r, c = divmod(i, grid)
+        cells.append(
+            {
+                "image": str(rec.path),
+                "row": r,
+                "col": c,
+                "boxes": [[*b.xyxy(), b.label] for b in rec.boxes],
+                "ignore": [list(b.xyxy()) for b in rec.ignore_regions],
+            }
+        )
+    shift = [[c["col"] * CELL_W, c["row"] * CELL_H] for c in cells]
+    meta = {
+        "classes": classes,
+        "grid": grid,
+        "width": grid * CELL_W,
+        "height": grid * CELL_H,
+        "levels": levels + 1,
+        "file_bytes": path.stat().st_size,
+        "cells": cells,
+        "boxes_in_mosaic": [
+            [b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy, b[4]]
+            for cell, (dx, dy) in zip(cells, shift, strict=True)
+            for b in cell["boxes"]
+        ],
+    }
+    (out / "mosaic_boxes.json").write_text(json.dumps(meta))
+    return meta
+
+
+# ---- steps, each in its own process ---------------------------------------------------------
+
+
+def _run(argv: list[str]) -> tuple[int, float, float]:
+    """Run a child process; (exit status, wall seconds, peak RSS in MB)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, time.perf_counter() - t0, usage.ru_maxrss / 1024.0
+
+
+def _checkpoint_classes(path: Path) -> list[str]:
+    from napari_al.core.engine import read_checkpoint_metadata
+
+    return list(read_checkpoint_metadata(path)["config"]["classes"])
+
+
+def step_train(args: argparse.Namespace) -> None:
+    """Train a model on BCCD train with the workflow's defaults for a new model."""
+    from napari_al.core import workflow
+    from napari_al.core.engine import save_checkpoint
+    from napari_al.core.formats import read_dataset
+    from napari_al.core.store import ProjectStore
+
+    work = Path(args.out) / "train-project"
+    shutil.rmtree(work, ignore_errors=True)
+    ds = read_dataset(Path(args.data), "voc")
+    ds.images = [im for im in ds.images if im.split == "train"]
+    with ProjectStore.create(work) as store:
+        store.import_dataset(ds)
+        settings = workflow.ModelSettings(device=args.device)
+        detector = workflow.load_model(store, settings)
+        workflow.train_model(store, detector, workflow.TrainSettings(steps=args.steps))
+    save_checkpoint(detector, Path(args.out) / "model.pt")
+
+
+def step_predict(args: argparse.Namespace) -> None:
+    """Predict the mosaic through the workflow; write times, RSS and boxes to JSON."""
+    import resource
+
+    from napari_al.core import workflow
+    from napari_al.core.engine import load_checkpoint
+    from napari_al.core.store import ProjectStore
+
+    detector, _ = load_checkpoint(args.checkpoint, device=args.device)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    # tiled even when --grid makes the mosaic smaller than the workflow's threshold
+    tiles = workflow.TileSettings(tile_above=max(CELL_W, CELL_H), overlap=args.overlap)
+    last = [0.0]
+
+    def tile_progress(image_id: int, done: int, total: int) -> None:
+        if time.perf_counter() - last[0] > 30 or done == total:
+            last[0] = time.perf_counter()
+            print(f"  mosaic: {done}/{total} tiles", file=sys.stderr, flush=True)
+
+    with ProjectStore.open(Path(args.out) / "project") as store:
+        t0 = time.perf_counter()
+        done = workflow.predict_images(store, detector, tiles=tiles, tile_progress=tile_progress)
+        seconds = time.perf_counter() - t0
+        names = {c.id: c.name for c in store.classes()}
+        boxes = [
+            [*b.xyxy, names[b.class_id], b.score]
+            for i in done
+            for b in store.boxes(image_id=i, statuses=("predicted",))
+        ]
+    result = {"seconds": seconds, "rss_before_mb": before, "boxes": boxes, "images": done}
+    (Path(args.out) / "predict.json").write_text(json.dumps(result))
+
+
+def step_separate(args: argparse.Namespace) -> None:
+    """The same model on the distinct images of the mosaic, whole; times and boxes to JSON."""
+    from napari_al.core.engine import load_checkpoint
+    from napari_al.core.workflow import load_rgb
+
+    meta = json.loads((Path(args.out) / "mosaic_boxes.json").read_text())
+    paths = list(dict.fromkeys(c["image"] for c in meta["cells"]))
+    detector, _ = load_checkpoint(args.checkpoint, device=args.device)
+    classes = detector.classes
+    seconds, preds = 0.0, {}
+    for start in range(0, len(paths), 4):
+        chunk = paths[start : start + 4]
+        images = [load_rgb(p) for p in chunk]  # reading is not timed (nor in the mosaic's tiles)
+        t0 = time.perf_counter()
+        out = detector.predict(images, batch_size=4)
+        seconds += time.perf_counter() - t0
+        for p, pred in zip(chunk, out, strict=True):
+            preds[p] = [
+                [*map(float, pred.boxes[i]), classes[int(pred.labels[i])], float(pred.scores[i])]
+                for i in range(len(pred))
+            ]
+    result = {"seconds": seconds, "images": len(paths), "predictions": preds}
+    (Path(args.out) / "separate.json").write_text(json.dumps(result))
+
+
+# ---- evaluation and report ----------------------------------------------------------------
+
+
+def _per_placement(meta: dict[str, Any], boxes: list[list[Any]]) -> list[list[list[Any]]]:
+    """Mosaic boxes split by the placement holding their centre, in that image's pixels."""
+    grid = meta["grid"]
+    out: list[list[list[Any]]] = [[] for _ in meta["cells"]]
+    for x1, y1, x2, y2, label, score in boxes:
+        c = min(grid - 1, max(0, int((x1 + x2) / 2 // CELL_W)))
+        r = min(grid - 1, max(0, int((y1 + y2) / 2 // CELL_H)))
+        dx, dy = c * CELL_W, r * CELL_H
+        out[r * grid + c].append([x1 - dx, y1 - dy, x2 - dx, y2 - dy, label, score])
+    return out
+
+
+def _map50(meta: dict[str, Any], per_cell: list[list[list[Any]]]) -> float:
+    from napari_al.core.evaluation import evaluate
+
+    classes = meta["classes"]
+    index = {c: i for i, c in enumerate(classes)}
+
+    def arrays(rows: list[list[Any]], scored: bool) -> tuple:
+        b = np.asarray([r[:4] for r in rows], np.float64).reshape(-1, 4)
+        lab = np.asarray([index[r[4]] for r in rows], np.int64)
+        return (b, lab, np.asarray([r[5] for r in rows], np.float64)) if scored else (b, lab)
+
+    gts = [
+        (*arrays(c["boxes"], False), np.asarray(c["ignore"]).reshape(-1, 4)) for c in meta["cells"]
+    ]
+    preds = [arrays(rows, True) for rows in per_cell]
+    return float(evaluate(gts, preds, classes).map50)
+
+
+def report(meta: dict[str, Any], runs: dict[str, Any], out: Path) -> dict[str, Any]:
+    pred = json.loads((out / "predict.json").read_text())
+    sep = json.loads((out / "separate.json").read_text())
+    n_cells = len(meta["cells"])
+    sep_sum = sep["seconds"] * n_cells / sep["images"]
+    mosaic_map = _map50(meta, _per_placement(meta, pred["boxes"]))
+    separate_map = _map50(meta, [sep["predictions"][c["image"]] for c in meta["cells"]])
+    rows = {
+        "mosaic": f"{meta['width']} x {meta['height']} px, {meta['levels']} levels, "
+        f"{meta['file_bytes'] / 1e6:.0f} MB on disk, {len(meta['boxes_in_mosaic'])} boxes",
+        "import peak RSS": f"{runs['import']['rss_mb']:.0f} MB",
+        "prediction peak RSS": f"{runs['predict']['rss_mb']:.0f} MB (model loaded: "
+        f"{pred['rss_before_mb']:.0f} MB)",
+        "display peak RSS": "not measured (the viewer's multiscale layer is not built yet)",
+        "prediction time": f"{pred['seconds']:.1f} s",
+        "sum of per-image times": f"{sep_sum:.1f} s ({sep['images']} distinct images, "
+        f"scaled to {n_cells} placements)",
+        "time ratio": f"{pred['seconds'] / sep_sum:.2f}x",
+        "mAP@0.5 mosaic": f"{mosaic_map:.3f}",
+        "mAP@0.5 separate images": f"{separate_map:.3f}",
+        "mAP@0.5 difference": f"{mosaic_map - separate_map:+.3f}",
+    }
+    print("\n| measure | value |\n|---|---|")
+    for k, v in rows.items():
+        print(f"| {k} | {v} |")
+    return {
+        "grid": meta["grid"],
+        "overlap": runs["overlap"],
+        "import_rss_mb": runs["import"]["rss_mb"],
+        "predict_rss_mb": runs["predict"]["rss_mb"],
+        "predict_rss_before_mb": pred["rss_before_mb"],
+        "predict_s": pred["seconds"],
+        "separate_sum_s": sep_sum,
+        "map50_mosaic": mosaic_map,
+        "map50_separate": separate_map,
+        "n_boxes_predicted": len(pred["boxes"]),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="work folder (mosaic, project, JSON)")
+    p.add_argument("--grid", type=int, default=30, help="images per side of the mosaic")
+    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets" / "bccd")
+    p.add_argument("--checkpoint", type=Path, help="model (default: train one, OUT/model.pt)")
+    p.add_argument("--steps", type=int, default=300, help="training steps of that model")
+    p.add_argument(
+        "--overlap", type=int, default=None, help="tile overlap, px (default: the workflow's)"
+    )
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per step")
+    p.add_argument("--seed", type=int, default=0, help="order of the images in the mosaic")
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--step", choices=("train", "predict", "separate"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.overlap is None:
+        from napari_al.core.workflow import TileSettings
+
+        args.overlap = TileSettings().overlap
+    if args.step:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        {"train": step_train, "predict": step_predict, "separate": step_separate}[args.step](args)
+        return 0
+    out = args.out.resolve()
+    common = ["--out", str(out), "--data", str(args.data), "--device", args.device]
+    common += ["--overlap", str(args.overlap), "--steps", str(args.steps)]
+    common += ["--threads", str(args.threads)] if args.threads else []
+    me = [sys.executable, str(Path(__file__).resolve())]
+    if args.checkpoint is None:
+        args.checkpoint = out / "model.pt"
+        if not args.checkpoint.is_file():
+            out.mkdir(parents=True, exist_ok=True)
+            print(f"training a model on BCCD train ({args.steps} steps) -> {args.checkpoint}")
+            if _run([*me, *common, "--step", "train"])[0]:
+                return 1
+    common += ["--checkpoint", str(args.checkpoint.resolve())]
+    shutil.rmtree(out / "project", ignore_errors=True)
+    t0 = time.perf_counter()
+    meta = build_mosaic(args.data, out, args.grid, args.seed)
+    print(
+        f"mosaic {meta['width']} x {meta['height']} px written in {time.perf_counter() - t0:.0f} s"
+    )
+    cli = [sys.executable, "-m", "napari_al.cli"]
+    runs: dict[str, Any] = {"overlap": args.overlap}
+    code, secs, rss = _run([*cli, "init", str(out / "project")])
+    if (
+        code
+        or _run([*cli, "add-class", str(out / "project"), *_checkpoint_classes(args.checkpoint)])[0]
+    ):
+        return 1
+    runs["import"] = {"seconds": secs, "rss_mb": rss}
+    for step in ("predict", "separate"):
+        code, secs, rss = _run([*me, *common, "--step", step])
+        if code:
+            return 1
+        runs[step] = {"seconds": secs, "rss_mb": rss}
+    figures = report(meta, runs, out)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

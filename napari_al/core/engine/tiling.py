@@ -1,0 +1,254 @@
+"""Tiled inference: a large image predicted window by window at the model's native scale.
+
+A detector resizes its input so that the shorter side is ``min_size`` and the longer at most
+``max_size`` (torchvision's ``GeneralizedRCNNTransform``); a 10,000 px image would shrink ~16x
+and its cells to a pixel or two. :func:`predict_tiled` instead cuts the image into windows of
+exactly the input size (:func:`native_tile`: ``min_size x max_size``, its long side along the
+image's; SSDlite's fixed 320 x 320), which the transform leaves at scale 1, so objects are seen
+at the size they have in the image (the scale the model was trained at, for a model trained on
+images no larger than its input). Windows overlap by at least ``overlap`` pixels and are evenly
+spaced, the last one flush with the image's edge (:func:`tile_windows`); a window larger than
+the image along an axis is cut to the image and padded with black pixels to the tile's size.
+
+Merging (the rule of overlapping-tile inference, e.g. SAHI, Akyon et al. 2022; StarDist's tiled
+prediction keeps objects by their centre in a tile's core): every window owns a *core*, the
+part of it nearer to it than to its neighbours (the overlaps are split in the middle), and the
+cores tile the image. A box found in a window is kept when its centre lies in the window's core,
+or when it is complete there (it touches no edge of the window that lies inside the image, with
+:data:`EDGE_MARGIN`). A box cut by a window's edge whose centre lies outside the core is dropped:
+when the object is at most ``overlap`` px across, the neighbour that owns its centre sees it
+whole. The kept boxes of all windows, shifted into image pixels, are merged by
+``torchvision.ops.batched_nms`` (class-aware, at the model's own NMS IoU), which removes the
+copies of an object seen complete by two windows. An object larger than the overlap can be
+found in two pieces (one per window); one larger than a window is never found whole: set the
+overlap to the largest object's side.
+
+Each kept box keeps what its window's forward pass said of it: ``labels``, ``scores``,
+``probs``, ``features`` (RoI features at native scale) and ``proposals`` (shifted like the
+box). ``embedding`` is the mean of the windows' embeddings weighted by their areas in the image
+(overlaps count once per window). ``detections_per_image`` and the score threshold apply per
+window: the image has no cap on its number of boxes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import batched_nms
+
+from napari_al.core.data import Predictions
+from napari_al.core.engine.inference import image_to_tensor, to_predictions
+
+if TYPE_CHECKING:
+    from napari_al.core.engine.detector import Detector
+
+#: A box edge within this many pixels of a window edge inside the image touches that edge.
+EDGE_MARGIN = 2.0
+#: NMS IoU of the merge when the model has none (torchvision's detectors use 0.5).
+MERGE_IOU = 0.5
+
+
+@dataclass(frozen=True)
+class Window:
+    """One window of a tiled image, in image pixels (rows y, columns x; ends exclusive).
+
+    ``core``: ``(y0, x0, y1, x1)`` the part of the image this window owns (-inf / inf on the
+    image's borders); ``inner``: whether its top, left, bottom and right edges lie inside the
+    image (a box touching one of them is cut)."""
+
+    y0: int
+    x0: int
+    y1: int
+    x1: int
+    core: tuple[float, float, float, float]
+    inner: tuple[bool, bool, bool, bool]
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
+
+
+def axis_windows(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of the windows covering ``[0, length)``: as few windows of ``tile``
+    pixels as overlap by at least ``overlap``, evenly spaced (integer starts), the first at 0 and
+    the last ending at ``length``; one window ``(0, length)`` when ``length <= tile``. Raises
+    ValueError unless ``0 <= overlap < tile``."""
+    if not 0 <= overlap < tile:
+        raise ValueError(
+            f"tile overlap must be at least 0 and smaller than the tile ({tile} px); "
+            f"got {overlap} px"
+        )
+    if length <= tile:
+        return [(0, length)]
+    n = -(-(length - overlap) // (tile - overlap))  # ceil
+    span, gaps = length - tile, n - 1
+    # round half up: monotone, so neighbouring starts stay at most tile - overlap apart
+    starts = [(2 * i * span + gaps) // (2 * gaps) for i in range(n)]
+    return [(s, s + tile) for s in starts]
+
+
+def _cores(spans: list[tuple[int, int]]) -> list[tuple[float, float]]:
+    """Each window's core along one axis: split every overlap in its middle."""
+    cuts = [(spans[i + 1][0] + spans[i][1]) / 2.0 for i in range(len(spans) - 1)]
+    bounds = [-np.inf, *cuts, np.inf]
+    return [(bounds[i], bounds[i + 1]) for i in range(len(spans))]
+
+
+def tile_windows(height: int, width: int, tile: tuple[int, int], overlap: int) -> list[Window]:
+    """The windows of a ``height x width`` image cut into tiles of ``tile`` ``(rows, columns)``
+    overlapping by at least ``overlap`` pixels (:func:`axis_windows` along each axis), row by
+    row. Raises ValueError for an overlap not smaller than the tile."""
+    rows = axis_windows(height, tile[0], overlap)
+    cols = axis_windows(width, tile[1], overlap)
+    out = []
+    for (y0, y1), (cy0, cy1) in zip(rows, _cores(rows), strict=True):
+        for (x0, x1), (cx0, cx1) in zip(cols, _cores(cols), strict=True):
+            inner = (y0 > 0, x0 > 0, y1 < height, x1 < width)
+            out.append(Window(y0, x0, min(y1, height), min(x1, width), (cy0, cx0, cy1, cx1), inner))
+    return out
+
+
+def native_tile(model: nn.Module, height: int, width: int) -> tuple[int, int]:
+    """``(rows, columns)`` of a window the model's transform leaves at scale 1: its fixed size
+    (SSDlite), else ``min_size x max_size`` with the long side along the image's long side."""
+    t = model.transform
+    if getattr(t, "fixed_size", None):
+        return int(t.fixed_size[0]), int(t.fixed_size[1])
+    short, long = int(t.min_size[-1]), int(t.max_size)
+    long = max(long, short)
+    return (long, short) if height > width else (short, long)
+
+
+def merge_iou(model: nn.Module) -> float:
+    """The model's own NMS IoU (box head or one-stage head), else :data:`MERGE_IOU`."""
+    heads = getattr(model, "roi_heads", model)
+    return float(getattr(heads, "nms_thresh", MERGE_IOU))
+
+
+def keep_mask(boxes: np.ndarray, window: Window, margin: float = EDGE_MARGIN) -> np.ndarray:
+    """Which ``boxes`` (``(N, 4)`` xyxy image pixels) found in ``window`` it keeps: those whose
+    centre lies in its core, or that touch none of its inner edges (module docstring)."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    cx, cy = (b[:, 0] + b[:, 2]) / 2.0, (b[:, 1] + b[:, 3]) / 2.0
+    y0, x0, y1, x1 = window.core
+    in_core = (cy >= y0) & (cy < y1) & (cx >= x0) & (cx < x1)
+    top, left, bottom, right = window.inner
+    cut = np.zeros(len(b), bool)
+    if top:
+        cut |= b[:, 1] <= window.y0 + margin
+    if left:
+        cut |= b[:, 0] <= window.x0 + margin
+    if bottom:
+        cut |= b[:, 3] >= window.y1 - margin
+    if right:
+        cut |= b[:, 2] >= window.x1 - margin
+    return in_core | ~cut
+
+
+def _place(pred: Predictions, window: Window) -> Predictions:
+    """A window's predictions (window pixels, maybe padded) in image pixels, clipped to the
+    window's part of the image, reduced to the boxes the window keeps."""
+    size = np.array([window.width, window.height] * 2, np.float32)
+    shift = np.array([window.x0, window.y0] * 2, np.float32)
+
+    def to_image(b: np.ndarray) -> np.ndarray:
+        return np.minimum(b, size) + shift
+
+    boxes = to_image(pred.boxes)
+    real = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # not all padding
+    placed = Predictions(
+        boxes=boxes,
+        labels=pred.labels,
+        scores=pred.scores,
+        probs=pred.probs,
+        features=pred.features,
+        embedding=pred.embedding,
+        proposals=None if pred.proposals is None else to_image(pred.proposals),
+    )
+    return placed.subset(real & keep_mask(boxes, window))
+
+
+def merge(parts: list[Predictions], weights: list[float], iou: float) -> Predictions:
+    """One image's predictions from its windows' (already in image pixels, :func:`_place`):
+    class-aware ``torchvision.ops.batched_nms`` at ``iou``, boxes by decreasing score;
+    ``embedding`` the ``weights``-weighted mean of the windows' embeddings."""
+    w = np.asarray(weights, np.float64)
+    embedding = (np.stack([p.embedding for p in parts]).astype(np.float64).T @ w) / w.sum()
+    proposals = [p.proposals for p in parts]
+    joined = Predictions(
+        boxes=np.concatenate([p.boxes for p in parts]),
+        labels=np.concatenate([p.labels for p in parts]),
+        scores=np.concatenate([p.scores for p in parts]),
+        probs=np.concatenate([p.probs for p in parts]),
+        features=np.concatenate([p.features for p in parts]),
+        embedding=embedding.astype(np.float32),
+        proposals=None if any(q is None for q in proposals) else np.concatenate(proposals),
+    )
+    keep = batched_nms(
+        torch.from_numpy(joined.boxes).float(),
+        torch.from_numpy(joined.scores).float(),
+        torch.from_numpy(joined.labels),
+        iou,
+    )
+    return joined.subset(keep.numpy())
+
+
+def _tile_tensor(image: Any, window: Window, tile: tuple[int, int]) -> Tensor:
+    """The window's pixels as a float CHW tensor, padded with black to the tile's size."""
+    t = image_to_tensor(np.asarray(image[window.y0 : window.y1, window.x0 : window.x1]))
+    pad_h, pad_w = tile[0] - t.shape[-2], tile[1] - t.shape[-1]
+    if pad_h > 0 or pad_w > 0:
+        t = F.pad(t, (0, max(0, pad_w), 0, max(0, pad_h)))
+    return t
+
+
+def predict_tiled(
+    detector: Detector,
+    image: Any,
+    *,
+    overlap: int,
+    tile: tuple[int, int] | None = None,
+    score_threshold: float | None = None,
+    candidate: bool = False,
+    batch_size: int = 4,
+    detections_per_image: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Predictions | None:
+    """Predictions of one large image from windows at the model's native scale (module doc).
+
+    ``image``: ``(H, W, 3)`` uint8 (or anything :meth:`Detector.predict` takes) supporting
+    ``image[y0:y1, x0:x1]``: a numpy array, or a lazy reader that decodes only that window
+    (:class:`napari_al.core.lazy_images.RGBWindows`). ``tile`` ``(rows, columns)`` defaults to
+    :func:`native_tile`; ``overlap`` pixels (ValueError unless smaller than the tile);
+    ``batch_size`` windows per forward pass; thresholds as :meth:`Detector.predict`, per window.
+    ``progress(windows done, windows in total)`` after each batch; ``should_stop()`` is checked
+    before each batch: None is returned when it fires.
+    """
+    height, width = int(image.shape[0]), int(image.shape[1])
+    shape = tile or native_tile(detector.model, height, width)
+    windows = tile_windows(height, width, shape, overlap)
+    thr, dets = detector._thresholds(score_threshold, candidate, detections_per_image)
+    parts: list[Predictions] = []
+    step = max(1, batch_size)
+    for start in range(0, len(windows), step):
+        if should_stop is not None and should_stop():
+            return None
+        batch = windows[start : start + step]
+        tensors = [_tile_tensor(image, w, shape).to(detector.device) for w in batch]
+        for window, raw in zip(batch, detector.infer_raw(tensors, thr, dets), strict=True):
+            parts.append(_place(to_predictions(raw, detector.num_classes), window))
+        if progress is not None:
+            progress(start + len(batch), len(windows))
+    areas = [float(w.height * w.width) for w in windows]
+    return merge(parts, areas, merge_iou(detector.model))

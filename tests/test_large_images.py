@@ -1,0 +1,383 @@
+"""Large images: lazy window reads of tiled TIFFs, tiled inference and its merging at tile
+borders, and the workflow's prediction path (small images unchanged, bit for bit)."""
+
+from __future__ import annotations
+
+import itertools
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from scipy import ndimage
+
+from napari_al.core.engine import Detector
+from napari_al.core.engine.inference import RawDetections
+from napari_al.core.engine.tiling import axis_windows, native_tile, tile_windows
+from napari_al.core.images import (
+    MAX_SIDE,
+    ImageReadError,
+    check_pixels,
+    image_size,
+    read_image,
+    to_rgb_uint8,
+)
+from napari_al.core.lazy_images import LAZY_PIXELS, LazyImage, open_rgb, reads_lazily
+
+RNG = np.random.default_rng(0)
+
+
+# ---- windows ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("length", "tile", "overlap"),
+    [(100, 100, 10), (101, 100, 10), (1000, 128, 32), (999, 160, 0), (25_000, 480, 64), (5, 9, 3)],
+)
+def test_axis_windows_cover_with_the_overlap(length: int, tile: int, overlap: int) -> None:
+    spans = axis_windows(length, tile, overlap)
+    assert spans[0][0] == 0 and spans[-1][1] == max(length, min(length, tile))
+    assert all(e - s == min(tile, length) for s, e in spans)
+    for (s0, e0), (s1, _) in itertools.pairwise(spans):
+        assert s0 < s1 and e0 - s1 >= overlap  # neighbours overlap by at least `overlap`
+    n = len(spans)
+    if n > 1:  # as few windows as that takes
+        assert (n - 2) * (tile - overlap) + tile < length
+
+
+def test_overlap_must_be_smaller_than_the_tile() -> None:
+    with pytest.raises(ValueError, match="smaller than the tile"):
+        axis_windows(1000, 64, 64)
+
+
+def test_window_cores_tile_the_image() -> None:
+    windows = tile_windows(700, 900, (128, 160), 40)
+    ys, xs = np.mgrid[0:700, 0:900] + 0.5
+    owners = np.zeros(ys.shape, int)
+    for w in windows:
+        y0, x0, y1, x1 = w.core
+        owners += (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
+        assert w.y0 <= max(y0, 0) and min(y1, 700) <= w.y1  # a core lies in its window
+    assert (owners == 1).all()
+
+
+# ---- merging at tile borders, with a detector that finds exactly what a tile shows --------
+
+
+def fake_infer_raw(self, tensors, score_thresh, detections, keep_pooled=False):
+    """What a perfect detector reports of a tile: the visible part of each bright object
+    (a box clipped to the tile), class 0, score 0.9; ``features`` (w, h, 1) of its box in the
+    tile, ``proposals`` the box itself, ``embedding`` (tile's mean, 1)."""
+    out = []
+    for t in tensors:
+        mask = (t[0] > 0.5).cpu().numpy()
+        labels, _ = ndimage.label(mask)
+        boxes = [
+            [s[1].start, s[0].start, s[1].stop, s[0].stop] for s in ndimage.find_objects(labels)
+        ]
+        b = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+        n = len(b)
+        wh = torch.stack([b[:, 2] - b[:, 0], b[:, 3] - b[:, 1], torch.ones(n)], 1)
+        probs = torch.tensor([[0.1] + [0.9] + [0.0] * (self.num_classes - 1)] * n).reshape(
+            n, self.num_classes + 1
+        )
+        size = (int(t.shape[-2]), int(t.shape[-1]))
+        out.append(
+            RawDetections(
+                boxes=b,
+                scores=torch.full((n,), 0.9),
+                labels=torch.zeros(n, dtype=torch.int64),
+                probs=probs,
+                features=wh,
+                proposals=b.clone(),
+                pooled=None,
+                embedding=torch.tensor([float(t.mean()), 1.0]),
+                image_size=size,
+                orig_size=size,
+            )
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Detector:
+    """The default architecture at a tiny input: tiles of 128 x 160 px."""
+    return Detector(["cell"], min_size=128, max_size=160, seed=0, device="cpu")
+
+
+@pytest.fixture
+def perfect(tiny: Detector, monkeypatch: pytest.MonkeyPatch) -> Detector:
+    monkeypatch.setattr(tiny, "infer_raw", fake_infer_raw.__get__(tiny))
+    return tiny
+
+
+def _image_with(boxes: list[tuple[int, int, int, int]], h: int = 500, w: int = 700) -> np.ndarray:
+    img = np.zeros((h, w, 3), np.uint8)
+    for x1, y1, x2, y2 in boxes:
+        img[y1:y2, x1:x2] = 255
+    return img
+
+
+def _found(pred) -> list[tuple[int, ...]]:
+    return sorted(tuple(round(v) for v in b) for b in pred.boxes)
+
+
+def test_an_object_cut_by_a_tile_border_is_found_once(perfect: Detector) -> None:
+    windows = tile_windows(500, 700, native_tile(perfect.model, 500, 700), 48)
+    xs = sorted({w.x0 for w in windows})
+    ys = sorted({w.y0 for w in windows})
+    e = windows[0].x1  # the first window's right edge, inside the second window
+    cut = (e - 20, 30, e + 20, 70)  # straddles that edge: cut in the first window
+    corner = (xs[2] - 10, ys[1] - 10, xs[2] + 25, ys[1] + 25)  # across four windows' edges
+    overlap_only = (xs[1] + 5, 300, xs[1] + 30, 330)  # whole in two windows
+    objects = [cut, corner, overlap_only]
+    pred = perfect.predict_tiled(_image_with(objects), overlap=48)
+    assert _found(pred) == sorted(objects)
+
+
+def test_random_objects_up_to_the_overlap_are_each_found_once_and_whole(perfect: Detector) -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        img = np.zeros((600, 800, 3), np.uint8)
+        objects = []
+        while len(objects) < 25:
+            w, h = (int(v) for v in rng.integers(4, 41, 2))
+            x, y = int(rng.integers(0, 800 - w)), int(rng.integers(0, 600 - h))
+            if img[max(0, y - 2) : y + h + 2, max(0, x - 2) : x + w + 2].any():
+                continue  # keep objects apart
+            img[y : y + h, x : x + w] = 255
+            objects.append((x, y, x + w, y + h))
+        assert _found(perfect.predict_tiled(img, overlap=40)) == sorted(objects)
+
+
+def test_each_box_keeps_its_own_probs_features_and_proposal(perfect: Detector) -> None:
+    objects = [(10, 10, 40, 30), (150, 100, 175, 140), (300, 200, 333, 211)]
+    pred = perfect.predict_tiled(_image_with(objects), overlap=48)
+    wh = np.stack([pred.boxes[:, 2] - pred.boxes[:, 0], pred.boxes[:, 3] - pred.boxes[:, 1]], 1)
+    np.testing.assert_array_equal(pred.features[:, :2], wh)
+    np.testing.assert_array_equal(pred.proposals, pred.boxes)
+    assert pred.probs.shape == (3, 2) and np.allclose(pred.probs.sum(1), 1.0)
+    np.testing.assert_array_equal(pred.scores, pred.probs[np.arange(3), pred.labels + 1])
+    assert pred.embedding.shape == (2,) and pred.embedding[1] == pytest.approx(1.0)
+
+
+def test_progress_counts_tiles_and_stop_returns_none(perfect: Detector) -> None:
+    seen: list[tuple[int, int]] = []
+    img = _image_with([])
+    perfect.predict_tiled(img, overlap=48, batch_size=3, progress=lambda d, n: seen.append((d, n)))
+    total = len(tile_windows(500, 700, native_tile(perfect.model, 500, 700), 48))
+    assert seen[-1] == (total, total) and all(n == total for _, n in seen)
+    assert perfect.predict_tiled(img, overlap=48, should_stop=lambda: True) is None
+
+
+# ---- the real model on tiles --------------------------------------------------------------
+
+
+def test_tiles_are_fed_at_the_models_native_scale(
+    tiny: Detector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes: list[tuple] = []
+    real = tiny.infer_raw
+
+    def spy(tensors, *a, **k):
+        raws = real(tensors, *a, **k)
+        sizes.extend((r.image_size, r.orig_size) for r in raws)
+        return raws
+
+    monkeypatch.setattr(tiny, "infer_raw", spy)
+    img = RNG.integers(0, 256, (200, 250, 3), dtype=np.uint8)
+    pred = tiny.predict_tiled(img, overlap=32, score_threshold=0.0)
+    assert len(sizes) == 4 and all(s == o == (128, 160) for s, o in sizes)  # no resize
+    n = len(pred)
+    assert n > 0 and pred.features.shape == (n, tiny.feature_dim)
+    assert pred.embedding.shape == (tiny.embedding_dim,) and pred.proposals.shape == (n, 4)
+    assert (pred.boxes[:, 2] <= 250).all() and (pred.boxes[:, 3] <= 200).all()
+    assert np.allclose(pred.probs.sum(1), 1.0, atol=1e-4)
+
+
+def test_an_image_of_one_tile_predicts_as_a_whole_image(tiny: Detector) -> None:
+    img = RNG.integers(0, 256, (128, 160, 3), dtype=np.uint8)
+    whole = tiny.predict([img])[0]
+    tiled = tiny.predict_tiled(img, overlap=32)
+    for name in ("boxes", "labels", "scores", "probs", "features", "embedding", "proposals"):
+        np.testing.assert_array_equal(getattr(tiled, name), getattr(whole, name), err_msg=name)
+
+
+# ---- lazy reading -------------------------------------------------------------------------
+
+
+def _pyramid(path: Path, data: np.ndarray, **kw) -> Path:
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(data, tile=(128, 128), subifds=1, compression="zlib", **kw)
+        reduced = data[:, ::4, ::4] if kw.get("planarconfig") == "separate" else data[::4, ::4]
+        tw.write(reduced, tile=(128, 128), subfiletype=1, compression="zlib", **kw)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "kw"),
+    [
+        ((4200, 4100, 3), np.uint16, {"photometric": "rgb"}),
+        ((4200, 4100), np.uint8, {}),
+        ((4200, 4100, 4), np.uint8, {"photometric": "rgb", "extrasamples": ["unassalpha"]}),
+        ((3, 4200, 4100), np.uint16, {"photometric": "rgb", "planarconfig": "separate"}),
+    ],
+)
+def test_lazy_windows_are_the_pixels_read_whole(tmp_path: Path, shape, dtype, kw) -> None:
+    data = RNG.integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
+    path = _pyramid(tmp_path / "big.tif", data, **kw)
+    assert reads_lazily(path) and LAZY_PIXELS < 4200 * 4100
+    whole = read_image(path)
+    with LazyImage(path) as image:
+        assert image.shape == whole.shape and image.dtype == whole.dtype
+        assert image.levels == [(4200, 4100), (1050, 1025)]
+        np.testing.assert_array_equal(image[1000:1300, 4000:4100], whole[1000:1300, 4000:4100])
+        rgb = image.rgb()[0:700, 0:900]
+    np.testing.assert_array_equal(rgb, to_rgb_uint8(whole)[0:700, 0:900])  # same limits here
+
+
+def test_ome_tiff_pyramid_reads_lazily(tmp_path: Path) -> None:
+    data = RNG.integers(0, 256, (4200, 4100, 3), dtype=np.uint8)
+    path = tmp_path / "scan.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        opts = {"tile": (256, 256), "compression": "zlib", "photometric": "rgb"}
+        tw.write(data, subifds=2, metadata={"axes": "YXS"}, **opts)
+        tw.write(data[::2, ::2], subfiletype=1, **opts)
+        tw.write(data[::4, ::4], subfiletype=1, **opts)
+    with tifffile.TiffFile(path) as tf:
+        assert tf.is_ome
+    with LazyImage(path) as image:
+        assert image.levels == [(4200, 4100), (2100, 2050), (1050, 1025)]
+        np.testing.assert_array_equal(image[4000:4200, 10:300], data[4000:4200, 10:300])
+        (full, half, _) = image.dask_levels()
+        np.testing.assert_array_equal(np.asarray(half[5:9, 7:11]), data[10:18:2, 14:22:2])
+        assert full.shape == data.shape
+
+
+def test_small_or_single_strip_images_are_read_whole(tmp_path: Path) -> None:
+    small = tmp_path / "small.tif"
+    tifffile.imwrite(small, np.zeros((300, 400), np.uint8), tile=(128, 128))
+    one_strip = tmp_path / "strip.tif"
+    tifffile.imwrite(one_strip, np.zeros((4200, 4100), np.uint8), rowsperstrip=4200)
+    for path in (small, one_strip):
+        assert not reads_lazily(path)
+        with open_rgb(path) as pixels:
+            assert isinstance(pixels, np.ndarray) and pixels.shape[2] == 3
+
+
+def _sparse_tiff(path: Path, side: int, squares: list[tuple[int, int, int]], tile: int = 512):
+    """A ``side`` x ``side`` grey tiled TIFF, zeros but white squares ``(x, y, size)``, written
+    tile by tile (never whole in memory), zlib-compressed: a few hundred kB on disk."""
+
+    def tiles():
+        for y in range(0, side, tile):
+            for x in range(0, side, tile):
+                t = np.zeros((tile, tile), np.uint8)
+                for sx, sy, s in squares:
+                    t[max(0, sy - y) : max(0, sy + s - y), max(0, sx - x) : max(0, sx + s - x)] = (
+                        255
+                    )
+                yield t
+
+    tifffile.imwrite(
+        path, tiles(), shape=(side, side), dtype=np.uint8, tile=(tile, tile), compression="zlib"
+    )
+    return path
+
+
+def test_sizes_past_the_whole_read_limit(tmp_path: Path) -> None:
+    big = _sparse_tiff(tmp_path / "big.tif", 25_000, [])
+    assert big.stat().st_size < 2_000_000
+    assert image_size(big) == (25_000, 25_000)
+    check_pixels(big)
+    with pytest.raises(ImageReadError, match=r"big\.tif: image is 25000x25000 px.*tile by tile"):
+        read_image(big)
+    strip = tmp_path / "strip.tif"  # one strip: it could only be read whole
+    data = np.zeros((MAX_SIDE + 1, 1000), np.uint8)
+    tifffile.imwrite(strip, data, rowsperstrip=MAX_SIDE + 1, compression="zlib")
+    with pytest.raises(ImageReadError, match=r"strip\.tif: .*save it as a tiled TIFF"):
+        image_size(strip)
+
+
+# ---- the workflow: large images tiled, small ones as before -----------------------------
+
+
+def test_small_images_predict_bit_for_bit_as_before(
+    labelled_project: Path, tiny: Detector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from napari_al.core import workflow
+    from napari_al.core.store import ProjectStore
+
+    def no_tiles(*a, **k):
+        raise AssertionError("a small image was tiled")
+
+    monkeypatch.setattr(tiny, "predict_tiled", no_tiles)
+    with ProjectStore.open(labelled_project) as store:
+        ids = workflow.pool_image_ids(store)[:4]
+        done = workflow.predict_images(store, tiny, ids)
+        assert done == ids
+        expected = []
+        for start in range(0, len(ids), 2):  # the path before tiling: batches of two
+            rows = [store.image(i) for i in ids[start : start + 2]]
+            pixels = [workflow.load_rgb(store.abs_path(r)) for r in rows]
+            expected += tiny.predict(pixels)
+        for image_id, p in zip(ids, expected, strict=True):
+            stored = store.boxes(image_id=image_id, statuses=("predicted",))
+            got = sorted((b.xyxy, b.score) for b in stored)
+            want = sorted(
+                (tuple(map(float, p.boxes[i])), float(p.scores[i])) for i in range(len(p))
+            )
+            assert got == want
+
+
+def test_a_25000_px_image_imports_and_predicts_without_being_read_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from napari_al.cli import main
+    from napari_al.core.store import ProjectStore
+
+    folder = tmp_path / "slide"
+    folder.mkdir()
+    # a square cut by the 2048 px tile rows, one at four tiles' corner, one alone
+    squares = [(3000, 2030, 40), (8140, 4070, 50), (20_000, 21_000, 60)]
+    _sparse_tiff(folder / "slide.tif", 25_000, squares)
+
+    def whole_read(*a, **k):
+        raise AssertionError("the whole image was decoded")
+
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", whole_read)
+    monkeypatch.setattr(Detector, "infer_raw", fake_infer_raw)
+    tracemalloc.start()
+    try:
+        assert main(["init", str(folder)]) == 0
+        assert "1 image" in capsys.readouterr().out
+        assert main(["add-class", str(folder), "cell"]) == 0
+        code = main(["predict", str(folder), "--min-size", "2048", "--max-size", "4096"])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert code == 0, capsys.readouterr().err
+    assert peak < 120e6  # the whole image is 625 MB; a 2048 x 4096 window as RGB is 25 MB
+    with ProjectStore.open(folder) as store:
+        (row,) = store.images()
+        boxes = sorted(b.xyxy for b in store.boxes(image_id=row.id, statuses=("predicted",)))
+    assert boxes == sorted((x, y, x + s, y + s) for x, y, s in squares)
+
+
+def test_a_labelled_image_too_large_to_read_whole_is_left_out_of_training(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from napari_al.core.data import BoxRecord, Dataset, ImageRecord
+    from napari_al.core.store import ProjectStore
+    from napari_al.core.workflow import training_examples
+
+    big = _sparse_tiff(tmp_path / "big.tif", 25_000, [(100, 100, 30)])
+    rec = ImageRecord(big, 25_000, 25_000, [BoxRecord(100, 100, 130, 130, "cell")], annotated=True)
+    with ProjectStore.create(tmp_path / "p") as store:
+        store.import_dataset(Dataset(["cell"], [rec]))
+        assert [r.review_state for r in store.images()] == ["complete"]
+        with caplog.at_level("WARNING"):
+            assert training_examples(store, store.training_snapshot()) == []
+    assert "left out of training: larger than 20000 px per side" in caplog.text
