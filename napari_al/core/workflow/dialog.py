@@ -343,6 +343,10 @@ class Planner:
             for r in found
         ]
 
+    def queue(self, image_ids: Iterable[int]) -> list[Question]:
+        """The questions of ``image_ids`` worth asking now, best first."""
+        return order(q for i in image_ids for q in self.image(i))
+
     def image(self, image_id: int) -> list[Question]:
         """The questions of image ``image_id`` worth asking now (value > 0), best first; none
         for a complete image."""
@@ -401,7 +405,7 @@ def plan_questions(
             store, detector, q, ids, progress=progress, should_stop=should_stop, on_skip=on_skip
         )
     planner = Planner.build(store, settings, costs=costs, gains=gains, candidates=candidates)
-    queue = order(question for i in ids for question in planner.image(i))
+    queue = planner.queue(ids)
     stopped = should_stop is not None and should_stop()
     if save and not stopped:
         version = None if detector is None else (detector.model_version or None)
