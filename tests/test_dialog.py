@@ -254,3 +254,26 @@ def test_dialog_settings_are_checked() -> None:
         DialogSettings(supervision="weak")
     with pytest.raises(SettingsError, match="saving_weight"):
         DialogSettings(saving_weight=-1)
+
+
+def test_a_stored_region_question_is_asked_again_while_open(store: ProjectStore) -> None:
+    cell = store.class_id("cell")
+    region = region_question(1, (150, 50, 180, 90), cell, "cell", 0.7, 0.7, None, C)
+    # no candidates for image 1 here (a viewer without the model's pass): the stored one
+    planner = Planner.build(store, questions=[region])
+    assert [q.kind for q in planner.image(1)] == ["region"]
+    Annotator(store).answer_region(1, region.xyxy, cell, False)
+    assert [q.kind for q in planner.image(1)] == ["draw"]  # nothing else left there
+    # with candidates for the image, the planner finds its regions itself
+    empty = ClickCandidates(np.zeros((0, 4), np.float32), np.zeros((0, 2), np.float32))
+    assert (
+        Planner.build(store, questions=[region], candidates={2: empty}).image(2)[0].kind == "draw"
+    )
+
+
+def test_an_image_the_person_skipped_is_not_asked_about(store: ProjectStore) -> None:
+    _predict(store)
+    assert {q.image_id for q in plan_questions(store)} == {1, 2}
+    Annotator(store).skip_image(2)
+    assert {q.image_id for q in plan_questions(store)} == {1}
+    assert {q.image_id for q in Planner.build(store).queue([1, 2])} == {1}

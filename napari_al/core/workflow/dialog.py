@@ -241,6 +241,8 @@ class Planner:
     mode: str
     prior: float
     shown: Callable[[BoxRow], bool] | None = None
+    #: Region questions of a stored queue, asked (while open) about images without candidates.
+    known_regions: dict[int, list[Question]] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -254,10 +256,13 @@ class Planner:
         region_settings: RegionSettings | None = None,
         shown: Callable[[BoxRow], bool] | None = None,
         min_score: float | None = None,
+        questions: Iterable[Question] = (),
     ) -> Planner:
         """``gains``: a planning pass's (:func:`score_gains`), or None; ``candidates``: the
         model's candidates by image, beside those of ``gains``; ``shown``: which predictions a
-        person is shown (default: the calibrated rule, or ``score >= min_score``)."""
+        person is shown (default: the calibrated rule, or ``score >= min_score``);
+        ``questions``: a stored queue (:func:`stored_questions`), whose region questions are
+        asked again, while open, about images without candidates here."""
         s = settings or DialogSettings()
         costs = costs or CostModel()
         g = gains or QuestionGains()
@@ -265,7 +270,12 @@ class Planner:
         rule = verify_rule(store, costs, min_score=min_score)
         mode, _ = supervision(store, s)
         rs = region_settings or RegionSettings()
-        return cls(store, s, costs, rule, g, cands, rs, mode, mean_objects(store), shown)
+        known: dict[int, list[Question]] = {}
+        for q in questions:
+            if q.kind == "region":
+                known.setdefault(q.image_id, []).append(q)
+        prior = mean_objects(store)
+        return cls(store, s, costs, rule, g, cands, rs, mode, prior, shown, known)
 
     def refresh(self) -> None:
         """Re-read the calibrated rule (answers refit it) and the supervision in force."""
@@ -316,7 +326,9 @@ class Planner:
 
     def _regions(self, image_id: int) -> list[Question]:
         cands = self.candidates.get(image_id)
-        if cands is None or not len(cands):
+        if cands is None:  # none here: the stored queue's, while open
+            return [q for q in self.known_regions.get(image_id, []) if is_open(self.store, q)]
+        if not len(cands):
             return []
         found = region_questions(
             self.store,
@@ -344,8 +356,10 @@ class Planner:
         ]
 
     def queue(self, image_ids: Iterable[int]) -> list[Question]:
-        """The questions of ``image_ids`` worth asking now, best first."""
-        return order(q for i in image_ids for q in self.image(i))
+        """The questions of ``image_ids`` worth asking now, best first (images a person
+        skipped left out)."""
+        skipped = _skipped(self.store)
+        return order(q for i in image_ids if i not in skipped for q in self.image(i))
 
     def image(self, image_id: int) -> list[Question]:
         """The questions of image ``image_id`` worth asking now (value > 0), best first; none
