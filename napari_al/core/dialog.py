@@ -73,7 +73,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -393,9 +393,3 @@ def supervision_mode(
                 f"{k + 1}: boxes from then on",
             )
     return "click", f"localisation (AP/AP50) still rises ({ratios[-2]:.3f} -> {ratios[-1]:.3f})"
-
-
-def with_value(q: Question, costs: CostModel, saving_weight: float = 1.0) -> Question:
-    """``q`` with its value recomputed (after its gain changed)."""
-    value = question_value(q.gain, q.p_change, q.seconds, q.saved_s, costs, saving_weight)
-    return replace(q, value=value)
