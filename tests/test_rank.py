@@ -216,3 +216,39 @@ def test_coreset_starts_from_the_labelled_images(project: Path, monkeypatch) -> 
         # no diversity: no labelled pass
         workflow.rank_pool(store, detector, workflow.QuerySettings(budget=2))
         assert seen["labelled"] is None
+
+
+def test_question_unit_plans_stores_and_prints_the_dialog_queue(project: Path, capsys) -> None:
+    from napari_al.core.workflow import stored_questions
+
+    with ProjectStore.open(project) as store:
+        trained = store.latest_model_version() is not None
+    if not trained:
+        assert main(["train", str(project), *TINY, "--steps", "1"]) == 0
+    rows = rank(capsys, project, "--unit", "question", "--budget", "6", "--supervision", "box")
+    assert 0 < len(rows) <= 6
+    assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
+    assert [r["value"] for r in rows] == sorted((r["value"] for r in rows), reverse=True)
+    with ProjectStore.open(project) as store:
+        version = store.latest_model_version().id
+        pool = {r.id for r in store.images(split="pool")}
+        # the planning pass stored this model's predictions of the pool: the boxes asked about
+        preds = store.boxes(statuses="predicted")
+        assert {b.model_version for b in preds if b.image_id in pool} == {version}
+        for r in rows:
+            assert r["image_id"] in pool and r["kind"] in ("verify", "region", "draw")
+            assert r["supervision"] == "box" and r["value"] > 0 and r["keys"]
+            if r["kind"] == "verify":
+                box = store.box(r["box_id"])
+                assert (box.status, box.model_version) == ("predicted", version)
+                assert r["text"].startswith("is this") and "W yes" in r["keys"]
+        # stored: the viewer's Questions panel and a restart see the same queue
+        stored = stored_questions(store)
+        assert len(stored) == len(rows)
+        assert [q.to_dict() for q in stored] == [
+            {k: r[k] for k in q.to_dict()} for q, r in zip(stored, rows, strict=True)
+        ]
+    capsys.readouterr()
+    assert main(["rank", str(project), *TINY, "--unit", "question", "--budget", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("\n") == 2 and "keys:" in out and "supervision:" in err

@@ -37,6 +37,7 @@ from napari_al.cli.project import (
     cmd_init,
     first_import,
 )
+from napari_al.cli.questions import add_question_arguments, cmd_rank_questions
 
 __all__ = ["CliError", "build_parser", "main", "user_message"]
 
@@ -230,6 +231,8 @@ def _query_rows(items: Sequence, paths: dict[int, str]) -> list[dict]:
 def cmd_rank(args: argparse.Namespace) -> int:
     from napari_al.core import workflow
 
+    if args.unit == "question":  # the dialog planner's queue (cli/questions.py)
+        return cmd_rank_questions(args, _detector)
     settings = workflow.from_args(workflow.QuerySettings, args)
     with open_store(args.project, busy="ranking") as store:
         detector = _detector(store, args)
@@ -513,6 +516,7 @@ def _add_round_commands(sub: Any) -> None:
     _model_args(p)
     _threads_arg(p)
     add_arguments(p.add_argument_group("query"), QuerySettings)
+    add_question_arguments(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_rank)
 

@@ -23,6 +23,11 @@ Published human times, each a configurable default (see ``docs/simulation.md``):
   ``region``): a yes/no answer about a region instead of a box, charged as one verification,
   ``verify_s`` (Papadopoulos et al. 2016's yes/no time; Benenson's annotation dialogs ask
   about regions this way).
+- the dialog planner's questions (:mod:`napari_al.core.dialog`; the simulator's ``dialog``
+  strategy) are priced from these: a verify question ``verify_s``; a region question
+  ``verify_s`` plus its follow-up; a draw question its labels; a missed object labelled by a
+  click costs ``click_s + verify_s`` (the click, then the yes/no on its box; Papadopoulos et
+  al. 2017), by a drawn box ``draw_s`` (extreme clicking, Papadopoulos et al. 2017).
 - ``image_s``: per image reviewed to completion (open, look, mark complete). Not in the published
   per-box figures, so 0 by default.
 

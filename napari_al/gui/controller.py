@@ -17,6 +17,7 @@ The class is put together from one part per concern:
 - :mod:`napari_al.gui.answer_keys`: the rich verification answers (part, container, several).
 - :mod:`napari_al.gui.region_mode`: region questions, "any more <class> here?" (Shift+M yes,
   Shift+X no).
+- :mod:`napari_al.gui.dialog_mode`: the dialog planner's questions, one at a time (J).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from napari_al.core.annotator import Annotator, Change, StaleCommand
 from napari_al.core.store import ProjectStore, StoreError
 from napari_al.gui.answer_keys import AnswerKeys
 from napari_al.gui.click_mode import ClickMode
+from napari_al.gui.dialog_mode import DialogMode
 from napari_al.gui.key_actions import KeyActions
 from napari_al.gui.layer_edits import LayerEdits
 from napari_al.gui.navigation import Navigation
@@ -46,10 +48,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Events the controller tells its listeners about.
-EVENTS = ("image", "data", "class", "queries", "model", "mode")
+EVENTS = ("image", "data", "class", "queries", "model", "mode", "question")
 
 
-class AnnotationController(KeyActions, Navigation, LayerEdits, ClickMode, AnswerKeys, RegionMode):
+class AnnotationController(
+    KeyActions, Navigation, LayerEdits, ClickMode, AnswerKeys, RegionMode, DialogMode
+):
     """Drives one viewer's annotation loop on one project store."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
@@ -76,6 +80,7 @@ class AnnotationController(KeyActions, Navigation, LayerEdits, ClickMode, Answer
         self.min_prediction_score: float | None = None
         self._init_click_mode()
         self._init_region_mode()
+        self._init_dialog_mode()
 
     # -- listeners ------------------------------------------------------------------------
 
@@ -112,6 +117,7 @@ class AnnotationController(KeyActions, Navigation, LayerEdits, ClickMode, Answer
         self.view.set_current_class(classes[0].name if classes else "")
         if store is not None:  # the last ranking, from the CLI or an earlier session
             self.queries = workflow.stored_queries(store)
+        self.load_questions()  # the dialog planner's stored queue
         self._emit("class")
         self._emit("queries")
         self._emit("model")

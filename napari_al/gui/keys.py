@@ -12,7 +12,8 @@ Q rejects a box, Shift+Q skips the image. The rich verification answers
 (:mod:`napari_al.core.answers`) are Shift keys on the box, as napari's own lower-case letters
 are taken: Shift+E the box covers part of the object (expand it), Shift+S it contains the object
 and more (shrink it), Shift+K several objects (click them: K is click mode). With W (yes), Q (no)
-and 1-9 (wrong class) that makes the six answers of Benenson's slides one key each.
+and 1-9 (wrong class) that makes the six answers of Benenson's slides one key each. J asks the
+dialog planner's next question (:mod:`napari_al.gui.dialog_mode`); the answers are these keys.
 
 Digits are the exception, on purpose: ``1``-``9`` set the class. They are bound on the ``boxes``
 layer itself (overriding Shapes' mode keys 1-7 on that layer only; the letter keys for the modes,
@@ -88,6 +89,12 @@ KEYS: tuple[Key, ...] = (
         "region_no",
         'region question "any more <class> here?" (dashed): no, the region is empty of the '
         "class (undoable)",
+    ),
+    Key(
+        "J",
+        "next_question",
+        "the dialog planner's next question (Questions panel): its image, its box or region; "
+        "answer it with the keys it names",
     ),
     Key("G", "next_unreviewed", "focus the next unreviewed box of this image"),
     Key("N", "next_item", "go to the next queried item (image, box or region)"),

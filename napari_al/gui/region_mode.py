@@ -8,8 +8,9 @@ suggestions). The best one is shown as a dashed rectangle in its own layer, ``qu
 the question and its keys (:data:`~napari_al.gui.keys.KEYS`): Shift+X (no: the region is known
 empty of the class, stored as one undoable action) or Shift+M (yes: logged, then click mode
 restricted to the region: click every missed object there; K when done). After a no, or
-when click mode ends, the next question is shown. Layers change on the main thread only (the
-key handlers and the controller's refreshes run there).
+when click mode ends, the next question is shown; a region question of the dialog planner
+(:mod:`napari_al.gui.dialog_mode`, J) is shown instead while it is open. Layers change on the
+main thread only (the key handlers and the controller's refreshes run there).
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ class RegionMode:
             return  # the person is clicking the missed objects of a yes-region
         self.region_clicking = None
         question = None
-        if self.store is not None and image_id is not None:
+        if image_id is not None:  # the dialog planner's region question comes first
+            question = self.pinned_region(image_id)  # type: ignore[attr-defined]
+        if question is None and self.store is not None and image_id is not None:
             questions = workflow.region_questions(
                 self.store,
                 image_id,

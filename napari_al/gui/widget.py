@@ -1,4 +1,4 @@
-"""The dock widget: Project, Model, Query, Train, Evaluate and Keys sections.
+"""The dock widget: Project, Model, Query, Questions, Train, Evaluate and Keys sections.
 
 The widget is thin: it composes the sections of :mod:`napari_al.gui.sections` (one module
 each), the annotation loop lives in :class:`~napari_al.gui.controller.AnnotationController`
@@ -42,6 +42,7 @@ from napari_al.gui.sections.keys import KeysSection
 from napari_al.gui.sections.model import ModelSection
 from napari_al.gui.sections.project import ProjectSection
 from napari_al.gui.sections.query import QuerySection
+from napari_al.gui.sections.questions import QuestionsSection
 from napari_al.gui.sections.train import TrainSection
 from napari_al.gui.tasks import (
     JobResult,
@@ -62,9 +63,9 @@ class ActiveLearningWidget(QWidget):
     """Dock widget of napari-al: open a project, annotate, retrain in the background.
 
     The sections are attributes: ``project_section``, ``model_section``, ``query_section``,
-    ``train_section``, ``evaluate_section`` and ``keys_section``. Creating the widget binds
-    the annotation keys; it imports no torch (see the module docstring for where the triton
-    guard and thread counts are set).
+    ``questions_section``, ``train_section``, ``evaluate_section`` and ``keys_section``.
+    Creating the widget binds the annotation keys; it imports no torch (see the module
+    docstring for where the triton guard and thread counts are set).
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
@@ -79,6 +80,7 @@ class ActiveLearningWidget(QWidget):
         self.project_section = ProjectSection(self.controller, self.open_project, self.refresh)
         self.model_section = ModelSection(on_load=self.start_load_model)
         self.query_section = QuerySection(self.controller, on_rescore=self.start_rescore)
+        self.questions_section = QuestionsSection(self.controller)
         self.train_section = TrainSection(on_retrain=self.start_retrain, on_cancel=self.cancel_job)
         self.evaluate_section = EvaluateSection(on_evaluate=self.start_evaluate)
         self.keys_section = KeysSection()
@@ -88,6 +90,7 @@ class ActiveLearningWidget(QWidget):
             self.project_section,
             self.model_section,
             self.query_section,
+            self.questions_section,
             self.train_section,
             self.evaluate_section,
             self.keys_section,
@@ -314,6 +317,8 @@ class ActiveLearningWidget(QWidget):
     def _on_controller_event(self, what: str) -> None:
         if self._closed:
             return
+        if what in ("data", "question"):
+            self.questions_section.refresh()
         if what == "data":
             self.project_section.refresh_current_row()
             self.project_section.refresh_summary()

@@ -62,6 +62,11 @@ def add_arguments(p: Any) -> None:
     for name, default in dataclasses.asdict(CostModel()).items():
         flag = "--" + name.replace("_s", "").replace("_", "-") + "-s"
         p.add_argument(flag, dest=name, type=float, help=f"seconds (default {default})")
+    _add_oracle_arguments(p)
+
+
+def _add_oracle_arguments(p: Any) -> None:
+    """How the simulated person answers (part of :func:`add_arguments`)."""
     p.add_argument("--verify-iou", type=float)
     p.add_argument("--redraw-iou", type=float)
     p.add_argument(
@@ -122,6 +127,21 @@ def _add_question_arguments(p: Any) -> None:
         metavar="N",
         help="most unreviewed images pseudo-labelled per training (default 20)",
     )
+    from napari_al.core.dialog import SUPERVISION
+
+    p.add_argument(
+        "--dialog-seconds",
+        type=float,
+        metavar="S",
+        help="dialog strategy: annotation seconds per round (default: what drawing "
+        "--budget-images images costs by the initial set)",
+    )
+    p.add_argument(
+        "--dialog-supervision",
+        choices=SUPERVISION,
+        help="dialog strategy: missed objects clicked, drawn, or auto (clicks while "
+        "localisation still improves, then boxes; default auto)",
+    )
 
 
 def config_from_args(args: Any) -> SimConfig:
@@ -136,7 +156,7 @@ def config_from_args(args: Any) -> SimConfig:
         "max_pool", "max_test", "device", "workers", "threads", "verify_iou", "redraw_iou",
         "verify_min_score", "verify_missed_min_score", "calibration", "keep_checkpoints",
         "missed_by",
-        "self_training", "self_training_images",
+        "self_training", "self_training_images", "dialog_seconds", "dialog_supervision",
     )  # fmt: skip
     for k in simple:
         v = getattr(args, k, None)

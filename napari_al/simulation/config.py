@@ -19,7 +19,7 @@ from napari_al.core.data import Dataset, ImageRecord
 #: Strategy name of the full-supervision reference run in ``results.csv``.
 FULL_NAME = "full-supervision"
 #: The ways the simulated person answers (``SimStrategy.oracle``).
-ORACLES = ("draw", "verify", "box")
+ORACLES = ("draw", "verify", "box", "dialog")
 
 # --------------------------------------------------------------------------- strategies
 
@@ -44,14 +44,20 @@ class SimStrategy:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if self.unit not in ("image", "box"):
-            raise ValueError(f"strategy {self.name}: unit must be image or box, not {self.unit!r}")
+        if self.unit not in ("image", "box", "question"):
+            raise ValueError(
+                f"strategy {self.name}: unit must be image, box or question, not {self.unit!r}"
+            )
         if self.oracle not in ORACLES:
             raise ValueError(f"strategy {self.name}: oracle must be one of {ORACLES}")
         if (self.unit == "box") != (self.oracle == "box"):
             raise ValueError(f"strategy {self.name}: the box oracle goes with the box unit")
-        if self.scorer == "random" and self.unit == "box":
-            raise ValueError(f"strategy {self.name}: random box selection is not implemented")
+        if (self.unit == "question") != (self.oracle == "dialog"):
+            raise ValueError(f"strategy {self.name}: the dialog oracle goes with the question unit")
+        if self.scorer == "random" and self.unit in ("box", "question"):
+            raise ValueError(
+                f"strategy {self.name}: random {self.unit} selection is not implemented"
+            )
 
 
 _S = SimStrategy
@@ -79,6 +85,14 @@ STRATEGIES: dict[str, SimStrategy] = {
             diversity="coreset",
             candidate_factor=3.0,
             description="two-stage: top 3xB by entropy, then core-set, verified",
+        ),
+        _S(
+            "dialog",
+            "entropy",
+            unit="question",
+            oracle="dialog",
+            description="the dialog planner: verify / region / draw questions by value per "
+            "second (entropy gains), a seconds budget per round",
         ),
         _S(
             "box-entropy",
@@ -205,6 +219,12 @@ class SimConfig:
     #: "any more <class> here?" first, clicks in the yes-regions, the rest drawn);
     #: :mod:`napari_al.simulation.missed`.
     missed_by: str = "draw"
+    #: Seconds of annotation per round of the ``dialog`` strategy (None: what drawing
+    #: ``budget_images`` images costs by the initial set; :mod:`napari_al.simulation.dialog`).
+    dialog_seconds: float | None = None
+    #: How the ``dialog`` strategy's missed objects are labelled: auto, click or box
+    #: (``DialogSettings.supervision``; auto: clicks while localisation still improves).
+    dialog_supervision: str = "auto"
     #: Self-training (``TrainSettings.self_training``): predictions on unreviewed pool images
     #: with P(yes) >= this that are stable under a horizontal flip train as pseudo labels,
     #: damped by ``lambda_d`` (None: off, the default until measured).
@@ -228,7 +248,16 @@ class SimConfig:
             raise ValueError("verify_iou must lie in (0, 1] and redraw_iou be >= 0")
         if self.self_training is not None and not 0 <= self.self_training <= 1:
             raise ValueError(f"self_training must lie in [0, 1], got {self.self_training}")
+        if self.dialog_seconds is not None and not self.dialog_seconds > 0:
+            raise ValueError(f"dialog_seconds must be positive, got {self.dialog_seconds}")
+        from napari_al.core.dialog import SUPERVISION
         from napari_al.core.workflow import CALIBRATION_METHODS
+
+        if self.dialog_supervision not in SUPERVISION:
+            raise ValueError(
+                f"dialog_supervision must be one of {', '.join(SUPERVISION)}, "
+                f"got {self.dialog_supervision!r}"
+            )
         from napari_al.simulation.missed import MISSED_BY
 
         if self.missed_by not in MISSED_BY:
@@ -304,6 +333,8 @@ RESULT_KEYS = (
     "missed_by",
     "self_training",
     "self_training_images",
+    "dialog_seconds",
+    "dialog_supervision",
 )
 
 

@@ -32,7 +32,8 @@ Oracle modes (``SimStrategy.oracle``):
   queried box is asked whatever its P(yes): the strategy chose it for what its answer teaches.
 
 How the objects the shown boxes missed are labelled (``missed_by``: drawn, clicked, or found
-through region questions first): :mod:`napari_al.simulation.missed`.
+through region questions first): :mod:`napari_al.simulation.missed`. The answers to the dialog
+planner's questions (the ``dialog`` strategy): :mod:`napari_al.simulation.dialog`.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from napari_al.core.boxes import as_xyxy, box_area, box_iou, inside_fraction
 from napari_al.core.costs import CostModel
 from napari_al.core.data import HUMAN_STATUSES, RICH_ANSWERS, ImageRecord
 from napari_al.core.workflow import SuggestSettings, verify_rule
+from napari_al.simulation.dialog import DialogAnswers
 from napari_al.simulation.missed import MISSED_BY, MissedObjects
 
 if TYPE_CHECKING:
@@ -194,7 +196,7 @@ def plan_verification(
     return plan, sorted(free)
 
 
-class Oracle(MissedObjects):
+class Oracle(MissedObjects, DialogAnswers):
     """Answers queries from the ground truth through the store's user actions.
 
     Before each action the clock advances by that answer's cost, so the store logs it with

@@ -16,6 +16,7 @@ from napari_al.core import workflow
 from napari_al.core.boxes import box_iou
 from napari_al.runtime import torch_threads
 from napari_al.simulation.config import FULL_NAME, BenchmarkData, SimConfig, SimStrategy
+from napari_al.simulation.dialog import answer_dialog, dialog_budget
 from napari_al.simulation.project import (
     Model,
     SimProject,
@@ -234,6 +235,8 @@ def _choose(
     """
     ids = workflow.pool_image_ids(proj.store)
     if not ids:  # the pool is exhausted
+        if strategy.unit == "question":
+            return {"images": [], "budget_s": 0.0}
         return {"images": []} if strategy.unit == "image" else {"boxes": [], "budget": 0}
     if strategy.scorer == "random":
         return {"images": _choose_random(ids, config.budget_images, seed, r)}
@@ -241,6 +244,9 @@ def _choose(
     candidates = ids
     if config.pool_subset is not None and len(ids) > config.pool_subset:
         candidates = sorted(_choose_random(ids, config.pool_subset, seed, r, 1))
+    if strategy.unit == "question":  # the dialog planner: its images and seconds
+        budget = dialog_budget(proj.store, config)
+        return {"images": list(candidates), "budget_s": budget, "seed": seed * 1000 + r}
     if strategy.unit == "image":
         query = workflow.QuerySettings(
             strategy=strategy.scorer,
@@ -288,6 +294,10 @@ def _answer(
 ) -> None:
     """The oracle answers a stored query (resumable: answers already given are not repeated)."""
     store = proj.store
+    if strategy.oracle == "dialog":
+        assert detector is not None
+        answer_dialog(proj, strategy, detector, query, marker, config)
+        return
     if strategy.unit == "image":
         ids = [int(i) for i in query["images"]]
         if strategy.oracle == "verify":

@@ -138,10 +138,21 @@ class QueriesMixin(StoreBase):
             shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
             raise StoreError(f"query items name images not in the project: {shown}")
 
-    def latest_queries(self) -> StoredQuerySet | None:
-        """The newest stored ranking, or None when none was stored."""
+    def latest_queries(
+        self, unit: str | None = None, *, exclude_unit: str | None = None
+    ) -> StoredQuerySet | None:
+        """The newest stored ranking (only of set unit ``unit``, or of any other than
+        ``exclude_unit``, when given), or None when none was stored."""
+        where, args = [], []
+        if unit is not None:
+            where.append("unit = ?")
+            args.append(unit)
+        if exclude_unit is not None:
+            where.append("unit != ?")
+            args.append(exclude_unit)
+        sql = "SELECT max(id) FROM query_sets" + (" WHERE " + " AND ".join(where) if where else "")
         with self._read() as conn:
-            row = conn.execute("SELECT max(id) FROM query_sets").fetchone()
+            row = conn.execute(sql, args).fetchone()
             if row[0] is None:
                 return None
             return self._query_set(conn, int(row[0]))

@@ -26,6 +26,10 @@ functions and nothing below them for a round (``docs/architecture.md``):
 - rich verification answers (yes / part / container / several / wrong class / no):
   :func:`answer_box` (:func:`propose_refined_box`, :func:`stored_candidates`;
   :class:`Answered`, :class:`AnswerSettings`, :data:`FOLLOWUPS`);
+- the dialog planner (one queue of questions: verify a box, "any more <class> here?", label
+  an image): :func:`plan_questions` (:func:`score_gains`, :class:`Planner`, :func:`replan`,
+  :func:`is_open`, :func:`supervision`), :func:`stored_questions`, :func:`save_questions`;
+  :class:`Question`, :class:`QuestionGains`, :class:`DialogSettings`;
 - a whole round: :func:`run_round` (a generator of :class:`Progress`), :func:`drive`;
   :func:`first_round` (which round a project opened mid-loop needs first).
 - errors a person can act on: :class:`WorkflowError`, :class:`SettingsError` (ValueErrors).
@@ -35,6 +39,7 @@ Qt-free and napari-free; torch is imported only when a model is built or run.
 
 from __future__ import annotations
 
+from napari_al.core.dialog import Question
 from napari_al.core.workflow.answers import (
     FOLLOWUPS,
     Answered,
@@ -65,6 +70,19 @@ from napari_al.core.workflow.clicks import (
     has_model,
     propose_click_box,
     record_click,
+)
+from napari_al.core.workflow.dialog import (
+    QUESTION_UNIT,
+    Planner,
+    QuestionGains,
+    is_open,
+    plan_questions,
+    question_item,
+    replan,
+    save_questions,
+    score_gains,
+    stored_questions,
+    supervision,
 )
 from napari_al.core.workflow.errors import SettingsError, WorkflowError
 from napari_al.core.workflow.evaluation import (
@@ -122,6 +140,7 @@ from napari_al.core.workflow.settings import (
     WEIGHT_SOURCES,
     CalibrationSettings,
     ClickSettings,
+    DialogSettings,
     ModelSettings,
     QuerySettings,
     RegionSettings,
@@ -142,6 +161,7 @@ __all__ = [
     "FOLLOWUPS",
     "JUDGED_IOU",
     "MODELS_DIR",
+    "QUESTION_UNIT",
     "WEIGHT_SOURCES",
     "AnswerSettings",
     "Answered",
@@ -150,10 +170,14 @@ __all__ = [
     "ClickCandidates",
     "ClickProposal",
     "ClickSettings",
+    "DialogSettings",
     "ModelSettings",
+    "Planner",
     "Progress",
     "PseudoLabels",
     "QuerySettings",
+    "Question",
+    "QuestionGains",
     "RegionQuestion",
     "RegionSettings",
     "RoundResult",
@@ -186,6 +210,7 @@ __all__ = [
     "from_args",
     "has_model",
     "images_to_predict",
+    "is_open",
     "judged_boxes",
     "judged_mask",
     "judged_samples",
@@ -196,6 +221,7 @@ __all__ = [
     "load_model",
     "load_rgb",
     "online_calibration",
+    "plan_questions",
     "pool_image_ids",
     "predict_images",
     "predict_split",
@@ -204,18 +230,24 @@ __all__ = [
     "propose_refined_box",
     "pseudo_label_examples",
     "pseudo_labels",
+    "question_item",
     "rank_pool",
     "read_rows",
     "record_click",
     "record_metrics",
     "region_questions",
+    "replan",
     "run_round",
+    "save_questions",
+    "score_gains",
     "split_samples",
     "stored_calibration",
     "stored_candidates",
     "stored_queries",
+    "stored_questions",
     "suggest_missed",
     "suggestion_candidates",
+    "supervision",
     "train_model",
     "training_examples",
     "verify_rule",

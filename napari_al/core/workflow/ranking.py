@@ -7,7 +7,8 @@ Units (see :class:`~napari_al.core.workflow.settings.QuerySettings`):
   on image embeddings, starting from the labelled images' embeddings);
 - ``box``: single boxes to verify, drawn from low-threshold candidates (Desai et al. 2019),
   never one already judged (:func:`~napari_al.core.workflow.examples.judged_mask`);
-- ``region``: image blocks ranked by summed box scores plus missed-object density.
+- ``region``: image blocks ranked by summed box scores plus missed-object density;
+- ``question``: the dialog planner's queue (:mod:`napari_al.core.workflow.dialog`).
 
 Per-image scores and embeddings are cached in the store per (image hash, model version,
 strategy), so re-ranking with an unchanged model touches no image.
@@ -285,6 +286,20 @@ def rank_pool(
     q = settings or QuerySettings()
     if q.unit not in UNITS:
         raise ValueError(f"unknown unit {q.unit!r}; use one of {UNITS}")
+    if q.unit == "question":  # the dialog planner's queue, with its default settings
+        from napari_al.core.workflow.dialog import plan_questions, question_item
+
+        questions = plan_questions(
+            store,
+            detector,
+            query=q,
+            image_ids=image_ids,
+            progress=progress,
+            should_stop=should_stop,
+            on_skip=on_skip,
+            save=save,
+        )
+        return [question_item(x) for x in questions[: q.budget]]
     plan = _plan(store, detector, q)
     ids = pool_image_ids(store) if image_ids is None else list(image_ids)
     rows = [store.image(i) for i in ids]
@@ -307,9 +322,11 @@ def rank_pool(
 
 
 def stored_queries(store: ProjectStore) -> list[QueryItem]:
-    """The project's latest query set (saved by :func:`rank_pool`, from any front end) as
-    query items, best first; empty when none was saved."""
-    latest = store.latest_queries()
+    """The project's latest query set of images, boxes or regions (saved by
+    :func:`rank_pool`, from any front end) as query items, best first; empty when none was
+    saved. A question set (unit ``question``) is the dialog planner's:
+    :func:`~napari_al.core.workflow.dialog.stored_questions` reads it."""
+    latest = store.latest_queries(exclude_unit="question")
     if latest is None:
         return []
     return [

@@ -14,6 +14,7 @@ simulator pass instances. Each field's help text (``metadata["help"]``) states i
 - :class:`ClickSettings`: how a centre click becomes a box.
 - :class:`RegionSettings`: which regions get the question "any more <class> here?".
 - :class:`TileSettings`: which images are predicted tile by tile, with what overlap.
+- :class:`DialogSettings`: the dialog planner (which question is worth its seconds next).
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ from typing import Any, TypeVar
 from napari_al.core.data import ARCHS
 from napari_al.core.workflow.errors import SettingsError
 
-#: Units a query can ask about: whole images, single boxes, image blocks (regions).
-UNITS = ("image", "box", "region")
+#: Units a query can ask about: whole images, single boxes, image blocks (regions), or the
+#: dialog planner's questions (:mod:`napari_al.core.workflow.dialog`).
+UNITS = ("image", "box", "region", "question")
+#: How the dialog planner's missed objects are labelled (:data:`napari_al.core.dialog.SUPERVISION`).
+SUPERVISION = ("auto", "click", "box")
 #: Diversity options of image queries (two-stage: top candidates by score, then spread).
 DIVERSITY = ("coreset", "kmeans++")
 #: How per-box scores become an image score.
@@ -223,7 +227,12 @@ class QuerySettings:
         flag="--strategy",
         check=_check_strategy,
     )
-    unit: str = _opt("image", "what one query asks about", choices=UNITS)
+    unit: str = _opt(
+        "image",
+        "what one query asks about (question: the dialog planner's queue of questions, "
+        "docs/strategies.md)",
+        choices=UNITS,
+    )
     budget: int = _opt(10, "how many queries (images, boxes or regions) to return", minimum=1)
     diversity: str | None = _opt(
         None, "spread image queries over the embedding space", choices=DIVERSITY
@@ -333,6 +342,36 @@ class ClickSettings:
         "largest box found in the image, as a fraction of the image's area",
         minimum=0.0,
         maximum=1.0,
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class DialogSettings:
+    """The dialog planner (:mod:`napari_al.core.dialog`, :mod:`napari_al.core.workflow.dialog`):
+    which question (verify a box, "any more <class> here?", label an image) is asked next."""
+
+    supervision: str = _opt(
+        "auto",
+        "how missed objects are labelled: click (centre clicks), box (drawn boxes) or auto "
+        "(clicks while localisation, AP/AP50, still rises between model versions, then boxes; "
+        "Desai et al. 2019)",
+        choices=SUPERVISION,
+    )
+    switch_min_rise: float = _opt(
+        0.01,
+        "auto supervision: the rise of AP/AP50 between measured model versions at or below "
+        "which localisation counts as no longer improving (boxes from then on)",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    saving_weight: float = _opt(
+        1.0,
+        "weight of the expected seconds saved against drawing (in units of draw_s) beside "
+        "gain x P(change) in a question's value",
+        minimum=0.0,
     )
 
     def __post_init__(self) -> None:

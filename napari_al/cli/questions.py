@@ -1,0 +1,82 @@
+"""``napari-al rank --unit question``: the dialog planner's queue of questions, printed and
+stored as the project's question set (:func:`napari_al.core.workflow.plan_questions`), so the
+viewer's Questions panel and a restart ask the same ones."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from napari_al.cli.common import open_store, progress_bar
+
+
+def add_question_arguments(p: argparse.ArgumentParser) -> None:
+    """The dialog planner's flags (:class:`~napari_al.core.workflow.DialogSettings`)."""
+    from napari_al.core.workflow import DialogSettings, add_arguments
+
+    add_arguments(p.add_argument_group("questions (--unit question)"), DialogSettings)
+
+
+def question_rows(questions: list[Any], paths: dict[int, str]) -> list[dict[str, Any]]:
+    """One JSON-ready row per question: rank, image, the question in words, its keys, and
+    every figure of the value rule."""
+    rows = []
+    for rank, q in enumerate(questions, 1):
+        row = {"rank": rank, "image": paths.get(q.image_id, str(q.image_id)), **q.to_dict()}
+        row.update(text=q.text, keys=[f"{k} {what}" for k, what in q.keys])
+        rows.append(row)
+    return rows
+
+
+def cmd_rank_questions(args: argparse.Namespace, detector_of: Any) -> int:
+    """Plan the queue with the project's model (``detector_of(store, args)``), store the first
+    ``--budget`` questions, print them (``--json``: as JSON)."""
+    from napari_al.core import workflow
+
+    query = workflow.from_args(workflow.QuerySettings, args)
+    dialog = workflow.from_args(workflow.DialogSettings, args)
+    with open_store(args.project, busy="ranking") as store:
+        detector = detector_of(store, args)
+        update, close = progress_bar("scoring")
+        skipped: list[int] = []
+
+        def on_skip(image_id: int, message: str) -> None:
+            skipped.append(image_id)
+            print(f"warning: skipped unreadable image {message}", file=sys.stderr)
+
+        try:
+            queue = workflow.plan_questions(
+                store, detector, dialog, query=query, progress=update, on_skip=on_skip, save=True
+            )
+        finally:
+            close()
+        mode, why = workflow.supervision(store, dialog)
+        paths = {r.id: r.path for r in store.images()}
+    rows = question_rows(queue[: query.budget], paths)
+    print(f"supervision: {mode} ({why})", file=sys.stderr)
+    if not rows:
+        print(
+            "nothing to ask: the pool has no image still to review (import unlabelled images "
+            "with 'napari-al import --format images')",
+            file=sys.stderr,
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2, default=float))
+        return 0
+    for row in rows:
+        where = ""
+        if row["xyxy"] is not None:
+            where = " [" + ", ".join(f"{v:.0f}" for v in row["xyxy"]) + "]"
+        print(
+            f"{row['rank']:>3}. {row['value']:.4f}  {row['kind']:<6} {row['image']}{where}  "
+            f"{row['text']}  (P(yes) {row['p_yes']:.2f}, gain {row['gain']:.2f}, "
+            f"{row['seconds']:.1f} s, saves {row['saved_s']:.1f} s)  keys: {', '.join(row['keys'])}"
+        )
+    print(
+        f"saved as the project's question queue ({len(queue)} questions, the first "
+        f"{len(rows)} stored; open the project in napari: J asks the next)",
+        file=sys.stderr,
+    )
+    return 0
