@@ -46,6 +46,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("out", type=Path)
     parser.add_argument("--train-steps", type=int, default=0)
     parser.add_argument("--min-size", type=int, default=320)
+    parser.add_argument(
+        "--questions",
+        action="store_true",
+        help="ask the dialog planner's first question (key J) and show the Questions panel",
+    )
     return parser.parse_args(argv)
 
 
@@ -182,15 +187,19 @@ def pump(seconds: float) -> None:
         time.sleep(0.02)
 
 
-def capture(viewer: napari.viewer.Viewer, widget: ActiveLearningWidget, out: Path) -> None:
-    """Scroll the widget to the loss curve and save a screenshot of the whole window."""
+def capture(
+    viewer: napari.viewer.Viewer, widget: ActiveLearningWidget, out: Path, questions: bool = False
+) -> None:
+    """Scroll the widget to the loss curve (or the Questions panel) and save a screenshot of
+    the whole window."""
     from qtpy.QtWidgets import QScrollArea
 
     pump(1.0)
     viewer.reset_view()
     scroll = widget.findChild(QScrollArea)
+    target = widget.questions_section if questions else widget.train_section.loss_plot
     if scroll is not None:  # show the Query and Train sections (the loss curve)
-        scroll.ensureWidgetVisible(widget.train_section.loss_plot, 0, 10)
+        scroll.ensureWidgetVisible(target, 0, 10)
     pump(1.5)
     out.parent.mkdir(parents=True, exist_ok=True)
     viewer.screenshot(str(out), canvas_only=False, flash=False)
@@ -204,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     annotate(viewer, widget, scene)
     if args.train_steps:
         train_loss_curve(widget, args.train_steps, args.min_size)
+    if args.questions:
+        widget.controller.next_question()  # what J does: the planner's best question
     widget.refresh()
-    capture(viewer, widget, args.out)
+    capture(viewer, widget, args.out, args.questions)
     print(f"saved {args.out}")
     widget.close_project()
     viewer.close()
