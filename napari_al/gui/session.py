@@ -124,8 +124,8 @@ class Session:
         or a class id; None: the first class) is stored awaiting a yes/no
         (``session.annotator.accept(box_id)`` / ``reject``; ``annotator.undo()`` takes it
         back). The model in use proposes it when it was trained in the project (headless: the
-        project's latest model version, loaded on first use), else the image does. Returns the new box id, or None when no box was
-        found (nothing stored)."""
+        project's latest model version, loaded on first use), else the image does. Returns the
+        new box id, or None when no box was found (nothing stored)."""
         class_id = self._class_id(cls)
         detector = self._model_in_use()
         command = workflow.click(self.annotator, image_id, (x, y), class_id, detector)
@@ -148,8 +148,9 @@ class Session:
         and the follow-up: for ``part``/``container`` a refined box stored ``pseudo``
         (``result.refined_box_id``: answer it with ``session.annotator.accept`` / ``reject``)
         from the model in use when it was trained in the project (headless: the project's
-        latest model version, loaded on first use), else from the image's stored predictions; for ``several``, click the objects
-        (:meth:`click`). ``session.annotator.undo()`` takes the answer back."""
+        latest model version, loaded on first use), else from the image's stored predictions;
+        for ``several``, click the objects (:meth:`click`). ``session.annotator.undo()`` takes
+        the answer back."""
         if answer == "wrong_class" and cls is None:
             raise ValueError(
                 "a wrong_class answer needs the right class: "

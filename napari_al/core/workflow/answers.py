@@ -209,8 +209,9 @@ def answer_box(
     ``candidates``/``detector``/``pixels``: where a refined box comes from (given candidates;
     else the detector's, run here when it is trained in the project; else the stored
     predictions). Raises ValueError for an unknown answer or a ``wrong_class`` without
-    ``class_id`` or naming the box's own class, and :class:`~napari_al.core.store.StoreError` for a box that is gone (the
-    store then holds what it held before)."""
+    ``class_id`` or naming the box's own class, and
+    :class:`~napari_al.core.store.StoreError` for a box that is gone (the store then holds what
+    it held before)."""
     check_answer(answer)
     store = annotator.store
     box = store.box(box_id)
