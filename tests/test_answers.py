@@ -330,3 +330,63 @@ def test_a_notebook_session_answers_through_the_workflow(project) -> None:
         assert session.store.box(inner).class_id == debris
     kinds = [a.kind for a in store.actions()]
     assert kinds[-3:] == ["part", "accept", "set_class"]
+
+
+def test_a_session_wrong_class_needs_another_class(project) -> None:
+    """Found by a new user: ``session.answer(box, "wrong_class")`` without the class silently
+    gave the box the project's first class, and naming the box's own class stored a
+    'correction' that changed nothing."""
+    from napari_al import open_project
+
+    store, _, cell, _ = project
+    judged, *_ = _ids(store)
+    before = [a.kind for a in store.actions()]
+    with open_project(store.project_dir, viewer=False) as session:
+        with pytest.raises(ValueError, match="needs the right class"):
+            session.answer(judged, "wrong_class")
+        with pytest.raises(ValueError, match="already cell"):
+            session.answer(judged, "wrong_class", "cell")
+    with pytest.raises(ValueError, match="already cell"):  # the workflow, every caller
+        answer_box(Annotator(store), judged, "wrong_class", class_id=cell)
+    box = store.box(judged)
+    assert (box.status, box.class_id) == ("predicted", cell)
+    assert [a.kind for a in store.actions()] == before  # nothing recorded
+
+
+def test_a_headless_session_uses_the_projects_trained_model(project, monkeypatch) -> None:
+    """Found by a new user: in a notebook session on a project with a trained model,
+    ``region_questions`` returned [] (and clicks and refined boxes ignored the model) until
+    ``load_detector()`` had been called by hand."""
+    from PIL import Image
+
+    from napari_al import open_project
+    from napari_al.core import workflow
+
+    store, _, _, debris = project
+    Image.fromarray(np.zeros((200, 200, 3), np.uint8)).save(store.project_dir / "a.png")
+    store.add_model_version(store.project_dir / "m.pt", "fake")
+
+    class Trained:
+        model_version = 1
+
+    loaded: list[int] = []
+
+    def load_model(s, settings=None):  # type: ignore[no-untyped-def]
+        loaded.append(1)
+        return Trained()
+
+    seen: list[object] = []
+
+    def click_candidates(detector, pixels):  # type: ignore[no-untyped-def]
+        seen.append(detector)
+        probs = np.array([[0.0, 0.9]], np.float32)  # debris where no box is
+        return ClickCandidates(np.array([[160, 10, 190, 40]], np.float32), probs, 1)
+
+    monkeypatch.setattr(workflow, "load_model", load_model)
+    monkeypatch.setattr(workflow, "click_candidates", click_candidates)
+    with open_project(store.project_dir, viewer=False) as session:
+        qs = session.region_questions(1)
+        assert [(q.xyxy, q.class_id) for q in qs] == [((160, 10, 190, 40), debris)]
+        assert len(seen) == 1 and isinstance(seen[0], Trained)
+        session.region_questions(1)
+        assert loaded == [1]  # loaded once, then kept

