@@ -163,6 +163,33 @@ def test_each_box_keeps_its_own_probs_features_and_proposal(perfect: Detector) -
     assert pred.embedding.shape == (2,) and pred.embedding[1] == pytest.approx(1.0)
 
 
+def test_merging_in_groups_finds_the_same_and_caps_the_boxes(
+    perfect: Detector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from napari_al.core.engine import tiling
+
+    rng = np.random.default_rng(4)
+    img = np.zeros((600, 800, 3), np.uint8)
+    objects = []
+    while len(objects) < 30:
+        w, h = (int(v) for v in rng.integers(4, 41, 2))
+        x, y = int(rng.integers(0, 800 - w)), int(rng.integers(0, 600 - h))
+        if img[max(0, y - 2) : y + h + 2, max(0, x - 2) : x + w + 2].any():
+            continue
+        img[y : y + h, x : x + w] = 255
+        objects.append((x, y, x + w, y + h))
+    n_windows = len(tile_windows(600, 800, native_tile(perfect.model, 600, 800), 40))
+    whole = perfect.predict_tiled(img, overlap=40, batch_size=2)
+    monkeypatch.setattr(tiling, "MERGE_EVERY", 3)  # many small merges instead of one
+    assert n_windows > 6
+    grouped = perfect.predict_tiled(img, overlap=40, batch_size=2)
+    assert _found(grouped) == _found(whole) == sorted(objects)
+    np.testing.assert_allclose(grouped.embedding, whole.embedding, rtol=1e-6)
+    monkeypatch.setattr(tiling, "MAX_TILED_DETECTIONS", 7)  # memory bound: the best 7 stay
+    capped = perfect.predict_tiled(img, overlap=40, batch_size=2)
+    assert len(capped) == 7 and set(_found(capped)) <= set(objects)
+
+
 def test_progress_counts_tiles_and_stop_returns_none(perfect: Detector) -> None:
     seen: list[tuple[int, int]] = []
     img = _image_with([])

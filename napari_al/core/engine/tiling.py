@@ -19,15 +19,19 @@ or when it is complete there (it touches no edge of the window that lies inside 
 when the object is at most ``overlap`` px across, the neighbour that owns its centre sees it
 whole. The kept boxes of all windows, shifted into image pixels, are merged by
 ``torchvision.ops.batched_nms`` (class-aware, at the model's own NMS IoU), which removes the
-copies of an object seen complete by two windows. An object larger than the overlap can be
-found in two pieces (one per window); one larger than a window is never found whole: set the
-overlap to the largest object's side.
+copies of an object seen complete by two windows. Merging runs every :data:`MERGE_EVERY`
+windows into the running result (windows come row by row, so only boxes near the boundary of
+two groups meet in a later merge; a greedy suppression chain across that boundary can end
+differently from one NMS over everything, which needs three overlapping boxes there). An
+object larger than the overlap can be found in two pieces (one per window); one larger than a
+window is never found whole: set the overlap to the largest object's side.
 
 Each kept box keeps what its window's forward pass said of it: ``labels``, ``scores``,
 ``probs``, ``features`` (RoI features at native scale) and ``proposals`` (shifted like the
 box). ``embedding`` is the mean of the windows' embeddings weighted by their areas in the image
 (overlaps count once per window). ``detections_per_image`` and the score threshold apply per
-window: the image has no cap on its number of boxes.
+window; the image keeps at most :data:`MAX_TILED_DETECTIONS` boxes (the highest scores), so
+that memory stays bounded whatever the model finds.
 """
 
 from __future__ import annotations
@@ -52,6 +56,13 @@ if TYPE_CHECKING:
 EDGE_MARGIN = 2.0
 #: NMS IoU of the merge when the model has none (torchvision's detectors use 0.5).
 MERGE_IOU = 0.5
+#: Windows whose boxes are merged (NMS) into the running result at a time, so memory stays
+#: bounded by the merged boxes, not by every window's raw detections.
+MERGE_EVERY = 64
+#: Most boxes one tiled image keeps (highest scores), with their features: a weak model on a
+#: 25,000 px image (about 10,000 windows of up to 100 boxes each) would otherwise hold a
+#: million boxes, several GB. 10,000 boxes with 1024 features each are about 45 MB.
+MAX_TILED_DETECTIONS = 10_000
 
 
 @dataclass(frozen=True)
@@ -240,6 +251,10 @@ def predict_tiled(
     windows = tile_windows(height, width, shape, overlap)
     thr, dets = detector._thresholds(score_threshold, candidate, detections_per_image)
     parts: list[Predictions] = []
+    areas: list[float] = []
+    merged: Predictions | None = None
+    merged_area = 0.0
+    iou = merge_iou(detector.model)
     step = max(1, batch_size)
     for start in range(0, len(windows), step):
         if should_stop is not None and should_stop():
@@ -248,7 +263,18 @@ def predict_tiled(
         tensors = [_tile_tensor(image, w, shape).to(detector.device) for w in batch]
         for window, raw in zip(batch, detector.infer_raw(tensors, thr, dets), strict=True):
             parts.append(_place(to_predictions(raw, detector.num_classes), window))
+            areas.append(float(window.height * window.width))
+        if len(parts) >= MERGE_EVERY or start + step >= len(windows):
+            # the running result counts with the area of the windows it came from, so the
+            # embedding stays the area-weighted mean over all windows
+            head = [] if merged is None else [merged]
+            merged = merge([*head, *parts], [merged_area, *areas][1 - len(head) :], iou)
+            merged_area += sum(areas)
+            parts, areas = [], []
+            if len(merged) > MAX_TILED_DETECTIONS:
+                merged = merged.subset(
+                    np.argsort(-merged.scores, kind="stable")[:MAX_TILED_DETECTIONS]
+                )
         if progress is not None:
             progress(start + len(batch), len(windows))
-    areas = [float(w.height * w.width) for w in windows]
-    return merge(parts, areas, merge_iou(detector.model))
+    return merged
