@@ -8,36 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gui_helpers import open_widget, press
-from PIL import Image
+from gui_helpers import BLOB, blob_project, open_widget, press
 
 from napari_al.core.data import Predictions
 from napari_al.core.store import ProjectStore
-from napari_al.core.store.rows import file_sha256
 
 pytestmark = pytest.mark.gui
 
 TIMEOUT_MS = 60_000
-#: The generated image: 160 wide, 100 high (not square: a row/col swap misses the blob).
-WIDTH, HEIGHT = 160, 100
-BLOB = (110, 20, 130, 34)  # x1, y1, x2, y2: a bright blob, far from the diagonal
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    d = tmp_path / "clicks"
-    d.mkdir()
-    rng = np.random.default_rng(0)
-    img = (rng.random((HEIGHT, WIDTH)) * 20).astype(np.uint8)
-    x1, y1, x2, y2 = BLOB
-    img[y1:y2, x1:x2] = 220
-    path = d / "cells.png"
-    Image.fromarray(img).save(path)
-    with ProjectStore.create(d) as s:
-        s.add_class("cell")
-        s.add_class("debris")
-        s.add_image(path, file_sha256(path), WIDTH, HEIGHT)
-    return d
+    return blob_project(tmp_path / "clicks")
 
 
 @pytest.fixture

@@ -10,38 +10,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gui_helpers import open_widget, press
-from PIL import Image
+from gui_helpers import BLOB, blob_project, open_widget, press
 from test_gui_clicks import canvas_click
 
 from napari_al.core.dialog import ANSWER_KEYS
 from napari_al.core.store import ProjectStore
-from napari_al.core.store.rows import file_sha256
 from napari_al.core.workflow import ClickCandidates, plan_questions, stored_questions
 from napari_al.gui.region_mode import QUESTION_LAYER
 
 pytestmark = pytest.mark.gui
 
-WIDTH, HEIGHT = 160, 100
 SMALL = (25.0, 25.0, 40.0, 40.0)  # the model's box on part of the object (P(yes) 0.5)
 BIG = (20.0, 20.0, 50.0, 50.0)  # its box holding the whole object (0.9)
-BLOB = (110, 20, 130, 34)  # a bright blob the model missed
 NEAR_BLOB = (108.0, 18.0, 132.0, 36.0)  # its weak candidate there
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    d = tmp_path / "dialog"
-    d.mkdir()
-    img = (np.random.default_rng(0).random((HEIGHT, WIDTH)) * 20).astype(np.uint8)
-    x1, y1, x2, y2 = BLOB
-    img[y1:y2, x1:x2] = 220
-    path = d / "cells.png"
-    Image.fromarray(img).save(path)
-    with ProjectStore.create(d) as s:
-        cell = s.add_class("cell")
-        s.add_class("debris")
-        s.add_image(path, file_sha256(path), WIDTH, HEIGHT)
+    d = blob_project(tmp_path / "dialog")
+    with ProjectStore.open(d) as s:
+        cell = s.classes()[0].id
         s.replace_predictions(1, [(SMALL, cell, 0.5), (BIG, cell, 0.9)], None)
         cands = ClickCandidates(
             np.asarray([NEAR_BLOB], np.float32),

@@ -8,37 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gui_helpers import open_widget, press
-from PIL import Image
+from gui_helpers import BLOB, blob_project, open_widget, press
 from test_gui_clicks import canvas_click
 
-from napari_al.core.store import ProjectStore
-from napari_al.core.store.rows import file_sha256
 from napari_al.gui.region_mode import QUESTION_LAYER, dashed_rectangle
 
 pytestmark = pytest.mark.gui
 
-WIDTH, HEIGHT = 160, 100
-BLOB = (110, 20, 130, 34)  # a bright blob: the one missed object
 EMPTY = (20, 60, 50, 90)  # a possibly missed cell where there is none
 NEAR_BLOB = (108, 18, 132, 36)  # a possibly missed cell on the blob
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    d = tmp_path / "regions"
-    d.mkdir()
-    rng = np.random.default_rng(0)
-    img = (rng.random((HEIGHT, WIDTH)) * 20).astype(np.uint8)
-    x1, y1, x2, y2 = BLOB
-    img[y1:y2, x1:x2] = 220
-    path = d / "cells.png"
-    Image.fromarray(img).save(path)
-    with ProjectStore.create(d) as s:
-        s.add_class("cell")
-        s.add_class("debris")
-        s.add_image(path, file_sha256(path), WIDTH, HEIGHT)
-    return d
+    return blob_project(tmp_path / "regions")
 
 
 @pytest.fixture
