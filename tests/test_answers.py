@@ -353,6 +353,20 @@ def test_a_session_wrong_class_needs_another_class(project) -> None:
     assert [a.kind for a in store.actions()] == before  # nothing recorded
 
 
+def test_a_session_asked_about_an_unknown_image_says_so(project) -> None:
+    """Found by a new user: ``session.region_questions(999999)`` returned [] (nothing to ask)
+    on a project without a model, where the same id given to ``click`` raised."""
+    from napari_al import open_project
+    from napari_al.core.store import StoreError
+
+    store, *_ = project
+    with (
+        open_project(store.project_dir, viewer=False) as session,
+        pytest.raises(StoreError, match="image 999999 does not exist"),
+    ):
+        session.region_questions(999999)
+
+
 def test_a_headless_session_uses_the_projects_trained_model(project, monkeypatch) -> None:
     """Found by a new user: in a notebook session on a project with a trained model,
     ``region_questions`` returned [] (and clicks and refined boxes ignored the model) until

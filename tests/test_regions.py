@@ -165,6 +165,9 @@ def test_region_answers_are_checked_and_reserved(store: ProjectStore) -> None:
     with pytest.raises(StoreError, match="written by the store"):
         store.log_action("region", image_id=1)
     assert store.boxes() == [] and store.actions() == []
+    empty = ClickCandidates(np.zeros((0, 4), np.float32), np.zeros((0, 2), np.float32))
+    with pytest.raises(StoreError, match="image 999 does not exist"):  # not "nothing to ask"
+        region_questions(store, 999, empty)
 
 
 def test_counts_and_seconds_of_regions_and_clicks_without_a_box_agree() -> None:

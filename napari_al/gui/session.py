@@ -166,10 +166,11 @@ class Session:
         as the viewer asks them (:func:`napari_al.core.workflow.region_questions`, from the
         candidates of the model in use; none before a model is trained in the project).
         Runs the model on the image: blocking."""
+        row = self.store.image(image_id)  # StoreError for an unknown image, model or not
         detector = self._model_in_use()
         if not workflow.has_model(detector):
             return []
-        pixels = workflow.load_rgb(self.store.abs_path(self.store.image(image_id)))
+        pixels = workflow.load_rgb(self.store.abs_path(row))
         candidates = workflow.click_candidates(detector, pixels)
         return workflow.region_questions(self.store, image_id, candidates)
 

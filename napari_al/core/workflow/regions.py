@@ -138,8 +138,11 @@ def region_questions(
     boxes, and the predictions ``shown`` (default: the calibrated rule,
     :func:`~napari_al.core.workflow.verify_rule` with ``costs``); never inside a region
     already answered "no" for the class. ``settings.min_chance`` 0 means
-    ``costs.verify_s / costs.draw_s``. Reads the store only."""
+    ``costs.verify_s / costs.draw_s``. Reads the store only. Raises StoreError for an image
+    that does not exist."""
     from napari_al.core.workflow.calibration import verify_rule
+
+    store.image(image_id)  # an unknown image is an error, not "nothing to ask"
 
     s = settings or RegionSettings()
     costs = costs or CostModel()
