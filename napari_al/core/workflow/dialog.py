@@ -162,18 +162,14 @@ def score_gains(
     the strategy of ``query`` (module docstring); stores the pass's predictions where the stored
     ones are not this model's. Unreadable images are reported to ``on_skip`` and left out."""
     from napari_al.core.scoring.missed import candidate_density
-    from napari_al.core.workflow.ranking import _plan, _score_pool
+    from napari_al.core.workflow.ranking import score_images
 
     q = dataclasses.replace(query or QuerySettings(), unit="box")
-    plan = _plan(store, detector, q)
-    ids = pool_image_ids(store) if image_ids is None else list(image_ids)
-    rows = [store.image(i) for i in ids]
-    scored = _score_pool(
+    plan, scored = score_images(
         store,
         detector,
         q,
-        plan,
-        rows,
+        image_ids,
         use_cache=False,
         progress=progress,
         should_stop=should_stop,
@@ -190,7 +186,7 @@ def score_gains(
     missed: dict[int, float] = {}
     has_box_scorer = bool(plan.strategy.box_scorers)
     for j, i in enumerate(keep):
-        row = rows[i]
+        row = scored.rows[i]
         views, _ = scored.extra[i]
         ids_i = _stored_ids(store, row.id, views.base, version)
         if has_box_scorer:

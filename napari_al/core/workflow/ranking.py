@@ -300,6 +300,37 @@ def rank_pool(
             save=save,
         )
         return [question_item(x) for x in questions[: q.budget]]
+    plan, scored = score_images(
+        store,
+        detector,
+        q,
+        image_ids,
+        use_cache=use_cache,
+        progress=progress,
+        should_stop=should_stop,
+        on_skip=on_skip,
+    )
+    items = _select(store, detector, q, plan, scored, use_cache=use_cache, on_skip=on_skip)
+    stopped = should_stop is not None and should_stop()
+    if save and not stopped:
+        store.save_queries(items, model_version=detector.model_version or None, settings=asdict(q))
+    return items
+
+
+def score_images(
+    store: ProjectStore,
+    detector: Detector,
+    q: QuerySettings,
+    image_ids: Sequence[int] | None = None,
+    *,
+    use_cache: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_skip: OnSkip | None = None,
+) -> tuple[Any, Any]:
+    """The strategy plan of ``q`` and one scoring pass of ``detector`` over ``image_ids``
+    (default: the pool's incomplete images): what :func:`rank_pool` ranks and the dialog
+    planner takes its gains from."""
     plan = _plan(store, detector, q)
     ids = pool_image_ids(store) if image_ids is None else list(image_ids)
     rows = [store.image(i) for i in ids]
@@ -314,11 +345,7 @@ def rank_pool(
         should_stop=should_stop,
         on_skip=on_skip,
     )
-    items = _select(store, detector, q, plan, scored, use_cache=use_cache, on_skip=on_skip)
-    stopped = should_stop is not None and should_stop()
-    if save and not stopped:
-        store.save_queries(items, model_version=detector.model_version or None, settings=asdict(q))
-    return items
+    return plan, scored
 
 
 def stored_queries(store: ProjectStore) -> list[QueryItem]:
