@@ -1078,3 +1078,16 @@ def test_numpy_values_are_accepted(store: ProjectStore) -> None:
     assert store.actions(kind="view")[0].payload["n"] == 2
     with pytest.raises(StoreError, match="image id must be an integer"):
         store.image(1.5)
+
+
+def test_existing_box_ids_answers_only_for_boxes_there_now(store: ProjectStore) -> None:
+    img = store.images()[0].id
+    cat = store.class_id("cat")
+    ids = [store.draw_box(img, (i, i, i + 5, i + 5), cat) for i in range(3)]
+    store.delete_box(ids[1])
+    assert store.existing_box_ids([*ids, ids[0], 10_000]) == {ids[0], ids[2]}
+    assert store.existing_box_ids([]) == set()
+    many = [store.draw_box(img, (1, 1, 4, 4), cat) for _ in range(3)] + list(
+        range(10**6, 10**6 + 1200)
+    )
+    assert store.existing_box_ids(many) == set(many[:3])  # more ids than one query takes

@@ -65,6 +65,17 @@ class BoxesMixin(ImagesMixin):
         with self._read() as conn:
             return [BoxRow(*r) for r in conn.execute(sql + " ORDER BY id", args)]
 
+    def existing_box_ids(self, box_ids: Iterable[int]) -> set[int]:
+        """The ids among ``box_ids`` of boxes that exist now (one query per 500 ids)."""
+        wanted = sorted({_as_id(b, "box") for b in box_ids})
+        found: set[int] = set()
+        with self._read() as conn:
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                sql = f"SELECT id FROM boxes WHERE id IN ({', '.join('?' * len(chunk))})"
+                found.update(int(r[0]) for r in conn.execute(sql, chunk))
+        return found
+
     # -- boxes: writing ------------------------------------------------------------------
 
     def _insert_box(

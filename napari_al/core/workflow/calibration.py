@@ -153,10 +153,8 @@ def judged_samples(
     shown = _shown_states(store)
     rows: list[tuple[float, bool, str, int]] = []
     order: list[int] = []  # box id of each row
-    existing: set[int] = set()
-    for b in store.boxes():
-        existing.add(b.id)
-        if b.source != "model" or b.score is None or b.status not in JUDGED_STATUSES:
+    for b in store.boxes(statuses=JUDGED_STATUSES):  # not every box: this runs on the key path
+        if b.source != "model" or b.score is None:
             continue
         if version is not None and int(b.model_version or 0) != int(version):
             continue
@@ -169,7 +167,9 @@ def judged_samples(
         yes = b.status == "accepted" and same
         rows.append((float(b.score), yes, names.get(cls, str(cls)), int(b.model_version or 0)))
         order.append(b.id)
-    for a in store.actions(kind="delete"):  # unreviewed model boxes a person deleted: a no
+    deletes = store.actions(kind="delete")
+    existing = store.existing_box_ids(a.box_id for a in deletes if a.box_id is not None)
+    for a in deletes:  # unreviewed model boxes a person deleted: a no
         before = a.payload.get("before") or {}
         if (
             a.box_id is not None
