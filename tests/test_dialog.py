@@ -277,3 +277,31 @@ def test_an_image_the_person_skipped_is_not_asked_about(store: ProjectStore) -> 
     Annotator(store).skip_image(2)
     assert {q.image_id for q in plan_questions(store)} == {1}
     assert {q.image_id for q in Planner.build(store).queue([1, 2])} == {1}
+
+
+@pytest.mark.parametrize("scatter", [False, True])
+def test_a_begun_image_keeps_the_front_until_complete(store: ProjectStore, scatter: bool) -> None:
+    likely, unsure, _ = _predict(store)
+    cell = store.class_id("cell")
+    (other,) = store.replace_predictions(2, [((10, 10, 30, 30), cell, 0.5)], model_version=None)
+    ann = Annotator(store)
+    planner = Planner.build(store, DialogSettings(scatter_images=scatter))
+    queue = plan_questions(store)
+    # by value alone the other image's unsure box comes before image 1's likely one
+    by_value = [q.box_id for q in queue if q.kind == "verify"]
+    assert by_value.index(other) < by_value.index(likely)
+    first = next(q for q in queue if q.box_id == unsure)
+    ann.accept(unsure)  # image 1 begun (partial)
+    assert store.image(1).review_state == "partial"
+    queue = replan(queue, planner, first.image_id)
+    images = [q.image_id for q in queue]
+    if scatter:  # the pool's best question each time
+        assert [q.value for q in queue] == sorted((q.value for q in queue), reverse=True)
+        assert images.index(2) < max(i for i, im in enumerate(images) if im == 1)
+    else:  # image 1's questions (its likely box, then its draw question) before image 2's
+        assert images == sorted(images) and images[0] == 1
+        assert queue[0].box_id == likely
+    # a complete image gives the front back
+    ann.complete_image(1)
+    queue = replan(queue, planner, 1)
+    assert all(q.image_id == 2 for q in queue)

@@ -142,6 +142,13 @@ def _add_question_arguments(p: Any) -> None:
         help="dialog strategy: missed objects clicked, drawn, or auto (clicks while "
         "localisation still improves, then boxes; default auto)",
     )
+    p.add_argument(
+        "--dialog-scatter-images",
+        action="store_true",
+        default=None,
+        help="dialog strategy: the pool's best question each time, leaving images partly "
+        "answered (default: each begun image is finished first)",
+    )
 
 
 def config_from_args(args: Any) -> SimConfig:
@@ -157,6 +164,7 @@ def config_from_args(args: Any) -> SimConfig:
         "verify_min_score", "verify_missed_min_score", "calibration", "keep_checkpoints",
         "missed_by",
         "self_training", "self_training_images", "dialog_seconds", "dialog_supervision",
+        "dialog_scatter_images",
     )  # fmt: skip
     for k in simple:
         v = getattr(args, k, None)

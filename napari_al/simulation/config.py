@@ -225,6 +225,9 @@ class SimConfig:
     #: How the ``dialog`` strategy's missed objects are labelled: auto, click or box
     #: (``DialogSettings.supervision``; auto: clicks while localisation still improves).
     dialog_supervision: str = "auto"
+    #: The ``dialog`` strategy asks the pool's best question each time instead of finishing
+    #: each begun image first (``DialogSettings.scatter_images``).
+    dialog_scatter_images: bool = False
     #: Self-training (``TrainSettings.self_training``): predictions on unreviewed pool images
     #: with P(yes) >= this that are stable under a horizontal flip train as pseudo labels,
     #: damped by ``lambda_d`` (None: off, the default until measured).
@@ -335,6 +338,7 @@ RESULT_KEYS = (
     "self_training_images",
     "dialog_seconds",
     "dialog_supervision",
+    "dialog_scatter_images",
 )
 
 

@@ -78,7 +78,9 @@ def dialog_budget(store: ProjectStore, config: SimConfig) -> float:
 
 
 def _settings(config: SimConfig) -> workflow.DialogSettings:
-    return workflow.DialogSettings(supervision=config.dialog_supervision)
+    return workflow.DialogSettings(
+        supervision=config.dialog_supervision, scatter_images=config.dialog_scatter_images
+    )
 
 
 def answer_dialog(

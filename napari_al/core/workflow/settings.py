@@ -367,6 +367,12 @@ class DialogSettings:
         minimum=0.0,
         maximum=1.0,
     )
+    scatter_images: bool = _opt(
+        False,
+        "ask the best question of the whole pool each time, leaving images partly answered "
+        "(default: once a person has begun an image, its questions come first until it is "
+        "complete)",
+    )
     saving_weight: float = _opt(
         1.0,
         "weight of the expected seconds saved against drawing (in units of draw_s) beside "
