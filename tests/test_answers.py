@@ -167,6 +167,44 @@ def test_undo_and_redo_take_the_whole_answer_back(project) -> None:
     assert [a.kind for a in store.actions()][-5:] == ["container", "undo", "undo", "redo", "redo"]
 
 
+@pytest.mark.parametrize("again", ["accept", "reject", "set_class", "container"])
+def test_judging_an_answered_box_again_withdraws_its_pending_refinement(project, again) -> None:
+    store, _, _, debris = project
+    judged = _ids(store)[0]
+    ann = Annotator(store)
+    part = answer_box(ann, judged, "part")
+    with write_transactions(store) as writes:
+        if again == "accept":
+            ann.accept(judged)
+        elif again == "reject":
+            ann.reject(judged)
+        elif again == "set_class":
+            ann.set_class(judged, debris)
+        else:
+            kept = answer_box(ann, judged, "container").refined_box_id
+    assert len(writes) == 1  # the new judgement and the withdrawal: one transaction
+    with pytest.raises(StoreError):
+        store.box(part.refined_box_id)  # the part answer's proposal is gone
+    pending = [b.id for b in store.boxes(1, statuses="pseudo")]
+    assert pending == ([kept] if again == "container" else [])
+    ann.undo()  # one undo brings the answer and its proposal back
+    assert store.box(judged).source == "part" and store.box(judged).status == "rejected"
+    assert store.box(part.refined_box_id).status == "pseudo"
+    ann.redo()
+    with pytest.raises(StoreError):
+        store.box(part.refined_box_id)
+
+
+def test_an_answered_refinement_is_not_withdrawn(project) -> None:
+    store, _, _, _ = project
+    judged = _ids(store)[0]
+    ann = Annotator(store)
+    part = answer_box(ann, judged, "part")
+    ann.accept(part.refined_box_id)  # yes on the proposal: it is the person's box now
+    ann.accept(judged)
+    assert store.box(part.refined_box_id).status == "accepted"
+
+
 def test_several_asks_for_clicks_no_refined_box(project) -> None:
     store, _, _, _ = project
     judged = _ids(store)[0]

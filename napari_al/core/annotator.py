@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from napari_al.core.answering import AnswerActions
-from napari_al.core.data import RICH_ANSWERS
+from napari_al.core.data import REFINED_SOURCE, RICH_ANSWERS
 from napari_al.core.store import BoxRow, ProjectStore, StoreError
 
 #: Box fields compared to tell whether a box is still in a recorded state (``updated`` and
@@ -264,18 +264,45 @@ class Annotator(AnswerActions):
             review_before, review_after = self._partial_change(before.image_id)
             action_id = act(review_after)
             after = self._box_or_none(box_id)
-        return self._push(
-            Command(
-                kind,
-                before.image_id,
-                box_id,
-                before,
-                after,
-                review_before,
-                review_after,
-                action_id=action_id,
-            )
+            withdrawn = self._withdraw_refined(before) if kind != "delete" else ()
+        command = Command(
+            kind,
+            before.image_id,
+            box_id,
+            before,
+            after,
+            review_before,
+            review_after,
+            action_id=action_id,
         )
+        if withdrawn:
+            return self._push(Command(kind, before.image_id, parts=(command, *withdrawn)))
+        return self._push(command)
+
+    def _withdraw_refined(self, judged: BoxRow, keep: int | None = None) -> tuple[Command, ...]:
+        """A box a person had given a rich answer about (``part``/``container``) is judged
+        again: the refined box that answer proposed, still awaiting its yes/no, is deleted in
+        the same transaction (the new judgement replaces the answer; undo brings both back).
+        ``keep``: a refined box the new judgement itself proposed. Call inside the judging
+        transaction."""
+        if judged.source not in RICH_ANSWERS:
+            return ()
+        proposed = {
+            int(a.payload["refined"]["id"])
+            for k in RICH_ANSWERS
+            for a in self.store.actions(kind=k, image_id=judged.image_id)
+            if a.box_id == judged.id and (a.payload.get("refined") or {}).get("id") is not None
+        }
+        out: list[Command] = []
+        for refined_id in sorted(proposed):
+            row = self._box_or_none(refined_id)
+            if refined_id == keep:
+                continue
+            if row is None or row.status != "pseudo" or row.source != REFINED_SOURCE:
+                continue  # already answered, or gone
+            action_id = self.store.delete_box(refined_id)
+            out.append(Command("delete", row.image_id, refined_id, row, None, action_id=action_id))
+        return tuple(out)
 
     def _box_or_none(self, box_id: int) -> BoxRow | None:
         try:

@@ -22,6 +22,7 @@ class AnswerActions:
     store: ProjectStore
     _push: Callable[[Command], Command]
     _existing_box: Callable[[int, str], BoxRow]
+    _withdraw_refined: Callable[..., tuple[Command, ...]]
     _partial_change: Callable[[int], tuple[str | None, str | None]]
     _new_box_command: Callable[[str, int, Callable[[str], int]], Command]
 
@@ -39,7 +40,8 @@ class AnswerActions:
         ``rejected`` with source ``answer`` and, with ``refined`` (xyxy image pixels), the
         proposed refined box is added (``pseudo``, source ``refined``, awaiting yes/no). One
         transaction, one logged action of the answer's kind. With a refined box the command
-        has two parts, the judged box and the new one (its last ``box_ids`` entry); undo puts
+        has two parts, the judged box and the new one (its last ``box_ids`` entry; between them,
+        the deletion of an earlier answer's refined box still pending); undo puts
         the judged box back and deletes the refined one, together."""
         from napari_al.core.annotator import Command
 
@@ -65,7 +67,8 @@ class AnswerActions:
                 review_after,
                 action_id=action_id,
             )
-            parts = (judged,)
+            # an earlier answer's proposal still pending is withdrawn; the new one stays last
+            parts = (judged, *self._withdraw_refined(before, keep=new_id))
             if new_id is not None:
                 row = self.store.box(new_id)
                 parts += (Command(answer, row.image_id, new_id, None, row, action_id=action_id),)
