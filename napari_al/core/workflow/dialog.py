@@ -431,7 +431,7 @@ def replan(queue: Sequence[Question], planner: Planner, image_id: int) -> list[Q
     (review state ``partial``) keeps the front of the queue until it is complete: its questions
     come first, best first, then the rest. Questions scattered over many images leave them
     partly answered, and their unverified predictions then train as noisy labels (Desai et al.
-    2019) and their unlabelled objects as damped background; on BCCD that lowered mAP@[.5:.95]
+    2019) and their unlabelled objects as damped background; on BCCD that lowered mAP@0.5
     from 0.476 to 0.441 (docs/benchmarks.md). Benenson's dialogs are per image for the same
     reason: an image is finished while the person has it in mind."""
     rest = [q for q in queue if q.image_id != image_id]
