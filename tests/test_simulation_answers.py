@@ -196,5 +196,5 @@ def test_the_setting_and_its_flag(tmp_path: Path) -> None:
     del old["rich_answers"]
     (tmp_path / "config.json").write_text(json.dumps(old, default=str))
     _check_config(tmp_path, SimConfig())
-    with pytest.raises(ValueError, match="rich_answers"):
+    with pytest.raises(ValueError, match="rich_answers: false there, true now"):
         _check_config(tmp_path, SimConfig(rich_answers=True))

@@ -48,6 +48,11 @@ class SimOutputs:
     wall_s: float
 
 
+def _short(value: object, limit: int = 60) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _check_config(out: Path, config: SimConfig) -> None:
     path = out / CONFIG_JSON
     current = config.to_dict()
@@ -62,8 +67,12 @@ def _check_config(out: Path, config: SimConfig) -> None:
             != json.dumps(current.get(k), sort_keys=True, default=str)
         ]
         if diff:
+            shown = "; ".join(
+                f"{k}: {_short(old.get(k, defaults.get(k)))} there, {_short(current.get(k))} now"
+                for k in diff
+            )
             raise ValueError(
-                f"{out} holds results made with other settings ({', '.join(diff)}); "
+                f"{out} holds results made with other settings ({shown}); "
                 "use another --out folder or the same settings"
             )
         # remember the union of strategies and seeds ever run here
