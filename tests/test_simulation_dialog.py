@@ -199,4 +199,15 @@ def test_the_dialog_strategy_and_its_settings() -> None:
         SimConfig(dialog_supervision="weak")
     with pytest.raises(ValueError, match="dialog_seconds"):
         SimConfig(dialog_seconds=0)
-    assert {"dialog_seconds", "dialog_supervision"} <= set(RESULT_KEYS)
+    assert {"dialog_seconds", "dialog_supervision", "dialog_scatter_images"} <= set(RESULT_KEYS)
+    import argparse
+
+    from napari_al.simulation.cli import add_arguments, config_from_args
+    from napari_al.simulation.dialog import _settings
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    base = ["--preset", "ci", "--out", "x"]
+    off = config_from_args(p.parse_args(base))
+    on = config_from_args(p.parse_args([*base, "--dialog-scatter-images"]))
+    assert (_settings(off).scatter_images, _settings(on).scatter_images) == (False, True)
