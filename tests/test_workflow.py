@@ -241,3 +241,32 @@ def test_session_export_reaches_the_copied_yolo_layout(labelled_project: Path, t
     assert out.images
     assert (tmp_path / "yolo" / "images").is_dir() and (tmp_path / "yolo" / "labels").is_dir()
     assert any((tmp_path / "yolo" / "images").rglob("*.jpg"))
+
+
+def test_anchor_sizes_reach_a_new_detector_and_a_mismatch_is_one_line(tmp_path: Path) -> None:
+    from napari_al.simulation.config import SimConfig
+    from napari_al.simulation.project import model_settings
+
+    with ProjectStore.create(tmp_path / "p") as store:
+        store.add_class("defect")
+        small = dict(min_size=96, max_size=96)
+        s = workflow.ModelSettings(anchors="16,32,64,128,256", **small)
+        assert s.anchor_sizes == [16, 32, 64, 128, 256]
+        det = workflow.load_model(store, s)
+        assert det.config.anchor_sizes == [16, 32, 64, 128, 256]
+        assert (
+            workflow.load_model(store, workflow.ModelSettings(**small)).config.anchor_sizes is None
+        )
+        with pytest.raises(workflow.WorkflowError, match=r"--anchors 16,32: does not fit .*5 for"):
+            workflow.load_model(store, workflow.ModelSettings(anchors="16,32", **small))
+    with pytest.raises(ValueError, match="anchors"):
+        workflow.ModelSettings(anchors="16;32")
+    with pytest.raises(ValueError, match="anchors"):
+        SimConfig(anchors="0,16")
+    assert model_settings(SimConfig(anchors="8,16,32,64,128"), 0).anchor_sizes[0] == 8
+    from napari_al.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["train", str(tmp_path / "p"), "--anchors", "16,32,64,128,256"]
+    )
+    assert workflow.from_args(workflow.ModelSettings, args).anchors == "16,32,64,128,256"

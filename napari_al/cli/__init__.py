@@ -446,7 +446,7 @@ def _model_args(p: argparse.ArgumentParser, arch: bool = False) -> None:
     """The model flags, built from :class:`~napari_al.core.workflow.ModelSettings`."""
     from napari_al.core.workflow import ModelSettings, add_arguments
 
-    only = ["device", "min_size", "max_size"] + (["arch", "weights"] if arch else [])
+    only = ["device", "min_size", "max_size"] + (["arch", "weights", "anchors"] if arch else [])
     add_arguments(p.add_argument_group("model"), ModelSettings, only=only)
 
 

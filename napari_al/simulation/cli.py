@@ -143,6 +143,12 @@ def _add_question_arguments(p: Any) -> None:
         "localisation still improves, then boxes; default auto)",
     )
     p.add_argument(
+        "--anchors",
+        metavar="S,S,...",
+        help="RPN anchor sizes of the new detector, one per feature level, pixels of the "
+        "resized input (e.g. 16,32,64,128,256 for small objects; default: the architecture's)",
+    )
+    p.add_argument(
         "--dialog-scatter-images",
         action="store_true",
         default=None,
@@ -164,7 +170,7 @@ def config_from_args(args: Any) -> SimConfig:
         "verify_min_score", "verify_missed_min_score", "calibration", "keep_checkpoints",
         "missed_by",
         "self_training", "self_training_images", "dialog_seconds", "dialog_supervision",
-        "dialog_scatter_images",
+        "dialog_scatter_images", "anchors",
     )  # fmt: skip
     for k in simple:
         v = getattr(args, k, None)

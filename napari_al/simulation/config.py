@@ -225,6 +225,9 @@ class SimConfig:
     #: How the ``dialog`` strategy's missed objects are labelled: auto, click or box
     #: (``DialogSettings.supervision``; auto: clicks while localisation still improves).
     dialog_supervision: str = "auto"
+    #: RPN anchor sizes of the new detector, comma-separated pixels of the resized input, one
+    #: per feature level (``ModelSettings.anchors``; None: the architecture's).
+    anchors: str | None = None
     #: The ``dialog`` strategy asks the pool's best question each time instead of finishing
     #: each begun image first (``DialogSettings.scatter_images``).
     dialog_scatter_images: bool = False
@@ -240,6 +243,10 @@ class SimConfig:
     def __post_init__(self) -> None:
         if isinstance(self.costs, Mapping):
             self.costs = CostModel(**self.costs)
+        if self.anchors is not None:
+            from napari_al.core.workflow import ModelSettings
+
+            ModelSettings(anchors=self.anchors)  # a SettingsError (ValueError) names the field
         self.pool_splits = tuple(self.pool_splits)
         self.strategies = tuple(self.strategies)
         for name in ("seeds", "rounds", "init_images", "budget_images", "budget_boxes"):
@@ -339,6 +346,7 @@ RESULT_KEYS = (
     "dialog_seconds",
     "dialog_supervision",
     "dialog_scatter_images",
+    "anchors",
 )
 
 

@@ -51,6 +51,7 @@ def model_settings(config: SimConfig, seed: int) -> workflow.ModelSettings:
         rpn_proposals_train=config.rpn_proposals_train,
         rpn_proposals_test=config.rpn_proposals_test,
         box_batch_size_per_image=config.box_batch_size_per_image,
+        anchors=config.anchors,
     )
 
 

@@ -100,6 +100,7 @@ def load_model(store: ProjectStore, settings: ModelSettings | None = None) -> De
             rpn_proposals_train=s.rpn_proposals_train,
             rpn_proposals_test=s.rpn_proposals_test,
             box_batch_size_per_image=s.box_batch_size_per_image,
+            anchor_sizes=s.anchor_sizes,
         )
     except Exception as exc:  # a weights file that is not one: say so, in one line
         if s.weights is None or isinstance(exc, FileNotFoundError):
@@ -108,8 +109,25 @@ def load_model(store: ProjectStore, settings: ModelSettings | None = None) -> De
         raise WorkflowError(
             f"{s.weights}: cannot be used as {s.arch or DEFAULT_ARCH} weights ({first})"
         ) from exc
+    if s.anchors is not None:
+        _check_anchors(detector, s.anchors)
     detector.model_version = 0
     return detector
+
+
+def _check_anchors(detector: Detector, anchors: str) -> None:
+    """One forward pass on a small blank image: anchor sizes that do not match the
+    architecture's feature levels fail here, in one line, not in the first training step."""
+    import numpy as np
+
+    try:
+        detector.predict([np.zeros((64, 64, 3), np.uint8)])
+    except (ValueError, AssertionError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]
+        raise WorkflowError(
+            f"--anchors {anchors}: does not fit {detector.arch} ({first}); give one size per "
+            "feature level (5 for the default architecture, e.g. 16,32,64,128,256)"
+        ) from exc
 
 
 def describe(detector: Detector) -> str:

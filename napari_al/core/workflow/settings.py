@@ -146,9 +146,23 @@ class ModelSettings:
     box_batch_size_per_image: int = _opt(
         256, "RoIs sampled per image for the box head's loss (a new Faster R-CNN)", minimum=1
     )
+    anchors: str | None = _opt(
+        None,
+        "RPN anchor sizes of a new Faster R-CNN (a project without a model, or with --weights), "
+        "one per feature level, comma-separated pixels "
+        "of the resized input, e.g. 16,32,64,128,256 for objects under about 20 px there "
+        "(default: the architecture's, 32,64,128,256,512)",
+        pattern=r"[1-9]\d*(,[1-9]\d*)*",
+        expected="comma-separated whole pixel sizes, e.g. 16,32,64,128,256",
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
+
+    @property
+    def anchor_sizes(self) -> list[int] | None:
+        """:attr:`anchors` as a list of pixel sizes (None: the architecture's default)."""
+        return None if self.anchors is None else [int(v) for v in self.anchors.split(",")]
 
 
 @dataclass(frozen=True)
