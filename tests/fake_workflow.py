@@ -69,7 +69,15 @@ class FakeWorkflow:
         return det
 
     def train_model(  # type: ignore[no-untyped-def]
-        self, store, detector, settings=None, *, progress=None, should_stop=None, save=True
+        self,
+        store,
+        detector,
+        settings=None,
+        *,
+        progress=None,
+        should_stop=None,
+        save=True,
+        tiles=None,
     ):
         s = settings or workflow.TrainSettings()
         self.calls.append("train")

@@ -393,18 +393,39 @@ def test_a_25000_px_image_imports_and_predicts_without_being_read_whole(
     assert boxes == sorted((x, y, x + s, y + s) for x, y, s in squares)
 
 
-def test_a_labelled_image_too_large_to_read_whole_is_left_out_of_training(
+def test_a_labelled_image_too_large_to_read_whole_trains_in_crops_read_window_by_window(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A complete 25,000 px tiled TIFF trains in crops of the model's input anywhere in it
+    (docs/large-images.md), built and read without ever holding the image; raise
+    ``tile_above`` past it and it would be read whole: then it is left out, with a warning."""
     from napari_al.core.data import BoxRecord, Dataset, ImageRecord
     from napari_al.core.store import ProjectStore
-    from napari_al.core.workflow import training_examples
+    from napari_al.core.workflow import TileSettings, training_examples
 
-    big = _sparse_tiff(tmp_path / "big.tif", 25_000, [(100, 100, 30)])
-    rec = ImageRecord(big, 25_000, 25_000, [BoxRecord(100, 100, 130, 130, "cell")], annotated=True)
+    big = _sparse_tiff(tmp_path / "big.tif", 25_000, [(100, 100, 30), (20_000, 24_000, 40)])
+    boxes = [
+        BoxRecord(100, 100, 130, 130, "cell"),
+        BoxRecord(20_000, 24_000, 20_040, 24_040, "cell"),
+    ]
+    rec = ImageRecord(big, 25_000, 25_000, boxes, annotated=True)
     with ProjectStore.create(tmp_path / "p") as store:
         store.import_dataset(Dataset(["cell"], [rec]))
         assert [r.review_state for r in store.images()] == ["complete"]
+        snapshot = store.training_snapshot()
+        tracemalloc.start()
+        try:
+            examples = training_examples(store, snapshot)
+            targets = [e for e in examples if len(e.boxes)]
+            crops = [e.load() for e in targets]
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 60e6  # the image is 625 MB; a 480 x 640 crop as RGB is 0.9 MB
+        assert len(examples) == len(tile_windows(25_000, 25_000, (480, 640), 64))
+        assert all(c.shape == (480, 640, 3) for c in crops)
+        assert len(targets) == 2 and all(c.max() == 255 for c in crops)
         with caplog.at_level("WARNING"):
-            assert training_examples(store, store.training_snapshot()) == []
+            too_big = TileSettings(tile_above=30_000)
+            assert training_examples(store, snapshot, tiles=too_big) == []
     assert "left out of training: larger than 20000 px per side" in caplog.text

@@ -3,8 +3,9 @@
 The round commands (train, predict, evaluate, rank), the applications (open, demo, simulate),
 the parser and :func:`main` are here; :mod:`~napari_al.cli.project` holds the data commands
 (init, import, export, add-class, info), :mod:`~napari_al.cli.evaluate` the printing of an
-evaluation and a score calibration, :mod:`~napari_al.cli.common` what all share (the
-one-line :class:`CliError`, :func:`user_message`, the parser class, progress bars).
+evaluation and a score calibration, :mod:`~napari_al.cli.review` mark-region-complete,
+:mod:`~napari_al.cli.common` what all share (the one-line :class:`CliError`,
+:func:`user_message`, the parser class, progress bars).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from napari_al.cli.project import (
     first_import,
 )
 from napari_al.cli.questions import add_question_arguments, cmd_rank_questions
+from napari_al.cli.review import add_review_commands, examples_text
 
 __all__ = ["CliError", "build_parser", "main", "user_message"]
 
@@ -134,7 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         loss = f"{result.losses[-1]:.4f}" if result.losses else "n/a"
         print(
-            f"trained {result.steps} steps on {outcome.n_examples} images "
+            f"trained {result.steps} steps on {examples_text(outcome)} "
             f"(final loss {loss}); saved model version {outcome.model_version} "
             f"to {outcome.checkpoint}"
         )
@@ -437,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
 
+    add_review_commands(sub)
     _add_round_commands(sub)
     _add_app_commands(sub)
     return parser

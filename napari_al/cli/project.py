@@ -186,6 +186,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"{key.replace('_', ' ')}: {parts or '-'}")
     parts = ", ".join(f"{k} {v}" for k, v in sorted(info["human_boxes_by_class"].items()))
     print(f"human boxes by class: {parts or '-'}")
+    if info["reviewed_regions"]:
+        print(f"regions marked complete: {info['reviewed_regions']}")
     model = info["latest_model"]
     if model is not None:
         line = f"latest model: version {model['version']}"

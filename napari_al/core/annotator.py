@@ -7,7 +7,7 @@ pushes a :class:`Command` that remembers the box state before and after.
 
 One user action = one transaction = one logged action. Each command (accept, reject, set
 class, correct, draw, a centre click that became a box, a "no" to a region question, delete,
-complete, a
+complete, a region marked complete, a
 :meth:`Annotator.group` of several actions, an undo, a redo) runs inside ONE
 :meth:`~napari_al.core.store.ProjectStore.transaction`: exactly one SQLite commit, and an
 error leaves the store as it was. A single-box command logs exactly one
@@ -47,8 +47,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from napari_al.core.answering import AnswerActions
-from napari_al.core.data import REFINED_SOURCE, RICH_ANSWERS
-from napari_al.core.store import BoxRow, ProjectStore, StoreError
+from napari_al.core.data import RICH_ANSWERS
+from napari_al.core.reviewing import RegionReviewActions
+from napari_al.core.store import BoxRow, ProjectStore, ReviewedRegionRow, StoreError
 
 #: Box fields compared to tell whether a box is still in a recorded state (``updated`` and
 #: ``created`` are bookkeeping and change on every restore).
@@ -67,11 +68,13 @@ _STATE_FIELDS = (
 
 #: Command kinds, in the words of the action log (``part``, ``container``, ``several``: rich
 #: verification answers, :mod:`napari_al.core.answers`; ``region``: a "no" to a region
-#: question, :mod:`napari_al.core.regions`).
+#: question, :mod:`napari_al.core.regions`; ``complete_region``: a region marked complete,
+#: :mod:`napari_al.core.reviewing`).
 COMMAND_KINDS = (
     *("accept", "reject", "set_class", "correct", "draw", "delete", "complete", "click"),
     *RICH_ANSWERS,
     "region",
+    "complete_region",
 )
 
 #: How many commands the undo stack keeps (older ones fall off the bottom).
@@ -111,6 +114,11 @@ class Command:
     #: The id of the action the command logged (the ``ref_id`` of its undo and redo rows);
     #: None for a group (see its parts) and for a command built by hand.
     action_id: int | None = None
+    #: A reviewed region the command made (``complete_region``): its id and its state
+    #: before/after (None: it does not exist).
+    region_id: int | None = None
+    region_before: ReviewedRegionRow | None = None
+    region_after: ReviewedRegionRow | None = None
 
     @property
     def leaves(self) -> tuple[Command, ...]:
@@ -152,7 +160,7 @@ class Change:
 Listener = Callable[[Change], None]
 
 
-class Annotator(AnswerActions):
+class Annotator(AnswerActions, RegionReviewActions):
     """The user's actions on one project store, with undo and redo.
 
     Methods raise :class:`~napari_al.core.store.StoreError` for a bad id or an invalid box; the
@@ -278,31 +286,6 @@ class Annotator(AnswerActions):
         if withdrawn:
             return self._push(Command(kind, before.image_id, parts=(command, *withdrawn)))
         return self._push(command)
-
-    def _withdraw_refined(self, judged: BoxRow, keep: int | None = None) -> tuple[Command, ...]:
-        """A box a person had given a rich answer about (``part``/``container``) is judged
-        again: the refined box that answer proposed, still awaiting its yes/no, is deleted in
-        the same transaction (the new judgement replaces the answer; undo brings both back).
-        ``keep``: a refined box the new judgement itself proposed. Call inside the judging
-        transaction."""
-        if judged.source not in RICH_ANSWERS:
-            return ()
-        proposed = {
-            int(a.payload["refined"]["id"])
-            for k in RICH_ANSWERS
-            for a in self.store.actions(kind=k, image_id=judged.image_id)
-            if a.box_id == judged.id and (a.payload.get("refined") or {}).get("id") is not None
-        }
-        out: list[Command] = []
-        for refined_id in sorted(proposed):
-            row = self._box_or_none(refined_id)
-            if refined_id == keep:
-                continue
-            if row is None or row.status != "pseudo" or row.source != REFINED_SOURCE:
-                continue  # already answered, or gone
-            action_id = self.store.delete_box(refined_id)
-            out.append(Command("delete", row.image_id, refined_id, row, None, action_id=action_id))
-        return tuple(out)
 
     def _box_or_none(self, box_id: int) -> BoxRow | None:
         try:
@@ -488,6 +471,14 @@ class Annotator(AnswerActions):
                         f"(new predictions, or another window) since this {leaf.kind}; "
                         f"the {'undo' if undo else 'redo'} was dropped"
                     )
+            region_now = leaf.region_after if undo else leaf.region_before
+            if leaf.region_id is not None and (
+                self.store.reviewed_region_or_none(leaf.region_id) != region_now
+            ):
+                raise StaleCommand(
+                    f"a reviewed region of {self._image_name(leaf.image_id)} was changed "
+                    f"elsewhere; the {'undo' if undo else 'redo'} was dropped"
+                )
             if leaf.changes_review:
                 state = self.store.image(leaf.image_id).review_state
                 if state != review_now:
@@ -507,7 +498,12 @@ class Annotator(AnswerActions):
             state = leaf.before if undo else leaf.after
             review = leaf.review_before if undo else leaf.review_after
             review = review if leaf.changes_review else None
-            if leaf.changes_box:
+            if leaf.region_id is not None:
+                region = leaf.region_before if undo else leaf.region_after
+                self.store.restore_reviewed_region(
+                    leaf.region_id, region, kind=how, ref_id=leaf.action_id, review_state=review
+                )
+            elif leaf.changes_box:
                 assert leaf.box_id is not None
                 self.store.restore_box(
                     leaf.box_id, state, kind=how, ref_id=leaf.action_id, review_state=review

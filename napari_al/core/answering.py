@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from napari_al.core.data import REFINED_SOURCE, RICH_ANSWERS
+
 if TYPE_CHECKING:
     from napari_al.core.annotator import Command
     from napari_al.core.store import BoxRow, ProjectStore
@@ -22,7 +24,7 @@ class AnswerActions:
     store: ProjectStore
     _push: Callable[[Command], Command]
     _existing_box: Callable[[int, str], BoxRow]
-    _withdraw_refined: Callable[..., tuple[Command, ...]]
+    _box_or_none: Callable[[int], BoxRow | None]
     _partial_change: Callable[[int], tuple[str | None, str | None]]
     _new_box_command: Callable[[str, int, Callable[[str], int]], Command]
 
@@ -105,3 +107,30 @@ class AnswerActions:
                 image_id, xyxy, class_id, "no", expected=expected, review_state=review
             )[1],
         )
+
+    def _withdraw_refined(self, judged: BoxRow, keep: int | None = None) -> tuple[Command, ...]:
+        """A box a person had given a rich answer about (``part``/``container``) is judged
+        again: the refined box that answer proposed, still awaiting its yes/no, is deleted in
+        the same transaction (the new judgement replaces the answer; undo brings both back).
+        ``keep``: a refined box the new judgement itself proposed. Call inside the judging
+        transaction."""
+        from napari_al.core.annotator import Command
+
+        if judged.source not in RICH_ANSWERS:
+            return ()
+        proposed = {
+            int(a.payload["refined"]["id"])
+            for k in RICH_ANSWERS
+            for a in self.store.actions(kind=k, image_id=judged.image_id)
+            if a.box_id == judged.id and (a.payload.get("refined") or {}).get("id") is not None
+        }
+        out: list[Command] = []
+        for refined_id in sorted(proposed):
+            row = self._box_or_none(refined_id)
+            if refined_id == keep:
+                continue
+            if row is None or row.status != "pseudo" or row.source != REFINED_SOURCE:
+                continue  # already answered, or gone
+            action_id = self.store.delete_box(refined_id)
+            out.append(Command("delete", row.image_id, refined_id, row, None, action_id=action_id))
+        return tuple(out)

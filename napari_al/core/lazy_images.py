@@ -284,3 +284,48 @@ def open_rgb(path: str | Path) -> Iterator[np.ndarray | RGBWindows]:
             yield image.rgb()
     else:
         yield to_rgb_uint8(read_image(path))
+
+
+class WindowReader:
+    """Windows of one image file as the detector's ``(h, w, 3)`` uint8 RGB, for training crops
+    of a large image (:mod:`napari_al.core.workflow.crops`).
+
+    :meth:`read` takes a window in image pixels; the part of it outside the image is black
+    (as a tile of :func:`napari_al.core.engine.tiling.predict_tiled` is padded). A file that
+    :func:`reads_lazily` is opened for each read and only the strips or tiles under the window
+    are decoded; the intensity limits of non-8-bit data are estimated on the first read
+    (:meth:`LazyImage.rgb`) and kept, so every window of the image is scaled alike. Any other
+    image (at most :data:`LAZY_PIXELS`, or not a tiled TIFF) is read whole for each read and
+    cut. Raises :class:`~napari_al.core.images.ImageReadError` (a ValueError) or OSError.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lazy: bool | None = None
+        self._limits: tuple[tuple[float, float] | None] | None = None
+
+    def read(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """The window ``[y0, y1) x [x0, x1)`` (pixels; ends exclusive), ``(y1 - y0, x1 - x0,
+        3)`` uint8, black where it lies outside the image."""
+        if self._lazy is None:
+            self._lazy = reads_lazily(self.path)
+        if self._lazy:
+            with LazyImage(self.path) as image:
+                if self._limits is None:
+                    view = image.rgb()
+                    self._limits = (view.limits,)
+                else:
+                    view = RGBWindows(image, self._limits[0])
+                return _padded(view, x0, y0, x1, y1)
+        return _padded(to_rgb_uint8(read_image(self.path)), x0, y0, x1, y1)
+
+
+def _padded(view: Any, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    """``view[y0:y1, x0:x1]`` of an ``(H, W, 3)`` uint8 view, black outside it."""
+    h, w = int(view.shape[0]), int(view.shape[1])
+    out = np.zeros((y1 - y0, x1 - x0, 3), np.uint8)
+    ys, xs = max(0, y0), max(0, x0)
+    ye, xe = min(h, y1), min(w, x1)
+    if ye > ys and xe > xs:
+        out[ys - y0 : ye - y0, xs - x0 : xe - x0] = view[ys:ye, xs:xe]
+    return out

@@ -1,7 +1,8 @@
 """The project store: one SQLite file per project, the single source of truth.
 
 Everything a project knows lives in ``<project_dir>/napari_al.sqlite``: images, classes, boxes
-(model proposals and human labels alike, told apart by ``status``), ignore regions, the
+(model proposals and human labels alike, told apart by ``status``), ignore regions, reviewed
+(complete) regions of large images (:meth:`ProjectStore.complete_region`), the
 append-only log of user actions, model versions, cached acquisition scores and stored queries
 (rankings kept to be walked after a restart: :meth:`ProjectStore.save_queries`,
 :meth:`ProjectStore.latest_queries`, :meth:`ProjectStore.query_set`).
@@ -76,6 +77,7 @@ from napari_al.core.store.rows import (
     IgnoreRegionRow,
     ImageRow,
     ModelVersionRow,
+    ReviewedRegionRow,
     SnapshotImage,
     StoredQuery,
     StoredQuerySet,
@@ -90,6 +92,7 @@ from napari_al.core.store.schema import (
     IDLE_CUTOFF_S,
     MACHINE_KINDS,
     REGION_ACTION_KINDS,
+    REGION_REVIEW_KINDS,
     RESERVED_KINDS,
     REVIEW_ACTION_KINDS,
     SCHEMA_VERSION,
@@ -107,6 +110,7 @@ __all__ = [
     "LOCK_FILENAME",
     "MACHINE_KINDS",
     "REGION_ACTION_KINDS",
+    "REGION_REVIEW_KINDS",
     "RESERVED_KINDS",
     "REVIEW_ACTION_KINDS",
     "SCHEMA_VERSION",
@@ -120,6 +124,7 @@ __all__ = [
     "ModelVersionRow",
     "ProjectBusyError",
     "ProjectStore",
+    "ReviewedRegionRow",
     "SnapshotImage",
     "StoreError",
     "StoredQuery",

@@ -11,11 +11,20 @@ from napari_al.core.store.importer import ImportMixin
 from napari_al.core.store.models import ModelsMixin
 from napari_al.core.store.queries import QueriesMixin
 from napari_al.core.store.regions import RegionsMixin
+from napari_al.core.store.reviewed import ReviewedRegionsMixin
 from napari_al.core.store.scores import ScoresMixin
 from napari_al.core.store.summary import SummaryMixin
 
 
-class ProjectStore(ImportMixin, ModelsMixin, ScoresMixin, QueriesMixin, SummaryMixin, RegionsMixin):
+class ProjectStore(
+    ImportMixin,
+    ModelsMixin,
+    ScoresMixin,
+    QueriesMixin,
+    SummaryMixin,
+    RegionsMixin,
+    ReviewedRegionsMixin,
+):
     """The SQLite store of one project. Open with :meth:`create` or :meth:`open`.
 
     Its methods come from the parts of :mod:`napari_al.core.store`: connection, transactions
@@ -25,8 +34,9 @@ class ProjectStore(ImportMixin, ModelsMixin, ScoresMixin, QueriesMixin, SummaryM
     import (:mod:`~napari_al.core.store.importer`), model versions
     (:mod:`~napari_al.core.store.models`), the score cache (:mod:`~napari_al.core.store.scores`),
     stored queries (:mod:`~napari_al.core.store.queries`), summaries
-    (:mod:`~napari_al.core.store.summary`) and the answers to region questions
-    (:mod:`~napari_al.core.store.regions`).
+    (:mod:`~napari_al.core.store.summary`), the answers to region questions
+    (:mod:`~napari_al.core.store.regions`) and the regions of images marked complete
+    (:mod:`~napari_al.core.store.reviewed`).
     """
 
 

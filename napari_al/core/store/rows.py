@@ -94,6 +94,29 @@ class IgnoreRegionRow:
 
 
 @dataclass(frozen=True)
+class ReviewedRegionRow:
+    """A region of an image a person reviewed completely (every object in it is labelled):
+    ``x1, y1, x2, y2`` image pixels, as boxes. Training of a large image samples its crops from
+    these (:mod:`napari_al.core.workflow.crops`)."""
+
+    id: int
+    image_id: int
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    created: float
+
+    @property
+    def xyxy(self) -> tuple[float, float, float, float]:
+        return (self.x1, self.y1, self.x2, self.y2)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The region as a JSON-ready dict (the form the action log stores)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class ActionRow:
     """One entry of the append-only action log.
 
@@ -125,11 +148,13 @@ class ModelVersionRow:
 
 @dataclass(frozen=True)
 class SnapshotImage:
-    """One image of a :class:`TrainingSnapshot` with its boxes and ignore regions."""
+    """One image of a :class:`TrainingSnapshot` with its boxes, ignore regions and reviewed
+    (complete) regions."""
 
     image: ImageRow
     boxes: tuple[BoxRow, ...]
     ignore_regions: tuple[IgnoreRegionRow, ...]
+    reviewed_regions: tuple[ReviewedRegionRow, ...] = ()
 
     def boxes_with_status(self, statuses: Iterable[str] = HUMAN_STATUSES) -> list[BoxRow]:
         """The boxes whose status is in ``statuses`` (default: the human labels)."""
@@ -202,6 +227,7 @@ _BOX_COLS = (
     "id, image_id, x1, y1, x2, y2, class_id, score, status, source, model_version, created, updated"
 )
 _IGNORE_COLS = "id, image_id, x1, y1, x2, y2, created"
+_REVIEWED_COLS = "id, image_id, x1, y1, x2, y2, created"
 _ACTION_COLS = "id, time, kind, image_id, box_id, ref_id, payload, dt"
 _MODEL_COLS = "id, path, arch, metrics, created, note"
 

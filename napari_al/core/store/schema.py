@@ -54,6 +54,11 @@ REGION_ACTION_KINDS = ("region",)
 #: Review-state actions; payload ``{"before": state, "after": state}``.
 REVIEW_ACTION_KINDS = ("complete", "review_state")
 
+#: A person marked a region of an image complete (every object in it labelled; issue 14's
+#: region-level completeness): payload ``region`` (its id), ``before`` None, ``after`` the
+#: region's row, and ``review`` when the image's review state changed in the same action.
+REGION_REVIEW_KINDS = ("complete_region",)
+
 #: Kinds of the undo system's actions (:class:`~napari_al.core.annotator.Annotator`): the
 #: subject put back into its state before (``undo``) or after (``redo``) action ``ref_id``.
 UNDO_KINDS = ("undo", "redo")
@@ -67,6 +72,7 @@ RESERVED_KINDS = (
     *REVIEW_ACTION_KINDS,
     *MACHINE_KINDS,
     *REGION_ACTION_KINDS,
+    *REGION_REVIEW_KINDS,
     *UNDO_KINDS,
     "set_split",
     "ignore",
@@ -219,9 +225,35 @@ def _migrate_to_2(conn: sqlite3.Connection) -> None:
     _run_script(conn, _SCHEMA_V2)
 
 
+#: Version 3: reviewed regions (region-level completeness of large images, issue 14): the
+#: rectangles of an image a person marked complete. They go with their image.
+_SCHEMA_V3 = """
+CREATE TABLE reviewed_regions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    image_id INTEGER NOT NULL REFERENCES images (id) ON DELETE CASCADE,
+    x1 REAL NOT NULL,
+    y1 REAL NOT NULL,
+    x2 REAL NOT NULL,
+    y2 REAL NOT NULL,
+    created REAL NOT NULL,
+    CHECK (x1 < x2 AND y1 < y2)
+);
+CREATE INDEX reviewed_regions_image ON reviewed_regions (image_id);
+"""
+
+
+def _migrate_to_3(conn: sqlite3.Connection) -> None:
+    """Version 3: the ``reviewed_regions`` table (regions of an image marked complete)."""
+    _run_script(conn, _SCHEMA_V3)
+
+
 #: ``MIGRATIONS[i]`` upgrades a file from schema version ``i`` to ``i + 1`` inside one
 #: transaction; append a function for each schema change, never edit a released one.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1, _migrate_to_2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _migrate_to_1,
+    _migrate_to_2,
+    _migrate_to_3,
+]
 
 #: The schema version this napari-al writes.
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -11,10 +11,12 @@ from napari_al.core.store.rows import (
     _BOX_COLS,
     _IGNORE_COLS,
     _IMAGE_COLS,
+    _REVIEWED_COLS,
     BoxRow,
     ClassRow,
     IgnoreRegionRow,
     ImageRow,
+    ReviewedRegionRow,
     SnapshotImage,
     TrainingSnapshot,
     _check_choice,
@@ -76,6 +78,7 @@ class SummaryMixin(StoreBase):
                 "images_by_split": by_split,
                 "images_by_review_state": by_review,
                 "ignore_regions": count("SELECT count(*) FROM ignore_regions"),
+                "reviewed_regions": count("SELECT count(*) FROM reviewed_regions"),
                 "actions": count("SELECT count(*) FROM actions"),
                 "model_versions": count("SELECT count(*) FROM model_versions"),
                 "query_sets": count("SELECT count(*) FROM query_sets"),
@@ -113,8 +116,9 @@ class SummaryMixin(StoreBase):
         return {"checked": len(rows), "missing": missing, "unreadable": unreadable}
 
     def training_snapshot(self, splits: Iterable[str] | None = None) -> TrainingSnapshot:
-        """All images (optionally of some splits) with boxes and ignore regions, read in ONE
-        read transaction: a training run sees one consistent state while the GUI writes."""
+        """All images (optionally of some splits) with boxes, ignore regions and reviewed
+        regions, read in ONE read transaction: a training run sees one consistent state while
+        the GUI writes."""
         wanted = None if splits is None else {_check_choice(s, SPLITS, "split") for s in splits}
         with self._read() as conn:
             classes = tuple(
@@ -130,11 +134,19 @@ class SummaryMixin(StoreBase):
             regions: dict[int, list[IgnoreRegionRow]] = {}
             for r in conn.execute(f"SELECT {_IGNORE_COLS} FROM ignore_regions ORDER BY id"):
                 regions.setdefault(r[1], []).append(IgnoreRegionRow(*r))
+            reviewed: dict[int, list[ReviewedRegionRow]] = {}
+            for r in conn.execute(f"SELECT {_REVIEWED_COLS} FROM reviewed_regions ORDER BY id"):
+                reviewed.setdefault(r[1], []).append(ReviewedRegionRow(*r))
             last = conn.execute("SELECT max(id) FROM actions").fetchone()[0]
         return TrainingSnapshot(
             classes=classes,
             images=tuple(
-                SnapshotImage(im, tuple(boxes.get(im.id, ())), tuple(regions.get(im.id, ())))
+                SnapshotImage(
+                    im,
+                    tuple(boxes.get(im.id, ())),
+                    tuple(regions.get(im.id, ())),
+                    tuple(reviewed.get(im.id, ())),
+                )
                 for im in images
                 if wanted is None or im.split in wanted
             ),

@@ -9,6 +9,9 @@ functions and nothing below them for a round (``docs/architecture.md``):
   :class:`TileSettings` (large images);
 - model: :func:`load_model`, :func:`checkpoint_path`, :func:`describe`;
 - examples: :func:`training_examples`, :func:`judged_mask` (the one "already judged" rule);
+  large images train in crops from their reviewed regions (:mod:`~.crops`):
+  :func:`mark_region_complete` ("mark region complete", one undoable action),
+  :func:`image_reviewed_area`;
   self-training on unreviewed images: :func:`pseudo_labels` (confident and stable under a
   flip), :func:`pseudo_label_examples`, :class:`PseudoLabels`;
 - steps: :func:`train_model`, :func:`predict_images`, :func:`evaluate_model`,
@@ -71,6 +74,7 @@ from napari_al.core.workflow.clicks import (
     propose_click_box,
     record_click,
 )
+from napari_al.core.workflow.crops import image_reviewed_area, mark_region_complete
 from napari_al.core.workflow.dialog import (
     QUESTION_UNIT,
     Planner,
@@ -209,6 +213,7 @@ __all__ = [
     "flip_stable",
     "from_args",
     "has_model",
+    "image_reviewed_area",
     "images_to_predict",
     "is_open",
     "judged_boxes",
@@ -220,6 +225,7 @@ __all__ = [
     "labels_hash",
     "load_model",
     "load_rgb",
+    "mark_region_complete",
     "online_calibration",
     "plan_questions",
     "pool_image_ids",

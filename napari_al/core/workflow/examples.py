@@ -34,6 +34,11 @@ the image's unverified predictions of that class centred in it are not noisy lab
 answer says no unlabelled object of the class is there). It does not make other predictions
 or proposals (click, refined boxes) count as judged.
 
+Large images (a side over ``TileSettings.tile_above``) train in crops of the detector's input
+size from their reviewed regions, the rest of the image neither positive nor background:
+:mod:`napari_al.core.workflow.crops`. Inside a reviewed region the rules above apply as on a
+``complete`` image.
+
 Self-training (``TrainSettings.self_training``, off by default; :func:`pseudo_label_examples`,
 chosen by :mod:`napari_al.core.workflow.selftraining`): on a sample of *unreviewed* images,
 the model's confident predictions that are stable under a horizontal flip train as pseudo
@@ -60,7 +65,15 @@ from napari_al.core.data import (
     REGION_SOURCE,
 )
 from napari_al.core.images import MAX_SIDE
+from napari_al.core.lazy_images import reads_lazily
 from napari_al.core.regions import inside
+from napari_al.core.workflow.crops import (
+    TileShape,
+    crop_examples,
+    default_tile_shape,
+    trains_in_crops,
+)
+from napari_al.core.workflow.settings import TileSettings
 
 if TYPE_CHECKING:
     from napari_al.core.engine import TrainingExample
@@ -142,6 +155,9 @@ def training_examples(
     snapshot: TrainingSnapshot,
     exclude_splits: Sequence[str] = HELD_OUT_SPLITS,
     noisy_min_score: float = 0.0,
+    *,
+    tiles: TileSettings | None = None,
+    tile_shape: TileShape | None = None,
 ) -> list[TrainingExample]:
     """Partial-label training examples from a consistent snapshot of the store.
 
@@ -153,27 +169,39 @@ def training_examples(
     docstring); a region answered "no" is background and keeps the predictions of its class
     centred in it from being noisy labels (module docstring); ignore regions give no loss; a
     ``complete`` image with no boxes is a negative. ``unseen`` images teach nothing yet.
-    Examples that teach nothing are left out, and so are images over
-    :data:`~napari_al.core.images.MAX_SIDE` px per side (a logged warning): training reads
-    images whole.
-    """
+    Examples that teach nothing are left out.
 
+    An image with a side over ``tiles.tile_above`` (default :class:`TileSettings`) trains in
+    crops of ``tile_shape(height, width)`` (default: a new workflow detector's input, 480 x
+    640 px; the training workflow passes the detector's own) from its reviewed regions, or
+    anywhere once it is ``complete``, read window by window; the area outside them is
+    neither positive nor background (:mod:`napari_al.core.workflow.crops`). Every other image
+    trains whole, as before; one over :data:`~napari_al.core.images.MAX_SIDE` px per side
+    that cannot be read window by window (not a tiled TIFF) is left out with a logged warning.
+    """
+    tiles = tiles or TileSettings()
     index = {c.id: i for i, c in enumerate(snapshot.classes)}
     examples: list[TrainingExample] = []
     for item in snapshot.images:
         row = item.image
         if row.split in exclude_splits or row.review_state == "unseen":
             continue
-        if max(row.width, row.height) > MAX_SIDE:  # read whole in training: not until tiled
+        path = store.abs_path(row)
+        crops = trains_in_crops(row, tiles)
+        if max(row.width, row.height) > MAX_SIDE and not (crops and reads_lazily(path)):
             log.warning(
-                "image %d (%s) left out of training: larger than %d px per side "
-                "(docs/large-images.md)",
+                "image %d (%s) left out of training: larger than %d px per side and not "
+                "a tiled TIFF read window by window (docs/large-images.md)",
                 row.id,
                 row.path,
                 MAX_SIDE,
             )
             continue
-        example = _example(store.abs_path(row), row.review_state, item, index, noisy_min_score)
+        if crops:
+            full = _example(path, "complete", item, index, noisy_min_score)
+            examples += crop_examples(full, item, tile_shape or default_tile_shape, tiles.overlap)
+            continue
+        example = _example(path, row.review_state, item, index, noisy_min_score)
         if example.informative:
             examples.append(example)
     return examples
@@ -337,4 +365,6 @@ def labels_hash(snapshot: TrainingSnapshot) -> str:
             h.update(
                 f"{b.x1:.2f},{b.y1:.2f},{b.x2:.2f},{b.y2:.2f},{b.class_id},{b.status}".encode()
             )
+        for r in item.reviewed_regions:  # none: the hash of a project without them is unchanged
+            h.update(f"reviewed:{r.x1:.2f},{r.y1:.2f},{r.x2:.2f},{r.y2:.2f}".encode())
     return h.hexdigest()[:16]

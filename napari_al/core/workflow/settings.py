@@ -13,7 +13,8 @@ simulator pass instances. Each field's help text (``metadata["help"]``) states i
 - :class:`CalibrationSettings`: how detection scores become P(a person accepts the box).
 - :class:`ClickSettings`: how a centre click becomes a box.
 - :class:`RegionSettings`: which regions get the question "any more <class> here?".
-- :class:`TileSettings`: which images are predicted tile by tile, with what overlap.
+- :class:`TileSettings`: which images are predicted tile by tile (and trained in crops), with
+  what overlap.
 - :class:`DialogSettings`: the dialog planner (which question is worth its seconds next).
 """
 
@@ -435,12 +436,14 @@ class CalibrationSettings:
 @dataclass(frozen=True)
 class TileSettings:
     """Large images are predicted tile by tile at the model's native scale
-    (:mod:`napari_al.core.engine.tiling`, docs/large-images.md)."""
+    (:mod:`napari_al.core.engine.tiling`) and train in crops of that size from their reviewed
+    regions (:mod:`napari_al.core.workflow.crops`; docs/large-images.md)."""
 
     tile_above: int = _opt(
         4096,
         "images with a side longer than this, pixels, are predicted tile by tile at the "
-        "model's input size instead of shrunk whole to it",
+        "model's input size instead of shrunk whole to it, and train in crops of that size "
+        "from their reviewed regions",
         minimum=1,
     )
     overlap: int = _opt(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from napari_al.core.data import HUMAN_STATUSES
 from napari_al.core.store.lock import holds_project_lock
+from napari_al.core.workflow.crops import is_crop
 from napari_al.core.workflow.examples import (
     HELD_OUT_SPLITS,
     labels_hash,
@@ -23,7 +24,7 @@ from napari_al.core.workflow.examples import (
     training_examples,
 )
 from napari_al.core.workflow.model import next_checkpoint_path
-from napari_al.core.workflow.settings import TrainSettings
+from napari_al.core.workflow.settings import TileSettings, TrainSettings
 
 if TYPE_CHECKING:
     from napari_al.core.engine import Detector, TrainResult
@@ -56,6 +57,10 @@ class TrainOutcome:
     checkpoint: Path | None = None
     last_action_id: int | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: How many of the examples are crops of large images, and of how many images
+    #: (:mod:`napari_al.core.workflow.crops`).
+    crops: int = 0
+    crop_images: int = 0
 
     @property
     def stopped_reason(self) -> str:
@@ -72,6 +77,7 @@ def train_model(
     progress: TrainProgress | None = None,
     should_stop: ShouldStop | None = None,
     save: bool = True,
+    tiles: TileSettings | None = None,
 ) -> TrainOutcome:
     """Fine-tune ``detector`` in place on the project's labels; save and record a version.
 
@@ -80,7 +86,10 @@ def train_model(
     ``ceil(examples / batch_size)`` steps; the engine converts). With
     ``settings.self_training`` set, pseudo-labelled unreviewed images join the examples
     (:mod:`napari_al.core.workflow.selftraining`; recorded as ``pseudo_images`` and
-    ``pseudo_boxes`` in the version's metrics).
+    ``pseudo_boxes`` in the version's metrics). An image with a side over
+    ``tiles.tile_above`` (default :class:`TileSettings`) trains in crops of the detector's
+    input size from its reviewed regions (:mod:`napari_al.core.workflow.crops`; each crop is
+    one example; recorded as ``crops`` and ``crop_images`` when there are any).
 
     A run that is cancelled, hits a non-finite loss or raises saves nothing, and the detector
     gets back the weights it had (those of the version it reports). On success the checkpoint
@@ -95,7 +104,9 @@ def train_model(
     s = settings or TrainSettings()
     snapshot = store.training_snapshot()
     effort = labelling_effort(store)
-    examples = training_examples(store, snapshot, noisy_min_score=s.noisy_min_score)
+    examples = _reviewed_examples(store, snapshot, detector, s, tiles)
+    crops = [e for e in examples if is_crop(e)]
+    n_crop_images = len({str(e.path) for e in crops})
     pseudo = _self_training_examples(store, snapshot, detector, s, len(examples), should_stop)
     examples += pseudo
     kwargs: dict[str, Any] = {
@@ -128,7 +139,11 @@ def train_model(
         detector.model.load_state_dict(initial)
     del initial
     outcome = TrainOutcome(
-        result=result, n_examples=len(examples), last_action_id=snapshot.last_action_id
+        result=result,
+        n_examples=len(examples),
+        last_action_id=snapshot.last_action_id,
+        crops=len(crops),
+        crop_images=n_crop_images,
     )
     if not save or result.stopped_reason != "done" or result.steps == 0:
         return outcome
@@ -139,6 +154,7 @@ def train_model(
         "examples": len(examples),
         "pseudo_images": len(pseudo),
         "pseudo_boxes": sum(len(e.boxes) for e in pseudo),
+        **({"crops": len(crops), "crop_images": n_crop_images} if crops else {}),
         "labels_hash": labels_hash(snapshot),
         "last_action_id": snapshot.last_action_id,
         "trained_at": time.time(),
@@ -152,6 +168,26 @@ def train_model(
     outcome.checkpoint = path
     outcome.metrics = metrics
     return outcome
+
+
+def _reviewed_examples(
+    store: ProjectStore,
+    snapshot: Any,
+    detector: Detector,
+    s: TrainSettings,
+    tiles: TileSettings | None,
+) -> list[Any]:
+    """The examples of the reviewed images; large ones in crops of the detector's own input
+    size (:func:`~napari_al.core.engine.tiling.native_tile`)."""
+    from napari_al.core.engine.tiling import native_tile
+
+    return training_examples(
+        store,
+        snapshot,
+        noisy_min_score=s.noisy_min_score,
+        tiles=tiles,
+        tile_shape=lambda h, w: native_tile(detector.model, h, w),
+    )
 
 
 def _self_training_examples(

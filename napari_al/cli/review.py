@@ -1,0 +1,95 @@
+"""``napari-al mark-region-complete``: region-level completeness of a large image (issue 14),
+the command-line twin of "mark image complete" for one rectangle
+(:func:`napari_al.core.workflow.mark_region_complete`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from napari_al.cli.common import CliError, open_store
+
+
+def add_review_commands(sub: Any) -> None:
+    """The ``mark-region-complete`` subcommand."""
+    p = sub.add_parser(
+        "mark-region-complete",
+        help="every object in a rectangle of a (large) image is labelled: it trains there",
+        description="Mark a rectangle of an image complete: every object in it is labelled. "
+        "An image larger than the tiling threshold (4096 px a side) trains in crops of the "
+        "model's input size from its complete regions; the rest of it is neither object nor "
+        "background (docs/large-images.md). One undoable action, as in napari.",
+    )
+    p.add_argument("project", metavar="DIR")
+    p.add_argument(
+        "image",
+        metavar="IMAGE",
+        help="the image: its path (as stored in the project, relative to DIR, or as a file "
+        "path) or its id",
+    )
+    p.add_argument(
+        "--xyxy",
+        nargs=4,
+        type=float,
+        required=True,
+        metavar=("X0", "Y0", "X1", "Y1"),
+        help="the rectangle, image pixels: left, top, right, bottom (x to the right, y down)",
+    )
+    p.set_defaults(func=cmd_mark_region_complete)
+
+
+def find_image(store: Any, project: str, image: str) -> Any:
+    """The image row named by ``image``: a path as stored, a path relative to ``project`` or
+    to the working folder, or an id. CliError naming what to give instead."""
+    from napari_al.core.store import StoreError
+
+    for candidate in (image, Path(project) / image, Path(image).resolve()):
+        row = store.image_by_path(candidate)
+        if row is not None:
+            return row
+    if image.isdigit():
+        try:
+            return store.image(int(image))
+        except StoreError:
+            pass
+    raise CliError(
+        f"{image}: no such image in the project {project}; give its path as stored in the "
+        "project (relative to DIR) or its id"
+    )
+
+
+def cmd_mark_region_complete(args: argparse.Namespace) -> int:
+    from napari_al.core import workflow
+    from napari_al.core.annotator import Annotator
+
+    with open_store(args.project) as store:
+        row = find_image(store, args.project, args.image)
+        command = workflow.mark_region_complete(Annotator(store), row.id, args.xyxy)
+        area = workflow.image_reviewed_area(store, row.id)
+    if command is None:
+        print(f"{row.path} is already complete: every region of it is reviewed")
+        return 0
+    box = ", ".join(f"{v:g}" for v in command.region_after.xyxy)
+    print(f"marked [{box}] of {row.path} complete ({len(area)} complete regions on this image)")
+    tiles = workflow.TileSettings()
+    if max(row.width, row.height) <= tiles.tile_above:
+        print(
+            f"note: {row.path} is {row.width}x{row.height} px, at most {tiles.tile_above} px a "
+            "side, so it trains whole and by its review state; its complete regions take "
+            "effect only on images trained in crops (docs/large-images.md)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def examples_text(outcome: Any) -> str:
+    """What a training run trained on, in words: ``3 images``, or ``3 images and 40 crops of
+    1 large image`` (a :class:`~napari_al.core.workflow.TrainOutcome`)."""
+    whole = outcome.n_examples - outcome.crops
+    text = f"{whole} images"
+    if outcome.crops:
+        s = "s" if outcome.crop_images != 1 else ""
+        text += f" and {outcome.crops} crops of {outcome.crop_images} large image{s}"
+    return text
