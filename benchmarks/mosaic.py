@@ -13,14 +13,18 @@ own (``os.wait4``'s ``ru_maxrss``):
    scale, ``--overlap`` px; ``docs/large-images.md``; tiled whatever ``--grid``: the benchmark
    sets ``TileSettings.tile_above`` to one image's side), timed;
 3. **separate**: the same model on the distinct test images of the mosaic, whole, in batches
-   of 4, timed; the sum of per-image times is that time scaled to the mosaic's placements.
+   of 4, timed; the sum of per-image times is that time scaled to the mosaic's placements;
+4. **display**: the project opened in a napari viewer through the widget, as a person opens
+   it (under ``xvfb-run`` when there is no display): the mosaic fitted to the canvas, then
+   views at full resolution and at 1/4 on a few places, each drawn (a canvas screenshot); the
+   image layer is multiscale when the mosaic reads lazily (over 4096 x 4096 px: ``--grid`` 8
+   or more), read window by window. Peak RSS and times.
 
 mAP@0.5 (pycocotools, :func:`napari_al.core.evaluation.evaluate`) of the mosaic's predictions
 is computed per placement: each predicted box goes to the placement holding its centre, in that
 image's pixels, against the image's own boxes (a mosaic of 12,000 boxes as one COCO image would
 need a 30,000 x 12,000 IoU matrix). The separate images are evaluated on the same placements
 (each distinct image's predictions repeated), so both sides have the same ground truth.
-Display (the viewer's multiscale layer) is not built yet: its RSS is not measured.
 
 The model: ``--checkpoint PATH`` (a ``napari-al`` checkpoint, e.g. ``PROJECT/models/...pt``),
 else one trained here once on BCCD ``train`` with the workflow's defaults for a new model
@@ -259,6 +263,70 @@ def step_separate(args: argparse.Namespace) -> None:
     (Path(args.out) / "separate.json").write_text(json.dumps(result))
 
 
+#: The views the display step draws after fitting the mosaic: (centre x, centre y as fractions
+#: of the mosaic's width and height, zoom: screen px per image px).
+DISPLAY_VIEWS = [(0.5, 0.5, 1.0), (0.1, 0.9, 1.0), (0.9, 0.1, 0.25), (0.3, 0.6, 0.25)]
+
+
+def step_display(args: argparse.Namespace) -> None:
+    """Open the project in a napari viewer with the widget and draw a few views of the mosaic;
+    times, levels and peak RSS to JSON."""
+    import resource
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_al.gui.widget import ActiveLearningWidget
+
+    def peak_mb() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+    before = peak_mb()
+    t0 = time.perf_counter()
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1400, 900)
+    widget = ActiveLearningWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Active learning", area="right")
+    widget.open_project(Path(args.out) / "project")
+    QApplication.processEvents()
+    viewer.screenshot(canvas_only=True, flash=False)  # drawn: the fitted mosaic
+    open_s = time.perf_counter() - t0
+    view = widget.controller.view
+    layer = view.image_layer
+    assert layer is not None and view.image_row is not None
+    width, height = view.image_row.width, view.image_row.height
+    views = []
+    for fx, fy, zoom in DISPLAY_VIEWS:
+        t1 = time.perf_counter()
+        camera = viewer.scene.camera
+        camera.center = (fy * height, fx * width)
+        camera.zoom = zoom
+        QApplication.processEvents()
+        viewer.screenshot(canvas_only=True, flash=False)
+        views.append({"zoom": zoom, "level": int(layer.data_level), "s": time.perf_counter() - t1})
+    result = {
+        "open_s": open_s,
+        "views": views,
+        "multiscale": bool(layer.multiscale),
+        "levels": [list(level.shape) for level in layer.data] if layer.multiscale else [],
+        "rss_before_mb": before,
+        "rss_peak_mb": peak_mb(),
+    }
+    widget.close_project()
+    viewer.close()
+    (Path(args.out) / "display.json").write_text(json.dumps(result))
+
+
+def _display_argv(argv: list[str]) -> list[str]:
+    """``argv`` under ``xvfb-run`` when there is no display (the viewer needs one)."""
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return argv
+    xvfb = shutil.which("xvfb-run")
+    if xvfb is None:
+        raise SystemExit("the display step needs a display, or xvfb-run (apt install xvfb)")
+    return [xvfb, "-a", "-s", "-screen 0 1600x1000x24", *argv]
+
+
 # ---- evaluation and report ----------------------------------------------------------------
 
 
@@ -295,6 +363,7 @@ def _map50(meta: dict[str, Any], per_cell: list[list[list[Any]]]) -> float:
 def report(meta: dict[str, Any], runs: dict[str, Any], out: Path) -> dict[str, Any]:
     pred = json.loads((out / "predict.json").read_text())
     sep = json.loads((out / "separate.json").read_text())
+    disp = json.loads((out / "display.json").read_text())
     n_cells = len(meta["cells"])
     sep_sum = sep["seconds"] * n_cells / sep["images"]
     mosaic_map = _map50(meta, _per_placement(meta, pred["boxes"]))
@@ -305,7 +374,14 @@ def report(meta: dict[str, Any], runs: dict[str, Any], out: Path) -> dict[str, A
         "import peak RSS": f"{runs['import']['rss_mb']:.0f} MB",
         "prediction peak RSS": f"{runs['predict']['rss_mb']:.0f} MB (model loaded: "
         f"{pred['rss_before_mb']:.0f} MB)",
-        "display peak RSS": "not measured (the viewer's multiscale layer is not built yet)",
+        "display peak RSS": f"{disp['rss_peak_mb']:.0f} MB (at the step's start: "
+        f"{disp['rss_before_mb']:.0f} MB; "
+        + (f"multiscale, {len(disp['levels'])} levels" if disp["multiscale"] else "read whole")
+        + ")",
+        "display time": f"open {disp['open_s']:.1f} s, views "
+        + ", ".join(
+            f"{v['s']:.2f} s (zoom {v['zoom']}, level {v['level']})" for v in disp["views"]
+        ),
         "prediction time": f"{pred['seconds']:.1f} s",
         "sum of per-image times": f"{sep_sum:.1f} s ({sep['images']} distinct images, "
         f"scaled to {n_cells} placements)",
@@ -324,6 +400,10 @@ def report(meta: dict[str, Any], runs: dict[str, Any], out: Path) -> dict[str, A
         "predict_rss_mb": runs["predict"]["rss_mb"],
         "predict_rss_before_mb": pred["rss_before_mb"],
         "predict_s": pred["seconds"],
+        "display_rss_mb": disp["rss_peak_mb"],
+        "display_multiscale": disp["multiscale"],
+        "display_open_s": disp["open_s"],
+        "display_views_s": [v["s"] for v in disp["views"]],
         "separate_sum_s": sep_sum,
         "map50_mosaic": mosaic_map,
         "map50_separate": separate_map,
@@ -345,7 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per step")
     p.add_argument("--seed", type=int, default=0, help="order of the images in the mosaic")
     p.add_argument("--json", type=Path, help="also write the figures here")
-    p.add_argument("--step", choices=("train", "predict", "separate"), help=argparse.SUPPRESS)
+    p.add_argument(
+        "--step", choices=("train", "predict", "separate", "display"), help=argparse.SUPPRESS
+    )
     args = p.parse_args(argv)
     if args.overlap is None:
         from napari_al.core.workflow import TileSettings
@@ -356,7 +438,9 @@ def main(argv: list[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        {"train": step_train, "predict": step_predict, "separate": step_separate}[args.step](args)
+        steps = {"train": step_train, "predict": step_predict, "separate": step_separate}
+        steps["display"] = step_display
+        steps[args.step](args)
         return 0
     out = args.out.resolve()
     common = ["--out", str(out), "--data", str(args.data), "--device", args.device]
@@ -386,8 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     ):
         return 1
     runs["import"] = {"seconds": secs, "rss_mb": rss}
-    for step in ("predict", "separate"):
-        code, secs, rss = _run([*me, *common, "--step", step])
+    for step in ("predict", "separate", "display"):
+        argv = [*me, *common, "--step", step]
+        code, secs, rss = _run(_display_argv(argv) if step == "display" else argv)
         if code:
             return 1
         runs[step] = {"seconds": secs, "rss_mb": rss}

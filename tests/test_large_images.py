@@ -10,11 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-import torch
-from scipy import ndimage
+from large_image_helpers import fake_infer_raw, sparse_tiff
 
 from napari_al.core.engine import Detector
-from napari_al.core.engine.inference import RawDetections
 from napari_al.core.engine.tiling import axis_windows, native_tile, tile_windows
 from napari_al.core.images import (
     MAX_SIDE,
@@ -24,7 +22,13 @@ from napari_al.core.images import (
     read_image,
     to_rgb_uint8,
 )
-from napari_al.core.lazy_images import LAZY_PIXELS, LazyImage, open_rgb, reads_lazily
+from napari_al.core.lazy_images import (
+    LAZY_PIXELS,
+    LazyImage,
+    open_display,
+    open_rgb,
+    reads_lazily,
+)
 
 RNG = np.random.default_rng(0)
 
@@ -64,41 +68,6 @@ def test_window_cores_tile_the_image() -> None:
 
 
 # ---- merging at tile borders, with a detector that finds exactly what a tile shows --------
-
-
-def fake_infer_raw(self, tensors, score_thresh, detections, keep_pooled=False):
-    """What a perfect detector reports of a tile: the visible part of each bright object
-    (a box clipped to the tile), class 0, score 0.9; ``features`` (w, h, 1) of its box in the
-    tile, ``proposals`` the box itself, ``embedding`` (tile's mean, 1)."""
-    out = []
-    for t in tensors:
-        mask = (t[0] > 0.5).cpu().numpy()
-        labels, _ = ndimage.label(mask)
-        boxes = [
-            [s[1].start, s[0].start, s[1].stop, s[0].stop] for s in ndimage.find_objects(labels)
-        ]
-        b = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-        n = len(b)
-        wh = torch.stack([b[:, 2] - b[:, 0], b[:, 3] - b[:, 1], torch.ones(n)], 1)
-        probs = torch.tensor([[0.1] + [0.9] + [0.0] * (self.num_classes - 1)] * n).reshape(
-            n, self.num_classes + 1
-        )
-        size = (int(t.shape[-2]), int(t.shape[-1]))
-        out.append(
-            RawDetections(
-                boxes=b,
-                scores=torch.full((n,), 0.9),
-                labels=torch.zeros(n, dtype=torch.int64),
-                probs=probs,
-                features=wh,
-                proposals=b.clone(),
-                pooled=None,
-                embedding=torch.tensor([float(t.mean()), 1.0]),
-                image_size=size,
-                orig_size=size,
-            )
-        )
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -283,6 +252,83 @@ def test_ome_tiff_pyramid_reads_lazily(tmp_path: Path) -> None:
         assert full.shape == data.shape
 
 
+@pytest.mark.parametrize(
+    ("shape", "kw", "reduced", "sides"),
+    [  # no pyramid: sampled levels down to <= 2048 px; a pyramid: its levels, then sampled
+        ((4200, 4100, 3), {"photometric": "rgb"}, (), [4200, 2100, 1050]),
+        ((9000, 5000), {}, (), [9000, 4500, 2250, 1125]),
+        ((3, 4200, 4100), {"photometric": "rgb", "planarconfig": "separate"}, (), None),
+        ((9000, 5000), {}, (3,), [9000, 3000, 1500]),
+    ],
+)
+def test_display_levels_sample_the_full_image_down_to_2048_px(
+    tmp_path: Path, shape, kw, reduced, sides
+) -> None:
+    data = RNG.integers(0, 256, shape, dtype=np.uint8)
+    planar = kw.get("planarconfig") == "separate"
+    path = tmp_path / "big.tif"
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(data, tile=(256, 256), compression="zlib", subifds=len(reduced), **kw)
+        for step in reduced:
+            tw.write(
+                data[..., ::step, ::step] if planar else data[::step, ::step],
+                tile=(256, 256),
+                compression="zlib",
+                subfiletype=1,
+                **kw,
+            )
+    full = np.moveaxis(data, 0, -1) if planar else data
+    with open_display(path) as image:
+        assert isinstance(image, LazyImage)
+        levels = image.display_levels()
+        got = [lv.shape[0] for lv in levels]
+        assert got == (sides or [4200, 2100, 1050])
+        assert max(levels[-1].shape[:2]) <= 2048 < max(levels[-2].shape[:2])
+        stored = (1, *reduced)
+        for level in levels:
+            step = -(-full.shape[0] // level.shape[0])
+            want = full[::step, ::step]
+            if step not in stored:  # sampled from the last stored level
+                last = stored[-1]
+                want = full[::last, ::last][:: step // last, :: step // last]
+            assert level.shape == want.shape and level.dtype == np.uint8
+            rows, cols = slice(7, min(300, want.shape[0])), slice(want.shape[1] - 190, None)
+            np.testing.assert_array_equal(np.asarray(level[rows, cols]), want[rows, cols])
+        np.testing.assert_array_equal(np.asarray(levels[-1]), want)  # the whole coarsest level
+
+
+def test_a_sampled_level_reads_only_the_tiles_under_its_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = sparse_tiff(tmp_path / "big.tif", 25_000, [(20_000, 21_000, 60, 30)], rgb=True)
+
+    def whole_read(*a, **k):
+        raise AssertionError("the whole image was decoded")
+
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", whole_read)
+    decoded: list[int] = []
+    real = tifffile.TiffPage.decode.func  # a cached_property
+
+    def counting(page):  # type: ignore[no-untyped-def]
+        fn = real(page)
+
+        def decode(*a, **k):  # type: ignore[no-untyped-def]
+            decoded.append(1)
+            return fn(*a, **k)
+
+        return decode
+
+    monkeypatch.setattr(tifffile.TiffPage, "decode", property(counting))
+    with LazyImage(path) as image:
+        levels = image.display_levels()
+        assert [lv.shape for lv in levels] == [
+            (-(-25_000 // s), -(-25_000 // s), 3) for s in (1, 2, 4, 8, 16)
+        ]
+        window = np.asarray(levels[3][2600:2640, 2490:2510])  # step 8: rows 20,800-21,120
+        assert 1 <= len(decoded) <= 4  # the 512 px tiles under it, not the image's 2,401
+        assert (window[25:29, 10:18] == (255, 200, 40)).all() and window[:25].max() == 0
+
+
 def test_small_or_single_strip_images_are_read_whole(tmp_path: Path) -> None:
     small = tmp_path / "small.tif"
     tifffile.imwrite(small, np.zeros((300, 400), np.uint8), tile=(128, 128))
@@ -292,30 +338,12 @@ def test_small_or_single_strip_images_are_read_whole(tmp_path: Path) -> None:
         assert not reads_lazily(path)
         with open_rgb(path) as pixels:
             assert isinstance(pixels, np.ndarray) and pixels.shape[2] == 3
-
-
-def _sparse_tiff(path: Path, side: int, squares: list[tuple[int, int, int]], tile: int = 512):
-    """A ``side`` x ``side`` grey tiled TIFF, zeros but white squares ``(x, y, size)``, written
-    tile by tile (never whole in memory), zlib-compressed: a few hundred kB on disk."""
-
-    def tiles():
-        for y in range(0, side, tile):
-            for x in range(0, side, tile):
-                t = np.zeros((tile, tile), np.uint8)
-                for sx, sy, s in squares:
-                    t[max(0, sy - y) : max(0, sy + s - y), max(0, sx - x) : max(0, sx + s - x)] = (
-                        255
-                    )
-                yield t
-
-    tifffile.imwrite(
-        path, tiles(), shape=(side, side), dtype=np.uint8, tile=(tile, tile), compression="zlib"
-    )
-    return path
+        shown = open_display(path)  # the viewer reads it whole too, as stored
+        assert isinstance(shown, np.ndarray) and shown.shape == pixels.shape[:2]
 
 
 def test_sizes_past_the_whole_read_limit(tmp_path: Path) -> None:
-    big = _sparse_tiff(tmp_path / "big.tif", 25_000, [])
+    big = sparse_tiff(tmp_path / "big.tif", 25_000, [])
     assert big.stat().st_size < 2_000_000
     assert image_size(big) == (25_000, 25_000)
     check_pixels(big)
@@ -369,7 +397,7 @@ def test_a_25000_px_image_imports_and_predicts_without_being_read_whole(
     folder.mkdir()
     # a square cut by the 2048 px tile rows, one at four tiles' corner, one alone
     squares = [(3000, 2030, 40), (8140, 4070, 50), (20_000, 21_000, 60)]
-    _sparse_tiff(folder / "slide.tif", 25_000, squares)
+    sparse_tiff(folder / "slide.tif", 25_000, [(x, y, s, s) for x, y, s in squares])
 
     def whole_read(*a, **k):
         raise AssertionError("the whole image was decoded")
@@ -403,7 +431,7 @@ def test_a_labelled_image_too_large_to_read_whole_trains_in_crops_read_window_by
     from napari_al.core.store import ProjectStore
     from napari_al.core.workflow import TileSettings, training_examples
 
-    big = _sparse_tiff(tmp_path / "big.tif", 25_000, [(100, 100, 30), (20_000, 24_000, 40)])
+    big = sparse_tiff(tmp_path / "big.tif", 25_000, [(100, 100, 30, 30), (20_000, 24_000, 40, 40)])
     boxes = [
         BoxRecord(100, 100, 130, 130, "cell"),
         BoxRecord(20_000, 24_000, 20_040, 24_040, "cell"),

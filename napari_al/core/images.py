@@ -362,8 +362,8 @@ def _check_whole_read(path: Path, page: Any) -> None:
     if max(width, height) > MAX_SIDE:  # readable window by window, not whole
         raise ImageReadError(
             f"{path}: image is {width}x{height} px, larger than the {MAX_SIDE} px per side "
-            "read whole: prediction reads it tile by tile (docs/large-images.md), showing it "
-            "and training on it are not supported yet"
+            "read whole: prediction and the viewer read it tile by tile (docs/large-images.md); "
+            "training, evaluation and click mode on it are not supported yet"
         )
 
 

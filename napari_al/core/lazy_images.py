@@ -11,7 +11,9 @@ under it. Every other image is read whole, as :func:`~napari_al.core.images.read
 Windows are sliced from the zarr array directly: on a 25,000 x 25,000 px tiled TIFF, 325 windows
 of 1024 x 2048 px took 1.7 s this way, 5.0 s through a dask array with dask's synchronous
 scheduler and 20 s with its default threads (2 busy cores). :meth:`LazyImage.dask_levels` gives
-the pyramid as dask arrays (level 0 first) for a viewer's multiscale layer.
+the pyramid as dask arrays (level 0 first); :meth:`LazyImage.display_levels` adds coarser levels
+sampled from it down to :data:`DISPLAY_SMALLEST_SIDE`, a viewer's multiscale layer, and
+:func:`open_display` is what a viewer reads an image with (lazily when it is large).
 
 What is read is what :func:`~napari_al.core.images.read_image` would give for the same file:
 the first page (a pyramid's reduced levels are extra levels, not extra images), samples last
@@ -51,6 +53,10 @@ from napari_al.core.images import (
 #: A TIFF of small strips or tiles with more pixels than this (height x width; 50 MB as 8-bit
 #: RGB) is read window by window, never whole; smaller images and other formats are read whole.
 LAZY_PIXELS = 4096 * 4096
+
+#: A viewer's multiscale levels go down to one whose longer side is at most this many pixels
+#: (:meth:`LazyImage.display_levels`): a whole-image view then reads at most that many.
+DISPLAY_SMALLEST_SIDE = 2048
 
 _TIFF_EXTENSIONS = (".tif", ".tiff")
 
@@ -235,6 +241,36 @@ class LazyImage:
             out.append(da.moveaxis(d, 0, -1) if self._planar else d)
         return out
 
+    def display_levels(self, smallest_side: int = DISPLAY_SMALLEST_SIDE) -> list[Any]:
+        """The levels of a viewer's multiscale layer: :meth:`dask_levels` (the stored pyramid,
+        full image first), followed, while the last level's longer side is over
+        ``smallest_side`` pixels, by levels sampled from the last stored one with steps 2, 4,
+        8, ... (each of ``ceil(H / step) x ceil(W / step)`` px for a last stored level of
+        ``H x W``; pixel ``(i, j)`` is its pixel ``(i * step, j * step)``: nearest neighbour, as
+        ``data[::step, ::step]``).
+
+        Nothing is read here: a level's window is read when it is computed, decoding only the
+        tiles under it (a sampled window reads the stored level's tiles under its rows and
+        columns, keeps every ``step``-th pixel and drops the rest, so memory is that of the
+        window and of the tiles being decoded). Without a stored pyramid, a view of the whole
+        image at the coarsest level therefore decodes every tile of the image once; a stored
+        pyramid (tifffile ``subifds``) avoids that. Needs dask. Shapes and layout as
+        :meth:`dask_levels`."""
+        import dask.array as da
+
+        levels = self.dask_levels()
+        base, planar = self._levels[-1], self._planar
+        h, w = self.levels[-1]
+        step = 2
+        while max(-(-h // (step // 2)), -(-w // (step // 2))) > smallest_side:
+            sampled = SampledLevel(base, step, planar)
+            rows, cols = _hw_chunks(base, planar)
+            chunks = (min(rows, sampled.shape[0]), min(cols, sampled.shape[1]), *sampled.shape[2:])
+            meta = np.empty((0,) * sampled.ndim, sampled.dtype)
+            levels.append(da.from_array(sampled, chunks=chunks, meta=meta, name=False))
+            step *= 2
+        return levels
+
     # --- lifetime -------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -245,6 +281,54 @@ class LazyImage:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _hw_chunks(z: Any, planar: bool) -> tuple[int, int]:
+    """A zarr level's chunk size, rows x columns (pixels)."""
+    c = tuple(int(v) for v in z.chunks)
+    return (c[1], c[2]) if planar else (c[0], c[1])
+
+
+class SampledLevel:
+    """A coarser level sampled from a stored one (a zarr array of a :class:`LazyImage`): every
+    ``step``-th row and column, starting at 0 (nearest neighbour). ``shape`` is
+    ``(ceil(H / step), ceil(W / step)[, S])``, samples last whatever the file's layout;
+    ``level[rows, cols(, samples)]`` (slices of this level, step 1) reads that window, decoding
+    only the stored tiles under its sampled rows and columns. An array-like for
+    ``dask.array.from_array``."""
+
+    def __init__(self, z: Any, step: int, planar: bool) -> None:
+        self.z, self.step, self.planar = z, int(step), planar
+        shape = tuple(int(v) for v in z.shape)
+        if planar:  # (S, H, W) -> samples last
+            shape = (*shape[1:], shape[0])
+        h, w = shape[:2]
+        self.shape: tuple[int, ...] = (-(-h // self.step), -(-w // self.step), *shape[2:])
+        self.dtype = np.dtype(z.dtype)
+        self.ndim = len(self.shape)
+
+    def _source(self, key: slice, n: int) -> tuple[slice, int]:
+        """The stored rows (or columns) under the window ``key`` of this level's ``n``, and the
+        window's length."""
+        start, stop, step = key.indices(n)
+        if step != 1:
+            raise IndexError("a sampled level is read by windows without a step")
+        length = max(0, stop - start)
+        return slice(start * self.step, (start + length - 1) * self.step + 1, self.step), length
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (self.ndim - len(key))
+        if len(key) != self.ndim or not all(isinstance(k, slice) for k in key):
+            raise IndexError(f"a sampled level is read by {self.ndim} slices, not {key}")
+        (ys, h), (xs, w) = self._source(key[0], self.shape[0]), self._source(key[1], self.shape[1])
+        if h == 0 or w == 0:
+            return np.zeros((h, w, *self.shape[2:]), self.dtype)[(slice(None),) * 2 + key[2:]]
+        if self.planar:
+            arr = np.moveaxis(np.asarray(self.z[:, ys, xs]), 0, -1)
+        else:
+            arr = np.asarray(self.z[ys, xs])
+        return arr[(slice(None), slice(None), *key[2:])]
 
 
 class RGBWindows:
@@ -329,3 +413,14 @@ def _padded(view: Any, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
     if ye > ys and xe > xs:
         out[ys - y0 : ye - y0, xs - x0 : xe - x0] = view[ys:ye, xs:xe]
     return out
+
+
+def open_display(path: str | Path) -> np.ndarray | LazyImage:
+    """An image for a viewer, as stored (not converted to uint8 RGB): an open
+    :class:`LazyImage` when :func:`reads_lazily` (its :meth:`~LazyImage.display_levels` are a
+    multiscale layer's data; nothing is read yet, and the caller closes it when the image is
+    no longer shown), else the whole image (:func:`~napari_al.core.images.read_image`). Raises
+    :class:`~napari_al.core.images.ImageReadError` (a ValueError)."""
+    if reads_lazily(path):
+        return LazyImage(path)
+    return read_image(path)

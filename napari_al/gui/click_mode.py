@@ -171,11 +171,12 @@ class ClickMode:
         self._start_candidates(image_id, det, key)
 
     def _pixels(self, image_id: int) -> np.ndarray | None:
-        """The pixels of ``image_id`` when it is on screen (None: the workflow reads them)."""
+        """The pixels of ``image_id`` when it is on screen (None: the workflow reads them; a
+        large image shown as a multiscale layer is never gathered from the layer)."""
         layer = self.view.image_layer
-        return (
-            np.asarray(layer.data) if layer is not None and self.view.image_id == image_id else None
-        )
+        if layer is None or self.view.image_id != image_id or self.view.multiscale:
+            return None
+        return np.asarray(layer.data)
 
     def _propose(self, click: PendingClick, candidates: ClickCandidates | None) -> None:
         store, annotator = self._require()  # type: ignore[attr-defined]

@@ -3,7 +3,10 @@
 Three layers, created once and reused for every image (switching images replaces their
 contents in one go, which keeps the switch fast and keeps the user's layer settings):
 
-- ``image``: the pixels;
+- ``image``: the pixels; an image read lazily (a large tiled TIFF,
+  :func:`~napari_al.core.lazy_images.reads_lazily`) is a multiscale layer over its pyramid
+  (:meth:`~napari_al.core.lazy_images.LazyImage.display_levels`), read window by window as
+  napari draws it, never whole; every other image is read whole as before;
 - ``boxes``: one Shapes layer with the image's boxes (features ``box_id``, ``label``,
   ``score``, ``status``, ``source``, ``caption``; edge colour by status; see
   :mod:`napari_al.gui.layers`);
@@ -26,7 +29,7 @@ import numpy as np
 
 from napari_al.core.boxes import napari_to_xyxy, xyxy_to_napari
 from napari_al.core.data import REGION_SOURCE
-from napari_al.core.images import read_image
+from napari_al.core.lazy_images import LazyImage, open_display
 from napari_al.gui.layers import (
     BOX_TEXT,
     box_features,
@@ -99,6 +102,8 @@ class ImageView:
         self._boxes_layer: Shapes | None = None
         self._highlight_layer: Shapes | None = None
         self._image_layer: Image | None = None
+        #: The large image the image layer reads from (None: the layer holds its pixels).
+        self._lazy: LazyImage | None = None
         self._regions: list[Highlight] = []
         self._missed: list[Highlight] = []
         self._query: list[Highlight] = []
@@ -209,15 +214,18 @@ class ImageView:
         pixels: np.ndarray | None = None,
         reset_view: bool = True,
     ) -> dict[str, float]:
-        """Show an image with its boxes; returns the time taken by part (seconds)."""
+        """Show an image with its boxes; returns the time taken by part (seconds).
+        ``pixels``: the image as read (None: read from its file by
+        :func:`~napari_al.core.lazy_images.open_display`, lazily when it is large)."""
         t0 = time.perf_counter()
         row = store.image(image_id)
-        if pixels is None:
-            pixels = read_image(store.abs_path(row))
+        source: np.ndarray | LazyImage = (
+            open_display(store.abs_path(row)) if pixels is None else pixels
+        )
         boxes = store.boxes(image_id=image_id)
         self.class_names = {c.id: c.name for c in store.classes()}
         t1 = time.perf_counter()
-        self._set_image(pixels)
+        self._set_image(source)
         t2 = time.perf_counter()
         self.image_id = int(image_id)
         self.image_row = row
@@ -263,17 +271,44 @@ class ImageView:
             self._size_event = None
         self._fitted = None
 
-    def _set_image(self, pixels: np.ndarray) -> None:
-        rgb = pixels.ndim == 3 and pixels.shape[-1] in (3, 4)
+    def _set_image(self, source: np.ndarray | LazyImage) -> None:
+        """Put an image into the image layer: its pixels, or a large image's levels as a
+        multiscale layer (the layer is reused when its kind fits; image pixels coordinates,
+        scale 1, either way). The large image shown before, if any, is closed."""
+        try:
+            data: Any = source.display_levels() if isinstance(source, LazyImage) else source
+        except BaseException:
+            if isinstance(source, LazyImage):
+                source.close()
+            raise
+        multiscale = isinstance(source, LazyImage)
+        first = data[0] if multiscale else data
+        rgb = first.ndim == 3 and first.shape[-1] in (3, 4)
         layer = self.image_layer
-        if layer is not None and bool(layer.rgb) == rgb and layer.data.ndim == pixels.ndim:
-            layer.data = pixels
+        if (
+            layer is not None
+            and bool(layer.rgb) == rgb
+            and bool(layer.multiscale) == multiscale
+            and layer.ndim == first.ndim - int(rgb)
+        ):
+            layer.data = data
             layer.reset_contrast_limits()
         else:
             if layer is not None:
                 self.viewer.layers.remove(layer)
-            self._image_layer = self.viewer.add_image(pixels, name=IMAGE_LAYER, rgb=rgb)
+            self._image_layer = self.viewer.add_image(
+                data, name=IMAGE_LAYER, rgb=rgb, multiscale=multiscale
+            )
             self._keep_order()
+        previous, self._lazy = self._lazy, source if multiscale else None
+        if previous is not None and previous is not source:
+            previous.close()
+
+    @property
+    def multiscale(self) -> bool:
+        """Whether the image on screen is a large image shown as a multiscale layer (its
+        pixels are never all in memory: read its windows from the file)."""
+        return self._lazy is not None and self.image_layer is not None
 
     def visible(self, row: BoxRow) -> bool:
         """Whether a box is drawn: rejected ones unless hidden, predictions by
