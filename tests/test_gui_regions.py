@@ -101,3 +101,28 @@ def test_a_region_question_answered_no_then_yes_and_one_click(widget) -> None:  
         press(viewer, "Control-Z")
     assert store.empty_regions(image) == [] and store.boxes() == []
     assert c.region_question is not None and c.region_question.xyxy == EMPTY
+
+
+def test_shift_c_marks_the_part_on_screen_complete_and_undo_takes_it_back(widget) -> None:  # type: ignore[no-untyped-def]
+    from napari_al.gui.viewer_state import camera, visible_rect
+
+    w = widget
+    store, c, viewer = w.store, w.controller, w.viewer
+    image = c.image_id
+    row = store.image(image)
+    cam = camera(viewer)
+    cam.center = (row.height / 2, row.width / 4)  # (y, x)
+    cam.zoom = cam.zoom * 4  # a quarter of the image across, a bit off to the left
+    x1, y1, x2, y2 = visible_rect(viewer)
+    want = (max(0.0, x1), max(0.0, y1), min(row.width, x2), min(row.height, y2))
+    assert want != (0, 0, row.width, row.height)
+    assert press(viewer, "Shift-C")
+    (region,) = store.reviewed_regions(image)
+    assert np.allclose(region.xyxy, want, atol=1e-6)
+    assert store.image(image).review_state == "partial"
+    assert store.actions()[-1].kind == "complete_region"
+    marks = [h for h in w.view.highlights if h[1] == "reviewed"]
+    assert len(marks) == 1 and np.allclose(marks[0][0], want)
+    assert press(viewer, "Control-Z")
+    assert store.reviewed_regions(image) == []
+    assert not [h for h in w.view.highlights if h[1] == "reviewed"]

@@ -157,6 +157,10 @@ class AnnotationController(
             for q in self.queries
             if q.unit == "region" and q.image == image_id and q.box is not None and q is not query
         ]
+        if self.store is not None:  # the regions marked complete (Shift+C)
+            regions += [
+                (r.xyxy, "reviewed", "complete") for r in self.store.reviewed_regions(image_id)
+            ]
         suggestions = self.missed.get(image_id, [])
         if suggestions and self.store is not None:  # none in a region answered "no"
             ids = [c.id for c in self.store.classes()]
@@ -242,7 +246,7 @@ class AnnotationController(
         if change.image_id == self.view.image_id:
             for box_id in change.box_ids:
                 self.view.sync_box(self._box_or_none(box_id), box_id)
-            if any(c.kind == "region" for c in change.command.leaves):
+            if any(c.kind in ("region", "complete_region") for c in change.command.leaves):
                 # answered no, taken back or given again: the marks and the next question
                 i = self.query_index
                 self._render_highlights(self.queries[i] if 0 <= i < len(self.queries) else None)

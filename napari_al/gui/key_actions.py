@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from napari_al.core import workflow
 from napari_al.gui.keys import KEYS
 from napari_al.gui.notify import NO_CLASS_HINT, notify_user
 
@@ -128,6 +129,39 @@ class KeyActions:
             self._advance()
 
         self._run("complete image", act)
+
+    def complete_region(self) -> None:
+        """Mark the part of the image on screen complete (a reviewed region,
+        :func:`napari_al.core.workflow.mark_region_complete`)."""
+
+        def act() -> None:
+            store, annotator = self._require()
+            image_id = self.view.image_id
+            if image_id is None:
+                return
+            row = store.image(image_id)
+            from napari_al.gui.viewer_state import visible_rect
+
+            x1, y1, x2, y2 = visible_rect(self.view.viewer)
+            rect = (
+                max(0.0, x1),
+                max(0.0, y1),
+                min(float(row.width), x2),
+                min(float(row.height), y2),
+            )
+            if rect[2] - rect[0] < 1 or rect[3] - rect[1] < 1:
+                notify_user("info", "complete region: the image is not on screen")
+                return
+            if workflow.mark_region_complete(annotator, image_id, rect) is None:
+                notify_user("info", "the whole image is complete already")
+                return
+            w, h = rect[2] - rect[0], rect[3] - rect[1]
+            notify_user(
+                "info", f"region complete: {w:.0f} x {h:.0f} px at ({rect[0]:.0f}, {rect[1]:.0f})"
+            )
+            self._emit("data")
+
+        self._run("complete region", act)
 
     def skip_image(self) -> None:
         """Skip the image (logged) and go to the next queried item (or image)."""

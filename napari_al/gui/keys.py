@@ -100,6 +100,12 @@ KEYS: tuple[Key, ...] = (
     Key("N", "next_item", "go to the next queried item (image, box or region)"),
     Key("Shift-N", "previous_item", "go to the previous queried item"),
     Key("Shift-W", "complete_image", "mark this image complete, go to the next queried item"),
+    Key(
+        "Shift-C",
+        "complete_region",
+        "mark the part of the image on screen complete (every object in view labelled; a large "
+        "image trains in crops from its complete regions), outlined green; undoable",
+    ),
     Key("Shift-Q", "skip_image", "skip this image (logged), go to the next queried item"),
     Key("Control-Z", "undo", "undo the last annotation action"),
     Key("Control-Shift-Z", "redo", "redo the last undone action"),

@@ -37,6 +37,7 @@ HIGHLIGHT_COLORS: dict[str, str] = {
     "region": "#ff4081",  # a ranked region: where annotation effort should go
     "missed": "#e040fb",  # a possibly missed object suggested by low-threshold candidates
     "query": "#ffea00",  # the queried box or image item
+    "reviewed": "#00e676",  # a region marked complete (Shift+C): every object in it labelled
 }
 
 
