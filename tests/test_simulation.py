@@ -6,6 +6,7 @@ import argparse
 import csv
 import dataclasses
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -518,3 +519,44 @@ def test_torch_threads_is_restored_after_the_block() -> None:
     with pytest.raises(RuntimeError), torch_threads(1):
         raise RuntimeError
     assert torch.get_num_threads() == before
+
+
+def test_a_worker_exits_when_its_run_is_killed(tmp_path: Path) -> None:
+    """kill -9 of a run leaves no worker training on, holding its project's lock."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = Path(__file__).with_name("parent_death_child.py")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(child.parent.parent), str(child.parent)]),
+    }
+    parent = subprocess.Popen(
+        [sys.executable, str(child), "0.2"], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        worker = int(parent.stdout.readline())  # type: ignore[union-attr]
+        assert _running(worker)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if not _running(worker):
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(worker, signal.SIGKILL)
+            raise AssertionError("the worker outlived its run")
+    finally:
+        parent.kill()
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (an exited child nobody reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

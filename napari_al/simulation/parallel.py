@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,7 +84,28 @@ def _check_config(out: Path, config: SimConfig) -> None:
     path.write_text(json.dumps(current, indent=2, sort_keys=True, default=str))
 
 
-def _init_worker(threads: int | None) -> None:
+#: Seconds between a worker's checks that the process that started it is still there.
+PARENT_POLL_S = 2.0
+
+
+def _exit_with_parent(parent: int, poll_s: float = PARENT_POLL_S) -> None:
+    """Watch (a daemon thread) for the end of the process that started this worker: a worker
+    whose run was stopped (``kill``, ``kill -9``) must not go on training with nobody to hand
+    its result to, holding its project's lock. The worker exits at once (its task unfinished:
+    the round is redone when the run resumes)."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:  # re-parented: the run is gone
+                os._exit(1)
+
+    threading.Thread(target=watch, name="napari-al-parent-watch", daemon=True).start()
+
+
+def _init_worker(threads: int | None, parent: int | None = None) -> None:
+    if parent is not None:
+        _exit_with_parent(parent)
     import torch
 
     if threads:
@@ -213,7 +235,7 @@ def _run_parallel(
             max_workers=config.workers,
             mp_context=ctx,
             initializer=_init_worker,
-            initargs=(threads,),
+            initargs=(threads, os.getpid()),
         ) as pool,
     ):
         q = manager.Queue()
