@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from napari_al.cli.cluster import dask_arguments, dask_cluster
 from napari_al.cli.common import (
     FORMATS_IN,
     FORMATS_OUT,
@@ -234,12 +235,14 @@ def cmd_rank(args: argparse.Namespace) -> int:
     if args.unit == "question":  # the dialog planner's queue (cli/questions.py)
         return cmd_rank_questions(args, _detector)
     settings = workflow.from_args(workflow.QuerySettings, args)
-    with open_store(args.project, busy="ranking") as store:
+    with open_store(args.project, busy="ranking") as store, dask_cluster(args) as cluster:
         detector = _detector(store, args)
         update, close = progress_bar("scoring")
         on_skip, _ = _skip_reporter()
         try:
-            items = workflow.rank_pool(store, detector, settings, progress=update, on_skip=on_skip)
+            items = workflow.rank_pool(
+                store, detector, settings, progress=update, on_skip=on_skip, distributed=cluster
+            )
         finally:
             close()
         paths = {r.id: r.path for r in store.images()}
@@ -517,6 +520,7 @@ def _add_round_commands(sub: Any) -> None:
     _threads_arg(p)
     add_arguments(p.add_argument_group("query"), QuerySettings)
     add_question_arguments(p)
+    dask_arguments(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_rank)
 
