@@ -28,12 +28,15 @@ TINY = {"min_size": 128, "max_size": 160, "device": "cpu"}
 TINY_ARGS = ["--min-size", "128", "--max-size", "160", "--device", "cpu"]
 #: Noise views are seeded per 2-image batch: equal scores need the same batches everywhere.
 STRATEGY = "entropy+localization_stability"
+#: The pool's 800x600 image is predicted tile by tile, the 640x480 ones whole.
+TILES = workflow.TileSettings(tile_above=700, overlap=16)
 
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Path:
-    """The labelled BCCD sample and 12 pool images (3 transposes of 4 sample images), with
-    model version 1 trained for one step."""
+    """The labelled BCCD sample and 13 pool images (3 transposes of 4 sample images, and one
+    enlarged to 800x600, predicted tile by tile above :data:`TILE_ABOVE`), with model version 1
+    trained for one step."""
     from PIL import Image
 
     root = tmp_path_factory.mktemp("dask")
@@ -44,6 +47,8 @@ def template(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Path
         with Image.open(p) as im:
             for k, op in enumerate(ops):
                 im.transpose(op).save(pool / f"pool{k}_{p.stem}.png")
+            if p.stem.endswith("7"):
+                im.resize((800, 600)).save(pool / f"large_{p.stem}.png")
     proj = root / "proj"
     assert main(["init", str(proj)]) == 0
     assert main(["import", str(proj), str(sample_dir), "--format", "voc"]) == 0
@@ -168,8 +173,8 @@ def test_two_workers_score_as_one_process(
             progress=lambda d, t: seen.append((d, t)),
         )[1]
     _same(scored, reference)
-    assert scored.computed == len(scored.rows) == 12
-    assert seen[-1] == (12, 12) and len(seen) == 3  # 3 chunks of 4 images
+    assert scored.computed == len(scored.rows) == 13
+    assert seen[-1] == (13, 13) and len(seen) == 4  # chunks of 4, 4, 4 and 1 images
     if unit == "box":  # the views come back too: the box ranking is the same
         assert set(scored.extra) == set(reference.extra)
         for i, (views, missed) in scored.extra.items():
@@ -219,7 +224,7 @@ def test_a_killed_worker_loses_and_duplicates_nothing(
     ((pid, address, keys),) = killed
     assert pid not in client.run(os.getpid).values()
     lost = {int(k.rsplit("-", 1)[1]) for k in keys}
-    assert sorted(taken) == [0, 1, 2] and lost
+    assert sorted(taken) == [0, 1, 2, 3] and lost
     assert all(taken[k] != address for k in lost), "the killed worker's chunk was scored again"
     _same(scored, reference)
     cached = _cached(project)
@@ -258,9 +263,86 @@ def test_rank_cli_on_a_running_scheduler(
     capsys.readouterr()
     assert main([*argv, "--scheduler", address, "--dask-chunk", "4", "--dask-threads", "1"]) == 0
     out, err = capsys.readouterr()
-    assert f"scoring on the Dask cluster at {address}: 2 workers, 2 tasks at a time" in err
+    assert f"running on the Dask cluster at {address}: 2 workers, 2 tasks at a time" in err
     assert sorted(r["image_id"] for r in json.loads(out)) == sorted(r.id for r in reference.rows)
     _same_as_cached(project, reference)
+
+
+def _predictions(project: Path) -> dict[int, list[tuple]]:
+    with ProjectStore.open(project) as store:
+        return {
+            r.id: sorted((b.xyxy, b.class_id, b.score) for b in store.boxes(r.id, ("predicted",)))
+            for r in store.images(split="pool")
+        }
+
+
+def test_two_workers_predict_as_one_process(
+    project: Path, template: Path, tmp_path: Path, cluster: DaskCluster
+) -> None:
+    """``predict_images`` on Dask stores the boxes one process stores, tile by tile for the
+    large image; an unreadable image is reported and left out as in one process."""
+    alone = Path(shutil.copytree(template, tmp_path / "alone"))
+    with ProjectStore.open(project) as store:  # both copies' pool files live beside the template
+        gone = store.images(split="pool")[1]
+        path = Path(store.abs_path(gone))
+    path.rename(path.with_suffix(".gone"))  # the file goes missing for the test
+    try:
+        results = []
+        for proj, where in ((alone, None), (project, cluster)):
+            skipped: list[int] = []
+            with ProjectStore.open(proj) as store, torch_threads(1):
+                detector = workflow.load_model(store, workflow.ModelSettings(**TINY))
+                ids = [r.id for r in store.images(split="pool")]
+                assert any(max(r.width, r.height) > TILES.tile_above for r in store.images())
+                done = workflow.predict_images(
+                    store,
+                    detector,
+                    ids,
+                    tiles=TILES,
+                    distributed=where,
+                    on_skip=lambda i, _m, seen=skipped: seen.append(i),
+                )
+            assert done == [i for i in ids if i != gone.id] and skipped == [gone.id]
+            results.append(_predictions(proj))
+        assert results[0] == results[1] and sum(map(len, results[0].values())) > 0
+    finally:
+        path.with_suffix(".gone").rename(path)
+
+
+def test_predict_cli_on_a_running_scheduler(project: Path, cluster: DaskCluster, capsys):
+    address = cluster.client().scheduler.address
+    capsys.readouterr()
+    code = main(["predict", str(project), *TINY_ARGS, "--split", "pool", "--scheduler", address])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "running on the Dask cluster" in err and "predicted 13 images" in out
+    assert all(_predictions(project).values())
+
+
+def test_dask_flags_come_from_the_settings() -> None:
+    import argparse
+
+    from napari_al.cli.cluster import dask_arguments
+
+    parser = argparse.ArgumentParser()
+    dask_arguments(parser)
+    assert workflow.from_args(workflow.DistributedSettings, parser.parse_args([])) == (
+        workflow.DistributedSettings()
+    )
+    args = parser.parse_args(["--dask-workers", "3", "--dask-chunk", "8", "--dask-threads", "2"])
+    assert workflow.from_args(workflow.DistributedSettings, args) == (
+        workflow.DistributedSettings(workers=3, chunk_size=8, worker_threads=2)
+    )
+
+
+def test_an_unreachable_scheduler_is_one_line(project: Path, capsys, monkeypatch) -> None:
+    from napari_al.core.workflow import distributed
+
+    monkeypatch.setattr(distributed, "CONNECT_TIMEOUT_S", 2)
+    code = main(["rank", str(project), *TINY_ARGS, "--scheduler", "tcp://127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9 (" in err.splitlines()[-1]
 
 
 def test_rank_cli_refuses_both_kinds_of_cluster(project: Path, capsys) -> None:

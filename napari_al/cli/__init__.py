@@ -14,7 +14,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from napari_al.cli.common import (
     Parser,
     open_store,
     progress_bar,
+    skip_reporter,
     stop_on_sigint,
     user_message,
 )
@@ -168,27 +169,18 @@ def _interrupted(store, before) -> str:
     return f"training interrupted: nothing was saved and {kept}"
 
 
-def _skip_reporter() -> tuple[Callable[[int, str], None], list[int]]:
-    """A callback that warns on stderr about each unreadable image, and the ids it saw."""
-    skipped: list[int] = []
-
-    def report(image_id: int, message: str) -> None:
-        skipped.append(image_id)
-        print(f"warning: skipped unreadable image {message}", file=sys.stderr)
-
-    return report, skipped
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     from napari_al.core import workflow
 
-    with open_store(args.project, busy="predicting") as store:
+    with open_store(args.project, busy="predicting") as store, dask_cluster(args) as cluster:
         detector = _detector(store, args)
         ids = workflow.images_to_predict(store, split=args.split)
         update, close = progress_bar("predicting")
-        on_skip, skipped = _skip_reporter()
+        on_skip, skipped = skip_reporter()
         try:
-            done = workflow.predict_images(store, detector, ids, progress=update, on_skip=on_skip)
+            done = workflow.predict_images(
+                store, detector, ids, progress=update, on_skip=on_skip, distributed=cluster
+            )
         finally:
             close()
         target = f"split {args.split}" if args.split else "the project"
@@ -238,7 +230,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
     with open_store(args.project, busy="ranking") as store, dask_cluster(args) as cluster:
         detector = _detector(store, args)
         update, close = progress_bar("scoring")
-        on_skip, _ = _skip_reporter()
+        on_skip, _ = skip_reporter()
         try:
             items = workflow.rank_pool(
                 store, detector, settings, progress=update, on_skip=on_skip, distributed=cluster
@@ -500,6 +492,7 @@ def _add_round_commands(sub: Any) -> None:
         choices=("pool", "train", "val", "test"),
         help="only this split (default: every image not yet complete, pool first)",
     )
+    dask_arguments(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(

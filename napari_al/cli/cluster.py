@@ -1,5 +1,5 @@
-"""``--scheduler ADDRESS`` / ``--dask-workers N``: a command's scoring as a Dask task graph
-(:mod:`napari_al.core.workflow.distributed`, docs/scale.md)."""
+"""``--scheduler ADDRESS`` / ``--dask-workers N``: ``rank``'s scoring and ``predict``'s pass as
+a Dask task graph (:mod:`napari_al.core.workflow.distributed`, docs/scale.md)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def dask_arguments(p: argparse.ArgumentParser) -> None:
 @contextlib.contextmanager
 def dask_cluster(args: argparse.Namespace) -> Iterator[Any]:
     """None (no Dask flag given), or a :class:`~napari_al.core.workflow.distributed.DaskCluster`
-    for the ``with`` block, started only if some image needs scoring (it says so on stderr:
+    for the ``with`` block, started only if some image needs the model (it says so on stderr:
     where, how many workers, the dashboard) and closed after. Raises
     :class:`~napari_al.core.workflow.SettingsError` for ``--scheduler`` with
     ``--dask-workers``."""
