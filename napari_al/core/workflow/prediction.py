@@ -8,7 +8,9 @@ How: an image with a side longer than ``TileSettings.tile_above`` (its size in t
 predicted tile by tile at the model's native scale (``Detector.predict_tiled``,
 :mod:`napari_al.core.engine.tiling`), its pixels read window by window when it is a large
 tiled TIFF (:func:`napari_al.core.lazy_images.open_rgb`); every other image is read whole and
-predicted in batches as before, bit for bit (docs/large-images.md).
+predicted in batches as before, bit for bit (docs/large-images.md). With ``distributed`` the
+same batches run as a Dask task graph, on local worker processes or a cluster
+(:mod:`napari_al.core.workflow.distributed`, docs/scale.md).
 """
 
 from __future__ import annotations
