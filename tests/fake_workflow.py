@@ -154,6 +154,7 @@ class FakeWorkflow:
         on_skip=None,
         tiles=None,
         tile_progress=None,
+        distributed=None,
     ):
         self.calls.append("predict")
         ids = workflow.images_to_predict(store) if image_ids is None else list(image_ids)
@@ -174,6 +175,7 @@ class FakeWorkflow:
         on_skip=None,
         use_cache=True,
         save=True,
+        distributed=None,
     ):
         q = settings or workflow.QuerySettings()
         self.calls.append(f"rank:{q.strategy}:{q.unit}")

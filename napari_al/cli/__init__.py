@@ -15,10 +15,11 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from napari_al.cli.cluster import dask_arguments, dask_cluster
 from napari_al.cli.common import (
     FORMATS_IN,
     FORMATS_OUT,
@@ -26,6 +27,7 @@ from napari_al.cli.common import (
     Parser,
     open_store,
     progress_bar,
+    skip_reporter,
     stop_on_sigint,
     user_message,
 )
@@ -169,27 +171,18 @@ def _interrupted(store, before) -> str:
     return f"training interrupted: nothing was saved and {kept}"
 
 
-def _skip_reporter() -> tuple[Callable[[int, str], None], list[int]]:
-    """A callback that warns on stderr about each unreadable image, and the ids it saw."""
-    skipped: list[int] = []
-
-    def report(image_id: int, message: str) -> None:
-        skipped.append(image_id)
-        print(f"warning: skipped unreadable image {message}", file=sys.stderr)
-
-    return report, skipped
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     from napari_al.core import workflow
 
-    with open_store(args.project, busy="predicting") as store:
+    with open_store(args.project, busy="predicting") as store, dask_cluster(args) as cluster:
         detector = _detector(store, args)
         ids = workflow.images_to_predict(store, split=args.split)
         update, close = progress_bar("predicting")
-        on_skip, skipped = _skip_reporter()
+        on_skip, skipped = skip_reporter()
         try:
-            done = workflow.predict_images(store, detector, ids, progress=update, on_skip=on_skip)
+            done = workflow.predict_images(
+                store, detector, ids, progress=update, on_skip=on_skip, distributed=cluster
+            )
         finally:
             close()
         target = f"split {args.split}" if args.split else "the project"
@@ -236,12 +229,14 @@ def cmd_rank(args: argparse.Namespace) -> int:
     if args.unit == "question":  # the dialog planner's queue (cli/questions.py)
         return cmd_rank_questions(args, _detector)
     settings = workflow.from_args(workflow.QuerySettings, args)
-    with open_store(args.project, busy="ranking") as store:
+    with open_store(args.project, busy="ranking") as store, dask_cluster(args) as cluster:
         detector = _detector(store, args)
         update, close = progress_bar("scoring")
-        on_skip, _ = _skip_reporter()
+        on_skip, _ = skip_reporter()
         try:
-            items = workflow.rank_pool(store, detector, settings, progress=update, on_skip=on_skip)
+            items = workflow.rank_pool(
+                store, detector, settings, progress=update, on_skip=on_skip, distributed=cluster
+            )
         finally:
             close()
         paths = {r.id: r.path for r in store.images()}
@@ -500,6 +495,7 @@ def _add_round_commands(sub: Any) -> None:
         choices=("pool", "train", "val", "test"),
         help="only this split (default: every image not yet complete, pool first)",
     )
+    dask_arguments(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -520,6 +516,7 @@ def _add_round_commands(sub: Any) -> None:
     _threads_arg(p)
     add_arguments(p.add_argument_group("query"), QuerySettings)
     add_question_arguments(p)
+    dask_arguments(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_rank)
 

@@ -58,6 +58,17 @@ def progress_bar(desc: str) -> tuple[Callable[[int, int], None], Callable[[], No
     return update, close
 
 
+def skip_reporter() -> tuple[Callable[[int, str], None], list[int]]:
+    """A callback that warns on stderr about each unreadable image, and the ids it saw."""
+    skipped: list[int] = []
+
+    def report(image_id: int, message: str) -> None:
+        skipped.append(image_id)
+        print(f"warning: skipped unreadable image {message}", file=sys.stderr)
+
+    return report, skipped
+
+
 @contextlib.contextmanager
 def open_store(project: str, busy: str | None = None) -> Iterator[Any]:
     """The project's store for a ``with`` block; with ``busy`` (what the command does, e.g.

@@ -37,6 +37,12 @@ def cmd_rank_questions(args: argparse.Namespace, detector_of: Any) -> int:
 
     query = workflow.from_args(workflow.QuerySettings, args)
     dialog = workflow.from_args(workflow.DialogSettings, args)
+    if workflow.from_args(workflow.DistributedSettings, args).active:
+        print(
+            "note: the question planner scores in this process (--scheduler and --dask-workers "
+            "apply to --unit image, box and region)",
+            file=sys.stderr,
+        )
     with open_store(args.project, busy="ranking") as store:
         detector = detector_of(store, args)
         update, close = progress_bar("scoring")

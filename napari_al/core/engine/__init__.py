@@ -19,17 +19,20 @@ Modules:
 - :mod:`~napari_al.core.engine.views`: MC dropout, flipped, noisy and ensemble views;
 - :mod:`~napari_al.core.engine.tiling`: large images predicted window by window at native scale;
 - :mod:`~napari_al.core.engine.training`: fine-tuning on partially labeled images;
-- :mod:`~napari_al.core.engine.checkpoints`: atomic, weights-only checkpoints;
+- :mod:`~napari_al.core.engine.checkpoints`: atomic, weights-only checkpoints (and the same
+  bytes in memory, sent to Dask workers);
 - :mod:`~napari_al.core.engine.device`: device choice, autocast, CPU threads.
 """
 
 from __future__ import annotations
 
 from napari_al.core.engine.build import ARCHS, DEFAULT_ARCH, BuildInfo, DetectorConfig
+from napari_al.core.engine.checkpoints import from_bytes as detector_from_bytes
 from napari_al.core.engine.checkpoints import load as load_checkpoint
 from napari_al.core.engine.checkpoints import load_into as load_checkpoint_into
 from napari_al.core.engine.checkpoints import read_metadata as read_checkpoint_metadata
 from napari_al.core.engine.checkpoints import save as save_checkpoint
+from napari_al.core.engine.checkpoints import to_bytes as detector_to_bytes
 from napari_al.core.engine.detector import Detector
 from napari_al.core.engine.device import configure_threads, num_threads, select_device
 from napari_al.core.engine.inference import load_image
@@ -60,6 +63,8 @@ __all__ = [
     "TrainingExample",
     "WeightsUnavailable",
     "configure_threads",
+    "detector_from_bytes",
+    "detector_to_bytes",
     "load_checkpoint",
     "load_checkpoint_into",
     "load_image",

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import io
 import math
 import os
 import tempfile
@@ -103,13 +104,7 @@ def save(detector: Detector, path: str | Path, metadata: Mapping[str, Any] | Non
         "torch": torch.__version__,
     }
     meta.update(plain(dict(metadata or {})))
-    meta = plain(meta)
-    payload = {
-        "format": FORMAT,
-        "version": VERSION,
-        "metadata": meta,
-        "state_dict": {k: v.detach().cpu().clone() for k, v in detector.state_dict().items()},
-    }
+    payload = _payload(detector, meta)
     fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -125,8 +120,38 @@ def save(detector: Detector, path: str | Path, metadata: Mapping[str, Any] | Non
     return path
 
 
-def _read(path: str | Path) -> dict[str, Any]:
-    payload = torch.load(str(path), map_location="cpu", weights_only=True)
+def _payload(detector: Detector, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """What a checkpoint holds: plain metadata and the weights as CPU tensors."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "metadata": plain(dict(meta)),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in detector.state_dict().items()},
+    }
+
+
+def to_bytes(detector: Detector) -> bytes:
+    """``detector`` as checkpoint bytes (the file format of :func:`save`, in memory): what
+    is sent to other processes, e.g. the Dask workers that score a pool
+    (:mod:`napari_al.core.workflow.distributed`). :func:`from_bytes` rebuilds it."""
+    meta = {"arch": detector.arch, "classes": list(detector.classes)}
+    meta["config"] = detector.config.to_dict()
+    buf = io.BytesIO()
+    torch.save(_payload(detector, meta), buf)
+    return buf.getvalue()
+
+
+def from_bytes(data: bytes, device: str | torch.device | None = None, amp: bool = True) -> Detector:
+    """The detector :func:`to_bytes` wrote, on ``device`` (default: the best one here);
+    weights-only load, no pickled code. Raises ValueError for a torch file that is not a
+    napari-al detector (torch's own error for bytes that are no torch file)."""
+    return _build(_read(io.BytesIO(data), "detector bytes"), device, amp)[0]
+
+
+def _read(path: str | Path | io.BytesIO, name: str | None = None) -> dict[str, Any]:
+    source = path if isinstance(path, io.BytesIO) else str(path)
+    path = name or path
+    payload = torch.load(source, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a napari-al checkpoint")
     if int(payload.get("version", 0)) > VERSION:
@@ -143,7 +168,12 @@ def load(
     path: str | Path, device: str | torch.device | None = None, amp: bool = True
 ) -> tuple[Detector, dict[str, Any]]:
     """A detector rebuilt from a checkpoint (no pretrained weights are read), and its metadata."""
-    payload = _read(path)
+    return _build(_read(path), device, amp)
+
+
+def _build(
+    payload: dict[str, Any], device: str | torch.device | None, amp: bool
+) -> tuple[Detector, dict[str, Any]]:
     meta = dict(payload["metadata"])
     config = DetectorConfig.from_dict(meta["config"])
     detector = Detector.from_config(config, device=device, amp=amp)

@@ -23,19 +23,27 @@ class ScoresMixin(StoreBase):
         """
         self.put_scores_many([(image_sha, model_version, scorer, payload)])
 
-    def put_scores_many(self, items: Iterable[tuple[str, int, str, bytes]]) -> None:
-        """:meth:`put_scores` for many entries in one transaction (one fsync)."""
+    def put_scores_many(
+        self, items: Iterable[tuple[str, int, str, bytes]], *, replace: bool = True
+    ) -> int:
+        """:meth:`put_scores` for many entries in one transaction (one fsync); returns how many
+        rows were written. ``replace=False`` keeps an entry already cached (writes nothing for
+        it): a result computed twice, e.g. by a Dask worker that was lost and its chunk
+        recomputed, is written once."""
         now = self._now()
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        written = 0
         with self._write() as conn:
             for image_sha, model_version, scorer, payload in items:
                 if model_version is None:
                     raise StoreError("model_version must be an int (0: unregistered model)")
-                conn.execute(
-                    "INSERT OR REPLACE INTO score_cache"
+                written += conn.execute(
+                    f"{verb} INTO score_cache"
                     " (image_sha256, model_version, scorer, payload, created)"
                     " VALUES (?, ?, ?, ?, ?)",
                     (image_sha, int(model_version), str(scorer), bytes(payload), now),
-                )
+                ).rowcount
+        return written
 
     def get_scores(self, image_sha: str, model_version: int, scorer: str) -> bytes | None:
         """The cached payload, or None when missing."""

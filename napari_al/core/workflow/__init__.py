@@ -6,7 +6,8 @@ functions and nothing below them for a round (``docs/architecture.md``):
 - settings: :class:`ModelSettings`, :class:`TrainSettings`, :class:`QuerySettings`,
   :class:`SuggestSettings`, :class:`CalibrationSettings`, :class:`ClickSettings`,
   :class:`RegionSettings`, :class:`RoundSettings` (one default per field);
-  :class:`TileSettings` (large images);
+  :class:`TileSettings` (large images); :class:`DistributedSettings` (score the pool as a Dask
+  task graph: :mod:`napari_al.core.workflow.distributed`, its ``DaskCluster``);
 - model: :func:`load_model`, :func:`checkpoint_path`, :func:`describe`;
 - examples: :func:`training_examples`, :func:`judged_mask` (the one "already judged" rule);
   large images train in crops from their reviewed regions (:mod:`~.crops`):
@@ -145,6 +146,7 @@ from napari_al.core.workflow.settings import (
     CalibrationSettings,
     ClickSettings,
     DialogSettings,
+    DistributedSettings,
     ModelSettings,
     QuerySettings,
     RegionSettings,
@@ -175,6 +177,7 @@ __all__ = [
     "ClickProposal",
     "ClickSettings",
     "DialogSettings",
+    "DistributedSettings",
     "ModelSettings",
     "Planner",
     "Progress",

@@ -8,14 +8,17 @@ How: an image with a side longer than ``TileSettings.tile_above`` (its size in t
 predicted tile by tile at the model's native scale (``Detector.predict_tiled``,
 :mod:`napari_al.core.engine.tiling`), its pixels read window by window when it is a large
 tiled TIFF (:func:`napari_al.core.lazy_images.open_rgb`); every other image is read whole and
-predicted in batches as before, bit for bit (docs/large-images.md).
+predicted in batches as before, bit for bit (docs/large-images.md). With ``distributed`` the
+same batches run as a Dask task graph, on local worker processes or a cluster
+(:mod:`napari_al.core.workflow.distributed`, docs/scale.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from napari_al.core.images import ImageReadError
 from napari_al.core.store.lock import holds_project_lock
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
     from napari_al.core.data import Predictions
     from napari_al.core.engine import Detector
     from napari_al.core.store import ImageRow, ProjectStore
+    from napari_al.core.workflow.distributed import DaskCluster
+    from napari_al.core.workflow.settings import DistributedSettings
 
 #: Called with (images done, images in total).
 Progress = Callable[[int, int], None]
@@ -71,12 +76,45 @@ def predict_large(
     when it is a large tiled TIFF. None when ``should_stop`` fired. Raises OSError or
     :class:`~napari_al.core.images.ImageReadError` when the image cannot be read, ValueError
     when ``tiles.overlap`` is not smaller than the model's tile."""
+    return predict_large_file(
+        detector, store.abs_path(row), tiles, progress=progress, should_stop=should_stop
+    )
+
+
+def predict_large_file(
+    detector: Detector,
+    path: str | Path,
+    tiles: TileSettings,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: ShouldStop | None = None,
+) -> Predictions | None:
+    """:func:`predict_large` of the image file at ``path`` (what a Dask worker runs, with no
+    store: :mod:`napari_al.core.workflow.distributed`)."""
     from napari_al.core.lazy_images import open_rgb
 
-    with open_rgb(store.abs_path(row)) as pixels:
+    with open_rgb(path) as pixels:
         return detector.predict_tiled(
             pixels, overlap=tiles.overlap, progress=progress, should_stop=should_stop
         )
+
+
+def prediction_batches(
+    rows: Sequence[ImageRow], tiles: TileSettings, batch_size: int
+) -> list[list[int]]:
+    """How :func:`predict_images` cuts ``rows`` (their positions): a large image alone (tile
+    by tile), the others in runs of up to ``batch_size`` consecutive ones. Every pass cuts the
+    same batches, in this process or on Dask, so the predictions are the same."""
+    batches: list[list[int]] = []
+    start = 0
+    while start < len(rows):
+        end = start + 1
+        if not is_tiled(rows[start], tiles):
+            while end < min(len(rows), start + batch_size) and not is_tiled(rows[end], tiles):
+                end += 1
+        batches.append(list(range(start, end)))
+        start = end
+    return batches
 
 
 def _store(
@@ -104,6 +142,7 @@ def predict_images(
     on_skip: OnSkip | None = None,
     tiles: TileSettings | None = None,
     tile_progress: TileProgress | None = None,
+    distributed: DistributedSettings | DaskCluster | None = None,
 ) -> list[int]:
     """Predict ``image_ids`` (default: :func:`images_to_predict`) and store the boxes.
 
@@ -116,19 +155,43 @@ def predict_images(
     to ``on_skip`` and skipped). ``progress(images done, total)`` after each batch. Runs
     holding the project lock (:class:`~napari_al.core.store.ProjectBusyError` when another
     run has it).
+
+    ``distributed`` (active :class:`~napari_al.core.workflow.settings.DistributedSettings`, or a
+    :class:`~napari_al.core.workflow.distributed.DaskCluster`): the same batches predicted as
+    a Dask task graph, a chunk of batches per task (docs/scale.md), stored here as chunks
+    complete; the ids come back in order, ``tile_progress`` is not called and
+    ``should_stop`` is checked between chunks.
     """
     tiles = tiles or TileSettings()
     ids = images_to_predict(store) if image_ids is None else list(image_ids)
     rows = [store.image(i) for i in ids]
     class_ids = [c.id for c in store.classes()]
     version = detector.model_version or None
+    batches = prediction_batches(rows, tiles, batch_size)
+    if rows and distributed is not None and _active(distributed):
+        from napari_al.core.workflow.distributed import predict_distributed
+
+        def write(position: int, p: Predictions) -> None:
+            _store(store, rows[position], p, class_ids, version)
+
+        return predict_distributed(
+            distributed,
+            store,
+            detector,
+            rows,
+            batches,
+            tiles,
+            write,
+            progress=progress,
+            should_stop=should_stop,
+            on_skip=on_skip,
+        )
     done: list[int] = []
-    start = 0
-    while start < len(rows):
+    for batch in batches:
         if should_stop is not None and should_stop():
             break
-        if is_tiled(rows[start], tiles):
-            row, start = rows[start], start + 1
+        if is_tiled(rows[batch[0]], tiles):
+            row = rows[batch[0]]
             report = None if tile_progress is None else partial(tile_progress, row.id)
             try:
                 pred = predict_large(
@@ -139,15 +202,16 @@ def predict_images(
                 pred = None
             results = [] if pred is None else [(row, pred)]
         else:
-            end = start
-            while end < min(len(rows), start + batch_size) and not is_tiled(rows[end], tiles):
-                end += 1
-            batch, pixels = read_rows(store, rows[start:end], on_skip)
-            results = list(zip(batch, detector.predict(pixels) if pixels else [], strict=True))
-            start = end
+            ok, pixels = read_rows(store, [rows[i] for i in batch], on_skip)
+            results = list(zip(ok, detector.predict(pixels) if pixels else [], strict=True))
         for row, p in results:
             _store(store, row, p, class_ids, version)
             done.append(row.id)
         if progress is not None:
-            progress(start, len(rows))
+            progress(batch[-1] + 1, len(rows))
     return done
+
+
+def _active(distributed: Any) -> bool:
+    """Whether ``distributed`` asks for Dask (a cluster, or settings that are active)."""
+    return bool(getattr(distributed, "active", True))

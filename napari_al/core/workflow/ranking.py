@@ -11,7 +11,9 @@ Units (see :class:`~napari_al.core.workflow.settings.QuerySettings`):
 - ``question``: the dialog planner's queue (:mod:`napari_al.core.workflow.dialog`).
 
 Per-image scores and embeddings are cached in the store per (image hash, model version,
-strategy), so re-ranking with an unchanged model touches no image.
+strategy), so re-ranking with an unchanged model touches no image. The images not cached are
+scored in this process, or as a Dask task graph over chunks of images
+(:mod:`napari_al.core.workflow.distributed`, docs/scale.md).
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ if TYPE_CHECKING:
     from napari_al.core.engine import Detector
     from napari_al.core.scoring.strategy import ImageRaw, Strategy
     from napari_al.core.store import ImageRow, ProjectStore
+    from napari_al.core.workflow.distributed import DaskCluster
+    from napari_al.core.workflow.settings import DistributedSettings
+
+    #: Where a pass scores: None (this process), Dask settings, or a Dask cluster.
+    Distributed = DistributedSettings | DaskCluster | None
 
 Progress = Callable[[int, int], None]
 ShouldStop = Callable[[], bool]
@@ -136,15 +143,48 @@ def _plan(store: ProjectStore, detector: Detector, q: QuerySettings) -> _Plan:
 
 @dataclass
 class _Scored:
-    """Per pool image: raw scores, embedding, and (box/region units) views and missed boxes."""
+    """Per pool image: raw scores, embedding, and (box/region units) views and missed boxes;
+    ``computed``: how many images this pass scored (the others came from the cache)."""
 
     rows: list[ImageRow]
     raws: list[ImageRaw | None]
     embeddings: list[np.ndarray | None]
     extra: dict[int, tuple[ScoringViews, Any]] = field(default_factory=dict)
+    computed: int = 0
 
     def kept(self) -> list[int]:
         return [i for i, r in enumerate(self.raws) if r is not None]
+
+
+#: One scored image: raw scores, float32 embedding, and (box/region units) views and missed.
+BatchScore = tuple["ImageRaw", np.ndarray, "tuple[ScoringViews, Any] | None"]
+
+
+def score_batch(
+    detector: Detector,
+    q: QuerySettings,
+    plan: _Plan,
+    pixels: Sequence[np.ndarray],
+    rng: np.random.Generator,
+) -> list[BatchScore]:
+    """One scoring batch (uint8 ``(H, W, 3)`` images; ``detector.scoring_views`` seeds its
+    noise from ``q.seed`` per call, so a pass must cut the same batches to give the same
+    scores): per image its raw scores, embedding and, for units other than ``image``, its
+    views with the possibly missed objects. The one computation of a scoring pass, in this
+    process or on a Dask worker (:mod:`napari_al.core.workflow.distributed`)."""
+    from napari_al.core.scoring.missed import possibly_missed
+
+    if not pixels:
+        return []
+    views = detector.scoring_views(pixels, seed=q.seed, ensemble=plan.ensemble, **plan.views)
+    return [
+        (
+            plan.strategy.raw_scores(v, rng),
+            np.asarray(v.base.embedding, np.float32),
+            None if q.unit == "image" else (v, possibly_missed(v)),
+        )
+        for v in views
+    ]
 
 
 def _score_pool(
@@ -158,9 +198,8 @@ def _score_pool(
     progress: Progress | None,
     should_stop: ShouldStop | None,
     on_skip: OnSkip | None,
+    distributed: Distributed = None,
 ) -> _Scored:
-    from napari_al.core.scoring.missed import possibly_missed
-
     version = detector.model_version
     cacheable = (
         use_cache and q.unit == "image" and version > 0 and "random" not in plan.strategy.names
@@ -172,6 +211,23 @@ def _score_pool(
             if data is not None:
                 scored.raws[i], scored.embeddings[i] = _unpack(data)
     todo = [i for i, r in enumerate(scored.raws) if r is None]
+    if todo and distributed is not None:
+        from napari_al.core.workflow.distributed import score_distributed
+
+        score_distributed(
+            distributed,
+            store,
+            detector,
+            q,
+            plan,
+            scored,
+            todo,
+            cacheable=cacheable,
+            progress=progress,
+            should_stop=should_stop,
+            on_skip=on_skip,
+        )
+        return scored
     rng = np.random.default_rng(q.seed)
     done = len(rows) - len(todo)
     for start in range(0, len(todo), BATCH_SIZE):
@@ -181,21 +237,15 @@ def _score_pool(
         readable, pixels = read_rows(store, [rows[i] for i in chunk], on_skip)
         ok_ids = {r.id for r in readable}
         chunk = [i for i in chunk if rows[i].id in ok_ids]
-        views = (
-            detector.scoring_views(pixels, seed=q.seed, ensemble=plan.ensemble, **plan.views)
-            if pixels
-            else []
-        )
-        for i, v in zip(chunk, views, strict=True):
-            raw = plan.strategy.raw_scores(v, rng)
-            scored.raws[i] = raw
-            scored.embeddings[i] = np.asarray(v.base.embedding, np.float32)
-            if q.unit != "image":
-                scored.extra[i] = (v, possibly_missed(v))
+        for i, (raw, emb, extra) in zip(
+            chunk, score_batch(detector, q, plan, pixels, rng), strict=True
+        ):
+            scored.raws[i], scored.embeddings[i] = raw, emb
+            scored.computed += 1
+            if extra is not None:
+                scored.extra[i] = extra
             if cacheable:
-                store.put_scores(
-                    rows[i].sha256, version, plan.key, _pack(raw, scored.embeddings[i])
-                )
+                store.put_scores(rows[i].sha256, version, plan.key, pack_scores(raw, emb))
         done += len(todo[start : start + BATCH_SIZE])
         if progress is not None:
             progress(done, len(rows))
@@ -274,10 +324,17 @@ def rank_pool(
     on_skip: OnSkip | None = None,
     use_cache: bool = True,
     save: bool = True,
+    distributed: Distributed = None,
 ) -> list[QueryItem]:
     """Rank ``image_ids`` (default: the pool's incomplete images) and return the queries, best
     first. With ``save`` (and a run that was not stopped) they are stored as the project's
     latest query set (``store.latest_queries()``), with the settings and model version.
+
+    ``distributed`` (a :class:`~napari_al.core.workflow.settings.DistributedSettings` that is
+    active, or a :class:`~napari_al.core.workflow.distributed.DaskCluster`) scores the images
+    not cached as a Dask task graph (:mod:`napari_al.core.workflow.distributed`), with the
+    same scores; None or an inactive setting: in this process. The question unit is always
+    planned in this process.
 
     An unreadable image is reported to ``on_skip`` and left out. Raises ValueError for an
     unknown unit, the strategy parser's error for an unknown scorer name, and
@@ -309,6 +366,7 @@ def rank_pool(
         progress=progress,
         should_stop=should_stop,
         on_skip=on_skip,
+        distributed=distributed,
     )
     items = _select(store, detector, q, plan, scored, use_cache=use_cache, on_skip=on_skip)
     stopped = should_stop is not None and should_stop()
@@ -327,10 +385,15 @@ def score_images(
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_skip: OnSkip | None = None,
+    distributed: Distributed = None,
 ) -> tuple[Any, Any]:
     """The strategy plan of ``q`` and one scoring pass of ``detector`` over ``image_ids``
     (default: the pool's incomplete images): what :func:`rank_pool` ranks and the dialog
-    planner takes its gains from."""
+    planner takes its gains from. ``distributed``: as in :func:`rank_pool`."""
+    from napari_al.core.workflow.settings import DistributedSettings
+
+    if isinstance(distributed, DistributedSettings) and not distributed.active:
+        distributed = None
     plan = _plan(store, detector, q)
     ids = pool_image_ids(store) if image_ids is None else list(image_ids)
     rows = [store.image(i) for i in ids]
@@ -344,6 +407,7 @@ def score_images(
         progress=progress,
         should_stop=should_stop,
         on_skip=on_skip,
+        distributed=distributed,
     )
     return plan, scored
 
@@ -409,7 +473,8 @@ def labelled_embeddings(
     return np.stack(out) if out else None
 
 
-def _pack(raw: ImageRaw, embedding: np.ndarray) -> bytes:
+def pack_scores(raw: ImageRaw, embedding: np.ndarray) -> bytes:
+    """One image's score-cache payload (npz, no pickle): raw scores and embedding."""
     buf = io.BytesIO()
     np.savez(
         buf,

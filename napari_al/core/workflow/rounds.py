@@ -30,6 +30,7 @@ from napari_al.core.workflow.prediction import images_to_predict, predict_images
 from napari_al.core.workflow.ranking import rank_pool
 from napari_al.core.workflow.settings import (
     CalibrationSettings,
+    DistributedSettings,
     ModelSettings,
     QuerySettings,
     SuggestSettings,
@@ -83,6 +84,8 @@ class RoundSettings:
     suggest: SuggestSettings = field(default_factory=SuggestSettings)
     calibration: CalibrationSettings = field(default_factory=CalibrationSettings)
     evaluate_split: str | None = "val"
+    #: Where the rank step scores the pool (default: in this process; docs/scale.md).
+    distributed: DistributedSettings = field(default_factory=DistributedSettings)
 
 
 @dataclass
@@ -307,6 +310,7 @@ def _rank_step(
         progress=lambda d, t: report(Progress("rank", d, t)),
         should_stop=should_stop,
         on_skip=_skip_recorder(result),
+        distributed=s.distributed,
     )
     if should_stop():
         result.cancelled = True

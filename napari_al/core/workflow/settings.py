@@ -16,6 +16,7 @@ simulator pass instances. Each field's help text (``metadata["help"]``) states i
 - :class:`TileSettings`: which images are predicted tile by tile (and trained in crops), with
   what overlap.
 - :class:`DialogSettings`: the dialog planner (which question is worth its seconds next).
+- :class:`DistributedSettings`: scoring the pool in this process or as a Dask task graph.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:
     """A settings field: its default, help (with the unit) and checks, in ``metadata``:
     ``choices``, ``minimum``/``maximum`` (inclusive), ``pattern`` (a full-match regex, with
     ``expected`` saying in words what matches),
-    ``check`` (a callable raising ValueError); ``None`` values are never checked."""
+    ``check`` (a callable raising ValueError), ``metavar`` (the value's name in a flag's
+    help); ``None`` values are never checked."""
     return field(default=default, metadata={"help": help, **extra})
 
 
@@ -457,6 +459,65 @@ class TileSettings:
         check_fields(self)
 
 
+@dataclass(frozen=True)
+class DistributedSettings:
+    """Where the pool is scored: in this process (the default), or as a Dask task graph
+    (:mod:`napari_al.core.workflow.distributed`, docs/scale.md) on a ``LocalCluster`` of
+    ``workers`` processes started for the run, or on the existing cluster at ``scheduler``."""
+
+    scheduler: str | None = _opt(
+        None,
+        "address of a running Dask scheduler to score on, e.g. tcp://host:8786 (dask-jobqueue, "
+        "Kubernetes, Coiled; default: none)",
+        metavar="ADDRESS",
+    )
+    workers: int = _opt(
+        0,
+        "score on a Dask LocalCluster of this many worker processes on this machine, which "
+        "share its cores (0: no Dask, score in this process)",
+        flag="--dask-workers",
+        metavar="N",
+        minimum=0,
+    )
+    chunk_size: int = _opt(
+        32,
+        "images per Dask task, rounded up to whole scoring batches (2 images); a lost "
+        "worker's chunk is scored again",
+        flag="--dask-chunk",
+        metavar="N",
+        minimum=1,
+    )
+    worker_threads: int | None = _opt(
+        None,
+        "torch CPU threads in each Dask worker (default: the cores of its machine divided "
+        "among the worker processes there)",
+        flag="--dask-threads",
+        metavar="N",
+        minimum=1,
+    )
+    device: str | None = _opt(
+        None,
+        "device of the workers' detectors (default: each worker's best: CUDA, MPS, then CPU; "
+        "NAPARI_AL_DEVICE on the worker overrides)",
+        pattern=DEVICE_PATTERN,
+        expected="cpu, mps, cuda or cuda:N",
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.scheduler is not None and self.workers:
+            raise SettingsError(
+                "give a Dask scheduler address or a number of local Dask workers, not both"
+            )
+        if self.scheduler is not None and not self.scheduler.strip():
+            raise SettingsError("scheduler must be an address such as tcp://host:8786")
+
+    @property
+    def active(self) -> bool:
+        """Whether the pool is scored with Dask (a scheduler or at least one local worker)."""
+        return self.scheduler is not None or self.workers > 0
+
+
 S = TypeVar("S")
 
 
@@ -496,6 +557,8 @@ def add_arguments(
         kwargs: dict[str, Any] = {"dest": f.name, "type": _parse_type(f), "help": help_text}
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
+        if "metavar" in f.metadata:
+            kwargs["metavar"] = f.metadata["metavar"]
         parser.add_argument(_flag(f), **kwargs)
 
 

@@ -1,0 +1,41 @@
+"""``--scheduler ADDRESS`` / ``--dask-workers N``: ``rank``'s scoring and ``predict``'s pass as
+a Dask task graph (:mod:`napari_al.core.workflow.distributed`, docs/scale.md)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+#: The flags, from :class:`~napari_al.core.workflow.DistributedSettings` (its ``device``
+#: follows the command's ``--device``).
+FIELDS = ("scheduler", "workers", "chunk_size", "worker_threads")
+
+
+def dask_arguments(p: argparse.ArgumentParser) -> None:
+    """Add ``--scheduler``, ``--dask-workers``, ``--dask-chunk`` and ``--dask-threads``."""
+    from napari_al.core.workflow import DistributedSettings, add_arguments
+
+    group = p.add_argument_group("distributed scoring (Dask; default: one process; docs/scale.md)")
+    add_arguments(group, DistributedSettings, only=FIELDS)
+
+
+@contextlib.contextmanager
+def dask_cluster(args: argparse.Namespace) -> Iterator[Any]:
+    """None (no Dask flag given), or a :class:`~napari_al.core.workflow.distributed.DaskCluster`
+    for the ``with`` block, started only if some image needs the model (it says so on stderr:
+    where, how many workers, the dashboard) and closed after. Raises
+    :class:`~napari_al.core.workflow.SettingsError` for ``--scheduler`` with
+    ``--dask-workers``."""
+    from napari_al.core.workflow import DistributedSettings, from_args
+
+    settings = from_args(DistributedSettings, args)  # device: the command's --device
+    if not settings.active:
+        yield None
+        return
+    from napari_al.core.workflow.distributed import DaskCluster
+
+    with DaskCluster(settings, on_start=lambda line: print(line, file=sys.stderr)) as cluster:
+        yield cluster
