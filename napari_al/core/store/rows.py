@@ -77,8 +77,8 @@ class BoxRow:
 
 
 @dataclass(frozen=True)
-class IgnoreRegionRow:
-    """A region of an image excluded from training and evaluation."""
+class RectRow:
+    """A rectangle of one image: ``x1, y1, x2, y2`` image pixels, as boxes."""
 
     id: int
     image_id: int
@@ -94,22 +94,15 @@ class IgnoreRegionRow:
 
 
 @dataclass(frozen=True)
-class ReviewedRegionRow:
+class IgnoreRegionRow(RectRow):
+    """A region of an image excluded from training and evaluation."""
+
+
+@dataclass(frozen=True)
+class ReviewedRegionRow(RectRow):
     """A region of an image a person reviewed completely (every object in it is labelled):
     ``x1, y1, x2, y2`` image pixels, as boxes. Training of a large image samples its crops from
     these (:mod:`napari_al.core.workflow.crops`)."""
-
-    id: int
-    image_id: int
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-    created: float
-
-    @property
-    def xyxy(self) -> tuple[float, float, float, float]:
-        return (self.x1, self.y1, self.x2, self.y2)
 
     def to_dict(self) -> dict[str, Any]:
         """The region as a JSON-ready dict (the form the action log stores)."""
