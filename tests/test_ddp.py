@@ -130,3 +130,26 @@ def test_the_ranks_get_the_command_without_nproc(argv: list[str]) -> None:
     from napari_al.cli.training import rank_argv
 
     assert rank_argv(argv) == ["train", "P", "--steps", "3"]
+
+
+@pytest.mark.parametrize("case", ["boxes", "negative", "a class absent"])
+def test_every_trainable_parameter_gets_a_gradient(case: str) -> None:
+    """DDP runs with find_unused_parameters=False: the default detector's partial-label loss
+    must reach every trainable parameter, whatever the batch holds."""
+    from napari_al.core.engine import DEFAULT_ARCH, Detector, TrainingExample
+    from napari_al.core.engine.training import compute_losses
+
+    img = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    example = {
+        "boxes": TrainingExample(image=img, boxes=[[10, 10, 50, 60]], labels=[0]),
+        "negative": TrainingExample(image=img, complete=True),
+        "a class absent": TrainingExample(image=img, boxes=[[10, 10, 50, 60]], labels=[1]),
+    }[case]
+    detector = Detector(
+        ["a", "b"], DEFAULT_ARCH, pretrained_backbone=False, min_size=128, max_size=128,
+        device="cpu",
+    )  # fmt: skip
+    sum(compute_losses(detector, [example, example]).values()).backward()
+    trainable = [(n, p) for n, p in detector.model.named_parameters() if p.requires_grad]
+    assert trainable
+    assert [n for n, p in trainable if p.grad is None] == []

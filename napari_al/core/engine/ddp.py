@@ -103,16 +103,18 @@ def shard(batch: Sequence[_T], rank: int, world_size: int) -> list[_T]:
 
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """``model`` in :class:`~torch.nn.parallel.DistributedDataParallel` (the process group
-    must be joined). ``find_unused_parameters=True``: a step's loss need not reach every
-    trainable parameter (e.g. the RoI box head when no proposal of a batch is sampled, or a
-    one-stage head's classes absent from a batch), which DDP would otherwise report as an
-    error at the next step; the price is one traversal of the autograd graph per step."""
+    must be joined), with ``find_unused_parameters=False``: every architecture's loss reaches
+    every trainable parameter at every step, also on a batch of negative images or with a
+    class absent (checked for all of :data:`~napari_al.core.engine.build.ARCHS`;
+    ``tests/test_ddp.py`` keeps checking the default one). Were that to change, DDP would
+    fail at the next step with an error naming the parameters; ``True`` would then be the
+    fix, at the price of one traversal of the autograd graph per step."""
     from torch.nn.parallel import DistributedDataParallel
 
     ids = None
     if device.type == "cuda":
         ids = [device.index if device.index is not None else torch.cuda.current_device()]
-    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=False)
 
 
 def all_sum(values: Sequence[float], device: torch.device) -> list[float]:

@@ -472,6 +472,24 @@ def _run_steps(
     return run
 
 
+def _message(run: _Run, total: int, seconds: float, world: int, n_skipped: int) -> str:
+    """The one-line summary of a run."""
+    msg = f"{run.done}/{total} steps in {seconds:.1f} s ({run.reason})"
+    if world > 1:
+        msg += f" on {world} processes"
+    if n_skipped:
+        msg += f"; {n_skipped} uninformative images skipped"
+    return msg
+
+
+def _augmentation(augment: Augmentation | str | None, flip: bool) -> Augmentation:
+    """``augment`` as an :class:`Augmentation` (its text parsed); None: left-right flips when
+    ``flip``."""
+    if augment is None:
+        return Augmentation(hflip=flip)
+    return Augmentation.parse(augment) if isinstance(augment, str) else augment
+
+
 def train(
     detector: Detector,
     examples: Sequence[TrainingExample],
@@ -508,10 +526,8 @@ def train(
     ``augment`` (an :class:`~napari_al.core.engine.augment.Augmentation` or its text, e.g.
     ``"hflip,vflip,scale=0.25"``) replaces ``augment_flip`` (left-right flips only) when given.
 
-    Under torchrun with several processes (``WORLD_SIZE`` > 1) it joins the process group and
-    trains with DistributedDataParallel, ``batch_size`` per process (module docstring); every
-    rank must call it with the same examples and arguments. The detector keeps the bare
-    model (the same weights on every rank after each step).
+    Under torchrun (``WORLD_SIZE`` > 1) the ranks train together with DDP, ``batch_size`` per
+    process (module docstring); every rank must call it with the same examples and arguments.
     """
     t0 = time.perf_counter()
     usable = [i for i, ex in enumerate(examples) if ex.informative]
@@ -533,19 +549,13 @@ def train(
     if lr is None:
         lr = default_lr(detector)
     optimiser = _Optimiser(detector, total, lr, momentum, weight_decay, clip_norm)
-    if augment is None:
-        augmentation = Augmentation(hflip=augment_flip)
-    elif isinstance(augment, str):
-        augmentation = Augmentation.parse(augment)
-    else:
-        augmentation = augment
+    augmentation = _augmentation(augment, augment_flip)
     rank = ddp.rank() if distributed else 0
     batches = _Batches(usable, batch_size, seed, augmentation, rank, world)
     wrapped = ddp.wrap(detector.model, detector.device) if distributed else None
-    device = detector.device
-    fork_devices = [device.index or 0] if device.type == "cuda" else []
+    cuda = detector.device.type == "cuda"
     with (
-        torch.random.fork_rng(devices=fork_devices),
+        torch.random.fork_rng(devices=[detector.device.index or 0] if cuda else []),
         num_threads(threads),
         augmentation.scales(detector.model.transform),
     ):
@@ -567,11 +577,6 @@ def train(
         )
     del wrapped  # the detector keeps the bare model: the checkpoint format is unchanged
     seconds = time.perf_counter() - t0
-    msg = f"{run.done}/{total} steps in {seconds:.1f} s ({run.reason})"
-    if world > 1:
-        msg += f" on {world} processes"
-    if n_skipped:
-        msg += f"; {n_skipped} uninformative images skipped"
     return TrainResult(
         steps=run.done,
         total_steps=total,
@@ -582,6 +587,6 @@ def train(
         n_examples=len(usable),
         n_skipped=n_skipped,
         loss_parts=run.parts,
-        message=msg,
+        message=_message(run, total, seconds, world, n_skipped),
         world_size=world,
     )

@@ -165,20 +165,7 @@ def train_model(
         return outcome
     if not is_main_process():  # the store has one writer: rank 0
         return outcome
-    metrics = {
-        **{k: v for k, v in asdict(s).items() if k != "threads"},
-        "steps": result.steps,
-        "final_loss": float(result.losses[-1]) if result.losses else None,
-        "examples": len(examples),
-        "pseudo_images": len(pseudo),
-        "pseudo_boxes": sum(len(e.boxes) for e in pseudo),
-        **({"crops": len(crops), "crop_images": n_crop_images} if crops else {}),
-        "labels_hash": labels_hash(snapshot),
-        "last_action_id": snapshot.last_action_id,
-        "trained_at": time.time(),
-        "world_size": result.world_size,
-        **effort,
-    }
+    metrics = _metrics(s, result, examples, pseudo, outcome, snapshot, effort)
     path = next_checkpoint_path(store)
     save_checkpoint(detector, path, metadata=metrics)
     version = store.add_model_version(path, detector.arch, metrics=metrics)
@@ -187,6 +174,33 @@ def train_model(
     outcome.checkpoint = path
     outcome.metrics = metrics
     return outcome
+
+
+def _metrics(
+    s: TrainSettings,
+    result: TrainResult,
+    examples: list[Any],
+    pseudo: list[Any],
+    outcome: TrainOutcome,
+    snapshot: Any,
+    effort: dict[str, float],
+) -> dict[str, Any]:
+    """What a model version records of the run that made it."""
+    crops = {"crops": outcome.crops, "crop_images": outcome.crop_images} if outcome.crops else {}
+    return {
+        **{k: v for k, v in asdict(s).items() if k != "threads"},
+        "steps": result.steps,
+        "final_loss": float(result.losses[-1]) if result.losses else None,
+        "examples": len(examples),
+        "pseudo_images": len(pseudo),
+        "pseudo_boxes": sum(len(e.boxes) for e in pseudo),
+        **crops,
+        "labels_hash": labels_hash(snapshot),
+        "last_action_id": snapshot.last_action_id,
+        "trained_at": time.time(),
+        "world_size": result.world_size,
+        **effort,
+    }
 
 
 def _reviewed_examples(
