@@ -63,6 +63,8 @@ def _detector(store, args: argparse.Namespace):
             "labelled data with 'napari-al import'"
         )
     detector = workflow.load_model(store, workflow.from_args(workflow.ModelSettings, args))
+    if not workflow.is_main_process():  # a rank > 0 of train --nproc: rank 0 says it
+        return detector
     print(f"detector: {workflow.describe(detector)}", file=sys.stderr)
     if not detector.model_version and args.func is not cmd_train:
         print(

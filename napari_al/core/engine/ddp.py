@@ -126,3 +126,22 @@ def all_sum(values: Sequence[float], device: torch.device) -> list[float]:
     t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=dev)
     torch.distributed.all_reduce(t)
     return [float(v) for v in t.cpu()]
+
+
+def check_agree(values: Sequence[float], device: torch.device) -> None:
+    """Raise RuntimeError on every rank unless all ranks have the same ``values`` (e.g. the
+    number of examples and of steps: ranks that disagree would wait for each other forever).
+    Nothing to check in one process."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    here = [float(v) for v in values]
+    sums = all_sum(here + [v * v for v in here], device)
+    n = world_size()
+    k = len(here)
+    if any(
+        abs(sums[k + i] * n - sums[i] ** 2) > 1e-6 * max(1.0, sums[k + i] * n) for i in range(k)
+    ):
+        raise RuntimeError(
+            "the training processes read different examples (the project changed while they "
+            "started); train again"
+        )

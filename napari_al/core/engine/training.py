@@ -525,7 +525,6 @@ def train(
     ``lr`` (peak of the one-cycle schedule): default :func:`default_lr`, by weight source.
     ``augment`` (an :class:`~napari_al.core.engine.augment.Augmentation` or its text, e.g.
     ``"hflip,vflip,scale=0.25"``) replaces ``augment_flip`` (left-right flips only) when given.
-
     Under torchrun (``WORLD_SIZE`` > 1) the ranks train together with DDP, ``batch_size`` per
     process (module docstring); every rank must call it with the same examples and arguments.
     """
@@ -539,18 +538,18 @@ def train(
     if not usable:
         return TrainResult(0, 0, [], "no_data", n_skipped=n_skipped, message="nothing to train on")
     distributed = ddp.init_from_env(detector.device)
-    world = ddp.world_size() if distributed else 1
+    rank, world = (ddp.rank(), ddp.world_size()) if distributed else (0, 1)
     per_epoch = max(1, math.ceil(len(usable) / (batch_size * world)))
     if steps is None:
         steps = math.ceil((10.0 if epochs is None else float(epochs)) * per_epoch)
     total = max(0, int(steps))
+    ddp.check_agree([len(usable), total], detector.device)  # ranks that differ would hang
     if from_scratch:
         detector.reset(seed)
     if lr is None:
         lr = default_lr(detector)
     optimiser = _Optimiser(detector, total, lr, momentum, weight_decay, clip_norm)
     augmentation = _augmentation(augment, augment_flip)
-    rank = ddp.rank() if distributed else 0
     batches = _Batches(usable, batch_size, seed, augmentation, rank, world)
     wrapped = ddp.wrap(detector.model, detector.device) if distributed else None
     cuda = detector.device.type == "cuda"
