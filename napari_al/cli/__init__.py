@@ -42,6 +42,13 @@ from napari_al.cli.project import (
 )
 from napari_al.cli.questions import add_question_arguments, cmd_rank_questions
 from napari_al.cli.review import add_review_commands, examples_text
+from napari_al.cli.training import (
+    in_rank,
+    interrupted,
+    launch_ranks,
+    nproc_argument,
+    train_failed,
+)
 
 __all__ = ["CliError", "build_parser", "main", "user_message"]
 
@@ -56,6 +63,8 @@ def _detector(store, args: argparse.Namespace):
             "labelled data with 'napari-al import'"
         )
     detector = workflow.load_model(store, workflow.from_args(workflow.ModelSettings, args))
+    if not workflow.is_main_process():  # a rank > 0 of train --nproc: rank 0 says it
+        return detector
     print(f"detector: {workflow.describe(detector)}", file=sys.stderr)
     if not detector.model_version and args.func is not cmd_train:
         print(
@@ -66,40 +75,26 @@ def _detector(store, args: argparse.Namespace):
     return detector
 
 
-def _out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is an out-of-memory error (CPU or GPU) rather than a bug."""
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
-def _train_failed(exc: BaseException, version: int) -> CliError | None:
-    """The one-line error for a failed training run (None: print a note and re-raise)."""
-    kept = (
-        f"model version {version} stays in use"
-        if version
-        else "the project still has no trained model"
-    )
-    if _out_of_memory(exc):
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return CliError(
-            f"training ran out of memory ({first}); nothing was saved and {kept}; "
-            "try a smaller --batch-size or --min-size/--max-size"
-        )
-    print(f"napari-al: training failed; nothing was saved and {kept}", file=sys.stderr)
-    return None
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from napari_al.core import workflow
 
+    if args.nproc > 1 and not in_rank():  # start the ranks; rank 0 prints
+        return launch_ranks(args, args.argv)
     settings = workflow.from_args(workflow.TrainSettings, args)
     with open_store(args.project, busy="training") as store:
         detector = _detector(store, args)
         total = settings.steps if settings.epochs is None else None  # epochs: known at step 1
-        bar = tqdm(total=total, desc="training", unit="step", file=sys.stderr, leave=False)
+        main_rank = workflow.is_main_process()
+        bar = tqdm(
+            total=total,
+            desc="training",
+            unit="step",
+            file=sys.stderr,
+            leave=False,
+            disable=not main_rank,
+        )
         before = store.latest_model_version()
 
         def progress(step: int, total: int, loss: float, epoch: float) -> None:
@@ -112,14 +107,16 @@ def cmd_train(args: argparse.Namespace) -> int:
                 outcome = workflow.train_model(
                     store, detector, settings, progress=progress, should_stop=stop.is_set
                 )
+            if not main_rank:  # a rank > 0 of --nproc: rank 0 saves, reports, evaluates
+                return 130 if stop.is_set() else 0
             if stop.is_set() and outcome.model_version is None:
                 raise KeyboardInterrupt
         except KeyboardInterrupt:  # Ctrl+C: say what was kept (exit 130, as for SIGINT)
             bar.close()
-            print(f"napari-al: {_interrupted(store, before)}", file=sys.stderr)
+            print(f"napari-al: {interrupted(store, before)}", file=sys.stderr)
             return 130
         except Exception as exc:  # nothing was saved: say so, and which model stays in use
-            error = _train_failed(exc, detector.model_version)
+            error = train_failed(exc, detector.model_version)
             if error is None:
                 raise
             raise error from exc
@@ -139,7 +136,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         loss = f"{result.losses[-1]:.4f}" if result.losses else "n/a"
         print(
             f"trained {result.steps} steps on {examples_text(outcome)} "
-            f"(final loss {loss}); saved model version {outcome.model_version} "
+            + (f"on {result.world_size} processes " if result.world_size > 1 else "")
+            + f"(final loss {loss}); saved model version {outcome.model_version} "
             f"to {outcome.checkpoint}"
         )
         calibration = workflow.from_args(workflow.CalibrationSettings, args)
@@ -155,20 +153,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         # no evaluation: calibrate on the judged boxes only (no pass over a split)
         print(calibration_line(workflow.calibrate_model(store, detector, calibration, split=None)))
     return 0
-
-
-def _interrupted(store, before) -> str:
-    """What a training run stopped by Ctrl+C left: nothing saved, which model stays in use
-    (or the version saved, when the interrupt came after the checkpoint was recorded)."""
-    after = store.latest_model_version()
-    if after is not None and (before is None or after.id != before.id):
-        return f"training interrupted after saving model version {after.id}, now in use"
-    kept = (
-        f"model version {before.id} stays in use"
-        if before is not None
-        else "the project still has no trained model"
-    )
-    return f"training interrupted: nothing was saved and {kept}"
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -478,6 +462,7 @@ def _add_round_commands(sub: Any) -> None:
     rest = [f.name for f in dataclasses.fields(TrainSettings) if f.name not in length]
     add_arguments(group, TrainSettings, only=[n for n in rest if n != "threads"])
     _threads_arg(p)  # as on predict, evaluate and rank; also TrainSettings.threads
+    nproc_argument(p)
     p.add_argument(
         "--evaluate",
         action="store_true",
@@ -577,6 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``napari-al`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # train --nproc: the ranks' too
     _one_line_warnings()
     try:
         if getattr(args, "threads", None) is not None:  # train, predict, evaluate, rank

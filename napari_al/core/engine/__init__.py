@@ -22,6 +22,7 @@ Modules:
 - :mod:`~napari_al.core.engine.checkpoints`: atomic, weights-only checkpoints (and the same
   bytes in memory, sent to Dask workers);
 - :mod:`~napari_al.core.engine.device`: device choice, autocast, CPU threads.
+- :mod:`~napari_al.core.engine.ddp`: training on several processes (torchrun, DDP).
 """
 
 from __future__ import annotations

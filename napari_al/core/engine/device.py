@@ -12,6 +12,8 @@ import os
 
 import torch
 
+from napari_al.core.engine.ddp import local_device
+
 #: Environment variable naming the default device (``cpu``, ``cuda``, ``cuda:1``, ``mps``).
 DEVICE_ENV = "NAPARI_AL_DEVICE"
 
@@ -19,6 +21,9 @@ DEVICE_ENV = "NAPARI_AL_DEVICE"
 def select_device(preference: str | torch.device | None = None) -> torch.device:
     """The device to run on: ``preference`` if given (``"auto"`` = None), else
     ``$NAPARI_AL_DEVICE`` if set (e.g. ``cpu`` to keep a busy GPU free), else CUDA > MPS > CPU.
+
+    Under torchrun with several processes, ``cuda`` (no index) is this rank's GPU,
+    ``cuda:LOCAL_RANK`` (:func:`~napari_al.core.engine.ddp.local_device`).
 
     Raises ``ValueError`` when an explicitly requested accelerator is not available.
     """
@@ -28,7 +33,7 @@ def select_device(preference: str | torch.device | None = None) -> torch.device:
         preference = os.environ.get(DEVICE_ENV) or None
     if preference is None or preference == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return local_device(torch.device("cuda"))
         mps = getattr(torch.backends, "mps", None)
         if mps is not None and mps.is_available():
             return torch.device("mps")
@@ -40,7 +45,7 @@ def select_device(preference: str | torch.device | None = None) -> torch.device:
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
             raise ValueError(f"device {preference!r} requested but MPS is not available")
-    return device
+    return local_device(device) if device.index is None else device
 
 
 def default_num_threads() -> int:

@@ -19,6 +19,14 @@ Optimisation: SGD (momentum 0.9, weight decay 1e-4), one-cycle learning rate up 
 0.005; 20% warm-up), gradient-norm clipping at 10 (a peak lr of 0.01 without clipping diverged
 on BCCD), left-right flips (more augmentations: :mod:`napari_al.core.engine.augment`).
 Seeded: the same seed on the CPU gives identical weights.
+
+Several processes (``torchrun``, :mod:`napari_al.core.engine.ddp`): the model is wrapped in
+DistributedDataParallel and ``batch_size`` is per process. Every rank draws the same global
+batch of ``batch_size x world_size`` examples (and flips) from the same seeded permutation and
+trains on its own contiguous slice (:func:`~napari_al.core.engine.ddp.shard`); DDP averages
+the gradients, so a step is one step on the global batch. An epoch is
+``ceil(examples / (batch_size x world_size))`` steps; the learning rate is not scaled. Stops
+(a cancel on any rank, a non-finite loss on any rank) are agreed by all ranks at each step.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from napari_al.core.engine import ddp
 from napari_al.core.engine.augment import Augmentation, Flip, apply_colour
 from napari_al.core.engine.detector import Detector
 from napari_al.core.engine.device import autocast_dtype, num_threads
@@ -155,6 +164,8 @@ class TrainResult:
     n_skipped: int = 0
     loss_parts: dict[str, list[float]] = field(default_factory=dict)
     message: str = ""
+    #: Processes that trained together (DDP); ``losses`` are their mean.
+    world_size: int = 1
 
 
 def _clean(boxes: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -234,8 +245,10 @@ def compute_losses(
     partial_background_weight: float = 1.0,
     images: Sequence[np.ndarray] | None = None,
     colour_jitter: torch.nn.Module | None = None,
+    model: torch.nn.Module | None = None,
 ) -> dict[str, Tensor]:
-    """The loss terms of one batch (model in training mode, gradients enabled)."""
+    """The loss terms of one batch (model in training mode, gradients enabled); ``model``
+    (default ``detector.model``) is what runs the batch, e.g. its DDP wrapper."""
     imgs, targets = [], []
     for i, ex in enumerate(examples):
         image = ex.load() if images is None else images[i]
@@ -251,12 +264,13 @@ def compute_losses(
         )
         imgs.append(t)
         targets.append(tgt)
-    detector.model.train()
+    net = detector.model if model is None else model
+    net.train()
     dtype = autocast_dtype(detector.device, detector.amp)
     if dtype is not None:
         with torch.autocast(device_type=detector.device.type, dtype=dtype):
-            return detector.model(imgs, targets)
-    return detector.model(imgs, targets)
+            return net(imgs, targets)
+    return net(imgs, targets)
 
 
 class _ImageCache:
@@ -289,25 +303,45 @@ def _scheduler(
 
 class _Batches:
     """Batches of example indices drawn from seeded permutations of the usable examples (always
-    full, wrapping across epochs), each with its random flips."""
+    full, wrapping across epochs), each with its random flips. With ``world_size`` > 1 the
+    global batch is ``batch_size x world_size`` (the same on every rank: same seed) and
+    :meth:`next` returns rank ``rank``'s slice of it."""
 
     def __init__(
-        self, usable: list[int], batch_size: int, seed: int, augmentation: Augmentation
+        self,
+        usable: list[int],
+        batch_size: int,
+        seed: int,
+        augmentation: Augmentation,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.usable = usable
         self.batch_size = batch_size
         self.augmentation = augmentation
         self.gen = torch.Generator().manual_seed(int(seed))
         self.order: list[int] = []
+        self.rank, self.world_size = rank, world_size
 
-    def next(self) -> tuple[list[int], list[Flip]]:
-        """The next batch of example indices and how to flip each."""
-        while len(self.order) < self.batch_size:
+    def next_global(self) -> tuple[list[int], list[Flip]]:
+        """The next global batch (all ranks' examples) and how to flip each."""
+        size = self.batch_size * self.world_size
+        while len(self.order) < size:
             perm = torch.randperm(len(self.usable), generator=self.gen)
             self.order.extend(self.usable[j] for j in perm)
-        batch = self.order[: self.batch_size]
-        self.order = self.order[self.batch_size :]
+        batch = self.order[:size]
+        self.order = self.order[size:]
         return batch, self.augmentation.draw(len(batch), self.gen)
+
+    def next(self) -> tuple[list[int], list[Flip]]:
+        """This rank's part of the next batch: example indices and how to flip each."""
+        batch, flips = self.next_global()
+        if self.world_size == 1:
+            return batch, flips
+        return (
+            ddp.shard(batch, self.rank, self.world_size),
+            ddp.shard(flips, self.rank, self.world_size),
+        )
 
 
 class _Optimiser:
@@ -375,16 +409,23 @@ def _run_steps(
     colour_jitter: torch.nn.Module | None,
     progress: TrainProgress | None,
     should_stop: Callable[[], bool] | None,
+    wrapped: torch.nn.Module | None = None,
 ) -> _Run:
     """Up to ``total`` optimisation steps. ``should_stop()`` is checked before every step; a
     non-finite loss or gradient stops the run and restores the last weights that gave a finite
-    loss. The model is left in eval mode, also when a step raises."""
+    loss. The model is left in eval mode, also when a step raises.
+
+    ``wrapped``: the model's DDP wrapper when several processes train together; then a cancel
+    or a non-finite loss on any rank stops every rank at the same step (one all-reduce of
+    the stop flags and the loss per step), and the losses recorded are the ranks' mean."""
     model = detector.model
     run = _Run()
+    world = batches.world_size
     snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
     try:
         for step in range(total):
-            if should_stop is not None and should_stop():
+            stop = should_stop is not None and should_stop()
+            if stop and wrapped is None:
                 run.reason = "cancelled"
                 break
             batch, flips = batches.next()
@@ -396,9 +437,18 @@ def _run_steps(
                 partial_background_weight=partial_background_weight,
                 images=[cache.get(i, examples[i]) for i in batch],
                 colour_jitter=colour_jitter,
+                model=wrapped,
             )
             loss = sum(v.float() for v in loss_dict.values())
-            if not torch.isfinite(loss):
+            finite = bool(torch.isfinite(loss))
+            value = float(loss.detach()) if finite else 0.0
+            if wrapped is not None:  # every rank takes the same decision
+                n_stop, n_bad, total_loss = ddp.all_sum([stop, not finite, value], loss.device)
+                stop, finite, value = n_stop > 0, n_bad == 0, total_loss / world
+                if stop:
+                    run.reason = "cancelled"
+                    break
+            if not finite:
                 run.reason = "non_finite"
                 break
             # the weights that just gave a finite loss
@@ -409,7 +459,6 @@ def _run_steps(
                 run.reason = "non_finite"
                 break
             run.done = step + 1
-            value = float(loss.detach())
             run.losses.append(value)
             for k, v in loss_dict.items():
                 run.parts.setdefault(k, []).append(float(v.detach()))
@@ -421,6 +470,24 @@ def _run_steps(
             log.warning("non-finite loss at step %d: restored the last good weights", run.done + 1)
         model.eval()
     return run
+
+
+def _message(run: _Run, total: int, seconds: float, world: int, n_skipped: int) -> str:
+    """The one-line summary of a run."""
+    msg = f"{run.done}/{total} steps in {seconds:.1f} s ({run.reason})"
+    if world > 1:
+        msg += f" on {world} processes"
+    if n_skipped:
+        msg += f"; {n_skipped} uninformative images skipped"
+    return msg
+
+
+def _augmentation(augment: Augmentation | str | None, flip: bool) -> Augmentation:
+    """``augment`` as an :class:`Augmentation` (its text parsed); None: left-right flips when
+    ``flip``."""
+    if augment is None:
+        return Augmentation(hflip=flip)
+    return Augmentation.parse(augment) if isinstance(augment, str) else augment
 
 
 def train(
@@ -458,6 +525,8 @@ def train(
     ``lr`` (peak of the one-cycle schedule): default :func:`default_lr`, by weight source.
     ``augment`` (an :class:`~napari_al.core.engine.augment.Augmentation` or its text, e.g.
     ``"hflip,vflip,scale=0.25"``) replaces ``augment_flip`` (left-right flips only) when given.
+    Under torchrun (``WORLD_SIZE`` > 1) the ranks train together with DDP, ``batch_size`` per
+    process (module docstring); every rank must call it with the same examples and arguments.
     """
     t0 = time.perf_counter()
     usable = [i for i, ex in enumerate(examples) if ex.informative]
@@ -468,30 +537,28 @@ def train(
     batch_size = max(1, int(batch_size))
     if not usable:
         return TrainResult(0, 0, [], "no_data", n_skipped=n_skipped, message="nothing to train on")
-    per_epoch = max(1, math.ceil(len(usable) / batch_size))
+    distributed = ddp.init_from_env(detector.device)
+    rank, world = (ddp.rank(), ddp.world_size()) if distributed else (0, 1)
+    per_epoch = max(1, math.ceil(len(usable) / (batch_size * world)))
     if steps is None:
         steps = math.ceil((10.0 if epochs is None else float(epochs)) * per_epoch)
     total = max(0, int(steps))
+    ddp.check_agree([len(usable), total], detector.device)  # ranks that differ would hang
     if from_scratch:
         detector.reset(seed)
     if lr is None:
         lr = default_lr(detector)
     optimiser = _Optimiser(detector, total, lr, momentum, weight_decay, clip_norm)
-    if augment is None:
-        augmentation = Augmentation(hflip=augment_flip)
-    elif isinstance(augment, str):
-        augmentation = Augmentation.parse(augment)
-    else:
-        augmentation = augment
-    batches = _Batches(usable, batch_size, seed, augmentation)
-    device = detector.device
-    fork_devices = [device.index or 0] if device.type == "cuda" else []
+    augmentation = _augmentation(augment, augment_flip)
+    batches = _Batches(usable, batch_size, seed, augmentation, rank, world)
+    wrapped = ddp.wrap(detector.model, detector.device) if distributed else None
+    cuda = detector.device.type == "cuda"
     with (
-        torch.random.fork_rng(devices=fork_devices),
+        torch.random.fork_rng(devices=[detector.device.index or 0] if cuda else []),
         num_threads(threads),
         augmentation.scales(detector.model.transform),
     ):
-        torch.manual_seed(int(seed))
+        torch.manual_seed(int(seed) + rank)  # each rank its own colour jitter, dropout
         run = _run_steps(
             detector,
             examples,
@@ -505,11 +572,10 @@ def train(
             colour_jitter=augmentation.colour_jitter(),
             progress=progress,
             should_stop=should_stop,
+            wrapped=wrapped,
         )
+    del wrapped  # the detector keeps the bare model: the checkpoint format is unchanged
     seconds = time.perf_counter() - t0
-    msg = f"{run.done}/{total} steps in {seconds:.1f} s ({run.reason})"
-    if n_skipped:
-        msg += f"; {n_skipped} uninformative images skipped"
     return TrainResult(
         steps=run.done,
         total_steps=total,
@@ -520,5 +586,6 @@ def train(
         n_examples=len(usable),
         n_skipped=n_skipped,
         loss_parts=run.parts,
-        message=msg,
+        message=_message(run, total, seconds, world, n_skipped),
+        world_size=world,
     )

@@ -66,6 +66,7 @@ from napari_al.core.store.lock import (
     LOCK_FILENAME,
     ProjectBusyError,
     holds_project_lock,
+    lend_env,
     project_lock,
 )
 from napari_al.core.store.project_store import ProjectStore, import_dataset
@@ -133,5 +134,6 @@ __all__ = [
     "file_sha256",
     "holds_project_lock",
     "import_dataset",
+    "lend_env",
     "project_lock",
 ]

@@ -22,6 +22,11 @@ run left it behind.
 Within one process the lock is re-entrant per thread: a round that holds it calls
 ``train_model``, which takes it again. Another thread (the widget's job while a notebook
 trains) does not share it: it gets :class:`ProjectBusyError`, as another process does.
+
+A holder may lend its lock to the processes it starts and waits for (the ranks of
+``napari-al train --nproc N``): :func:`lend_env` gives the environment that names the holder;
+a child whose environment names the process that holds the project's lock (per the holder
+file) works under it without taking it. The lender must outlive the borrowers.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from napari_al.core.store.rows import StoreError
 
 LOCK_FILENAME = "napari_al.lock"
 HOLDER_FILENAME = "napari_al.lock.holder"
+#: ``PID:FOLDER``: the process holding FOLDER's lock lends it to the processes it starts.
+LEND_ENV = "NAPARI_AL_LOCK_LENT_BY"
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _held = threading.local()  # .locks: {lock path: [filelock.FileLock, depth]} of this thread
@@ -124,6 +131,8 @@ def project_lock(project_dir: str | os.PathLike[str], what: str) -> Iterator[Non
     path = os.path.join(folder, LOCK_FILENAME)
     locks = _thread_locks()
     entry = locks.get(path)
+    if entry is None and _lent_to_us(folder):  # a child of the holder (a torchrun rank)
+        entry = locks[path] = [None, 0]
     if entry is not None:  # this thread holds it already (a round calling train_model)
         entry[1] += 1
         try:
@@ -145,6 +154,22 @@ def project_lock(project_dir: str | os.PathLike[str], what: str) -> Iterator[Non
         with contextlib.suppress(OSError):
             os.remove(os.path.join(folder, HOLDER_FILENAME))
         lock.release()
+
+
+def lend_env(project_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """The environment variable (:data:`LEND_ENV`) by which this process, holding the project's
+    lock, lets the child processes it starts and waits for work under it."""
+    return {LEND_ENV: f"{os.getpid()}:{os.path.realpath(project_dir)}"}
+
+
+def _lent_to_us(folder: str) -> bool:
+    """Whether this process's environment says the process holding ``folder``'s lock (as its
+    holder file names it) lent the lock to it."""
+    pid, _, lent = os.environ.get(LEND_ENV, "").partition(":")
+    if lent != folder or not pid.isdigit():
+        return False
+    info = holder(folder)
+    return info is not None and int(info["pid"]) == int(pid) and int(pid) != os.getpid()
 
 
 def _write_holder(folder: str, what: str) -> None:

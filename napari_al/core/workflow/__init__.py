@@ -157,7 +157,12 @@ from napari_al.core.workflow.settings import (
     from_args,
 )
 from napari_al.core.workflow.suggest import Suggestion, suggest_missed
-from napari_al.core.workflow.training import TrainOutcome, labelling_effort, train_model
+from napari_al.core.workflow.training import (
+    TrainOutcome,
+    is_main_process,
+    labelling_effort,
+    train_model,
+)
 
 __all__ = [
     "CALIBRATION_KEY",
@@ -218,6 +223,7 @@ __all__ = [
     "has_model",
     "image_reviewed_area",
     "images_to_predict",
+    "is_main_process",
     "is_open",
     "judged_boxes",
     "judged_mask",

@@ -4,6 +4,11 @@ The labels come from one store snapshot (``store.training_snapshot()``), so edit
 training runs are kept for the next round. Every recorded model version carries the labelling
 effort at the time of the snapshot (annotation seconds, human boxes): that is what the
 mAP-vs-effort plot needs, whichever front end trained it.
+
+Under torchrun (``napari-al train --nproc N``) every rank runs :func:`train_model` on the same
+snapshot; the engine trains them together (DistributedDataParallel). Only rank 0
+(:func:`is_main_process`) writes: the checkpoint and the model version; the other ranks read
+the store and write nothing, so the store keeps one writer.
 """
 
 from __future__ import annotations
@@ -33,6 +38,14 @@ if TYPE_CHECKING:
 #: Called after each step with (step, total steps, loss, epoch).
 TrainProgress = Callable[[int, int, float, float], None]
 ShouldStop = Callable[[], bool]
+
+
+def is_main_process() -> bool:
+    """Whether this process writes the store: True except on the ranks > 0 of a multi-process
+    (torchrun) training run (:func:`napari_al.core.engine.ddp.is_main_process`)."""
+    from napari_al.core.engine.ddp import is_main_process as main
+
+    return main()
 
 
 def labelling_effort(store: ProjectStore) -> dict[str, float]:
@@ -96,6 +109,9 @@ def train_model(
     is written atomically, the version is added to the store with its metrics (training
     settings, labels hash, effort) and ``detector.model_version`` is set to it.
 
+    Under torchrun all ranks train together and only rank 0 saves and records (``world_size``
+    in the version's metrics); a rank > 0 returns its outcome with no version.
+
     Runs holding the project lock (:func:`~napari_al.core.store.project_lock`): raises
     :class:`~napari_al.core.store.ProjectBusyError` at once when another run holds it.
     """
@@ -147,19 +163,9 @@ def train_model(
     )
     if not save or result.stopped_reason != "done" or result.steps == 0:
         return outcome
-    metrics = {
-        **{k: v for k, v in asdict(s).items() if k != "threads"},
-        "steps": result.steps,
-        "final_loss": float(result.losses[-1]) if result.losses else None,
-        "examples": len(examples),
-        "pseudo_images": len(pseudo),
-        "pseudo_boxes": sum(len(e.boxes) for e in pseudo),
-        **({"crops": len(crops), "crop_images": n_crop_images} if crops else {}),
-        "labels_hash": labels_hash(snapshot),
-        "last_action_id": snapshot.last_action_id,
-        "trained_at": time.time(),
-        **effort,
-    }
+    if not is_main_process():  # the store has one writer: rank 0
+        return outcome
+    metrics = _metrics(s, result, examples, pseudo, outcome, snapshot, effort)
     path = next_checkpoint_path(store)
     save_checkpoint(detector, path, metadata=metrics)
     version = store.add_model_version(path, detector.arch, metrics=metrics)
@@ -168,6 +174,33 @@ def train_model(
     outcome.checkpoint = path
     outcome.metrics = metrics
     return outcome
+
+
+def _metrics(
+    s: TrainSettings,
+    result: TrainResult,
+    examples: list[Any],
+    pseudo: list[Any],
+    outcome: TrainOutcome,
+    snapshot: Any,
+    effort: dict[str, float],
+) -> dict[str, Any]:
+    """What a model version records of the run that made it."""
+    crops = {"crops": outcome.crops, "crop_images": outcome.crop_images} if outcome.crops else {}
+    return {
+        **{k: v for k, v in asdict(s).items() if k != "threads"},
+        "steps": result.steps,
+        "final_loss": float(result.losses[-1]) if result.losses else None,
+        "examples": len(examples),
+        "pseudo_images": len(pseudo),
+        "pseudo_boxes": sum(len(e.boxes) for e in pseudo),
+        **crops,
+        "labels_hash": labels_hash(snapshot),
+        "last_action_id": snapshot.last_action_id,
+        "trained_at": time.time(),
+        "world_size": result.world_size,
+        **effort,
+    }
 
 
 def _reviewed_examples(
