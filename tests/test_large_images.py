@@ -155,6 +155,7 @@ def test_merging_in_groups_finds_the_same_and_caps_the_boxes(
     assert _found(grouped) == _found(whole) == sorted(objects)
     np.testing.assert_allclose(grouped.embedding, whole.embedding, rtol=1e-6)
     monkeypatch.setattr(tiling, "MAX_TILED_DETECTIONS", 7)  # memory bound: the best 7 stay
+    monkeypatch.setattr(tiling, "DETECTIONS_PER_MEGAPIXEL", 0)
     capped = perfect.predict_tiled(img, overlap=40, batch_size=2)
     assert len(capped) == 7 and set(_found(capped)) <= set(objects)
 
@@ -457,3 +458,10 @@ def test_a_labelled_image_too_large_to_read_whole_trains_in_crops_read_window_by
             too_big = TileSettings(tile_above=30_000)
             assert training_examples(store, snapshot, tiles=too_big) == []
     assert "left out of training: larger than 20000 px per side" in caplog.text
+
+
+def test_the_box_cap_grows_with_the_image() -> None:
+    from napari_al.core.engine.tiling import MAX_TILED_DETECTIONS, max_detections
+
+    assert max_detections(4000, 5000) == MAX_TILED_DETECTIONS  # 20 Mpx: the flat cap
+    assert max_detections(14_400, 19_200) >= 27_000 > 11_832  # the BCCD mosaic's cells fit

@@ -30,12 +30,13 @@ Each kept box keeps what its window's forward pass said of it: ``labels``, ``sco
 ``probs``, ``features`` (RoI features at native scale) and ``proposals`` (shifted like the
 box). ``embedding`` is the mean of the windows' embeddings weighted by their areas in the image
 (overlaps count once per window). ``detections_per_image`` and the score threshold apply per
-window; the image keeps at most :data:`MAX_TILED_DETECTIONS` boxes (the highest scores), so
+window; the image keeps at most :func:`max_detections` boxes (the highest scores), so
 that memory stays bounded whatever the model finds.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -63,6 +64,15 @@ MERGE_EVERY = 64
 #: 25,000 px image (about 10,000 windows of up to 100 boxes each) would otherwise hold a
 #: million boxes, several GB. 10,000 boxes with 1024 features each are about 45 MB.
 MAX_TILED_DETECTIONS = 10_000
+#: ... and at least this many per million pixels of the image, so the cap grows with it (a
+#: 19,200 x 14,400 px BCCD mosaic holds 11,832 cells: a flat 10,000 lost a sixth of them).
+DETECTIONS_PER_MEGAPIXEL = 100
+
+
+def max_detections(height: int, width: int) -> int:
+    """Most boxes a tiled image of ``height`` x ``width`` px keeps: :data:`MAX_TILED_DETECTIONS`,
+    or :data:`DETECTIONS_PER_MEGAPIXEL` per million pixels where that is more."""
+    return max(MAX_TILED_DETECTIONS, math.ceil(height * width / 1e6 * DETECTIONS_PER_MEGAPIXEL))
 
 
 @dataclass(frozen=True)
@@ -271,10 +281,9 @@ def predict_tiled(
             merged = merge([*head, *parts], [merged_area, *areas][1 - len(head) :], iou)
             merged_area += sum(areas)
             parts, areas = [], []
-            if len(merged) > MAX_TILED_DETECTIONS:
-                merged = merged.subset(
-                    np.argsort(-merged.scores, kind="stable")[:MAX_TILED_DETECTIONS]
-                )
+            cap = max_detections(height, width)
+            if len(merged) > cap:
+                merged = merged.subset(np.argsort(-merged.scores, kind="stable")[:cap])
         if progress is not None:
             progress(start + len(batch), len(windows))
     return merged
