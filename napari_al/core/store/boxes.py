@@ -151,16 +151,16 @@ class BoxesMixin(ImagesMixin):
         (payload ``review``)."""
         ref = after if after is not None else before
         assert ref is not None
-        payload: dict[str, Any] = {
-            "before": None if before is None else before.to_dict(),
-            "after": None if after is None else after.to_dict(),
-            **(extra or {}),
-        }
-        if review_state is not None:
-            review = self._set_review(conn, ref.image_id, review_state)
-            if review is not None:
-                payload["review"] = review
-        return self._log(conn, kind, ref.image_id, ref.id, payload, ref_id=ref_id)
+        return self._log_states(
+            conn,
+            kind,
+            before,
+            after,
+            box_id=ref.id,
+            review_state=review_state,
+            ref_id=ref_id,
+            extra=extra,
+        )
 
     def add_box(
         self,

@@ -191,6 +191,35 @@ class ImagesMixin(ActionLogMixin):
         conn.execute("UPDATE images SET review_state = ? WHERE id = ?", (state, image.id))
         return {"before": image.review_state, "after": state}
 
+    def _log_states(
+        self,
+        conn: sqlite3.Connection,
+        kind: str,
+        before: Any,
+        after: Any,
+        *,
+        box_id: int | None,
+        review_state: str | None = None,
+        ref_id: int | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> int:
+        """Log an action on one stored thing (a box, a reviewed region), whose ``before`` /
+        ``after`` rows (None: absent; each with ``image_id`` and ``to_dict()``) go in the
+        payload with ``extra``; with ``review_state``, first set the image to it and record the
+        change in the same row (payload ``review``). Returns the action id."""
+        ref = after if after is not None else before
+        assert ref is not None
+        payload: dict[str, Any] = {
+            "before": None if before is None else before.to_dict(),
+            "after": None if after is None else after.to_dict(),
+            **(extra or {}),
+        }
+        if review_state is not None:
+            review = self._set_review(conn, ref.image_id, review_state)
+            if review is not None:
+                payload["review"] = review
+        return self._log(conn, kind, ref.image_id, box_id, payload, ref_id=ref_id)
+
     # -- ignore regions ------------------------------------------------------------------
 
     def add_ignore_region(self, image_id: int, xyxy: Iterable[float]) -> int:

@@ -138,13 +138,13 @@ class ReviewedRegionsMixin(ImagesMixin):
         ``review_state``, first set the image to it and record the change (``review``)."""
         ref = after if after is not None else before
         assert ref is not None
-        payload: dict[str, Any] = {
-            "region": ref.id,
-            "before": None if before is None else before.to_dict(),
-            "after": None if after is None else after.to_dict(),
-        }
-        if review_state is not None:
-            review = self._set_review(conn, ref.image_id, review_state)
-            if review is not None:
-                payload["review"] = review
-        return self._log(conn, kind, ref.image_id, None, payload, ref_id=ref_id)
+        return self._log_states(
+            conn,
+            kind,
+            before,
+            after,
+            box_id=None,
+            review_state=review_state,
+            ref_id=ref_id,
+            extra={"region": ref.id},
+        )

@@ -94,10 +94,13 @@ def default_tile_shape(height: int, width: int) -> tuple[int, int]:
 def reviewed_area(item: SnapshotImage) -> list[XYXY]:
     """The reviewed area of an image as rectangles (image pixels): the whole image when it
     is ``complete``, else its reviewed regions (possibly none)."""
-    row = item.image
+    return _area(item.image, item.reviewed_regions)
+
+
+def _area(row: ImageRow, regions: Sequence[Any]) -> list[XYXY]:
     if row.review_state == "complete":
         return [(0.0, 0.0, float(row.width), float(row.height))]
-    return [r.xyxy for r in item.reviewed_regions]
+    return [r.xyxy for r in regions]
 
 
 def _axis(lo: float, hi: float, length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
@@ -310,6 +313,4 @@ def image_reviewed_area(store: ProjectStore, image_id: int) -> list[XYXY]:
     ``complete``, else its reviewed regions, in the order they were marked (image pixels).
     StoreError for an unknown image."""
     row = store.image(image_id)
-    if row.review_state == "complete":
-        return [(0.0, 0.0, float(row.width), float(row.height))]
-    return [r.xyxy for r in store.reviewed_regions(image_id)]
+    return _area(row, store.reviewed_regions(image_id) if row.review_state != "complete" else ())
