@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from tests.conftest import REPO, TINY_MODEL
@@ -153,3 +157,57 @@ def test_every_trainable_parameter_gets_a_gradient(case: str) -> None:
     trainable = [(n, p) for n, p in detector.model.named_parameters() if p.requires_grad]
     assert trainable
     assert [n for n, p in trainable if p.grad is None] == []
+
+
+def _ranks(launcher: psutil.Process) -> list[psutil.Process]:
+    """The training processes under ``launcher`` (torchrun's workers, not torchrun itself)."""
+    out = []
+    for p in launcher.children(recursive=True):
+        try:
+            cmd = p.cmdline()
+        except psutil.Error:
+            continue
+        if "napari_al.cli" in cmd and "torch.distributed.run" not in cmd:
+            out.append(p)
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_killing_the_launcher_ends_every_rank(labelled_project: Path, sig: int) -> None:
+    """``kill -9`` (or ``kill``) of ``napari-al train --nproc 2`` frees the project lock; the
+    ranks under it must end too (they exit when their lender is gone), never saving a model
+    beside the next holder of the lock."""
+    from napari_al.core.store import ProjectStore
+
+    with ProjectStore.open(labelled_project) as store:
+        before = len(store.model_versions())
+    size = ["--min-size", str(TINY_MODEL["min_size"]), "--max-size", str(TINY_MODEL["max_size"])]
+    argv = ["train", str(labelled_project), "--nproc", "2", "--steps", "100000", "--device", "cpu"]
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "napari_al.cli", *argv, *size, "--threads", "1"],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    parent = psutil.Process(launcher.pid)
+    everything = [parent]
+    try:
+        deadline = time.monotonic() + 120
+        while len(_ranks(parent)) < 2:  # both ranks started
+            assert time.monotonic() < deadline, "the ranks never started"
+            time.sleep(0.5)
+        ranks = _ranks(parent)
+        everything = [parent, *parent.children(recursive=True)]
+        time.sleep(8)  # the ranks import torch, borrow the lock and start training
+        parent.send_signal(sig)
+        gone, alive = psutil.wait_procs(everything, timeout=60)
+        assert not alive, [p.cmdline() for p in alive]
+        assert all(r in gone for r in ranks)
+    finally:  # nothing left behind whatever failed (orphans are no longer our children)
+        for p in everything:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        launcher.wait()
+    with ProjectStore.open(labelled_project) as store:
+        assert len(store.model_versions()) == before

@@ -8,12 +8,16 @@ N processes is one rank of a DistributedDataParallel run (backend ``nccl`` on CU
 per rank; ``gloo`` on the CPU); rank 0 writes the checkpoint and the model version, prints
 and evaluates, the other ranks only read the store. The launching process lends them its
 project lock (:func:`~napari_al.core.store.lock.lend_env`) and holds it until they end.
+``kill`` of the launching process is passed on to torchrun (which ends the ranks); after
+``kill -9`` the ranks end within a second by themselves (they watch their lender), so no rank
+writes the store once the lock is free.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -100,12 +104,22 @@ def launch_ranks(args: argparse.Namespace, argv: list[str]) -> int:
         except OSError as exc:
             raise CliError(f"cannot start torchrun ({exc}); train without --nproc") from exc
         stopped = False
-        while True:  # hold the lock until the ranks end, Ctrl+C or not
-            try:
-                code = proc.wait()
-                break
-            except KeyboardInterrupt:  # the terminal sent it to torchrun (and the ranks) too
-                stopped = True
+
+        def forward(signum: int, frame: Any) -> None:  # ``kill PID``: end the ranks with us
+            nonlocal stopped
+            stopped = True
+            proc.send_signal(signum)
+
+        previous = signal.signal(signal.SIGTERM, forward)
+        try:
+            while True:  # hold the lock until the ranks end, Ctrl+C or not
+                try:
+                    code = proc.wait()
+                    break
+                except KeyboardInterrupt:  # the terminal sent it to torchrun (and the ranks) too
+                    stopped = True
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         if stopped or code in (130, -2):
             print(f"napari-al: {interrupted(store, before)}", file=sys.stderr)
             return 130

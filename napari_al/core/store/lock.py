@@ -133,6 +133,7 @@ def project_lock(project_dir: str | os.PathLike[str], what: str) -> Iterator[Non
     entry = locks.get(path)
     if entry is None and _lent_to_us(folder):  # a child of the holder (a torchrun rank)
         entry = locks[path] = [None, 0]
+        _exit_with_lender(int(os.environ[LEND_ENV].partition(":")[0]))
     if entry is not None:  # this thread holds it already (a round calling train_model)
         entry[1] += 1
         try:
@@ -160,6 +161,45 @@ def lend_env(project_dir: str | os.PathLike[str]) -> dict[str, str]:
     """The environment variable (:data:`LEND_ENV`) by which this process, holding the project's
     lock, lets the child processes it starts and waits for work under it."""
     return {LEND_ENV: f"{os.getpid()}:{os.path.realpath(project_dir)}"}
+
+
+#: Seconds between a borrower's checks that the process that lent it the lock still runs.
+LENDER_POLL_S = 1.0
+_watching: set[int] = set()
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (a zombie counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (not Linux): ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def _exit_with_lender(pid: int) -> None:
+    """A process working under a lent lock ends at once when the lender ends (``kill``,
+    ``kill -9`` of ``napari-al train --nproc N``): the lock is free then, and a rank that went on
+    would write the store beside the next holder. A daemon thread polls every
+    :data:`LENDER_POLL_S`; the store's transactions make an abrupt exit safe."""
+    if pid in _watching:
+        return
+    _watching.add(pid)
+
+    def watch() -> None:
+        while _running(pid):
+            time.sleep(LENDER_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="napari-al-lender-watch", daemon=True).start()
 
 
 def _lent_to_us(folder: str) -> bool:
