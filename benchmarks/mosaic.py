@@ -1,10 +1,16 @@
 """Large-image benchmark: a mosaic of BCCD test images, imported and predicted tile by tile.
 
 Builds a ``grid x grid`` mosaic of BCCD ``test`` images (640 x 480 px each; 30 x 30 gives
-19,200 x 14,400 px, issue 14; the 72 test images are repeated in a seeded order), written as a
-tiled (512 px), pyramidal (SubIFDs, each level half the one above), zlib-compressed RGB TIFF,
-never whole in memory, with the images' boxes shifted into mosaic pixels
-(``OUT/mosaic_boxes.json``). Then, each step in its own process so that its peak RSS is its
+19,200 x 14,400 px without gutters, 20,160 x 15,360 px with 32 px ones, issue 14; the 72 test
+images are repeated in a seeded order), written as a tiled (512 px), pyramidal (SubIFDs, each
+level half the one above), zlib-compressed RGB TIFF, never whole in memory, with the images'
+boxes shifted into mosaic pixels
+(``OUT/mosaic_boxes.json``). The placements are ``--gutter`` px apart (black, default 32): BCCD
+leaves most cells cut by an image's border unlabelled, and a separate image's border shows that
+they are cut; side by side with no gap, a neighbour's pixels made them look whole, the model
+found them with high scores, and about 2,000 of them counted as false positives that have
+nothing to do with tiling (``docs/large-images.md``, run 2). ``--gutter 0`` builds that
+mosaic. Then, each step in its own process so that its peak RSS is its
 own (``os.wait4``'s ``ru_maxrss``):
 
 1. **import**: ``napari-al init OUT/project`` on the folder holding the mosaic, then
@@ -60,6 +66,8 @@ sys.path.insert(0, str(REPO))
 CELL_W, CELL_H = 640, 480
 #: Tile side of the written TIFF, pixels.
 TIFF_TILE = 512
+#: Default black gutter between placements, pixels (``--gutter``; module docstring).
+GUTTER = 32
 
 
 # ---- the mosaic ---------------------------------------------------------------------------
@@ -78,10 +86,12 @@ def _test_images(data: Path) -> tuple[list[str], list[Any]]:
     return list(ds.classes), test
 
 
-def _levels(grid: int) -> int:
-    """Reduced pyramid levels: halve while the level stays over one tile and cells divide."""
-    n, h = 0, grid * CELL_H
-    while h // 2 >= TIFF_TILE and CELL_H % (2 ** (n + 1)) == 0 and CELL_W % (2 ** (n + 1)) == 0:
+def _levels(grid: int, gutter: int) -> int:
+    """Reduced pyramid levels: halve while the level stays over one tile and cells and
+    gutters divide."""
+    n, h = 0, grid * (CELL_H + gutter)
+    sides = (CELL_H, CELL_W, gutter)
+    while h // 2 >= TIFF_TILE and all(v % (2 ** (n + 1)) == 0 for v in sides):
         n, h = n + 1, h // 2
     return n
 
@@ -101,26 +111,30 @@ def _cell_pixels(paths: list[Path], level: int) -> dict[Path, np.ndarray]:
     return out
 
 
-def _tiles(placed: list[list[Path]], level: int) -> Iterator[np.ndarray]:
-    """The level's tiles, row by row, composed one band of tile rows at a time."""
+def _tiles(placed: list[list[Path]], level: int, gutter: int) -> Iterator[np.ndarray]:
+    """The level's tiles, row by row, composed one band of tile rows at a time; each
+    placement's pixels at its pitch (cell + gutter), the gutters black."""
     grid = len(placed)
     ch, cw = CELL_H >> level, CELL_W >> level
-    height, width = grid * ch, grid * cw
+    ph, pw = (CELL_H + gutter) >> level, (CELL_W + gutter) >> level
+    height, width = grid * ph, grid * pw
     pixels = _cell_pixels([p for row in placed for p in row], level)
     for y0 in range(0, height, TIFF_TILE):
         band = np.zeros((TIFF_TILE, -(-width // TIFF_TILE) * TIFF_TILE, 3), np.uint8)
-        for r in range(y0 // ch, min(grid, -(-(y0 + TIFF_TILE) // ch))):
-            top, bottom = max(y0, r * ch), min(y0 + TIFF_TILE, (r + 1) * ch, height)
+        for r in range(y0 // ph, min(grid, -(-(y0 + TIFF_TILE) // ph))):
+            top, bottom = max(y0, r * ph), min(y0 + TIFF_TILE, r * ph + ch, height)
+            if bottom <= top:  # this band holds only the row's gutter
+                continue
             for c in range(grid):
                 img = pixels[placed[r][c]]
-                band[top - y0 : bottom - y0, c * cw : (c + 1) * cw] = img[
-                    top - r * ch : bottom - r * ch
+                band[top - y0 : bottom - y0, c * pw : c * pw + cw] = img[
+                    top - r * ph : bottom - r * ph
                 ]
         for x0 in range(0, width, TIFF_TILE):
             yield band[:, x0 : x0 + TIFF_TILE]
 
 
-def build_mosaic(data: Path, out: Path, grid: int, seed: int) -> dict[str, Any]:
+def build_mosaic(data: Path, out: Path, grid: int, seed: int, gutter: int) -> dict[str, Any]:
     """Write ``out/project/mosaic.tif`` and ``out/mosaic_boxes.json``; returns the latter."""
     import tifffile
 
@@ -130,13 +144,14 @@ def build_mosaic(data: Path, out: Path, grid: int, seed: int) -> dict[str, Any]:
     placed = [[Path(recs[r * grid + c].path) for c in range(grid)] for r in range(grid)]
     (out / "project").mkdir(parents=True, exist_ok=True)
     path = out / "project" / "mosaic.tif"
-    levels = _levels(grid)
+    levels = _levels(grid, gutter)
+    ph, pw = CELL_H + gutter, CELL_W + gutter
     opts = {"tile": (TIFF_TILE, TIFF_TILE), "photometric": "rgb", "compression": "zlib"}
     with tifffile.TiffWriter(path, bigtiff=True) as tw:
         for level in range(levels + 1):
-            shape = (grid * (CELL_H >> level), grid * (CELL_W >> level), 3)
+            shape = (grid * (ph >> level), grid * (pw >> level), 3)
             extra = {"subifds": levels} if level == 0 else {"subfiletype": 1}
-            tw.write(_tiles(placed, level), shape=shape, dtype=np.uint8, **opts, **extra)
+            tw.write(_tiles(placed, level, gutter), shape=shape, dtype=np.uint8, **opts, **extra)
     cells = []
     for i, rec in enumerate(recs):
         r, c = divmod(i, grid)
@@ -149,12 +164,13 @@ def build_mosaic(data: Path, out: Path, grid: int, seed: int) -> dict[str, Any]:
                 "ignore": [list(b.xyxy()) for b in rec.ignore_regions],
             }
         )
-    shift = [[c["col"] * CELL_W, c["row"] * CELL_H] for c in cells]
+    shift = [[c["col"] * pw, c["row"] * ph] for c in cells]
     meta = {
         "classes": classes,
         "grid": grid,
-        "width": grid * CELL_W,
-        "height": grid * CELL_H,
+        "gutter": gutter,
+        "width": grid * pw,
+        "height": grid * ph,
         "levels": levels + 1,
         "file_bytes": path.stat().st_size,
         "cells": cells,
@@ -332,12 +348,13 @@ def _display_argv(argv: list[str]) -> list[str]:
 
 def _per_placement(meta: dict[str, Any], boxes: list[list[Any]]) -> list[list[list[Any]]]:
     """Mosaic boxes split by the placement holding their centre, in that image's pixels."""
-    grid = meta["grid"]
+    grid, gutter = meta["grid"], meta.get("gutter", 0)
+    pw, ph = CELL_W + gutter, CELL_H + gutter
     out: list[list[list[Any]]] = [[] for _ in meta["cells"]]
     for x1, y1, x2, y2, label, score in boxes:
-        c = min(grid - 1, max(0, int((x1 + x2) / 2 // CELL_W)))
-        r = min(grid - 1, max(0, int((y1 + y2) / 2 // CELL_H)))
-        dx, dy = c * CELL_W, r * CELL_H
+        c = min(grid - 1, max(0, int((x1 + x2) / 2 // pw)))
+        r = min(grid - 1, max(0, int((y1 + y2) / 2 // ph)))
+        dx, dy = c * pw, r * ph
         out[r * grid + c].append([x1 - dx, y1 - dy, x2 - dx, y2 - dy, label, score])
     return out
 
@@ -369,7 +386,8 @@ def report(meta: dict[str, Any], runs: dict[str, Any], out: Path) -> dict[str, A
     mosaic_map = _map50(meta, _per_placement(meta, pred["boxes"]))
     separate_map = _map50(meta, [sep["predictions"][c["image"]] for c in meta["cells"]])
     rows = {
-        "mosaic": f"{meta['width']} x {meta['height']} px, {meta['levels']} levels, "
+        "mosaic": f"{meta['width']} x {meta['height']} px ({meta['grid']} x {meta['grid']} "
+        f"images, {meta.get('gutter', 0)} px gutters), {meta['levels']} levels, "
         f"{meta['file_bytes'] / 1e6:.0f} MB on disk, {len(meta['boxes_in_mosaic'])} boxes",
         "import peak RSS": f"{runs['import']['rss_mb']:.0f} MB",
         "prediction peak RSS": f"{runs['predict']['rss_mb']:.0f} MB (model loaded: "
@@ -395,6 +413,7 @@ def report(meta: dict[str, Any], runs: dict[str, Any], out: Path) -> dict[str, A
         print(f"| {k} | {v} |")
     return {
         "grid": meta["grid"],
+        "gutter": meta.get("gutter", 0),
         "overlap": runs["overlap"],
         "import_rss_mb": runs["import"]["rss_mb"],
         "predict_rss_mb": runs["predict"]["rss_mb"],
@@ -424,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per step")
     p.add_argument("--seed", type=int, default=0, help="order of the images in the mosaic")
+    p.add_argument(
+        "--gutter", type=int, default=GUTTER, help="black pixels between placements (0: none)"
+    )
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument(
         "--step", choices=("train", "predict", "separate", "display"), help=argparse.SUPPRESS
@@ -457,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     common += ["--checkpoint", str(args.checkpoint.resolve())]
     shutil.rmtree(out / "project", ignore_errors=True)
     t0 = time.perf_counter()
-    meta = build_mosaic(args.data, out, args.grid, args.seed)
+    meta = build_mosaic(args.data, out, args.grid, args.seed, args.gutter)
     print(
         f"mosaic {meta['width']} x {meta['height']} px written in {time.perf_counter() - t0:.0f} s"
     )
