@@ -495,6 +495,13 @@ class DistributedSettings:
         metavar="N",
         minimum=1,
     )
+    connect_timeout: float = _opt(
+        15.0,
+        "seconds to wait for the scheduler at --scheduler to answer before giving up",
+        flag="--scheduler-timeout",
+        metavar="SECONDS",
+        minimum=0.1,
+    )
     device: str | None = _opt(
         None,
         "device of the workers' detectors (default: each worker's best: CUDA, MPS, then CPU; "
