@@ -335,7 +335,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(sim.describe_strategies())
         return 0
     if args.report_only:
-        plot, summary = sim.write_report(Path(args.out))
+        try:
+            plot, summary = sim.write_report(Path(args.out))
+        except ValueError as exc:  # a results.csv of other columns: one line
+            raise CliError(str(exc)) from exc
         if summary is None:
             raise CliError(f"{args.out}: no {sim.RESULTS_CSV} to report on")
         print(f"wrote {plot} and {summary}")
