@@ -294,3 +294,41 @@ def test_absurd_anchors_are_one_line_errors(
     assert code == 1 and needle in one_line_error(err)
     with ProjectStore.open(labelled) as store:
         assert not store.model_versions()
+
+
+@pytest.mark.parametrize(
+    ("setup", "extra", "needle"),
+    [
+        ("no labels", [], "nothing to train on yet: no reviewed image has a box"),
+        ("no classes", [], "the project has no classes yet"),
+        ("no labels", ["--steps", "-5"], "steps must be at least 1; got -5"),
+        ("no labels", ["--anchors", "64,32"], "strictly increasing"),
+    ],
+)
+def test_train_nproc_checks_what_one_process_checks_before_torchrun(
+    unlabelled: Path, capsys, monkeypatch, setup: str, extra: list[str], needle: str
+) -> None:
+    """``train --nproc 2`` on a project with nothing to train (or another simple precondition
+    failing) printed a wall of torchrun tracebacks, one per rank; now the one line of
+    ``train`` without --nproc, before torchrun starts, and the lock is released."""
+    import types
+
+    from napari_al.cli import training
+    from napari_al.core.store import project_lock
+
+    def no_torchrun(*args, **kwargs):
+        raise AssertionError("torchrun was started for a run that cannot train")
+
+    monkeypatch.setattr(training, "subprocess", types.SimpleNamespace(Popen=no_torchrun))
+    if setup == "no labels":
+        assert main(["add-class", str(unlabelled), "cell"]) == 0
+    capsys.readouterr()
+    argv = ["train", str(unlabelled), "--steps", "1", *TINY, *extra]
+    code, _out, err = run(capsys, *argv, "--nproc", "2")
+    line = one_line_error(err)
+    assert code == 1 and needle in line
+    with project_lock(unlabelled, "checking"):  # released
+        pass
+    if not extra:  # the same line as one process gives (it builds a detector, trains nothing)
+        code, _out, err = run(capsys, *argv)
+        assert code == 1 and "Traceback" not in err and err.rstrip().endswith(line)

@@ -27,6 +27,7 @@ from napari_al.cli.common import (
     Parser,
     open_store,
     progress_bar,
+    require_classes,
     skip_reporter,
     stop_on_sigint,
     user_message,
@@ -43,6 +44,7 @@ from napari_al.cli.project import (
 from napari_al.cli.questions import add_question_arguments, cmd_rank_questions
 from napari_al.cli.review import add_review_commands, examples_text
 from napari_al.cli.training import (
+    NOTHING_TO_TRAIN,
     in_rank,
     interrupted,
     launch_ranks,
@@ -56,12 +58,7 @@ __all__ = ["CliError", "build_parser", "main", "user_message"]
 def _detector(store, args: argparse.Namespace):
     from napari_al.core import workflow
 
-    if not store.classes():
-        raise CliError(
-            f"the project has no classes yet: add them with 'napari-al add-class "
-            f"{args.project} NAME [NAME ...]' (or the Class field in napari), or import "
-            "labelled data with 'napari-al import'"
-        )
+    require_classes(store, args.project)
     detector = workflow.load_model(store, workflow.from_args(workflow.ModelSettings, args))
     if not workflow.is_main_process():  # a rank > 0 of train --nproc: rank 0 says it
         return detector
@@ -124,10 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.close()
         result = outcome.result
         if outcome.model_version is None and result.stopped_reason == "no_data":
-            raise CliError(
-                "nothing to train on yet: no reviewed image has a box (accept, correct or draw "
-                "boxes in napari, or import labelled data); nothing was saved"
-            )
+            raise CliError(NOTHING_TO_TRAIN)
         if outcome.model_version is None:
             raise CliError(
                 f"training stopped ({result.stopped_reason}) after {result.steps} steps; "

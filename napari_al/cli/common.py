@@ -87,6 +87,16 @@ def open_store(project: str, busy: str | None = None) -> Iterator[Any]:
         yield stack.enter_context(ProjectStore.open(path))
 
 
+def require_classes(store: Any, project: str) -> None:
+    """:class:`CliError` (one line saying how to add one) when the project has no classes."""
+    if not store.classes():
+        raise CliError(
+            f"the project has no classes yet: add them with 'napari-al add-class "
+            f"{project} NAME [NAME ...]' (or the Class field in napari), or import "
+            "labelled data with 'napari-al import'"
+        )
+
+
 def user_message(exc: BaseException) -> str | None:
     """The one-line message for an error the user can act on, or ``None`` for a bug.
 

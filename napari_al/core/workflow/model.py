@@ -41,6 +41,17 @@ def next_checkpoint_path(store: ProjectStore) -> Path:
     return path
 
 
+def check_device(device: str) -> None:
+    """Raise :class:`WorkflowError` (one line) when ``device`` (``cpu``, ``cuda``, ``cuda:N``,
+    ``mps``) is not available here."""
+    from napari_al.core.engine import select_device
+
+    try:
+        select_device(device)
+    except (ValueError, RuntimeError) as exc:
+        raise WorkflowError(str(exc)) from None
+
+
 def load_model(store: ProjectStore, settings: ModelSettings | None = None) -> Detector:
     """The project's latest model version, or a new detector on the pretrained backbone.
 
@@ -59,7 +70,7 @@ def load_model(store: ProjectStore, settings: ModelSettings | None = None) -> De
     FileNotFoundError for a source that cannot be had here (``engine.WeightsUnavailable``, one
     line saying how to get it).
     """
-    from napari_al.core.engine import DEFAULT_ARCH, Detector, load_checkpoint, select_device
+    from napari_al.core.engine import DEFAULT_ARCH, Detector, load_checkpoint
 
     s = settings or ModelSettings()
     classes = [c.name for c in store.classes()]
@@ -68,10 +79,7 @@ def load_model(store: ProjectStore, settings: ModelSettings | None = None) -> De
             "the project has no classes yet: import annotations or add a class first"
         )
     if s.device is not None:
-        try:
-            select_device(s.device)
-        except (ValueError, RuntimeError) as exc:
-            raise WorkflowError(str(exc)) from None
+        check_device(s.device)
     latest = store.latest_model_version()
     if latest is not None and s.weights is None and s.arch in (None, latest.arch):
         path = store.abs_path(latest)
