@@ -332,3 +332,50 @@ def test_train_nproc_checks_what_one_process_checks_before_torchrun(
     if not extra:  # the same line as one process gives (it builds a detector, trains nothing)
         code, _out, err = run(capsys, *argv)
         assert code == 1 and "Traceback" not in err and err.rstrip().endswith(line)
+
+
+def test_mark_region_complete_clips_a_rectangle_reaching_past_the_image(
+    unlabelled: Path, capsys
+) -> None:
+    """A rectangle partly outside was refused ("lies outside the image"); now it is clipped
+    and the command says so. One entirely outside is refused in one line naming the image."""
+    mark = ["mark-region-complete", str(unlabelled), "im0.png", "--xyxy"]
+    code, out, err = run(capsys, *mark, "-10", "-5", "30", "100")
+    assert code == 0, err
+    assert "marked [0, 0, 30, 48] of im0.png complete" in out
+    assert (
+        "note: [-10, -5, 30, 100] reaches past the 64x48 px image; clipped to [0, 0, 30, 48]" in err
+    )
+    for outside in (["70", "0", "90", "10"], ["0", "48", "10", "60"]):  # past the right, below
+        code, _out, err = run(capsys, *mark, *outside)
+        line = one_line_error(err)
+        assert code == 1 and "lies entirely outside" in line and "im0.png (64x48 px)" in line
+    code, _out, err = run(capsys, *mark, "20", "5", "10", "9")  # x1 > x2: the store's message
+    assert code == 1 and "is empty" in one_line_error(err)
+    with ProjectStore.open(unlabelled) as store:
+        assert [r.xyxy for r in store.reviewed_regions()] == [(0.0, 0.0, 30.0, 48.0)]
+
+
+@pytest.mark.parametrize(
+    "argv", [["info", "{p}"], ["info", "{p}", "--json"], ["add-class", "{p}", "cell"]]
+)
+def test_a_reader_that_closes_stdout_early_ends_the_command_quietly(
+    unlabelled: Path, argv: list[str]
+) -> None:
+    """``napari-al info DIR | head -1`` printed a BrokenPipeError (an error line, or Python's
+    "Exception ignored" at exit); now nothing on stderr and exit status 141 (as SIGPIPE)."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first write: every write fails
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "napari_al.cli", *(a.format(p=unlabelled) for a in argv)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.stderr == "" and proc.returncode == 141, (proc.returncode, proc.stderr)

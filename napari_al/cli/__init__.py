@@ -27,6 +27,7 @@ from napari_al.cli.common import (
     Parser,
     open_store,
     progress_bar,
+    quiet_broken_pipe,
     require_classes,
     skip_reporter,
     stop_on_sigint,
@@ -556,7 +557,13 @@ def _one_line_warnings() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``napari-al`` console script."""
+    """Entry point of the ``napari-al`` console script. Every command (``--help`` too) ends
+    quietly when stdout's reader closes early (:func:`~napari_al.cli.common.quiet_broken_pipe`).
+    """
+    return quiet_broken_pipe(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # train --nproc: the ranks' too
@@ -570,6 +577,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("napari-al: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away: main ends quietly
+        raise
     except Exception as exc:  # one line for the user, not a trace
         message = user_message(exc)
         if message is None:
