@@ -211,3 +211,171 @@ def test_a_strict_import_refused_for_one_bad_file_names_skip_bad(
         capsys, "import", str(labelled), str(folder / "x.json"), "--format", "coco"
     )
     assert code == 1 and "--skip-bad" not in one_line_error(err)
+
+
+TINY = ["--min-size", "64", "--max-size", "96", "--device", "cpu"]
+
+
+def _save_model_version(project: Path, anchors: str | None = None) -> None:
+    """Model version 1 of ``project``: a new tiny detector (``anchors``), saved untrained."""
+    from napari_al.core import workflow
+    from napari_al.core.engine import save_checkpoint
+
+    settings = workflow.ModelSettings(min_size=64, max_size=96, device="cpu", anchors=anchors)
+    with ProjectStore.open(project) as store:
+        detector = workflow.load_model(store, settings)
+        path = workflow.checkpoint_path(store, 1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(detector, path)
+        assert store.add_model_version(path, detector.arch) == 1
+
+
+def test_train_anchors_unlike_the_continued_models_are_refused(labelled: Path, capsys) -> None:
+    """``train --anchors`` continued the project's model with its own anchors, silently; now
+    one line saying --weights starts a new detector with them. Equal anchors are accepted."""
+    from napari_al.core import workflow
+
+    _save_model_version(labelled)  # the architecture's anchors, 32..512
+    argv = ["train", str(labelled), "--anchors", "16,32,64,128,256", "--steps", "1", *TINY]
+    code, _out, err = run(capsys, *argv)
+    line = one_line_error(err)
+    assert code == 1 and "model version 1" in line and "32,64,128,256,512" in line
+    assert "--weights" in line
+    with ProjectStore.open(labelled) as store:
+        assert len(store.model_versions()) == 1  # nothing trained
+        same = workflow.ModelSettings(anchors="32,64,128,256,512", device="cpu")
+        assert workflow.load_model(store, same).model_version == 1
+        fresh = workflow.ModelSettings(
+            anchors="16,32,64,128,256", weights="coco-mnv2", min_size=64, device="cpu"
+        )
+        detector = workflow.load_model(store, fresh)
+    assert detector.model_version == 0 and detector.config.anchor_sizes == [16, 32, 64, 128, 256]
+
+
+def test_anchors_on_an_architecture_without_an_rpn_are_refused(labelled: Path) -> None:
+    from napari_al.core import workflow
+
+    settings = workflow.ModelSettings(
+        arch="ssdlite320_mobilenet_v3_large", anchors="16,32,64,128,256", device="cpu"
+    )
+    with ProjectStore.open(labelled) as store, pytest.raises(workflow.WorkflowError) as info:
+        workflow.load_model(store, settings)
+    assert "has no RPN anchors" in str(info.value) and "Faster R-CNN" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("anchors", "needle"),
+    [
+        ("512,256,128,64,32", "strictly increasing"),  # reversed: built and trained before
+        ("16,16,32,64,128", "strictly increasing"),
+        ("1,2,3,4,5,6,7,8,9", "at most 8"),
+        ("16,32,64,128,100000", "at most 4096 px"),
+        ("0,16,32,64,128", "sizes above 0"),
+        ("-16,32,64,128,256", "sizes above 0"),
+    ],
+)
+@pytest.mark.parametrize("command", ["train", "simulate"])
+def test_absurd_anchors_are_one_line_errors(
+    labelled: Path, tmp_path: Path, capsys, monkeypatch, command: str, anchors: str, needle: str
+) -> None:
+    """Refused before any detector is built or any data is read (train and simulate)."""
+    from napari_al.simulation import parallel
+
+    def no_data(config):
+        raise AssertionError("the dataset was loaded before the settings were checked")
+
+    monkeypatch.setattr(parallel, "load_data", no_data)
+    if command == "train":
+        argv = ["train", str(labelled), f"--anchors={anchors}", "--steps", "1", *TINY]
+    else:
+        argv = ["simulate", "--preset", "ci", "--out", str(tmp_path / "sim"), "--no-progress"]
+        argv.append(f"--anchors={anchors}")
+    code, _out, err = run(capsys, *argv)
+    assert code == 1 and needle in one_line_error(err)
+    with ProjectStore.open(labelled) as store:
+        assert not store.model_versions()
+
+
+@pytest.mark.parametrize(
+    ("setup", "extra", "needle"),
+    [
+        ("no labels", [], "nothing to train on yet: no reviewed image has a box"),
+        ("no classes", [], "the project has no classes yet"),
+        ("no labels", ["--steps", "-5"], "steps must be at least 1; got -5"),
+        ("no labels", ["--anchors", "64,32"], "strictly increasing"),
+    ],
+)
+def test_train_nproc_checks_what_one_process_checks_before_torchrun(
+    unlabelled: Path, capsys, monkeypatch, setup: str, extra: list[str], needle: str
+) -> None:
+    """``train --nproc 2`` on a project with nothing to train (or another simple precondition
+    failing) printed a wall of torchrun tracebacks, one per rank; now the one line of
+    ``train`` without --nproc, before torchrun starts, and the lock is released."""
+    import types
+
+    from napari_al.cli import training
+    from napari_al.core.store import project_lock
+
+    def no_torchrun(*args, **kwargs):
+        raise AssertionError("torchrun was started for a run that cannot train")
+
+    monkeypatch.setattr(training, "subprocess", types.SimpleNamespace(Popen=no_torchrun))
+    if setup == "no labels":
+        assert main(["add-class", str(unlabelled), "cell"]) == 0
+    capsys.readouterr()
+    argv = ["train", str(unlabelled), "--steps", "1", *TINY, *extra]
+    code, _out, err = run(capsys, *argv, "--nproc", "2")
+    line = one_line_error(err)
+    assert code == 1 and needle in line
+    with project_lock(unlabelled, "checking"):  # released
+        pass
+    if not extra:  # the same line as one process gives (it builds a detector, trains nothing)
+        code, _out, err = run(capsys, *argv)
+        assert code == 1 and "Traceback" not in err and err.rstrip().endswith(line)
+
+
+def test_mark_region_complete_clips_a_rectangle_reaching_past_the_image(
+    unlabelled: Path, capsys
+) -> None:
+    """A rectangle partly outside was refused ("lies outside the image"); now it is clipped
+    and the command says so. One entirely outside is refused in one line naming the image."""
+    mark = ["mark-region-complete", str(unlabelled), "im0.png", "--xyxy"]
+    code, out, err = run(capsys, *mark, "-10", "-5", "30", "100")
+    assert code == 0, err
+    assert "marked [0, 0, 30, 48] of im0.png complete" in out
+    assert (
+        "note: [-10, -5, 30, 100] reaches past the 64x48 px image; clipped to [0, 0, 30, 48]" in err
+    )
+    for outside in (["70", "0", "90", "10"], ["0", "48", "10", "60"]):  # past the right, below
+        code, _out, err = run(capsys, *mark, *outside)
+        line = one_line_error(err)
+        assert code == 1 and "lies entirely outside" in line and "im0.png (64x48 px)" in line
+    code, _out, err = run(capsys, *mark, "20", "5", "10", "9")  # x1 > x2: the store's message
+    assert code == 1 and "is empty" in one_line_error(err)
+    with ProjectStore.open(unlabelled) as store:
+        assert [r.xyxy for r in store.reviewed_regions()] == [(0.0, 0.0, 30.0, 48.0)]
+
+
+@pytest.mark.parametrize(
+    "argv", [["info", "{p}"], ["info", "{p}", "--json"], ["add-class", "{p}", "cell"]]
+)
+def test_a_reader_that_closes_stdout_early_ends_the_command_quietly(
+    unlabelled: Path, argv: list[str]
+) -> None:
+    """``napari-al info DIR | head -1`` printed a BrokenPipeError (an error line, or Python's
+    "Exception ignored" at exit); now nothing on stderr and exit status 141 (as SIGPIPE)."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first write: every write fails
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "napari_al.cli", *(a.format(p=unlabelled) for a in argv)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.stderr == "" and proc.returncode == 141, (proc.returncode, proc.stderr)

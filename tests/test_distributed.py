@@ -6,12 +6,17 @@ run with nothing changed scores no image. The project is generated here: the BCC
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -335,14 +340,78 @@ def test_dask_flags_come_from_the_settings() -> None:
     )
 
 
-def test_an_unreachable_scheduler_is_one_line(project: Path, capsys, monkeypatch) -> None:
-    from napari_al.core.workflow import distributed
+@contextlib.contextmanager
+def _peer(kind: str) -> Iterator[str]:
+    """The address of something that is not a Dask scheduler: a closed port, a TCP server
+    that answers every connection with an HTTP error page (``garbage``), or one that accepts
+    and never says a word (``silent``)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    if kind == "closed":
+        server.close()
+        yield address
+        return
+    server.listen(8)
+    server.settimeout(0.2)
+    stop, held = threading.Event(), []
 
-    monkeypatch.setattr(distributed, "CONNECT_TIMEOUT_S", 2)
-    code = main(["rank", str(project), *TINY_ARGS, "--scheduler", "tcp://127.0.0.1:9"])
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            held.append(conn)
+            if kind == "garbage":
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" * 4)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield address
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("kind", "command"),
+    [("closed", "rank"), ("garbage", "rank"), ("silent", "rank"), ("garbage", "predict")],
+)
+def test_a_peer_that_is_no_scheduler_is_one_line(
+    project: Path, capsys, kind: str, command: str
+) -> None:
+    """Not a Dask scheduler at --scheduler (nothing there, an HTTP server, a silent port):
+    one line naming the address and the fix within the wait, exit 1, the lock released.
+    Before: a closed port took 30 s, an HTTP server gave a traceback (numpy could not
+    allocate 3 EiB for a frame length read from its text), a silent port hung for ever."""
+    from napari_al.core.store import project_lock
+
+    with _peer(kind) as address:
+        start = time.monotonic()
+        code = main(
+            [command, str(project), *TINY_ARGS, "--scheduler", address, "--scheduler-timeout", "1"]
+        )
+        took = time.monotonic() - start
     err = capsys.readouterr().err
-    assert code == 1 and "Traceback" not in err
-    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9 (" in err.splitlines()[-1]
+    assert code == 1 and "Traceback" not in err, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"napari-al: error: cannot reach the Dask scheduler at {address} (")
+    assert "'dask scheduler'" in line and "--dask-workers N" in line
+    assert took < 8, took
+    with project_lock(project, "checking"):  # released: taken again at once
+        pass
+
+
+def test_the_scheduler_wait_is_a_setting() -> None:
+    with pytest.raises(workflow.SettingsError, match="connect_timeout must be at least"):
+        workflow.DistributedSettings(scheduler="tcp://h:8786", connect_timeout=0)
+    assert 10 <= workflow.DistributedSettings().connect_timeout <= 20
 
 
 def test_rank_cli_refuses_both_kinds_of_cluster(project: Path, capsys) -> None:

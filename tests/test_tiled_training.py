@@ -441,9 +441,9 @@ def test_cli_marks_a_region_complete_and_trains_in_crops(
     assert main([*mark, "nope.tif", "--xyxy", "0", "0", "9", "9"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope.tif: no such image in the project" in err
-    assert main([*mark, "1", "--xyxy", "0", "0", "9000", "9"]) == 1
+    assert main([*mark, "1", "--xyxy", "6000", "0", "9000", "9"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "lies outside the 5000x4200 image" in err
+    assert err.count("\n") == 1 and "lies entirely outside" in err and "(5000x4200 px)" in err
     with ProjectStore.open(project) as store:
         assert len(store.reviewed_regions()) == 3
     assert main(["info", str(project)]) == 0

@@ -27,6 +27,8 @@ from napari_al.cli.common import (
     Parser,
     open_store,
     progress_bar,
+    quiet_broken_pipe,
+    require_classes,
     skip_reporter,
     stop_on_sigint,
     user_message,
@@ -43,6 +45,7 @@ from napari_al.cli.project import (
 from napari_al.cli.questions import add_question_arguments, cmd_rank_questions
 from napari_al.cli.review import add_review_commands, examples_text
 from napari_al.cli.training import (
+    NOTHING_TO_TRAIN,
     in_rank,
     interrupted,
     launch_ranks,
@@ -56,12 +59,7 @@ __all__ = ["CliError", "build_parser", "main", "user_message"]
 def _detector(store, args: argparse.Namespace):
     from napari_al.core import workflow
 
-    if not store.classes():
-        raise CliError(
-            f"the project has no classes yet: add them with 'napari-al add-class "
-            f"{args.project} NAME [NAME ...]' (or the Class field in napari), or import "
-            "labelled data with 'napari-al import'"
-        )
+    require_classes(store, args.project)
     detector = workflow.load_model(store, workflow.from_args(workflow.ModelSettings, args))
     if not workflow.is_main_process():  # a rank > 0 of train --nproc: rank 0 says it
         return detector
@@ -124,10 +122,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.close()
         result = outcome.result
         if outcome.model_version is None and result.stopped_reason == "no_data":
-            raise CliError(
-                "nothing to train on yet: no reviewed image has a box (accept, correct or draw "
-                "boxes in napari, or import labelled data); nothing was saved"
-            )
+            raise CliError(NOTHING_TO_TRAIN)
         if outcome.model_version is None:
             raise CliError(
                 f"training stopped ({result.stopped_reason}) after {result.steps} steps; "
@@ -335,7 +330,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(sim.describe_strategies())
         return 0
     if args.report_only:
-        plot, summary = sim.write_report(Path(args.out))
+        try:
+            plot, summary = sim.write_report(Path(args.out))
+        except ValueError as exc:  # a results.csv of other columns: one line
+            raise CliError(str(exc)) from exc
         if summary is None:
             raise CliError(f"{args.out}: no {sim.RESULTS_CSV} to report on")
         print(f"wrote {plot} and {summary}")
@@ -559,7 +557,13 @@ def _one_line_warnings() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``napari-al`` console script."""
+    """Entry point of the ``napari-al`` console script. Every command (``--help`` too) ends
+    quietly when stdout's reader closes early (:func:`~napari_al.cli.common.quiet_broken_pipe`).
+    """
+    return quiet_broken_pipe(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # train --nproc: the ranks' too
@@ -573,6 +577,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("napari-al: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away: main ends quietly
+        raise
     except Exception as exc:  # one line for the user, not a trace
         message = user_message(exc)
         if message is None:

@@ -11,11 +11,12 @@ from typing import Any
 
 #: The flags, from :class:`~napari_al.core.workflow.DistributedSettings` (its ``device``
 #: follows the command's ``--device``).
-FIELDS = ("scheduler", "workers", "chunk_size", "worker_threads")
+FIELDS = ("scheduler", "connect_timeout", "workers", "chunk_size", "worker_threads")
 
 
 def dask_arguments(p: argparse.ArgumentParser) -> None:
-    """Add ``--scheduler``, ``--dask-workers``, ``--dask-chunk`` and ``--dask-threads``."""
+    """Add ``--scheduler``, ``--scheduler-timeout``, ``--dask-workers``, ``--dask-chunk`` and
+    ``--dask-threads``."""
     from napari_al.core.workflow import DistributedSettings, add_arguments
 
     group = p.add_argument_group("distributed scoring (Dask; default: one process; docs/scale.md)")

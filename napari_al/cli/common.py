@@ -87,6 +87,39 @@ def open_store(project: str, busy: str | None = None) -> Iterator[Any]:
         yield stack.enter_context(ProjectStore.open(path))
 
 
+def require_classes(store: Any, project: str) -> None:
+    """:class:`CliError` (one line saying how to add one) when the project has no classes."""
+    if not store.classes():
+        raise CliError(
+            f"the project has no classes yet: add them with 'napari-al add-class "
+            f"{project} NAME [NAME ...]' (or the Class field in napari), or import "
+            "labelled data with 'napari-al import'"
+        )
+
+
+#: Exit status when the reader of stdout went away (``napari-al info DIR | head -1``): a
+#: process killed by SIGPIPE reports 128 + 13 to the shell.
+BROKEN_PIPE_STATUS = 141
+
+
+def quiet_broken_pipe(run: Callable[[], int]) -> int:
+    """``run()``, with stdout flushed before returning; when stdout's reader closed early
+    (``| head``), no error message: the rest of the output goes to /dev/null (at exit too)
+    and the status is :data:`BROKEN_PIPE_STATUS` (Python's documented recipe, "Note on
+    SIGPIPE" in the ``signal`` module's documentation)."""
+    import os
+
+    try:
+        try:
+            return run()
+        finally:
+            sys.stdout.flush()  # a reader gone shows here, not at interpreter exit
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError):  # stdout without a descriptor
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE_STATUS
+
+
 def user_message(exc: BaseException) -> str | None:
     """The one-line message for an error the user can act on, or ``None`` for a bug.
 

@@ -35,7 +35,8 @@ def add_review_commands(sub: Any) -> None:
         type=float,
         required=True,
         metavar=("X0", "Y0", "X1", "Y1"),
-        help="the rectangle, image pixels: left, top, right, bottom (x to the right, y down)",
+        help="the rectangle, image pixels: left, top, right, bottom (x to the right, y down); "
+        "a part outside the image is clipped off",
     )
     p.set_defaults(func=cmd_mark_region_complete)
 
@@ -72,6 +73,13 @@ def cmd_mark_region_complete(args: argparse.Namespace) -> int:
         print(f"{row.path} is already complete: every region of it is reviewed")
         return 0
     box = ", ".join(f"{v:g}" for v in command.region_after.xyxy)
+    if any(abs(a - b) > 1e-6 for a, b in zip(command.region_after.xyxy, args.xyxy, strict=True)):
+        asked = ", ".join(f"{v:g}" for v in args.xyxy)
+        print(
+            f"note: [{asked}] reaches past the {row.width}x{row.height} px image; "
+            f"clipped to [{box}]",
+            file=sys.stderr,
+        )
     print(f"marked [{box}] of {row.path} complete ({len(area)} complete regions on this image)")
     tiles = workflow.TileSettings()
     if max(row.width, row.height) <= tiles.tile_above:

@@ -22,10 +22,15 @@ import subprocess
 import sys
 from typing import Any
 
-from napari_al.cli.common import CliError, open_store
+from napari_al.cli.common import CliError, open_store, require_classes
 
 #: Set in the ranks' environment by torchrun; more than 1: this process is one of several.
 _WORLD_SIZE_ENV = "WORLD_SIZE"
+#: ``train``'s one line when no reviewed image gives a training example.
+NOTHING_TO_TRAIN = (
+    "nothing to train on yet: no reviewed image has a box (accept, correct or draw boxes in "
+    "napari, or import labelled data); nothing was saved"
+)
 
 
 def _positive(text: str) -> int:
@@ -75,12 +80,34 @@ def rank_argv(argv: list[str]) -> list[str]:
     return out
 
 
+def check_before_ranks(store: Any, args: argparse.Namespace) -> None:
+    """What the one-process ``train`` refuses before its first step, checked before torchrun
+    starts the ranks (each would fail alike, under torchrun's tracebacks): the settings
+    (training, model, calibration), the classes, the device, and something to train on
+    (unless self-training may add pseudo labels). Cheap: no detector is built, no image read.
+    Raises :class:`CliError` or the workflow's one-line errors."""
+    from napari_al.core import workflow
+
+    settings = workflow.from_args(workflow.TrainSettings, args)
+    model = workflow.from_args(workflow.ModelSettings, args)
+    workflow.from_args(workflow.CalibrationSettings, args)
+    require_classes(store, args.project)
+    if model.device is not None:
+        workflow.check_device(model.device)
+    if settings.self_training is not None:
+        return
+    snapshot = store.training_snapshot()
+    if not workflow.training_examples(store, snapshot, noisy_min_score=settings.noisy_min_score):
+        raise CliError(NOTHING_TO_TRAIN)
+
+
 def launch_ranks(args: argparse.Namespace, argv: list[str]) -> int:
     """Run ``napari-al train`` (``argv``, this command's arguments) on ``args.nproc``
     processes through torchrun, holding the project lock for them; their exit status (0: every
     rank succeeded).
 
-    Raises :class:`CliError` when the project is not one or torch's launcher cannot start.
+    Raises :class:`CliError` when the project is not one, :func:`check_before_ranks` refuses
+    it, or torch's launcher cannot start.
     """
     from napari_al.core.store.lock import lend_env
 
@@ -96,6 +123,7 @@ def launch_ranks(args: argparse.Namespace, argv: list[str]) -> int:
         *rank_argv(argv),
     ]
     with open_store(args.project, busy="training") as store:
+        check_before_ranks(store, args)
         before = store.latest_model_version()
         print(f"training on {n} processes (torchrun, DistributedDataParallel)", file=sys.stderr)
         env = {**os.environ, **lend_env(args.project)}

@@ -30,6 +30,7 @@ from napari_al.simulation.results import (
     CONFIG_JSON,
     RESULTS_CSV,
     RUN_INFO_JSON,
+    check_columns,
     read_results,
     remove_lock_file,
     row_key,
@@ -160,6 +161,7 @@ def run_simulation(
     out.mkdir(parents=True, exist_ok=True)
     strategies = resolve_strategies(config.strategies)
     config = dataclasses.replace(config, strategies=tuple(s.name for s in strategies))
+    check_columns(out / RESULTS_CSV)  # before anything is written: resuming appends to it
     _check_config(out, config)
     data = load_data(config)
     log(

@@ -73,11 +73,42 @@ def remove_lock_file(path: Path) -> None:
         lock.release()
 
 
+def check_columns(path: Path) -> None:
+    """Raise ValueError (one line naming the file and the fix) when the results CSV at
+    ``path`` exists and its header is not :data:`CSV_COLUMNS`, e.g. one written by another
+    napari-al version: rows appended to it would land under the wrong columns (and a later
+    read fail on them). A missing or empty file passes."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, newline="") as f:
+        header = tuple(next(csv.reader(f), ()))
+    if header == CSV_COLUMNS:
+        return
+    missing = [c for c in CSV_COLUMNS if c not in header]
+    extra = [c for c in header if c not in CSV_COLUMNS]
+    what = "; ".join(
+        part
+        for part in (
+            f"lacks {', '.join(missing)}" if missing else "",
+            f"has {', '.join(extra)}" if extra else "",
+        )
+        if part
+    )
+    raise ValueError(
+        f"{path} has other columns than this napari-al writes ({what or 'another order'}), "
+        f"e.g. from another version: use a new --out folder, or move the old {RESULTS_CSV} "
+        "away"
+    )
+
+
 def read_results(path: Path) -> list[dict[str, Any]]:
-    """Rows of a results CSV with numbers parsed (empty list when missing)."""
+    """Rows of a results CSV with numbers parsed (empty list when missing). Raises
+    ValueError for a file with other columns (:func:`check_columns`)."""
     path = Path(path)
     if not path.is_file():
         return []
+    check_columns(path)
     ints = {"seed", "round", "boxes_drawn", "verifications", "class_changes", "images"}
     ints |= {"human_boxes", "train_steps"}
     out = []
@@ -106,7 +137,8 @@ def _fmt_cell(k: str, v: Any) -> str:
 
 
 def append_result(path: Path, row: Mapping[str, Any]) -> bool:
-    """Append a row unless its (strategy, seed, round) is already there; returns whether added."""
+    """Append a row unless its (strategy, seed, round) is already there; returns whether added.
+    Raises ValueError, writing nothing, when the file has other columns."""
     path = Path(path)
     with _locked(path):
         if row_key(row) in {row_key(r) for r in read_results(path)}:

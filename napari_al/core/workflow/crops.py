@@ -59,6 +59,7 @@ import numpy as np
 from napari_al.core.boxes import inside_fraction
 from napari_al.core.lazy_images import WindowReader
 from napari_al.core.regions import inside
+from napari_al.core.workflow.errors import WorkflowError
 from napari_al.core.workflow.model import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
 
 if TYPE_CHECKING:
@@ -295,17 +296,48 @@ def is_crop(example: Any) -> bool:
 # ---- the person's side: marking a region complete ----------------------------------------
 
 
+def clip_to_image(
+    xyxy: Sequence[float], width: int, height: int
+) -> tuple[float, float, float, float] | None:
+    """``xyxy`` (``x1, y1, x2, y2`` image pixels, ``x1 < x2``, ``y1 < y2``) clipped to the
+    ``width`` x ``height`` image, or None when no area of it lies inside. What is not such a
+    rectangle (not 4 numbers, NaN, ``x1 >= x2``) comes back as given, as a tuple, for the
+    store to refuse with its own message."""
+    try:
+        values = tuple(float(v) for v in xyxy)
+    except (TypeError, ValueError):
+        return tuple(xyxy)  # type: ignore[return-value]
+    if len(values) != 4 or any(math.isnan(v) for v in values):
+        return values  # type: ignore[return-value]
+    x1, y1, x2, y2 = values
+    if not (x1 < x2 and y1 < y2):
+        return values
+    out = (max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2))
+    return out if out[0] < out[2] and out[1] < out[3] else None
+
+
 def mark_region_complete(
     annotator: Annotator, image_id: int, xyxy: Sequence[float]
 ) -> Command | None:
     """ "Mark region complete": every object in ``xyxy`` (``x1, y1, x2, y2`` image pixels) of
-    the image is labelled. ONE user action (:meth:`Annotator.complete_region
+    the image is labelled; a rectangle reaching past the image is clipped to it
+    (:func:`clip_to_image`; the command's ``region_after`` is what was stored). ONE user
+    action (:meth:`Annotator.complete_region
     <napari_al.core.reviewing.RegionReviewActions.complete_region>`): one transaction, one
     logged ``complete_region`` action, undoable; an ``unseen`` image turns ``partial``.
     Returns the command, or None when the whole image is ``complete`` already. Raises
-    :class:`~napari_al.core.store.StoreError` for an unknown image or a rectangle outside it.
-    The CLI's ``napari-al mark-region-complete`` and, later, the widget call this."""
-    return annotator.complete_region(image_id, xyxy)
+    :class:`WorkflowError` for a rectangle entirely outside the image,
+    :class:`~napari_al.core.store.StoreError` for an unknown image or an empty rectangle.
+    The CLI's ``napari-al mark-region-complete`` and the widget call this."""
+    row = annotator.store.image(image_id)
+    clipped = clip_to_image(xyxy, int(row.width), int(row.height))
+    if clipped is None:
+        shown = ", ".join(f"{float(v):g}" for v in xyxy)
+        raise WorkflowError(
+            f"region [{shown}] lies entirely outside {row.path} ({row.width}x{row.height} px); "
+            f"give X0 Y0 X1 Y1 within 0-{row.width} and 0-{row.height}"
+        )
+    return annotator.complete_region(image_id, clipped)
 
 
 def image_reviewed_area(store: ProjectStore, image_id: int) -> list[XYXY]:

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from napari_al.core.workflow.dask_connect import connect
 from napari_al.core.workflow.errors import WorkflowError
 from napari_al.core.workflow.examples import OnSkip, _warn_skip, load_rgb
 from napari_al.core.workflow.ranking import BATCH_SIZE, pack_scores, score_batch
@@ -65,9 +66,6 @@ if TYPE_CHECKING:
     from napari_al.core.workflow.settings import QuerySettings, TileSettings
 
 log = logging.getLogger(__name__)
-
-#: Seconds to wait for a scheduler (``DistributedSettings.scheduler``) to answer.
-CONNECT_TIMEOUT_S = 30
 
 
 def _cores() -> int:
@@ -93,8 +91,9 @@ class DaskCluster:
     ``settings.workers`` processes with one task each and ``cores / workers`` torch threads
     each, or the cluster of ``settings.scheduler``. ``on_start`` is called with
     :meth:`describe`'s line once it runs. Nothing starts if no image needs the model. Raises
-    :class:`WorkflowError` when the scheduler cannot be reached or the settings ask for no
-    Dask at all."""
+    :class:`WorkflowError` when the scheduler cannot be reached within
+    ``settings.connect_timeout`` seconds (:func:`connect`) or the settings ask for no Dask at
+    all."""
 
     def __init__(
         self, settings: DistributedSettings, on_start: Callable[[str], None] | None = None
@@ -119,14 +118,7 @@ class DaskCluster:
 
         s = self.settings
         if s.scheduler is not None:
-            try:
-                return Client(s.scheduler, timeout=CONNECT_TIMEOUT_S)
-            except (OSError, TimeoutError, ValueError) as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise WorkflowError(
-                    f"cannot reach the Dask scheduler at {s.scheduler} ({first}); start one "
-                    "('dask scheduler', docs/scale.md) or score without --scheduler"
-                ) from None
+            return connect(s.scheduler, s.connect_timeout)
         self._cluster = LocalCluster(
             n_workers=s.workers,
             threads_per_worker=1,

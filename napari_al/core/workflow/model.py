@@ -41,6 +41,17 @@ def next_checkpoint_path(store: ProjectStore) -> Path:
     return path
 
 
+def check_device(device: str) -> None:
+    """Raise :class:`WorkflowError` (one line) when ``device`` (``cpu``, ``cuda``, ``cuda:N``,
+    ``mps``) is not available here."""
+    from napari_al.core.engine import select_device
+
+    try:
+        select_device(device)
+    except (ValueError, RuntimeError) as exc:
+        raise WorkflowError(str(exc)) from None
+
+
 def load_model(store: ProjectStore, settings: ModelSettings | None = None) -> Detector:
     """The project's latest model version, or a new detector on the pretrained backbone.
 
@@ -52,12 +63,14 @@ def load_model(store: ProjectStore, settings: ModelSettings | None = None) -> De
     ``min_size``/``max_size`` override the input size.
 
     Raises :class:`WorkflowError` (a ValueError) when the project has no classes, when the
-    requested device is not available, when the weight source does not fit the architecture or
-    ``settings.weights`` cannot be loaded, and when the latest model version's checkpoint is
-    missing or cannot be read; FileNotFoundError for a source that cannot be had here
-    (``engine.WeightsUnavailable``, one line saying how to get it).
+    requested device is not available, when ``settings.anchors`` differ from those of the
+    model continued (only a new detector takes them) or the architecture has no RPN, when
+    the weight source does not fit the architecture or ``settings.weights`` cannot be loaded,
+    and when the latest model version's checkpoint is missing or cannot be read;
+    FileNotFoundError for a source that cannot be had here (``engine.WeightsUnavailable``, one
+    line saying how to get it).
     """
-    from napari_al.core.engine import DEFAULT_ARCH, Detector, load_checkpoint, select_device
+    from napari_al.core.engine import DEFAULT_ARCH, Detector, load_checkpoint
 
     s = settings or ModelSettings()
     classes = [c.name for c in store.classes()]
@@ -66,10 +79,7 @@ def load_model(store: ProjectStore, settings: ModelSettings | None = None) -> De
             "the project has no classes yet: import annotations or add a class first"
         )
     if s.device is not None:
-        try:
-            select_device(s.device)
-        except (ValueError, RuntimeError) as exc:
-            raise WorkflowError(str(exc)) from None
+        check_device(s.device)
     latest = store.latest_model_version()
     if latest is not None and s.weights is None and s.arch in (None, latest.arch):
         path = store.abs_path(latest)
@@ -82,6 +92,8 @@ def load_model(store: ProjectStore, settings: ModelSettings | None = None) -> De
                 "file, or start a new model from other weights or another architecture"
             ) from exc
         if list(detector.classes) == classes:
+            if s.anchors is not None:  # part of its structure: other ones cannot apply
+                _check_continued_anchors(detector, s.anchors, latest.id)
             if s.min_size or s.max_size:
                 detector.set_input_size(
                     s.min_size or detector.config.min_size, s.max_size or detector.config.max_size
@@ -115,11 +127,43 @@ def load_model(store: ProjectStore, settings: ModelSettings | None = None) -> De
     return detector
 
 
+def _anchor_sizes(detector: Detector) -> list[list[int]]:
+    """The anchor sizes of each RPN feature level of a Faster R-CNN ``detector``."""
+    generator = detector.model.rpn.anchor_generator
+    return [[int(v) for v in level] for level in generator.sizes]
+
+
+def _two_stage_only(detector: Detector, anchors: str) -> None:
+    if not detector.two_stage:
+        raise WorkflowError(
+            f"--anchors {anchors}: {detector.arch} has no RPN anchors to set; only the Faster "
+            "R-CNN architectures take --anchors (leave it out, or give --arch)"
+        )
+
+
+def _check_continued_anchors(detector: Detector, anchors: str, version: int) -> None:
+    """``anchors`` asked for while the project's model ``version`` (``detector``) is the one
+    continued: its anchors are part of its trained structure, so unless they are the same,
+    refuse in one line naming the way to a new detector, rather than ignore them."""
+    _two_stage_only(detector, anchors)
+    have = _anchor_sizes(detector)
+    if have == [[int(v)] for v in anchors.split(",")]:
+        return
+    shown = ",".join(str(level[0]) for level in have) if all(len(x) == 1 for x in have) else have
+    raise WorkflowError(
+        f"--anchors {anchors}: the project's model version {version}, which this continues "
+        f"from, has anchors {shown}; add --weights SOURCE (e.g. coco-mnv2, docs/weights.md) to "
+        "start a new detector with these anchors, or leave out --anchors"
+    )
+
+
 def _check_anchors(detector: Detector, anchors: str) -> None:
-    """One forward pass on a small blank image: anchor sizes that do not match the
+    """A new ``detector`` built with ``anchors``: a Faster R-CNN (the others take none), and
+    one forward pass on a small blank image: anchor sizes that do not match the
     architecture's feature levels fail here, in one line, not in the first training step."""
     import numpy as np
 
+    _two_stage_only(detector, anchors)
     try:
         detector.predict([np.zeros((64, 64, 3), np.uint8)])
     except (ValueError, AssertionError, RuntimeError) as exc:

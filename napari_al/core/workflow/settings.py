@@ -58,6 +58,16 @@ def _check_augment_once(text: str) -> None:
         raise ValueError(f"augment gives {', '.join(twice)} more than once; give each once")
 
 
+def _check_anchor_sizes(sizes: list[int]) -> None:
+    """At most 8 levels (5 in the default architecture), sizes increasing level by level
+    (finest first) and at most 4096 px: anything else is a typo, not a detector."""
+    if len(sizes) > 8 or max(sizes) > 4096 or sorted(set(sizes)) != sizes:
+        raise ValueError(
+            f"anchors {','.join(map(str, sizes))}: give one size per feature level (at most 8), "
+            "finest first, strictly increasing, at most 4096 px, e.g. 16,32,64,128,256"
+        )
+
+
 #: Devices a detector can run on (``cuda:N`` picks one GPU).
 DEVICE_PATTERN = r"(cpu|mps|cuda(:[0-9]+)?)"
 
@@ -152,11 +162,12 @@ class ModelSettings:
     anchors: str | None = _opt(
         None,
         "RPN anchor sizes of a new Faster R-CNN (a project without a model, or with --weights), "
-        "one per feature level, comma-separated pixels "
+        "one per feature level, finest first, comma-separated pixels "
         "of the resized input, e.g. 16,32,64,128,256 for objects under about 20 px there "
         "(default: the architecture's, 32,64,128,256,512)",
         pattern=r"[1-9]\d*(,[1-9]\d*)*",
-        expected="comma-separated whole pixel sizes, e.g. 16,32,64,128,256",
+        expected="comma-separated whole pixel sizes above 0, e.g. 16,32,64,128,256",
+        check=lambda text: _check_anchor_sizes([int(v) for v in text.split(",")]),
     )
 
     def __post_init__(self) -> None:
@@ -494,6 +505,13 @@ class DistributedSettings:
         flag="--dask-threads",
         metavar="N",
         minimum=1,
+    )
+    connect_timeout: float = _opt(
+        15.0,
+        "seconds to wait for the scheduler at --scheduler to answer before giving up",
+        flag="--scheduler-timeout",
+        metavar="SECONDS",
+        minimum=0.1,
     )
     device: str | None = _opt(
         None,
