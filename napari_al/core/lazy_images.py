@@ -400,12 +400,14 @@ class WindowReader:
                     self._limits = (view.limits,)
                 else:
                     view = RGBWindows(image, self._limits[0])
-                return _padded(view, x0, y0, x1, y1)
-        return _padded(to_rgb_uint8(read_image(self.path)), x0, y0, x1, y1)
+                return padded_window(view, x0, y0, x1, y1)
+        return padded_window(to_rgb_uint8(read_image(self.path)), x0, y0, x1, y1)
 
 
-def _padded(view: Any, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
-    """``view[y0:y1, x0:x1]`` of an ``(H, W, 3)`` uint8 view, black outside it."""
+def padded_window(view: Any, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    """``view[y0:y1, x0:x1]`` of an ``(H, W, 3)`` uint8 view (an array or
+    :class:`RGBWindows`), ``(y1 - y0, x1 - x0, 3)`` uint8, black where the window lies outside
+    the image; only the part inside is read (one window of a lazy view)."""
     h, w = int(view.shape[0]), int(view.shape[1])
     out = np.zeros((y1 - y0, x1 - x0, 3), np.uint8)
     ys, xs = max(0, y0), max(0, x0)

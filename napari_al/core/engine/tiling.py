@@ -176,6 +176,17 @@ def keep_mask(boxes: np.ndarray, window: Window, margin: float = EDGE_MARGIN) ->
     return in_core | ~cut
 
 
+def owns_centre(boxes: np.ndarray, window: Window) -> np.ndarray:
+    """Which ``boxes`` (``(N, 4)`` xyxy image pixels) have their centre in ``window``'s core:
+    the cores tile the image, so of the copies of one object found by overlapping windows,
+    exactly one window owns it (used where windows are not merged by NMS, e.g. box queries
+    of a large image ranked window by window)."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    cx, cy = (b[:, 0] + b[:, 2]) / 2.0, (b[:, 1] + b[:, 3]) / 2.0
+    y0, x0, y1, x1 = window.core
+    return (cy >= y0) & (cy < y1) & (cx >= x0) & (cx < x1)
+
+
 def _place(pred: Predictions, window: Window) -> Predictions:
     """A window's predictions (window pixels, maybe padded) in image pixels, clipped to the
     window's part of the image, reduced to the boxes the window keeps."""

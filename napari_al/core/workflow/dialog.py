@@ -174,6 +174,7 @@ def score_gains(
         progress=progress,
         should_stop=should_stop,
         on_skip=on_skip,
+        tile_large=False,  # the planner's gains need whole-image views (docs/large-images.md)
     )
     keep = scored.kept()
     version = int(detector.model_version or 0) or None

@@ -37,8 +37,8 @@ from napari_al.core.workflow.examples import (
     read_rows,
 )
 from napari_al.core.workflow.model import ensemble_members
-from napari_al.core.workflow.prediction import pool_image_ids
-from napari_al.core.workflow.settings import UNITS, QuerySettings
+from napari_al.core.workflow.prediction import is_tiled, pool_image_ids
+from napari_al.core.workflow.settings import UNITS, QuerySettings, TileSettings
 
 if TYPE_CHECKING:
     from napari_al.core.engine import Detector
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from napari_al.core.store import ImageRow, ProjectStore
     from napari_al.core.workflow.distributed import DaskCluster
     from napari_al.core.workflow.settings import DistributedSettings
+    from napari_al.core.workflow.tiled_ranking import TiledScore
 
     #: Where a pass scores: None (this process), Dask settings, or a Dask cluster.
     Distributed = DistributedSettings | DaskCluster | None
@@ -144,16 +145,20 @@ def _plan(store: ProjectStore, detector: Detector, q: QuerySettings) -> _Plan:
 @dataclass
 class _Scored:
     """Per pool image: raw scores, embedding, and (box/region units) views and missed boxes;
-    ``computed``: how many images this pass scored (the others came from the cache)."""
+    a large image scored window by window has no raw scores but its windows' in ``tiled``
+    (:class:`~napari_al.core.workflow.tiled_ranking.TiledScore`) and the windows' mean
+    embedding; ``computed``: how many images and windows this pass scored (the others came
+    from the cache)."""
 
     rows: list[ImageRow]
     raws: list[ImageRaw | None]
     embeddings: list[np.ndarray | None]
     extra: dict[int, tuple[ScoringViews, Any]] = field(default_factory=dict)
     computed: int = 0
+    tiled: dict[int, TiledScore] = field(default_factory=dict)
 
     def kept(self) -> list[int]:
-        return [i for i, r in enumerate(self.raws) if r is not None]
+        return [i for i, r in enumerate(self.raws) if r is not None or i in self.tiled]
 
 
 #: One scored image: raw scores, float32 embedding, and (box/region units) views and missed.
@@ -199,21 +204,29 @@ def _score_pool(
     should_stop: ShouldStop | None,
     on_skip: OnSkip | None,
     distributed: Distributed = None,
+    tiles: TileSettings | None = None,
 ) -> _Scored:
     version = detector.model_version
-    cacheable = (
-        use_cache and q.unit == "image" and version > 0 and "random" not in plan.strategy.names
-    )
     scored = _Scored(rows, [None] * len(rows), [None] * len(rows))
-    if cacheable:
-        for i, row in enumerate(rows):
-            data = store.get_scores(row.sha256, version, plan.key)
+    large = [] if tiles is None else [i for i, r in enumerate(rows) if is_tiled(r, tiles)]
+    small = [i for i in range(len(rows)) if i not in set(large)]
+    cacheable = use_cache and version > 0 and "random" not in plan.strategy.names
+    if cacheable and q.unit == "image":
+        for i in small:
+            data = store.get_scores(rows[i].sha256, version, plan.key)
             if data is not None:
                 scored.raws[i], scored.embeddings[i] = _unpack(data)
-    todo = [i for i, r in enumerate(scored.raws) if r is None]
+    todo = [i for i in small if scored.raws[i] is None]
+    from napari_al.core.workflow.tiled_ranking import UnitCounter
+
+    counter = UnitCounter(
+        progress, len(small), [] if tiles is None else large, detector, rows, tiles
+    )
+    counter.add(len(small) - len(todo), report=False)
     if todo and distributed is not None:
         from napari_al.core.workflow.distributed import score_distributed
 
+        base = len(rows) - len(todo)  # what the Dask pass counts as done before it starts
         score_distributed(
             distributed,
             store,
@@ -222,17 +235,16 @@ def _score_pool(
             plan,
             scored,
             todo,
-            cacheable=cacheable,
-            progress=progress,
+            cacheable=cacheable and q.unit == "image",
+            progress=None if progress is None else lambda d, _n: counter.set_small(d - base),
             should_stop=should_stop,
             on_skip=on_skip,
         )
-        return scored
+        todo = []
     rng = np.random.default_rng(q.seed)
-    done = len(rows) - len(todo)
     for start in range(0, len(todo), BATCH_SIZE):
         if should_stop is not None and should_stop():
-            break
+            return scored
         chunk = todo[start : start + BATCH_SIZE]
         readable, pixels = read_rows(store, [rows[i] for i in chunk], on_skip)
         ok_ids = {r.id for r in readable}
@@ -244,11 +256,15 @@ def _score_pool(
             scored.computed += 1
             if extra is not None:
                 scored.extra[i] = extra
-            if cacheable:
+            if cacheable and q.unit == "image":
                 store.put_scores(rows[i].sha256, version, plan.key, pack_scores(raw, emb))
-        done += len(todo[start : start + BATCH_SIZE])
-        if progress is not None:
-            progress(done, len(rows))
+        counter.add(len(todo[start : start + BATCH_SIZE]))
+    if large:
+        from napari_al.core.workflow.tiled_ranking import score_large_images
+
+        score_large_images(
+            store, detector, q, plan, scored, large, tiles, cacheable, counter, should_stop, on_skip
+        )
     return scored
 
 
@@ -263,10 +279,17 @@ def _select(
     on_skip: OnSkip | None,
 ) -> list[QueryItem]:
     from napari_al.core.selection import rank_regions, select_boxes, select_images
+    from napari_al.core.workflow.tiled_ranking import (
+        box_pool,
+        image_scores,
+        pool_units,
+        window_regions,
+    )
 
     keep = scored.kept()
     rows = scored.rows
-    pool = plan.strategy.combine_raw([scored.raws[i] for i in keep])  # type: ignore[misc]
+    raws, owners = pool_units(scored, keep)  # a large image's windows count as images
+    pool = plan.strategy.combine_raw(raws)
     if q.unit == "image":
         emb = np.stack([scored.embeddings[i] for i in keep]) if keep else None  # type: ignore[misc]
         labelled = (
@@ -274,8 +297,9 @@ def _select(
             if q.diversity is not None and emb is not None
             else None
         )
+        scores, breakdown = image_scores(pool, owners, keep)
         return select_images(
-            pool.image_scores,
+            scores,
             q.budget,
             embeddings=emb,
             diversity=q.diversity,
@@ -283,26 +307,30 @@ def _select(
             labeled_embeddings=labelled,
             rng=q.seed,
             ids=[rows[i].id for i in keep],
-            breakdown=pool.breakdown,
+            breakdown=breakdown,
         )
     if q.unit == "box":
-        boxes = {rows[i].id: scored.extra[i][0].base.boxes for i in keep}
+        per = box_pool(pool, owners, scored)
+        boxes = {rows[i].id: per[i][0] for i in keep}
         return select_boxes(
-            {rows[i].id: pool.box_scores[j] for j, i in enumerate(keep)},
+            {rows[i].id: per[i][1] for i in keep},
             q.budget,
             boxes=boxes,
-            breakdown={rows[i].id: pool.box_breakdown[j] for j, i in enumerate(keep)},
+            breakdown={rows[i].id: per[i][2] for i in keep},
             skip={k: judged_mask(b, judged_boxes(store, k)) for k, b in boxes.items()},
         )
     items: list[QueryItem] = []
-    for j, i in enumerate(keep):
+    for u, (i, k) in enumerate(owners):
+        if k >= 0:  # a window of a large image: one region, the window itself
+            items.extend(window_regions(scored.tiled[i], k, pool.box_scores[u], rows[i].id))
+            continue
         v, missed = scored.extra[i]
         missed_boxes = np.asarray(getattr(missed, "boxes", missed), np.float64).reshape(-1, 4)
         items.extend(
             rank_regions(
                 (rows[i].height, rows[i].width),
                 v.base.boxes,
-                pool.box_scores[j],
+                pool.box_scores[u],
                 missed_boxes,
                 block=q.region_block,
                 image=rows[i].id,
@@ -325,6 +353,7 @@ def rank_pool(
     use_cache: bool = True,
     save: bool = True,
     distributed: Distributed = None,
+    tiles: TileSettings | None = None,
 ) -> list[QueryItem]:
     """Rank ``image_ids`` (default: the pool's incomplete images) and return the queries, best
     first. With ``save`` (and a run that was not stopped) they are stored as the project's
@@ -335,6 +364,12 @@ def rank_pool(
     not cached as a Dask task graph (:mod:`napari_al.core.workflow.distributed`), with the
     same scores; None or an inactive setting: in this process. The question unit is always
     planned in this process.
+
+    An image with a side over ``tiles.tile_above`` (default :class:`TileSettings`) is scored
+    window by window at the detector's native input size, read one window at a time, always
+    in this process (:mod:`napari_al.core.workflow.tiled_ranking`: an image ranks by its best
+    window, a region query of it is a window, its box queries come from the windows);
+    ``progress`` then counts its windows, not the image.
 
     An unreadable image is reported to ``on_skip`` and left out. Raises ValueError for an
     unknown unit, the strategy parser's error for an unknown scorer name, and
@@ -367,6 +402,7 @@ def rank_pool(
         should_stop=should_stop,
         on_skip=on_skip,
         distributed=distributed,
+        tiles=tiles,
     )
     items = _select(store, detector, q, plan, scored, use_cache=use_cache, on_skip=on_skip)
     stopped = should_stop is not None and should_stop()
@@ -386,10 +422,14 @@ def score_images(
     should_stop: Callable[[], bool] | None = None,
     on_skip: OnSkip | None = None,
     distributed: Distributed = None,
+    tiles: TileSettings | None = None,
+    tile_large: bool = True,
 ) -> tuple[Any, Any]:
     """The strategy plan of ``q`` and one scoring pass of ``detector`` over ``image_ids``
     (default: the pool's incomplete images): what :func:`rank_pool` ranks and the dialog
-    planner takes its gains from. ``distributed``: as in :func:`rank_pool`."""
+    planner takes its gains from. ``distributed`` and ``tiles``: as in :func:`rank_pool`;
+    ``tile_large=False`` scores every image whole (its shrunken view), as the dialog planner
+    still does."""
     from napari_al.core.workflow.settings import DistributedSettings
 
     if isinstance(distributed, DistributedSettings) and not distributed.active:
@@ -408,6 +448,7 @@ def score_images(
         should_stop=should_stop,
         on_skip=on_skip,
         distributed=distributed,
+        tiles=(tiles or TileSettings()) if tile_large else None,
     )
     return plan, scored
 

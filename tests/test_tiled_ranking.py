@@ -1,0 +1,177 @@
+"""Ranking large images window by window (issue 14): the region unit's queries are windows in
+image pixels, an image ranks by its best window, box queries come from the windows once each,
+the windows are read one at a time (never the image whole) and cached, and small images rank
+exactly as before. Every image is generated here; the detector finds exactly the bright
+objects a window shows (``fake_infer_raw``)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from large_image_helpers import fake_infer_raw
+from PIL import Image
+
+from napari_al.core import lazy_images
+from napari_al.core.data import Dataset, ImageRecord
+from napari_al.core.engine import Detector
+from napari_al.core.engine.tiling import native_tile, tile_windows
+from napari_al.core.lazy_images import padded_window, reads_lazily
+from napari_al.core.store import ProjectStore
+from napari_al.core.workflow import QuerySettings, TileSettings, rank_pool
+from napari_al.core.workflow.ranking import _plan, score_batch, score_images
+
+W, H = 2400, 1800
+TILES = TileSettings(tile_above=1000, overlap=64)
+#: only in the window x 440-1080, y 330-810 (480 x 640 tiles, 64 px overlap)
+OBJECTS = [(660, 500, 700, 540), (760, 560, 800, 610), (820, 600, 860, 640)]
+#: in that window and its right neighbour (x 880-1520), whole in both
+SHARED = (900, 520, 940, 560)
+BEST_WINDOW = (440.0, 330.0, 1080.0, 810.0)
+
+
+def _pixels(boxes) -> np.ndarray:
+    img = ((np.arange(H)[:, None] + np.arange(W)[None, :]) % 7).astype(np.uint8)
+    for x1, y1, x2, y2 in boxes:
+        img[y1:y2, x1:x2] = 255
+    return img
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A large tiled TIFF (read window by window: the lazy threshold is lowered to 1 Mpx)
+    and a small PNG with one object, both in the pool."""
+    monkeypatch.setattr(lazy_images, "LAZY_PIXELS", 1_000_000)
+    big = tmp_path / "big.tif"
+    tifffile.imwrite(big, _pixels([*OBJECTS, SHARED]), tile=(256, 256), compression="zlib")
+    assert reads_lazily(big)
+    small = np.zeros((300, 400, 3), np.uint8)
+    small[100:140, 150:200] = 255
+    Image.fromarray(small).save(tmp_path / "small.png")
+    recs = [ImageRecord(big, W, H, []), ImageRecord(tmp_path / "small.png", 400, 300, [])]
+    with ProjectStore.create(tmp_path / "p") as store:
+        store.import_dataset(Dataset(["cell"], recs))
+    return tmp_path / "p"
+
+
+@pytest.fixture
+def detector(monkeypatch: pytest.MonkeyPatch) -> Detector:
+    d = Detector(["cell"], min_size=480, max_size=640, seed=0, device="cpu")
+    d.model_version = 1  # cacheable, as a registered model version
+    calls = []
+
+    def counting(self, tensors, *a, **k):
+        calls.append([tuple(t.shape[-2:]) for t in tensors])
+        return fake_infer_raw(self, tensors, *a, **k)
+
+    monkeypatch.setattr(d, "infer_raw", counting.__get__(d))
+    d.calls = calls  # type: ignore[attr-defined]
+    return d
+
+
+def _no_whole_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    def whole(*a, **k):
+        raise AssertionError("the large image was read whole")
+
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", whole)
+    monkeypatch.setattr(lazy_images, "read_image", whole)
+
+
+def _ids(p: Path) -> tuple[int, int]:
+    with ProjectStore.open(p) as store:
+        rows = {Path(r.path).name: r.id for r in store.images()}
+    return rows["big.tif"], rows["small.png"]
+
+
+def test_region_queries_of_a_large_image_are_its_windows_in_image_pixels(
+    project: Path, detector: Detector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big, _ = _ids(project)
+    q = QuerySettings(unit="region", budget=5)
+    with ProjectStore.open(project) as store:
+        _no_whole_reads(monkeypatch)
+        items = rank_pool(store, detector, q, image_ids=[big], tiles=TILES)
+    assert items[0].image == big and items[0].unit == "region"
+    assert items[0].box == BEST_WINDOW  # the window holding the objects, image pixels
+    assert items[1].box == (880.0, 330.0, 1520.0, 810.0)  # holds SHARED only
+    assert items[0].score > items[1].score > 0 and len(items) == 2  # empty windows score 0
+    tile = native_tile(detector.model, H, W)
+    assert {s for call in detector.calls for s in call} == {tile}  # native-size windows only
+
+
+def test_a_large_image_scores_its_best_window_and_a_second_pass_scores_nothing(
+    project: Path, detector: Detector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big, small = _ids(project)
+    q = QuerySettings(unit="image", strategy="entropy", budget=2)
+    pixels = _pixels([*OBJECTS, SHARED])
+    with ProjectStore.open(project) as store:
+        plan = _plan(store, detector, q)
+        tile = native_tile(detector.model, H, W)
+        windows = tile_windows(H, W, tile, TILES.overlap)
+        raws = []
+        for w in windows:  # each window scored alone, as an image of the native size
+            rgb = np.repeat(pixels[:, :, None], 3, axis=2)
+            view = padded_window(rgb, w.x0, w.y0, w.x0 + tile[1], w.y0 + tile[0])
+            raws.append(score_batch(detector, q, plan, [view], np.random.default_rng(0))[0][0])
+        per_window = plan.strategy.combine_raw(raws).image_scores
+        assert (per_window > 0).sum() == 2  # the objects' window and SHARED's neighbour
+        _no_whole_reads(monkeypatch)
+        detector.calls.clear()
+        progress = []
+        items = rank_pool(
+            store,
+            detector,
+            q,
+            image_ids=[big, small],
+            tiles=TILES,
+            progress=lambda *a: progress.append(a),
+        )
+        assert detector.calls  # the first pass scored the windows
+        scores = {it.image: it.score for it in items}
+        assert scores[big] == pytest.approx(per_window.max())  # the documented aggregate
+        assert progress[-1] == (1 + len(windows), 1 + len(windows))  # windows count
+        detector.calls.clear()
+        _, scored = score_images(store, detector, q, [big, small], tiles=TILES)
+        assert scored.computed == 0 and detector.calls == []  # all cached: no window scored
+        again = rank_pool(store, detector, q, image_ids=[big, small], tiles=TILES)
+        assert [(i.image, i.score) for i in again] == [(i.image, i.score) for i in items]
+    with sqlite3.connect(f"file:{project / 'napari_al.sqlite'}?mode=ro", uri=True) as conn:
+        keys = [k for (k,) in conn.execute("SELECT scorer FROM score_cache")]
+    assert len(keys) == len(set(keys)) == len(windows) + 1  # one per window, one small
+
+
+def test_box_queries_come_from_the_windows_once_each_in_image_pixels(
+    project: Path, detector: Detector
+) -> None:
+    big, _ = _ids(project)
+    q = QuerySettings(unit="box", budget=20)
+    with ProjectStore.open(project) as store:
+        items = rank_pool(store, detector, q, image_ids=[big], tiles=TILES)
+    found = sorted(tuple(round(v) for v in it.box) for it in items)
+    assert found == sorted([*OBJECTS, SHARED])  # SHARED, seen whole by two windows, once
+
+
+@pytest.mark.parametrize("unit", ["image", "region", "box"])
+def test_a_small_image_ranks_as_on_the_whole_image_path(
+    project: Path, detector: Detector, unit: str
+) -> None:
+    big, small = _ids(project)
+    q = QuerySettings(unit=unit, budget=50, strategy="entropy")
+    with ProjectStore.open(project) as store:
+        alone = rank_pool(store, detector, q, image_ids=[small], save=False, use_cache=False)
+        whole = rank_pool(
+            store,
+            detector,
+            q,
+            image_ids=[small],
+            save=False,
+            use_cache=False,
+            tiles=TileSettings(tile_above=100_000),
+        )
+        mixed = rank_pool(store, detector, q, image_ids=[big, small], tiles=TILES, save=False)
+    assert alone == whole and alone
+    assert [i for i in mixed if i.image == small] == alone
