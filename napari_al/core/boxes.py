@@ -232,3 +232,19 @@ def flip_xyxy_horizontal(boxes: np.ndarray | Sequence[Sequence[float]], width: f
     out[:, 0] = width - b[:, 2]
     out[:, 2] = width - b[:, 0]
     return out
+
+
+def camera_fit(
+    xyxy: Sequence[float], canvas: Sequence[int], margin: float = 2.0
+) -> tuple[tuple[float, float], float]:
+    """The napari camera that shows the box ``xyxy`` (image pixels, pixel edges on integers)
+    whole, centred, on a canvas of ``canvas = (height, width)`` screen pixels: ``((row, col),
+    zoom)``, the centre in napari data coordinates (pixel centres on integers, hence the
+    :data:`NAPARI_OFFSET`) and the zoom (screen pixels per image pixel) at which the box
+    spans ``1 / margin`` of the canvas along its tighter axis (``margin`` >= 1 leaves that
+    much room around it; a side under one pixel counts as one)."""
+    x1, y1, x2, y2 = (float(v) for v in xyxy)
+    (row, col) = xy_to_napari([(x1 + x2) / 2, (y1 + y2) / 2])[0]
+    span_h, span_w = max(y2 - y1, 1.0) * margin, max(x2 - x1, 1.0) * margin
+    zoom = min(float(canvas[0]) / span_h, float(canvas[1]) / span_w)
+    return (float(row), float(col)), float(zoom)

@@ -98,12 +98,16 @@ class Navigation:
         if item.image != self.view.image_id:
             self.show_image(int(item.image), focus_first=False)
         self._render_highlights(query=item)
+        if item.unit == "region" and item.box is not None:
+            # the camera jumps (zooms) to the region; the focus stays inside it (a box
+            # elsewhere in a large image would move the camera off the region)
+            self.view.center_on(item.box, zoom=True)
+            self._focus(self._first_unreviewed_in(item.box), center=True)
+            self._emit("queries")
+            return
         box_id = None
         if item.unit == "box" and item.box is not None:
             box_id = self._match_box(item.box)
-        if box_id is None and item.unit == "region" and item.box is not None:
-            self.view.center_on(item.box, zoom=True)
-            box_id = self._first_unreviewed_in(item.box)
         if box_id is None:
             box_id = annotator.next_unreviewed_box(int(item.image))
         self._focus(box_id, center=True)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_al.core.boxes import napari_to_xyxy, xyxy_to_napari
+from napari_al.core.boxes import camera_fit, napari_to_xyxy, xyxy_to_napari
 from napari_al.core.data import REGION_SOURCE
 from napari_al.core.lazy_images import LazyImage, open_display
 from napari_al.gui.layers import (
@@ -509,14 +509,13 @@ class ImageView:
             self.highlight_layer.visible = self.show_highlights
 
     def center_on(self, xyxy: Sequence[float], zoom: bool = False) -> None:
-        """Centre the camera on a box (row, col) and optionally zoom to fit it with margin."""
-        x1, y1, x2, y2 = (float(v) for v in xyxy)
+        """Centre the camera on a box ``(x1, y1, x2, y2)`` (image pixels) and, with ``zoom``,
+        zoom so that it spans half the canvas (:func:`~napari_al.core.boxes.camera_fit`)."""
+        center, fit_zoom = camera_fit(xyxy, canvas_size(self.viewer), margin=2.0)
         cam = camera(self.viewer)
-        cam.center = ((y1 + y2) / 2 - 0.5, (x1 + x2) / 2 - 0.5)
+        cam.center = center
         if zoom:
-            h, w = canvas_size(self.viewer)
-            span = max(y2 - y1, 1.0) * 2.0, max(x2 - x1, 1.0) * 2.0
-            cam.zoom = float(min(h / span[0], w / span[1]))
+            cam.zoom = fit_zoom
         self._fitted = None
 
     def bring_into_view(self, xyxy: Sequence[float]) -> None:
@@ -526,11 +525,9 @@ class ImageView:
             return
         self.center_on(xyxy)
         if not self.in_view(xyxy):
-            x1, y1, x2, y2 = (float(v) for v in xyxy)
-            h, w = canvas_size(self.viewer)
-            span = max(y2 - y1, 1.0) * 1.2, max(x2 - x1, 1.0) * 1.2
+            _, fit_zoom = camera_fit(xyxy, canvas_size(self.viewer), margin=1.2)
             cam = camera(self.viewer)
-            cam.zoom = float(min(cam.zoom, h / span[0], w / span[1]))
+            cam.zoom = float(min(cam.zoom, fit_zoom))
 
     def in_view(self, xyxy: Sequence[float]) -> bool:
         """Whether the whole box ``(x1, y1, x2, y2)`` (data pixels) is on the canvas."""
