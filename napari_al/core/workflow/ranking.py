@@ -10,6 +10,10 @@ Units (see :class:`~napari_al.core.workflow.settings.QuerySettings`):
 - ``region``: image blocks ranked by summed box scores plus missed-object density;
 - ``question``: the dialog planner's queue (:mod:`napari_al.core.workflow.dialog`).
 
+An image with a side over ``TileSettings.tile_above`` is scored window by window at the
+detector's native input size (:mod:`napari_al.core.workflow.tiled_ranking`): it ranks by its
+best window, its region queries are windows, its box queries come from the windows.
+
 Per-image scores and embeddings are cached in the store per (image hash, model version,
 strategy), so re-ranking with an unchanged model touches no image. The images not cached are
 scored in this process, or as a Dask task graph over chunks of images
