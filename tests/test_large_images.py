@@ -121,6 +121,51 @@ def test_random_objects_up_to_the_overlap_are_each_found_once_and_whole(perfect:
         assert _found(perfect.predict_tiled(img, overlap=40)) == sorted(objects)
 
 
+def test_an_object_larger_than_the_overlap_is_joined_from_its_pieces(perfect: Detector) -> None:
+    """Neither window holds an object wider than the overlap that lies over the overlap strip:
+    each finds a piece; the pieces are joined into the whole object, once (also across a
+    corner of four windows, and along a row of three windows)."""
+    windows = tile_windows(500, 700, native_tile(perfect.model, 500, 700), 40)
+    xs = sorted({w.x0 for w in windows})
+    ys = sorted({w.y0 for w in windows})
+    e = windows[0].x1  # the first window's right edge, inside the second window
+    across = (xs[1] - 30, 20, e + 30, 60)  # in neither window whole
+    corner = (xs[3] - 35, ys[2] - 30, xs[3] + 70, ys[2] + 70)  # pieces in four windows
+    long = (xs[1] + 30, 420, xs[3] + 20, 460)  # over two cuts of one row
+    objects = [across, corner, long]
+    pred = perfect.predict_tiled(_image_with(objects), overlap=40)
+    assert _found(pred) == sorted(objects)
+
+
+def test_random_objects_up_to_twice_the_overlap_are_each_found_once_and_whole(
+    perfect: Detector,
+) -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(4):
+        img = np.zeros((600, 800, 3), np.uint8)
+        objects = []
+        while len(objects) < 12:
+            w, h = (int(v) for v in rng.integers(30, 81, 2))
+            x, y = int(rng.integers(0, 800 - w)), int(rng.integers(0, 600 - h))
+            if img[max(0, y - 4) : y + h + 4, max(0, x - 4) : x + w + 4].any():
+                continue  # keep objects apart
+            img[y : y + h, x : x + w] = 255
+            objects.append((x, y, x + w, y + h))
+        assert _found(perfect.predict_tiled(img, overlap=40)) == sorted(objects)
+
+
+def test_touching_objects_cut_at_facing_edges_are_not_joined(perfect: Detector) -> None:
+    """Two objects side by side, each cut by one window's edge but disagreeing across the cut
+    (one above the other half): two boxes, never their union."""
+    windows = tile_windows(500, 700, native_tile(perfect.model, 500, 700), 40)
+    xs = sorted({w.x0 for w in windows})
+    e = windows[0].x1
+    left = (xs[1] - 30, 20, e + 2, 60)  # reaches past the first window's right edge
+    right = (xs[1] - 2, 62, e + 30, 120)  # starts before the second window's left edge
+    pred = perfect.predict_tiled(_image_with([left, right]), overlap=40)
+    assert _found(pred) == sorted([left, right])  # each joined from its own two pieces
+
+
 def test_each_box_keeps_its_own_probs_features_and_proposal(perfect: Detector) -> None:
     objects = [(10, 10, 40, 30), (150, 100, 175, 140), (300, 200, 333, 211)]
     pred = perfect.predict_tiled(_image_with(objects), overlap=48)

@@ -13,18 +13,20 @@ the image along an axis is cut to the image and padded with black pixels to the 
 Merging (the rule of overlapping-tile inference, e.g. SAHI, Akyon et al. 2022; StarDist's tiled
 prediction keeps objects by their centre in a tile's core): every window owns a *core*, the
 part of it nearer to it than to its neighbours (the overlaps are split in the middle), and the
-cores tile the image. A box found in a window is kept when its centre lies in the window's core,
-or when it is complete there (it touches no edge of the window that lies inside the image, with
-:data:`EDGE_MARGIN`). A box cut by a window's edge whose centre lies outside the core is dropped:
-when the object is at most ``overlap`` px across, the neighbour that owns its centre sees it
-whole. The kept boxes of all windows, shifted into image pixels, are merged by
+cores tile the image. A box found in a window that touches none of the window's edges lying
+inside the image (with :data:`EDGE_MARGIN`) is *whole* and kept. A box cut by such an edge is a
+*piece*: pieces of one object seen by neighbouring windows (an object larger than the overlap
+is whole in neither) are joined into their union (:mod:`~napari_al.core.engine.tile_pieces`);
+a piece that joins with nothing is kept when its centre lies in the window's core, else
+dropped: when the object is at most ``overlap`` px across, the neighbour that owns its centre
+sees it whole. The kept boxes of all windows, shifted into image pixels, are merged by
 ``torchvision.ops.batched_nms`` (class-aware, at the model's own NMS IoU), which removes the
-copies of an object seen complete by two windows. Merging runs every :data:`MERGE_EVERY`
-windows into the running result (windows come row by row, so only boxes near the boundary of
-two groups meet in a later merge; a greedy suppression chain across that boundary can end
-differently from one NMS over everything, which needs three overlapping boxes there). An
-object larger than the overlap can be found in two pieces (one per window); one larger than a
-window is never found whole: set the overlap to the largest object's side.
+copies of an object seen whole by two windows. Merging runs every :data:`MERGE_EVERY` windows
+into the running result (windows come row by row, so only boxes near the boundary of two
+groups meet in a later merge; a greedy suppression chain across that boundary can end
+differently from one NMS over everything, which needs three overlapping boxes there); a piece
+waits until the windows it could join with are predicted. An object larger than a window
+whose pieces disagree across a cut (a very irregular shape) can stay in pieces.
 
 Each kept box keeps what its window's forward pass said of it: ``labels``, ``scores``,
 ``probs``, ``features`` (RoI features at native scale) and ``proposals`` (shifted like the
@@ -36,6 +38,7 @@ that memory stays bounded whatever the model finds.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +52,7 @@ from torchvision.ops import batched_nms
 
 from napari_al.core.data import Predictions
 from napari_al.core.engine.inference import image_to_tensor, to_predictions
+from napari_al.core.engine.tile_pieces import Pieces, concat, join_pieces
 
 if TYPE_CHECKING:
     from napari_al.core.engine.detector import Detector
@@ -187,9 +191,29 @@ def owns_centre(boxes: np.ndarray, window: Window) -> np.ndarray:
     return (cy >= y0) & (cy < y1) & (cx >= x0) & (cx < x1)
 
 
-def _place(pred: Predictions, window: Window) -> Predictions:
+def cut_sides(boxes: np.ndarray, window: Window, margin: float = EDGE_MARGIN) -> np.ndarray:
+    """``(N, 4)`` float64: for each of ``boxes`` (``(N, 4)`` xyxy image pixels) found in
+    ``window`` and each side (left, top, right, bottom), the coordinate of the window's edge
+    inside the image that cuts the box there (the box reaches it within ``margin``), NaN where
+    none does."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    out = np.full(b.shape, np.nan)
+    top, left, bottom, right = window.inner
+    if left:
+        out[b[:, 0] <= window.x0 + margin, 0] = window.x0
+    if top:
+        out[b[:, 1] <= window.y0 + margin, 1] = window.y0
+    if right:
+        out[b[:, 2] >= window.x1 - margin, 2] = window.x1
+    if bottom:
+        out[b[:, 3] >= window.y1 - margin, 3] = window.y1
+    return out
+
+
+def _place(pred: Predictions, window: Window) -> tuple[Predictions, Pieces]:
     """A window's predictions (window pixels, maybe padded) in image pixels, clipped to the
-    window's part of the image, reduced to the boxes the window keeps."""
+    window's part of the image: its whole boxes, and its boxes cut by an edge inside the
+    image (:mod:`~napari_al.core.engine.tile_pieces`)."""
     size = np.array([window.width, window.height] * 2, np.float32)
     shift = np.array([window.x0, window.y0] * 2, np.float32)
 
@@ -207,7 +231,11 @@ def _place(pred: Predictions, window: Window) -> Predictions:
         embedding=pred.embedding,
         proposals=None if pred.proposals is None else to_image(pred.proposals),
     )
-    return placed.subset(real & keep_mask(boxes, window))
+    cuts = cut_sides(boxes, window)
+    cut = ~np.isnan(cuts).all(1)
+    sel = real & cut
+    pieces = Pieces(placed.subset(sel), cuts[sel], owns_centre(boxes, window)[sel])
+    return placed.subset(real & ~cut), pieces
 
 
 def merge(parts: list[Predictions], weights: list[float], iou: float) -> Predictions:
@@ -233,6 +261,37 @@ def merge(parts: list[Predictions], weights: list[float], iou: float) -> Predict
         iou,
     )
     return joined.subset(keep.numpy())
+
+
+def _next_edges(windows: list[Window]) -> tuple[dict[float, float], dict[float, float]]:
+    """Right edge -> the next column's left edge, bottom edge -> the next row's top edge."""
+    xs = sorted({(w.x0, w.x1) for w in windows})
+    ys = sorted({(w.y0, w.y1) for w in windows})
+    return (
+        {float(a[1]): float(b[0]) for a, b in itertools.pairwise(xs)},
+        {float(a[1]): float(b[0]) for a, b in itertools.pairwise(ys)},
+    )
+
+
+def _settle(
+    pending: Pieces | None,
+    new: list[Pieces],
+    like: Predictions,
+    nexts: tuple[dict[float, float], dict[float, float]],
+    frontier: float,
+) -> tuple[Pieces, Predictions]:
+    """Join the pieces so far (:func:`~napari_al.core.engine.tile_pieces.join_pieces`); return
+    those that may still join, and the settled boxes: joined ones cut nowhere, and the
+    unjoined pieces whose neighbours are all predicted (every window starting at or above
+    ``frontier`` px is) that own their centre."""
+    pieces = join_pieces(concat([*([pending] if pending else []), *new], like), *nexts, EDGE_MARGIN)
+    whole = np.isnan(pieces.cuts).all(1)
+    below = pieces.cuts[:, 3]
+    next_row = np.array([nexts[1].get(float(v), np.inf) if v == v else np.nan for v in below])
+    needed = np.where(np.isnan(below), pieces.pred.boxes[:, 3], next_row)
+    final = ~whole & (needed < frontier)
+    keep = whole | (final & pieces.owned)
+    return pieces.subset(~whole & ~final), pieces.pred.subset(keep)
 
 
 def _tile_tensor(image: Any, window: Window, tile: tuple[int, int]) -> Tensor:
@@ -273,9 +332,12 @@ def predict_tiled(
     thr, dets = detector._thresholds(score_threshold, candidate, detections_per_image)
     parts: list[Predictions] = []
     areas: list[float] = []
+    new_pieces: list[Pieces] = []
+    pending: Pieces | None = None
     merged: Predictions | None = None
     merged_area = 0.0
     iou = merge_iou(detector.model)
+    nexts = _next_edges(windows)
     step = max(1, batch_size)
     for start in range(0, len(windows), step):
         if should_stop is not None and should_stop():
@@ -283,18 +345,24 @@ def predict_tiled(
         batch = windows[start : start + step]
         tensors = [_tile_tensor(image, w, shape).to(detector.device) for w in batch]
         for window, raw in zip(batch, detector.infer_raw(tensors, thr, dets), strict=True):
-            parts.append(_place(to_predictions(raw, detector.num_classes), window))
+            whole, pieces = _place(to_predictions(raw, detector.num_classes), window)
+            parts.append(whole)
+            new_pieces.append(pieces)
             areas.append(float(window.height * window.width))
-        if len(parts) >= MERGE_EVERY or start + step >= len(windows):
+        done = start + len(batch)
+        if len(parts) >= MERGE_EVERY or done >= len(windows):
+            frontier = windows[done].y0 if done < len(windows) else np.inf
+            pending, settled = _settle(pending, new_pieces, parts[0], nexts, frontier)
             # the running result counts with the area of the windows it came from, so the
-            # embedding stays the area-weighted mean over all windows
+            # embedding stays the area-weighted mean over all windows (settled pieces: 0)
             head = [] if merged is None else [merged]
-            merged = merge([*head, *parts], [merged_area, *areas][1 - len(head) :], iou)
+            weights = [merged_area, *areas][1 - len(head) :]
+            merged = merge([*head, *parts, settled], [*weights, 0.0], iou)
             merged_area += sum(areas)
-            parts, areas = [], []
+            parts, areas, new_pieces = [], [], []
             cap = max_detections(height, width)
             if len(merged) > cap:
                 merged = merged.subset(np.argsort(-merged.scores, kind="stable")[:cap])
         if progress is not None:
-            progress(start + len(batch), len(windows))
+            progress(done, len(windows))
     return merged
