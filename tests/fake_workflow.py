@@ -176,6 +176,7 @@ class FakeWorkflow:
         use_cache=True,
         save=True,
         distributed=None,
+        tiles=None,
     ):
         q = settings or workflow.QuerySettings()
         self.calls.append(f"rank:{q.strategy}:{q.unit}")
