@@ -4,13 +4,14 @@ Builds a ``grid x grid`` mosaic of BCCD ``test`` images (640 x 480 px each; 30 x
 19,200 x 14,400 px without gutters, 20,160 x 15,360 px with 32 px ones, issue 14; the 72 test
 images are repeated in a seeded order), written as a tiled (512 px), pyramidal (SubIFDs, each
 level half the one above), zlib-compressed RGB TIFF, never whole in memory, with the images'
-boxes shifted into mosaic pixels
-(``OUT/mosaic_boxes.json``). The placements are ``--gutter`` px apart (black, default 32): BCCD
-leaves most cells cut by an image's border unlabelled, and a separate image's border shows that
-they are cut; side by side with no gap, a neighbour's pixels made them look whole, the model
-found them with high scores, and about 2,000 of them counted as false positives that have
-nothing to do with tiling (``docs/large-images.md``, run 2). ``--gutter 0`` builds that
-mosaic. Then, each step in its own process so that its peak RSS is its
+boxes shifted into mosaic pixels (``OUT/mosaic_boxes.json``). The placements are ``--gutter``
+px apart (default 32), mid-grey: the value a detector normalising with mean 0.5 pads an image's
+border with. BCCD leaves most cells cut by an image's border unlabelled, and a separate image's
+border shows that they are cut; side by side with no gap, a neighbour's pixels made them look
+whole, the model found them with high scores, and about 2,000 of them counted as false
+positives that have nothing to do with tiling; black gutters did not look like a border
+either (``docs/large-images.md``, runs 2-4). ``--gutter 0`` builds the mosaic without gaps.
+Then, each step in its own process so that its peak RSS is its
 own (``os.wait4``'s ``ru_maxrss``):
 
 1. **import**: ``napari-al init OUT/project`` on the folder holding the mosaic, then
@@ -66,8 +67,11 @@ sys.path.insert(0, str(REPO))
 CELL_W, CELL_H = 640, 480
 #: Tile side of the written TIFF, pixels.
 TIFF_TILE = 512
-#: Default black gutter between placements, pixels (``--gutter``; module docstring).
+#: Default gutter between placements, pixels (``--gutter``; module docstring).
 GUTTER = 32
+#: Its grey level: 128 is what a detector normalising with mean 0.5 (the default weights) pads
+#: an image's border with (zero after normalisation), so a placement's border looks like one.
+GUTTER_VALUE = 128
 
 
 # ---- the mosaic ---------------------------------------------------------------------------
@@ -111,16 +115,18 @@ def _cell_pixels(paths: list[Path], level: int) -> dict[Path, np.ndarray]:
     return out
 
 
-def _tiles(placed: list[list[Path]], level: int, gutter: int) -> Iterator[np.ndarray]:
+def _tiles(
+    placed: list[list[Path]], level: int, gutter: int, value: int = GUTTER_VALUE
+) -> Iterator[np.ndarray]:
     """The level's tiles, row by row, composed one band of tile rows at a time; each
-    placement's pixels at its pitch (cell + gutter), the gutters black."""
+    placement's pixels at its pitch (cell + gutter), the gutters grey ``value``."""
     grid = len(placed)
     ch, cw = CELL_H >> level, CELL_W >> level
     ph, pw = (CELL_H + gutter) >> level, (CELL_W + gutter) >> level
     height, width = grid * ph, grid * pw
     pixels = _cell_pixels([p for row in placed for p in row], level)
     for y0 in range(0, height, TIFF_TILE):
-        band = np.zeros((TIFF_TILE, -(-width // TIFF_TILE) * TIFF_TILE, 3), np.uint8)
+        band = np.full((TIFF_TILE, -(-width // TIFF_TILE) * TIFF_TILE, 3), value, np.uint8)
         for r in range(y0 // ph, min(grid, -(-(y0 + TIFF_TILE) // ph))):
             top, bottom = max(y0, r * ph), min(y0 + TIFF_TILE, r * ph + ch, height)
             if bottom <= top:  # this band holds only the row's gutter
