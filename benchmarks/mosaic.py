@@ -1,16 +1,15 @@
 """Large-image benchmark: a mosaic of BCCD test images, imported and predicted tile by tile.
 
 Builds a ``grid x grid`` mosaic of BCCD ``test`` images (640 x 480 px each; 30 x 30 gives
-19,200 x 14,400 px without gutters, 20,160 x 15,360 px with 32 px ones, issue 14; the 72 test
+19,200 x 14,400 px, 20,160 x 15,360 px with 32 px gutters, issue 14; the 72 test
 images are repeated in a seeded order), written as a tiled (512 px), pyramidal (SubIFDs, each
 level half the one above), zlib-compressed RGB TIFF, never whole in memory, with the images'
-boxes shifted into mosaic pixels (``OUT/mosaic_boxes.json``). The placements are ``--gutter``
-px apart (default 32), mid-grey: the value a detector normalising with mean 0.5 pads an image's
-border with. BCCD leaves most cells cut by an image's border unlabelled, and a separate image's
-border shows that they are cut; side by side with no gap, a neighbour's pixels made them look
-whole, the model found them with high scores, and about 2,000 of them counted as false
-positives that have nothing to do with tiling; black gutters did not look like a border
-either (``docs/large-images.md``, runs 2-4). ``--gutter 0`` builds the mosaic without gaps.
+boxes shifted into mosaic pixels (``OUT/mosaic_boxes.json``). ``--gutter PX`` puts the
+placements that many pixels apart, mid-grey (the value a detector normalising with mean 0.5
+pads an image's border with), to tell apart what the mosaic's joins cost from what tiling
+costs (BCCD leaves most cells cut by an image's border unlabelled; side by side, a neighbour's
+pixels can make them look whole); by default there is none (``docs/large-images.md``, runs
+3-6: once the pieces of large objects were joined, the mosaic without gutters came closest).
 Then, each step in its own process so that its peak RSS is its
 own (``os.wait4``'s ``ru_maxrss``):
 
@@ -68,7 +67,7 @@ CELL_W, CELL_H = 640, 480
 #: Tile side of the written TIFF, pixels.
 TIFF_TILE = 512
 #: Default gutter between placements, pixels (``--gutter``; module docstring).
-GUTTER = 32
+GUTTER = 0
 #: Its grey level: 128 is what a detector normalising with mean 0.5 (the default weights) pads
 #: an image's border with (zero after normalisation), so a placement's border looks like one.
 GUTTER_VALUE = 128
@@ -449,9 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per step")
     p.add_argument("--seed", type=int, default=0, help="order of the images in the mosaic")
-    p.add_argument(
-        "--gutter", type=int, default=GUTTER, help="black pixels between placements (0: none)"
-    )
+    p.add_argument("--gutter", type=int, default=GUTTER, help="grey pixels between placements")
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument(
         "--step", choices=("train", "predict", "separate", "display"), help=argparse.SUPPRESS
