@@ -17,6 +17,7 @@ from napari_al.core.boxes import box_iou
 from napari_al.core.costs import CostModel, Counts, count_answers
 from napari_al.core.data import HUMAN_STATUSES
 from napari_al.core.store import ProjectStore
+from napari_al.core.store.lock import _running
 from napari_al.simulation import (
     CSV_COLUMNS,
     FULL_NAME,
@@ -551,12 +552,3 @@ def test_a_worker_exits_when_its_run_is_killed(tmp_path: Path) -> None:
             raise AssertionError("the worker outlived its run")
     finally:
         parent.kill()
-
-
-def _running(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie (an exited child nobody reaped)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False

@@ -169,20 +169,13 @@ _watching: set[int] = set()
 
 
 def _running(pid: int) -> bool:
-    """Whether process ``pid`` exists and has not exited (a zombie counts as exited)."""
+    """Whether process ``pid`` exists and has not exited (a zombie counts as exited; psutil)."""
+    import psutil
+
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except OSError:  # no /proc (not Linux): ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
 
 
 def _exit_with_lender(pid: int) -> None:
