@@ -93,6 +93,23 @@ def _found(pred) -> list[tuple[int, ...]]:
     return sorted(tuple(round(v) for v in b) for b in pred.boxes)
 
 
+def _random_objects(
+    rng: np.random.Generator, n: int, sides: tuple[int, int], gap: int
+) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """A 600 x 800 black image with ``n`` white rectangles of sides in ``sides`` (inclusive),
+    at least ``gap`` px apart, and their xyxy boxes."""
+    img = np.zeros((600, 800, 3), np.uint8)
+    objects: list[tuple[int, int, int, int]] = []
+    while len(objects) < n:
+        w, h = (int(v) for v in rng.integers(sides[0], sides[1] + 1, 2))
+        x, y = int(rng.integers(0, 800 - w)), int(rng.integers(0, 600 - h))
+        if img[max(0, y - gap) : y + h + gap, max(0, x - gap) : x + w + gap].any():
+            continue  # keep objects apart
+        img[y : y + h, x : x + w] = 255
+        objects.append((x, y, x + w, y + h))
+    return img, objects
+
+
 def test_an_object_cut_by_a_tile_border_is_found_once(perfect: Detector) -> None:
     windows = tile_windows(500, 700, native_tile(perfect.model, 500, 700), 48)
     xs = sorted({w.x0 for w in windows})
@@ -109,15 +126,7 @@ def test_an_object_cut_by_a_tile_border_is_found_once(perfect: Detector) -> None
 def test_random_objects_up_to_the_overlap_are_each_found_once_and_whole(perfect: Detector) -> None:
     rng = np.random.default_rng(3)
     for _ in range(5):
-        img = np.zeros((600, 800, 3), np.uint8)
-        objects = []
-        while len(objects) < 25:
-            w, h = (int(v) for v in rng.integers(4, 41, 2))
-            x, y = int(rng.integers(0, 800 - w)), int(rng.integers(0, 600 - h))
-            if img[max(0, y - 2) : y + h + 2, max(0, x - 2) : x + w + 2].any():
-                continue  # keep objects apart
-            img[y : y + h, x : x + w] = 255
-            objects.append((x, y, x + w, y + h))
+        img, objects = _random_objects(rng, 25, (4, 40), gap=2)
         assert _found(perfect.predict_tiled(img, overlap=40)) == sorted(objects)
 
 
@@ -142,15 +151,7 @@ def test_random_objects_up_to_twice_the_overlap_are_each_found_once_and_whole(
 ) -> None:
     rng = np.random.default_rng(5)
     for _ in range(4):
-        img = np.zeros((600, 800, 3), np.uint8)
-        objects = []
-        while len(objects) < 12:
-            w, h = (int(v) for v in rng.integers(30, 81, 2))
-            x, y = int(rng.integers(0, 800 - w)), int(rng.integers(0, 600 - h))
-            if img[max(0, y - 4) : y + h + 4, max(0, x - 4) : x + w + 4].any():
-                continue  # keep objects apart
-            img[y : y + h, x : x + w] = 255
-            objects.append((x, y, x + w, y + h))
+        img, objects = _random_objects(rng, 12, (30, 80), gap=4)
         assert _found(perfect.predict_tiled(img, overlap=40)) == sorted(objects)
 
 

@@ -158,6 +158,21 @@ class Predictions:
             proposals=None,
         )
 
+    @classmethod
+    def concat(cls, parts: list[Predictions], embedding: np.ndarray) -> Predictions:
+        """The boxes of ``parts`` (at least one) in order, with ``embedding``; ``proposals``
+        None unless every part has them."""
+        proposals = [p.proposals for p in parts]
+        return cls(
+            boxes=np.concatenate([p.boxes for p in parts]).reshape(-1, 4),
+            labels=np.concatenate([p.labels for p in parts]),
+            scores=np.concatenate([p.scores for p in parts]),
+            probs=np.concatenate([p.probs for p in parts]),
+            features=np.concatenate([p.features for p in parts]),
+            embedding=embedding,
+            proposals=None if any(q is None for q in proposals) else np.concatenate(proposals),
+        )
+
     def subset(self, index: np.ndarray) -> Predictions:
         """The predictions of the boxes selected by ``index`` (a mask or integer index)."""
         return Predictions(

@@ -58,16 +58,7 @@ class Pieces:
 def concat(parts: list[Pieces], like: Predictions) -> Pieces:
     """One :class:`Pieces` of ``parts`` (``like`` gives the array shapes when all are empty)."""
     preds = [p.pred for p in parts] or [like.subset(np.zeros(len(like), bool))]
-    proposals = [p.proposals for p in preds]
-    pred = Predictions(
-        boxes=np.concatenate([p.boxes for p in preds]).reshape(-1, 4),
-        labels=np.concatenate([p.labels for p in preds]),
-        scores=np.concatenate([p.scores for p in preds]),
-        probs=np.concatenate([p.probs for p in preds]),
-        features=np.concatenate([p.features for p in preds]),
-        embedding=preds[0].embedding,
-        proposals=None if any(q is None for q in proposals) else np.concatenate(proposals),
-    )
+    pred = Predictions.concat(preds, preds[0].embedding)
     cuts = np.concatenate([p.cuts for p in parts]) if parts else np.zeros((0, 4))
     owned = np.concatenate([p.owned for p in parts]) if parts else np.zeros(0, bool)
     return Pieces(pred, cuts.reshape(-1, 4), owned)

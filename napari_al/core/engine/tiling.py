@@ -160,26 +160,6 @@ def merge_iou(model: nn.Module) -> float:
     return float(getattr(heads, "nms_thresh", MERGE_IOU))
 
 
-def keep_mask(boxes: np.ndarray, window: Window, margin: float = EDGE_MARGIN) -> np.ndarray:
-    """Which ``boxes`` (``(N, 4)`` xyxy image pixels) found in ``window`` it keeps: those whose
-    centre lies in its core, or that touch none of its inner edges (module docstring)."""
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    cx, cy = (b[:, 0] + b[:, 2]) / 2.0, (b[:, 1] + b[:, 3]) / 2.0
-    y0, x0, y1, x1 = window.core
-    in_core = (cy >= y0) & (cy < y1) & (cx >= x0) & (cx < x1)
-    top, left, bottom, right = window.inner
-    cut = np.zeros(len(b), bool)
-    if top:
-        cut |= b[:, 1] <= window.y0 + margin
-    if left:
-        cut |= b[:, 0] <= window.x0 + margin
-    if bottom:
-        cut |= b[:, 3] >= window.y1 - margin
-    if right:
-        cut |= b[:, 2] >= window.x1 - margin
-    return in_core | ~cut
-
-
 def owns_centre(boxes: np.ndarray, window: Window) -> np.ndarray:
     """Which ``boxes`` (``(N, 4)`` xyxy image pixels) have their centre in ``window``'s core:
     the cores tile the image, so of the copies of one object found by overlapping windows,
@@ -244,16 +224,7 @@ def merge(parts: list[Predictions], weights: list[float], iou: float) -> Predict
     ``embedding`` the ``weights``-weighted mean of the windows' embeddings."""
     w = np.asarray(weights, np.float64)
     embedding = (np.stack([p.embedding for p in parts]).astype(np.float64).T @ w) / w.sum()
-    proposals = [p.proposals for p in parts]
-    joined = Predictions(
-        boxes=np.concatenate([p.boxes for p in parts]),
-        labels=np.concatenate([p.labels for p in parts]),
-        scores=np.concatenate([p.scores for p in parts]),
-        probs=np.concatenate([p.probs for p in parts]),
-        features=np.concatenate([p.features for p in parts]),
-        embedding=embedding.astype(np.float32),
-        proposals=None if any(q is None for q in proposals) else np.concatenate(proposals),
-    )
+    joined = Predictions.concat(parts, embedding.astype(np.float32))
     keep = batched_nms(
         torch.from_numpy(joined.boxes).float(),
         torch.from_numpy(joined.scores).float(),
@@ -286,8 +257,9 @@ def _settle(
     ``frontier`` px is) that own their centre."""
     pieces = join_pieces(concat([*([pending] if pending else []), *new], like), *nexts, EDGE_MARGIN)
     whole = np.isnan(pieces.cuts).all(1)
+    # the last row a piece may still join: the next one if it is cut at its bottom, else its own
     below = pieces.cuts[:, 3]
-    next_row = np.array([nexts[1].get(float(v), np.inf) if v == v else np.nan for v in below])
+    next_row = [nexts[1].get(float(v), np.inf) for v in below]
     needed = np.where(np.isnan(below), pieces.pred.boxes[:, 3], next_row)
     final = ~whole & (needed < frontier)
     keep = whole | (final & pieces.owned)
@@ -338,6 +310,7 @@ def predict_tiled(
     merged_area = 0.0
     iou = merge_iou(detector.model)
     nexts = _next_edges(windows)
+    cap = max_detections(height, width)
     step = max(1, batch_size)
     for start in range(0, len(windows), step):
         if should_stop is not None and should_stop():
@@ -360,7 +333,6 @@ def predict_tiled(
             merged = merge([*head, *parts, settled], [*weights, 0.0], iou)
             merged_area += sum(areas)
             parts, areas, new_pieces = [], [], []
-            cap = max_detections(height, width)
             if len(merged) > cap:
                 merged = merged.subset(np.argsort(-merged.scores, kind="stable")[:cap])
         if progress is not None:
