@@ -155,6 +155,17 @@ def test_random_objects_up_to_twice_the_overlap_are_each_found_once_and_whole(
         assert _found(perfect.predict_tiled(img, overlap=40)) == sorted(objects)
 
 
+def test_joining_never_makes_a_box_longer_than_two_windows(perfect: Detector) -> None:
+    """A band across the whole image (a weak model's chain of overlapping boxes looks so) is
+    not joined into one box wider than two windows."""
+    img = np.zeros((500, 700, 3), np.uint8)
+    img[200:240, :] = 255
+    pred = perfect.predict_tiled(img, overlap=40)
+    _, tile_w = native_tile(perfect.model, 500, 700)
+    widths = pred.boxes[:, 2] - pred.boxes[:, 0]
+    assert len(pred) > 1 and widths.max() <= 2 * tile_w
+
+
 def test_touching_objects_cut_at_facing_edges_are_not_joined(perfect: Detector) -> None:
     """Two objects side by side, each cut by one window's edge but disagreeing across the cut
     (one above the other half): two boxes, never their union."""

@@ -70,7 +70,9 @@ def _interval_iou(a0: np.ndarray, a1: np.ndarray, b0: float, b1: float) -> np.nd
     return inter / np.maximum(union, 1e-9)
 
 
-def _pairs(p: Pieces, axis: int, following: dict[float, float], margin: float) -> list:
+def _pairs(
+    p: Pieces, axis: int, following: dict[float, float], margin: float, longest: float
+) -> list:
     """Pairs ``(i, j)`` of pieces to join across a cut along ``axis`` (0: a vertical cut,
     pieces side by side; 1: a horizontal one): ``i`` cut at the end side by a window edge,
     ``j`` cut at the start side by the next window's start edge; best agreement first, each
@@ -92,6 +94,7 @@ def _pairs(p: Pieces, axis: int, following: dict[float, float], margin: float) -
             & (p.pred.labels[starts] == p.pred.labels[i])
             & (b[starts, lo] >= b[i, lo] - margin)  # j starts at or after i's start
             & (b[starts, hi] >= b[i, hi] - margin)  # and ends at or after i's end
+            & (b[starts, hi] - b[i, lo] <= longest)  # the union no longer than ``longest``
         ]
         if not len(j):
             continue
@@ -144,16 +147,19 @@ def join_pieces(
     next_x: dict[float, float],
     next_y: dict[float, float],
     margin: float,
+    longest: tuple[float, float] = (np.inf, np.inf),
 ) -> Pieces:
     """``pieces`` with the pieces of each object joined (module docstring), repeatedly.
 
     ``next_x`` maps a window's right edge (image x, px) to the left edge of the next window
     in its row; ``next_y`` a bottom edge to the next row's top edge. ``margin``: pixels of
-    slack in the span test. Joined boxes no longer cut anywhere have all-NaN ``cuts``."""
+    slack in the span test. ``longest`` ``(width, height)`` px: no join makes a box longer
+    (a weak model's overlapping boxes could otherwise chain across many windows into one).
+    Joined boxes no longer cut anywhere have all-NaN ``cuts``."""
     for _ in range(MAX_PASSES):
         joined = False
         for axis, following in ((0, next_x), (1, next_y)):
-            pairs = _pairs(pieces, axis, following, margin)
+            pairs = _pairs(pieces, axis, following, margin, longest[axis])
             if pairs:
                 pieces = _join_pairs(pieces, pairs, axis)
                 joined = True

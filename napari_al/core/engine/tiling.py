@@ -61,6 +61,8 @@ if TYPE_CHECKING:
 EDGE_MARGIN = 2.0
 #: NMS IoU of the merge when the model has none (torchvision's detectors use 0.5).
 MERGE_IOU = 0.5
+#: A joined box spans at most this many windows' sides along each axis (tile_pieces).
+MAX_JOINED_TILES = 2
 #: Windows whose boxes are merged (NMS) into the running result at a time, so memory stays
 #: bounded by the merged boxes, not by every window's raw detections.
 MERGE_EVERY = 64
@@ -250,12 +252,15 @@ def _settle(
     like: Predictions,
     nexts: tuple[dict[float, float], dict[float, float]],
     frontier: float,
+    longest: tuple[float, float],
 ) -> tuple[Pieces, Predictions]:
     """Join the pieces so far (:func:`~napari_al.core.engine.tile_pieces.join_pieces`); return
     those that may still join, and the settled boxes: joined ones cut nowhere, and the
     unjoined pieces whose neighbours are all predicted (every window starting at or above
-    ``frontier`` px is) that own their centre."""
-    pieces = join_pieces(concat([*([pending] if pending else []), *new], like), *nexts, EDGE_MARGIN)
+    ``frontier`` px is) that own their centre. A joined box is at most ``longest`` ``(width,
+    height)`` px: :data:`MAX_JOINED_TILES` windows."""
+    pieces = concat([*([pending] if pending else []), *new], like)
+    pieces = join_pieces(pieces, *nexts, EDGE_MARGIN, longest)
     whole = np.isnan(pieces.cuts).all(1)
     # the last row a piece may still join: the next one if it is cut at its bottom, else its own
     below = pieces.cuts[:, 3]
@@ -311,6 +316,7 @@ def predict_tiled(
     iou = merge_iou(detector.model)
     nexts = _next_edges(windows)
     cap = max_detections(height, width)
+    longest = (float(MAX_JOINED_TILES * shape[1]), float(MAX_JOINED_TILES * shape[0]))
     step = max(1, batch_size)
     for start in range(0, len(windows), step):
         if should_stop is not None and should_stop():
@@ -325,7 +331,7 @@ def predict_tiled(
         done = start + len(batch)
         if len(parts) >= MERGE_EVERY or done >= len(windows):
             frontier = windows[done].y0 if done < len(windows) else np.inf
-            pending, settled = _settle(pending, new_pieces, parts[0], nexts, frontier)
+            pending, settled = _settle(pending, new_pieces, parts[0], nexts, frontier, longest)
             # the running result counts with the area of the windows it came from, so the
             # embedding stays the area-weighted mean over all windows (settled pieces: 0)
             head = [] if merged is None else [merged]
