@@ -6,6 +6,7 @@ Every image is generated here."""
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 
 import numpy as np
@@ -482,3 +483,13 @@ def test_crop_loader_reads_its_window_through_one_shared_reader(tmp_path: Path) 
     windows = [e.loader.window for e in examples]
     assert len(set(windows)) == len(windows)
     assert list(itertools.chain.from_iterable(windows))  # non-empty
+
+
+def test_an_infinite_region_is_refused_like_a_nan_one() -> None:
+    """``--xyxy 0 0 inf 10`` was clipped and stored while ``nan`` was refused as not finite."""
+    from napari_al.core.workflow.crops import clip_to_image
+
+    for bad in ((0, 0, math.inf, 10), (0, 0, math.nan, 10), (-math.inf, 0, 5, 10)):
+        out = clip_to_image(bad, 100, 50)  # given back unclipped, for the store to refuse
+        assert out is not None and not all(math.isfinite(v) for v in out)
+    assert clip_to_image((-5, 0, 500, 10), 100, 50) == (0.0, 0.0, 100.0, 10.0)

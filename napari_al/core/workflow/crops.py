@@ -301,13 +301,13 @@ def clip_to_image(
 ) -> tuple[float, float, float, float] | None:
     """``xyxy`` (``x1, y1, x2, y2`` image pixels, ``x1 < x2``, ``y1 < y2``) clipped to the
     ``width`` x ``height`` image, or None when no area of it lies inside. What is not such a
-    rectangle (not 4 numbers, NaN, ``x1 >= x2``) comes back as given, as a tuple, for the
-    store to refuse with its own message."""
+    rectangle (not 4 numbers, NaN or infinite, ``x1 >= x2``) comes back as given, as a tuple,
+    for the store to refuse with its own message."""
     try:
         values = tuple(float(v) for v in xyxy)
     except (TypeError, ValueError):
         return tuple(xyxy)  # type: ignore[return-value]
-    if len(values) != 4 or any(math.isnan(v) for v in values):
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
         return values  # type: ignore[return-value]
     x1, y1, x2, y2 = values
     if not (x1 < x2 and y1 < y2):
