@@ -237,7 +237,9 @@ def step_predict(args: argparse.Namespace) -> None:
     detector, _ = load_checkpoint(args.checkpoint, device=args.device)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     # tiled even when --grid makes the mosaic smaller than the workflow's threshold
-    tiles = workflow.TileSettings(tile_above=max(CELL_W, CELL_H), overlap=args.overlap)
+    tiles = workflow.TileSettings(
+        tile_above=max(CELL_W, CELL_H), overlap=args.overlap, window_scale=args.window_scale
+    )
     last = [0.0]
 
     def tile_progress(image_id: int, done: int, total: int) -> None:
@@ -420,6 +422,7 @@ def report(meta: dict[str, Any], runs: dict[str, Any], out: Path) -> dict[str, A
         "grid": meta["grid"],
         "gutter": meta.get("gutter", 0),
         "overlap": runs["overlap"],
+        "window_scale": runs.get("window_scale", 1.0),
         "import_rss_mb": runs["import"]["rss_mb"],
         "predict_rss_mb": runs["predict"]["rss_mb"],
         "predict_rss_before_mb": pred["rss_before_mb"],
@@ -445,6 +448,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--overlap", type=int, default=None, help="tile overlap, px (default: the workflow's)"
     )
+    p.add_argument(
+        "--window-scale",
+        type=float,
+        default=None,
+        help="prediction windows up to this many times the model's input per side "
+        "(default: the workflow's)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per step")
     p.add_argument("--seed", type=int, default=0, help="order of the images in the mosaic")
@@ -458,6 +468,10 @@ def main(argv: list[str] | None = None) -> int:
         from napari_al.core.workflow import TileSettings
 
         args.overlap = TileSettings().overlap
+    if args.window_scale is None:
+        from napari_al.core.workflow import TileSettings
+
+        args.window_scale = TileSettings().window_scale
     if args.step:
         if args.threads:
             import torch
@@ -470,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     common = ["--out", str(out), "--data", str(args.data), "--device", args.device]
     common += ["--overlap", str(args.overlap), "--steps", str(args.steps)]
+    common += ["--window-scale", str(args.window_scale)]
     common += ["--threads", str(args.threads)] if args.threads else []
     me = [sys.executable, str(Path(__file__).resolve())]
     if args.checkpoint is None:
@@ -487,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         f"mosaic {meta['width']} x {meta['height']} px written in {time.perf_counter() - t0:.0f} s"
     )
     cli = [sys.executable, "-m", "napari_al.cli"]
-    runs: dict[str, Any] = {"overlap": args.overlap}
+    runs: dict[str, Any] = {"overlap": args.overlap, "window_scale": args.window_scale}
     code, secs, rss = _run([*cli, "init", str(out / "project")])
     if (
         code

@@ -18,7 +18,7 @@ from napari_al.core.engine.inference import RawDetections
 Rect = tuple[int, int, int, int]
 
 
-def fake_infer_raw(self, tensors, score_thresh, detections, keep_pooled=False):
+def fake_infer_raw(self, tensors, score_thresh, detections, keep_pooled=False, **_):
     """What a perfect detector reports of a tile: the visible part of each bright object
     (a box clipped to the tile; bright: channel 0 over half its range), class 0, score 0.9;
     ``features`` (w, h, 1) of its box in the tile, ``proposals`` the box itself,

@@ -4,6 +4,7 @@ borders, and the workflow's prediction path (small images unchanged, bit for bit
 from __future__ import annotations
 
 import itertools
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import pytest
 import tifffile
 from large_image_helpers import fake_infer_raw, sparse_tiff
 
-from napari_al.core.engine import Detector
+from napari_al.core.engine import Detector, tiling
+from napari_al.core.engine.losses import proposal_budget
 from napari_al.core.engine.tiling import axis_windows, native_tile, tile_windows
 from napari_al.core.images import (
     MAX_SIDE,
@@ -111,7 +113,7 @@ def _random_objects(
 
 
 def test_an_object_cut_by_a_tile_border_is_found_once(perfect: Detector) -> None:
-    windows = tile_windows(500, 700, native_tile(perfect.model, 500, 700), 48)
+    windows = tile_windows(500, 700, tiling.prediction_tile(perfect.model, 500, 700, 48), 48)
     xs = sorted({w.x0 for w in windows})
     ys = sorted({w.y0 for w in windows})
     e = windows[0].x1  # the first window's right edge, inside the second window
@@ -123,18 +125,22 @@ def test_an_object_cut_by_a_tile_border_is_found_once(perfect: Detector) -> None
     assert _found(pred) == sorted(objects)
 
 
-def test_random_objects_up_to_the_overlap_are_each_found_once_and_whole(perfect: Detector) -> None:
+@pytest.mark.parametrize("window_scale", [1.0, 2.0])
+def test_random_objects_up_to_the_overlap_are_each_found_once_and_whole(
+    perfect: Detector, window_scale: float
+) -> None:
     rng = np.random.default_rng(3)
     for _ in range(5):
         img, objects = _random_objects(rng, 25, (4, 40), gap=2)
-        assert _found(perfect.predict_tiled(img, overlap=40)) == sorted(objects)
+        pred = perfect.predict_tiled(img, overlap=40, window_scale=window_scale)
+        assert _found(pred) == sorted(objects)
 
 
 def test_an_object_larger_than_the_overlap_is_joined_from_its_pieces(perfect: Detector) -> None:
     """Neither window holds an object wider than the overlap that lies over the overlap strip:
     each finds a piece; the pieces are joined into the whole object, once (also across a
     corner of four windows, and along a row of three windows)."""
-    windows = tile_windows(500, 700, native_tile(perfect.model, 500, 700), 40)
+    windows = tile_windows(500, 700, tiling.prediction_tile(perfect.model, 500, 700, 40), 40)
     xs = sorted({w.x0 for w in windows})
     ys = sorted({w.y0 for w in windows})
     e = windows[0].x1  # the first window's right edge, inside the second window
@@ -146,13 +152,15 @@ def test_an_object_larger_than_the_overlap_is_joined_from_its_pieces(perfect: De
     assert _found(pred) == sorted(objects)
 
 
+@pytest.mark.parametrize("window_scale", [1.0, 2.0])
 def test_random_objects_up_to_twice_the_overlap_are_each_found_once_and_whole(
-    perfect: Detector,
+    perfect: Detector, window_scale: float
 ) -> None:
     rng = np.random.default_rng(5)
     for _ in range(4):
         img, objects = _random_objects(rng, 12, (30, 80), gap=4)
-        assert _found(perfect.predict_tiled(img, overlap=40)) == sorted(objects)
+        pred = perfect.predict_tiled(img, overlap=40, window_scale=window_scale)
+        assert _found(pred) == sorted(objects)
 
 
 def test_joining_never_makes_a_box_longer_than_two_windows(perfect: Detector) -> None:
@@ -169,7 +177,7 @@ def test_joining_never_makes_a_box_longer_than_two_windows(perfect: Detector) ->
 def test_touching_objects_cut_at_facing_edges_are_not_joined(perfect: Detector) -> None:
     """Two objects side by side, each cut by one window's edge but disagreeing across the cut
     (one above the other half): two boxes, never their union."""
-    windows = tile_windows(500, 700, native_tile(perfect.model, 500, 700), 40)
+    windows = tile_windows(500, 700, tiling.prediction_tile(perfect.model, 500, 700, 40), 40)
     xs = sorted({w.x0 for w in windows})
     e = windows[0].x1
     left = (xs[1] - 30, 20, e + 2, 60)  # reaches past the first window's right edge
@@ -221,7 +229,7 @@ def test_progress_counts_tiles_and_stop_returns_none(perfect: Detector) -> None:
     seen: list[tuple[int, int]] = []
     img = _image_with([])
     perfect.predict_tiled(img, overlap=48, batch_size=3, progress=lambda d, n: seen.append((d, n)))
-    total = len(tile_windows(500, 700, native_tile(perfect.model, 500, 700), 48))
+    total = len(tile_windows(500, 700, tiling.prediction_tile(perfect.model, 500, 700, 48), 48))
     assert seen[-1] == (total, total) and all(n == total for _, n in seen)
     assert perfect.predict_tiled(img, overlap=48, should_stop=lambda: True) is None
 
@@ -229,26 +237,90 @@ def test_progress_counts_tiles_and_stop_returns_none(perfect: Detector) -> None:
 # ---- the real model on tiles --------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("window_scale", "windows", "shape"), [(1.0, 9, (128, 160)), (2.0, 4, (192, 224))]
+)
 def test_tiles_are_fed_at_the_models_native_scale(
-    tiny: Detector, monkeypatch: pytest.MonkeyPatch
+    tiny: Detector,
+    monkeypatch: pytest.MonkeyPatch,
+    window_scale: float,
+    windows: int,
+    shape: tuple[int, int],
 ) -> None:
-    sizes: list[tuple] = []
+    # tiny's input is 128 x 160; a 300 x 400 image takes 3 x 3 windows of that size, or
+    # 2 x 2 of at most twice that, shrunk to share it evenly (166 x 216 px) and rounded up to
+    # the model's multiple of 32: every window goes in unresized, with proposals for its area
+    calls: list[tuple] = []
     real = tiny.infer_raw
 
     def spy(tensors, *a, **k):
         raws = real(tensors, *a, **k)
-        sizes.extend((r.image_size, r.orig_size) for r in raws)
+        calls.extend((r.image_size, r.orig_size, k["budget"]) for r in raws)
         return raws
 
     monkeypatch.setattr(tiny, "infer_raw", spy)
-    img = RNG.integers(0, 256, (200, 250, 3), dtype=np.uint8)
-    pred = tiny.predict_tiled(img, overlap=32, score_threshold=0.0)
-    assert len(sizes) == 4 and all(s == o == (128, 160) for s, o in sizes)  # no resize
+    img = RNG.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    pred = tiny.predict_tiled(img, overlap=32, score_threshold=0.0, window_scale=window_scale)
+    assert len(calls) == windows
+    assert all(s == o == shape for s, o, _ in calls)  # no resize
+    budget = max(1.0, shape[0] * shape[1] / (128 * 160))
+    assert all(b == pytest.approx(budget) for _, _, b in calls)
     n = len(pred)
     assert n > 0 and pred.features.shape == (n, tiny.feature_dim)
     assert pred.embedding.shape == (tiny.embedding_dim,) and pred.proposals.shape == (n, 4)
-    assert (pred.boxes[:, 2] <= 250).all() and (pred.boxes[:, 3] <= 200).all()
+    assert (pred.boxes[:, 2] <= 400).all() and (pred.boxes[:, 3] <= 300).all()
     assert np.allclose(pred.probs.sum(1), 1.0, atol=1e-4)
+
+
+def test_fitted_windows_cover_the_image_with_the_fewest_windows() -> None:
+    for length, longest, overlap in [
+        (19_200, 1280, 64),
+        (14_400, 960, 64),
+        (1000, 960, 64),
+        (961, 960, 0),
+        (5, 960, 64),
+        (12_345, 300, 299),
+    ]:
+        side = tiling.fitted_length(length, longest, overlap)
+        assert side <= longest
+        spans = tiling.axis_windows(length, side, overlap)
+        fewest = tiling.axis_windows(length, longest, overlap)
+        assert len(spans) == len(fewest)
+        assert spans[0][0] == 0 and spans[-1][1] == length
+        assert all(b[0] <= a[1] - overlap for a, b in itertools.pairwise(spans))
+
+    # the mosaic of the benchmark: 2x windows cover it with 1.12x its pixels, 1x with 1.28x
+    def cover(scale: float) -> float:
+        rows = tiling.axis_windows(14_400, tiling.fitted_length(14_400, int(480 * scale), 64), 64)
+        cols = tiling.axis_windows(19_200, tiling.fitted_length(19_200, int(640 * scale), 64), 64)
+        pixels = sum(b - a for a, b in rows) * sum(b - a for a, b in cols)
+        return pixels / (14_400 * 19_200)
+
+    assert cover(1.0) == pytest.approx(1.28, abs=0.01)
+    assert cover(2.0) == pytest.approx(1.12, abs=0.01)
+    with pytest.raises(ValueError, match="smaller than the tile"):
+        tiling.fitted_length(1000, 64, 64)
+
+
+def test_a_window_scale_below_one_is_refused(tiny: Detector) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        tiling.prediction_tile(tiny.model, 1000, 1000, 32, 0.5)
+
+
+def test_the_proposal_budget_scales_this_thread_only(tiny: Detector) -> None:
+    rpn = tiny.model.rpn
+    rpn.eval()
+    pre, post = rpn.pre_nms_top_n(), rpn.post_nms_top_n()
+    seen: list[tuple[int, int]] = []
+    with proposal_budget(2.5):
+        assert (rpn.pre_nms_top_n(), rpn.post_nms_top_n()) == (round(pre * 2.5), round(post * 2.5))
+        other = threading.Thread(
+            target=lambda: seen.append((rpn.pre_nms_top_n(), rpn.post_nms_top_n()))
+        )
+        other.start()
+        other.join()
+    assert seen == [(pre, post)]
+    assert (rpn.pre_nms_top_n(), rpn.post_nms_top_n()) == (pre, post)
 
 
 def test_an_image_of_one_tile_predicts_as_a_whole_image(tiny: Detector) -> None:
@@ -522,3 +594,15 @@ def test_the_box_cap_grows_with_the_image() -> None:
 
     assert max_detections(4000, 5000) == MAX_TILED_DETECTIONS  # 20 Mpx: the flat cap
     assert max_detections(14_400, 19_200) >= 27_000 > 11_832  # the BCCD mosaic's cells fit
+
+
+@pytest.mark.parametrize("window_scale", [1.0, 2.0])
+def test_a_strip_thinner_than_the_overlap_predicts_in_one_row(
+    perfect: Detector, window_scale: float
+) -> None:
+    # 30 px tall, overlap 40: the window's height is the image's (was: the overlap refused)
+    objects = [(10, 5, 30, 25), (600, 2, 650, 28), (1990, 0, 2000, 30)]
+    pred = perfect.predict_tiled(
+        _image_with(objects, h=30, w=2000), overlap=40, window_scale=window_scale
+    )
+    assert _found(pred) == sorted(objects)

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 from torchvision.models.detection.faster_rcnn import FasterRCNN
 from torchvision.models.detection.fcos import FCOS
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.retinanet import RetinaNet
 from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import boxes as box_ops
@@ -47,7 +48,7 @@ from torchvision.ops import boxes as box_ops
 from napari_al.core.data import Predictions, ScoringViews
 from napari_al.core.engine import tiling, views
 from napari_al.core.engine.build import DEFAULT_ARCH, DetectorConfig, build_model
-from napari_al.core.engine.device import autocast, select_device
+from napari_al.core.engine.device import autocast, keep_freed_memory, select_device
 from napari_al.core.engine.inference import (
     CANDIDATE_DETECTIONS_PER_IMAGE,
     CANDIDATE_SCORE_THRESHOLD,
@@ -59,6 +60,7 @@ from napari_al.core.engine.inference import (
     load_image,
     to_predictions,
 )
+from napari_al.core.engine.losses import proposal_budget
 from napari_al.core.engine.one_stage import one_stage_detections
 from napari_al.core.engine.views import MC_DROPOUT_P, NOISE_SIGMA
 from napari_al.core.engine.weights import SOURCES, Preprocessing
@@ -141,6 +143,7 @@ class Detector:
         self._pretrained_backbone = pretrained_backbone
         #: Preprocessing imposed on the structure (a checkpoint's), else the source's.
         self._preprocessing = preprocessing
+        keep_freed_memory()  # before the first forward pass (engine.device)
         self.device = select_device(device)
         self.amp = amp
         self.model = model.to(self.device).eval()
@@ -274,8 +277,17 @@ class Detector:
         """Images as float CHW tensors in [0, 1] on the detector's device."""
         return [image_to_tensor(im).to(self.device, non_blocking=True) for im in images]
 
-    def _backbone_features(self, tensors: list[Tensor]) -> tuple[Any, dict[str, Tensor], Tensor]:
-        image_list, _ = self.model.transform(tensors, None)
+    def _backbone_features(
+        self, tensors: list[Tensor], scale_one: bool = False
+    ) -> tuple[Any, dict[str, Tensor], Tensor]:
+        t = self.model.transform
+        if scale_one:
+            # normalised and padded into one batch as the transform does, but not resized
+            normed = [t.normalize(x) for x in tensors]
+            sizes = [(int(x.shape[-2]), int(x.shape[-1])) for x in normed]
+            image_list = ImageList(t.batch_images(normed, size_divisible=t.size_divisible), sizes)
+        else:
+            image_list, _ = t(tensors, None)
         feats = self.model.backbone(image_list.tensors)
         if isinstance(feats, Tensor):
             feats = OrderedDict([("0", feats)])
@@ -290,22 +302,33 @@ class Detector:
         score_thresh: float,
         detections: int,
         keep_pooled: bool = False,
+        *,
+        scale_one: bool = False,
+        budget: float = 1.0,
     ) -> list[RawDetections]:
         """One forward pass (backbone once) on a batch of :meth:`image_tensors`: per image the
         detections scoring above ``score_thresh``, at most ``detections``, in resized-image
         coordinates (:func:`~napari_al.core.engine.inference.to_predictions` maps them back);
-        ``keep_pooled`` keeps the RoI-pooled features of two-stage boxes (for MC dropout)."""
+        ``keep_pooled`` keeps the RoI-pooled features of two-stage boxes (for MC dropout).
+
+        ``scale_one``: the tensors go in at their own size, not resized to the model's input
+        (windows of a large image, :mod:`~napari_al.core.engine.tiling`; not for SSDlite, whose
+        input size is fixed); ``budget``: the RPN's proposals (two-stage) or the candidates per
+        level (one-stage) are multiplied by it, for inputs ``budget`` times the model's input
+        area (:func:`~napari_al.core.engine.losses.proposal_budget`)."""
         self.model.eval()
         orig = [(int(t.shape[-2]), int(t.shape[-1])) for t in tensors]
-        with autocast(self.device, self.amp):
-            image_list, feats, emb = self._backbone_features(tensors)
+        with autocast(self.device, self.amp), proposal_budget(budget):
+            image_list, feats, emb = self._backbone_features(tensors, scale_one)
             if self.two_stage:
                 proposals, _ = self.model.rpn(image_list, feats)
                 dets = self.model.roi_heads.rich_forward(
                     feats, proposals, image_list.image_sizes, score_thresh, detections, keep_pooled
                 )
             else:
-                dets = one_stage_detections(self.model, image_list, feats, score_thresh, detections)
+                dets = one_stage_detections(
+                    self.model, image_list, feats, score_thresh, detections, budget
+                )
         out = []
         for i, d in enumerate(dets):
             out.append(
@@ -356,12 +379,14 @@ class Detector:
         score_threshold: float | None = None,
         candidate: bool = False,
         batch_size: int = 4,
+        window_scale: float = 1.0,
         progress: ProgressCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Predictions | None:
         """Rich predictions of one large image, window by window at the model's native scale,
         windows overlapping by ``overlap`` pixels and merged with class-aware NMS
-        (:func:`napari_al.core.engine.tiling.predict_tiled`, whose docstring gives the rule).
+        (:func:`napari_al.core.engine.tiling.predict_tiled`, whose docstring gives the rule);
+        windows up to ``window_scale`` times the model's input per side.
 
         ``image`` ``(H, W, 3)`` uint8 supports ``image[y0:y1, x0:x1]`` (a numpy array, or a
         lazy reader that decodes only that window); ``progress(windows done, total)``; None
@@ -374,6 +399,7 @@ class Detector:
             score_threshold=score_threshold,
             candidate=candidate,
             batch_size=batch_size,
+            window_scale=window_scale,
             progress=progress,
             should_stop=should_stop,
         )

@@ -10,6 +10,9 @@ pixels; labels are 1-based (0 = background), as torchvision's detection models e
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,17 +134,45 @@ def weighted_fastrcnn_loss(
     return classification_loss, box_loss
 
 
+_BUDGET = threading.local()
+
+
+def _scaled(n: int) -> int:
+    return max(1, round(n * getattr(_BUDGET, "scale", 1.0)))
+
+
+@contextmanager
+def proposal_budget(scale: float) -> Iterator[None]:
+    """Within the block, in this thread only, :class:`PartialLabelRPN` keeps ``scale`` times
+    its usual number of proposals (per level before NMS, in all after it): an input of
+    ``scale`` times the model's input area at scale 1 gets as many proposals per pixel.
+    Other threads using the same model are unaffected."""
+    before = getattr(_BUDGET, "scale", 1.0)
+    _BUDGET.scale = float(scale)
+    try:
+        yield
+    finally:
+        _BUDGET.scale = before
+
+
 class PartialLabelRPN(RegionProposalNetwork):
     """RPN whose training loss handles partial labels (Desai et al., eq. 3).
 
     Positive anchors weigh as much as the box they match (1 for human labels, ``lambda_d`` for
     unverified predictions); anchors overlapping a rejected box (IoU >= 0.5, more than with any
     foreground box) are negatives with weight 1; anchors in an ignore region are not sampled
-    (weight 0). Inference is unchanged.
+    (weight 0). Inference is unchanged, except that :func:`proposal_budget` scales the number
+    of proposals kept, in the thread that holds it (a window larger than the model's input).
     """
 
     reject_iou_thresh = REJECT_IOU_THRESHOLD
     ignore_iof_thresh = IGNORE_IOF_THRESHOLD
+
+    def pre_nms_top_n(self) -> int:
+        return _scaled(int(super().pre_nms_top_n()))
+
+    def post_nms_top_n(self) -> int:
+        return _scaled(int(super().post_nms_top_n()))
 
     @classmethod
     def from_rpn(cls, rpn: RegionProposalNetwork) -> PartialLabelRPN:

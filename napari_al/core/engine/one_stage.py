@@ -54,11 +54,13 @@ def one_stage_detections(
     feats: dict[str, Tensor],
     score_thresh: float,
     detections: int,
+    candidates_scale: float = 1.0,
 ) -> list[dict[str, Tensor]]:
     """Detections of a one-stage ``model`` (RetinaNet, FCOS or SSD) on backbone features
     ``feats`` of ``image_list``: per image ``boxes`` (N, 4), ``scores`` (N,), ``labels`` (N,)
     1-based, ``probs`` (N, C+1) and ``features`` (N, D); scores above ``score_thresh``, at most
-    ``detections`` boxes after NMS (boxes clipped to zero size are dropped)."""
+    ``detections`` boxes after NMS (boxes clipped to zero size are dropped); the model's
+    ``topk_candidates`` per level times ``candidates_scale`` (an input larger than the model's)."""
     flist = list(feats.values())
     tower: list[Tensor] = []
     hook = None
@@ -72,6 +74,7 @@ def one_stage_detections(
         if hook is not None:
             hook.remove()
     anchors = model.anchor_generator(image_list, flist)
+    topk = max(1, round(int(model.topk_candidates) * candidates_scale))
     if isinstance(model, SSD):
         return ssd_detections(
             model, head, anchors, image_list.image_sizes, score_thresh, detections
@@ -98,7 +101,7 @@ def one_stage_detections(
             k = s_l.shape[1]
             flat = s_l.flatten()
             keep = torch.where(flat > score_thresh)[0]
-            num_topk = min(int(model.topk_candidates), int(keep.numel()))
+            num_topk = min(topk, int(keep.numel()))
             top, idx = flat[keep].topk(num_topk)
             keep = keep[idx]
             anchor_idx = torch.div(keep, k, rounding_mode="floor")

@@ -24,7 +24,9 @@ sees it whole. The kept boxes of all windows, shifted into image pixels, are mer
 copies of an object seen whole by two windows. Merging runs every :data:`MERGE_EVERY` windows
 into the running result (windows come row by row, so only boxes near the boundary of two
 groups meet in a later merge; a greedy suppression chain across that boundary can end
-differently from one NMS over everything, which needs three overlapping boxes there); a piece
+differently from one NMS over everything, which needs three overlapping boxes there); the
+running result's boxes that end above every new box are final and leave the merge, so each
+merge costs what its own rows hold, not the whole image's boxes; a piece
 waits until the windows it could join with are predicted. An object larger than a window
 whose pieces disagree across a cut (a very irregular shape) can stay in pieces.
 
@@ -61,7 +63,8 @@ if TYPE_CHECKING:
 EDGE_MARGIN = 2.0
 #: NMS IoU of the merge when the model has none (torchvision's detectors use 0.5).
 MERGE_IOU = 0.5
-#: A joined box spans at most this many windows' sides along each axis (tile_pieces).
+#: A joined box spans at most this many sides of the model's input (:func:`native_tile`)
+#: along each axis (tile_pieces): the model sees objects up to about its input's size.
 MAX_JOINED_TILES = 2
 #: Windows whose boxes are merged (NMS) into the running result at a time, so memory stays
 #: bounded by the merged boxes, not by every window's raw detections.
@@ -108,9 +111,10 @@ class Window:
 def axis_windows(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
     """``(start, end)`` of the windows covering ``[0, length)``: as few windows of ``tile``
     pixels as overlap by at least ``overlap``, evenly spaced (integer starts), the first at 0 and
-    the last ending at ``length``; one window ``(0, length)`` when ``length <= tile``. Raises
-    ValueError unless ``0 <= overlap < tile``."""
-    if not 0 <= overlap < tile:
+    the last ending at ``length``; one window ``(0, length)`` when ``length <= tile`` (whatever
+    the overlap: a thin image's window is the image). Raises ValueError unless ``overlap >= 0``
+    and, when more than one window is needed, ``overlap < tile``."""
+    if overlap < 0 or (length > tile and overlap >= tile):
         raise ValueError(
             f"tile overlap must be at least 0 and smaller than the tile ({tile} px); "
             f"got {overlap} px"
@@ -154,6 +158,52 @@ def native_tile(model: nn.Module, height: int, width: int) -> tuple[int, int]:
     short, long = int(t.min_size[-1]), int(t.max_size)
     long = max(long, short)
     return (long, short) if height > width else (short, long)
+
+
+def fitted_length(length: int, longest: int, overlap: int) -> int:
+    """The shortest window side, at most ``longest`` px, that covers ``length`` px with as few
+    windows overlapping by ``overlap`` px as ``longest`` would: the windows shrink to share the
+    image evenly instead of overlapping more than ``overlap``. ``length`` when it fits in one.
+    Raises ValueError unless ``0 <= overlap < longest``."""
+    if not 0 <= overlap < longest:
+        raise ValueError(
+            f"tile overlap must be at least 0 and smaller than the tile ({longest} px); "
+            f"got {overlap} px"
+        )
+    if length <= longest:
+        return length
+    n = -(-(length - overlap) // (longest - overlap))
+    return -(-(length - overlap) // n) + overlap
+
+
+def prediction_tile(
+    model: nn.Module, height: int, width: int, overlap: int, scale: float = 1.0
+) -> tuple[int, int]:
+    """``(rows, columns)`` of the windows :func:`predict_tiled` cuts a ``height x width`` image
+    into: :func:`native_tile` at ``scale`` 1; else at most ``scale`` times it per side (windows
+    go in at scale 1, so a larger window only means fewer overlaps: 2x covers a 19,200 x 14,400
+    px image with 1.14x its pixels, 1x with 1.32x), shrunk to share the image evenly
+    (:func:`fitted_length`) and rounded up to the model's size multiple (32 px for
+    torchvision's detectors), so no window is padded. SSDlite (a fixed input size) always gets
+    its native tile. Raises ValueError unless ``scale >= 1`` and ``0 <= overlap <`` the
+    native tile's shorter side."""
+    native = native_tile(model, height, width)
+    if not scale >= 1.0:
+        raise ValueError(f"the window scale must be at least 1; got {scale}")
+    if not 0 <= overlap < min(native):
+        raise ValueError(
+            f"tile overlap must be at least 0 and smaller than the tile ({min(native)} px); "
+            f"got {overlap} px"
+        )
+    if scale == 1.0 or getattr(model.transform, "fixed_size", None):
+        return native
+    step = max(1, int(getattr(model.transform, "size_divisible", 1)))
+
+    def side(length: int, native_side: int) -> int:
+        longest = int(native_side * scale)
+        return min(longest, -(-fitted_length(length, longest, overlap) // step) * step)
+
+    return side(height, native[0]), side(width, native[1])
 
 
 def merge_iou(model: nn.Module) -> float:
@@ -290,6 +340,7 @@ def predict_tiled(
     candidate: bool = False,
     batch_size: int = 4,
     detections_per_image: int | None = None,
+    window_scale: float = 1.0,
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Predictions | None:
@@ -298,32 +349,45 @@ def predict_tiled(
     ``image``: ``(H, W, 3)`` uint8 (or anything :meth:`Detector.predict` takes) supporting
     ``image[y0:y1, x0:x1]``: a numpy array, or a lazy reader that decodes only that window
     (:class:`napari_al.core.lazy_images.RGBWindows`). ``tile`` ``(rows, columns)`` defaults to
-    :func:`native_tile`; ``overlap`` pixels (ValueError unless smaller than the tile);
-    ``batch_size`` windows per forward pass; thresholds as :meth:`Detector.predict`, per window.
+    :func:`prediction_tile` (up to ``window_scale`` times :func:`native_tile` per side);
+    ``overlap`` pixels (ValueError unless smaller than the tile). Windows go into the model at
+    scale 1, not resized (SSDlite: its fixed input, the native tile); a window of ``k`` times the
+    native tile's area gets ``k`` times the RPN's proposals (one-stage: candidates per level)
+    and the detections per window, and ``batch_size / k`` windows go in one forward pass (at
+    least one), so a pass holds about as many pixels whatever the window. Thresholds as
+    :meth:`Detector.predict`.
     ``progress(windows done, windows in total)`` after each batch; ``should_stop()`` is checked
     before each batch: None is returned when it fires.
     """
     height, width = int(image.shape[0]), int(image.shape[1])
-    shape = tile or native_tile(detector.model, height, width)
+    native = native_tile(detector.model, height, width)
+    shape = tile or prediction_tile(detector.model, height, width, overlap, window_scale)
     windows = tile_windows(height, width, shape, overlap)
     thr, dets = detector._thresholds(score_threshold, candidate, detections_per_image)
+    scale_one = not getattr(detector.model.transform, "fixed_size", None)
+    budget = max(1.0, shape[0] * shape[1] / (native[0] * native[1])) if scale_one else 1.0
+    dets = round(dets * budget)
     parts: list[Predictions] = []
     areas: list[float] = []
     new_pieces: list[Pieces] = []
     pending: Pieces | None = None
     merged: Predictions | None = None
+    final: list[Predictions] = []  # boxes no later window can overlap
+    n_final = 0
     merged_area = 0.0
     iou = merge_iou(detector.model)
     nexts = _next_edges(windows)
     cap = max_detections(height, width)
-    longest = (float(MAX_JOINED_TILES * shape[1]), float(MAX_JOINED_TILES * shape[0]))
-    step = max(1, batch_size)
+    # the model sees objects up to about its input's size, whatever the window
+    longest = (float(MAX_JOINED_TILES * native[1]), float(MAX_JOINED_TILES * native[0]))
+    step = max(1, int(batch_size / budget))
     for start in range(0, len(windows), step):
         if should_stop is not None and should_stop():
             return None
         batch = windows[start : start + step]
         tensors = [_tile_tensor(image, w, shape).to(detector.device) for w in batch]
-        for window, raw in zip(batch, detector.infer_raw(tensors, thr, dets), strict=True):
+        raws = detector.infer_raw(tensors, thr, dets, scale_one=scale_one, budget=budget)
+        for window, raw in zip(batch, raws, strict=True):
             whole, pieces = _place(to_predictions(raw, detector.num_classes), window)
             parts.append(whole)
             new_pieces.append(pieces)
@@ -336,11 +400,31 @@ def predict_tiled(
             # embedding stays the area-weighted mean over all windows (settled pieces: 0)
             head = [] if merged is None else [merged]
             weights = [merged_area, *areas][1 - len(head) :]
-            merged = merge([*head, *parts, settled], [*weights, 0.0], iou)
+            new = [*parts, settled]
+            if merged is not None and len(merged):
+                # a box ending above every new box overlaps none of them: the NMS cannot
+                # change it, so it is final (NMS over the rest = NMS over all, as the
+                # running result has no pair left to suppress), and the merge stays local
+                top = min((float(p.boxes[:, 1].min()) for p in new if len(p)), default=np.inf)
+                above = merged.boxes[:, 3] <= top
+                if above.any():
+                    final.append(merged.subset(above))
+                    n_final += int(above.sum())
+                    head = [merged.subset(~above)]
+            merged = merge([*head, *new], [*weights, 0.0], iou)
             merged_area += sum(areas)
             parts, areas, new_pieces = [], [], []
-            if len(merged) > cap:
-                merged = merged.subset(np.argsort(-merged.scores, kind="stable")[:cap])
+            if len(merged) + n_final > cap:
+                merged = _best(Predictions.concat([*final, merged], merged.embedding), cap)
+                final, n_final = [], 0
         if progress is not None:
             progress(done, len(windows))
-    return merged
+    if merged is None or not final:
+        return merged
+    # by decreasing score, as one NMS over everything returns them
+    return _best(Predictions.concat([*final, merged], merged.embedding), cap)
+
+
+def _best(pred: Predictions, n: int) -> Predictions:
+    """The ``n`` highest-scoring boxes of ``pred``, by decreasing score (stable)."""
+    return pred.subset(np.argsort(-pred.scores, kind="stable")[:n])

@@ -95,7 +95,11 @@ def predict_large_file(
 
     with open_rgb(path) as pixels:
         return detector.predict_tiled(
-            pixels, overlap=tiles.overlap, progress=progress, should_stop=should_stop
+            pixels,
+            overlap=tiles.overlap,
+            window_scale=tiles.window_scale,
+            progress=progress,
+            should_stop=should_stop,
         )
 
 

@@ -465,6 +465,16 @@ class TileSettings:
         "(a larger one can be found in two pieces); below the model's shorter input side",
         minimum=0,
     )
+    window_scale: float = _opt(
+        1.0,
+        "prediction windows of large images are up to this many times the model's input per "
+        "side, seen at scale 1 with proportionally more proposals: fewer overlapping pixels "
+        "(1.14x an image's pixels at 2, 1.32x at 1, for a 19,200 x 14,400 px mosaic at "
+        "480 x 640), more memory per pass; on a CPU the per-pixel cost rises with the window "
+        "(docs/large-images.md)",
+        minimum=1.0,
+        maximum=8.0,
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
