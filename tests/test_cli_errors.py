@@ -379,3 +379,13 @@ def test_a_reader_that_closes_stdout_early_ends_the_command_quietly(
     finally:
         os.close(write_end)
     assert proc.stderr == "" and proc.returncode == 141, (proc.returncode, proc.stderr)
+
+
+def test_a_flag_value_starting_with_a_dash_is_told_to_go_after_equals(
+    labelled: Path, capsys
+) -> None:
+    """argparse reads ``--anchors -16,32`` as two flags ("expected one argument"); the line now
+    says how to pass such a value."""
+    code, _out, err = run(capsys, "train", str(labelled), "--anchors", "-16,32,64", *TINY)
+    line = one_line_error(err)
+    assert code == 2 and "expected one argument" in line and "--anchors=-..." in line

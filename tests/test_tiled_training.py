@@ -390,6 +390,38 @@ def test_mark_region_complete_checks_its_input_and_a_complete_image(store: Proje
     assert store.reviewed_regions() == []
 
 
+def test_a_region_covering_the_whole_image_completes_it(store: ProjectStore) -> None:
+    """Marking the whole image (within the store's half-pixel tolerance) complete says what
+    "mark image complete" says: the image turns complete in the same action (newcomer: it
+    stayed partial); undo puts it back."""
+    for review in ("unseen", "partial"):
+        img = store.add_image(f"{review}.png", review[0] * 64, 600, 500)
+        store.set_review_state(img, review)
+        ann = Annotator(store)
+        command = ann.complete_region(img, (-0.3, 0, 600.4, 500))
+        assert (command.review_before, command.review_after) == (review, "complete")
+        assert store.image(img).review_state == "complete"
+        assert store.actions()[-1].payload["review"] == {"before": review, "after": "complete"}
+        ann.undo()
+        assert store.image(img).review_state == review and store.reviewed_regions(img) == []
+    # one pixel short of the image's width: a region, the image stays partial
+    img = store.add_image("c.png", "c" * 64, 600, 500)
+    Annotator(store).complete_region(img, (0, 0, 599, 500))
+    assert store.image(img).review_state == "partial"
+
+
+def test_a_region_inside_one_marked_complete_is_not_stored_again(store: ProjectStore) -> None:
+    img = store.add_image("a.png", "a" * 64, 6000, 5000)
+    ann = Annotator(store)
+    ann.complete_region(img, (10, 10, 300, 300))
+    actions = len(store.actions())
+    assert ann.complete_region(img, (10, 10, 300, 300)) is None  # the same one again
+    assert ann.complete_region(img, (20, 30, 100, 300)) is None  # inside it
+    assert len(store.reviewed_regions(img)) == 1 and len(store.actions()) == actions
+    assert ann.complete_region(img, (0, 0, 300, 300)) is not None  # larger: new information
+    assert len(store.reviewed_regions(img)) == 2
+
+
 def test_reviewed_regions_change_the_labels_hash(store: ProjectStore) -> None:
     img = store.add_image("a.png", "a" * 64, 6000, 5000)
     before = labels_hash(store.training_snapshot())
@@ -429,7 +461,7 @@ def test_cli_marks_a_region_complete_and_trains_in_crops(
     assert main(argv) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "marked [1000, 1000, 2000, 1600] of " in out
-    assert "big.tif complete (1 complete regions on this image)" in out
+    assert "big.tif complete (1 complete region on this image)" in out
     with ProjectStore.open(project) as store:
         (row,) = store.images()
         assert image_reviewed_area(store, row.id) == [REGION]
@@ -472,8 +504,17 @@ def test_cli_says_a_region_of_a_small_image_changes_no_training(
     capsys.readouterr()
     assert main(["mark-region-complete", str(folder), "a.png", "--xyxy", "0", "0", "9", "9"]) == 0
     out, err = capsys.readouterr()
-    assert "marked [0, 0, 9, 9] of a.png complete" in out
+    assert "marked [0, 0, 9, 9] of a.png complete (1 complete region on this image)" in out
     assert "trains whole and by its review state" in err
+    assert main(["mark-region-complete", str(folder), "a.png", "--xyxy", "1", "1", "9", "9"]) == 0
+    assert (
+        "nothing to do: [1, 1, 9, 9] lies in a region of a.png already" in capsys.readouterr().out
+    )
+    assert main(["mark-region-complete", str(folder), "a.png", "--xyxy", "0", "0", "64", "48"]) == 0
+    out = capsys.readouterr().out
+    assert "marked [0, 0, 64, 48], the whole of a.png, complete: the image is complete" in out
+    assert main(["mark-region-complete", str(folder), "a.png", "--xyxy", "0", "0", "9", "9"]) == 0
+    assert "a.png is already complete" in capsys.readouterr().out
 
 
 def test_crop_loader_reads_its_window_through_one_shared_reader(tmp_path: Path) -> None:

@@ -33,6 +33,10 @@ class Parser(argparse.ArgumentParser):
             close = difflib.get_close_matches(bad.group(1), choices, n=1)
             if close:
                 message = f"{message}; did you mean {close[0]!r}?"
+        flag = re.match(r"argument (--[\w-]+)(?:/\S+)?: expected one argument$", message)
+        if flag:
+            # argparse takes a value starting with '-' (but not a plain number) for a flag
+            message = f"{message}; a value starting with '-' goes after '=': {flag.group(1)}=-..."
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 

@@ -61,6 +61,10 @@ def find_image(store: Any, project: str, image: str) -> Any:
     )
 
 
+def _numbers(values: Any) -> str:
+    return ", ".join(f"{float(v):g}" for v in values)
+
+
 def cmd_mark_region_complete(args: argparse.Namespace) -> int:
     from napari_al.core import workflow
     from napari_al.core.annotator import Annotator
@@ -69,18 +73,29 @@ def cmd_mark_region_complete(args: argparse.Namespace) -> int:
         row = find_image(store, args.project, args.image)
         command = workflow.mark_region_complete(Annotator(store), row.id, args.xyxy)
         area = workflow.image_reviewed_area(store, row.id)
+        state = store.image(row.id).review_state
     if command is None:
-        print(f"{row.path} is already complete: every region of it is reviewed")
+        if row.review_state == "complete":
+            print(f"{row.path} is already complete: every region of it is reviewed")
+        else:
+            print(
+                f"nothing to do: [{_numbers(args.xyxy)}] lies in a region of {row.path} "
+                "already marked complete"
+            )
         return 0
-    box = ", ".join(f"{v:g}" for v in command.region_after.xyxy)
+    box = _numbers(command.region_after.xyxy)
     if any(abs(a - b) > 1e-6 for a, b in zip(command.region_after.xyxy, args.xyxy, strict=True)):
-        asked = ", ".join(f"{v:g}" for v in args.xyxy)
+        asked = _numbers(args.xyxy)
         print(
             f"note: [{asked}] reaches past the {row.width}x{row.height} px image; "
             f"clipped to [{box}]",
             file=sys.stderr,
         )
-    print(f"marked [{box}] of {row.path} complete ({len(area)} complete regions on this image)")
+    if state == "complete":
+        print(f"marked [{box}], the whole of {row.path}, complete: the image is complete")
+        return 0
+    regions = f"{len(area)} complete region{'' if len(area) == 1 else 's'}"
+    print(f"marked [{box}] of {row.path} complete ({regions} on this image)")
     tiles = workflow.TileSettings()
     if max(row.width, row.height) <= tiles.tile_above:
         print(
