@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import threading
 import tracemalloc
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -606,3 +607,30 @@ def test_a_strip_thinner_than_the_overlap_predicts_in_one_row(
         _image_with(objects, h=30, w=2000), overlap=40, window_scale=window_scale
     )
     assert _found(pred) == sorted(objects)
+
+
+def test_a_large_image_that_hits_the_box_cap_is_warned_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A weak model on a large image stored the 10,000-box cap with no word (newcomer); now a
+    warning names the file and what to do."""
+    from napari_al.core import workflow
+    from napari_al.core.store import ProjectStore
+
+    squares = [(100 + 300 * k, 200, 30, 30) for k in range(8)]
+    sparse_tiff(tmp_path / "big.tif", 5000, squares)
+    monkeypatch.setattr(Detector, "infer_raw", fake_infer_raw)
+    detector = Detector(["cell"], min_size=1024, max_size=1024, seed=0, device="cpu")
+    with ProjectStore.create(tmp_path / "p") as store:
+        store.add_class("cell")
+        store.add_image(str(tmp_path / "big.tif"), "b" * 64, 5000, 5000)
+        tiles = workflow.TileSettings(tile_above=4096)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            workflow.predict_images(store, detector, tiles=tiles)  # 8 boxes: no warning
+        monkeypatch.setattr(tiling, "MAX_TILED_DETECTIONS", 5)
+        monkeypatch.setattr(tiling, "DETECTIONS_PER_MEGAPIXEL", 0)
+        with pytest.warns(UserWarning, match=r"big\.tif: kept the 5 highest-scoring boxes"):
+            workflow.predict_images(store, detector, tiles=tiles)
+        (row,) = store.images()
+        assert len(store.boxes(image_id=row.id, statuses=("predicted",))) == 5

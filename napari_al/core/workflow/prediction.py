@@ -176,6 +176,8 @@ def predict_images(
         from napari_al.core.workflow.distributed import predict_distributed
 
         def write(position: int, p: Predictions) -> None:
+            if is_tiled(rows[position], tiles):
+                _warn_if_capped(store.abs_path(rows[position]), rows[position], len(p))
             _store(store, rows[position], p, class_ids, version)
 
         return predict_distributed(
@@ -204,6 +206,8 @@ def predict_images(
             except (OSError, ImageReadError) as exc:
                 (on_skip or _warn_skip)(int(row.id), f"{store.abs_path(row)}: {exc}")
                 pred = None
+            if pred is not None:
+                _warn_if_capped(store.abs_path(row), row, len(pred))
             results = [] if pred is None else [(row, pred)]
         else:
             ok, pixels = read_rows(store, [rows[i] for i in batch], on_skip)
@@ -214,6 +218,23 @@ def predict_images(
         if progress is not None:
             progress(batch[-1] + 1, len(rows))
     return done
+
+
+def _warn_if_capped(path: Any, row: ImageRow, n_boxes: int) -> None:
+    """A Python warning (one ``warning:`` line in the CLI, a notification in napari) when a
+    tiled image kept only the most boxes its size allows: the rest were dropped unseen."""
+    import warnings
+
+    from napari_al.core.engine.tiling import max_detections
+
+    cap = max_detections(int(row.height), int(row.width))
+    if n_boxes >= cap:
+        warnings.warn(
+            f"{path}: kept the {cap:,} highest-scoring boxes, the most a {row.width}x"
+            f"{row.height} px image keeps; a model that finds boxes everywhere needs more "
+            "training before it predicts large images",
+            stacklevel=3,
+        )
 
 
 def _active(distributed: Any) -> bool:
