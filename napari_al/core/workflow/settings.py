@@ -467,11 +467,8 @@ class TileSettings:
     )
     window_scale: float = _opt(
         1.0,
-        "prediction windows of large images are up to this many times the model's input per "
-        "side, seen at scale 1 with proportionally more proposals: fewer overlapping pixels "
-        "(1.14x an image's pixels at 2, 1.32x at 1, for a 19,200 x 14,400 px mosaic at "
-        "480 x 640), more memory per pass; on a CPU the per-pixel cost rises with the window "
-        "(docs/large-images.md)",
+        "prediction windows of large images up to this many times the model's input per side, "
+        "at scale 1: fewer overlapping pixels, more memory per pass (docs/large-images.md)",
         minimum=1.0,
         maximum=8.0,
     )
