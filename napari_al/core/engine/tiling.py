@@ -108,17 +108,28 @@ class Window:
         return self.x1 - self.x0
 
 
+def _check_overlap(overlap: int, tile: int) -> None:
+    """ValueError unless ``0 <= overlap < tile`` (pixels)."""
+    if not 0 <= overlap < tile:
+        raise ValueError(
+            f"tile overlap must be at least 0 and smaller than the tile ({tile} px); "
+            f"got {overlap} px"
+        )
+
+
+def _fixed_input(model: nn.Module) -> bool:
+    """Whether the model's transform resizes every input to one fixed size (SSDlite)."""
+    return bool(getattr(model.transform, "fixed_size", None))
+
+
 def axis_windows(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
     """``(start, end)`` of the windows covering ``[0, length)``: as few windows of ``tile``
     pixels as overlap by at least ``overlap``, evenly spaced (integer starts), the first at 0 and
     the last ending at ``length``; one window ``(0, length)`` when ``length <= tile`` (whatever
     the overlap: a thin image's window is the image). Raises ValueError unless ``overlap >= 0``
     and, when more than one window is needed, ``overlap < tile``."""
-    if overlap < 0 or (length > tile and overlap >= tile):
-        raise ValueError(
-            f"tile overlap must be at least 0 and smaller than the tile ({tile} px); "
-            f"got {overlap} px"
-        )
+    if overlap < 0 or length > tile:
+        _check_overlap(overlap, tile)
     if length <= tile:
         return [(0, length)]
     n = -(-(length - overlap) // (tile - overlap))  # ceil
@@ -165,11 +176,7 @@ def fitted_length(length: int, longest: int, overlap: int) -> int:
     windows overlapping by ``overlap`` px as ``longest`` would: the windows shrink to share the
     image evenly instead of overlapping more than ``overlap``. ``length`` when it fits in one.
     Raises ValueError unless ``0 <= overlap < longest``."""
-    if not 0 <= overlap < longest:
-        raise ValueError(
-            f"tile overlap must be at least 0 and smaller than the tile ({longest} px); "
-            f"got {overlap} px"
-        )
+    _check_overlap(overlap, longest)
     if length <= longest:
         return length
     n = -(-(length - overlap) // (longest - overlap))
@@ -190,12 +197,8 @@ def prediction_tile(
     native = native_tile(model, height, width)
     if not scale >= 1.0:
         raise ValueError(f"the window scale must be at least 1; got {scale}")
-    if not 0 <= overlap < min(native):
-        raise ValueError(
-            f"tile overlap must be at least 0 and smaller than the tile ({min(native)} px); "
-            f"got {overlap} px"
-        )
-    if scale == 1.0 or getattr(model.transform, "fixed_size", None):
+    _check_overlap(overlap, min(native))
+    if scale == 1.0 or _fixed_input(model):
         return native
     step = max(1, int(getattr(model.transform, "size_divisible", 1)))
 
@@ -364,7 +367,7 @@ def predict_tiled(
     shape = tile or prediction_tile(detector.model, height, width, overlap, window_scale)
     windows = tile_windows(height, width, shape, overlap)
     thr, dets = detector._thresholds(score_threshold, candidate, detections_per_image)
-    scale_one = not getattr(detector.model.transform, "fixed_size", None)
+    scale_one = not _fixed_input(detector.model)
     budget = max(1.0, shape[0] * shape[1] / (native[0] * native[1])) if scale_one else 1.0
     dets = round(dets * budget)
     parts: list[Predictions] = []
@@ -373,7 +376,6 @@ def predict_tiled(
     pending: Pieces | None = None
     merged: Predictions | None = None
     final: list[Predictions] = []  # boxes no later window can overlap
-    n_final = 0
     merged_area = 0.0
     iou = merge_iou(detector.model)
     nexts = _next_edges(windows)
@@ -409,14 +411,13 @@ def predict_tiled(
                 above = merged.boxes[:, 3] <= top
                 if above.any():
                     final.append(merged.subset(above))
-                    n_final += int(above.sum())
                     head = [merged.subset(~above)]
             merged = merge([*head, *new], [*weights, 0.0], iou)
             merged_area += sum(areas)
             parts, areas, new_pieces = [], [], []
-            if len(merged) + n_final > cap:
+            if len(merged) + sum(map(len, final)) > cap:
                 merged = _best(Predictions.concat([*final, merged], merged.embedding), cap)
-                final, n_final = [], 0
+                final = []
         if progress is not None:
             progress(done, len(windows))
     if merged is None or not final:
