@@ -507,9 +507,10 @@ def test_cli_says_a_region_of_a_small_image_changes_no_training(
     assert "marked [0, 0, 9, 9] of a.png complete (1 complete region on this image)" in out
     assert "trains whole and by its review state" in err
     assert main(["mark-region-complete", str(folder), "a.png", "--xyxy", "1", "1", "9", "9"]) == 0
-    assert (
-        "nothing to do: [1, 1, 9, 9] lies in a region of a.png already" in capsys.readouterr().out
-    )
+    out = capsys.readouterr().out
+    assert "nothing to do: [1, 1, 9, 9] (the rectangle within the image) lies in a region" in out
+    assert main(["mark-region-complete", str(folder), "a.png", "--xyxy", "-5", "-5", "9", "9"]) == 0
+    assert "nothing to do: [0, 0, 9, 9] (the rectangle" in capsys.readouterr().out
     assert main(["mark-region-complete", str(folder), "a.png", "--xyxy", "0", "0", "64", "48"]) == 0
     out = capsys.readouterr().out
     assert "marked [0, 0, 64, 48], the whole of a.png, complete: the image is complete" in out

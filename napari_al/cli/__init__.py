@@ -31,6 +31,7 @@ from napari_al.cli.common import (
     require_classes,
     skip_reporter,
     stop_on_sigint,
+    tile_progress_bars,
     user_message,
 )
 from napari_al.cli.evaluate import calibration_args, calibration_line, print_eval
@@ -160,7 +161,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         on_skip, skipped = skip_reporter()
         try:
             done = workflow.predict_images(
-                store, detector, ids, progress=update, on_skip=on_skip, distributed=cluster
+                store,
+                detector,
+                ids,
+                progress=update,
+                on_skip=on_skip,
+                distributed=cluster,
+                tile_progress=tile_progress_bars(),
             )
         finally:
             close()

@@ -40,7 +40,9 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def progress_bar(desc: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+def progress_bar(
+    desc: str, unit: str = "img"
+) -> tuple[Callable[[int, int], None], Callable[[], None]]:
     """A tqdm progress callback ``(done, total)`` and a function that closes the bar."""
     from tqdm import tqdm
 
@@ -49,7 +51,7 @@ def progress_bar(desc: str) -> tuple[Callable[[int, int], None], Callable[[], No
     def update(done: int, total: int) -> None:
         if "bar" not in bar:
             bar["bar"] = tqdm(
-                total=total, desc=desc, unit="img", file=sys.stderr, leave=False, mininterval=0.5
+                total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, mininterval=0.5
             )
         b = bar["bar"]
         b.total = total
@@ -60,6 +62,21 @@ def progress_bar(desc: str) -> tuple[Callable[[int, int], None], Callable[[], No
             bar["bar"].close()
 
     return update, close
+
+
+def tile_progress_bars() -> Callable[[int, int, int], None]:
+    """A ``tile_progress(image id, windows done, windows in total)`` callback for a large
+    image predicted tile by tile: one bar of windows per image, closed when it is done."""
+    bars: dict[int, tuple[Callable[[int, int], None], Callable[[], None]]] = {}
+
+    def update(image_id: int, done: int, total: int) -> None:
+        if image_id not in bars:
+            bars[image_id] = progress_bar(f"image {image_id}, tile by tile", unit="window")
+        bars[image_id][0](done, total)
+        if done >= total:
+            bars.pop(image_id)[1]()
+
+    return update
 
 
 def skip_reporter() -> tuple[Callable[[int, str], None], list[int]]:

@@ -78,9 +78,11 @@ def cmd_mark_region_complete(args: argparse.Namespace) -> int:
         if row.review_state == "complete":
             print(f"{row.path} is already complete: every region of it is reviewed")
         else:
+            x1, y1, x2, y2 = args.xyxy
+            inside = (max(x1, 0), max(y1, 0), min(x2, row.width), min(y2, row.height))
             print(
-                f"nothing to do: [{_numbers(args.xyxy)}] lies in a region of {row.path} "
-                "already marked complete"
+                f"nothing to do: [{_numbers(inside)}] (the rectangle within the image) lies in "
+                f"a region of {row.path} already marked complete"
             )
         return 0
     box = _numbers(command.region_after.xyxy)
