@@ -264,8 +264,18 @@ def test_tiles_are_fed_at_the_models_native_scale(
     pred = tiny.predict_tiled(img, overlap=32, score_threshold=0.0, window_scale=window_scale)
     assert len(calls) == windows
     assert all(s == o == shape for s, o, _ in calls)  # no resize
+    # proposals for the window's area, times the largest share of a pass's windows that their
+    # cores cover (the overlaps are seen twice)
     budget = max(1.0, shape[0] * shape[1] / (128 * 160))
-    assert all(b == pytest.approx(budget) for _, _, b in calls)
+    cut = tile_windows(300, 400, shape, 32)
+    step = max(1, int(4 / budget))
+    expected = [
+        budget * max(w.owned_share for w in cut[i : i + step])
+        for i in range(0, len(cut), step)
+        for _ in cut[i : i + step]
+    ]
+    assert [b for _, _, b in calls] == pytest.approx(expected)
+    assert all(b < budget for b in expected)  # every pass here holds a window's overlap
     n = len(pred)
     assert n > 0 and pred.features.shape == (n, tiny.feature_dim)
     assert pred.embedding.shape == (tiny.embedding_dim,) and pred.proposals.shape == (n, 4)
@@ -306,6 +316,22 @@ def test_fitted_windows_cover_the_image_with_the_fewest_windows() -> None:
 def test_a_window_scale_below_one_is_refused(tiny: Detector) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         tiling.prediction_tile(tiny.model, 1000, 1000, 32, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "tile", "overlap"),
+    [(300, 400, (128, 160), 32), (1000, 700, (480, 640), 64), (128, 160, (128, 160), 0)],
+)
+def test_window_cores_share_the_image(
+    height: int, width: int, tile: tuple[int, int], overlap: int
+) -> None:
+    # the cores tile the image: the owned shares, weighted by the windows' areas, add up to it
+    windows = tile_windows(height, width, tile, overlap)
+    owned = sum(w.owned_share * w.height * w.width for w in windows)
+    assert owned == pytest.approx(height * width)
+    assert all(0.0 < w.owned_share <= 1.0 for w in windows)
+    if len(windows) == 1:
+        assert windows[0].owned_share == 1.0
 
 
 def test_the_proposal_budget_scales_this_thread_only(tiny: Detector) -> None:
