@@ -466,7 +466,7 @@ class TileSettings:
         minimum=0,
     )
     window_scale: float = _opt(
-        1.0,
+        2.0,
         "prediction windows of large images up to this many times the model's input per side, "
         "at scale 1: fewer overlapping pixels, more memory per pass (docs/large-images.md)",
         minimum=1.0,
