@@ -268,11 +268,10 @@ def step_predict(args: argparse.Namespace) -> None:
 
 def step_separate(args: argparse.Namespace) -> None:
     """The same model on the distinct images of the mosaic, whole; times and boxes to JSON."""
-    from napari_al.core.engine import load_checkpoint
-    from napari_al.core.workflow import load_rgb
-
     from napari_al.core import workflow
+    from napari_al.core.engine import load_checkpoint
     from napari_al.core.store import ProjectStore
+    from napari_al.core.workflow import load_rgb
 
     meta = json.loads((Path(args.out) / "mosaic_boxes.json").read_text())
     paths = list(dict.fromkeys(c["image"] for c in meta["cells"]))

@@ -113,7 +113,7 @@ def test_coco_import_of_a_folder_names_its_json_files(tmp_path: Path, labelled: 
     (folder / "annotations" / "instances_val.json").unlink()
     code, _out, err = run(capsys, "import", str(labelled), str(folder), "--format", "coco")
     line = one_line_error(err)
-    assert "1 images and no JSON file" in line and "--format images" in line
+    assert "1 image and no JSON file" in line and "--format images" in line
 
 
 def test_round_commands_on_a_project_without_classes_say_how_to_add_one(
@@ -204,7 +204,7 @@ def test_a_strict_import_refused_for_one_bad_file_names_skip_bad(
     code, out, err = run(
         capsys, "import", str(labelled), str(folder), "--format", "images", "--skip-bad"
     )
-    assert code == 0 and "imported 1 images" in out and "zero.jpg" in err
+    assert code == 0 and "imported 1 image" in out and "zero.jpg" in err
     # a file --skip-bad cannot help with gets no such hint
     (folder / "x.json").write_text("{")
     code, _out, err = run(

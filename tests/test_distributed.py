@@ -179,7 +179,7 @@ def test_two_workers_score_as_one_process(
         )[1]
     _same(scored, reference)
     assert scored.computed == len(scored.rows) == 13
-    assert seen[-1] == (13, 13) and len(seen) == 4  # chunks of 4, 4, 4 and 1 images
+    assert seen[-1] == (13, 13) and len(seen) == 4  # chunks of 4, 4, 4 and 1 image
     if unit == "box":  # the views come back too: the box ranking is the same
         assert set(scored.extra) == set(reference.extra)
         for i, (views, missed) in scored.extra.items():

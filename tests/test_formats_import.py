@@ -202,7 +202,7 @@ def test_cli_import_image_root_and_images_flags(tmp_path: Path, capsys) -> None:
     assert main(args) == 1  # sub/a.jpg is not beside the JSON
     assert "sub/a.jpg" in capsys.readouterr().err
     assert main([*args, "--image-root", str(imgs)]) == 0
-    assert "1 images and 1 boxes" in capsys.readouterr().out
+    assert "1 image and 1 box" in capsys.readouterr().out
 
     voc = tmp_path / "voc"
     (voc / "Annotations").mkdir(parents=True)
@@ -213,7 +213,7 @@ def test_cli_import_image_root_and_images_flags(tmp_path: Path, capsys) -> None:
     _jpeg(tmp_path / "elsewhere" / "b.jpg")
     args = ["import", str(proj), str(voc), "--format", "voc"]
     assert main([*args, "--images", str(tmp_path / "elsewhere")]) == 0
-    assert "1 images and 1 boxes" in capsys.readouterr().out
+    assert "1 image and 1 box" in capsys.readouterr().out
     # a flag of the other format is a one-line error, not a traceback
     assert main([*args, "--image-root", str(imgs)]) == 1
     assert "--image-root applies to --format coco only" in capsys.readouterr().err

@@ -79,7 +79,7 @@ def test_store_import_leaves_out_copies_and_names_the_original(tmp_path: Path) -
         assert left_out_lines(summary) == [
             "left out b.png: same content as a.png, already in the project",
             "left out d.png: same content as c.png, earlier in this import "
-            "(1 boxes in the dataset not imported)",
+            "(1 box in the dataset not imported)",
         ]
         again = store.import_dataset(Dataset(["cell"], records), allow_duplicates=True)
         assert again["images_added"] == 2 and names(store) == {"a.png", "b.png", "c.png", "d.png"}
@@ -92,14 +92,14 @@ def test_cli_import_names_each_copy_and_imports_them_on_request(tmp_path: Path, 
     proj = tmp_path / "proj"
     run(capsys, "init", str(proj))
     code, out, err = run(capsys, "import", str(proj), str(src), "--format", "images")
-    assert code == 0 and "imported 1 images" in out
+    assert code == 0 and "imported 1 image" in out
     lines = [ln for ln in err.splitlines() if "left out" in ln]
     assert lines == [f"warning: left out {src / 'copy of a.png'}: same content as {src / 'a.png'}"
                      ", earlier in this import"]  # fmt: skip
     code, out, _ = run(
         capsys, "import", str(proj), str(src), "--format", "images", "--allow-duplicates"
     )
-    assert code == 0 and "imported 1 images" in out
+    assert code == 0 and "imported 1 image" in out
     with ProjectStore.open(proj) as store:
         assert names(store) == {"a.png", "copy of a.png"}
 
@@ -111,7 +111,7 @@ def test_first_open_and_session_leave_out_copies(tmp_path: Path, capsys) -> None
     tagged_image(folder / "x.png")
     shutil.copyfile(folder / "x.png", folder / "y.png")
     code, out, err = run(capsys, "init", str(folder))
-    assert code == 0 and "imported 1 images" in out
+    assert code == 0 and "imported 1 image" in out
     assert "warning: left out y.png: same content as x.png, earlier in this import" in err
     other = tmp_path / "other"
     shutil.copytree(folder, other, ignore=shutil.ignore_patterns("napari_al*"))
@@ -146,7 +146,7 @@ def test_a_truncated_image_is_left_out_with_its_reason(
     proj = tmp_path / "proj"
     run(capsys, "init", str(proj))
     code, out, err = run(capsys, "import", str(proj), str(folder), "--format", "images")
-    assert code == 0 and "imported 1 images" in out
+    assert code == 0 and "imported 1 image" in out
     bad = [ln for ln in err.splitlines() if name in ln]
     assert len(bad) == 1 and bad[0].startswith(f"warning: left out {folder / name}: {words}")
     with ProjectStore.open(proj) as store:
@@ -185,9 +185,9 @@ def test_init_of_a_labelled_folder_leaves_out_a_truncated_image(tmp_path: Path, 
         )
     cut(folder / "JPEGImages" / "b.jpg", 0.5)
     code, out, err = run(capsys, "init", str(folder))
-    assert code == 0 and "imported 1 images and 1 boxes" in out
+    assert code == 0 and "imported 1 image and 1 box" in out
     assert "warning: left out JPEGImages/b.jpg: image data is truncated or corrupt" in err
-    assert "(1 boxes in the dataset not imported)" in err
+    assert "(1 box in the dataset not imported)" in err
 
 
 # ---- the wrong format ---------------------------------------------------------------------

@@ -133,7 +133,7 @@ def test_voc_import_labels_images_first_opened_as_plain_images(tmp_path: Path, c
     assert "imported 0 images and 2 boxes" in out
     assert "1 of the images were already in the project, unreviewed, and now have" in out
     assert "left out 1 image already in the project with review work" in err
-    assert "b.jpg" in err and "their 1 boxes in the dataset were not imported" in err
+    assert "b.jpg" in err and "their 1 box in the dataset were not imported" in err
     assert "left out 1 image already in the project (e.g." in err  # c.jpg: nothing to add
     with ProjectStore.open(project) as store:
         got = states(store)
@@ -186,7 +186,7 @@ def test_coco_import_names_images_beside_its_images(tmp_path: Path, capsys) -> N
     run(capsys, "init", str(project))
     ann = str(tmp_path / "coco" / "ann.json")
     code, out, err = run(capsys, "import", str(project), ann, "--format", "coco")
-    assert code == 0 and "imported 1 images and 1 boxes" in out
+    assert code == 0 and "imported 1 image and 1 box" in out
     assert "left out 1 image in the top folder that the COCO dataset does not include" in err
     assert "b.png" in err
 
@@ -223,8 +223,8 @@ def test_import_keeps_ignore_regions_and_leaves_skipped_objects_partly_reviewed(
     project = tmp_path / "project"
     run(capsys, "init", str(project))
     code, out, err = run(capsys, "import", str(project), str(root), "--format", "voc", "--skip-bad")
-    assert code == 0 and "imported 2 images and 2 boxes" in out and "1 ignore regions" in out
-    assert "1 images lost objects that could not be read; they are partly reviewed" in err
+    assert code == 0 and "imported 2 images and 2 boxes" in out and "1 ignore region" in out
+    assert "1 image lost objects that could not be read; they are partly reviewed" in err
     with ProjectStore.open(project) as store:
         got = states(store)
         a = store.image_by_path(root / "JPEGImages" / "a.jpg")

@@ -572,7 +572,7 @@ def test_a_25000_px_image_imports_and_predicts_without_being_read_whole(
         tracemalloc.stop()
     err = capsys.readouterr().err
     assert code == 0, err
-    assert "tile by tile" in err and "window" in err  # a bar of windows (newcomer: none)
+    assert "slide.tif, tile by tile" in err and "window" in err  # a bar of windows, by file name
     assert peak < 120e6  # the whole image is 625 MB; a 2048 x 4096 window as RGB is 25 MB
     with ProjectStore.open(folder) as store:
         (row,) = store.images()

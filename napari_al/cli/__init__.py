@@ -167,7 +167,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 progress=update,
                 on_skip=on_skip,
                 distributed=cluster,
-                tile_progress=tile_progress_bars(),
+                tile_progress=tile_progress_bars(lambda i: Path(store.image(i).path).name),
             )
         finally:
             close()

@@ -64,14 +64,26 @@ def progress_bar(
     return update, close
 
 
-def tile_progress_bars() -> Callable[[int, int, int], None]:
+def counted(n: int, word: str) -> str:
+    """``n`` and ``word``, plural unless ``n`` is 1: ``1 image``, ``3 images``, ``2 boxes``
+    (:func:`napari_al.core.project.plural`)."""
+    from napari_al.core.project import plural
+
+    return f"{n} {plural(n, word)}"
+
+
+def tile_progress_bars(
+    name: Callable[[int], str] | None = None,
+) -> Callable[[int, int, int], None]:
     """A ``tile_progress(image id, windows done, windows in total)`` callback for a large
-    image predicted tile by tile: one bar of windows per image, closed when it is done."""
+    image predicted tile by tile: one bar of windows per image, labelled ``name(image id)``
+    (e.g. its file name; default ``image <id>``), closed when it is done."""
     bars: dict[int, tuple[Callable[[int, int], None], Callable[[], None]]] = {}
 
     def update(image_id: int, done: int, total: int) -> None:
         if image_id not in bars:
-            bars[image_id] = progress_bar(f"image {image_id}, tile by tile", unit="window")
+            label = name(image_id) if name is not None else f"image {image_id}"
+            bars[image_id] = progress_bar(f"{label}, tile by tile", unit="window")
         bars[image_id][0](done, total)
         if done >= total:
             bars.pop(image_id)[1]()

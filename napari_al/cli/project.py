@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from napari_al.cli.common import CliError, open_store, progress_bar
+from napari_al.cli.common import CliError, counted, open_store, progress_bar
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -76,20 +76,28 @@ def _print_import(summary: dict, source: Path, n_read: int | None = None) -> Non
     for line in summary.get("warnings", []):
         print(f"warning: {line}", file=sys.stderr)
     added, boxes = summary["images_added"], summary["boxes_added"]
-    line = f"imported {added} images and {boxes} boxes from {source}"
+    line = f"imported {counted(added, 'image')} and {counted(boxes, 'box')} from {source}"
     if summary.get("images_labelled"):
         line += (
             f"; {summary['images_labelled']} of the images were already in the project, "
             "unreviewed, and now have their labels"
         )
     if summary.get("ignore_regions_added"):
-        line += f"; {summary['ignore_regions_added']} ignore regions"
+        line += f"; {counted(summary['ignore_regions_added'], 'ignore region')}"
+    if summary.get("reviewed_regions_added"):
+        line += f"; {counted(summary['reviewed_regions_added'], 'reviewed region')}"
+    lost = summary.get("lost_objects", 0)
+    if summary.get("partial", 0) > lost:
+        line += (
+            f"; {counted(summary['partial'] - lost, 'image')} partly reviewed, as the dataset "
+            "marks them"
+        )
     if n_read == 0:
         line += " (it holds no image)"
     print(line)
-    if summary.get("partial"):
+    if lost:
         print(
-            f"warning: {summary['partial']} images lost objects that could not be read; they are "
+            f"warning: {counted(lost, 'image')} lost objects that could not be read; they are "
             "partly reviewed, so their unlabelled area is not taken as background",
             file=sys.stderr,
         )
@@ -119,13 +127,16 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise CliError(f"{target} already exists; pass --force to overwrite it") from exc
     for line in dataset.warnings:
         print(f"note: {line}", file=sys.stderr)
-    print(f"exported {len(dataset.images)} images and {dataset.n_boxes} boxes to {args.out}")
+    n_images, n_boxes = counted(len(dataset.images), "image"), counted(dataset.n_boxes, "box")
+    print(f"exported {n_images} and {n_boxes} to {args.out}")
     if not dataset.images and not args.all:
-        print(
-            "no image is marked complete yet: only complete images are exported "
-            "(--all exports every image with its human labels)",
-            file=sys.stderr,
-        )
+        what = "no image is marked complete yet: only complete images are exported to YOLO"
+        if args.format != "yolo":
+            what = (
+                "no image and no region of one is marked complete yet: only complete images "
+                "and images with regions marked complete are exported"
+            )
+        print(f"{what} (--all exports every image with its human labels)", file=sys.stderr)
     return 0
 
 

@@ -90,6 +90,11 @@ class ImageRecord:
     ``partial`` says an annotated image was only partly reviewed (its boxes are human labels,
     but not every object has one: this package's export of a ``partial`` image, VOC
     ``<partial>1</partial>``, COCO ``"partial": true``); it is imported ``partial`` too.
+    ``reviewed_regions`` are the rectangles of the image a person reviewed completely (every
+    object in them is labelled; :mod:`napari_al.core.store.reviewed`), ``(x1, y1, x2, y2)``
+    image pixels, pixel edges on integers as boxes (VOC ``<reviewed_region>``, COCO
+    ``"reviewed_regions"``, napari-al's extensions); an image with some that is not complete
+    is imported ``partial``, and they become its reviewed regions.
     """
 
     path: Path
@@ -101,6 +106,7 @@ class ImageRecord:
     skipped_objects: int = 0
     ignore_regions: list[BoxRecord] = field(default_factory=list)
     partial: bool = False
+    reviewed_regions: list[tuple[float, float, float, float]] = field(default_factory=list)
 
 
 @dataclass

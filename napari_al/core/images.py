@@ -22,6 +22,11 @@ VOC/COCO/YOLO labels show it, so labels from other tools land where they were dr
 orientation is read from an ``eXIf`` chunk before the pixel data (where the PNG specification
 puts it). The TIFF ``Orientation`` tag is not applied (GDAL, tifffile and Fiji ignore it too).
 
+An OME-Zarr directory (``name.zarr``, ``name.ome.zarr``: NGFF 0.4 or 0.5) is one image
+everywhere a file is (:func:`find_images`, :func:`image_size`, :func:`check_pixels`,
+:func:`read_image`, :func:`file_sha256`), read by :mod:`napari_al.core.ome_zarr` with the same
+size rules (chunks play the part of a TIFF's tiles).
+
 Compressed TIFFs (LZW, Deflate, JPEG, Zstd ... as GDAL and orthophoto tools write them) are
 decoded by tifffile with the ``imagecodecs`` package; :func:`image_size` decodes their first
 strip or tile, so a TIFF that cannot be decoded is refused when it enters a project.
@@ -30,6 +35,7 @@ strip or tile, so a TIFF that cannot be decoded is refused when it enters a proj
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -70,6 +76,35 @@ class ImageReadWarning(UserWarning):
 def is_image_file(path: str | Path) -> bool:
     """Whether ``path`` has one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _is_zarr(path: Path) -> bool:
+    """A ``*.zarr`` path: read by :mod:`napari_al.core.ome_zarr`, whatever it holds."""
+    return path.name.lower().endswith(".zarr")
+
+
+def find_images(folder: str | Path) -> list[Path]:
+    """The images under ``folder``, recursively: files with one of :data:`IMAGE_EXTENSIONS`
+    and ``*.zarr`` directories (OME-Zarr images, :mod:`napari_al.core.ome_zarr`; one that holds
+    none is listed too, so that reading it names the file and what is missing, as for a broken
+    PNG), as ``folder / relative path``, sorted by path components; hidden files and folders
+    are skipped, and no ``*.zarr`` directory is entered (its chunk files are not images, and
+    there may be millions of them)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        kept = []
+        for d in dirnames:
+            if d.startswith("."):
+                continue
+            if _is_zarr(Path(d)):
+                found.append(Path(dirpath) / d)
+                continue
+            kept.append(d)
+        dirnames[:] = kept
+        for name in filenames:
+            if not name.startswith(".") and is_image_file(name):
+                found.append(Path(dirpath) / name)
+    return sorted(found, key=lambda p: p.parts)
 
 
 def _check_file(path: Path) -> None:
@@ -187,6 +222,10 @@ def image_size(path: str | Path) -> tuple[int, int]:
     :data:`MAX_LAZY_SIDE`; see the module).
     """
     path = Path(path)
+    if _is_zarr(path):
+        from napari_al.core.ome_zarr import ome_zarr_size
+
+        return ome_zarr_size(path)
     _check_file(path)
     if path.suffix.lower() in _TIFF_EXTENSIONS:
         import tifffile
@@ -244,6 +283,11 @@ def check_pixels(path: str | Path) -> None:
     :func:`image_size` (missing, empty, not an image, too large).
     """
     path = Path(path)
+    if _is_zarr(path):  # metadata, size limits, the first chunk of two levels
+        from napari_al.core.ome_zarr import check_ome_zarr_pixels
+
+        check_ome_zarr_pixels(path)
+        return
     image_size(path)  # header, size limits; a TIFF's first strip
     if path.suffix.lower() in _TIFF_EXTENSIONS:
         _check_tiff_extent(path)
@@ -378,6 +422,10 @@ def read_image(path: str | Path) -> np.ndarray:
     by window instead: :mod:`napari_al.core.lazy_images`).
     """
     path = Path(path)
+    if _is_zarr(path):
+        from napari_al.core.ome_zarr import read_ome_zarr
+
+        return read_ome_zarr(path)
     _check_file(path)
     if path.suffix.lower() in _TIFF_EXTENSIONS:
         return _read_tiff(path)
@@ -453,7 +501,13 @@ def scale_to_uint8(a: np.ndarray, limits: tuple[float, float] | None) -> np.ndar
 
 
 def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks (constant memory for any file size)."""
+    """Hex SHA-256 of a file, read in chunks (constant memory for any file size); of an
+    OME-Zarr directory, :func:`napari_al.core.ome_zarr.ome_zarr_sha256` (its metadata and
+    coarsest level)."""
+    if os.path.isdir(path):
+        from napari_al.core.ome_zarr import ome_zarr_sha256
+
+        return ome_zarr_sha256(path, chunk_size)
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk_size):

@@ -1,5 +1,8 @@
 """Large images read lazily, window by window: tiled (or finely stripped) TIFF, pyramidal TIFF
-and OME-TIFF, through tifffile's zarr store.
+and OME-TIFF, through tifffile's zarr store; OME-Zarr directories through
+:class:`~napari_al.core.ome_zarr.OmeZarrImage`, a :class:`LazyImage` over the zarr arrays of its
+multiscales levels (:func:`open_lazy` picks the reader; the rules below hold for both, chunks in
+the part of tiles).
 
 A TIFF with more than :data:`LAZY_PIXELS` pixels whose strips or tiles are small
 (:func:`~napari_al.core.images.tiff_chunk_pixels` at most
@@ -61,12 +64,32 @@ DISPLAY_SMALLEST_SIDE = 2048
 _TIFF_EXTENSIONS = (".tif", ".tiff")
 
 
+def _is_zarr(path: Path) -> bool:
+    return path.name.lower().endswith(".zarr")
+
+
+def open_lazy(path: str | Path) -> LazyImage:
+    """The :class:`LazyImage` of ``path``: an :class:`~napari_al.core.ome_zarr.OmeZarrImage`
+    for a ``*.zarr`` directory, else a TIFF's. Raises
+    :class:`~napari_al.core.images.ImageReadError`."""
+    if _is_zarr(Path(path)):
+        from napari_al.core.ome_zarr import OmeZarrImage
+
+        return OmeZarrImage(path)
+    return LazyImage(path)
+
+
 def reads_lazily(path: str | Path) -> bool:
-    """Whether ``path`` is read window by window (:class:`LazyImage`): a TIFF whose first page
-    has more than :data:`LAZY_PIXELS` pixels in strips or tiles of at most
-    :data:`~napari_al.core.images.MAX_CHUNK_PIXELS`. Reads only the header; False for any file
-    that is not such a TIFF, or cannot be opened (reading it whole then reports the problem)."""
+    """Whether ``path`` is read window by window (:func:`open_lazy`): a TIFF whose first page,
+    or an OME-Zarr image (:mod:`napari_al.core.ome_zarr`) whose level 0, has more than
+    :data:`LAZY_PIXELS` pixels in strips, tiles or chunks of at most
+    :data:`~napari_al.core.images.MAX_CHUNK_PIXELS`. Reads only the header or metadata; False
+    for anything else, or what cannot be opened (reading it whole then reports the problem)."""
     path = Path(path)
+    if _is_zarr(path):
+        from napari_al.core import ome_zarr
+
+        return ome_zarr.reads_lazily(path)
     if path.suffix.lower() not in _TIFF_EXTENSIONS:
         return False
     import tifffile
@@ -364,7 +387,7 @@ def open_rgb(path: str | Path) -> Iterator[np.ndarray | RGBWindows]:
     :func:`~napari_al.core.images.to_rgb_uint8`, as every other reader). The file is closed on
     leaving. Raises :class:`~napari_al.core.images.ImageReadError` (a ValueError)."""
     if reads_lazily(path):
-        with LazyImage(path) as image:
+        with open_lazy(path) as image:
             yield image.rgb()
     else:
         yield to_rgb_uint8(read_image(path))
@@ -394,7 +417,7 @@ class WindowReader:
         if self._lazy is None:
             self._lazy = reads_lazily(self.path)
         if self._lazy:
-            with LazyImage(self.path) as image:
+            with open_lazy(self.path) as image:
                 if self._limits is None:
                     view = image.rgb()
                     self._limits = (view.limits,)
@@ -424,5 +447,5 @@ def open_display(path: str | Path) -> np.ndarray | LazyImage:
     no longer shown), else the whole image (:func:`~napari_al.core.images.read_image`). Raises
     :class:`~napari_al.core.images.ImageReadError` (a ValueError)."""
     if reads_lazily(path):
-        return LazyImage(path)
+        return open_lazy(path)
     return read_image(path)

@@ -112,22 +112,29 @@ def left_out_lines(summary: dict[str, Any], limit: int = 10) -> list[str]:
         more = ""
         if any("detail" in i for i in items):
             for i in items[:limit]:
-                lost = f" ({i['boxes']} boxes in the dataset not imported)" if i["boxes"] else ""
+                n_lost = i["boxes"]
+                lost = f" ({n_lost} {plural(n_lost, 'box')} in the dataset not imported)"
+                lost = lost if n_lost else ""
                 lines.append(f"left out {i['path']}: {i.get('detail', reason)}{lost}")
             items, more = items[limit:], "more "
             if not items:
                 continue
         n, lost = len(items), sum(i["boxes"] for i in items)
-        boxes_note = f"; their {lost} boxes in the dataset were not imported" if lost else ""
+        boxes_note = ""
+        if lost:
+            boxes_note = f"; their {lost} {plural(lost, 'box')} in the dataset were not imported"
         lines.append(
-            f"left out {n} {more}{_plural(n, 'image')} {reason} (e.g. {items[0]['path']})"
+            f"left out {n} {more}{plural(n, 'image')} {reason} (e.g. {items[0]['path']})"
             f"{boxes_note}"
         )
     return lines
 
 
-def _plural(n: int, word: str) -> str:
-    return word if n == 1 else f"{word}s"
+def plural(n: int, word: str) -> str:
+    """``word`` as it follows the number ``n``: ``image``/``images``, ``box``/``boxes``."""
+    if n == 1:
+        return word
+    return word + ("es" if word.endswith(("s", "x", "ch", "sh")) else "s")
 
 
 def _add_other_images(dataset: Dataset, folder: Path) -> None:
@@ -147,15 +154,9 @@ def _add_other_images(dataset: Dataset, folder: Path) -> None:
 def _image_files(folder: Path) -> list[Path]:
     """Absolute paths of the image files under ``folder`` (recursive, hidden entries skipped),
     in the readers' convention (normalised, symlinks not resolved)."""
-    from napari_al.core.images import is_image_file
+    from napari_al.core.images import find_images
 
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if not name.startswith(".") and is_image_file(name):
-                found.append(Path(os.path.abspath(os.path.join(dirpath, name))))
-    return sorted(found, key=lambda p: p.parts)
+    return [Path(os.path.abspath(p)) for p in find_images(folder)]
 
 
 def import_into(
@@ -289,7 +290,7 @@ def _coco_folder_error(folder: Path) -> Exception:
             f"({found}), e.g. {jsons[0]}"
         )
     n = len(_image_files(folder))
-    what = f"{n} images and no JSON file" if n else "no JSON file"
+    what = f"{n} {plural(n, 'image')} and no JSON file" if n else "no JSON file"
     hint = ": import the images with --format images" if n else ""
     return FormatError(f"{folder} is a folder with {what}; COCO is one JSON file{hint}")
 
@@ -347,12 +348,18 @@ def export_dataset(
     """Write the project's human labels in ``fmt`` (voc, coco, yolo) to ``out``.
 
     Only human labels (accepted, corrected, drawn) are exported; with ``only_reviewed`` only
-    images marked complete are written, so an export never passes model guesses off as truth.
-    Without it, a ``partial`` image is written as partly reviewed where the format can say so
-    (VOC ``<partial>1</partial>``, COCO ``"partial": true``; YOLO cannot) and an ``unseen``
-    one without human labels as unannotated (never as a negative). Ignore regions (which have
-    no class in the store) are written as VOC ``difficult`` / COCO ``iscrowd`` objects, one
-    per class; YOLO has no way to carry them.
+    images marked complete, and images with regions marked complete (a large image reviewed
+    region by region), are written, so an export never passes model guesses off as truth.
+    Without it, every image is written: a ``partial`` one as partly reviewed where the format
+    can say so (VOC ``<partial>1</partial>``, COCO ``"partial": true``; YOLO cannot) and an
+    ``unseen`` one without human labels as unannotated (never as a negative). An image's
+    reviewed regions (image pixels, xyxy) are written with it: COCO ``"reviewed_regions":
+    [[x1, y1, x2, y2], ...]``, VOC ``<reviewed_region>`` elements (1-based inclusive whole
+    pixels, as boxes). YOLO can say neither: with ``only_reviewed`` its export leaves out the
+    images that are not complete but have reviewed regions, with a line in
+    ``Dataset.warnings`` saying how many and to export COCO or VOC to keep them. Ignore regions
+    (which have no class in the store) are written as VOC ``difficult`` / COCO ``iscrowd``
+    objects, one per class; YOLO has no way to carry them.
 
     ``copy_images`` (VOC, YOLO): ``True`` copies the images into the export (YOLO: the
     Ultralytics ``images/<split>/`` + ``labels/<split>/`` layout); ``False`` references them
@@ -366,6 +373,16 @@ def export_dataset(
     dataset = Dataset(
         classes=[c.name for c in store.classes()], images=images, source=str(store.project_dir)
     )
+    if fmt == "yolo" and only_reviewed:
+        partly = [im for im in images if im.partial and im.reviewed_regions]
+        if partly:
+            images[:] = [im for im in images if not (im.partial and im.reviewed_regions)]
+            n = len(partly)
+            dataset.warnings.append(
+                f"left out {n} partly reviewed {plural(n, 'image')} with regions marked "
+                f"complete (e.g. {partly[0].path.name}): YOLO cannot say which part of an "
+                "image is reviewed; export COCO or VOC to keep them"
+            )
     options: dict[str, Any] = {}
     if fmt in ("voc", "yolo"):
         copy = bool(copy_images)
@@ -383,15 +400,20 @@ def export_dataset(
 
 
 def _export_records(store: ProjectStore, only_reviewed: bool) -> list[ImageRecord]:
-    """One record per exported image: human boxes, ignore regions (label ``""``), and
-    ``annotated``/``partial`` from the review state (an ``unseen`` image with human labels or
-    ignore regions is written as partly reviewed, so none of them is lost)."""
+    """One record per exported image: human boxes, ignore regions (label ``""``), reviewed
+    regions (image pixels, xyxy), and ``annotated``/``partial`` from the review state (an
+    ``unseen`` image with human labels, ignore regions or reviewed regions is written as
+    partly reviewed, so none of them is lost). ``only_reviewed``: the complete images and
+    those with reviewed regions only."""
     from napari_al.core.data import HUMAN_STATUSES
 
     names = {c.id: c.name for c in store.classes()}
+    reviewed: dict[int, list[tuple[float, float, float, float]]] = {}
+    for r in store.reviewed_regions():
+        reviewed.setdefault(r.image_id, []).append(r.xyxy)
     images: list[ImageRecord] = []
     for row in store.images():
-        if only_reviewed and row.review_state != "complete":
+        if only_reviewed and row.review_state != "complete" and row.id not in reviewed:
             continue
         boxes = [
             BoxRecord(b.x1, b.y1, b.x2, b.y2, names[b.class_id])
@@ -400,7 +422,8 @@ def _export_records(store: ProjectStore, only_reviewed: bool) -> list[ImageRecor
         regions = [
             BoxRecord(r.x1, r.y1, r.x2, r.y2, "") for r in store.ignore_regions(image_id=row.id)
         ]
-        annotated = row.review_state != "unseen" or bool(boxes or regions)
+        done = reviewed.get(row.id, [])
+        annotated = row.review_state != "unseen" or bool(boxes or regions or done)
         images.append(
             ImageRecord(
                 path=store.abs_path(row),
@@ -411,6 +434,7 @@ def _export_records(store: ProjectStore, only_reviewed: bool) -> list[ImageRecor
                 annotated=annotated,
                 ignore_regions=regions,
                 partial=annotated and row.review_state != "complete",
+                reviewed_regions=list(done),
             )
         )
     return images

@@ -14,9 +14,10 @@ from napari_al.core.formats.common import (
     _check_labels,
     _check_targets,
     _fix_box,
+    _fix_region,
     _fmt_box,
     _inside,
-    _is_file,
+    _is_image_path,
     _json_number,
     _one_error_type,
     _positive_int,
@@ -42,7 +43,8 @@ def read_coco(
     key (an image-info file) all images are unannotated; otherwise every listed image is
     annotated (COCO annotations are exhaustive, so an image with no annotations is a reviewed
     negative). This package's optional extensions are read when present: an image's ``split``,
-    ``annotated`` and ``partial`` (partly reviewed) keys and an annotation's ``score``. An
+    ``annotated``, ``partial`` (partly reviewed) and ``reviewed_regions`` (``[[x1, y1, x2,
+    y2], ...]`` image pixels, clipped to the image) keys and an annotation's ``score``. An
     annotation without ``bbox`` (or with an empty one) takes the extent of its
     ``segmentation``: polygons by their vertices, RLE masks (compressed or not) by
     pycocotools' ``toBbox``. An ``iscrowd = 1``
@@ -272,7 +274,7 @@ def _read_coco_image(
         raise FormatError(f"{where}: file_name is {fname!r}, not a non-empty string")
     path = Path(fname)
     path = _abspath(path if path.is_absolute() else base / path)
-    if not _is_file(path):
+    if not _is_image_path(path):
         raise FormatError(f"{where}: image file {fname!r} not found (looked at {path})")
     header = rd.size_of(path, where)
     if "width" in im and "height" in im:
@@ -296,7 +298,29 @@ def _read_coco_image(
         raise FormatError(f"{where}: partial is {partial!r}, not true/false")
     rec = ImageRecord(path=path, width=w, height=h, split=split, annotated=annotated)
     rec.partial = annotated and partial
+    rec.reviewed_regions = _read_coco_regions(im.get("reviewed_regions", []), where, w, h, rd)
     return rec, iid
+
+
+def _read_coco_regions(
+    regions: Any, where: str, width: int, height: int, rd: _Reader
+) -> list[tuple[float, float, float, float]]:
+    """napari-al's ``reviewed_regions`` of an image: ``[[x1, y1, x2, y2], ...]`` in image
+    pixels (xyxy, not COCO's xywh), each clipped to the image; a malformed one is an error
+    (skipped when not strict: a lost region only leaves its area unreviewed)."""
+    if not isinstance(regions, list):
+        raise FormatError(f"{where}: reviewed_regions is {regions!r}, not a list")
+    out = []
+    for k, region in enumerate(regions):
+        at = f"{where}: reviewed_regions[{k}]"
+        try:
+            if not isinstance(region, list) or len(region) != 4:
+                raise FormatError(f"{at}: is {region!r}, not [x1, y1, x2, y2]")
+            x1, y1, x2, y2 = (_json_number(v, at, f"[{j}]") for j, v in enumerate(region))
+            out.append(_fix_region((x1, y1, x2, y2), width, height, at, rd))
+        except FormatError as e:
+            rd.skip(e, "reviewed region")
+    return out
 
 
 def _json_num(v: float) -> int | float:
@@ -318,8 +342,10 @@ def write_coco(
     to ``image_root`` when given (every image must lie under it), else relative to the JSON
     file's folder for images under it and absolute otherwise, so no image is copied.
     Extensions: ``split`` (when set), ``annotated: false`` for unannotated images,
-    ``partial: true`` for partly reviewed ones and ``score`` for scored boxes; other tools
-    ignore them (note that they would treat unannotated images as negatives).
+    ``partial: true`` for partly reviewed ones, ``reviewed_regions`` (``[[x1, y1, x2, y2],
+    ...]``, image pixels, xyxy) for images with regions reviewed completely, and ``score``
+    for scored boxes; other tools ignore them (note that they would treat unannotated and
+    partly reviewed images as exhaustively annotated).
     """
     json_path = _abspath(json_path)
     index = _check_labels(dataset)
@@ -347,6 +373,8 @@ def write_coco(
             entry["annotated"] = False
         elif im.partial:
             entry["partial"] = True
+        if im.reviewed_regions:
+            entry["reviewed_regions"] = [[_json_num(v) for v in r] for r in im.reviewed_regions]
         images.append(entry)
         objects = [(b, b.label, 0) for b in im.boxes]
         for r in im.ignore_regions:

@@ -7,12 +7,14 @@ import functools
 import math
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from napari_al.core.data import Dataset, ImageRecord
-from napari_al.core.images import IMAGE_EXTENSIONS, ImageReadError, image_size
+from napari_al.core.images import ImageReadError, find_images, image_size
+from napari_al.core.ome_zarr import is_zarr_path
 
 _SNAP_TOL = 1e-6
 
@@ -104,6 +106,23 @@ def _is_file(path: Path) -> bool:
         return False
 
 
+def _is_image_path(path: Path) -> bool:
+    """Whether ``path`` can name an image: a file, or a ``*.zarr`` directory (an OME-Zarr image,
+    :mod:`napari_al.core.ome_zarr`; reading its size then says whether it is one). False, not
+    an error, for names the OS refuses."""
+    return _is_file(path) or (is_zarr_path(path) and _is_dir(path))
+
+
+def _copy_image(src: Path, dest: Path) -> None:
+    """Copy an image to ``dest``: a file with its times (``shutil.copy2``), an OME-Zarr
+    directory whole (``shutil.copytree``, replacing one already at ``dest``)."""
+    if _is_dir(src):
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(src, dest)
+    else:
+        shutil.copy2(src, dest)
+
+
 def _is_dir(path: Path) -> bool:
     """``path.is_dir()`` that is False, not an error, for names the OS refuses (too long...)."""
     try:
@@ -187,16 +206,35 @@ def _fix_box(
     return c
 
 
+def _fix_region(
+    box: tuple[float, float, float, float], width: int, height: int, where: str, rd: _Reader
+) -> tuple[float, float, float, float]:
+    """Validate one reviewed region (``x1, y1, x2, y2`` image pixels) against its image and
+    clip it to the image (reported). An inverted or empty region, or one entirely outside
+    the image, is a FormatError: unlike a box, a region is never widened (a reviewed area
+    of zero size says nothing)."""
+    x1, y1, x2, y2 = box
+    if not (x1 < x2 and y1 < y2):
+        raise FormatError(f"{where}: reviewed region {_fmt_box(box)} is empty or inverted")
+    if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
+        raise FormatError(
+            f"{where}: reviewed region {_fmt_box(box)} lies entirely outside the "
+            f"{width}x{height} image"
+        )
+    c = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
+    if c != (x1, y1, x2, y2):
+        rd.warn(
+            f"{where}: reviewed region {_fmt_box(box)} clipped to the {width}x{height} "
+            f"image: {_fmt_box(c)}"
+        )
+    return c
+
+
 def _iter_images(folder: Path) -> Iterator[Path]:
-    """Image files under ``folder``, recursively, sorted by path components, skipping hidden
-    files and folders."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-                found.append(Path(dirpath) / name)
-    yield from sorted(found, key=lambda p: p.parts)
+    """Images under ``folder``, recursively, sorted by path components, skipping hidden files
+    and folders: image files and OME-Zarr directories
+    (:func:`~napari_al.core.images.find_images`)."""
+    yield from find_images(folder)
 
 
 def _check_targets(paths: Iterable[Path], overwrite: bool) -> None:

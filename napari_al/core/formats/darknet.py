@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from napari_al.core.formats.common import FormatError, _abspath, _is_dir, _is_file, _Reader
+from napari_al.core.formats.common import (
+    FormatError,
+    _abspath,
+    _is_dir,
+    _is_file,
+    _is_image_path,
+    _Reader,
+)
 
 #: obj.data keys read as split lists (as data.yaml keys, see ``yolo._YOLO_SPLIT_KEYS``).
 DARKNET_LIST_KEYS = ("train", "valid", "test")
@@ -106,7 +113,7 @@ def read_image_list(path: Path, rd: _Reader, bases: list[Path]) -> list[Path]:
         else:
             cands = list(dict.fromkeys(_abspath(b / p) for b in [path.parent, *bases]))
         cands = [_abspath(c) for c in cands]
-        found = next((c for c in cands if _is_file(c)), None)
+        found = next((c for c in cands if _is_image_path(c)), None)
         try:
             if found is None:
                 if any(_is_dir(c) for c in cands):

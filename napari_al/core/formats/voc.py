@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -13,10 +12,13 @@ from napari_al.core.formats.common import (
     _abspath,
     _check_labels,
     _check_targets,
+    _copy_image,
     _fix_box,
+    _fix_region,
     _fmt,
     _is_dir,
     _is_file,
+    _is_image_path,
     _one_error_type,
     _parse_number,
     _positive_int,
@@ -47,10 +49,10 @@ def _voc_find_image(
     """
     rel = rd.rel(xml_path)
     filename = _voc_text(ann, "filename")
-    for ext in IMAGE_EXTENSIONS:
+    for ext in (*IMAGE_EXTENSIONS, ".zarr"):
         for e in (ext, ext.upper()):
             p = img_dir / f"{xml_path.stem}{e}"
-            if p.is_file():
+            if _is_image_path(p):
                 if filename and Path(filename).name not in (p.name, p.stem):
                     rd.warn(
                         f"{rel}: <filename> says {filename!r} but the annotation is paired with "
@@ -61,7 +63,7 @@ def _voc_find_image(
     if filename:
         p = img_dir / filename
         tried.append(p)
-        if _is_file(p):
+        if _is_image_path(p):
             rd.warn(
                 f"{rel}: no image {xml_path.stem}.* in {rd.rel(img_dir)}; "
                 f"using <filename> {filename!r}"
@@ -70,7 +72,7 @@ def _voc_find_image(
     path_text = _voc_text(ann, "path")
     if path_text:
         p = Path(path_text)
-        if p.is_absolute() and _is_file(p):
+        if p.is_absolute() and _is_image_path(p):
             return p, "", False
         tried.append(p)
     return None, ", ".join(str(t) for t in tried), False
@@ -146,6 +148,15 @@ def _read_voc_xml(
 
     rec = ImageRecord(path=image, width=width, height=height, annotated=True)
     rec.partial = _voc_flag(ann, "partial", rel)
+    for i, el in enumerate(ann.findall("reviewed_region"), start=1):
+        where = f"{rel}: reviewed_region {i}"
+        try:
+            xmin, ymin, xmax, ymax = _voc_edges(el, where, "")
+            rec.reviewed_regions.append(
+                _fix_region((xmin - 1, ymin - 1, xmax, ymax), width, height, where, rd)
+            )
+        except FormatError as e:
+            rd.skip(e, "reviewed region")  # a lost region only leaves its area unreviewed
     for i, obj in enumerate(ann.findall("object"), start=1):
         where = f"{rel}: object {i}"
         try:
@@ -178,19 +189,26 @@ def _read_voc_object(
     bb = obj.find("bndbox")
     if bb is None:
         raise FormatError(f"{where}: <bndbox> is missing")
-    vals = []
-    for key in ("xmin", "ymin", "xmax", "ymax"):
-        el = bb.find(key)
-        if el is None:
-            raise FormatError(f"{where}: bndbox/{key} is missing")
-        vals.append(_parse_number(el.text, where, f"bndbox/{key}"))
-    xmin, ymin, xmax, ymax = vals
+    xmin, ymin, xmax, ymax = _voc_edges(bb, where, "bndbox/")
     if xmin > xmax:
         raise FormatError(f"{where}: box is inverted (xmin {_fmt(xmin)} > xmax {_fmt(xmax)})")
     if ymin > ymax:
         raise FormatError(f"{where}: box is inverted (ymin {_fmt(ymin)} > ymax {_fmt(ymax)})")
     x1, y1, x2, y2 = _fix_box((xmin - 1, ymin - 1, xmax, ymax), width, height, where, rd)
     return BoxRecord(x1, y1, x2, y2, name), _voc_flag(obj, "difficult", where)
+
+
+def _voc_edges(el: ET.Element, where: str, prefix: str) -> tuple[float, float, float, float]:
+    """``xmin, ymin, xmax, ymax`` children of ``el`` as numbers (VOC's 1-based inclusive
+    pixels, as written); ``prefix`` names ``el`` in messages (``bndbox/``)."""
+    vals = []
+    for key in ("xmin", "ymin", "xmax", "ymax"):
+        child = el.find(key)
+        if child is None:
+            raise FormatError(f"{where}: {prefix}{key} is missing")
+        vals.append(_parse_number(child.text, where, f"{prefix}{key}"))
+    xmin, ymin, xmax, ymax = vals
+    return xmin, ymin, xmax, ymax
 
 
 def _voc_flag(obj: ET.Element, key: str, where: str) -> bool:
@@ -300,7 +318,9 @@ def read_voc(
     warning), else the sorted names found. An object with ``<difficult>1`` is an ignore region
     (``ImageRecord.ignore_regions``), as the VOC devkit ignores it in evaluation. An
     annotation with napari-al's ``<partial>1</partial>`` is partly reviewed
-    (``ImageRecord.partial``).
+    (``ImageRecord.partial``); its ``<reviewed_region>`` elements (``xmin``, ``ymin``,
+    ``xmax``, ``ymax``, 1-based inclusive as a ``<bndbox>``) are the rectangles reviewed
+    completely (``ImageRecord.reviewed_regions``, clipped to the image).
     """
     root = _abspath(root)
     if not _is_dir(root):
@@ -417,14 +437,15 @@ def _voc_xml(im: ImageRecord, image_path: Path, classes: list[str]) -> str:
     ET.SubElement(ann, "segmented").text = "0"
     if im.partial:  # napari-al's extension: partly reviewed (other tools ignore it)
         ET.SubElement(ann, "partial").text = "1"
+    for region in im.reviewed_regions:  # napari-al's extension too: 1-based, as boxes
+        el = ET.SubElement(ann, "reviewed_region")
+        for key, v in zip(("xmin", "ymin", "xmax", "ymax"), _voc_box(region, im), strict=True):
+            ET.SubElement(el, key).text = str(v)
     objects = [(b, b.label, "0") for b in im.boxes]
     for r in im.ignore_regions:
         objects += [(r, label, "1") for label in ([r.label] if r.label else classes)]
     for b, label, difficult in objects:
-        # a sub-pixel box at the far edge still gets a pixel inside the image
-        xmin = min(_round_edge(b.x1), im.width - 1) + 1
-        ymin = min(_round_edge(b.y1), im.height - 1) + 1
-        xmax, ymax = max(_round_edge(b.x2), xmin), max(_round_edge(b.y2), ymin)
+        xmin, ymin, xmax, ymax = _voc_box(b.xyxy(), im)
         obj = ET.SubElement(ann, "object")
         ET.SubElement(obj, "name").text = label
         ET.SubElement(obj, "pose").text = "Unspecified"
@@ -436,6 +457,16 @@ def _voc_xml(im: ImageRecord, image_path: Path, classes: list[str]) -> str:
             ET.SubElement(bb, key).text = str(v)
     ET.indent(ann, space="\t")
     return ET.tostring(ann, encoding="unicode") + "\n"
+
+
+def _voc_box(xyxy: tuple[float, float, float, float], im: ImageRecord) -> tuple[int, ...]:
+    """``xmin, ymin, xmax, ymax`` (VOC's 1-based inclusive whole pixels) of ``x1, y1, x2, y2``
+    (image pixels, edges on integers): ``xmin = x1 + 1``, ``xmax = x2``, edges rounded to the
+    nearest pixel edge; a sub-pixel box at the far edge still gets a pixel inside the image."""
+    x1, y1, x2, y2 = xyxy
+    xmin = min(_round_edge(x1), im.width - 1) + 1
+    ymin = min(_round_edge(y1), im.height - 1) + 1
+    return xmin, ymin, max(_round_edge(x2), xmin), max(_round_edge(y2), ymin)
 
 
 def write_voc(
@@ -451,7 +482,9 @@ def write_voc(
     rounded to the nearest pixel edge (a box narrower than a pixel becomes one pixel wide).
     Ignore regions are objects with ``<difficult>1`` (a region of no class once per class, so
     every class ignores it). A partly reviewed image (``ImageRecord.partial``) carries
-    napari-al's ``<partial>1</partial>``, which other tools ignore.
+    napari-al's ``<partial>1</partial>``, and each of its reviewed regions
+    (``ImageRecord.reviewed_regions``) a ``<reviewed_region>`` with ``xmin``, ``ymin``,
+    ``xmax``, ``ymax`` in the boxes' convention; other tools ignore both.
     """
     out = _abspath(out_dir)
     _check_labels(dataset)
@@ -474,7 +507,7 @@ def write_voc(
     for im, stem, dest in plan:
         if copy_images:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(im.path, dest)
+            _copy_image(Path(im.path), dest)
             written.append(dest)
         if im.annotated:
             p = out / "Annotations" / f"{stem}.xml"

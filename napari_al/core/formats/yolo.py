@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,13 @@ from napari_al.core.formats.common import (
     _abspath,
     _check_labels,
     _check_targets,
+    _copy_image,
     _fix_box,
     _fmt,
     _inside,
     _is_dir,
     _is_file,
+    _is_image_path,
     _iter_images,
     _one_error_type,
     _parse_number,
@@ -323,7 +324,7 @@ def read_yolo(root: str | Path, *, strict: bool = True) -> Dataset:
             label_dirs.add(ultralytics.parent)
         label = next((c for c in cands if _is_file(c)), None)
         try:
-            if not _is_file(path):
+            if not _is_image_path(path):
                 raise FormatError(f"{rd.rel(path)}: image not found")
             w, h = rd.size_of(path, "")
             rec = ImageRecord(
@@ -439,7 +440,7 @@ def write_yolo(
     for im, _folder, img, lab in plan:
         if img is not None:
             img.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(im.path, img)
+            _copy_image(Path(im.path), img)
             written.append(img)
         if lab is not None:
             _write_text(lab, _yolo_lines(im, index))

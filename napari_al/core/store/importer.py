@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,10 +69,16 @@ class ImportMixin(BoxesMixin):
           ``annotated_split_default`` (``train``).
         - A new unannotated image becomes ``unseen``, in its split or ``split_default``
           (``pool``).
+        - The record's reviewed regions (``ImageRecord.reviewed_regions``) become the image's
+          reviewed regions, clipped to it, one equal to a region it has already not stored
+          twice (none is ever deleted); counted in ``reviewed_regions_added``. An image with
+          reviewed regions is ``partial`` unless its record is complete (annotated, not
+          partly reviewed, nothing skipped); one that is not annotated counts as annotated.
         - An image already in the project that nobody has reviewed yet (``unseen``, no box but
-          the model's ``predicted`` ones, no ignore region) takes the labels of an annotated
-          record as a new image would (its ``predicted`` boxes are removed, their ids logged);
-          it moves to the record's split, or from ``pool`` to ``annotated_split_default``.
+          the model's ``predicted`` ones, no ignore region, no reviewed region) takes the
+          labels of an annotated record as a new image would (its ``predicted`` boxes are
+          removed, their ids logged); it moves to the record's split, or from ``pool`` to
+          ``annotated_split_default``.
           This is how the labels of a folder first opened as plain images arrive later.
         - Every other image already in the project is left untouched (its boxes, split and
           review state are human work; nothing is overwritten), as are repeated paths. Each
@@ -89,8 +96,9 @@ class ImportMixin(BoxesMixin):
         - One ``import`` action is logged.
 
         Summary keys: ``images_added``, ``images_labelled`` (already there, labels added),
-        ``boxes_added``, ``ignore_regions_added``, ``annotated``, ``unannotated``,
-        ``partial``, ``classes_added``, ``images_skipped`` and ``skipped_paths`` (the images
+        ``boxes_added``, ``ignore_regions_added``, ``reviewed_regions_added``, ``annotated``,
+        ``unannotated``, ``partial``, ``lost_objects`` (images of ``partial`` whose reader
+        skipped objects), ``classes_added``, ``images_skipped`` and ``skipped_paths`` (the images
         left out), ``left_out``, ``warnings`` (the reader's), ``action_id``.
 
         Everything is validated, every file checked and hashed (streamed) before the write
@@ -111,6 +119,8 @@ class ImportMixin(BoxesMixin):
             "annotated": 0,
             "unannotated": 0,
             "partial": 0,
+            "lost_objects": 0,
+            "reviewed_regions_added": 0,
             "classes_added": [],
             "skipped_paths": [],
             "left_out": [],
@@ -144,8 +154,8 @@ class ImportMixin(BoxesMixin):
                 left_out.append((rel, rec, LEFT_OUT_REPEATED))
                 continue
             seen.add(rel)
-            if row is not None and not (rec.annotated and row.id not in reviewed):
-                reason = LEFT_OUT_REVIEWED if rec.annotated else LEFT_OUT_PRESENT
+            if row is not None and not (_labelled(rec) and row.id not in reviewed):
+                reason = LEFT_OUT_REVIEWED if _labelled(rec) else LEFT_OUT_PRESENT
                 left_out.append((rel, rec, reason))
                 continue
             if row is not None and (int(rec.width), int(rec.height)) != (row.width, row.height):
@@ -156,7 +166,7 @@ class ImportMixin(BoxesMixin):
             elif row is not None:
                 split = annotated_split_default if row.split == "pool" else row.split
             else:
-                split = annotated_split_default if rec.annotated else split_default
+                split = annotated_split_default if _labelled(rec) else split_default
             try:
                 _check_record(rec, split)
             except StoreError as exc:
@@ -263,10 +273,12 @@ class ImportMixin(BoxesMixin):
                 regions = _unique_regions(rec)
                 for xyxy in regions:
                     self._insert_ignore_region(conn, image, xyxy)
+                summary["reviewed_regions_added"] += self._insert_reviewed_regions(conn, image, rec)
                 summary["boxes_added"] += len(rec.boxes)
                 summary["ignore_regions_added"] += len(regions)
-                summary["annotated" if rec.annotated else "unannotated"] += 1
+                summary["annotated" if _labelled(rec) else "unannotated"] += 1
                 summary["partial"] += int(_review_state(rec) == "partial")
+                summary["lost_objects"] += int(rec.annotated and rec.skipped_objects > 0)
             log_payload = {
                 k: v for k, v in summary.items() if k not in ("skipped_paths", "left_out")
             }
@@ -274,6 +286,32 @@ class ImportMixin(BoxesMixin):
             if removed:
                 log_payload["predictions_removed"] = {str(k): v for k, v in removed.items()}
             summary["action_id"] = self._log(conn, "import", None, None, log_payload)
+
+    def _insert_reviewed_regions(
+        self, conn: sqlite3.Connection, image: ImageRow, rec: ImageRecord
+    ) -> int:
+        """Store the record's reviewed regions (image pixels, xyxy) on ``image``, clipped to
+        it; one equal to a region the image has already (or to an earlier one of the record)
+        is not stored twice, and none is ever deleted. Returns how many were added."""
+        have = {
+            tuple(r)
+            for r in conn.execute(
+                "SELECT x1, y1, x2, y2 FROM reviewed_regions WHERE image_id = ?", (image.id,)
+            )
+        }
+        added = 0
+        for xyxy in rec.reviewed_regions:
+            region = _clip_region(xyxy, image.width, image.height)
+            if region in have:
+                continue
+            have.add(region)
+            conn.execute(
+                "INSERT INTO reviewed_regions (image_id, x1, y1, x2, y2, created)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (image.id, *region, self._now()),
+            )
+            added += 1
+        return added
 
     def _write_planned(
         self,
@@ -322,11 +360,12 @@ def _image_rows(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
 
 def _reviewed_image_ids(conn: sqlite3.Connection) -> set[int]:
     """Images with review work: not ``unseen``, or any box but a ``predicted`` one, or an
-    ignore region."""
+    ignore region, or a reviewed region."""
     sql = (
         "SELECT id FROM images WHERE review_state != 'unseen'"
         " UNION SELECT image_id FROM boxes WHERE status != 'predicted'"
         " UNION SELECT image_id FROM ignore_regions"
+        " UNION SELECT image_id FROM reviewed_regions"
     )
     return {int(r[0]) for r in conn.execute(sql)}
 
@@ -364,14 +403,45 @@ def _check_record(rec: ImageRecord, split: str) -> None:
             raise StoreError(f"box {j} has no class label")
     for j, r in enumerate(rec.ignore_regions):
         _check_xyxy(r.xyxy(), rec.width, rec.height, f"ignore region {j}")
+    for j, xyxy in enumerate(rec.reviewed_regions):
+        _clip_region(xyxy, int(rec.width), int(rec.height), f"reviewed region {j}")
+
+
+def _clip_region(
+    xyxy: tuple[float, float, float, float] | list[float],
+    width: int,
+    height: int,
+    what: str = "reviewed region",
+) -> tuple[float, float, float, float]:
+    """A reviewed region (``x1, y1, x2, y2`` image pixels) clipped to the ``width`` x
+    ``height`` image; :class:`StoreError` when it is not 4 finite numbers or nothing of it
+    is left inside the image."""
+    try:
+        x1, y1, x2, y2 = (float(v) for v in xyxy)
+    except (TypeError, ValueError):
+        raise StoreError(f"{what} must be 4 numbers x1, y1, x2, y2, got {xyxy!r}") from None
+    clipped = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
+    if not all(math.isfinite(v) for v in clipped) or not (
+        clipped[0] < clipped[2] and clipped[1] < clipped[3]
+    ):
+        raise StoreError(
+            f"{what} {[x1, y1, x2, y2]} is empty or outside the {width}x{height} image"
+        )
+    return clipped
+
+
+def _labelled(rec: ImageRecord) -> bool:
+    """Whether the record carries review work: annotations, or reviewed regions (a region
+    reviewed completely says what is in it even without ``annotated``)."""
+    return rec.annotated or bool(rec.reviewed_regions)
 
 
 def _review_state(rec: ImageRecord) -> str:
     """``complete`` for an annotated image, ``partial`` when its reader skipped objects (their
     area is not background) or the source marks it partly reviewed, ``unseen`` for an
-    unannotated one."""
+    unannotated one; an unannotated one with reviewed regions is ``partial``."""
     if not rec.annotated:
-        return "unseen"
+        return "partial" if rec.reviewed_regions else "unseen"
     return "partial" if rec.skipped_objects or rec.partial else "complete"
 
 

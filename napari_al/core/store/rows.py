@@ -302,7 +302,21 @@ def _check_score(score: float | None) -> float | None:
 
 
 def file_sha256(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
-    """The hex SHA-256 of a file, read in chunks so large images never sit in memory whole."""
+    """The hex SHA-256 of a file, read in chunks so large images never sit in memory whole.
+
+    An OME-Zarr image is a directory: its identity is
+    :func:`~napari_al.core.ome_zarr.ome_zarr_sha256` (the metadata and the coarsest level's
+    chunks, not the full-resolution data)."""
+    if os.path.isdir(path):
+        from napari_al.core.images import ImageReadError
+        from napari_al.core.ome_zarr import ome_zarr_sha256
+
+        try:
+            return ome_zarr_sha256(path, chunk_size)
+        except ImageReadError as exc:
+            raise StoreError(str(exc)) from exc
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as f:

@@ -292,6 +292,8 @@ class ProjectSection(QGroupBox):
             overwrite=overwrite,
             only_reviewed=not self.export_all.isChecked(),
         )
+        for line in dataset.warnings:  # e.g. YOLO leaving out partly reviewed images
+            notify_user("warning", line)
         notify_user(
             "info", f"exported {len(dataset.images)} images, {dataset.n_boxes} boxes to {out}"
         )
