@@ -103,15 +103,21 @@ def reads_lazily(path: str | Path) -> bool:
         return False
 
 
-def _open_zarr(path: Path, store: Any) -> Any:
+def zarr_module(path: Path, reading: str) -> Any:
+    """The ``zarr`` package, or an :class:`~napari_al.core.images.ImageReadError` naming
+    ``path`` and what ``reading`` it needs the package for, with the command that installs it."""
     try:
         import zarr
     except ImportError:  # zarr 3 needs Python 3.11
         raise ImageReadError(
-            f"{path}: reading a large TIFF tile by tile needs the zarr package (version 3, "
-            "Python 3.11 or newer): pip install 'zarr>=3.1'"
+            f"{path}: {reading} needs the zarr package (version 3, Python 3.11 or newer): "
+            "pip install 'zarr>=3.1'"
         ) from None
-    return zarr.open(store, mode="r")
+    return zarr
+
+
+def _open_zarr(path: Path, store: Any) -> Any:
+    return zarr_module(path, "reading a large TIFF tile by tile").open(store, mode="r")
 
 
 class LazyImage:

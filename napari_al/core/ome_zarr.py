@@ -157,13 +157,7 @@ class _Plane:
 
 
 def _open_array(path: Path, where: Path) -> Any:
-    try:
-        import zarr
-    except ImportError:  # zarr 3 needs Python 3.11
-        raise ImageReadError(
-            f"{path}: reading OME-Zarr needs the zarr package (version 3, Python 3.11 or "
-            "newer): pip install 'zarr>=3.1'"
-        ) from None
+    zarr = lazy_images.zarr_module(path, "reading OME-Zarr")
     try:
         return zarr.open_array(str(where), mode="r")
     except Exception as e:
