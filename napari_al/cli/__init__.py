@@ -25,6 +25,7 @@ from napari_al.cli.common import (
     FORMATS_OUT,
     CliError,
     Parser,
+    counted,
     open_store,
     progress_bar,
     quiet_broken_pipe,
@@ -33,6 +34,7 @@ from napari_al.cli.common import (
     stop_on_sigint,
     tile_progress_bars,
     user_message,
+    warn,
 )
 from napari_al.cli.evaluate import calibration_args, calibration_line, print_eval
 from napari_al.cli.project import (
@@ -173,10 +175,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             close()
         target = f"split {args.split}" if args.split else "the project"
         n_boxes = sum(len(store.boxes(image_id=i, statuses=("predicted",))) for i in done)
-        note = f" ({len(skipped)} unreadable images skipped)" if skipped else ""
+        note = f" ({counted(len(skipped), 'unreadable image')} skipped)" if skipped else ""
         print(
-            f"predicted {len(done)} images still to review in {target}: "
-            f"{n_boxes} predicted boxes stored{note}"
+            f"predicted {counted(len(done), 'image')} still to review in {target}: "
+            f"{counted(n_boxes, 'predicted box')} stored{note}"
         )
     return 0
 
@@ -558,7 +560,7 @@ def _one_line_warnings() -> None:
     import warnings
 
     def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
-        print(f"warning: {message}", file=sys.stderr)
+        warn(str(message))
 
     warnings.showwarning = show
 

@@ -91,15 +91,28 @@ def tile_progress_bars(
     return update
 
 
+def warn(message: str) -> None:
+    """``warning: MESSAGE`` as one line on stderr, above any progress bar being drawn (tqdm
+    clears the bars, writes the line and draws them again), never inside a bar's line."""
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
 def skip_reporter() -> tuple[Callable[[int, str], None], list[int]]:
-    """A callback that warns on stderr about each unreadable image, and the ids it saw."""
+    """A callback that warns on stderr about each unreadable image (:func:`warn`, with what
+    to do), and the ids it saw."""
     skipped: list[int] = []
 
     def report(image_id: int, message: str) -> None:
         skipped.append(image_id)
-        print(f"warning: skipped unreadable image {message}", file=sys.stderr)
+        warn(f"skipped unreadable image {message}; {SKIPPED_FIX}")
 
     return report, skipped
+
+
+#: What to do about an image skipped as unreadable (the end of its warning).
+SKIPPED_FIX = "replace or re-save the file ('napari-al info DIR' lists every unreadable one)"
 
 
 @contextlib.contextmanager

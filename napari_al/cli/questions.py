@@ -9,7 +9,7 @@ import json
 import sys
 from typing import Any
 
-from napari_al.cli.common import open_store, progress_bar
+from napari_al.cli.common import SKIPPED_FIX, open_store, progress_bar, warn
 
 
 def add_question_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,7 +50,7 @@ def cmd_rank_questions(args: argparse.Namespace, detector_of: Any) -> int:
 
         def on_skip(image_id: int, message: str) -> None:
             skipped.append(image_id)
-            print(f"warning: skipped unreadable image {message}", file=sys.stderr)
+            warn(f"skipped unreadable image {message}; {SKIPPED_FIX}")
 
         try:
             queue = workflow.plan_questions(
