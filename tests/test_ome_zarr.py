@@ -381,3 +381,45 @@ def test_export_and_import_round_trip(tmp_path: Path, fmt: str, copy: bool) -> N
         zrow = rows["scan.ome.zarr"]
         assert (zrow.width, zrow.height, zrow.review_state) == (80, 60, "complete")
         assert [b.xyxy for b in store.boxes(image_id=zrow.id)] == [box]
+
+
+@pytest.mark.gui
+def test_the_viewer_shows_a_large_one_multiscale_and_a_drawn_box_lands_in_place(  # type: ignore[no-untyped-def]
+    make_napari_viewer, tmp_path: Path, qtbot
+) -> None:
+    """A 5,000 x 5,000 px OME-Zarr (two stored levels) opened through the widget: a multiscale
+    layer of its stored levels plus sampled ones, read window by window; a box drawn on it is
+    stored in image pixels, and every level shows the image under it."""
+    from gui_helpers import open_widget
+
+    from napari_al.cli import main
+    from napari_al.core.boxes import xyxy_to_napari
+
+    folder = tmp_path / "slide"
+    folder.mkdir()
+    side, (x, y, rw, rh) = 5000, (3120, 410, 64, 40)
+    data = np.zeros((3, side, side), np.uint8)
+    data[:, y : y + rh, x : x + rw] = np.array([255, 200, 40], np.uint8)[:, None, None]
+    write_ome_zarr(folder / "slide.ome.zarr", data, "cyx", chunk=512)
+    del data
+    assert main(["init", str(folder)]) == 0
+    assert main(["add-class", str(folder), "cell"]) == 0
+    _viewer, w = open_widget(make_napari_viewer, folder, show=True)
+    c, view, store = w.controller, w.controller.view, w.store
+    (row,) = store.images()
+    c.show_image(row.id)
+    qtbot.wait(300)
+    layer = view.image_layer
+    assert layer.multiscale and view._lazy is not None
+    assert view._lazy.levels == [(side, side), (2500, 2500)]  # the stored pyramid
+    assert [lv.shape[:2] for lv in layer.data][:2] == [(side, side), (2500, 2500)]
+    assert max(layer.data[-1].shape[:2]) <= 2048  # sampled levels down to a screenful
+    xyxy = (float(x), float(y), float(x + rw), float(y + rh))
+    view.boxes_layer.add(xyxy_to_napari([xyxy]), shape_type="rectangle")
+    qtbot.waitUntil(lambda: len(store.boxes(image_id=row.id)) == 1, timeout=5000)
+    (drawn,) = store.boxes(image_id=row.id)
+    assert (drawn.xyxy, drawn.status) == (xyxy, "drawn")
+    for k, level in enumerate(layer.data):  # under it, every level is the rectangle
+        s = 2**k
+        window = np.asarray(level[-(-y // s) : -(-(y + rh) // s), -(-x // s) : -(-(x + rw) // s)])
+        assert window.size and (window == (255, 200, 40)).all(), k
