@@ -78,9 +78,10 @@ def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _is_zarr(path: Path) -> bool:
-    """A ``*.zarr`` path: read by :mod:`napari_al.core.ome_zarr`, whatever it holds."""
-    return path.name.lower().endswith(".zarr")
+def is_zarr_path(path: str | Path) -> bool:
+    """Whether ``path``'s name ends in ``.zarr`` (any case): a path read by
+    :mod:`napari_al.core.ome_zarr`, whatever it holds."""
+    return Path(path).name.lower().endswith(".zarr")
 
 
 def find_images(folder: str | Path) -> list[Path]:
@@ -96,7 +97,7 @@ def find_images(folder: str | Path) -> list[Path]:
         for d in dirnames:
             if d.startswith("."):
                 continue
-            if _is_zarr(Path(d)):
+            if is_zarr_path(Path(d)):
                 found.append(Path(dirpath) / d)
                 continue
             kept.append(d)
@@ -222,7 +223,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     :data:`MAX_LAZY_SIDE`; see the module).
     """
     path = Path(path)
-    if _is_zarr(path):
+    if is_zarr_path(path):
         from napari_al.core.ome_zarr import ome_zarr_size
 
         return ome_zarr_size(path)
@@ -283,7 +284,7 @@ def check_pixels(path: str | Path) -> None:
     :func:`image_size` (missing, empty, not an image, too large).
     """
     path = Path(path)
-    if _is_zarr(path):  # metadata, size limits, the first chunk of two levels
+    if is_zarr_path(path):  # metadata, size limits, the first chunk of two levels
         from napari_al.core.ome_zarr import check_ome_zarr_pixels
 
         check_ome_zarr_pixels(path)
@@ -422,7 +423,7 @@ def read_image(path: str | Path) -> np.ndarray:
     by window instead: :mod:`napari_al.core.lazy_images`).
     """
     path = Path(path)
-    if _is_zarr(path):
+    if is_zarr_path(path):
         from napari_al.core.ome_zarr import read_ome_zarr
 
         return read_ome_zarr(path)

@@ -46,6 +46,7 @@ from napari_al.core.images import (
     _check_side,
     _native,
     intensity_limits,
+    is_zarr_path,
     read_image,
     sample_step,
     scale_to_uint8,
@@ -64,15 +65,11 @@ DISPLAY_SMALLEST_SIDE = 2048
 _TIFF_EXTENSIONS = (".tif", ".tiff")
 
 
-def _is_zarr(path: Path) -> bool:
-    return path.name.lower().endswith(".zarr")
-
-
 def open_lazy(path: str | Path) -> LazyImage:
     """The :class:`LazyImage` of ``path``: an :class:`~napari_al.core.ome_zarr.OmeZarrImage`
     for a ``*.zarr`` directory, else a TIFF's. Raises
     :class:`~napari_al.core.images.ImageReadError`."""
-    if _is_zarr(Path(path)):
+    if is_zarr_path(path):
         from napari_al.core.ome_zarr import OmeZarrImage
 
         return OmeZarrImage(path)
@@ -86,7 +83,7 @@ def reads_lazily(path: str | Path) -> bool:
     :data:`~napari_al.core.images.MAX_CHUNK_PIXELS`. Reads only the header or metadata; False
     for anything else, or what cannot be opened (reading it whole then reports the problem)."""
     path = Path(path)
-    if _is_zarr(path):
+    if is_zarr_path(path):
         from napari_al.core import ome_zarr
 
         return ome_zarr.reads_lazily(path)

@@ -51,23 +51,15 @@ from napari_al.core.images import (
     MAX_SIDE,
     ImageReadError,
     _check_side,
+    is_zarr_path,
 )
 from napari_al.core.lazy_images import LazyImage
-
-#: The suffix of an OME-Zarr directory (``name.zarr``, ``name.ome.zarr``), lower case.
-ZARR_SUFFIX = ".zarr"
 
 #: The metadata files of a zarr v2 or v3 group or array (hashed whole by :func:`ome_zarr_sha256`).
 METADATA_FILES = ("zarr.json", ".zgroup", ".zattrs", ".zarray", ".zmetadata")
 
 #: :func:`ome_zarr_sha256` reads at most this many bytes of the coarsest level's chunks.
 HASH_CHUNK_BYTES = 16 << 20
-
-
-def is_zarr_path(path: str | Path) -> bool:
-    """Whether ``path``'s name ends in ``.zarr`` (any case): a path the readers of
-    :mod:`napari_al.core.images` hand to this module, whatever it holds."""
-    return Path(path).name.lower().endswith(ZARR_SUFFIX)
 
 
 def _json(path: Path) -> dict[str, Any] | None:

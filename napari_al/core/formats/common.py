@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from napari_al.core.data import Dataset, ImageRecord
-from napari_al.core.images import ImageReadError, find_images, image_size
-from napari_al.core.ome_zarr import is_zarr_path
+from napari_al.core.images import ImageReadError, find_images, image_size, is_zarr_path
 
 _SNAP_TOL = 1e-6
 

@@ -7,7 +7,6 @@ Boxes are in image pixels, ``(x1, y1, x2, y2)`` with pixel edges on integers and
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -302,26 +301,14 @@ def _check_score(score: float | None) -> float | None:
 
 
 def file_sha256(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
-    """The hex SHA-256 of a file, read in chunks so large images never sit in memory whole.
+    """:func:`napari_al.core.images.file_sha256` (a file read in chunks; an OME-Zarr directory
+    by its metadata and coarsest level), its failures as :class:`StoreError`."""
+    from napari_al.core.images import ImageReadError
+    from napari_al.core.images import file_sha256 as sha256
 
-    An OME-Zarr image is a directory: its identity is
-    :func:`~napari_al.core.ome_zarr.ome_zarr_sha256` (the metadata and the coarsest level's
-    chunks, not the full-resolution data)."""
-    if os.path.isdir(path):
-        from napari_al.core.images import ImageReadError
-        from napari_al.core.ome_zarr import ome_zarr_sha256
-
-        try:
-            return ome_zarr_sha256(path, chunk_size)
-        except ImageReadError as exc:
-            raise StoreError(str(exc)) from exc
-        except OSError as exc:
-            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            while block := f.read(chunk_size):
-                digest.update(block)
+        return sha256(path, chunk_size)
+    except ImageReadError as exc:
+        raise StoreError(str(exc)) from exc
     except OSError as exc:
         raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    return digest.hexdigest()
