@@ -187,6 +187,19 @@ def test_touching_objects_cut_at_facing_edges_are_not_joined(perfect: Detector) 
     assert _found(pred) == sorted([left, right])  # each joined from its own two pieces
 
 
+def test_boxes_without_their_features_are_the_same_boxes(perfect: Detector) -> None:
+    """``features=False`` (what the workflow stores from: boxes only) leaves out the 4 kB a box
+    of RoI features and nothing else, cut objects included."""
+    rng = np.random.default_rng(11)
+    img, objects = _random_objects(rng, 12, (30, 80), gap=4)
+    full = perfect.predict_tiled(img, overlap=40, window_scale=2.0)
+    lean = perfect.predict_tiled(img, overlap=40, window_scale=2.0, features=False)
+    assert len(full) == len(objects) and full.features.shape[1] > 0
+    assert lean.features.shape == (len(full), 0) and lean.features.dtype == np.float32
+    for name in ("boxes", "labels", "scores", "probs", "embedding", "proposals"):
+        np.testing.assert_array_equal(getattr(lean, name), getattr(full, name))
+
+
 def test_each_box_keeps_its_own_probs_features_and_proposal(perfect: Detector) -> None:
     objects = [(10, 10, 40, 30), (150, 100, 175, 140), (300, 200, 333, 211)]
     pred = perfect.predict_tiled(_image_with(objects), overlap=48)
@@ -542,6 +555,26 @@ def test_small_images_predict_bit_for_bit_as_before(
                 (tuple(map(float, p.boxes[i])), float(p.scores[i])) for i in range(len(p))
             )
             assert got == want
+
+
+def test_the_workflow_keeps_no_features_of_a_large_image(perfect: Detector, tmp_path: Path) -> None:
+    """The store keeps boxes, classes and scores: a large image's boxes come without their
+    RoI features (4 kB a box), in this process and on a Dask worker alike."""
+    import tifffile
+
+    from napari_al.core import workflow
+    from napari_al.core.workflow.prediction import predict_large_file
+
+    objects = [(10, 10, 40, 30), (150, 100, 175, 140), (300, 200, 333, 211)]
+    img = _image_with(objects)
+    path = tmp_path / "large.tif"
+    tifffile.imwrite(path, img)
+    tiles = workflow.TileSettings(tile_above=100, overlap=48, window_scale=2.0)
+    pred = predict_large_file(perfect, path, tiles)
+    assert pred.features.shape == (3, 0)
+    whole = perfect.predict_tiled(img, overlap=48, window_scale=2.0)
+    np.testing.assert_array_equal(pred.boxes, whole.boxes)
+    np.testing.assert_array_equal(pred.scores, whole.scores)
 
 
 def test_a_25000_px_image_imports_and_predicts_without_being_read_whole(

@@ -380,13 +380,15 @@ class Detector:
         candidate: bool = False,
         batch_size: int = 4,
         window_scale: float = 1.0,
+        features: bool = True,
         progress: ProgressCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Predictions | None:
         """Rich predictions of one large image, window by window at the model's native scale,
         windows overlapping by ``overlap`` pixels and merged with class-aware NMS
         (:func:`napari_al.core.engine.tiling.predict_tiled`, whose docstring gives the rule);
-        windows up to ``window_scale`` times the model's input per side.
+        windows up to ``window_scale`` times the model's input per side; ``features=False``
+        leaves out the boxes' RoI features (``(N, 0)``; a caller that stores only boxes).
 
         ``image`` ``(H, W, 3)`` uint8 supports ``image[y0:y1, x0:x1]`` (a numpy array, or a
         lazy reader that decodes only that window); ``progress(windows done, total)``; None
@@ -400,6 +402,7 @@ class Detector:
             candidate=candidate,
             batch_size=batch_size,
             window_scale=window_scale,
+            features=features,
             progress=progress,
             should_stop=should_stop,
         )

@@ -18,12 +18,18 @@ from napari_al.core.engine.ddp import local_device
 DEVICE_ENV = "NAPARI_AL_DEVICE"
 #: Set to ``0`` to leave the C allocator's settings alone (:func:`keep_freed_memory`).
 KEEP_FREED_MEMORY_ENV = "NAPARI_AL_KEEP_FREED_MEMORY"
-#: :func:`keep_freed_memory`'s glibc ``mallopt`` settings: blocks up to 64 MiB (a forward
-#: pass's activations) come from the heap, not their own ``mmap``; larger ones (a large image's
-#: merged features) keep their own mapping, returned when freed, so they do not fragment the
-#: heap; free memory at the heap's top is returned beyond 256 MiB.
+#: :func:`keep_freed_memory`'s glibc ``mallopt`` settings: blocks up to 128 MiB (a forward
+#: pass's activations: 118 MB for the 96-channel layers of a 960 x 1,280 px window) come from
+#: the heap, not their own ``mmap``; larger ones keep their own mapping, returned when freed,
+#: so they do not fragment the heap; free memory at the heap's top is returned beyond 1 GiB
+#: (below that a pass of a large window freed enough at the top to be trimmed, and the next
+#: pass faulted it in again).
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
-_MALLOPT = ((_M_MMAP_THRESHOLD, 64 << 20), (_M_TRIM_THRESHOLD, 256 << 20), (_M_TOP_PAD, 16 << 20))
+_MALLOPT = (
+    (_M_MMAP_THRESHOLD, 128 << 20),
+    (_M_TRIM_THRESHOLD, 1024 << 20),
+    (_M_TOP_PAD, 16 << 20),
+)
 _kept: bool | None = None
 
 
@@ -68,7 +74,10 @@ def keep_freed_memory() -> bool:
     minor page faults per megapixel predicted). ``mallopt`` (glibc's documented tuning, the
     same as ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` in the environment) lets
     the heap keep them (:data:`_MALLOPT`): 35 % less wall time per image measured there, the
-    same peak memory, which the process then keeps. ``$NAPARI_AL_KEEP_FREED_MEMORY=0`` turns
+    same peak memory, which the process then keeps. The limits were raised from 64 MiB (trim
+    256 MiB) for windows twice the model's input (``TileSettings.window_scale``): 3 million
+    page faults and 5 s of system time in 26 s of predicting a 6,400 x 4,800 px mosaic, none
+    after (23 s; docs/large-images.md, run 15). ``$NAPARI_AL_KEEP_FREED_MEMORY=0`` turns
     it off; a no-op where there is no glibc (macOS, Windows, musl)."""
     global _kept
     if _kept is not None:

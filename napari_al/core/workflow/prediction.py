@@ -73,7 +73,8 @@ def predict_large(
     should_stop: ShouldStop | None = None,
 ) -> Predictions | None:
     """One image's predictions, tile by tile (``Detector.predict_tiled``), read window by window
-    when it is a large tiled TIFF. None when ``should_stop`` fired. Raises OSError or
+    when it is a large tiled TIFF, without the boxes' RoI features (:func:`predict_large_file`).
+    None when ``should_stop`` fired. Raises OSError or
     :class:`~napari_al.core.images.ImageReadError` when the image cannot be read, ValueError
     when ``tiles.overlap`` is not smaller than the model's tile."""
     return predict_large_file(
@@ -90,7 +91,9 @@ def predict_large_file(
     should_stop: ShouldStop | None = None,
 ) -> Predictions | None:
     """:func:`predict_large` of the image file at ``path`` (what a Dask worker runs, with no
-    store: :mod:`napari_al.core.workflow.distributed`)."""
+    store: :mod:`napari_al.core.workflow.distributed`). The boxes' RoI features are left out
+    (``features`` ``(N, 0)``): the store keeps boxes, classes and scores only, and a large
+    image's 4 kB a box would otherwise be held, merged and sent back from a Dask worker."""
     from napari_al.core.lazy_images import open_rgb
 
     with open_rgb(path) as pixels:
@@ -98,6 +101,7 @@ def predict_large_file(
             pixels,
             overlap=tiles.overlap,
             window_scale=tiles.window_scale,
+            features=False,
             progress=progress,
             should_stop=should_stop,
         )
