@@ -373,10 +373,7 @@ def predict_tiled(
     largest in the pass): the overlaps are seen by two windows or more, so without it the box
     head would score 1.3 times as many proposals per image pixel as on a whole image (480 x 640
     windows overlapping by 64 px), each RPN still ranking its own window's proposals. Thresholds
-    as :meth:`Detector.predict`. ``features=False`` leaves out each box's RoI features
-    (``features`` of shape ``(N, 0)``) for a caller that keeps only the boxes: 4 kB a box
-    (1,024 float32), about 100 MB of the 26,000 boxes of the benchmark's 19,200 x 14,400 px
-    mosaic, held until the end and copied by every merge.
+    as :meth:`Detector.predict`. ``features=False``: no RoI features (``(N, 0)``; :func:`_lean`).
     ``progress(windows done, windows in total)`` after each batch; ``should_stop()`` is checked
     before each batch: None is returned when it fires.
     """
@@ -410,9 +407,7 @@ def predict_tiled(
         raws = detector.infer_raw(tensors, thr, dets, scale_one=scale_one, budget=budget * share)
         for window, raw in zip(batch, raws, strict=True):
             pred = to_predictions(raw, detector.num_classes)
-            if not features:
-                pred = dataclasses.replace(pred, features=np.zeros((len(pred), 0), np.float32))
-            whole, pieces = _place(pred, window)
+            whole, pieces = _place(pred if features else _lean(pred), window)
             parts.append(whole)
             new_pieces.append(pieces)
             areas.append(float(window.height * window.width))
@@ -446,6 +441,13 @@ def predict_tiled(
         return merged
     # by decreasing score, as one NMS over everything returns them
     return _best(Predictions.concat([*final, merged], merged.embedding), cap)
+
+
+def _lean(pred: Predictions) -> Predictions:
+    """``pred`` without its boxes' RoI features (``(N, 0)``), for a caller that keeps only the
+    boxes: 4 kB a box (1,024 float32), about 100 MB for the 26,000 boxes of the benchmark's
+    19,200 x 14,400 px mosaic, held to the end and copied by every merge."""
+    return dataclasses.replace(pred, features=np.zeros((len(pred), 0), np.float32))
 
 
 def _best(pred: Predictions, n: int) -> Predictions:
