@@ -368,3 +368,35 @@ def test_engine_loader_sees_the_upright_pixels_the_viewer_shows(tmp_path: Path) 
     tif = tmp_path / "d.tif"
     tifffile.imwrite(tif, (RNG.integers(0, 4096, (6, 10))).astype(np.uint16))
     np.testing.assert_array_equal(load_image(tif), to_rgb_uint8(read_image(tif)))
+
+
+@pytest.mark.parametrize(
+    ("shape", "kwargs"),
+    [
+        ((64, 64, 2), {"photometric": "minisblack", "planarconfig": "contig"}),
+        ((2, 64, 64), {"photometric": "minisblack", "planarconfig": "separate"}),
+        ((64, 64, 5), {"photometric": "minisblack", "planarconfig": "contig"}),
+        (
+            (640, 640, 2),
+            {"photometric": "minisblack", "planarconfig": "contig", "tile": (128, 128)},
+        ),
+    ],
+)
+def test_a_tiff_of_unreadable_channels_is_refused_at_import(
+    tmp_path: Path, shape: tuple[int, ...], kwargs: dict
+) -> None:
+    """Every reader refuses 2 or 5 samples a pixel, so the header check (import, ``info``)
+    refuses them too, naming the file and the fix, instead of importing an image no command can
+    read."""
+    import tifffile
+
+    from napari_al.core.images import check_pixels, image_size, read_image
+
+    path = tmp_path / "two.tif"
+    tifffile.imwrite(path, np.zeros(shape, np.uint8), **kwargs)
+    for check in (image_size, check_pixels, read_image):
+        with pytest.raises(ImageReadError, match=r"two\.tif: .*(samples a pixel|layout)"):
+            check(path)
+    rgb = tmp_path / "rgb.tif"
+    tifffile.imwrite(rgb, np.zeros((64, 64, 3), np.uint8), photometric="rgb")
+    assert image_size(rgb) == (64, 64)

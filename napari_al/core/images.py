@@ -236,6 +236,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
                 page = tf.pages.first
                 width, height = int(page.imagewidth), int(page.imagelength)
                 _check_side(path, width, height, chunk_pixels=tiff_chunk_pixels(page))
+                check_tiff_samples(path, page)
                 _check_tiff_decodable(path, tf, page)
         except ImageReadError:
             raise
@@ -252,6 +253,22 @@ def image_size(path: str | Path) -> tuple[int, int]:
                 width, height = height, width
         _check_side(path, width, height)
     return int(width), int(height)
+
+
+def check_tiff_samples(path: str | Path, page: Any) -> int:
+    """Samples per pixel of a TIFF page (tifffile's ``TiffPage``): 1 for axes ``YX``, else its
+    ``S`` axis. Raises :class:`ImageReadError` for a sample count other than 1, 3 (RGB) or 4
+    (RGBA): every reader refuses those, so an import refuses them too."""
+    axes = str(page.axes)
+    if "S" not in axes:
+        return 1
+    samples = int(page.shape[axes.index("S")])
+    if samples not in (1, 3, 4):
+        raise ImageReadError(
+            f"{path}: unsupported image layout {page.shape} ({samples} samples a pixel; "
+            "expected greyscale, RGB or RGBA): save it with 1, 3 or 4 channels"
+        )
+    return samples
 
 
 def _check_tiff_decodable(path: Path, tf: Any, page: Any) -> None:

@@ -45,6 +45,7 @@ from napari_al.core.images import (
     _check_file,
     _check_side,
     _native,
+    check_tiff_samples,
     intensity_limits,
     is_zarr_path,
     read_image,
@@ -162,13 +163,7 @@ class LazyImage:
                 f"{self.path}: unsupported TIFF layout {page.axes} {page.shape} (expected "
                 "greyscale or RGB)"
             )
-        samples = 1 if page.axes == "YX" else int(page.shape[0 if self._planar else 2])
-        if samples not in (1, 3, 4):
-            raise ImageReadError(
-                f"{self.path}: unsupported image layout {page.shape} (expected greyscale, RGB "
-                "or RGBA)"
-            )
-        self._samples = samples
+        samples = self._samples = check_tiff_samples(self.path, page)
         try:
             self._levels = [_open_zarr(self.path, page.aszarr())]
             self._levels += self._reduced_levels(page)
