@@ -175,3 +175,34 @@ def test_a_small_image_ranks_as_on_the_whole_image_path(
         mixed = rank_pool(store, detector, q, image_ids=[big, small], tiles=TILES, save=False)
     assert alone == whole and alone
     assert [i for i in mixed if i.image == small] == alone
+
+
+def test_labelled_large_images_are_never_read_whole_for_diversity_or_the_missed_regressor(
+    project: Path, detector: Detector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Core-set's labelled centres and the missed-object regressor's examples read labelled
+    images whole: a large one is left out (a 16,384 px image took 11 GB, and its shrunken view
+    finds almost nothing, so its missed-object target was nearly every human box)."""
+    from napari_al.core.workflow import ranking
+
+    big, small = _ids(project)
+    read: list[str] = []
+    real = ranking.read_rows
+
+    def spy(store, rows, *a, **k):
+        read.extend(Path(r.path).name for r in rows)
+        return real(store, rows, *a, **k)
+
+    monkeypatch.setattr(ranking, "read_rows", spy)
+    monkeypatch.setattr(ranking, "MISSED_MIN_IMAGES", 1)
+    with ProjectStore.open(project) as store:
+        for image_id in (big, small):
+            store.set_review_state(image_id, "complete")
+        _no_whole_reads(monkeypatch)
+        emb = ranking.labelled_embeddings(store, detector, use_cache=False, tiles=TILES)
+        assert ranking.fit_missed_regressor(store, detector, tiles=TILES) is not None
+        q = QuerySettings(unit="image", budget=2, diversity="coreset")
+        items = rank_pool(store, detector, q, tiles=TILES, save=False)
+    assert emb is not None and emb.shape[0] == 1
+    assert read and set(read) == {"small.png"}
+    assert {i.image for i in items} <= {big, small}

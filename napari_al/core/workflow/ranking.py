@@ -79,17 +79,28 @@ def view_kwargs(needs: frozenset[str]) -> dict[str, Any]:
     }
 
 
-def fit_missed_regressor(store: ProjectStore, detector: Detector, max_images: int = 50) -> Any:
+def fit_missed_regressor(
+    store: ProjectStore,
+    detector: Detector,
+    max_images: int = 50,
+    tiles: TileSettings | None = None,
+) -> Any:
     """The missed-object regressor (Nakamura et al.) fitted on complete images outside val and
     test (held-out labels teach no model part, as in
     :func:`~napari_al.core.workflow.examples.training_examples`), or None when
     fewer than :data:`MISSED_MIN_IMAGES` exist. Target: how many human boxes of an image the
-    detector fails to find at IoU 0.5."""
+    detector fails to find at IoU 0.5. Images tiled under ``tiles`` are left out: read whole,
+    their shrunken view finds almost nothing, so their target would be nearly every human box
+    (and a 16,384 px image takes 11 GB)."""
     from napari_al.core.data import HUMAN_STATUSES
     from napari_al.core.scoring.missed import MissedObjectRegressor, count_missed, missed_features
 
     rows = [
-        r for r in store.images() if r.review_state == "complete" and r.split not in HELD_OUT_SPLITS
+        r
+        for r in store.images()
+        if r.review_state == "complete"
+        and r.split not in HELD_OUT_SPLITS
+        and (tiles is None or not is_tiled(r, tiles))
     ][:max_images]
     if len(rows) < MISSED_MIN_IMAGES:
         return None
@@ -116,7 +127,9 @@ class _Plan:
     key: str
 
 
-def _plan(store: ProjectStore, detector: Detector, q: QuerySettings) -> _Plan:
+def _plan(
+    store: ProjectStore, detector: Detector, q: QuerySettings, tiles: TileSettings | None = None
+) -> _Plan:
     from napari_al.core.scoring.strategy import Strategy
 
     strat = Strategy(q.strategy, aggregation=q.aggregation)
@@ -125,7 +138,7 @@ def _plan(store: ProjectStore, detector: Detector, q: QuerySettings) -> _Plan:
         needs.add("candidates")
     fitted = False
     if "missed" in strat.names:
-        regressor = fit_missed_regressor(store, detector)
+        regressor = fit_missed_regressor(store, detector, tiles=tiles)
         if regressor is not None:
             strat = Strategy(
                 q.strategy, params={"missed": {"regressor": regressor}}, aggregation=q.aggregation
@@ -281,6 +294,7 @@ def _select(
     *,
     use_cache: bool,
     on_skip: OnSkip | None,
+    tiles: TileSettings | None = None,
 ) -> list[QueryItem]:
     from napari_al.core.selection import rank_regions, select_boxes, select_images
     from napari_al.core.workflow.tiled_ranking import (
@@ -297,7 +311,7 @@ def _select(
     if q.unit == "image":
         emb = np.stack([scored.embeddings[i] for i in keep]) if keep else None  # type: ignore[misc]
         labelled = (
-            labelled_embeddings(store, detector, use_cache=use_cache, on_skip=on_skip)
+            labelled_embeddings(store, detector, use_cache=use_cache, on_skip=on_skip, tiles=tiles)
             if q.diversity is not None and emb is not None
             else None
         )
@@ -408,7 +422,16 @@ def rank_pool(
         distributed=distributed,
         tiles=tiles,
     )
-    items = _select(store, detector, q, plan, scored, use_cache=use_cache, on_skip=on_skip)
+    items = _select(
+        store,
+        detector,
+        q,
+        plan,
+        scored,
+        use_cache=use_cache,
+        on_skip=on_skip,
+        tiles=tiles or TileSettings(),
+    )
     stopped = should_stop is not None and should_stop()
     if save and not stopped:
         store.save_queries(items, model_version=detector.model_version or None, settings=asdict(q))
@@ -438,7 +461,8 @@ def score_images(
 
     if isinstance(distributed, DistributedSettings) and not distributed.active:
         distributed = None
-    plan = _plan(store, detector, q)
+    tiles = (tiles or TileSettings()) if tile_large else None
+    plan = _plan(store, detector, q, tiles)
     ids = pool_image_ids(store) if image_ids is None else list(image_ids)
     rows = [store.image(i) for i in ids]
     scored = _score_pool(
@@ -452,7 +476,7 @@ def score_images(
         should_stop=should_stop,
         on_skip=on_skip,
         distributed=distributed,
-        tiles=(tiles or TileSettings()) if tile_large else None,
+        tiles=tiles,
     )
     return plan, scored
 
@@ -485,16 +509,24 @@ def labelled_embeddings(
     use_cache: bool = True,
     on_skip: OnSkip | None = None,
     batch_size: int = BATCH_SIZE,
+    tiles: TileSettings | None = None,
 ) -> np.ndarray | None:
     """Image embeddings ``(n, E)`` float32 of the images people have labelled (complete or
-    partly reviewed, outside val/test), or None when there are none.
+    partly reviewed, outside val/test), or None when there are none. Images tiled under
+    ``tiles`` are left out: they would be read whole (11 GB for a 16,384 px image), and the
+    shrunken view's embedding is not comparable with a large image's pool embedding (the mean
+    over its windows), so a partly reviewed large image counts as not covered.
 
     They are the centres a core-set starts from (Sener & Savarese 2018: k-center greedy covers
     the pool given the labelled set), so diversity picks what the labels do not cover yet.
     Cached per (image hash, model version) like scores.
     """
     rows = [
-        r for r in store.images() if r.review_state != "unseen" and r.split not in HELD_OUT_SPLITS
+        r
+        for r in store.images()
+        if r.review_state != "unseen"
+        and r.split not in HELD_OUT_SPLITS
+        and (tiles is None or not is_tiled(r, tiles))
     ]
     version = detector.model_version
     cacheable = use_cache and version > 0
