@@ -23,9 +23,9 @@ COCO and YOLO annotations. Each case goes through the real import path,
   check (:func:`~napari_al.core.images.check_pixels`) finds it: the import goes on without it
   and names it in ``summary["left_out"]`` with the problem; opening it raises
   :class:`~napari_al.core.images.ImageReadError` naming the file and the problem;
-- ``deferred``: the pixel data decodes, but not into a usable image (an unsupported channel
-  layout, a deflate stream shorter than its header claims: the import's check does not
-  inflate a PNG), so the image is imported; opening it (napari, training, scoring) raises
+- ``deferred``: the pixel data decodes, but not into a usable image (a deflate stream
+  shorter than its header claims: the import's check does not inflate a PNG), so the image is
+  imported; opening it (napari, training, scoring) raises
   :class:`~napari_al.core.images.ImageReadError` naming the file and the problem.
 """
 
@@ -186,23 +186,25 @@ IMAGE_KINDS: dict[str, tuple[str, Callable[[], bytes], str, tuple[str, ...]]] = 
     "trunc-data-jpg": (".jpg", _bccd_cut, "left-out", ("truncated or corrupt",)),
     "trunc-data-png": (".png", _png_cut, "left-out", ("truncated or corrupt",)),
     "trunc-data-tif": (".tif", _tiff_data_cut, "left-out", ("image data is truncated",)),
-    # pixel data decodes but is not a usable image: found when the image is opened
+    # a channel layout no reader takes: refused by the header check (it was imported, then
+    # unreadable everywhere while `info` called it readable)
     "two-channel-tif": (
         ".tif",
         lambda: _tiff(
             np.zeros((H, W, 2), np.uint8), photometric="minisblack", planarconfig="contig"
         ),
-        "deferred",
-        ("unsupported image layout",),
+        "error",
+        ("unsupported image layout", "2 samples a pixel"),
     ),
     "five-channel-tif": (
         ".tif",
         lambda: _tiff(
             np.zeros((H, W, 5), np.uint16), photometric="minisblack", planarconfig="contig"
         ),
-        "deferred",
-        ("unsupported image layout",),
+        "error",
+        ("unsupported image layout", "5 samples a pixel"),
     ),
+    # pixel data decodes but is not a usable image: found when the image is opened
     "limit-side-png": (
         ".png",
         lambda: png_header(20_000, 1),
