@@ -79,6 +79,12 @@ def view_kwargs(needs: frozenset[str]) -> dict[str, Any]:
     }
 
 
+def _read_whole(row: ImageRow, tiles: TileSettings | None) -> bool:
+    """Whether labelled-set helpers that read images whole may read ``row``: not when it is
+    tiled under ``tiles`` (None: every image is read whole, as the dialog planner does)."""
+    return tiles is None or not is_tiled(row, tiles)
+
+
 def fit_missed_regressor(
     store: ProjectStore,
     detector: Detector,
@@ -98,9 +104,7 @@ def fit_missed_regressor(
     rows = [
         r
         for r in store.images()
-        if r.review_state == "complete"
-        and r.split not in HELD_OUT_SPLITS
-        and (tiles is None or not is_tiled(r, tiles))
+        if r.review_state == "complete" and r.split not in HELD_OUT_SPLITS and _read_whole(r, tiles)
     ][:max_images]
     if len(rows) < MISSED_MIN_IMAGES:
         return None
@@ -410,6 +414,7 @@ def rank_pool(
             save=save,
         )
         return [question_item(x) for x in questions[: q.budget]]
+    tiles = tiles or TileSettings()
     plan, scored = score_images(
         store,
         detector,
@@ -430,7 +435,7 @@ def rank_pool(
         scored,
         use_cache=use_cache,
         on_skip=on_skip,
-        tiles=tiles or TileSettings(),
+        tiles=tiles,
     )
     stopped = should_stop is not None and should_stop()
     if save and not stopped:
@@ -524,9 +529,7 @@ def labelled_embeddings(
     rows = [
         r
         for r in store.images()
-        if r.review_state != "unseen"
-        and r.split not in HELD_OUT_SPLITS
-        and (tiles is None or not is_tiled(r, tiles))
+        if r.review_state != "unseen" and r.split not in HELD_OUT_SPLITS and _read_whole(r, tiles)
     ]
     version = detector.model_version
     cacheable = use_cache and version > 0
