@@ -247,3 +247,23 @@ def test_store_import_summary_lists_every_image_left_out(tmp_path: Path) -> None
     assert [i["reason"] for i in again["left_out"]] == [
         "already in the project with review work, which is kept"
     ]
+
+
+def test_import_images_takes_one_image_file_and_names_the_fix_for_anything_else(
+    tmp_path: Path, capsys
+) -> None:
+    """`import --format images FILE` said "FILE: not a folder" with no fix: one image file
+    is now imported as it is; a missing path or a file of no image type names what to give."""
+    proj = tmp_path / "proj"
+    assert main(["init", str(proj)]) == 0
+    one = image(tmp_path / "elsewhere" / "one.png")
+    code, out, err = run(capsys, "import", str(proj), str(one), "--format", "images")
+    assert code == 0 and "imported 1 image" in out + err
+    with ProjectStore.open(proj) as store:
+        assert [Path(r.path).name for r in store.images()] == ["one.png"]
+        assert store.abs_path(store.images()[0]) == one.resolve()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    for bad, what in ((notes, "a file of no image type"), (tmp_path / "gone.png", "not found")):
+        code, _, err = run(capsys, "import", str(proj), str(bad), "--format", "images")
+        assert code != 0 and f"{bad.name}: {what}; give a folder of images or one image" in err

@@ -522,8 +522,16 @@ def test_sizes_past_the_whole_read_limit(tmp_path: Path) -> None:
     strip = tmp_path / "strip.tif"  # one strip: it could only be read whole
     data = np.zeros((MAX_SIDE + 1, 1000), np.uint8)
     tifffile.imwrite(strip, data, rowsperstrip=MAX_SIDE + 1, compression="zlib")
-    with pytest.raises(ImageReadError, match=r"strip\.tif: .*save it as a tiled TIFF"):
+    with pytest.raises(ImageReadError, match=r"strip\.tif: image is 1000x20001 px in .*tile="):
         image_size(strip)
+    # already tiled, in tiles too large to decode one at a time: the advice is smaller tiles,
+    # not "save it as a tiled TIFF" (what a newcomer was told)
+    coarse = tmp_path / "coarse.tif"
+    tifffile.imwrite(coarse, np.zeros((MAX_SIDE + 16, 16), np.uint8), tile=(4096, 4096))
+    with pytest.raises(ImageReadError, match=r"coarse\.tif: .* 16,777,216 px each.*smaller tiles"):
+        image_size(coarse)
+    with pytest.raises(ImageReadError, match=r"coarse\.tif: .*smaller tiles"):
+        LazyImage(coarse)
 
 
 # ---- the workflow: large images tiled, small ones as before -----------------------------

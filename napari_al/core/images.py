@@ -144,9 +144,23 @@ def _check_side(path: Path, width: int, height: int, *, chunk_pixels: int | None
             f"{path}: image is {width}x{height} px, larger than the {MAX_LAZY_SIDE} px per side "
             "this tool reads; crop or downscale it first"
         )
+    if chunk_pixels is not None:  # a TIFF already in strips or tiles, too large ones
+        raise ImageReadError(large_chunks_message(path, width, height, chunk_pixels))
     raise ImageReadError(
         f"{path}: image is {width}x{height} px, larger than the {MAX_SIDE} px per side this "
         f"tool reads whole; {TILED_TIFF_ADVICE}"
+    )
+
+
+def large_chunks_message(path: Path, width: int, height: int, chunk_pixels: int) -> str:
+    """Why a ``width x height`` px TIFF whose strips or tiles hold ``chunk_pixels`` (over
+    :data:`MAX_CHUNK_PIXELS`) cannot be read window by window, and the fix (smaller tiles:
+    already tiled or not)."""
+    return (
+        f"{path}: image is {width}x{height} px in strips or tiles of {chunk_pixels:,} px each, "
+        f"more than the "
+        f"{MAX_CHUNK_PIXELS:,} this tool decodes one at a time; save it with smaller tiles "
+        "(e.g. tifffile.imwrite(path, data, tile=(512, 512), compression='zlib'))"
     )
 
 

@@ -48,6 +48,7 @@ from napari_al.core.images import (
     check_tiff_samples,
     intensity_limits,
     is_zarr_path,
+    large_chunks_message,
     read_image,
     sample_step,
     scale_to_uint8,
@@ -153,10 +154,7 @@ class LazyImage:
         chunk = tiff_chunk_pixels(page)
         _check_side(self.path, width, height, chunk_pixels=chunk)
         if chunk > MAX_CHUNK_PIXELS:
-            raise ImageReadError(
-                f"{self.path}: stored in strips or tiles of {chunk} px, too large to read it "
-                "tile by tile; save it as a tiled TIFF (e.g. tile=(512, 512))"
-            )
+            raise ImageReadError(large_chunks_message(self.path, width, height, chunk))
         self._planar = page.axes.startswith("S")
         if page.axes not in ("YX", "YXS", "SYX"):
             raise ImageReadError(

@@ -11,24 +11,32 @@ from napari_al.core.formats.common import (
     _one_error_type,
     _Reader,
 )
-from napari_al.core.images import find_images
+from napari_al.core.images import IMAGE_EXTENSIONS, find_images, is_image_file
 
 
 @_one_error_type
 def read_image_folder(root: str | Path, *, strict: bool = True) -> Dataset:
     """All images under ``root`` (recursive, sorted, hidden files/folders skipped), unannotated:
     image files and OME-Zarr directories (:func:`~napari_al.core.images.find_images`; a
-    ``*.zarr`` directory is never entered).
+    ``*.zarr`` directory is never entered); ``root`` may also be one image file.
 
     Sizes come from the image headers; an unreadable image is an error (skipped with a warning
-    when ``strict=False``).
+    when ``strict=False``). Raises :class:`FormatError` when ``root`` is neither.
     """
     root = _abspath(root)
-    if not root.is_dir():
-        raise FormatError(f"{root}: not a folder")
-    rd = _Reader(root, strict)
+    if root.is_file() and is_image_file(root.name):
+        found = [root]
+    elif root.is_dir():
+        found = find_images(root)
+    else:
+        what = "a file of no image type" if root.is_file() else "not found"
+        raise FormatError(
+            f"{root}: {what}; give a folder of images or one image file "
+            f"({', '.join(IMAGE_EXTENSIONS)})"
+        )
+    rd = _Reader(root if root.is_dir() else root.parent, strict)
     images = []
-    for p in find_images(root):
+    for p in found:
         p = _abspath(p)
         try:
             w, h = rd.size_of(p, "")
