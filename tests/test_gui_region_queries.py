@@ -23,6 +23,9 @@ REGION = (4000.0, 3000.0, 4640.0, 3480.0)
 INSIDE = (4200.0, 3100.0, 4240.0, 3140.0)
 #: a window holding no box (ranked for its possibly missed objects)
 EMPTY = (2000.0, 4000.0, 2640.0, 4480.0)
+#: a box query no stored box matches, and one matching INSIDE (IoU 0.82)
+LONE = (5000.0, 5000.0, 5040.0, 5040.0)
+NEAR_INSIDE = (4202.0, 3102.0, 4242.0, 3142.0)
 #: an unreviewed predicted box far from both (where a fallback focus would go)
 ELSEWHERE = (100.0, 100.0, 140.0, 140.0)
 
@@ -51,6 +54,8 @@ def test_moving_to_a_region_query_of_a_large_image_puts_the_region_on_screen(  #
         [
             QueryItem(image=image_id, score=1.0, unit="region", box=REGION),
             QueryItem(image=image_id, score=0.5, unit="region", box=EMPTY),
+            QueryItem(image=image_id, score=0.4, unit="box", box=LONE),
+            QueryItem(image=image_id, score=0.3, unit="box", box=NEAR_INSIDE),
         ]
     )
     press(viewer, "N")
@@ -68,6 +73,19 @@ def test_moving_to_a_region_query_of_a_large_image_puts_the_region_on_screen(  #
     assert c.query_index == 1
     assert view.in_view(EMPTY) and not view.in_view(ELSEWHERE) and not view.in_view(INSIDE)
     assert c.focus_box is None
+    # a box query no stored box matches (ranking windows are not prediction's): the query is
+    # brought on screen, nothing else focused (it jumped to ELSEWHERE, the image's first box)
+    view.fit()
+    view.center_on(EMPTY, zoom=True)
+    qtbot.wait(100)
+    press(viewer, "N")
+    qtbot.wait(200)
+    assert c.query_index == 2 and c.focus_box is None
+    assert view.in_view(LONE) and not view.in_view(ELSEWHERE)
+    press(viewer, "N")  # one that matches a stored box (IoU >= 0.5) focuses that box
+    qtbot.wait(200)
+    assert c.query_index == 3 and w.store.box(c.focus_box).xyxy == INSIDE
+    assert view.in_view(INSIDE)
     w.close_project()
 
 

@@ -105,10 +105,14 @@ class Navigation:
             self._focus(self._first_unreviewed_in(item.box), center=True)
             self._emit("queries")
             return
-        box_id = None
         if item.unit == "box" and item.box is not None:
-            box_id = self._match_box(item.box)
-        if box_id is None:
+            # the stored box of the queried object; none (a large image's ranking windows are
+            # not prediction's, docs/large-images.md): an unreviewed box centred in it, else
+            # nothing, with the query on screen, never a box elsewhere in the image
+            box_id = self._match_box(item.box) or self._first_unreviewed_in(item.box)
+            if box_id is None:
+                self.view.bring_into_view(item.box)
+        else:
             box_id = annotator.next_unreviewed_box(int(item.image))
         self._focus(box_id, center=True)
         self._emit("queries")
