@@ -552,3 +552,36 @@ def test_a_worker_exits_when_its_run_is_killed(tmp_path: Path) -> None:
             raise AssertionError("the worker outlived its run")
     finally:
         parent.kill()
+
+
+def test_round_lr_applies_to_fine_tuning_a_trained_model_only(monkeypatch, tmp_path) -> None:
+    """``--round-lr``: the first training (no model yet) and full supervision keep ``lr``; each
+    round's fine-tuning of a trained model runs at ``round_lr``; a bad value is refused."""
+    from types import SimpleNamespace
+
+    from napari_al.core import workflow
+    from napari_al.simulation.config import SimConfig
+    from napari_al.simulation.project import SimProject
+
+    seen: list[float | None] = []
+
+    def train_model(store, detector, settings):
+        seen.append(settings.lr)
+        return SimpleNamespace(model_version=1)
+
+    monkeypatch.setattr(workflow, "train_model", train_model)
+    project = SimProject.__new__(SimProject)
+    project.folder = tmp_path
+    project.config = SimConfig(lr=0.01, round_lr=0.003)
+    project.prune_checkpoints = lambda: None  # type: ignore[method-assign]
+    versions: list[int] = []
+    project.store = SimpleNamespace(latest_model_version=lambda: versions[-1] if versions else None)
+    project.train(None, steps=5, seed=0)  # type: ignore[arg-type]
+    versions.append(1)
+    project.train(None, steps=5, seed=0)  # type: ignore[arg-type]
+    project.config = SimConfig(lr=0.01)
+    project.train(None, steps=5, seed=0)  # type: ignore[arg-type]
+    assert seen == [0.01, 0.003, 0.01]
+    for bad in (0.0, float("nan"), -1.0):
+        with pytest.raises(ValueError, match="round_lr must be a positive number"):
+            SimConfig(round_lr=bad)

@@ -46,6 +46,9 @@ def add_arguments(p: Any) -> None:
         "--partial-background-weight", type=float, help="background loss on partial images"
     )
     p.add_argument("--lr", type=float)
+    p.add_argument(
+        "--round-lr", type=float, help="peak lr of each round's fine-tuning (default: --lr)"
+    )
     p.add_argument("--augment", help="training augmentations, e.g. hflip,vflip,scale=0.25")
     p.add_argument("--arch")
     p.add_argument(
@@ -165,7 +168,8 @@ def config_from_args(args: Any) -> SimConfig:
         "data", "fmt", "test_fraction", "seeds", "seed_start", "rounds", "init_images",
         "budget_images", "budget_boxes", "pool_subset", "init_steps", "round_steps",
         "full_steps", "batch_size", "lambda_d", "noisy_min_score",
-        "partial_background_weight", "lr", "augment", "arch", "weights", "min_size", "max_size",
+        "partial_background_weight", "lr", "round_lr", "augment", "arch", "weights", "min_size",
+        "max_size",
         "max_pool", "max_test", "device", "workers", "threads", "verify_iou", "redraw_iou",
         "verify_min_score", "verify_missed_min_score", "calibration", "keep_checkpoints",
         "missed_by",

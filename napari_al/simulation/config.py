@@ -181,6 +181,9 @@ class SimConfig:
     #: Loss weight of background on partly reviewed images (1: as on complete images).
     partial_background_weight: float = 1.0
     lr: float | None = None
+    #: Peak learning rate of the rounds' fine-tuning of an already trained model (None: ``lr``);
+    #: the first training and full supervision keep ``lr``.
+    round_lr: float | None = None
     #: Training augmentations (``TrainSettings.augment``; None: the workflow's default).
     augment: str | None = None
     arch: str = "fasterrcnn_mobilenet_v2_fpn"
@@ -258,6 +261,10 @@ class SimConfig:
             raise ValueError("verify_iou must lie in (0, 1] and redraw_iou be >= 0")
         if self.self_training is not None and not 0 <= self.self_training <= 1:
             raise ValueError(f"self_training must lie in [0, 1], got {self.self_training}")
+        for name in ("lr", "round_lr"):
+            value = getattr(self, name)
+            if value is not None and not float(value) > 0:  # NaN fails too
+                raise ValueError(f"{name} must be a positive number, got {value}")
         if self.dialog_seconds is not None and not self.dialog_seconds > 0:
             raise ValueError(f"dialog_seconds must be positive, got {self.dialog_seconds}")
         from napari_al.core.dialog import SUPERVISION
@@ -325,6 +332,7 @@ RESULT_KEYS = (
     "noisy_min_score",
     "partial_background_weight",
     "lr",
+    "round_lr",
     "augment",
     "arch",
     "weights",

@@ -255,14 +255,16 @@ class SimProject:
 
     def train(self, detector: Model, steps: int, seed: int) -> None:
         """Continue fine-tuning ``detector`` on the project's labels
-        (:func:`napari_al.core.workflow.train_model`), keeping the newest checkpoints."""
+        (:func:`napari_al.core.workflow.train_model`; at peak lr ``round_lr`` once a model is
+        trained, when set), keeping the newest checkpoints."""
         cfg = self.config
         extra = {} if cfg.augment is None else {"augment": cfg.augment}
+        continuing = cfg.round_lr is not None and self.store.latest_model_version() is not None
         settings = workflow.TrainSettings(
             steps=steps,
             batch_size=cfg.batch_size,
             lambda_d=cfg.lambda_d,
-            lr=cfg.lr,
+            lr=cfg.round_lr if continuing else cfg.lr,
             seed=seed,
             noisy_min_score=cfg.noisy_min_score,
             partial_background_weight=cfg.partial_background_weight,
