@@ -201,3 +201,43 @@ def test_demo_without_display_explains_xvfb(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "xvfb-run" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_info_images_lists_each_image_with_the_id_and_path_other_commands_take(
+    tmp_path: Path, sample_dir: Path, capsys
+) -> None:
+    """A newcomer could not find an image's id or stored path for `mark-region-complete`."""
+    project = tmp_path / "proj"
+    run(capsys, "init", str(project))
+    run(capsys, "import", str(project), str(sample_dir), "--format", "voc")
+    code, out, _ = run(capsys, "info", str(project), "--images", "--json")
+    listed = json.loads(out)["image_list"]
+    assert code == 0 and len(listed) == json.loads(out)["images"]
+    first = listed[0]
+    assert first["human_boxes"] > 0 and first["predicted_boxes"] == 0
+    assert (first["width"], first["height"]) == (640, 480)
+    code, out, _ = run(capsys, "info", str(project), "--images")
+    lines = out.splitlines()
+    head = next(i for i, x in enumerate(lines) if x.split()[:2] == ["id", "split"])
+    table = lines[head:]
+    assert len(table) == 1 + len(listed)
+    assert len({x.index(listed[k]["path"]) for k, x in enumerate(table[1:])}) == 1  # aligned
+    line = next(x for x in table if x.endswith(first["path"]))
+    assert line.split()[0] == str(first["id"]) and "640x480" in line
+    region = ["mark-region-complete", str(project), str(first["id"]), "--xyxy", "0", "0", "9", "9"]
+    assert run(capsys, *region)[0] == 0
+    from PIL import Image
+
+    Image.new("RGB", (64, 48), (9, 90, 9)).save(tmp_path / "plain.png")
+    assert (
+        run(capsys, "import", str(project), str(tmp_path / "plain.png"), "--format", "images")[0]
+        == 0
+    )
+    again = json.loads(run(capsys, "info", str(project), "--images", "--json")[1])
+    plain = next(im for im in again["image_list"] if im["path"].endswith("plain.png"))
+    assert plain["reviewed_regions"] == 0
+    region = ["mark-region-complete", str(project), str(plain["id"]), "--xyxy", "0", "0", "9", "9"]
+    assert run(capsys, *region)[0] == 0
+    again = json.loads(run(capsys, "info", str(project), "--images", "--json")[1])
+    assert [im["reviewed_regions"] for im in again["image_list"] if im["id"] == plain["id"]] == [1]
+    assert "image_list" not in json.loads(run(capsys, "info", str(project), "--json")[1])

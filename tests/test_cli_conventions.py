@@ -123,6 +123,33 @@ def test_ctrl_c_in_train_names_the_model_kept(tmp_path: Path, capsys, monkeypatc
         assert len(store.model_versions()) == 1
 
 
+@pytest.mark.parametrize(
+    ("command", "target", "kept"),
+    [
+        ("predict", "predict_images", "the images predicted before it keep their new boxes"),
+        ("rank", "rank_pool", "the project's previous query list stays"),
+    ],
+)
+def test_ctrl_c_in_predict_or_rank_says_what_is_kept(
+    tmp_path: Path, capsys, monkeypatch, command: str, target: str, kept: str
+) -> None:
+    from napari_al.core import workflow
+
+    project = make_project(tmp_path / "p", n=2)
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    class Stub:
+        model_version = 0
+
+    monkeypatch.setattr(workflow, "load_model", lambda *a, **k: Stub())
+    monkeypatch.setattr(workflow, "describe", lambda d: "stub")
+    monkeypatch.setattr(workflow, target, interrupted)
+    code, _out, err = run(capsys, command, str(project))
+    assert code == 130 and f"napari-al: interrupted; {kept}" in err
+
+
 def test_sigint_during_a_real_training_run_keeps_the_previous_model(tmp_path: Path) -> None:
     """Ctrl+C (SIGINT) to a real ``napari-al train``: exit 130, nothing saved, version named."""
     project = make_project(tmp_path / "p", n=2)

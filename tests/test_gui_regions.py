@@ -103,8 +103,19 @@ def test_a_region_question_answered_no_then_yes_and_one_click(widget) -> None:  
     assert c.region_question is not None and c.region_question.xyxy == EMPTY
 
 
-def test_shift_c_marks_the_part_on_screen_complete_and_undo_takes_it_back(widget) -> None:  # type: ignore[no-untyped-def]
+def test_shift_c_marks_the_part_on_screen_complete_and_undo_takes_it_back(
+    widget, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    from napari_al.core import workflow
+    from napari_al.gui import key_actions
     from napari_al.gui.viewer_state import camera, visible_rect
+
+    said: list[str] = []
+    monkeypatch.setattr(key_actions, "notify_user", lambda kind, text: said.append(text))
+    # the note concerns images trained in crops (large ones): count this small image as one
+    from napari_al.core.workflow import crops
+
+    monkeypatch.setattr(crops, "trains_in_crops", lambda row, tiles: True)
 
     w = widget
     store, c, viewer = w.store, w.controller, w.viewer
@@ -116,7 +127,14 @@ def test_shift_c_marks_the_part_on_screen_complete_and_undo_takes_it_back(widget
     x1, y1, x2, y2 = visible_rect(viewer)
     want = (max(0.0, x1), max(0.0, y1), min(row.width, x2), min(row.height, y2))
     assert want != (0, 0, row.width, row.height)
+    # a prediction left unreviewed in the region: the note says it trains as background
+    cx, cy = (want[0] + want[2]) / 2, (want[1] + want[3]) / 2
+    cell = store.classes()[0].id
+    store.replace_predictions(image, [((cx - 5, cy - 5, cx + 5, cy + 5), cell, 0.9)], None)
+    left = workflow.unreviewed_in_region(c.annotator, image, want)
+    assert left >= 1
     assert press(viewer, "Shift-C")
+    assert f"; {left} unreviewed prediction(s) in it train as background" in said[-1]
     (region,) = store.reviewed_regions(image)
     assert np.allclose(region.xyxy, want, atol=1e-6)
     assert store.image(image).review_state == "partial"

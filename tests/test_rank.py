@@ -254,3 +254,99 @@ def test_question_unit_plans_stores_and_prints_the_dialog_queue(project: Path, c
     assert main(["rank", str(project), *TINY, "--unit", "question", "--budget", "2"]) == 0
     out, err = capsys.readouterr()
     assert out.count("\n") == 2 and "keys:" in out and "supervision:" in err
+
+
+@pytest.mark.parametrize("unit", ["region", "box", "question"])
+def test_a_rank_that_finds_nothing_says_why_not_that_the_pool_is_empty(
+    project: Path, capsys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, unit: str
+) -> None:
+    """`rank --strategy missed --unit region` on a pool of unreviewed images said "the pool
+    has no image still to review" when every region scored 0 (the missed-only strategy has
+    no box scores; where the model leaves no candidate unmatched nothing remains)."""
+    from napari_al.core import workflow
+
+    monkeypatch.setattr(workflow, "rank_pool", lambda *a, **k: [])
+    monkeypatch.setattr(workflow, "plan_questions", lambda *a, **k: [])
+    extra = ["--strategy", "missed"] if unit == "region" else []
+    capsys.readouterr()
+    assert main(["rank", str(project), *TINY, "--unit", unit, *extra]) == 0
+    err = capsys.readouterr().err
+    assert "in the 4 pool images still to review" in err and "no image still" not in err
+    assert "saved as" not in err  # nothing was ranked: no "saved" line after it
+    assert ("every region scores 0 under --strategy missed" in err) == (unit == "region")
+    assert ("no box there not judged already" in err) == (unit == "box")
+    assert ("no question is worth its seconds" in err) == (unit == "question")
+    empty = tmp_path / "empty"
+    assert main(["init", str(empty)]) == 0 and main(["add-class", str(empty), "cell"]) == 0
+    capsys.readouterr()
+    assert main(["rank", str(empty), *TINY, "--unit", unit]) == 0
+    assert "the pool has no image still to review" in capsys.readouterr().err
+
+
+def test_a_rank_of_an_unreadable_pool_says_every_image_was_skipped(
+    tmp_path: Path, sample_dir: Path, capsys
+) -> None:
+    from PIL import Image
+
+    proj, pool = tmp_path / "proj", tmp_path / "pool"
+    pool.mkdir()
+    src = sorted((sample_dir / "JPEGImages").glob("*.jpg"))[0]
+    with Image.open(src) as im:
+        im.save(pool / "a.png")
+    assert main(["init", str(proj)]) == 0 and main(["add-class", str(proj), "cell"]) == 0
+    assert main(["import", str(proj), str(pool), "--format", "images"]) == 0
+    (pool / "a.png").write_bytes(b"not a png any more")
+    capsys.readouterr()
+    assert main(["rank", str(proj), *TINY, "--unit", "region"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped unreadable image" in err
+    assert "nothing to rank in the 1 pool image still to review: every one was skipped" in err
+
+
+def test_the_question_queue_leaves_out_a_pool_image_it_could_not_read(
+    project: Path, tmp_path: Path, capsys
+) -> None:
+    """The planner warned that an image was skipped as unreadable, then queued a draw question
+    about it all the same."""
+    copy = tmp_path / "copy"
+    shutil.copytree(project, copy)
+    with ProjectStore.open(copy) as store:
+        if store.latest_model_version() is None:
+            assert main(["train", str(copy), *TINY, "--steps", "1"]) == 0
+        pool = [r for r in store.images(split="pool") if r.review_state != "complete"]
+        gone = store.abs_path(pool[0])
+    saved = gone.read_bytes()
+    try:
+        gone.write_bytes(b"not a jpeg any more")
+        rows = rank(capsys, copy, "--unit", "question", "--budget", "50", "--supervision", "box")
+    finally:
+        gone.write_bytes(saved)
+    assert rows and pool[0].id not in {r["image_id"] for r in rows}
+
+
+def test_box_queries_by_an_image_scorer_alone_are_refused(project: Path, capsys) -> None:
+    """`--unit box --strategy missed` listed every box at score 0.0000 with an empty
+    breakdown: the missed scorer scores images, not boxes."""
+    capsys.readouterr()
+    assert main(["rank", str(project), *TINY, "--unit", "box", "--strategy", "missed"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'missed' scores whole images, not boxes" in err
+    assert rank(capsys, project, "--unit", "box", "--strategy", "entropy+missed", "--budget", "2")
+
+
+def test_fewer_regions_than_the_budget_are_explained(
+    project: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from napari_al.core import workflow
+    from napari_al.core.selection import QueryItem
+
+    two = [QueryItem(1, 0.5, "region", (0.0, 0.0, 9.0, 9.0)), QueryItem(1, 0.2, "region", None)]
+    monkeypatch.setattr(workflow, "rank_pool", lambda *a, **k: two)
+    capsys.readouterr()
+    argv = ["rank", str(project), *TINY, "--unit", "region", "--budget", "20"]
+    assert main([*argv, "--strategy", "missed"]) == 0
+    assert "note: only 2 regions of the pool score above 0 under --strategy missed" in (
+        capsys.readouterr().err
+    )
+    assert main([*argv, "--budget", "2"]) == 0
+    assert "note: only" not in capsys.readouterr().err

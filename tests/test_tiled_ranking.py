@@ -206,3 +206,75 @@ def test_labelled_large_images_are_never_read_whole_for_diversity_or_the_missed_
     assert emb is not None and emb.shape[0] == 1
     assert read and set(read) == {"small.png"}
     assert {i.image for i in items} <= {big, small}
+
+
+def test_a_region_counts_its_possibly_missed_objects_by_their_probabilities(
+    project: Path, detector: Detector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A region's missed-object term is their expected number (the candidates' probabilities
+    summed, as the missed scorer's weighted density), on the whole-image and the window path
+    alike, and kept in the window cache: 0.3 + 0.2, not a count of 2 (an untrained model's
+    ~100 candidates of probability 0.01 a window outranked every uncertain box)."""
+    from napari_al.core.data import Predictions
+    from napari_al.core.scoring import missed
+
+    def two_weak_candidates(views, *a, **k) -> Predictions:
+        n = views.base.probs.shape[1] - 1
+        p = Predictions.empty(n, views.base.features.shape[1])
+        p.boxes = np.array([[10, 10, 30, 30], [12, 12, 28, 28]], np.float32)
+        p.scores = np.array([0.3, 0.2], np.float32)
+        return p
+
+    monkeypatch.setattr(missed, "possibly_missed", two_weak_candidates)
+    big, small = _ids(project)
+    q = QuerySettings(unit="region", budget=100, strategy="missed", region_block=1000)
+    with ProjectStore.open(project) as store:
+        first = rank_pool(store, detector, q, image_ids=[big, small], tiles=TILES)
+        again = rank_pool(store, detector, q, image_ids=[big, small], tiles=TILES)  # cached
+    tile = native_tile(detector.model, H, W)
+    n_windows = len(tile_windows(H, W, tile, TILES.overlap))
+    assert [i.score for i in first] == pytest.approx([0.5] * (n_windows + 1))
+    assert again == first
+    assert {i.image for i in first} == {big, small}
+
+
+def test_a_window_cache_entry_without_missed_probabilities_is_scored_again() -> None:
+    """Entries written before the probabilities were kept read as a cache miss, not as a
+    crash or as counts."""
+    import io
+
+    from napari_al.core.scoring.strategy import ImageRaw
+    from napari_al.core.workflow.tiled_ranking import _pack, _unpack
+
+    raw = ImageRaw(np.zeros(0, np.int64), np.zeros(0), {}, {"missed": 1.0})
+    boxes = np.zeros((1, 4))
+    new = _unpack(_pack(raw, np.ones(2), boxes, boxes, [0.4]))
+    assert new is not None and new[4].tolist() == [0.4]
+    buf = io.BytesIO()
+    np.savez(buf, raw=np.frombuffer(raw.to_bytes(), np.uint8), embedding=np.ones(2),
+             boxes=boxes, missed=boxes)  # fmt: skip
+    assert _unpack(buf.getvalue()) is None
+
+
+def test_no_region_query_lies_in_a_region_already_marked_complete(
+    project: Path, detector: Detector
+) -> None:
+    """A newcomer marked [0, 0, 320, 240] of a small image complete and got a block inside it
+    as the first region query; the same for a large image's window."""
+    from napari_al.core.annotator import Annotator
+    from napari_al.core.workflow import mark_region_complete
+
+    big, small = _ids(project)
+    q = QuerySettings(unit="region", budget=50, strategy="entropy")
+    with ProjectStore.open(project) as store:
+        before = rank_pool(store, detector, q, tiles=TILES, save=False)
+        small_block = next(i.box for i in before if i.image == small)
+        assert BEST_WINDOW in [i.box for i in before if i.image == big]
+        annotator = Annotator(store)
+        mark_region_complete(annotator, big, (400, 300, 1100, 820))  # holds BEST_WINDOW
+        mark_region_complete(annotator, small, small_block)
+        after = rank_pool(store, detector, q, tiles=TILES, save=False)
+    assert BEST_WINDOW not in [i.box for i in after if i.image == big]
+    assert small_block not in [i.box for i in after if i.image == small]
+    dropped = {(i.image, i.box) for i in before} - {(i.image, i.box) for i in after}
+    assert dropped == {(big, BEST_WINDOW), (small, small_block)}

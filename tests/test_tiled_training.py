@@ -535,3 +535,35 @@ def test_an_infinite_region_is_refused_like_a_nan_one() -> None:
         out = clip_to_image(bad, 100, 50)  # given back unclipped, for the store to refuse
         assert out is not None and not all(math.isfinite(v) for v in out)
     assert clip_to_image((-5, 0, 500, 10), 100, 50) == (0.0, 0.0, 100.0, 10.0)
+
+
+def test_marking_a_region_with_unreviewed_predictions_in_it_says_they_train_as_background(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In a complete region of a large image the model's unreviewed predictions are
+    background: marking one with predictions left in it said nothing (as a newcomer found,
+    marking one holding many). A small image trains whole by its review state: no such note."""
+    from PIL import Image
+
+    from napari_al.cli import main
+
+    project = large_project(tmp_path, [])
+    Image.new("RGB", (64, 48)).save(project / "a.png")
+    assert main(["import", str(project), str(project / "a.png"), "--format", "images"]) == 0
+    with ProjectStore.open(project) as store:
+        big, small = sorted(store.images(), key=lambda r: -r.width)
+        cls = store.classes()[0].id
+        preds = [((x1, y1, x2, y2), cls, 0.9) for x1, y1, x2, y2 in [*INSIDE, *OUTSIDE]]
+        store.replace_predictions(big.id, preds, None)
+        store.replace_predictions(small.id, [((2, 2, 8, 8), cls, 0.9)], None)
+    capsys.readouterr()
+    mark = ["mark-region-complete", str(project)]
+    assert main([*mark, str(big.id), "--xyxy", *map(str, REGION)]) == 0
+    err = capsys.readouterr().err
+    assert "note: 3 predictions in [1000, 1000, 2000, 1600] not reviewed" in err
+    assert "background" in err
+    assert main([*mark, str(big.id), "--xyxy", "2500", "0", "2600", "100"]) == 0
+    assert "not reviewed" not in capsys.readouterr().err  # none in that one
+    assert main([*mark, str(small.id), "--xyxy", "0", "0", "20", "20"]) == 0
+    err = capsys.readouterr().err
+    assert "not reviewed" not in err and "trains whole and by its review state" in err

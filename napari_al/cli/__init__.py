@@ -23,12 +23,15 @@ from napari_al.cli.cluster import dask_arguments, dask_cluster
 from napari_al.cli.common import (
     FORMATS_IN,
     FORMATS_OUT,
+    KEPT_BY_PREDICT,
+    KEPT_BY_RANK,
     CliError,
     Parser,
     counted,
     open_store,
     progress_bar,
     quiet_broken_pipe,
+    rank_notes,
     require_classes,
     skip_reporter,
     stop_on_sigint,
@@ -38,10 +41,10 @@ from napari_al.cli.common import (
 )
 from napari_al.cli.evaluate import calibration_args, calibration_line, print_eval
 from napari_al.cli.project import (
+    add_info_command,
     cmd_add_class,
     cmd_export,
     cmd_import,
-    cmd_info,
     cmd_init,
     first_import,
 )
@@ -217,10 +220,11 @@ def cmd_rank(args: argparse.Namespace) -> int:
     if args.unit == "question":  # the dialog planner's queue (cli/questions.py)
         return cmd_rank_questions(args, _detector)
     settings = workflow.from_args(workflow.QuerySettings, args)
+    workflow.check_query(settings)
     with open_store(args.project, busy="ranking") as store, dask_cluster(args) as cluster:
         detector = _detector(store, args)
         update, close = progress_bar("scoring")
-        on_skip, _ = skip_reporter()
+        on_skip, skipped = skip_reporter()
         try:
             items = workflow.rank_pool(
                 store, detector, settings, progress=update, on_skip=on_skip, distributed=cluster
@@ -228,13 +232,10 @@ def cmd_rank(args: argparse.Namespace) -> int:
         finally:
             close()
         paths = {r.id: r.path for r in store.images()}
+        n_pool = len(workflow.pool_image_ids(store))
     rows = _query_rows(items, paths)
-    if not rows:
-        print(
-            "nothing to rank: the pool has no image still to review (import unlabelled images "
-            "with 'napari-al import --format images')",
-            file=sys.stderr,
-        )
+    for note in rank_notes(len(rows), settings, n_pool, len(skipped)):
+        print(note, file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=2, default=float))
         return 0
@@ -244,9 +245,11 @@ def cmd_rank(args: argparse.Namespace) -> int:
         if "box" in row:  # the box, or the region, of a box or region query
             box = f" {row['unit']} [" + ", ".join(f"{v:.0f}" for v in row["box"]) + "]"
         print(f"{row['rank']:>3}. {row['score']:.4f}  {row['image']}{box}  ({parts})")
-    print(
-        "saved as the project's query list (open the project in napari to walk it)", file=sys.stderr
-    )
+    if rows:
+        print(
+            "saved as the project's query list (open the project in napari to walk it)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -377,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("import", help="import a dataset (VOC, COCO, YOLO or a folder of images)")
     p.add_argument("project", metavar="DIR")
-    p.add_argument("path", metavar="PATH", help="dataset folder, or a COCO JSON file")
+    p.add_argument("path", metavar="PATH", help="dataset folder, COCO JSON file, or one image")
     p.add_argument("--format", required=True, choices=FORMATS_IN)
     p.add_argument(
         "--skip-bad",
@@ -420,10 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", metavar="NAME", nargs="+")
     p.set_defaults(func=cmd_add_class)
 
-    p = sub.add_parser("info", help="counts of images, boxes, classes and splits")
-    p.add_argument("project", metavar="DIR")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_info)
+    add_info_command(sub)
 
     add_review_commands(sub)
     _add_round_commands(sub)
@@ -488,7 +488,7 @@ def _add_round_commands(sub: Any) -> None:
         help="only this split (default: every image not yet complete, pool first)",
     )
     dask_arguments(p)
-    p.set_defaults(func=cmd_predict)
+    p.set_defaults(func=cmd_predict, interrupted=KEPT_BY_PREDICT)
 
     p = sub.add_parser(
         "evaluate",
@@ -510,7 +510,7 @@ def _add_round_commands(sub: Any) -> None:
     add_question_arguments(p)
     dask_arguments(p)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_rank)
+    p.set_defaults(func=cmd_rank, interrupted=KEPT_BY_RANK)
 
 
 def _add_app_commands(sub: Any) -> None:
@@ -584,7 +584,8 @@ def _main(argv: Sequence[str] | None) -> int:
             set_torch_threads(args.threads)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("napari-al: interrupted", file=sys.stderr)
+        kept = getattr(args, "interrupted", None)  # what the command keeps of its work
+        print("napari-al: interrupted" + (f"; {kept}" if kept else ""), file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of stdout went away: main ends quietly
         raise

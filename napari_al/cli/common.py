@@ -111,6 +111,51 @@ def skip_reporter() -> tuple[Callable[[int, str], None], list[int]]:
     return report, skipped
 
 
+def nothing_to(verb: str, n_pool: int, why: str) -> str:
+    """The one-line note of a rank that returned nothing: an empty pool, or ``why`` (what
+    scored nothing, and the fix) when ``n_pool`` images are still to review."""
+    if n_pool == 0:
+        return (
+            f"nothing to {verb}: the pool has no image still to review (import unlabelled images "
+            "with 'napari-al import --format images')"
+        )
+    return f"nothing to {verb} in the {counted(n_pool, 'pool image')} still to review: {why}"
+
+
+#: What ``predict`` and ``rank`` keep when Ctrl+C stops them (after "interrupted").
+KEPT_BY_PREDICT = "the images predicted before it keep their new boxes, the others their old"
+KEPT_BY_RANK = "the project's previous query list stays"
+
+
+def rank_notes(n_items: int, q: Any, n_pool: int, n_skipped: int) -> list[str]:
+    """What ``napari-al rank`` says about a short result: nothing ranked (:func:`nothing_to`,
+    why), or fewer regions than ``q.budget`` (a :class:`QuerySettings`) because the others
+    scored 0."""
+    if not n_items:
+        why = empty_rank_reason(q.unit, q.strategy, n_pool, n_skipped)
+        return [nothing_to("rank", n_pool, why)]
+    if q.unit == "region" and n_items < q.budget:
+        return [
+            f"note: only {counted(n_items, 'region')} of the pool score above 0 under "
+            f"--strategy {q.strategy} (the others hold no uncertain box and no possibly missed "
+            "object, or are marked complete)"
+        ]
+    return []
+
+
+def empty_rank_reason(unit: str, strategy: str, n_pool: int, n_skipped: int) -> str:
+    """Why ``napari-al rank`` returned nothing for a pool of ``n_pool`` images still to review,
+    ``n_skipped`` of them unreadable, and what to try instead."""
+    if n_skipped >= n_pool:
+        return "every one was skipped as unreadable (see the warnings above)"
+    if unit == "box":
+        return "the model shows no box there not judged already; try --unit region or --unit image"
+    return (
+        f"every {unit} scores 0 under --strategy {strategy} (no uncertain box, no possibly "
+        "missed object); try --strategy entropy+missed or --unit image"
+    )
+
+
 #: What to do about an image skipped as unreadable (the end of its warning).
 SKIPPED_FIX = "replace or re-save the file ('napari-al info DIR' lists every unreadable one)"
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from napari_al.cli.common import CliError, counted, open_store, progress_bar
 
@@ -175,11 +176,58 @@ def _latest_model(store) -> dict | None:
     }
 
 
+def add_info_command(sub: Any) -> None:
+    """``napari-al info DIR [--images] [--json]``."""
+    p = sub.add_parser("info", help="counts of images, boxes, classes and splits")
+    p.add_argument("project", metavar="DIR")
+    p.add_argument(
+        "--images",
+        action="store_true",
+        help="also list every image: id, split, review state, size, boxes, stored path (the "
+        "id or path 'mark-region-complete' takes)",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_info)
+
+
+def _image_list(store: Any) -> list[dict[str, Any]]:
+    """Per image: id, stored path (relative to the project, or absolute), split, review state,
+    width and height (pixels), human and predicted boxes."""
+    from napari_al.core.data import HUMAN_STATUSES
+
+    human: dict[int, int] = {}
+    predicted: dict[int, int] = {}
+    for b in store.boxes():
+        if b.status in HUMAN_STATUSES:
+            human[b.image_id] = human.get(b.image_id, 0) + 1
+        elif b.status == "predicted":
+            predicted[b.image_id] = predicted.get(b.image_id, 0) + 1
+    regions: dict[int, int] = {}
+    for region in store.reviewed_regions():
+        regions[region.image_id] = regions.get(region.image_id, 0) + 1
+    return [
+        {
+            "id": r.id,
+            "path": r.path,
+            "split": r.split,
+            "review_state": r.review_state,
+            "width": r.width,
+            "height": r.height,
+            "human_boxes": human.get(r.id, 0),
+            "predicted_boxes": predicted.get(r.id, 0),
+            "reviewed_regions": regions.get(r.id, 0),
+        }
+        for r in store.images()
+    ]
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     with open_store(args.project) as store:
         info = store.info()
         info["image_files"] = store.check_files()
         info["latest_model"] = _latest_model(store)
+        if getattr(args, "images", False):
+            info["image_list"] = _image_list(store)
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
         return 0
@@ -216,7 +264,34 @@ def cmd_info(args: argparse.Namespace) -> int:
                 )
         print(line)
     _print_files(info["image_files"])
+    if "image_list" in info:
+        _print_images(info["image_list"])
     return 0
+
+
+def _print_images(images: list[dict[str, Any]]) -> None:
+    """The table of ``info --images``: a header, then one aligned row per image."""
+    head = ("id", "split", "state", "size (px)", "human", "predicted", "regions", "path")
+    rows = [
+        (
+            str(im["id"]),
+            im["split"],
+            im["review_state"],
+            f"{im['width']}x{im['height']}",
+            str(im["human_boxes"]),
+            str(im["predicted_boxes"]),
+            str(im["reviewed_regions"]),
+            im["path"],
+        )
+        for im in images
+    ]
+    widths = [max(len(r[k]) for r in [head, *rows]) for k in range(len(head) - 1)]
+    for r in [head, *rows]:
+        cells = [
+            c.rjust(w) if k in (0, 4, 5, 6) else c.ljust(w)
+            for k, (c, w) in enumerate(zip(r[:-1], widths, strict=True))
+        ]
+        print("  ".join([*cells, r[-1]]))
 
 
 def _print_files(files: dict, shown: int = 3) -> None:

@@ -9,7 +9,7 @@ import json
 import sys
 from typing import Any
 
-from napari_al.cli.common import SKIPPED_FIX, open_store, progress_bar, warn
+from napari_al.cli.common import SKIPPED_FIX, nothing_to, open_store, progress_bar, warn
 
 
 def add_question_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,14 +60,12 @@ def cmd_rank_questions(args: argparse.Namespace, detector_of: Any) -> int:
             close()
         mode, why = workflow.supervision(store, dialog)
         paths = {r.id: r.path for r in store.images()}
+        n_pool = len(workflow.pool_image_ids(store))
     rows = question_rows(queue[: query.budget], paths)
     print(f"supervision: {mode} ({why})", file=sys.stderr)
     if not rows:
-        print(
-            "nothing to ask: the pool has no image still to review (import unlabelled images "
-            "with 'napari-al import --format images')",
-            file=sys.stderr,
-        )
+        none_worth = "no question is worth its seconds there (every value <= 0); draw instead"
+        print(nothing_to("ask", n_pool, none_worth), file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=2, default=float))
         return 0
@@ -80,6 +78,8 @@ def cmd_rank_questions(args: argparse.Namespace, detector_of: Any) -> int:
             f"{row['text']}  (P(yes) {row['p_yes']:.2f}, gain {row['gain']:.2f}, "
             f"{row['seconds']:.1f} s, saves {row['saved_s']:.1f} s)  keys: {', '.join(row['keys'])}"
         )
+    if not rows:
+        return 0
     print(
         f"saved as the project's question queue ({len(queue)} questions, the first "
         f"{len(rows)} stored; open the project in napari: J asks the next)",

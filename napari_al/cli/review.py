@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from napari_al.cli.common import CliError, open_store
+from napari_al.cli.common import CliError, counted, open_store
 
 
 def add_review_commands(sub: Any) -> None:
@@ -71,8 +71,14 @@ def cmd_mark_region_complete(args: argparse.Namespace) -> int:
 
     with open_store(args.project) as store:
         row = find_image(store, args.project, args.image)
-        command = workflow.mark_region_complete(Annotator(store), row.id, args.xyxy)
+        annotator = Annotator(store)
+        command = workflow.mark_region_complete(annotator, row.id, args.xyxy)
         area = workflow.image_reviewed_area(store, row.id)
+        left = (
+            0
+            if command is None
+            else workflow.unreviewed_in_region(annotator, row.id, command.region_after.xyxy)
+        )
         state = store.image(row.id).review_state
     if command is None:
         if row.review_state == "complete":
@@ -91,6 +97,12 @@ def cmd_mark_region_complete(args: argparse.Namespace) -> int:
         print(
             f"note: [{asked}] reaches past the {row.width}x{row.height} px image; "
             f"clipped to [{box}]",
+            file=sys.stderr,
+        )
+    if left:
+        print(
+            f"note: {counted(left, 'prediction')} in [{box}] not reviewed: in a complete region "
+            "they train as background, not as objects; accept the right ones in the viewer (W)",
             file=sys.stderr,
         )
     if state == "complete":

@@ -156,8 +156,15 @@ class KeyActions:
                 notify_user("info", "the whole image is complete already")
                 return
             w, h = rect[2] - rect[0], rect[3] - rect[1]
+            left = workflow.unreviewed_in_region(annotator, image_id, rect)
+            note = (
+                f"; {left} unreviewed prediction(s) in it train as background (W accepts)"
+                if left
+                else ""
+            )
             notify_user(
-                "info", f"region complete: {w:.0f} x {h:.0f} px at ({rect[0]:.0f}, {rect[1]:.0f})"
+                "info",
+                f"region complete: {w:.0f} x {h:.0f} px at ({rect[0]:.0f}, {rect[1]:.0f}){note}",
             )
             self._emit("data")
 

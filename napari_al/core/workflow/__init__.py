@@ -75,7 +75,11 @@ from napari_al.core.workflow.clicks import (
     propose_click_box,
     record_click,
 )
-from napari_al.core.workflow.crops import image_reviewed_area, mark_region_complete
+from napari_al.core.workflow.crops import (
+    image_reviewed_area,
+    mark_region_complete,
+    unreviewed_in_region,
+)
 from napari_al.core.workflow.dialog import (
     QUESTION_UNIT,
     Planner,
@@ -120,6 +124,7 @@ from napari_al.core.workflow.model import (
 )
 from napari_al.core.workflow.prediction import images_to_predict, pool_image_ids, predict_images
 from napari_al.core.workflow.ranking import (
+    check_query,
     fit_missed_regressor,
     labelled_embeddings,
     rank_pool,
@@ -210,6 +215,7 @@ __all__ = [
     "calibrate_model",
     "calibration_summary",
     "check_device",
+    "check_query",
     "checkpoint_path",
     "click",
     "click_candidates",
@@ -267,6 +273,7 @@ __all__ = [
     "supervision",
     "train_model",
     "training_examples",
+    "unreviewed_in_region",
     "verify_rule",
     "worth_asking",
 ]

@@ -60,7 +60,13 @@ from napari_al.core.dialog import (
 from napari_al.core.selection import QueryItem
 from napari_al.core.workflow.calibration import VerifyRule, verify_rule
 from napari_al.core.workflow.clicks import ClickCandidates, has_model
-from napari_al.core.workflow.examples import HELD_OUT_SPLITS, JUDGED_IOU, judged_boxes, judged_mask
+from napari_al.core.workflow.examples import (
+    HELD_OUT_SPLITS,
+    JUDGED_IOU,
+    _warn_skip,
+    judged_boxes,
+    judged_mask,
+)
 from napari_al.core.workflow.prediction import pool_image_ids
 from napari_al.core.workflow.regions import known_empty, region_questions
 from napari_al.core.workflow.settings import DialogSettings, QuerySettings, RegionSettings
@@ -412,9 +418,16 @@ def plan_questions(
     ids = [i for i in ids if i not in skipped]
     if gains is None and has_model(detector):
         assert detector is not None
+        unreadable: set[int] = set()
+
+        def note(image_id: int, message: str) -> None:  # an unreadable image gets no question
+            unreadable.add(int(image_id))
+            (on_skip or _warn_skip)(image_id, message)
+
         gains = score_gains(
-            store, detector, q, ids, progress=progress, should_stop=should_stop, on_skip=on_skip
+            store, detector, q, ids, progress=progress, should_stop=should_stop, on_skip=note
         )
+        ids = [i for i in ids if i not in unreadable]
     planner = Planner.build(store, settings, costs=costs, gains=gains, candidates=candidates)
     queue = planner.queue(ids)
     stopped = should_stop is not None and should_stop()

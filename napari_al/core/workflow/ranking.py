@@ -33,6 +33,7 @@ import numpy as np
 from napari_al.core.data import ScoringViews
 from napari_al.core.selection import QueryItem
 from napari_al.core.store.lock import holds_project_lock
+from napari_al.core.workflow.errors import SettingsError
 from napari_al.core.workflow.examples import (
     HELD_OUT_SPLITS,
     OnSkip,
@@ -301,9 +302,11 @@ def _select(
     tiles: TileSettings | None = None,
 ) -> list[QueryItem]:
     from napari_al.core.selection import rank_regions, select_boxes, select_images
+    from napari_al.core.workflow.crops import outside_reviewed_area
     from napari_al.core.workflow.tiled_ranking import (
         box_pool,
         image_scores,
+        missed_probabilities,
         pool_units,
         window_regions,
     )
@@ -354,12 +357,28 @@ def _select(
                 v.base.boxes,
                 pool.box_scores[u],
                 missed_boxes,
+                missed_scores=missed_probabilities(missed),
                 block=q.region_block,
                 image=rows[i].id,
             )
         )
+    items = outside_reviewed_area(store, items)  # never a region already marked complete
     items.sort(key=lambda item: -item.score)
     return items[: q.budget]
+
+
+def check_query(q: QuerySettings) -> None:
+    """Refuse (SettingsError) what :func:`rank_pool` cannot rank meaningfully, before any model
+    is loaded: box queries need a box scorer, an image scorer alone (``missed``) scores every
+    box 0."""
+    from napari_al.core.scoring.registry import is_image_scorer, split_spec
+
+    if q.unit == "box" and all(map(is_image_scorer, split_spec(q.strategy))):
+        raise SettingsError(
+            f"strategy {q.strategy!r} scores whole images, not boxes (every box query would "
+            "score 0); for box queries use a box scorer, e.g. entropy or entropy+missed, or "
+            "rank regions or images"
+        )
 
 
 @holds_project_lock("ranking")
@@ -394,12 +413,14 @@ def rank_pool(
     ``progress`` then counts its windows, not the image.
 
     An unreadable image is reported to ``on_skip`` and left out. Raises ValueError for an
-    unknown unit, the strategy parser's error for an unknown scorer name, and
+    unknown unit, the strategy parser's error for an unknown scorer name, SettingsError for
+    box queries by image scorers alone (``missed``: every box would score 0), and
     :class:`~napari_al.core.store.ProjectBusyError` when another run holds the project lock.
     """
     q = settings or QuerySettings()
     if q.unit not in UNITS:
         raise ValueError(f"unknown unit {q.unit!r}; use one of {UNITS}")
+    check_query(q)
     if q.unit == "question":  # the dialog planner's queue, with its default settings
         from napari_al.core.workflow.dialog import plan_questions, question_item
 

@@ -21,7 +21,8 @@ What a window's score becomes, per unit (:func:`image_scores`, :func:`box_pool`,
 - ``region``: each window is one region query, ``box`` = the window's ``(x0, y0, x1, y1)``
   in image pixels (a region query of a large image is a tile), scored as
   :func:`~napari_al.core.selection.rank_regions` scores one block: the summed scores of the
-  boxes centred in it plus its count of possibly missed objects.
+  boxes centred in it plus its expected number of possibly missed objects (the candidates'
+  probabilities summed, as the ``missed`` scorer's weighted density).
 - ``box``: the windows' boxes in image pixels; of the copies of one object found by
   overlapping windows only the one from the window owning its centre is kept
   (:func:`~napari_al.core.engine.tiling.owns_centre`).
@@ -61,13 +62,15 @@ class TiledScore:
     ``raws[k]`` its raw scores, ``embeddings[k]`` its float32 embedding, ``boxes[k]`` the
     ``(N_k, 4)`` float64 xyxy boxes it found (aligned with ``raws[k]``'s boxes) and
     ``missed[k]`` its ``(M_k, 4)`` possibly missed objects, both in image pixels clipped to
-    the window (empty for the ``image`` unit); ``computed``: windows scored by this pass."""
+    the window (empty for the ``image`` unit), with ``missed_scores[k]`` their ``(M_k,)``
+    probabilities; ``computed``: windows scored by this pass."""
 
     windows: list[Window]
     raws: list[ImageRaw] = field(default_factory=list)
     embeddings: list[np.ndarray] = field(default_factory=list)
     boxes: list[np.ndarray] = field(default_factory=list)
     missed: list[np.ndarray] = field(default_factory=list)
+    missed_scores: list[np.ndarray] = field(default_factory=list)
     computed: int = 0
 
     def embedding(self) -> np.ndarray:
@@ -98,7 +101,9 @@ def window_key(plan_key: str, tile: tuple[int, int], window: Window) -> str:
     return f"{plan_key}|window:{tile[0]}x{tile[1]}:{w.x0},{w.y0},{w.x1},{w.y1}"
 
 
-def _pack(raw: ImageRaw, emb: np.ndarray, boxes: np.ndarray, missed: np.ndarray) -> bytes:
+def _pack(
+    raw: ImageRaw, emb: np.ndarray, boxes: np.ndarray, missed: np.ndarray, missed_scores: Any
+) -> bytes:
     buf = io.BytesIO()
     np.savez(
         buf,
@@ -106,16 +111,32 @@ def _pack(raw: ImageRaw, emb: np.ndarray, boxes: np.ndarray, missed: np.ndarray)
         embedding=np.asarray(emb, np.float32),
         boxes=np.asarray(boxes, np.float64).reshape(-1, 4),
         missed=np.asarray(missed, np.float64).reshape(-1, 4),
+        missed_scores=np.asarray(missed_scores, np.float64).reshape(-1),
     )
     return buf.getvalue()
 
 
-def _unpack(data: bytes) -> tuple[ImageRaw, np.ndarray, np.ndarray, np.ndarray]:
+def _unpack(data: bytes) -> tuple[Any, ...] | None:
+    """A cached window's ``(raw, embedding, boxes, missed, missed_scores)``; None for an
+    entry written before the missed objects' probabilities were kept (scored again)."""
     from napari_al.core.scoring.strategy import ImageRaw
 
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        if "missed_scores" not in z.files:
+            return None
         raw = ImageRaw.from_bytes(z["raw"].tobytes())
-        return raw, z["embedding"], z["boxes"], z["missed"]
+        return raw, z["embedding"], z["boxes"], z["missed"], z["missed_scores"]
+
+
+def missed_probabilities(missed: Any) -> np.ndarray:
+    """The ``(M,)`` float64 probabilities, clipped to [0, 1], of possibly missed objects (a
+    :class:`~napari_al.core.engine.Predictions`; for bare ``(M, 4)`` boxes, ones): what a
+    region adds to its score for them, their expected number (the ``missed`` scorer's
+    weighted :func:`~napari_al.core.scoring.missed.candidate_density`)."""
+    scores = getattr(missed, "scores", None)
+    if scores is None:
+        return np.ones(np.asarray(missed, np.float64).reshape(-1, 4).shape[0])
+    return np.clip(np.asarray(scores, np.float64).reshape(-1), 0.0, 1.0)
 
 
 def _in_image(b: Any, window: Window) -> np.ndarray:
@@ -181,7 +202,8 @@ def score_tiled(
                     w = windows[k]
                     boxes = empty if extra is None else _in_image(extra[0].base, w)
                     missed = empty if extra is None else _in_image(extra[1], w)
-                    parts[k] = (raw, emb, boxes, missed)
+                    p_missed = np.zeros(0) if extra is None else missed_probabilities(extra[1])
+                    parts[k] = (raw, emb, boxes, missed, p_missed)
                     if cacheable:
                         entries.append((row.sha256, version, keys[k], _pack(*parts[k])))
                 if entries:
@@ -191,11 +213,12 @@ def score_tiled(
         (on_skip or _warn_skip)(int(row.id), f"{path}: {exc}")
         return None
     out = TiledScore(windows, computed=len(todo))
-    for raw, emb, boxes, missed in parts:  # type: ignore[misc]
+    for raw, emb, boxes, missed, p_missed in parts:  # type: ignore[misc]
         out.raws.append(raw)
         out.embeddings.append(np.asarray(emb, np.float32))
         out.boxes.append(np.asarray(boxes, np.float64).reshape(-1, 4))
         out.missed.append(np.asarray(missed, np.float64).reshape(-1, 4))
+        out.missed_scores.append(np.asarray(p_missed, np.float64).reshape(-1))
     return out
 
 
@@ -348,6 +371,7 @@ def window_regions(t: TiledScore, k: int, box_scores: np.ndarray, image_id: int)
         t.boxes[k] - shift,
         box_scores,
         t.missed[k] - shift,
+        missed_scores=t.missed_scores[k],
         block=(w.height, w.width),
         image=image_id,
     )
