@@ -136,9 +136,9 @@ def rank_notes(n_items: int, q: Any, n_pool: int, n_skipped: int) -> list[str]:
         return [nothing_to("rank", n_pool, why)]
     if q.unit == "region" and n_items < q.budget:
         return [
-            f"note: only {counted(n_items, 'region')} of the pool score above 0 under "
-            f"--strategy {q.strategy} (the others hold no uncertain box and no possibly missed "
-            "object, or are marked complete)"
+            f"note: {counted(n_items, 'region')}, fewer than --budget {q.budget}: no other "
+            f"region of the pool scores above 0 under --strategy {q.strategy} outside the "
+            "regions marked complete"
         ]
     return []
 

@@ -64,8 +64,10 @@ def cmd_rank_questions(args: argparse.Namespace, detector_of: Any) -> int:
     rows = question_rows(queue[: query.budget], paths)
     print(f"supervision: {mode} ({why})", file=sys.stderr)
     if not rows:
-        none_worth = "no question is worth its seconds there (every value <= 0); draw instead"
-        print(nothing_to("ask", n_pool, none_worth), file=sys.stderr)
+        why = "no question is worth its seconds there (every value <= 0); draw instead"
+        if n_pool and len(skipped) >= n_pool:
+            why = "every one was skipped as unreadable (see the warnings above)"
+        print(nothing_to("ask", n_pool, why), file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=2, default=float))
         return 0
