@@ -127,6 +127,10 @@ KEPT_BY_PREDICT = "the images predicted before it keep their new boxes, the othe
 KEPT_BY_RANK = "the project's previous query list stays"
 
 
+#: Why a rank or question queue is empty when every pool image was unreadable.
+ALL_SKIPPED = "every one was skipped as unreadable (see the warnings above)"
+
+
 def rank_notes(n_items: int, q: Any, n_pool: int, n_skipped: int) -> list[str]:
     """What ``napari-al rank`` says about a short result: nothing ranked (:func:`nothing_to`,
     why), or fewer regions than ``q.budget`` (a :class:`QuerySettings`) because the others
@@ -147,7 +151,7 @@ def empty_rank_reason(unit: str, strategy: str, n_pool: int, n_skipped: int) -> 
     """Why ``napari-al rank`` returned nothing for a pool of ``n_pool`` images still to review,
     ``n_skipped`` of them unreadable, and what to try instead."""
     if n_skipped >= n_pool:
-        return "every one was skipped as unreadable (see the warnings above)"
+        return ALL_SKIPPED
     if unit == "box":
         return "the model shows no box there not judged already; try --unit region or --unit image"
     return (

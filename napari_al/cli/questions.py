@@ -9,7 +9,14 @@ import json
 import sys
 from typing import Any
 
-from napari_al.cli.common import SKIPPED_FIX, nothing_to, open_store, progress_bar, warn
+from napari_al.cli.common import (
+    ALL_SKIPPED,
+    SKIPPED_FIX,
+    nothing_to,
+    open_store,
+    progress_bar,
+    warn,
+)
 
 
 def add_question_arguments(p: argparse.ArgumentParser) -> None:
@@ -66,7 +73,7 @@ def cmd_rank_questions(args: argparse.Namespace, detector_of: Any) -> int:
     if not rows:
         why = "no question is worth its seconds there (every value <= 0); draw instead"
         if n_pool and len(skipped) >= n_pool:
-            why = "every one was skipped as unreadable (see the warnings above)"
+            why = ALL_SKIPPED
         print(nothing_to("ask", n_pool, why), file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=2, default=float))

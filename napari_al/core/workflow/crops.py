@@ -357,12 +357,9 @@ def unreviewed_in_region(
 
     if not trains_in_crops(annotator.store.image(image_id), tiles or TileSettings()):
         return 0
-    x1, y1, x2, y2 = (float(v) for v in xyxy)
-    n = 0
-    for b in annotator.unreviewed_boxes(image_id):
-        cx, cy = (b.x1 + b.x2) / 2.0, (b.y1 + b.y2) / 2.0
-        n += int(x1 <= cx < x2 and y1 <= cy < y2)
-    return n
+    boxes = np.asarray([b.xyxy for b in annotator.unreviewed_boxes(image_id)], np.float64)
+    region = np.asarray([xyxy], np.float64)
+    return int(_centred(boxes.reshape(-1, 4), region).sum())  # the crop targets' own rule
 
 
 def outside_reviewed_area(store: ProjectStore, items: Sequence[QueryItem]) -> list[QueryItem]:
@@ -374,8 +371,8 @@ def outside_reviewed_area(store: ProjectStore, items: Sequence[QueryItem]) -> li
     for item in items:
         image = int(item.image)  # type: ignore[arg-type]
         if image not in reviewed:
-            rows = store.reviewed_regions(image)
-            reviewed[image] = np.asarray([r.xyxy for r in rows], np.float64).reshape(-1, 4)
+            area = image_reviewed_area(store, image)
+            reviewed[image] = np.asarray(area, np.float64).reshape(-1, 4)
         done = reviewed[image]
         if item.box is None or not len(done) or inside_fraction([item.box], done).max() < 0.999:
             kept.append(item)

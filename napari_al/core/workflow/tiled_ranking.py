@@ -133,10 +133,11 @@ def missed_probabilities(missed: Any) -> np.ndarray:
     :class:`~napari_al.core.engine.Predictions`; for bare ``(M, 4)`` boxes, ones): what a
     region adds to its score for them, their expected number (the ``missed`` scorer's
     weighted :func:`~napari_al.core.scoring.missed.candidate_density`)."""
-    scores = getattr(missed, "scores", None)
-    if scores is None:
+    from napari_al.core.scoring.base import top_probability
+
+    if getattr(missed, "scores", None) is None:
         return np.ones(np.asarray(missed, np.float64).reshape(-1, 4).shape[0])
-    return np.clip(np.asarray(scores, np.float64).reshape(-1), 0.0, 1.0)
+    return np.clip(top_probability(missed), 0.0, 1.0)
 
 
 def _in_image(b: Any, window: Window) -> np.ndarray:
