@@ -599,3 +599,43 @@ def test_import_into_passes_reader_options(tmp_path: Path) -> None:
     with ProjectStore.create(tmp_path / "proj") as store:
         _ds, summary = import_into(store, src, "voc", image_dir=src / "pictures")
         assert summary["images_added"] == 1 and summary["boxes_added"] == 1
+
+
+@pytest.mark.parametrize(
+    ("counts", "message"),
+    [
+        ("U?d0l0000kb1P", "end in the middle of a number"),  # 'P' - 48 = 0x20: more follows
+        ("U?d0l0000k b1", "not a compressed RLE character"),  # ' ' - 48 has bit 0x20 set too
+        ("U?d0l0000kb1~", "not a compressed RLE character"),
+    ],
+)
+def test_coco_malformed_compressed_rle_never_reaches_pycocotools(
+    tmp_path: Path, monkeypatch, counts: str, message: str
+) -> None:
+    """pycocotools' rleFrString reads past a string whose last character says "more follows"
+    and writes past its buffer (heap corruption seen as a later glibc abort): such counts are a
+    FormatError before pycocotools sees them."""
+    import pycocotools.mask as mask_util
+
+    from napari_al.core.formats import FormatError
+
+    def refuse(*_a, **_k):
+        raise AssertionError("malformed counts passed to pycocotools")
+
+    monkeypatch.setattr(mask_util, "toBbox", refuse)
+    plain_jpeg(tmp_path / "a.jpg")
+    data = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "segmentation": {"size": [48, 64], "counts": counts},
+            }
+        ],
+        "categories": [{"id": 1, "name": "cell"}],
+    }
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    with pytest.raises(FormatError, match=rf"annotations\[0\].*{message}"):
+        read_coco(tmp_path / "ann.json")

@@ -209,6 +209,24 @@ def _read_coco_annotation(
     return rec, BoxRecord(x1, y1, x2, y2, label, score), bool(crowd)
 
 
+def _check_compressed_counts(counts: str, where: str) -> None:
+    """Refuse a compressed RLE string pycocotools' C parser would read past its end.
+
+    COCO's compressed counts use 6 bits per character, ASCII 48-111 ('0'-'o'), bit 0x20 meaning
+    "the number goes on" (``rleToString`` in pycocotools' ``maskApi.c``). ``rleFrString`` does
+    not check either: a last character with that bit set (or a character outside the alphabet
+    that looks like it) makes it read past the string's end and write past its own buffer, a
+    heap overflow that can abort the process later. Raises FormatError naming the annotation.
+    """
+    bad = next((c for c in counts if not 48 <= ord(c) <= 111), None)
+    if bad is not None:
+        raise FormatError(
+            f"{where}: segmentation counts hold {bad!r}, not a compressed RLE character ('0'-'o')"
+        )
+    if counts and (ord(counts[-1]) - 48) & 0x20:
+        raise FormatError(f"{where}: segmentation counts end in the middle of a number")
+
+
 def _coco_segmentation_bbox(seg: Any, rec: ImageRecord, where: str) -> list[float]:
     """``[x, y, width, height]`` of a segmentation: a polygon list's vertex extent (as COCO's
     own boxes are made), or an RLE mask's extent by pycocotools' ``toBbox``."""
@@ -239,6 +257,7 @@ def _coco_segmentation_bbox(seg: Any, rec: ImageRecord, where: str) -> list[floa
             raise FormatError(f"{where}: segmentation counts do not cover the image")
         rle = mask_util.frPyObjects(seg, rec.height, rec.width)
     elif isinstance(counts, str) and counts.isascii():
+        _check_compressed_counts(counts, where)
         rle = {"size": [rec.height, rec.width], "counts": counts.encode("ascii")}
     else:
         raise FormatError(f"{where}: segmentation counts are {type(counts).__name__}, not RLE")
