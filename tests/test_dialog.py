@@ -305,3 +305,27 @@ def test_a_begun_image_keeps_the_front_until_complete(store: ProjectStore, scatt
     ann.complete_image(1)
     queue = replan(queue, planner, 1)
     assert all(q.image_id == 2 for q in queue)
+
+
+def test_no_question_about_a_region_marked_complete(store: ProjectStore) -> None:
+    """Every object in a region marked complete is labelled: no verify question about a
+    prediction centred there, no region question about a candidate there."""
+    from napari_al.core.workflow import mark_region_complete
+
+    likely, unsure, _ = _predict(store)
+    cands = {
+        1: ClickCandidates(
+            np.asarray([[150, 50, 180, 90]], np.float32),
+            np.asarray([[0.7, 0.0]], np.float32),
+            labels=np.asarray([0]),
+        )
+    }
+    before = plan_questions(store, candidates=cands, image_ids=[1])
+    assert {(q.kind, q.box_id) for q in before} == {
+        ("verify", likely),
+        ("verify", unsure),
+        ("region", None),
+    }
+    mark_region_complete(Annotator(store), 1, (50, 0, 200, 100))  # holds `unsure`, the region
+    after = plan_questions(store, candidates=cands, image_ids=[1])
+    assert [(q.kind, q.box_id) for q in after] == [("verify", likely)]

@@ -278,3 +278,21 @@ def test_no_region_query_lies_in_a_region_already_marked_complete(
     assert small_block not in [i.box for i in after if i.image == small]
     dropped = {(i.image, i.box) for i in before} - {(i.image, i.box) for i in after}
     assert dropped == {(big, BEST_WINDOW), (small, small_block)}
+
+
+def test_no_box_query_lies_in_a_region_already_marked_complete(
+    project: Path, detector: Detector
+) -> None:
+    """Box queries, like region queries: a prediction whose centre lies in a region marked
+    complete is not asked about (every object there is labelled already)."""
+    from napari_al.core.annotator import Annotator
+    from napari_al.core.workflow import mark_region_complete
+
+    big, _ = _ids(project)
+    q = QuerySettings(unit="box", budget=20)
+    with ProjectStore.open(project) as store:
+        before = rank_pool(store, detector, q, image_ids=[big], tiles=TILES, save=False)
+        assert sorted(tuple(round(v) for v in i.box) for i in before) == sorted([*OBJECTS, SHARED])
+        mark_region_complete(Annotator(store), big, (600, 450, 880, 700))  # holds OBJECTS
+        after = rank_pool(store, detector, q, image_ids=[big], tiles=TILES, save=False)
+    assert [tuple(round(v) for v in i.box) for i in after] == [SHARED]

@@ -379,6 +379,20 @@ def outside_reviewed_area(store: ProjectStore, items: Sequence[QueryItem]) -> li
     return kept
 
 
+def in_reviewed_area(store: ProjectStore, image_id: int, boxes: np.ndarray) -> np.ndarray:
+    """``(N,)`` bool: whether each of ``boxes`` (``(N, 4)`` xyxy image pixels) has its centre in
+    the image's reviewed area now (:func:`image_reviewed_area`; the crop targets' own rule): a
+    person said every object there is labelled, so a prediction there is not worth a question
+    (box queries, verify questions) and a candidate there is not a missed object (region
+    questions). All False for an image with no reviewed region; StoreError for an unknown
+    image."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    area = np.asarray(image_reviewed_area(store, image_id), np.float64).reshape(-1, 4)
+    if not len(b) or not len(area):
+        return np.zeros(len(b), bool)
+    return _centred(b, area)
+
+
 def image_reviewed_area(store: ProjectStore, image_id: int) -> list[XYXY]:
     """The reviewed area of one image now (:func:`reviewed_area`): the whole image when it is
     ``complete``, else its reviewed regions, in the order they were marked (image pixels).

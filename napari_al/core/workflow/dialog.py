@@ -60,6 +60,7 @@ from napari_al.core.dialog import (
 from napari_al.core.selection import QueryItem
 from napari_al.core.workflow.calibration import VerifyRule, verify_rule
 from napari_al.core.workflow.clicks import ClickCandidates, has_model
+from napari_al.core.workflow.crops import in_reviewed_area
 from napari_al.core.workflow.examples import (
     HELD_OUT_SPLITS,
     JUDGED_IOU,
@@ -305,6 +306,7 @@ class Planner:
             near = box_iou(xyxy, pseudo).max(axis=1) >= JUDGED_IOU
             covered |= near & np.asarray([b.status == "predicted" for b in rows])
         covered |= known_empty(store, image_id, xyxy, [b.class_id for b in rows])
+        covered |= in_reviewed_area(store, image_id, xyxy)  # a region marked complete
         p = self.rule.probability(rows)
         out = []
         for b, skip, p_yes in zip(rows, covered, p, strict=True):

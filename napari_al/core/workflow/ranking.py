@@ -302,7 +302,7 @@ def _select(
     tiles: TileSettings | None = None,
 ) -> list[QueryItem]:
     from napari_al.core.selection import rank_regions, select_boxes, select_images
-    from napari_al.core.workflow.crops import outside_reviewed_area
+    from napari_al.core.workflow.crops import in_reviewed_area, outside_reviewed_area
     from napari_al.core.workflow.tiled_ranking import (
         box_pool,
         image_scores,
@@ -342,7 +342,10 @@ def _select(
             q.budget,
             boxes=boxes,
             breakdown={rows[i].id: per[i][2] for i in keep},
-            skip={k: judged_mask(b, judged_boxes(store, k)) for k, b in boxes.items()},
+            skip={
+                k: judged_mask(b, judged_boxes(store, k)) | in_reviewed_area(store, k, b)
+                for k, b in boxes.items()
+            },
         )
     items: list[QueryItem] = []
     for u, (i, k) in enumerate(owners):

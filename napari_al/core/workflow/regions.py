@@ -29,6 +29,7 @@ from napari_al.core.costs import CostModel
 from napari_al.core.data import REGION_SOURCE
 from napari_al.core.regions import find_regions, inside
 from napari_al.core.workflow.clicks import ClickCandidates, _scored_probs
+from napari_al.core.workflow.crops import in_reviewed_area
 from napari_al.core.workflow.settings import RegionSettings
 
 if TYPE_CHECKING:
@@ -137,7 +138,8 @@ def region_questions(
     ``settings.calibrated``); covered by the image's boxes now: human, rejected and click
     boxes, and the predictions ``shown`` (default: the calibrated rule,
     :func:`~napari_al.core.workflow.verify_rule` with ``costs``); never inside a region
-    already answered "no" for the class. ``settings.min_chance`` 0 means
+    already answered "no" for the class, nor about candidates in a region marked complete
+    (:func:`~napari_al.core.workflow.crops.in_reviewed_area`). ``settings.min_chance`` 0 means
     ``costs.verify_s / costs.draw_s``. Reads the store only. Raises StoreError for an image
     that does not exist."""
     from napari_al.core.workflow.calibration import verify_rule
@@ -156,6 +158,7 @@ def region_questions(
     probs = _scored_probs(store, candidates, s.calibrated)
     ok = (labels >= 0) & (labels < min(probs.shape[1], len(classes)))
     p = np.where(ok, probs[np.arange(len(labels)), np.where(ok, labels, 0)], 0.0)
+    p[in_reviewed_area(store, image_id, candidates.boxes)] = 0.0  # all labelled there already
     empty, empty_ids = _empty(store, image_id)
     index = {c.id: i for i, c in enumerate(classes)}
     regions = find_regions(
