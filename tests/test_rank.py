@@ -280,7 +280,9 @@ def test_a_rank_that_finds_nothing_says_why_not_that_the_pool_is_empty(
     assert main(["init", str(empty)]) == 0 and main(["add-class", str(empty), "cell"]) == 0
     capsys.readouterr()
     assert main(["rank", str(empty), *TINY, "--unit", unit]) == 0
-    assert "the pool has no image still to review" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the pool has no image still to review" in err
+    assert f"'napari-al import {empty} --format images FOLDER'" in err  # the fix, runnable
 
 
 def test_a_rank_of_an_unreadable_pool_says_every_image_was_skipped(

@@ -234,7 +234,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
         paths = {r.id: r.path for r in store.images()}
         n_pool = len(workflow.pool_image_ids(store))
     rows = _query_rows(items, paths)
-    for note in rank_notes(len(rows), settings, n_pool, len(skipped)):
+    for note in rank_notes(len(rows), settings, n_pool, len(skipped), args.project):
         print(note, file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=2, default=float))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shlex
 import signal
 import sys
 import threading
@@ -111,13 +112,14 @@ def skip_reporter() -> tuple[Callable[[int, str], None], list[int]]:
     return report, skipped
 
 
-def nothing_to(verb: str, n_pool: int, why: str) -> str:
-    """The one-line note of a rank that returned nothing: an empty pool, or ``why`` (what
-    scored nothing, and the fix) when ``n_pool`` images are still to review."""
+def nothing_to(verb: str, n_pool: int, why: str, project: str = "DIR") -> str:
+    """The one-line note of a rank that returned nothing: an empty pool (the fix names the
+    ``project`` directory), or ``why`` (what scored nothing, and the fix) when ``n_pool``
+    images are still to review."""
     if n_pool == 0:
         return (
             f"nothing to {verb}: the pool has no image still to review (import unlabelled images "
-            "with 'napari-al import --format images')"
+            f"with 'napari-al import {shlex.quote(str(project))} --format images FOLDER')"
         )
     return f"nothing to {verb} in the {counted(n_pool, 'pool image')} still to review: {why}"
 
@@ -131,13 +133,15 @@ KEPT_BY_RANK = "the project's previous query list stays"
 ALL_SKIPPED = "every one was skipped as unreadable (see the warnings above)"
 
 
-def rank_notes(n_items: int, q: Any, n_pool: int, n_skipped: int) -> list[str]:
+def rank_notes(
+    n_items: int, q: Any, n_pool: int, n_skipped: int, project: str = "DIR"
+) -> list[str]:
     """What ``napari-al rank`` says about a short result: nothing ranked (:func:`nothing_to`,
     why), or fewer regions than ``q.budget`` (a :class:`QuerySettings`) because the others
     scored 0."""
     if not n_items:
         why = empty_rank_reason(q.unit, q.strategy, n_pool, n_skipped)
-        return [nothing_to("rank", n_pool, why)]
+        return [nothing_to("rank", n_pool, why, project)]
     if q.unit == "region" and n_items < q.budget:
         return [
             f"note: {counted(n_items, 'region')}, fewer than --budget {q.budget}: no other "

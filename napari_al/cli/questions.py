@@ -74,7 +74,7 @@ def cmd_rank_questions(args: argparse.Namespace, detector_of: Any) -> int:
         why = "no question is worth its seconds there (every value <= 0); draw instead"
         if n_pool and len(skipped) >= n_pool:
             why = ALL_SKIPPED
-        print(nothing_to("ask", n_pool, why), file=sys.stderr)
+        print(nothing_to("ask", n_pool, why, args.project), file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=2, default=float))
         return 0
