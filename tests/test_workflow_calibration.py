@@ -265,7 +265,23 @@ def test_evaluate_prints_and_stores_the_calibration_error(trained_project: Path,
         printed["ece_before"]
     )
     assert main(["info", str(trained_project)]) == 0
-    assert "scores calibrated: platt" in capsys.readouterr().out
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "latest model" in ln)
+    assert "; calibration (platt, fitted on " in line  # evaluate's own wording
+    assert " raw -> " in line and "detections, 10 equal-width bins" in line
+
+
+def test_a_calibration_with_too_few_samples_says_so_and_how_to_fix_it() -> None:
+    """``info`` once printed "scores calibrated: isotonic (none)" for raw scores kept."""
+    from napari_al.cli.evaluate import calibration_line
+
+    cal = {"calibration_method": "isotonic", "calibration_source": "none"}
+    cal |= {"calibration_samples": 0, "calibration_judged": 3, "ece_before": None}
+    line = calibration_line(cal)
+    assert line.startswith("calibration (isotonic, raw scores kept: 3 judged model boxes, too few")
+    assert "evaluate on a val split" in line and "(none)" not in line
+    old = {"calibration_method": "platt", "calibration_source": "val", "calibration_samples": 40}
+    old |= {"ece_split": "val", "ece_before": 0.2, "ece_after": 0.05}  # no ece_samples kept
+    assert calibration_line(old).endswith("ECE on val 0.2000 raw -> 0.0500 calibrated")
 
 
 def test_a_look_at_another_split_keeps_the_val_figures(tmp_path: Path) -> None:

@@ -58,16 +58,19 @@ def calibration_line(cal: dict) -> str:
         "judged": f"fitted on {n} judged model boxes",
         "val": f"fitted on {n} val detections",
     }.get(cal["calibration_source"], "raw scores kept")
+    judged = cal.get("calibration_judged")
     if cal["calibration_source"] == "none" and cal["calibration_method"] != "none":
-        source += f": {cal['calibration_judged']} judged model boxes, too few"
+        source += f": {judged} judged model boxes, too few" if judged is not None else ": too few"
+        source += " (evaluate on a val split of complete images, or judge more boxes)"
     line = f"calibration ({cal['calibration_method']}, {source})"
     if cal.get("ece_before") is not None:
-        cross = ", cross-fitted" if cal.get("ece_cross_fitted") else ""
         line += (
             f": ECE on {cal['ece_split']} {cal['ece_before']:.4f} raw -> "
-            f"{cal['ece_after']:.4f} calibrated ({cal['ece_samples']} detections, "
-            f"{cal['ece_bins']} equal-width bins{cross})"
+            f"{cal['ece_after']:.4f} calibrated"
         )
+        if cal.get("ece_samples") is not None:  # a version recorded before they were kept
+            cross = ", cross-fitted" if cal.get("ece_cross_fitted") else ""
+            line += f" ({cal['ece_samples']} detections, {cal['ece_bins']} equal-width bins{cross})"
     return line
 
 

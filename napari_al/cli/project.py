@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_al.cli.common import CliError, counted, open_store, progress_bar
+from napari_al.cli.evaluate import calibration_line
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -252,16 +253,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         line = f"latest model: version {model['version']}"
         if model["map50"] is not None:
             line += f", mAP@0.5 {model['map50']:.4f} on {model['split']}"
-        cal = model["calibration"]
-        if cal is not None:
-            line += (
-                f"; scores calibrated: {cal['calibration_method']} ({cal['calibration_source']})"
-            )
-            if cal["ece_before"] is not None:
-                line += (
-                    f", ECE on {cal['ece_split']} {cal['ece_before']:.4f} raw -> "
-                    f"{cal['ece_after']:.4f}"
-                )
+        if model["calibration"] is not None:
+            line += f"; {calibration_line(model['calibration'])}"
         print(line)
     _print_files(info["image_files"])
     if "image_list" in info:

@@ -492,7 +492,16 @@ def calibration_summary(metrics: dict[str, Any]) -> dict[str, Any] | None:
     """The calibration figures of a model version's metrics, for display (None: none)."""
     if CALIBRATION_KEY not in metrics:
         return None
-    keys = ("calibration_method", "calibration_source", "calibration_samples", "ece_split")
+    keys = (
+        "calibration_method",
+        "calibration_source",
+        "calibration_samples",
+        "calibration_judged",
+        "ece_split",
+        "ece_samples",
+        "ece_bins",
+        "ece_cross_fitted",
+    )
     out = {k: metrics.get(k) for k in keys}
     for k in ("ece_before", "ece_after"):
         v = metrics.get(k)
