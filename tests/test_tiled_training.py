@@ -474,6 +474,7 @@ def test_cli_marks_a_region_complete_and_trains_in_crops(
     assert main([*mark, "nope.tif", "--xyxy", "0", "0", "9", "9"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope.tif: no such image in the project" in err
+    assert f"listed by 'napari-al info {project} --images'" in err  # ids and stored paths
     assert main([*mark, "1", "--xyxy", "6000", "0", "9000", "9"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "lies entirely outside" in err and "(5000x4200 px)" in err

@@ -5,6 +5,7 @@ the command-line twin of "mark image complete" for one rectangle
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,8 @@ def add_review_commands(sub: Any) -> None:
     p.add_argument(
         "image",
         metavar="IMAGE",
-        help="the image: its path (as stored in the project, relative to DIR, or as a file "
-        "path) or its id",
+        help="the image: its id or its path as stored in the project (both listed by "
+        "'napari-al info DIR --images'), or a file path",
     )
     p.add_argument(
         "--xyxy",
@@ -56,8 +57,8 @@ def find_image(store: Any, project: str, image: str) -> Any:
         except StoreError:
             pass
     raise CliError(
-        f"{image}: no such image in the project {project}; give its path as stored in the "
-        "project (relative to DIR) or its id"
+        f"{image}: no such image in the project {project}; give its id or its path as stored "
+        f"(both listed by 'napari-al info {shlex.quote(str(project))} --images')"
     )
 
 
