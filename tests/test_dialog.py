@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from napari_al.core.annotator import Annotator
 from napari_al.core.costs import CostModel
@@ -127,6 +128,8 @@ def store(tmp_path: Path):
     s = ProjectStore.create(tmp_path / "p")
     s.add_class("cell")
     s.add_class("debris")
+    for name in ("a.png", "b.png"):  # the planner asks nothing about a file that is gone
+        Image.new("RGB", (200, 100)).save(tmp_path / "p" / name)
     s.add_image(tmp_path / "p" / "a.png", SHA1, 200, 100, split="pool")
     s.add_image(tmp_path / "p" / "b.png", SHA2, 200, 100, split="pool")
     yield s
@@ -329,3 +332,14 @@ def test_no_question_about_a_region_marked_complete(store: ProjectStore) -> None
     mark_region_complete(Annotator(store), 1, (50, 0, 200, 100))  # holds `unsure`, the region
     after = plan_questions(store, candidates=cands, image_ids=[1])
     assert [(q.kind, q.box_id) for q in after] == [("verify", likely)]
+
+
+def test_no_question_about_a_file_deleted_since_import(store: ProjectStore, caplog) -> None:
+    """Without a model no pass reads the images: the planner itself leaves out (and reports)
+    an image whose file is gone, instead of asking a person to draw on it."""
+    store.abs_path(store.image(2)).unlink()
+    skipped: list[tuple[int, str]] = []
+    queue = plan_questions(store, on_skip=lambda i, m: skipped.append((i, m)))
+    assert {q.image_id for q in queue} == {1}
+    assert skipped == [(2, f"{store.abs_path(store.image(2))}: file not found (moved or "
+                        "deleted since import)")]  # fmt: skip

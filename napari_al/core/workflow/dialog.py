@@ -430,6 +430,8 @@ def plan_questions(
             store, detector, q, ids, progress=progress, should_stop=should_stop, on_skip=note
         )
         ids = [i for i in ids if i not in unreadable]
+    elif gains is None:  # no pass reads the images: a file gone since import gets no question
+        ids = _existing(store, ids, on_skip or _warn_skip)
     planner = Planner.build(store, settings, costs=costs, gains=gains, candidates=candidates)
     queue = planner.queue(ids)
     stopped = should_stop is not None and should_stop()
@@ -437,6 +439,18 @@ def plan_questions(
         version = None if detector is None else (detector.model_version or None)
         save_questions(store, queue[: q.budget], model_version=version, query=q, planner=planner)
     return queue
+
+
+def _existing(store: ProjectStore, ids: Sequence[int], on_skip: OnSkip) -> list[int]:
+    """``ids`` whose image file exists; each other one is reported to ``on_skip``."""
+    kept = []
+    for image_id in ids:
+        path = store.abs_path(store.image(image_id))
+        if path.exists():
+            kept.append(image_id)
+        else:
+            on_skip(int(image_id), f"{path}: file not found (moved or deleted since import)")
+    return kept
 
 
 def replan(queue: Sequence[Question], planner: Planner, image_id: int) -> list[Question]:
