@@ -145,7 +145,7 @@ def tagged_image(
     from PIL import Image
 
     w, h = size
-    tag = zlib.crc32(str(path).encode())
+    tag = zlib.crc32(bytes(path))  # any file name, UTF-8 or not
     im = Image.new("RGB", size, colour)
     cell = max(1, min(w // 8, h // 4, 4))
     for k in range(32):

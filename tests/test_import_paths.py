@@ -267,3 +267,28 @@ def test_import_images_takes_one_image_file_and_names_the_fix_for_anything_else(
     for bad, what in ((notes, "a file of no image type"), (tmp_path / "gone.png", "not found")):
         code, _, err = run(capsys, "import", str(proj), str(bad), "--format", "images")
         assert code != 0 and f"{bad.name}: {what}; give a folder of images or one image" in err
+
+
+def test_a_file_name_that_is_not_utf8_is_left_out_by_name_and_the_rest_imports(
+    tmp_path: Path, capsys
+) -> None:
+    """Found by a new user: one such name crashed init, import (even --skip-bad) and open
+    with a UnicodeEncodeError, and nothing of the folder was imported."""
+    import os
+
+    folder = tmp_path / "imgs"
+    image(folder / "a.png")
+    bad = os.fsdecode(bytes(folder) + b"/lat\xe9.png")  # Latin-1 e-acute: not UTF-8
+    image(Path(bad), colour=10)
+    code, out, err = run(capsys, "init", str(folder))
+    assert code == 0 and "imported 1 image" in out
+    assert "not valid UTF-8 (rename the file, then import it again) (e.g. lat\\xe9.png)" in err
+    with ProjectStore.open(folder) as store:
+        assert [Path(r.path).name for r in store.images()] == ["a.png"]
+    for argv in (["--skip-bad"], []):  # the import command, lenient and strict alike
+        code, out, err = run(capsys, "import", str(folder), "--format", "images", bad, *argv)
+        assert code == 0 and "lat\\xe9.png" in err
+    # the store's importer itself, whatever reader made the record
+    with ProjectStore.open(folder) as store:
+        summary = store.import_dataset(Dataset([], [ImageRecord(Path(bad), 64, 48, [])]))
+    assert summary["images_added"] == 0 and summary["left_out"][0]["path"].endswith("\\xe9.png")

@@ -201,6 +201,17 @@ def require_classes(store: Any, project: str) -> None:
 BROKEN_PIPE_STATUS = 141
 
 
+def printable_file_names() -> None:
+    """Let stdout and stderr print any file name: one that is not valid UTF-8 comes from the
+    operating system with surrogate escapes (``os.fsdecode``), which a strict UTF-8 stream
+    refuses with a UnicodeEncodeError; such characters print as ``\\udcNN`` instead."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", "strict") == "strict":
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")
+
+
 def quiet_broken_pipe(run: Callable[[], int]) -> int:
     """``run()``, with stdout flushed before returning; when stdout's reader closed early
     (``| head``), no error message: the rest of the output goes to /dev/null (at exit too)
@@ -208,6 +219,7 @@ def quiet_broken_pipe(run: Callable[[], int]) -> int:
     SIGPIPE" in the ``signal`` module's documentation)."""
     import os
 
+    printable_file_names()
     try:
         try:
             return run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ LEFT_OUT_SIZE = "already in the project with another size"
 LEFT_OUT_RACE = "changed in the project by another window during the import"
 LEFT_OUT_DUPLICATE = "with the same content as another image"
 LEFT_OUT_UNREADABLE = "whose file cannot be decoded"
+LEFT_OUT_NAME = "whose file name is not valid UTF-8 (rename the file, then import it again)"
 
 
 @dataclass
@@ -149,6 +151,9 @@ class ImportMixin(BoxesMixin):
         seen: set[str] = set()
         for index, rec in enumerate(dataset.images):
             rel = self.rel_path(rec.path)
+            if not is_utf8(rel):  # the store (SQLite, JSON) holds text: such a name cannot go in
+                left_out.append((printable(rel), rec, LEFT_OUT_NAME))
+                continue
             row = existing.get(rel)
             if rel in seen:
                 left_out.append((rel, rec, LEFT_OUT_REPEATED))
@@ -368,6 +373,22 @@ def _reviewed_image_ids(conn: sqlite3.Connection) -> set[int]:
         " UNION SELECT image_id FROM reviewed_regions"
     )
     return {int(r[0]) for r in conn.execute(sql)}
+
+
+def is_utf8(name: str) -> bool:
+    """Whether ``name`` is text UTF-8 can hold: a file name that is not valid UTF-8 comes from
+    the operating system with surrogate escapes (``os.fsdecode``), which SQLite, JSON and
+    printing refuse."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(name: str) -> str:
+    """``name`` with the bytes that are not UTF-8 shown as ``\\xNN`` (for messages)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _leave_out(
