@@ -389,3 +389,26 @@ def test_a_flag_value_starting_with_a_dash_is_told_to_go_after_equals(
     code, _out, err = run(capsys, "train", str(labelled), "--anchors", "-16,32,64", *TINY)
     line = one_line_error(err)
     assert code == 2 and "expected one argument" in line and "--anchors=-..." in line
+
+
+@pytest.mark.parametrize(
+    ("strategy", "needs"),
+    [
+        ("mutual_information", "MC dropout over a box head"),
+        ("vote_entropy", "MC dropout over a box head"),
+        ("localization_tightness", "RPN proposals"),
+        ("entropy+mutual_information", "MC dropout over a box head"),
+    ],
+)
+def test_a_strategy_a_one_stage_model_cannot_compute_is_one_line(
+    labelled: Path, capsys, strategy: str, needs: str
+) -> None:
+    """Found by a new user: these strategies on an SSDlite model ended in a MissingViewError
+    traceback after the pool was scored."""
+    ssd = ["--arch", "ssdlite320_mobilenet_v3_large", "--device", "cpu"]
+    assert run(capsys, "train", str(labelled), *ssd, "--steps", "1")[0] == 0  # its model
+    for unit in ("image", "question"):
+        code, _out, err = run(capsys, "rank", str(labelled), "--strategy", strategy, "--unit", unit)
+        line = one_line_error(err)
+        assert code == 1 and f"needs {needs}, which only two-stage detectors" in line
+        assert "ssdlite320_mobilenet_v3_large" in line and "pick another strategy" in line

@@ -138,6 +138,7 @@ def _plan(
     from napari_al.core.scoring.strategy import Strategy
 
     strat = Strategy(q.strategy, aggregation=q.aggregation)
+    check_detector_views(strat, detector)
     needs = set(strat.needs)
     if q.unit in ("box", "region"):
         needs.add("candidates")
@@ -368,6 +369,28 @@ def _select(
     items = outside_reviewed_area(store, items)  # never a region already marked complete
     items.sort(key=lambda item: -item.score)
     return items[: q.budget]
+
+
+def check_detector_views(strategy: Any, detector: Detector) -> None:
+    """Refuse (SettingsError, one line) a strategy whose views ``detector`` cannot compute,
+    before any image is scored: MC dropout (``mc_probs``: BALD mutual information, vote
+    entropy with ``source="mc"``) and RPN proposals (``localization_tightness``) need the box
+    head of a two-stage detector (Faster R-CNN); a one-stage one (RetinaNet, SSDlite) has
+    neither. ``strategy``: a :class:`~napari_al.core.scoring.strategy.Strategy`."""
+    if detector.two_stage:
+        return
+    missing = []
+    if "mc_probs" in strategy.needs:
+        missing.append("MC dropout over a box head")
+    if strategy.requires_proposals:
+        missing.append("RPN proposals")
+    if missing:
+        raise SettingsError(
+            f"strategy {strategy.spec!r} needs {' and '.join(missing)}, which only two-stage "
+            f"detectors (Faster R-CNN) have; this model is {detector.arch}: pick another "
+            "strategy (e.g. entropy, consistency or entropy+missed) or train a Faster R-CNN "
+            "(--arch)"
+        )
 
 
 def check_query(q: QuerySettings) -> None:
