@@ -94,8 +94,9 @@ def _print_import(summary: dict, source: Path, n_read: int | None = None) -> Non
             f"; {counted(summary['partial'] - lost, 'image')} partly reviewed, as the dataset "
             "marks them"
         )
-    if n_read == 0:
-        line += " (it holds no image)"
+    if n_read == 0:  # nothing readable: every image skipped (warned above), or none at all
+        skipped = " (no image in it could be read: see the warnings above)"
+        line += skipped if summary.get("warnings") else " (it holds no image)"
     print(line)
     if lost:
         print(

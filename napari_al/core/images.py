@@ -175,6 +175,11 @@ def _open_pil(path: Path):
     """Open an image lazily with Pillow, turning every Pillow failure into ImageReadError."""
     from PIL import Image, UnidentifiedImageError
 
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_SIDE * MAX_SIDE:
+        # Pillow's own guard (179 Mpx, about 13,400 px square) would refuse images this tool
+        # reads whole by its documented limit, MAX_SIDE a side, which :func:`check_size`
+        # enforces from the header before any pixel is decoded
+        Image.MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE
     try:
         return Image.open(path)
     except Image.DecompressionBombError as e:
