@@ -36,6 +36,7 @@ from napari_al.cli.common import (
     skip_reporter,
     stop_on_sigint,
     tile_progress_bars,
+    untrained_warning,
     user_message,
     warn,
 )
@@ -71,11 +72,7 @@ def _detector(store, args: argparse.Namespace):
         return detector
     print(f"detector: {workflow.describe(detector)}", file=sys.stderr)
     if not detector.model_version and args.func is not cmd_train:
-        print(
-            "warning: the project has no trained model yet, so these results come from "
-            f"untrained detection heads (train first: napari-al train {args.project})",
-            file=sys.stderr,
-        )
+        print(f"warning: {untrained_warning(store, args.project)}", file=sys.stderr)
     return detector
 
 

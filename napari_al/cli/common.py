@@ -124,6 +124,20 @@ def nothing_to(verb: str, n_pool: int, why: str, project: str = "DIR") -> str:
     return f"nothing to {verb} in the {counted(n_pool, 'pool image')} still to review: {why}"
 
 
+def untrained_warning(store: Any, project: str) -> str:
+    """Why results of a detector that is no model version yet are weak, and the fix."""
+    fix = f"(train first: napari-al train {shlex.quote(str(project))})"
+    if store.latest_model_version() is not None:  # classes changed since: carried over
+        return (
+            "the project's classes changed since its latest model, so these results come from "
+            f"its weights with untrained output rows for the new classes {fix}"
+        )
+    return (
+        f"the project has no trained model yet, so these results come from untrained "
+        f"detection heads {fix}"
+    )
+
+
 #: What ``predict`` and ``rank`` keep when Ctrl+C stops them (after "interrupted").
 KEPT_BY_PREDICT = "the images predicted before it keep their new boxes, the others their old"
 KEPT_BY_RANK = "the project's previous query list stays"

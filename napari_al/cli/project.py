@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -154,10 +155,16 @@ def cmd_add_class(args: argparse.Namespace) -> int:
             for name in new:
                 store.add_class(name)
         classes = [c.name for c in store.classes()]
+        latest = store.latest_model_version()
     kept = sorted(set(names) & have)
     note = f" ({', '.join(kept)} already there)" if kept else ""
     word = "class" if len(new) == 1 else "classes"
     print(f"added {len(new)} {word}{note}; the project's classes: {', '.join(classes)}")
+    if new and latest is not None:
+        print(
+            f"the next training continues model version {latest.id} with output rows for the "
+            f"new {word} (napari-al train {shlex.quote(str(args.project))})"
+        )
     return 0
 
 

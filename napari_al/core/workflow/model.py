@@ -57,9 +57,11 @@ def load_model(store: ProjectStore, settings: ModelSettings | None = None) -> De
 
     A new detector is built when the project has no model yet, when ``settings.weights`` is
     given (a weight source: ``imagenet``, ``coco-mnv2``, ``torchvision-coco``, or a file; see
-    :mod:`napari_al.core.engine.weights`), when ``settings.arch`` differs from the latest
-    checkpoint's architecture, or when the project's classes changed since; it starts from
-    ``settings.weights``, else the architecture's default (``coco-mnv2`` for the default one).
+    :mod:`napari_al.core.engine.weights`) or when ``settings.arch`` differs from the latest
+    checkpoint's architecture; it starts from ``settings.weights``, else the architecture's
+    default (``coco-mnv2`` for the default one). When the project's classes changed since the
+    latest version (``add-class``), the new detector carries that version's weights over, the
+    output rows of the classes it knew included (:mod:`napari_al.core.engine.class_change`).
     ``min_size``/``max_size`` override the input size.
 
     Raises :class:`WorkflowError` (a ValueError) when the project has no classes, when the
@@ -100,6 +102,7 @@ def load_model(store: ProjectStore, settings: ModelSettings | None = None) -> De
                 )
             detector.model_version = latest.id
             return detector
+        return _for_new_classes(detector, classes, latest.id, s)
     try:
         detector = Detector(
             classes,
@@ -124,6 +127,38 @@ def load_model(store: ProjectStore, settings: ModelSettings | None = None) -> De
     if s.anchors is not None:
         _check_anchors(detector, s.anchors)
     detector.model_version = 0
+    return detector
+
+
+def _for_new_classes(
+    trained: Detector, classes: list[str], version: int, s: ModelSettings
+) -> Detector:
+    """A new detector for the project's changed ``classes`` carrying over model version
+    ``version`` (``trained``): its weights, and in the class-specific layers the rows of the
+    classes it knew (:func:`napari_al.core.engine.class_change.with_classes`); what was kept
+    is in its ``build_message``. ``s.anchors``/``min_size``/``max_size`` as for a continued
+    model."""
+    from napari_al.core.engine.class_change import with_classes
+
+    if s.anchors is not None:
+        _check_continued_anchors(trained, s.anchors, version)
+    detector, kept = with_classes(trained, classes)
+    if s.min_size or s.max_size:
+        detector.set_input_size(
+            s.min_size or detector.config.min_size, s.max_size or detector.config.max_size
+        )
+    change = []
+    if kept.added:
+        change.append(f"{', '.join(kept.added)} added")
+    gone = [c for c in trained.classes if c not in classes]
+    if gone:
+        change.append(f"{', '.join(gone)} gone")
+    detector.build_message = (
+        f"the project's classes changed since model version {version} "
+        f"({'; '.join(change) or 'reordered'}): a new detector with its weights, the output "
+        f"rows of {', '.join(kept.shared) or 'no class'} kept, those of new classes fresh; "
+        "train to make it a model version"
+    )
     return detector
 
 
