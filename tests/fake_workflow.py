@@ -78,6 +78,7 @@ class FakeWorkflow:
         should_stop=None,
         save=True,
         tiles=None,
+        on_skip=None,
     ):
         s = settings or workflow.TrainSettings()
         self.calls.append("train")
@@ -114,7 +115,7 @@ class FakeWorkflow:
             a = np.tanh(a @ a.T / 400.0)
 
     def predict_split(  # type: ignore[no-untyped-def]
-        self, store, detector, split="val", *, progress=None, batch_size=2
+        self, store, detector, split="val", *, progress=None, batch_size=2, on_skip=None
     ):
         self.calls.append("predict_split")
         return workflow.SplitPredictions(split, [])

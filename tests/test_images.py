@@ -18,6 +18,7 @@ from napari_al.core.images import (
     MAX_SIDE,
     ImageReadError,
     ImageReadWarning,
+    check_pixels,
     file_sha256,
     image_size,
     is_image_file,
@@ -238,11 +239,66 @@ def test_too_large_side_refused(tmp_path: Path) -> None:
         read_image(tmp_path / "tall.tif")
 
 
-def test_decompression_bomb_is_a_clear_error(tmp_path: Path) -> None:
-    """Within the side limit but over Pillow's pixel limit: our error, not Pillow's."""
+def test_a_forged_header_within_the_side_limit_is_caught_by_the_pixel_check(tmp_path: Path) -> None:
+    """19,000 px square is within the documented limit (its size is read, though Pillow's own
+    guard stops at 179 Mpx); the 8 bytes of pixel data behind the header are not, and the
+    import's pixel check says so without allocating the image."""
+    import tracemalloc
+
     p = png_header_only(tmp_path / "bomb.png", 19_000, 19_000)
-    with pytest.raises(ImageReadError, match=r"bomb\.png: image has too many pixels"):
-        image_size(p)
+    assert image_size(p) == (19_000, 19_000)
+    tracemalloc.start()
+    with pytest.raises(
+        ImageReadError, match=r"bomb\.png: image data is truncated or corrupt.*ends after 8 of"
+    ):
+        check_pixels(p)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20e6
+
+
+def _png(width: int, height: int, depth: int, colour: int, interlace: int, data_len: int) -> bytes:
+    """A PNG whose IDAT inflates to ``data_len`` zero bytes (every filter byte 'None')."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, interlace)
+    plte = chunk(b"PLTE", b"\0\0\0" * 256) if colour == 3 else b""
+    idat = chunk(b"IDAT", zlib.compress(b"\0" * data_len))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + plte + idat + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "depth", "colour", "interlace"),
+    [(13, 7, 8, 2, 0), (13, 7, 8, 2, 1), (5, 3, 1, 0, 1), (9, 11, 16, 6, 1), (3, 1, 4, 3, 0),
+     (1, 1, 8, 4, 1), (10, 2, 16, 0, 0), (7, 9, 2, 3, 1)],
+)  # fmt: skip
+def test_the_expected_pixel_data_length_is_what_pillow_needs(
+    tmp_path: Path, width: int, height: int, depth: int, colour: int, interlace: int
+) -> None:
+    """Pillow, the oracle: it decodes a PNG holding exactly the computed number of bytes, and
+    refuses one a byte short; check_pixels agrees both ways (interlaced Adam7 included)."""
+    from PIL import Image
+
+    from napari_al.core.png_data import expected_png_bytes
+
+    need = expected_png_bytes(width, height, depth, colour, bool(interlace))
+    for n, whole in ((need, True), (need - 1, False)):
+        p = tmp_path / f"{n}.png"
+        p.write_bytes(_png(width, height, depth, colour, interlace, n))
+        try:
+            with Image.open(p) as im:
+                im.load()
+            pillow_ok = True
+        except OSError:
+            pillow_ok = False
+        assert pillow_ok is whole
+        if whole:
+            check_pixels(p)
+        else:
+            with pytest.raises(ImageReadError, match=f"ends after {n:,} of {need:,} bytes"):
+                check_pixels(p)
 
 
 # ---- conversion for the detector --------------------------------------------------------------

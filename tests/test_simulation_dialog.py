@@ -118,6 +118,7 @@ class ScoringDetector:
     A (score 0.9), its candidates add one on B (0.6) and one where nothing is (0.5)."""
 
     model_version = 1
+    two_stage = True  # MC dropout and proposals are views it could give
 
     def scoring_views(self, images, **kwargs):  # type: ignore[no-untyped-def]
         def preds(boxes, scores):  # type: ignore[no-untyped-def]

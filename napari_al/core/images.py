@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_al.core.png_data import png_data_shortfall
+
 #: File extensions read as images (lower case, with the dot).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -314,7 +316,9 @@ def check_pixels(path: str | Path) -> None:
 
     What is read: a JPEG is decoded at 1/8 scale (Pillow's ``draft``: every entropy-coded
     byte is read, the inverse DCT is skipped for most coefficients); a PNG's chunks are
-    read to the end and their CRCs checked (Pillow's ``verify``, no inflating); a TIFF's
+    read to the end and their CRCs checked (Pillow's ``verify``), then its pixel data is
+    inflated, not unfiltered, to check it holds what the header promises
+    (:func:`~napari_al.core.png_data.png_data_shortfall`); a TIFF's
     first page must have every strip or tile inside the file, and its first one must decode
     (:func:`image_size`); any other type (BMP) is decoded whole. Also the checks of
     :func:`image_size` (missing, empty, not an image, too large).
@@ -332,7 +336,10 @@ def check_pixels(path: str | Path) -> None:
     with _open_pil(path) as im:
         try:
             if im.format == "PNG":
-                im.verify()
+                im.verify()  # chunk CRCs; then the inflated length against the header
+                short = png_data_shortfall(path)
+                if short:
+                    raise ValueError(short)
                 return
             if im.format == "JPEG":
                 im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))

@@ -14,4 +14,17 @@ class WorkflowError(ValueError):
 
 class SettingsError(WorkflowError):
     """A setting's value is outside its range or not one of its choices; the message names
-    the field and the value."""
+    the field and the value. ``field``: the settings field's name where one field is at fault
+    (the message then starts with it), else None."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def named(self, name: str) -> SettingsError:
+        """The same error with the field called ``name`` (a command-line flag, ``--lr``) at
+        the start of the message; itself when no field is at fault."""
+        text = str(self)
+        if self.field is None or not text.startswith(self.field):
+            return self
+        return SettingsError(name + text[len(self.field) :], self.field)

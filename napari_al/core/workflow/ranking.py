@@ -33,7 +33,6 @@ import numpy as np
 from napari_al.core.data import ScoringViews
 from napari_al.core.selection import QueryItem
 from napari_al.core.store.lock import holds_project_lock
-from napari_al.core.workflow.errors import SettingsError
 from napari_al.core.workflow.examples import (
     HELD_OUT_SPLITS,
     OnSkip,
@@ -43,6 +42,7 @@ from napari_al.core.workflow.examples import (
 )
 from napari_al.core.workflow.model import ensemble_members
 from napari_al.core.workflow.prediction import is_tiled, pool_image_ids
+from napari_al.core.workflow.query_checks import check_detector_views, check_query
 from napari_al.core.workflow.settings import UNITS, QuerySettings, TileSettings
 
 if TYPE_CHECKING:
@@ -369,42 +369,6 @@ def _select(
     items = outside_reviewed_area(store, items)  # never a region already marked complete
     items.sort(key=lambda item: -item.score)
     return items[: q.budget]
-
-
-def check_detector_views(strategy: Any, detector: Detector) -> None:
-    """Refuse (SettingsError, one line) a strategy whose views ``detector`` cannot compute,
-    before any image is scored: MC dropout (``mc_probs``: BALD mutual information, vote
-    entropy with ``source="mc"``) and RPN proposals (``localization_tightness``) need the box
-    head of a two-stage detector (Faster R-CNN); a one-stage one (RetinaNet, SSDlite) has
-    neither. ``strategy``: a :class:`~napari_al.core.scoring.strategy.Strategy`."""
-    if detector.two_stage:
-        return
-    missing = []
-    if "mc_probs" in strategy.needs:
-        missing.append("MC dropout over a box head")
-    if strategy.requires_proposals:
-        missing.append("RPN proposals")
-    if missing:
-        raise SettingsError(
-            f"strategy {strategy.spec!r} needs {' and '.join(missing)}, which only two-stage "
-            f"detectors (Faster R-CNN) have; this model is {detector.arch}: pick another "
-            "strategy (e.g. entropy, consistency or entropy+missed) or train a Faster R-CNN "
-            "(--arch)"
-        )
-
-
-def check_query(q: QuerySettings) -> None:
-    """Refuse (SettingsError) what :func:`rank_pool` cannot rank meaningfully, before any model
-    is loaded: box queries need a box scorer, an image scorer alone (``missed``) scores every
-    box 0."""
-    from napari_al.core.scoring.registry import is_image_scorer, split_spec
-
-    if q.unit == "box" and all(map(is_image_scorer, split_spec(q.strategy))):
-        raise SettingsError(
-            f"strategy {q.strategy!r} scores whole images, not boxes (every box query would "
-            "score 0); for box queries use a box scorer, e.g. entropy or entropy+missed, or "
-            "rank regions or images"
-        )
 
 
 @holds_project_lock("ranking")
