@@ -411,6 +411,106 @@ def test_refused_export_writes_nothing(small: Dataset, tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["classes.txt"]
 
 
+def _interrupt_the_nth_write(monkeypatch: pytest.MonkeyPatch, n: int) -> list[int]:
+    """Ctrl+C (KeyboardInterrupt) right after the ``n``-th text file or image copy is written
+    (its temporary file, or its copy, is on disk then); returns the call counter."""
+    import shutil
+
+    calls = [0]
+    real_write, real_copy = Path.write_text, shutil.copy2
+
+    def count(result):
+        calls[0] += 1
+        if calls[0] == n:
+            raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(Path, "write_text", lambda self, *a, **k: count(real_write(self, *a, **k)))
+    monkeypatch.setattr(shutil, "copy2", lambda *a, **k: count(real_copy(*a, **k)))
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("fmt", "copy_images"), [("voc", False), ("voc", True), ("yolo", False), ("yolo", True)]
+)
+def test_an_interrupted_export_leaves_the_folder_as_it_was(
+    small: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str, copy_images: bool
+) -> None:
+    """Whatever write Ctrl+C lands on, an export completes or leaves no file of it behind: not
+    in a new folder (removed), not in an existing one (its own files untouched)."""
+    writer = {"voc": write_voc, "yolo": write_yolo}[fmt]
+    with monkeypatch.context() as m:
+        calls = _interrupt_the_nth_write(m, 0)
+        writer(small, tmp_path / "count", copy_images=copy_images)
+        total = calls[0]
+    assert total >= 4
+    for n in range(1, total + 1):
+        fresh, existing = tmp_path / f"new{n}" / "out", tmp_path / f"old{n}"
+        fresh.parent.mkdir()
+        png(existing / "mine" / "keep.png")
+        (existing / "notes.txt").write_text("mine\n")
+        before = snapshot(existing)
+        for out in (fresh, existing):
+            with monkeypatch.context() as m:
+                _interrupt_the_nth_write(m, n)
+                with pytest.raises(KeyboardInterrupt):
+                    writer(small, out, copy_images=copy_images)
+        assert not fresh.exists() and (tmp_path / f"new{n}").is_dir(), n
+        assert snapshot(existing) == before, n
+        assert sorted(p.name for p in existing.iterdir()) == ["mine", "notes.txt"], n
+
+
+def test_an_interrupted_coco_export_leaves_no_file(
+    small: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "c" / "ann.json"
+    with monkeypatch.context() as m:
+        _interrupt_the_nth_write(m, 1)
+        with pytest.raises(KeyboardInterrupt):
+            write_coco(small, out)
+    assert not (tmp_path / "c").exists()
+    assert write_coco(small, out) == [out] and out.is_file()
+
+
+def test_a_copied_yolo_export_is_read_where_it_is_not_where_it_was_written(
+    small: Dataset, tmp_path: Path
+) -> None:
+    """An export with copy_images names its own absolute folder in data.yaml ``path:``; a
+    copy of it elsewhere, the original still there, used to import the original's images."""
+    import shutil
+
+    write_yolo(small, tmp_path / "first", copy_images=True)
+    shutil.copytree(tmp_path / "first", tmp_path / "moved")
+    back = read_yolo(tmp_path / "moved")
+    assert back.images and all(
+        Path(im.path).is_relative_to(tmp_path / "moved") for im in back.images
+    ), [im.path for im in back.images]
+    assert any("a moved or copied dataset" in w for w in back.warnings), back.warnings
+
+    def by_name(ds: Dataset) -> dict[str, tuple]:
+        return {Path(k).name: v for k, v in boxes_by_path(ds).items()}
+
+    assert by_name(back) == by_name(read_yolo(tmp_path / "first"))
+    assert not any("moved" in w for w in read_yolo(tmp_path / "first").warnings)
+
+
+def test_an_image_folder_names_the_image_files_it_cannot_read(tmp_path: Path) -> None:
+    """A .webp or a microscope's .czi among the images was left out without a word."""
+    png(tmp_path / "imgs" / "a.png")
+    (tmp_path / "imgs" / "sub").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / "sub" / "b.webp")
+    (tmp_path / "imgs" / "scan.CZI").write_bytes(b"vendor bytes")
+    (tmp_path / "imgs" / ".hidden.czi").write_bytes(b"x")
+    (tmp_path / "imgs" / "notes.txt").write_text("not an image type")
+    ds = read_image_folder(tmp_path / "imgs")
+    assert [Path(im.path).name for im in ds.images] == ["a.png"]
+    notes = [w for w in ds.warnings if "does not read" in w]
+    assert len(notes) == 1 and "left out 2 files" in notes[0] and "scan.CZI" in notes[0], notes
+    assert "convert them to TIFF or PNG" in notes[0]
+    png(tmp_path / "only" / "c.png")
+    assert not read_image_folder(tmp_path / "only").warnings
+
+
 def test_write_dataset_coco_into_folder(small: Dataset, tmp_path: Path) -> None:
     assert write_dataset(small, tmp_path / "c", "coco") == [tmp_path / "c" / "annotations.json"]
 

@@ -304,3 +304,28 @@ def test_unmutated_datasets_read_cleanly(tmp_path: Path, kind: str) -> None:
         (tmp_path / rel).write_bytes(content)
     ds = reader(tmp_path, strict=True)
     assert ds.images and not ds.warnings
+
+
+TEXT_FILES = [
+    (kind, rel)
+    for kind, (_reader, files) in DATASETS.items()
+    for rel in files
+    if not rel.endswith((".jpg", ".png", ".tif"))
+]
+
+
+@pytest.mark.parametrize(("kind", "rel"), TEXT_FILES)
+def test_a_utf8_byte_order_mark_changes_nothing(tmp_path: Path, kind: str, rel: str) -> None:
+    """Found by a new user: a YOLO label file saved by a Windows editor (UTF-8 with a byte
+    order mark) was refused ("class index is '\\ufeff0'"). Every text file of every format."""
+    reader, files = DATASETS[kind]
+
+    def read(root: Path, bom: bool) -> list:
+        for name, content in files.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes((b"\xef\xbb\xbf" if bom and name == rel else b"") + content)
+        ds = reader(root, strict=True)
+        assert not ds.warnings
+        return [(Path(r.path).name, [b.xyxy() for b in r.boxes], r.split) for r in ds.images]
+
+    assert read(tmp_path / "bom", True) == read(tmp_path / "plain", False)

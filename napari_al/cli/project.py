@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
-from napari_al.cli.common import CliError, counted, open_store, progress_bar
+from napari_al.cli.common import CliError, counted, json_text, open_store, progress_bar
 from napari_al.cli.evaluate import calibration_line
 
 
@@ -116,6 +115,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.copy_images and args.format == "coco":
         raise CliError("--copy-images applies to --format voc and yolo only")
+    if not str(args.out).strip():
+        raise CliError("OUT is empty; name the folder (or, for coco, the .json file) to write")
     with open_store(args.project) as store:
         try:
             dataset = export_dataset(
@@ -129,6 +130,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         except FileExistsError as exc:
             target = exc.filename or str(exc).split(":")[0]
             raise CliError(f"{target} already exists; pass --force to overwrite it") from exc
+        except NotADirectoryError as exc:
+            raise CliError(str(exc)) from exc
+        except OSError as exc:  # a folder that cannot be made or written: /proc, read-only...
+            where = exc.filename or args.out
+            raise CliError(
+                f"cannot write the export to {where} ({exc.strerror or exc}); nothing was "
+                "left there; choose an output folder you can write to"
+            ) from exc
     for line in dataset.warnings:
         print(f"note: {line}", file=sys.stderr)
     n_images, n_boxes = counted(len(dataset.images), "image"), counted(dataset.n_boxes, "box")
@@ -238,7 +247,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         if getattr(args, "images", False):
             info["image_list"] = _image_list(store)
     if args.json:
-        print(json.dumps(info, indent=2, sort_keys=True))
+        print(json_text(info, indent=2, sort_keys=True))
         return 0
     st = info["boxes_by_status"]
     print(f"project: {Path(args.project).resolve()}")

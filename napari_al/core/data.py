@@ -118,6 +118,9 @@ class Dataset:
     source: str = ""
     #: Repairs applied while reading (e.g. a box clipped to the image), one line each.
     warnings: list[str] = field(default_factory=list)
+    #: Image files the dataset names but that were skipped (unreadable, a size mismatch...),
+    #: each reported in ``warnings``; absolute paths.
+    skipped_images: list[Path] = field(default_factory=list)
 
     @property
     def n_boxes(self) -> int:

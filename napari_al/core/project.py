@@ -310,9 +310,10 @@ def _left_out_lines(dataset: Dataset, path: Path, fmt: str) -> list[str]:
     """One line per folder holding images that the dataset read from ``path`` leaves out.
 
     Looked at: every image under a VOC or YOLO folder; for COCO, the folders of the images
-    the JSON file lists (not their sub-folders).
+    the JSON file lists (not their sub-folders). Images the reader skipped as unreadable
+    (``dataset.skipped_images``) are reported by their own warning, not here.
     """
-    known = {Path(r.path) for r in dataset.images}
+    known = {Path(r.path) for r in dataset.images} | set(dataset.skipped_images)
     if fmt == "coco":
         folders = sorted({Path(r.path).parent for r in dataset.images})
         files = [p for d in folders if d.is_dir() for p in _image_files(d) if p.parent == d]

@@ -22,6 +22,7 @@ from napari_al.core.formats.common import (
     _one_error_type,
     _positive_int,
     _Reader,
+    _undone_on_failure,
     _write_text,
 )
 
@@ -76,7 +77,8 @@ def read_coco(
         try:
             rec, iid = _read_coco_image(im, where, base, rd, id_counts, has_annotations)
         except FormatError as e:
-            rd.skip(e, "image")
+            fname = im.get("file_name") if isinstance(im, dict) else None
+            rd.skip(e, "image", base / fname if isinstance(fname, str) and fname else None)
             if valid_id(im):
                 bad_images.add(im["id"])
             continue
@@ -102,13 +104,14 @@ def read_coco(
         images=list(records.values()),
         source=f"coco:{json_path}",
         warnings=rd.warnings,
+        skipped_images=rd.skipped_images,
     )
 
 
 def _load_coco_json(json_path: Path, name: str) -> dict[str, Any]:
     """The parsed JSON with its top-level structure checked (always raises; never skipped)."""
     try:
-        with open(json_path, encoding="utf-8") as f:
+        with open(json_path, encoding="utf-8-sig") as f:
             data = json.load(f)
     except FileNotFoundError:
         raise FormatError(f"{name}: file not found") from None
@@ -421,5 +424,6 @@ def write_coco(
             {"id": i + 1, "name": c, "supercategory": ""} for i, c in enumerate(dataset.classes)
         ],
     }
-    _write_text(json_path, json.dumps(data))
+    with _undone_on_failure() as new:
+        _write_text(new.file(json_path), json.dumps(data))
     return [json_path]

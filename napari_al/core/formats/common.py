@@ -3,6 +3,7 @@ and repairs, file walking and atomic writes."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -61,6 +62,7 @@ class _Reader:
         self.root = root
         self.strict = strict
         self.warnings: list[str] = []
+        self.skipped_images: list[Path] = []
 
     def rel(self, path: Path) -> str:
         """``path`` relative to the dataset root when inside it (for short messages)."""
@@ -71,12 +73,15 @@ class _Reader:
     def warn(self, message: str) -> None:
         self.warnings.append(message)
 
-    def skip(self, error: FormatError, what: str) -> None:
-        """Raise ``error`` when strict, else record that ``what`` was skipped because of it."""
+    def skip(self, error: FormatError, what: str, image: Path | None = None) -> None:
+        """Raise ``error`` when strict, else record that ``what`` (about image file ``image``,
+        when one is known) was skipped because of it."""
         if self.strict:
             error.skippable = True
             raise error
         self.warnings.append(f"{error} ({what} skipped)")
+        if image is not None:
+            self.skipped_images.append(_abspath(image))
 
     def size_of(self, image: Path, where: str) -> tuple[int, int]:
         """Image size from its header; unreadable images become a FormatError naming both."""
@@ -237,7 +242,21 @@ def _iter_images(folder: Path) -> Iterator[Path]:
 
 
 def _check_targets(paths: Iterable[Path], overwrite: bool) -> None:
-    """Refuse to write when any target exists (unless ``overwrite``), before writing anything."""
+    """Refuse to write, before writing anything, when any target exists (FileExistsError, unless
+    ``overwrite``) or a folder on a target's path is a file (NotADirectoryError)."""
+    paths = list(paths)
+    first_in_folder: dict[Path, Path] = {}
+    for p in paths:
+        first_in_folder.setdefault(p.parent, p)
+    for target in first_in_folder.values():
+        for d in target.parents:
+            if os.path.lexists(d):
+                if not _is_dir(d):
+                    raise NotADirectoryError(
+                        f"{d}: is a file, not a folder, so {target} cannot be written "
+                        "(choose another output path)"
+                    )
+                break
     for p in paths:
         if p.exists() and p.is_dir():
             raise FileExistsError(f"{p}: exists and is a folder; cannot write a file there")
@@ -246,11 +265,69 @@ def _check_targets(paths: Iterable[Path], overwrite: bool) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Write ``text`` atomically (temporary file, then rename)."""
+    """Write ``text`` atomically (temporary file, then rename); the temporary file is removed
+    again when the write fails or is interrupted."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class _NewPaths:
+    """The files and folders one export creates, so that a failed or interrupted export can
+    remove them again (:func:`_undone_on_failure`)."""
+
+    def __init__(self) -> None:
+        self.files: list[Path] = []
+        self.folders: list[Path] = []
+
+    def folder(self, folder: Path) -> None:
+        """Create ``folder`` and its missing parents, remembering those it created."""
+        missing = []
+        for p in (folder, *folder.parents):
+            if _is_dir(p):
+                break
+            missing.append(p)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folders += reversed(missing)
+
+    def file(self, path: Path) -> Path:
+        """Before ``path`` is written: create its folder, remember it when it is new (a file
+        that exists is replaced, not removed, on undo). Returns ``path``."""
+        self.folder(path.parent)
+        if not os.path.lexists(path):
+            self.files.append(path)
+        return path
+
+    def undo(self) -> None:
+        """Remove the new files (an OME-Zarr copy whole), then the new folders left empty."""
+        for p in reversed(self.files):
+            with contextlib.suppress(OSError):
+                if _is_dir(p) and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink(missing_ok=True)
+        for d in reversed(self.folders):
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only when empty: files someone else put there stay
+
+
+@contextlib.contextmanager
+def _undone_on_failure() -> Iterator[_NewPaths]:
+    """Run a writer so that it completes or leaves the disk as it found it: when it raises or
+    is interrupted (Ctrl+C is ``KeyboardInterrupt``), every file and folder it registered as
+    new with the yielded :class:`_NewPaths` is removed again and the exception goes on. Files
+    it replaced (``overwrite=True``) keep their new contents: each was replaced atomically."""
+    new = _NewPaths()
+    try:
+        yield new
+    except BaseException:
+        new.undo()
+        raise
 
 
 def _check_labels(dataset: Dataset) -> dict[str, int]:

@@ -36,7 +36,7 @@ def read_obj_data(root: Path, rd: _Reader) -> tuple[dict[str, str], str] | None:
             return None
         path = found[0]
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, ValueError) as e:
         raise FormatError(f"{path.name}: cannot read ({e})") from None
     cfg: dict[str, str] = {}
@@ -77,7 +77,7 @@ def names_files(root: Path) -> list[Path]:
 def read_names_file(path: Path, shown: str) -> list[str]:
     """Class names of a one-name-a-line file (blank lines skipped; duplicates refused)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, ValueError) as e:
         raise FormatError(f"{shown}: cannot read ({e})") from None
     names = [ln.strip() for ln in lines if ln.strip()]
@@ -97,7 +97,7 @@ def read_image_list(path: Path, rd: _Reader, bases: list[Path]) -> list[Path]:
     """
     rel = rd.rel(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, ValueError) as e:
         raise FormatError(f"{rel}: cannot read ({e})") from None
     out = []

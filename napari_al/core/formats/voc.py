@@ -24,6 +24,7 @@ from napari_al.core.formats.common import (
     _positive_int,
     _Reader,
     _round_edge,
+    _undone_on_failure,
     _unique_stems,
     _write_text,
 )
@@ -229,7 +230,7 @@ def _read_id_list(path: Path, rd: _Reader, known: set[str]) -> list[tuple[int, s
     ``id  1``); else the whole line, reported by the caller as unknown.
     """
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise FormatError(f"{rd.rel(path)}: cannot read ({e})") from None
     out = []
@@ -337,7 +338,13 @@ def read_voc(
     names = sorted({b.label for rec in by_id.values() for b in (*rec.boxes, *rec.ignore_regions)})
     class_list = list(classes) if classes is not None else _voc_class_order(root, names, rd)
     images = [by_id[k] for k in sorted(by_id)]
-    return Dataset(classes=class_list, images=images, source=f"voc:{root}", warnings=rd.warnings)
+    return Dataset(
+        classes=class_list,
+        images=images,
+        source=f"voc:{root}",
+        warnings=rd.warnings,
+        skipped_images=rd.skipped_images,
+    )
 
 
 def _voc_annotated(
@@ -378,7 +385,9 @@ def _voc_annotated(
                 )
             by_id[xml_path.stem] = _read_voc_xml(xml_path, ann, image, rd, classes)
         except FormatError as e:
-            rd.skip(e, "file")
+            # the image itself at fault (unreadable, another size) when the message names it;
+            # a fine image of a broken XML stays one the dataset leaves out
+            rd.skip(e, "file", image if image is not None and rd.rel(image) in str(e) else None)
             failed.add(xml_path.stem)
     return by_id, failed
 
@@ -401,7 +410,7 @@ def _voc_unannotated(
         try:
             w, h = rd.size_of(p, "")
         except FormatError as e:
-            rd.skip(e, "image")
+            rd.skip(e, "image", p)
             continue
         by_id[p.stem] = ImageRecord(path=p, width=w, height=h, annotated=False)
 
@@ -411,7 +420,9 @@ def _voc_class_order(root: Path, names: list[str], rd: _Reader) -> list[str]:
     if not path.is_file():
         return names
     try:
-        listed = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        listed = [
+            ln.strip() for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip()
+        ]
     except (OSError, UnicodeDecodeError) as e:
         raise FormatError(f"classes.txt: cannot read ({e})") from None
     order = list(dict.fromkeys(listed))
@@ -504,19 +515,19 @@ def write_voc(
     _check_targets(targets, overwrite)
 
     written = []
-    for im, stem, dest in plan:
-        if copy_images:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            _copy_image(Path(im.path), dest)
-            written.append(dest)
-        if im.annotated:
-            p = out / "Annotations" / f"{stem}.xml"
-            _write_text(p, _voc_xml(im, dest, dataset.classes))
+    with _undone_on_failure() as new:
+        for im, stem, dest in plan:
+            if copy_images:
+                _copy_image(Path(im.path), new.file(dest))
+                written.append(dest)
+            if im.annotated:
+                p = new.file(out / "Annotations" / f"{stem}.xml")
+                _write_text(p, _voc_xml(im, dest, dataset.classes))
+                written.append(p)
+        new.folder(out / "Annotations")
+        for s, p in split_paths.items():
+            _write_text(new.file(p), "".join(f"{i}\n" for i in splits[s]))
             written.append(p)
-    (out / "Annotations").mkdir(parents=True, exist_ok=True)
-    for s, p in split_paths.items():
-        _write_text(p, "".join(f"{i}\n" for i in splits[s]))
-        written.append(p)
-    _write_text(out / "classes.txt", "".join(f"{c}\n" for c in dataset.classes))
-    written.append(out / "classes.txt")
+        _write_text(new.file(out / "classes.txt"), "".join(f"{c}\n" for c in dataset.classes))
+        written.append(out / "classes.txt")
     return written

@@ -26,6 +26,7 @@ from napari_al.core.formats.common import (
     _parse_number,
     _Reader,
     _snap,
+    _undone_on_failure,
     _unique_stems,
     _write_text,
 )
@@ -54,7 +55,7 @@ _YOLO_YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
 def _yolo_names(root: Path, rd: _Reader) -> tuple[list[str], dict[str, Any], Path, str]:
     """Class names, the split configuration (data.yaml, else obj.data, else {}), the folder
     split paths are relative to, and the configuration's file name (for messages)."""
-    cfg, base, cfg_name = _yolo_yaml(root)
+    cfg, base, cfg_name = _yolo_yaml(root, rd)
     if cfg.get("names") is not None:
         return _yolo_yaml_names(cfg["names"], cfg, cfg_name), cfg, base, cfg_name
     names_path: Path | None = None
@@ -88,8 +89,13 @@ def _yolo_names(root: Path, rd: _Reader) -> tuple[list[str], dict[str, Any], Pat
     )
 
 
-def _yolo_yaml(root: Path) -> tuple[dict[str, Any], Path, str]:
-    """data.yaml's content (or {}), the folder its paths are relative to, and its name."""
+def _yolo_yaml(root: Path, rd: _Reader) -> tuple[dict[str, Any], Path, str]:
+    """data.yaml's content (or {}), the folder its paths are relative to, and its name.
+
+    That folder is ``path:`` (Ultralytics' rule), except when ``path:`` is an absolute folder
+    other than ``root`` while every split entry is found under ``root`` too: a dataset moved
+    or copied since (an export with ``--copy-images`` names its own absolute folder) is read
+    where it was found, with a warning, not from where it was written."""
     for fname in _YOLO_YAML_NAMES:
         yaml_path = root / fname
         if _is_file(yaml_path):
@@ -99,7 +105,7 @@ def _yolo_yaml(root: Path) -> tuple[dict[str, Any], Path, str]:
     import yaml
 
     try:
-        cfg = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) or {}
+        cfg = yaml.safe_load(yaml_path.read_text(encoding="utf-8-sig")) or {}
     except yaml.YAMLError as e:
         mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
         at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -113,7 +119,27 @@ def _yolo_yaml(root: Path) -> tuple[dict[str, Any], Path, str]:
         p = Path(str(cfg["path"]))
         p = p if p.is_absolute() else root / p
         base = _abspath(p) if _is_dir(p) else root
+        if p.is_absolute() and base != root and _split_entries_under(cfg, root):
+            rd.warn(
+                f"{fname}: path: {str(cfg['path'])!r} is another folder, but this one holds "
+                f"every split it names (a moved or copied dataset): read from {root}"
+            )
+            base = root
     return cfg, base, fname
+
+
+def _split_entries_under(cfg: dict[str, Any], root: Path) -> bool:
+    """Whether data.yaml names splits, all relative and all present under ``root``."""
+    entries = [
+        e
+        for k in _YOLO_SPLIT_KEYS
+        if cfg.get(k)
+        for e in (cfg[k] if isinstance(cfg[k], list) else [cfg[k]])
+    ]
+    return bool(entries) and all(
+        isinstance(e, str) and not Path(e).is_absolute() and os.path.lexists(root / e)
+        for e in entries
+    )
 
 
 def _yolo_yaml_names(names: Any, cfg: dict[str, Any], fname: str) -> list[str]:
@@ -222,7 +248,7 @@ def _read_yolo_labels(
 ) -> list[BoxRecord]:
     rel = rd.rel(label)
     try:
-        text = label.read_text(encoding="utf-8")
+        text = label.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise FormatError(f"{rel}: cannot read ({e})") from None
     W, H = rec.width, rec.height
@@ -334,7 +360,7 @@ def read_yolo(root: str | Path, *, strict: bool = True) -> Dataset:
                 used_labels.add(_abspath(label))
                 rec.boxes = _read_yolo_labels(label, rec, classes, rd)
         except FormatError as e:
-            rd.skip(e, "image")
+            rd.skip(e, "image", path)
             if label is not None:
                 used_labels.add(_abspath(label))
             continue
@@ -343,7 +369,13 @@ def read_yolo(root: str | Path, *, strict: bool = True) -> Dataset:
 
     image_dirs = {path.parent for path, _split in sources}
     _report_orphan_labels(label_dirs, image_dirs, used_labels | lists, root, rd)
-    return Dataset(classes=classes, images=images, source=f"yolo:{root}", warnings=rd.warnings)
+    return Dataset(
+        classes=classes,
+        images=images,
+        source=f"yolo:{root}",
+        warnings=rd.warnings,
+        skipped_images=rd.skipped_images,
+    )
 
 
 def _report_orphan_labels(
@@ -437,26 +469,27 @@ def write_yolo(
     _check_targets(targets, overwrite)
 
     written: list[Path] = []
-    for im, _folder, img, lab in plan:
-        if img is not None:
-            img.parent.mkdir(parents=True, exist_ok=True)
-            _copy_image(Path(im.path), img)
-            written.append(img)
-        if lab is not None:
-            _write_text(lab, _yolo_lines(im, index))
-            written.append(lab)
-    for s, p in lists.items():
-        _write_text(p, "".join(f"{_abspath(im.path)}\n" for im, f, _, _ in plan if f == s))
-        written.append(p)
-    cfg_lines = ["# written by napari-al; 'pool' and 'unassigned' are napari-al extensions"]
-    if copy_images:  # Ultralytics resolves the split folders against it, whatever the cwd
-        cfg_lines.append(f"path: {json.dumps(str(out))}")
-    for s in folders:
-        cfg_lines.append(f"{s}: {s}.txt" if not copy_images else f"{s}: images/{s}")
-    cfg_lines.append(f"nc: {len(dataset.classes)}")
-    cfg_lines.append("names:")
-    cfg_lines += [f"  {i}: {json.dumps(c)}" for i, c in enumerate(dataset.classes)]
-    _write_text(out / "data.yaml", "\n".join(cfg_lines) + "\n")
-    _write_text(out / "classes.txt", "".join(f"{c}\n" for c in dataset.classes))
-    written += [out / "data.yaml", out / "classes.txt"]
+    with _undone_on_failure() as new:
+        for im, _folder, img, lab in plan:
+            if img is not None:
+                _copy_image(Path(im.path), new.file(img))
+                written.append(img)
+            if lab is not None:
+                _write_text(new.file(lab), _yolo_lines(im, index))
+                written.append(lab)
+        for s, p in lists.items():
+            paths = "".join(f"{_abspath(im.path)}\n" for im, f, _, _ in plan if f == s)
+            _write_text(new.file(p), paths)
+            written.append(p)
+        cfg_lines = ["# written by napari-al; 'pool' and 'unassigned' are napari-al extensions"]
+        if copy_images:  # Ultralytics resolves the split folders against it, whatever the cwd
+            cfg_lines.append(f"path: {json.dumps(str(out))}")
+        for s in folders:
+            cfg_lines.append(f"{s}: {s}.txt" if not copy_images else f"{s}: images/{s}")
+        cfg_lines.append(f"nc: {len(dataset.classes)}")
+        cfg_lines.append("names:")
+        cfg_lines += [f"  {i}: {json.dumps(c)}" for i, c in enumerate(dataset.classes)]
+        _write_text(new.file(out / "data.yaml"), "\n".join(cfg_lines) + "\n")
+        _write_text(new.file(out / "classes.txt"), "".join(f"{c}\n" for c in dataset.classes))
+        written += [out / "data.yaml", out / "classes.txt"]
     return written
