@@ -83,7 +83,10 @@ def _info(capsys, project: Path) -> str:
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["info", "{tmp}/nowhere"], "not a napari-al project"),
+        (["info", "{tmp}/nowhere"], "not a napari-al project, no such folder"),
+        (["info", "{tmp}"], "not a napari-al project (make it one: napari-al init"),
+        (["info", "{proj}/napari_al.sqlite"], "give the project's folder"),
+        (["predict", "{proj}/napari_al.sqlite"], "give the project's folder"),
         (["import", "{proj}", "{tmp}/missing", "--format", "voc"], "missing"),
         (["init", "{proj}"], "already a napari-al project"),
     ],

@@ -53,7 +53,7 @@ def test_epochs_and_steps_are_exclusive(tmp_path: Path, capsys) -> None:
     code, _out, err = run(capsys, "train", str(tmp_path), "--steps", "3", "--epochs", "1")
     assert code == 2 and "--epochs: not allowed with argument --steps" in err
     code, _out, err = run(capsys, "train", str(tmp_path), "--epochs", "0")
-    assert "epochs must be at least" in err
+    assert "--epochs must be more than 0; got 0.0" in err
 
 
 def test_epochs_are_passes_over_the_training_examples(tmp_path: Path, capsys) -> None:
@@ -148,6 +148,29 @@ def test_ctrl_c_in_predict_or_rank_says_what_is_kept(
     monkeypatch.setattr(workflow, target, interrupted)
     code, _out, err = run(capsys, command, str(project))
     assert code == 130 and f"napari-al: interrupted; {kept}" in err
+
+
+def test_ctrl_c_in_export_removes_what_it_wrote_and_says_so(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import shutil
+
+    project = make_project(tmp_path / "p", n=3)
+    out = tmp_path / "exported"
+    real_copy, calls = shutil.copy2, []
+
+    def copy_then_ctrl_c(*a, **k):
+        calls.append(real_copy(*a, **k))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "copy2", copy_then_ctrl_c)
+    code, _out, err = run(
+        capsys, "export", str(project), str(out), "--format", "yolo", "--copy-images", "--all"
+    )
+    assert code == 130 and len(calls) == 2
+    assert "napari-al: interrupted; the files it had written were removed" in err
+    assert not out.exists()
 
 
 def test_sigint_during_a_real_training_run_keeps_the_previous_model(tmp_path: Path) -> None:

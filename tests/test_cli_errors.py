@@ -133,20 +133,29 @@ def test_round_commands_on_a_project_without_classes_say_how_to_add_one(
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["rank", "{p}", "--budget", "0"], "budget must be at least 1; got 0"),
-        (["train", "{p}", "--batch-size", "0"], "batch_size must be at least 1; got 0"),
-        (["train", "{p}", "--steps", "-5"], "steps must be at least 1; got -5"),
-        (["train", "{p}", "--lambda-d", "2"], "lambda_d must be at most 1.0; got 2.0"),
-        (["predict", "{p}", "--device", "gpu0"], "device 'gpu0' is not valid; expected cpu"),
-        (["predict", "{p}", "--min-size", "0"], "min_size must be at least 1; got 0"),
+        (["rank", "{p}", "--budget", "0"], "--budget must be at least 1; got 0"),
+        (["train", "{p}", "--batch-size", "0"], "--batch-size must be at least 1; got 0"),
+        (["train", "{p}", "--steps", "-5"], "--steps must be at least 1; got -5"),
+        (["train", "{p}", "--epochs", "0"], "--epochs must be more than 0; got 0.0"),
+        (["train", "{p}", "--lambda-d", "2"], "--lambda-d must be at most 1.0; got 2.0"),
+        (["predict", "{p}", "--device", "gpu0"], "--device 'gpu0' is not valid; expected cpu"),
+        (["predict", "{p}", "--min-size", "0"], "--min-size must be at least 1; got 0"),
+        (
+            ["predict", "{p}", "--min-size", "600", "--max-size", "500"],
+            "--max-size 500 must be at least the min size, 600 px",
+        ),
+        (
+            ["rank", "{p}", "--unit", "box", "--diversity", "coreset"],
+            "--diversity 'coreset' spreads",
+        ),
         (["rank", "{p}", "--unit", "boxes"], "invalid choice: 'boxes'"),
         (["trian", "{p}"], "did you mean 'train'?"),
         (["train", "{p}", "--weights", "{p}/none.pth"], "none.pth"),
         # NaN passes every range check: --lr nan trained and saved a model of NaN weights.
-        (["train", "{p}", "--lr", "nan"], "lr must be a finite number; got nan"),
-        (["train", "{p}", "--lambda-d", "nan"], "lambda_d must be a finite number; got nan"),
-        (["train", "{p}", "--lr", "inf"], "lr must be a finite number; got inf"),
-        (["rank", "{p}", "--candidate-factor", "nan"], "candidate_factor must be a finite"),
+        (["train", "{p}", "--lr", "nan"], "--lr must be a finite number; got nan"),
+        (["train", "{p}", "--lambda-d", "nan"], "--lambda-d must be a finite number; got nan"),
+        (["train", "{p}", "--lr", "inf"], "--lr must be a finite number; got inf"),
+        (["rank", "{p}", "--candidate-factor", "nan"], "--candidate-factor must be a finite"),
     ],
 )
 def test_bad_values_are_one_line_errors(labelled: Path, capsys, argv, needle) -> None:
@@ -172,6 +181,35 @@ def test_a_damaged_checkpoint_or_weights_file_is_one_line(labelled: Path, capsys
     assert code == 1 and "model version 1 cannot be read from" in line and "restore" in line
 
 
+def test_weights_of_another_architecture_are_refused_not_half_loaded(
+    labelled: Path, capsys
+) -> None:
+    """Found by a new user: an SSDlite state dict given to the default Faster R-CNN loaded 0
+    of its 290 tensors, said "weights from FILE" and trained from random weights."""
+    import torch
+    import torchvision.models.detection as tvdet
+
+    ssd = tvdet.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=3)
+    plain = labelled / "ssd.pth"
+    torch.save(ssd.state_dict(), plain)
+    code, _out, err = run(capsys, "train", str(labelled), "--weights", str(plain), "--steps", "1")
+    line = one_line_error(err)
+    assert code == 1 and f"weights from {plain}" in line
+    assert "only 0 of the" in line and "the --arch it was saved from" in line
+    # a napari-al checkpoint records its architecture: the fix names it
+    saved = labelled / "ssd-checkpoint.pt"
+    meta = {"arch": "ssdlite320_mobilenet_v3_large", "config": {}}
+    torch.save(
+        {"format": "napari-al-checkpoint", "metadata": meta, "state_dict": ssd.state_dict()}, saved
+    )
+    code, _out, err = run(capsys, "train", str(labelled), "--weights", str(saved), "--steps", "1")
+    line = one_line_error(err)
+    assert code == 1 and "saved from ssdlite320_mobilenet_v3_large" in line
+    assert "pass --arch ssdlite320_mobilenet_v3_large" in line
+    with ProjectStore.open(labelled) as store:
+        assert store.latest_model_version() is None  # nothing trained, nothing recorded
+
+
 def test_evaluate_without_reviewed_images_is_one_line(labelled: Path, capsys) -> None:
     code, _out, err = run(
         capsys, "evaluate", str(labelled), "--split", "test", "--min-size", "64", "--device", "cpu"
@@ -187,6 +225,31 @@ def test_file_system_errors_are_one_line(tmp_path: Path, labelled: Path, capsys)
     assert code == 1 and "a_file" in one_line_error(err)
     code, _o, err = run(capsys, "init", str(blocker / "proj"))
     assert code == 1 and "a_file" in one_line_error(err)
+    code, _o, err = run(capsys, "init", str(blocker))
+    assert code == 1 and f"{blocker}: is a file, not a folder" in one_line_error(err)
+
+
+@pytest.mark.parametrize("fmt", ["voc", "yolo", "coco"])
+def test_export_onto_a_file_or_to_no_path_is_refused_in_one_line(
+    tmp_path: Path, labelled: Path, capsys, monkeypatch, fmt: str
+) -> None:
+    """OUT naming a file (even with --force), or empty (it used to write into the working
+    folder), is refused before anything is written; the message names the file and the fix."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me")
+    for out in (blocker, blocker / "deeper"):
+        target = out / "x.json" if fmt == "coco" else out
+        code, _o, err = run(
+            capsys, "export", str(labelled), str(target), "--format", fmt, "--force"
+        )
+        line = one_line_error(err)
+        assert code == 1 and f"{blocker}: is a file, not a folder" in line, line
+        assert "choose another output path" in line
+    assert blocker.read_text() == "keep me"
+    monkeypatch.chdir(tmp_path)
+    code, _o, err = run(capsys, "export", str(labelled), "", "--format", fmt)
+    assert code == 1 and "OUT is empty" in one_line_error(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a_file", labelled.name])
 
 
 def test_a_strict_import_refused_for_one_bad_file_names_skip_bad(
@@ -301,7 +364,7 @@ def test_absurd_anchors_are_one_line_errors(
     [
         ("no labels", [], "nothing to train on yet: no reviewed image has a box"),
         ("no classes", [], "the project has no classes yet"),
-        ("no labels", ["--steps", "-5"], "steps must be at least 1; got -5"),
+        ("no labels", ["--steps", "-5"], "--steps must be at least 1; got -5"),
         ("no labels", ["--anchors", "64,32"], "strictly increasing"),
     ],
 )
@@ -412,3 +475,77 @@ def test_a_strategy_a_one_stage_model_cannot_compute_is_one_line(
         line = one_line_error(err)
         assert code == 1 and f"needs {needs}, which only two-stage detectors" in line
         assert "ssdlite320_mobilenet_v3_large" in line and "pick another strategy" in line
+
+
+def test_a_damaged_store_is_one_line_with_the_way_back(labelled: Path, capsys) -> None:
+    """A project file SQLite cannot read (a disk fault, a copy cut short) names the file and
+    where the way back is documented; the backup recipe of docs/store.md restores it."""
+    import sqlite3
+
+    store_file = labelled / "napari_al.sqlite"
+    backup = labelled.parent / "backup.sqlite"
+    sqlite3.connect(store_file).backup(sqlite3.connect(backup))  # docs/store.md's recipe
+    good = store_file.read_bytes()
+    # the schema page (found on opening), then every later page (found by a query)
+    for start, end in ((100, 4096), (4096, len(good))):
+        store_file.write_bytes(good[:start] + b"\xff" * (end - start) + good[end:])
+        for command in ("info", "export"):
+            argv = [command, str(labelled)]
+            argv += (
+                [str(labelled.parent / "out"), "--format", "coco"] if command == "export" else []
+            )
+            code, _out, err = run(capsys, *argv)
+            line = one_line_error(err)
+            assert code == 1 and "restore it from a backup" in line, line
+            assert "docs/store.md" in line and "napari_al.sqlite" in line, line
+    store_file.unlink()
+    backup.rename(store_file)
+    code, out, _err = run(capsys, "info", str(labelled))
+    assert code == 0 and "images: " in out
+
+
+@pytest.mark.parametrize(
+    ("command", "needle"),
+    [
+        (["train", "--steps", "1"], "nothing to train on yet"),
+        (["evaluate", "--split", "test"], "no reviewed images in split 'test'"),
+    ],
+)
+def test_nothing_to_train_or_evaluate_is_said_before_a_model_is_built(
+    unlabelled: Path, capsys, monkeypatch, command: list[str], needle: str
+) -> None:
+    """A newcomer's first ``train`` / ``evaluate`` on an unlabelled project built a detector
+    (seconds) and only then said there was nothing to do."""
+    from napari_al.core import workflow
+
+    def must_not_load(*_a, **_k):
+        raise AssertionError("a detector was built before the cheap checks")
+
+    monkeypatch.setattr(workflow, "load_model", must_not_load)
+    assert main(["add-class", str(unlabelled), "cell"]) == 0
+    capsys.readouterr()
+    code, _out, err = run(capsys, command[0], str(unlabelled), *command[1:])
+    assert code == 1 and needle in one_line_error(err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["init", ""], "DIR is empty"),
+        (["info", " "], "DIR is empty"),
+        (["open", ""], "DIR is empty"),
+        (["import", "{p}", "", "--format", "images"], "PATH is empty"),
+        (["export", "{p}", "", "--format", "voc"], "OUT is empty"),
+    ],
+)
+def test_an_empty_path_is_refused_not_taken_for_the_working_folder(
+    labelled: Path, tmp_path: Path, capsys, monkeypatch, argv: list[str], needle: str
+) -> None:
+    """``napari-al init "$DIR"`` with DIR unset made the working folder a project."""
+    work = tmp_path / "work"
+    work.mkdir()
+    Image.new("RGB", (32, 24)).save(work / "holiday.png")
+    monkeypatch.chdir(work)
+    code, _out, err = run(capsys, *(a.format(p=labelled) for a in argv))
+    assert code == 1 and needle in one_line_error(err)
+    assert sorted(p.name for p in work.iterdir()) == ["holiday.png"]

@@ -275,11 +275,25 @@ def test_sigmoid_probs_rows_sum_to_one_and_keep_score() -> None:
     assert p[3, 0] > 0.9
 
 
-def test_device_selection() -> None:
+def test_device_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     assert select_device("cpu").type == "cpu"
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"CUDA is not available .*--device cpu"):
             select_device("cuda")
+        monkeypatch.setenv("NAPARI_AL_DEVICE", "cuda:1")
+        with pytest.raises(ValueError, match=r"'cuda:1' requested \(by \$NAPARI_AL_DEVICE\)"):
+            select_device(None)
+        assert select_device("cpu").type == "cpu"  # an explicit choice wins over the variable
+        monkeypatch.setenv("NAPARI_AL_DEVICE", "banana")
+        with pytest.raises(
+            ValueError, match=r"'banana' \(by \$NAPARI_AL_DEVICE\) is not valid; exp"
+        ):
+            select_device(None)
+        monkeypatch.delenv("NAPARI_AL_DEVICE")
+    else:
+        n = torch.cuda.device_count()
+        with pytest.raises(ValueError, match=rf"this machine has {n} CUDA device"):
+            select_device(f"cuda:{n}")
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
             assert select_device(None).type == "cpu"

@@ -418,3 +418,52 @@ def test_rank_cli_refuses_both_kinds_of_cluster(project: Path, capsys) -> None:
     code = main(["rank", str(project), "--scheduler", "tcp://h:1", "--dask-workers", "2"])
     assert code == 1
     assert "not both" in capsys.readouterr().err
+
+
+CTRL_C_CHILD = """
+import signal, sys, time
+
+def main():
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    from napari_al.core import workflow
+    from napari_al.core.workflow.distributed import DaskCluster
+
+    try:
+        with DaskCluster(workflow.DistributedSettings(workers=2)) as cluster:
+            cluster.client()
+            print("ready", flush=True)
+            time.sleep(120)
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr, flush=True)
+        sys.exit(130)
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_ctrl_c_reaches_the_local_workers_silently(tmp_path: Path) -> None:
+    """Ctrl+C in a terminal signals the whole process group: each local Dask worker printed
+    its own KeyboardInterrupt traceback (60 lines for 2 workers) while the command stopped."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "child.py"
+    script.write_text(CTRL_C_CHILD)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert err.strip() == "stopped", err

@@ -449,7 +449,11 @@ def test_rescore_then_evaluate(widget, qtbot, monkeypatch) -> None:  # type: ign
     loop = use_fake_loop(monkeypatch)
     w = widget
     w.query_section.strategy_combo.setCurrentText("entropy + missed")
+    w.query_section.diversity_combo.setCurrentText("coreset")
     w.query_section.unit_combo.setCurrentText("box")
+    # diversity spreads image queries only: greyed out, and not sent, for box queries
+    assert not w.query_section.diversity_combo.isEnabled()
+    assert w.query_section.params().diversity is None
     w.start_rescore()
     result = wait_done(w, qtbot)
     assert not result.error, result.error

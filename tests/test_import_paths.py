@@ -89,11 +89,11 @@ def test_open_on_a_labelled_voc_folder_imports_its_labels(tmp_path: Path) -> Non
 
 def test_cli_open_reports_the_first_import(tmp_path: Path, capsys, monkeypatch) -> None:
     """``napari-al open`` on a new folder says what it imported before napari starts."""
-    import napari_al.cli as cli
+    from napari_al.cli import viewer
 
     folder = voc_folder(tmp_path / "voc")
     monkeypatch.setenv("DISPLAY", ":0")
-    monkeypatch.setattr(cli, "_run_napari", lambda *a: 0)
+    monkeypatch.setattr(viewer, "_run_napari", lambda *a: 0)
     code, out, _err = run(capsys, "open", str(folder))
     assert code == 0
     assert f"imported 3 images and 3 boxes from {folder}" in out
@@ -328,3 +328,20 @@ def test_the_documented_side_limit_governs_not_pillows_pixel_guard(tmp_path: Pat
                          str(huge), "--skip-bad")  # fmt: skip
     assert code == 0 and "larger than the 20000 px per side" in err and "tiled TIFF" in err
     assert "no image in it could be read: see the warnings above" in out
+
+
+def test_images_left_out_beside_a_skipped_annotation_point_at_the_annotation(
+    tmp_path: Path,
+) -> None:
+    """A malformed a.xml is skipped, so a.jpg is left out; the note used to advise only
+    ``--format images``, which imports the image without its labels."""
+    folder = voc_folder(tmp_path / "voc")
+    with ProjectStore.create(tmp_path / "p") as store:
+        dataset, _summary = import_into(store, folder, "voc")
+        assert not [w for w in dataset.warnings if "left out" in w]
+    (folder / "Annotations" / "a.xml").write_text("<annotation><object>")
+    with ProjectStore.create(tmp_path / "q") as store:
+        dataset, _summary = import_into(store, folder, "voc", strict=False)
+    left = [w for w in dataset.warnings if w.startswith("left out") and "a.jpg" in w]
+    assert len(left) == 1 and "--format images" in left[0], dataset.warnings
+    assert "in a record skipped above, fix it and import again" in left[0]

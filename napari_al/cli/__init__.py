@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,11 +21,13 @@ from napari_al.cli.cluster import dask_arguments, dask_cluster
 from napari_al.cli.common import (
     FORMATS_IN,
     FORMATS_OUT,
+    KEPT_BY_EXPORT,
     KEPT_BY_PREDICT,
     KEPT_BY_RANK,
     CliError,
     Parser,
     counted,
+    json_text,
     open_store,
     progress_bar,
     quiet_broken_pipe,
@@ -47,18 +47,19 @@ from napari_al.cli.project import (
     cmd_export,
     cmd_import,
     cmd_init,
-    first_import,
 )
 from napari_al.cli.questions import add_question_arguments, cmd_rank_questions
 from napari_al.cli.review import add_review_commands, examples_text
 from napari_al.cli.training import (
     NOTHING_TO_TRAIN,
+    check_before_training,
     in_rank,
     interrupted,
     launch_ranks,
     nproc_argument,
     train_failed,
 )
+from napari_al.cli.viewer import cmd_demo, cmd_open
 
 __all__ = ["CliError", "build_parser", "main", "user_message"]
 
@@ -85,6 +86,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return launch_ranks(args, args.argv)
     settings = workflow.from_args(workflow.TrainSettings, args)
     with open_store(args.project, busy="training") as store:
+        if not in_rank():  # the ranks of --nproc were checked before torchrun started them
+            check_before_training(store, args)
         detector = _detector(store, args)
         total = settings.steps if settings.epochs is None else None  # epochs: known at step 1
         main_rank = workflow.is_main_process()
@@ -103,11 +106,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.n = step
             bar.set_postfix(loss=f"{loss:.3f}", epoch=f"{epoch:.1f}")
 
+        on_skip, _ = skip_reporter()
         try:
             with stop_on_sigint() as stop:  # Ctrl+C stops between steps; twice: at once
                 outcome = workflow.train_model(
-                    store, detector, settings, progress=progress, should_stop=stop.is_set
-                )
+                    store, detector, settings, progress=progress, should_stop=stop.is_set,
+                    on_skip=on_skip,
+                )  # fmt: skip
             if not main_rank:  # a rank > 0 of --nproc: rank 0 saves, reports, evaluates
                 return 130 if stop.is_set() else 0
             if stop.is_set() and outcome.model_version is None:
@@ -188,6 +193,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     calibration = workflow.from_args(workflow.CalibrationSettings, args)
     with open_store(args.project) as store:
+        require_classes(store, args.project)
+        workflow.complete_rows(store, args.split)  # none: say so before a model is loaded
         detector = _detector(store, args)
         return print_eval(store, detector, args.split, args.json, calibration)
 
@@ -217,7 +224,10 @@ def cmd_rank(args: argparse.Namespace) -> int:
     if args.unit == "question":  # the dialog planner's queue (cli/questions.py)
         return cmd_rank_questions(args, _detector)
     settings = workflow.from_args(workflow.QuerySettings, args)
-    workflow.check_query(settings)
+    try:
+        workflow.check_query(settings)
+    except workflow.SettingsError as exc:
+        raise workflow.flag_named(exc, workflow.QuerySettings) from None
     with open_store(args.project, busy="ranking") as store, dask_cluster(args) as cluster:
         detector = _detector(store, args)
         update, close = progress_bar("scoring")
@@ -234,7 +244,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
     for note in rank_notes(len(rows), settings, n_pool, len(skipped), args.project):
         print(note, file=sys.stderr)
     if args.json:
-        print(json.dumps(rows, indent=2, default=float))
+        print(json_text(rows, indent=2))
         return 0
     for row in rows:
         parts = ", ".join(f"{k} {v:.3f}" for k, v in row["breakdown"].items())
@@ -248,87 +258,6 @@ def cmd_rank(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
-
-
-def _require_display() -> None:
-    if sys.platform.startswith("linux") and not (
-        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-    ):
-        raise CliError(
-            "no display found (DISPLAY is not set); to run napari on a virtual screen use "
-            "'xvfb-run -a napari-al ...' (Debian: apt-get install xvfb)"
-        )
-
-
-def _run_napari(project: Path, screenshot: str | None, quit_after: bool) -> int:
-    _require_display()
-    from napari_al.runtime import block_triton
-
-    block_triton()  # a GUI process: see napari_al.runtime (before torch or napari load)
-    import napari
-
-    from napari_al.gui.session import open_project
-
-    session = open_project(project)
-    viewer = session.viewer
-    if screenshot or quit_after:
-        from qtpy.QtCore import QTimer
-
-        def finish() -> None:
-            if screenshot:
-                viewer.screenshot(screenshot, canvas_only=False, flash=False)
-                print(f"screenshot saved to {screenshot}")
-            viewer.close()
-
-        def frame() -> None:
-            viewer.window.resize(1400, 900)
-            viewer.reset_view()
-            QTimer.singleShot(1000, finish)
-
-        QTimer.singleShot(1000, frame)
-    napari.run()
-    return 0
-
-
-def cmd_open(args: argparse.Namespace) -> int:
-    from napari_al.core.project import is_project
-    from napari_al.core.store import ProjectStore
-
-    path = Path(args.project)
-    if not path.is_dir():
-        raise CliError(f"{path}: no such folder")
-    _require_display()
-    if not is_project(path):  # a first open: import the folder here, saying what it held
-        with ProjectStore.create(path) as store:
-            print(f"created project {path}")
-            first_import(store, path)
-    return _run_napari(path, args.screenshot, args.quit)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """napari on a project made from the BCCD sample, in the middle of the loop: a few
-    labelled images, an unlabelled pool; the first model trains in the background."""
-    from napari_al.core.project import DEMO_LABELLED, create_demo_project, is_project
-    from napari_al.core.workflow import ModelSettings, from_args
-    from napari_al.sample import sample_dir
-
-    _require_display()
-    project = Path(args.project)
-    if not is_project(project):
-        create_demo_project(project, sample_dir())
-        print(
-            f"created demo project {project} from the BCCD sample: {DEMO_LABELLED} labelled "
-            "training images, the rest to annotate; the first model trains in the background"
-        )
-    from napari_al.gui.demo import run_demo
-
-    return run_demo(
-        project,
-        screenshot=args.screenshot,
-        quit_after=args.quit,
-        steps=args.steps,
-        model=from_args(ModelSettings, args),
-    )
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -413,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="voc, yolo: copy the images into OUT (yolo: the images/ + labels/ layout "
         "Ultralytics trains on; automatic when two images share a file name)",
     )
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=cmd_export, interrupted=KEPT_BY_EXPORT)
 
     p = sub.add_parser("add-class", help="add object classes to the project (before labelling)")
     p.add_argument("project", metavar="DIR")
@@ -569,12 +498,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     return quiet_broken_pipe(lambda: _main(argv))
 
 
+#: Path arguments, their name in the usage line, and what they name.
+_PATH_ARGUMENTS = (
+    ("project", "DIR", "the project folder"),
+    ("path", "PATH", "the dataset folder or file"),
+    ("out", "OUT", "the folder (or, for coco, the .json file) to write"),
+)
+
+
+def _refuse_empty_paths(args: argparse.Namespace) -> None:
+    """An empty path (``napari-al init "$DIR"`` with DIR unset) is the current folder to the
+    operating system: ``init ""`` made the working folder a project. Refused (CliError)."""
+    for name, metavar, what in _PATH_ARGUMENTS:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and not value.strip():
+            raise CliError(f"{metavar} is empty; name {what} (is a shell variable unset?)")
+
+
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # train --nproc: the ranks' too
     _one_line_warnings()
     try:
+        _refuse_empty_paths(args)
         if getattr(args, "threads", None) is not None:  # train, predict, evaluate, rank
             from napari_al.runtime import set_torch_threads
 

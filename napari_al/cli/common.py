@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import shlex
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -124,6 +125,28 @@ def nothing_to(verb: str, n_pool: int, why: str, project: str = "DIR") -> str:
     return f"nothing to {verb} in the {counted(n_pool, 'pool image')} still to review: {why}"
 
 
+def json_text(value: Any, **kwargs: Any) -> str:
+    """``value`` as strict JSON for ``--json`` output: NaN and infinities (an AP with no ground
+    truth, say) become ``null``, which every JSON parser reads (Python's ``json`` module would
+    write ``NaN``, which JavaScript's ``JSON.parse`` and strict parsers refuse); numpy numbers
+    become plain ones. ``kwargs`` go to ``json.dumps`` (``indent``, ``sort_keys``)."""
+    import json
+    import math
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if hasattr(v, "item") and callable(v.item) and getattr(v, "ndim", 1) == 0:
+            v = v.item()  # a numpy scalar
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return v
+
+    return json.dumps(plain(value), allow_nan=False, default=float, **kwargs)
+
+
 def untrained_warning(store: Any, project: str) -> str:
     """Why results of a detector that is no model version yet are weak, and the fix."""
     fix = f"(train first: napari-al train {shlex.quote(str(project))})"
@@ -141,6 +164,7 @@ def untrained_warning(store: Any, project: str) -> str:
 #: What ``predict`` and ``rank`` keep when Ctrl+C stops them (after "interrupted").
 KEPT_BY_PREDICT = "the images predicted before it keep their new boxes, the others their old"
 KEPT_BY_RANK = "the project's previous query list stays"
+KEPT_BY_EXPORT = "the files it had written were removed (files replaced with --force keep the new)"
 
 
 #: Why a rank or question queue is empty when every pool image was unreadable.
@@ -182,6 +206,25 @@ def empty_rank_reason(unit: str, strategy: str, n_pool: int, n_skipped: int) -> 
 SKIPPED_FIX = "replace or re-save the file ('napari-al info DIR' lists every unreadable one)"
 
 
+def not_a_project(path: Path) -> str:
+    """Why ``path`` is not a project, and the fix: a file (the store file itself: its folder),
+    a missing folder, or a folder without a store (``napari-al init``)."""
+    from napari_al.core.store import STORE_FILENAME
+
+    quoted = shlex.quote(str(path))
+    if path.name == STORE_FILENAME and path.is_file():
+        return f"{path}: give the project's folder, {path.parent}, not its store file"
+    if path.exists() and not path.is_dir():
+        return (
+            f"{path}: is a file, not a project folder; give the folder that holds "
+            f"{STORE_FILENAME} (or make one: napari-al init DIR)"
+        )
+    if not path.exists():
+        fix = f"napari-al init {quoted} makes one"
+        return f"{path}: not a napari-al project, no such folder ({fix})"
+    return f"{path}: not a napari-al project (make it one: napari-al init {quoted})"
+
+
 @contextlib.contextmanager
 def open_store(project: str, busy: str | None = None) -> Iterator[Any]:
     """The project's store for a ``with`` block; with ``busy`` (what the command does, e.g.
@@ -193,7 +236,7 @@ def open_store(project: str, busy: str | None = None) -> Iterator[Any]:
 
     path = Path(project)
     if not is_project(path):
-        raise CliError(f"{path}: not a napari-al project (run 'napari-al init {path}' first)")
+        raise CliError(not_a_project(path))
     with contextlib.ExitStack() as stack:
         if busy is not None:
             stack.enter_context(project_lock(path, busy))
@@ -264,7 +307,20 @@ def user_message(exc: BaseException) -> str | None:
             known.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):
             continue
+    if isinstance(exc, sqlite3.DatabaseError) and any(
+        words in str(exc).lower() for words in _DAMAGED_STORE
+    ):  # damage found by a query, after the store opened
+        from napari_al.core.store import STORE_FILENAME
+
+        return (
+            f"the project's store, {STORE_FILENAME}, cannot be read ({exc}); restore it from a "
+            "backup or re-import an export into a new project (docs/store.md, 'Backups')"
+        )
     return str(exc) if isinstance(exc, tuple(known)) else None
+
+
+#: SQLite's words for a file it cannot read (a damaged page, a full or failing disk).
+_DAMAGED_STORE = ("malformed", "not a database", "disk i/o error", "database or disk is full")
 
 
 @contextlib.contextmanager

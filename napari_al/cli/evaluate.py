@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from napari_al.cli.common import progress_bar
+from napari_al.cli.common import json_text, progress_bar, skip_reporter
 
 
 def print_eval(store, detector, split: str, as_json: bool, calibration=None) -> int:
@@ -16,7 +15,10 @@ def print_eval(store, detector, split: str, as_json: bool, calibration=None) -> 
 
     update, close = progress_bar("evaluating")
     try:
-        predictions = workflow.predict_split(store, detector, split, progress=update)
+        on_skip, _ = skip_reporter()
+        predictions = workflow.predict_split(
+            store, detector, split, progress=update, on_skip=on_skip
+        )
     finally:
         close()
     result = workflow.evaluate_model(store, detector, split, predictions=predictions)
@@ -26,7 +28,7 @@ def print_eval(store, detector, split: str, as_json: bool, calibration=None) -> 
             store, detector, calibration, split=split, predictions=predictions
         )
     if as_json:
-        print(json.dumps({**result, **(cal or {})}, indent=2, sort_keys=True, default=float))
+        print(json_text({**result, **(cal or {})}, indent=2, sort_keys=True))
         return 0
     version = f"model version {detector.model_version}" if detector.model_version else "model"
     print(

@@ -19,6 +19,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     path = Path(args.project)
     if is_project(path):
         raise CliError(f"{path}: already a napari-al project")
+    if path.exists() and not path.is_dir():
+        raise CliError(
+            f"{path}: is a file, not a folder; give the folder of images to make a project"
+        )
     with ProjectStore.create(path) as store:
         print(f"created project {path}")
         first_import(store, path)
@@ -115,8 +119,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.copy_images and args.format == "coco":
         raise CliError("--copy-images applies to --format voc and yolo only")
-    if not str(args.out).strip():
-        raise CliError("OUT is empty; name the folder (or, for coco, the .json file) to write")
     with open_store(args.project) as store:
         try:
             dataset = export_dataset(

@@ -5,13 +5,13 @@ viewer's Questions panel and a restart ask the same ones."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
 from napari_al.cli.common import (
     ALL_SKIPPED,
     SKIPPED_FIX,
+    json_text,
     nothing_to,
     open_store,
     progress_bar,
@@ -76,7 +76,7 @@ def cmd_rank_questions(args: argparse.Namespace, detector_of: Any) -> int:
             why = ALL_SKIPPED
         print(nothing_to("ask", n_pool, why, args.project), file=sys.stderr)
     if args.json:
-        print(json.dumps(rows, indent=2, default=float))
+        print(json_text(rows, indent=2))
         return 0
     for row in rows:
         where = ""

@@ -80,20 +80,20 @@ def rank_argv(argv: list[str]) -> list[str]:
     return out
 
 
-def check_before_ranks(store: Any, args: argparse.Namespace) -> None:
-    """What the one-process ``train`` refuses before its first step, checked before torchrun
-    starts the ranks (each would fail alike, under torchrun's tracebacks): the settings
-    (training, model, calibration), the classes, the device, and something to train on
-    (unless self-training may add pseudo labels). Cheap: no detector is built, no image read.
-    Raises :class:`CliError` or the workflow's one-line errors."""
+def check_before_training(store: Any, args: argparse.Namespace) -> None:
+    """What ``train`` refuses before its first step, checked before a detector is built (a
+    new one takes seconds) and before torchrun starts the ranks of ``--nproc`` (each would
+    fail alike, under torchrun's tracebacks): the settings (training, model, calibration), the
+    classes, the device, and something to train on (unless self-training may add pseudo
+    labels). Cheap: no detector is built, no image read. Raises :class:`CliError` or the
+    workflow's one-line errors."""
     from napari_al.core import workflow
 
     settings = workflow.from_args(workflow.TrainSettings, args)
     model = workflow.from_args(workflow.ModelSettings, args)
     workflow.from_args(workflow.CalibrationSettings, args)
     require_classes(store, args.project)
-    if model.device is not None:
-        workflow.check_device(model.device)
+    workflow.check_device(model.device)  # the flag, or $NAPARI_AL_DEVICE
     if settings.self_training is not None:
         return
     snapshot = store.training_snapshot()
@@ -106,7 +106,7 @@ def launch_ranks(args: argparse.Namespace, argv: list[str]) -> int:
     processes through torchrun, holding the project lock for them; their exit status (0: every
     rank succeeded).
 
-    Raises :class:`CliError` when the project is not one, :func:`check_before_ranks` refuses
+    Raises :class:`CliError` when the project is not one, :func:`check_before_training` refuses
     it, or torch's launcher cannot start.
     """
     from napari_al.core.store.lock import lend_env
@@ -123,7 +123,7 @@ def launch_ranks(args: argparse.Namespace, argv: list[str]) -> int:
         *rank_argv(argv),
     ]
     with open_store(args.project, busy="training") as store:
-        check_before_ranks(store, args)
+        check_before_training(store, args)
         before = store.latest_model_version()
         print(f"training on {n} processes (torchrun, DistributedDataParallel)", file=sys.stderr)
         env = {**os.environ, **lend_env(args.project)}

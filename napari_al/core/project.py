@@ -325,6 +325,8 @@ def _left_out_lines(dataset: Dataset, path: Path, fmt: str) -> list[str]:
     for p in files:
         if p not in known:
             by_folder.setdefault(p.parent, []).append(p)
+    skipped = any(w.endswith("skipped)") for w in dataset.warnings)
+    fix_skipped = ", or, if their labels are in a record skipped above, fix it and import again"
     lines = []
     for folder, paths in sorted(by_folder.items()):
         where = os.path.relpath(folder, os.path.abspath(root))
@@ -333,7 +335,7 @@ def _left_out_lines(dataset: Dataset, path: Path, fmt: str) -> list[str]:
         lines.append(
             f"left out {n} image{'s' if n != 1 else ''} in {where} that the {fmt.upper()} "
             f"dataset does not include (e.g. {paths[0].name}); import them with "
-            "--format images if they belong in the project"
+            "--format images if they belong in the project" + (fix_skipped if skipped else "")
         )
     return lines
 

@@ -109,6 +109,27 @@ def _load_matching(module: nn.Module, sd: dict[str, Tensor]) -> tuple[int, list[
     return len(ok), skipped
 
 
+def _load_full_state(model: nn.Module, init: InitialWeights, arch: str) -> list[str]:
+    """Load a full detector state dict (:func:`_load_matching`) into ``model``, an ``arch``
+    detector; returns the keys re-initialised. Raises ValueError when under half of the
+    model's tensors fit: the file holds another architecture's detector, and loading what
+    little fits would train from random weights while the message said "weights from FILE"."""
+    own = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
+    loaded, skipped = _load_matching(model, init.state or {})
+    if loaded * 2 < len(own):
+        saved = f"saved from {init.arch}" if init.arch else "another architecture's"
+        fix = (
+            f"--arch {init.arch}"
+            if init.arch and init.arch in ARCHS
+            else "the --arch it was saved from"
+        )
+        raise ValueError(
+            f"{init.message}: only {loaded} of the {len(own)} tensors of a {arch} detector "
+            f"fit it ({saved} weights); pass {fix}, or a file saved from {arch}"
+        )
+    return skipped
+
+
 def _load_backbone_classifier_weights(body: nn.Module, sd: dict[str, Tensor]) -> tuple[int, int]:
     """Load ImageNet classification weights into a backbone body (``features.`` stripped for
     MobileNets). Returns (loaded, expected)."""
@@ -269,7 +290,7 @@ def _build_default_arch(
     )
     skipped: list[str] = []
     if init.state is not None and init.kind == "full":
-        _, skipped = _load_matching(model, init.state)
+        skipped = _load_full_state(model, init, sources.MOBILENET_V2_ARCH)
     return model, skipped
 
 
@@ -294,7 +315,7 @@ def _build_torchvision_arch(
     model = getattr(tvdet, arch)(**kwargs)
     skipped: list[str] = []
     if init.state is not None and init.kind == "full":
-        _, skipped = _load_matching(model, init.state)
+        skipped = _load_full_state(model, init, arch)
     elif init.state is not None and init.kind == "backbone":
         if arch == "ssdlite320_mobilenet_v3_large":
             log.warning("ImageNet backbone weights are not supported for SSDlite; ignored")

@@ -40,12 +40,15 @@ def select_device(preference: str | torch.device | None = None) -> torch.device:
     Under torchrun with several processes, ``cuda`` (no index) is this rank's GPU,
     ``cuda:LOCAL_RANK`` (:func:`~napari_al.core.engine.ddp.local_device`).
 
-    Raises ``ValueError`` when an explicitly requested accelerator is not available.
+    Raises ``ValueError`` (one line, with the fix) when an explicitly requested accelerator is
+    not available, or ``cuda:N`` names a GPU the machine does not have.
     """
     if isinstance(preference, torch.device):
         preference = str(preference)
+    source = ""
     if preference is None or preference == "auto":
         preference = os.environ.get(DEVICE_ENV) or None
+        source = f" (by ${DEVICE_ENV})" if preference else ""
     if preference is None or preference == "auto":
         if torch.cuda.is_available():
             return local_device(torch.device("cuda"))
@@ -53,13 +56,32 @@ def select_device(preference: str | torch.device | None = None) -> torch.device:
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(preference)
+    try:
+        device = torch.device(preference)
+    except RuntimeError:  # torch's list of every device type it knows, not ours
+        raise ValueError(
+            f"device {preference!r}{source} is not valid; expected cpu, mps, cuda, cuda:N or auto"
+        ) from None
+    fix = "use device 'cpu' (--device cpu), or 'auto' for the best one available"
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {preference!r} requested but CUDA is not available")
+        why = "no GPU driver found" if torch.version.cuda else "this torch is built without CUDA"
+        raise ValueError(
+            f"device {preference!r} requested{source} but CUDA is not available ({why}); {fix}"
+        )
+    if device.type == "cuda" and device.index is not None:
+        count = torch.cuda.device_count()
+        if device.index >= count:
+            raise ValueError(
+                f"device {preference!r} requested{source} but this machine has {count} CUDA "
+                f"device{'s' if count != 1 else ''} (cuda:0 to cuda:{count - 1}); pick one of "
+                "them or 'cuda'"
+            )
     if device.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise ValueError(f"device {preference!r} requested but MPS is not available")
+            raise ValueError(
+                f"device {preference!r} requested{source} but MPS is not available; {fix}"
+            )
     return local_device(device) if device.index is None else device
 
 

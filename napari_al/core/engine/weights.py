@@ -98,6 +98,8 @@ class InitialWeights:
     source: str  # as BuildInfo.source
     message: str
     preprocessing: Preprocessing = NATIVE
+    #: The architecture a napari-al checkpoint records it was saved from (None: not recorded).
+    arch: str | None = None
 
 
 # --------------------------------------------------------------------------- TF "SAME" padding
@@ -195,10 +197,20 @@ def load_state_file(path: str | Path) -> tuple[dict[str, Tensor], Preprocessing]
     """A state dict from a file (a plain state dict, ``{"state_dict"|"model": ...}``, a
     napari-al checkpoint or converted weights file) and the preprocessing the file records
     (the architecture's when it records none). Raises ValueError when it holds no state dict."""
+    state, prep, _arch = _read_state_file(path)
+    return state, prep
+
+
+def _read_state_file(path: str | Path) -> tuple[dict[str, Tensor], Preprocessing, str | None]:
+    """:func:`load_state_file`, and the architecture a napari-al checkpoint records."""
     obj = torch.load(str(path), map_location="cpu", weights_only=True)
     prep = NATIVE
+    arch = None
     if isinstance(obj, dict) and obj.get("format") == "napari-al-checkpoint":
-        cfg = dict(obj.get("metadata", {}).get("config", {}))
+        meta = dict(obj.get("metadata", {}))
+        cfg = dict(meta.get("config", {}))
+        recorded = meta.get("arch", cfg.get("arch"))
+        arch = recorded if isinstance(recorded, str) else None
         prep = Preprocessing(
             None if cfg.get("image_mean") is None else tuple(cfg["image_mean"]),
             None if cfg.get("image_std") is None else tuple(cfg["image_std"]),
@@ -213,7 +225,7 @@ def load_state_file(path: str | Path) -> tuple[dict[str, Tensor], Preprocessing]
                 break
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: not a state dict")
-    return obj, prep
+    return obj, prep, arch
 
 
 def _is_full_detector_state(sd: dict[str, Tensor]) -> bool:
@@ -284,9 +296,9 @@ def _file(path: Path) -> InitialWeights:
         raise FileNotFoundError(
             f"weights file not found: {path} (or name a source: {', '.join(SOURCES)})"
         )
-    state, prep = load_state_file(path)
+    state, prep, arch = _read_state_file(path)
     kind = "full" if _is_full_detector_state(state) else "backbone"
-    return InitialWeights(state, kind, "file", f"weights from {path} ({kind})", prep)
+    return InitialWeights(state, kind, "file", f"weights from {path} ({kind})", prep, arch)
 
 
 def _offline_imagenet(arch: str, required: bool) -> InitialWeights:

@@ -63,7 +63,10 @@ class StoreBase:
             self._migrate(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise StoreError(f"{self.path}: not a usable napari-al store ({exc})") from exc
+            raise StoreError(
+                f"{self.path}: not a usable napari-al store ({exc}); restore it from a backup "
+                "or re-import an export into a new project (docs/store.md, 'Backups')"
+            ) from exc
         except BaseException:
             conn.close()
             raise

@@ -96,6 +96,7 @@ from napari_al.core.workflow.dialog import (
 from napari_al.core.workflow.errors import SettingsError, WorkflowError
 from napari_al.core.workflow.evaluation import (
     SplitPredictions,
+    complete_rows,
     effort_series,
     evaluate_model,
     predict_split,
@@ -112,6 +113,7 @@ from napari_al.core.workflow.examples import (
     read_rows,
     training_examples,
 )
+from napari_al.core.workflow.fields import add_arguments, flag_named, from_args
 from napari_al.core.workflow.model import (
     DEFAULT_MAX_SIZE,
     DEFAULT_MIN_SIZE,
@@ -159,8 +161,6 @@ from napari_al.core.workflow.settings import (
     SuggestSettings,
     TileSettings,
     TrainSettings,
-    add_arguments,
-    from_args,
 )
 from napari_al.core.workflow.suggest import Suggestion, suggest_missed
 from napari_al.core.workflow.training import (
@@ -219,6 +219,7 @@ __all__ = [
     "checkpoint_path",
     "click",
     "click_candidates",
+    "complete_rows",
     "describe",
     "drive",
     "effort_series",
@@ -226,6 +227,7 @@ __all__ = [
     "evaluate_model",
     "first_round",
     "fit_missed_regressor",
+    "flag_named",
     "flip_stable",
     "from_args",
     "has_model",

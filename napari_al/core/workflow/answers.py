@@ -53,7 +53,8 @@ from napari_al.core.workflow.clicks import (
     has_model,
 )
 from napari_al.core.workflow.examples import JUDGED_STATUSES, judged_mask
-from napari_al.core.workflow.settings import _opt, check_fields
+from napari_al.core.workflow.fields import check_fields
+from napari_al.core.workflow.fields import option as _opt
 
 if TYPE_CHECKING:
     from napari_al.core.annotator import Annotator, Command

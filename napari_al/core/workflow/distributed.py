@@ -85,6 +85,10 @@ def _scheduler_info(client: Client) -> dict[str, Any]:
         return dict(client.scheduler_info())
 
 
+#: Preloaded into each local worker: it ignores SIGINT (Ctrl+C goes to the whole process group).
+WORKER_SETUP = "napari_al.core.workflow.dask_worker_setup"
+
+
 class DaskCluster:
     """A Dask client for scoring and predicting, started on first use and closed by
     :meth:`close` (or at the end of a ``with`` block): a ``LocalCluster`` of
@@ -125,6 +129,7 @@ class DaskCluster:
             processes=True,
             dashboard_address=":0",  # a free port: 8787 may be another cluster's
             silence_logs=logging.ERROR,
+            preload=[WORKER_SETUP],  # the workers leave Ctrl+C to this process
         )
         return Client(self._cluster)
 

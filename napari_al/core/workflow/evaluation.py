@@ -17,7 +17,7 @@ import numpy as np
 
 from napari_al.core.data import HUMAN_STATUSES
 from napari_al.core.workflow.errors import WorkflowError
-from napari_al.core.workflow.examples import load_rgb
+from napari_al.core.workflow.examples import OnSkip, read_rows
 from napari_al.core.workflow.training import labelling_effort
 
 if TYPE_CHECKING:
@@ -103,18 +103,22 @@ def predict_split(
     *,
     progress: Progress | None = None,
     batch_size: int = 2,
+    on_skip: OnSkip | None = None,
 ) -> SplitPredictions:
     """Run ``detector`` on ``split``'s complete images (``batch_size`` per forward pass) and
     read their human boxes: the input of :func:`evaluate_model` and of the calibration's
-    measurement, so that both share one pass. Raises :class:`WorkflowError` when the split has
-    no complete image."""
+    measurement, so that both share one pass. An image whose file is missing or cannot be
+    decoded is reported to ``on_skip`` (default: a logged warning) and left out of ``rows``
+    (the metrics then count the others: ``images`` in the result). Raises
+    :class:`WorkflowError` when the split has no complete image, or none readable."""
     classes = store.classes()
     index = {c.id: i for i, c in enumerate(classes)}
     rows = complete_rows(store, split)
-    out = SplitPredictions(split, rows)
+    out = SplitPredictions(split, [])
     for start in range(0, len(rows), batch_size):
-        batch = rows[start : start + batch_size]
-        out.predictions.extend(detector.predict([load_rgb(store.abs_path(r)) for r in batch]))
+        batch, images = read_rows(store, rows[start : start + batch_size], on_skip)
+        out.rows.extend(batch)
+        out.predictions.extend(detector.predict(images) if images else [])
         for r in batch:
             bx = store.boxes(image_id=r.id, statuses=HUMAN_STATUSES)
             regions = store.ignore_regions(image_id=r.id)
@@ -127,6 +131,11 @@ def predict_split(
             )
         if progress is not None:
             progress(min(start + batch_size, len(rows)), len(rows))
+    if not out.rows:
+        raise WorkflowError(
+            f"none of the {len(rows)} reviewed {split} images can be read (see the warnings); "
+            "restore the files ('napari-al info DIR' lists the unreadable ones)"
+        )
     return out
 
 

@@ -7,6 +7,7 @@ trained in this project yet); :func:`load_model` and :func:`napari_al.core.workf
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,9 +42,12 @@ def next_checkpoint_path(store: ProjectStore) -> Path:
     return path
 
 
-def check_device(device: str) -> None:
+def check_device(device: str | None) -> None:
     """Raise :class:`WorkflowError` (one line) when ``device`` (``cpu``, ``cuda``, ``cuda:N``,
-    ``mps``) is not available here."""
+    ``mps``; None: ``$NAPARI_AL_DEVICE`` where set, else the best present) is not available
+    here."""
+    if device is None and not os.environ.get("NAPARI_AL_DEVICE"):  # engine.device.DEVICE_ENV
+        return  # the best device present, always one: no need to import torch to say so
     from napari_al.core.engine import select_device
 
     try:
@@ -80,8 +84,7 @@ def load_model(store: ProjectStore, settings: ModelSettings | None = None) -> De
         raise WorkflowError(
             "the project has no classes yet: import annotations or add a class first"
         )
-    if s.device is not None:
-        check_device(s.device)
+    check_device(s.device)  # the setting, or $NAPARI_AL_DEVICE
     latest = store.latest_model_version()
     if latest is not None and s.weights is None and s.arch in (None, latest.arch):
         path = store.abs_path(latest)

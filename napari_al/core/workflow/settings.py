@@ -1,7 +1,8 @@
 """Typed settings of an active-learning round: one dataclass per concern, one default per field.
 
 Every front end builds its options from these classes, so a default lives in exactly one place:
-the CLI adds flags with :func:`add_arguments` and reads them back with :func:`from_args`, the
+the CLI adds flags with :func:`~napari_al.core.workflow.fields.add_arguments` and reads them
+back with :func:`~napari_al.core.workflow.fields.from_args`, the
 widget fills its fields from ``TrainSettings()`` and friends, the notebook ``Session`` and the
 simulator pass instances. Each field's help text (``metadata["help"]``) states its unit.
 
@@ -21,14 +22,12 @@ simulator pass instances. Each field's help text (``metadata["help"]``) states i
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
 
 from napari_al.core.data import ARCHS
 from napari_al.core.workflow.errors import SettingsError
+from napari_al.core.workflow.fields import check_fields
+from napari_al.core.workflow.fields import option as _opt
 
 #: Units a query can ask about: whole images, single boxes, image blocks (regions), or the
 #: dialog planner's questions (:mod:`napari_al.core.workflow.dialog`).
@@ -72,51 +71,10 @@ def _check_anchor_sizes(sizes: list[int]) -> None:
 DEVICE_PATTERN = r"(cpu|mps|cuda(:[0-9]+)?)"
 
 
-def _opt(default: Any, help: str, **extra: Any) -> Any:
-    """A settings field: its default, help (with the unit) and checks, in ``metadata``:
-    ``choices``, ``minimum``/``maximum`` (inclusive), ``pattern`` (a full-match regex, with
-    ``expected`` saying in words what matches),
-    ``check`` (a callable raising ValueError), ``metavar`` (the value's name in a flag's
-    help); ``None`` values are never checked."""
-    return field(default=default, metadata={"help": help, **extra})
-
-
 def _check_strategy(spec: str) -> None:
     from napari_al.core.scoring.registry import check_strategy
 
     check_strategy(spec)
-
-
-def check_fields(settings: Any) -> None:
-    """Validate every field of a settings instance against its metadata; raise
-    :class:`SettingsError` naming the first bad field, its value and what it must be."""
-    import math
-    import re
-
-    for f in dataclasses.fields(settings):
-        value, m = getattr(settings, f.name), f.metadata
-        if value is None or isinstance(value, bool):
-            continue
-        if isinstance(value, float) and not math.isfinite(value):
-            # NaN passes every bound check (all comparisons are False): --lr nan trained a
-            # model of NaN weights and saved it as the one in use.
-            raise SettingsError(f"{f.name} must be a finite number; got {value}")
-        if "choices" in m and value not in m["choices"]:
-            raise SettingsError(
-                f"{f.name} must be one of {', '.join(map(str, m['choices']))}; got {value!r}"
-            )
-        if "pattern" in m and not re.fullmatch(m["pattern"], str(value)):
-            expected = m.get("expected", m["help"])
-            raise SettingsError(f"{f.name} {value!r} is not valid; expected {expected}")
-        if "minimum" in m and value < m["minimum"]:
-            raise SettingsError(f"{f.name} must be at least {m['minimum']}; got {value}")
-        if "maximum" in m and value > m["maximum"]:
-            raise SettingsError(f"{f.name} must be at most {m['maximum']}; got {value}")
-        if "check" in m:
-            try:
-                m["check"](value)
-            except ValueError as exc:
-                raise SettingsError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -172,6 +130,12 @@ class ModelSettings:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.min_size and self.max_size and self.max_size < self.min_size:
+            raise SettingsError(
+                f"max_size {self.max_size} must be at least the min size, {self.min_size} px; "
+                "below it the longer side's limit wins and the min size has no effect",
+                "max_size",
+            )
 
     @property
     def anchor_sizes(self) -> list[int] | None:
@@ -188,7 +152,7 @@ class TrainSettings:
         None,
         "passes over the training examples, each ceil(examples / batch_size) steps; "
         "replaces steps when set",
-        minimum=1e-9,
+        above=0,
     )
     batch_size: int = _opt(2, "images per optimisation step", minimum=1)
     lambda_d: float = _opt(
@@ -535,66 +499,9 @@ class DistributedSettings:
                 "give a Dask scheduler address or a number of local Dask workers, not both"
             )
         if self.scheduler is not None and not self.scheduler.strip():
-            raise SettingsError("scheduler must be an address such as tcp://host:8786")
+            raise SettingsError("scheduler must be an address such as tcp://host:8786", "scheduler")
 
     @property
     def active(self) -> bool:
         """Whether the pool is scored with Dask (a scheduler or at least one local worker)."""
         return self.scheduler is not None or self.workers > 0
-
-
-S = TypeVar("S")
-
-
-def _flag(f: dataclasses.Field) -> str:
-    return str(f.metadata.get("flag", "--" + f.name.replace("_", "-")))
-
-
-def _parse_type(f: dataclasses.Field) -> type:
-    text = str(f.type)
-    for name, typ in (("int", int), ("float", float), ("str", str)):
-        if text.startswith(name):
-            return typ
-    raise TypeError(f"no command-line type for field {f.name!r} ({text})")
-
-
-def add_arguments(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
-    cls: type,
-    *,
-    only: Iterable[str] | None = None,
-) -> None:
-    """Add one ``--flag`` per field of settings class ``cls`` (all, or those in ``only``).
-
-    Defaults are left to :func:`from_args` (argparse's default is ``None``), so the dataclass
-    stays the single source of each default; the help shows it.
-    """
-    wanted = None if only is None else set(only)
-    for f in dataclasses.fields(cls):
-        if wanted is not None and f.name not in wanted:
-            continue
-        help_text = str(f.metadata.get("help", ""))
-        if "default" not in help_text:  # a help that explains its default says it already
-            help_text += f" (default: {f.default})"
-        if str(f.type) == "bool":
-            parser.add_argument(_flag(f), dest=f.name, action="store_true", help=help_text)
-            continue
-        kwargs: dict[str, Any] = {"dest": f.name, "type": _parse_type(f), "help": help_text}
-        if "choices" in f.metadata:
-            kwargs["choices"] = f.metadata["choices"]
-        if "metavar" in f.metadata:
-            kwargs["metavar"] = f.metadata["metavar"]
-        parser.add_argument(_flag(f), **kwargs)
-
-
-def from_args(cls: type[S], args: argparse.Namespace, **overrides: Any) -> S:
-    """An instance of settings class ``cls`` from parsed arguments: fields the command line
-    did not set (absent or ``None``, or a ``False`` switch) keep the dataclass default."""
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        value = getattr(args, f.name, None)
-        if value is None or (str(f.type) == "bool" and value is False):
-            continue
-        values[f.name] = value
-    values.update(overrides)
-    return cls(**values)

@@ -24,6 +24,8 @@ from napari_al.core.store.lock import holds_project_lock
 from napari_al.core.workflow.crops import is_crop
 from napari_al.core.workflow.examples import (
     HELD_OUT_SPLITS,
+    OnSkip,
+    _warn_skip,
     labels_hash,
     pseudo_label_examples,
     training_examples,
@@ -74,6 +76,8 @@ class TrainOutcome:
     #: (:mod:`napari_al.core.workflow.crops`).
     crops: int = 0
     crop_images: int = 0
+    #: Images left out because their file could not be read (reported to ``on_skip``).
+    skipped_images: int = 0
 
     @property
     def stopped_reason(self) -> str:
@@ -91,6 +95,7 @@ def train_model(
     should_stop: ShouldStop | None = None,
     save: bool = True,
     tiles: TileSettings | None = None,
+    on_skip: OnSkip | None = None,
 ) -> TrainOutcome:
     """Fine-tune ``detector`` in place on the project's labels; save and record a version.
 
@@ -102,7 +107,10 @@ def train_model(
     ``pseudo_boxes`` in the version's metrics). An image with a side over
     ``tiles.tile_above`` (default :class:`TileSettings`) trains in crops of the detector's
     input size from its reviewed regions (:mod:`napari_al.core.workflow.crops`; each crop is
-    one example; recorded as ``crops`` and ``crop_images`` when there are any).
+    one example; recorded as ``crops`` and ``crop_images`` when there are any). An image
+    whose file is missing or cannot be decoded (:func:`~napari_al.core.images.check_pixels`,
+    before the first step) is reported to ``on_skip`` (default: a logged warning) and left
+    out, as prediction and ranking leave it out; ``skipped_images`` counts them.
 
     A run that is cancelled, hits a non-finite loss or raises saves nothing, and the detector
     gets back the weights it had (those of the version it reports). On success the checkpoint
@@ -121,6 +129,7 @@ def train_model(
     snapshot = store.training_snapshot()
     effort = labelling_effort(store)
     examples = _reviewed_examples(store, snapshot, detector, s, tiles)
+    examples, n_skipped = _readable(store, snapshot, examples, on_skip or _warn_skip)
     crops = [e for e in examples if is_crop(e)]
     n_crop_images = len({str(e.path) for e in crops})
     pseudo = _self_training_examples(store, snapshot, detector, s, len(examples), should_stop)
@@ -160,6 +169,7 @@ def train_model(
         last_action_id=snapshot.last_action_id,
         crops=len(crops),
         crop_images=n_crop_images,
+        skipped_images=n_skipped,
     )
     if not save or result.stopped_reason != "done" or result.steps == 0:
         return outcome
@@ -174,6 +184,25 @@ def train_model(
     outcome.checkpoint = path
     outcome.metrics = metrics
     return outcome
+
+
+def _readable(
+    store: ProjectStore, snapshot: Any, examples: list[Any], on_skip: OnSkip
+) -> tuple[list[Any], int]:
+    """``examples`` without those whose image file cannot be read now, each such image
+    reported once to ``on_skip``; and how many images were left out."""
+    from napari_al.core.images import ImageReadError, check_pixels
+
+    ids = {str(store.abs_path(item.image)): int(item.image.id) for item in snapshot.images}
+    bad: set[str] = set()
+    for path in dict.fromkeys(str(e.path) for e in examples if e.image is None):
+        try:
+            check_pixels(path)
+        except (ImageReadError, OSError) as exc:
+            bad.add(path)
+            message = str(exc)
+            on_skip(ids.get(path, -1), message if path in message else f"{path}: {message}")
+    return [e for e in examples if str(e.path) not in bad], len(bad)
 
 
 def _metrics(

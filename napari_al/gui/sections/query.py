@@ -62,6 +62,8 @@ class QuerySection(QGroupBox):
         self.diversity_combo = QComboBox()
         self.diversity_combo.addItems(["none", "coreset", "kmeans++"])
         form.addRow("Diversity", self.diversity_combo)
+        self.unit_combo.currentTextChanged.connect(self._on_unit)
+        self._on_unit(self.unit_combo.currentText())
         self.suggest_check = QCheckBox("suggest possibly missed objects")
         self.suggest_check.setChecked(True)
         form.addRow(self.suggest_check)
@@ -105,12 +107,23 @@ class QuerySection(QGroupBox):
         self._on_min_score(self.min_score_spin.value())
         form.addRow("hide predictions below", self.min_score_spin)
 
+    def _on_unit(self, unit: str) -> None:
+        """Diversity spreads image queries only: offered for the ``image`` unit alone."""
+        self.diversity_combo.setEnabled(unit == "image")
+        self.diversity_combo.setToolTip(
+            "spread the queried images over the model's embedding space"
+            if unit == "image"
+            else "diversity applies to image queries only (unit: image)"
+        )
+
     def _on_min_score(self, value: float) -> None:
         self.controller.set_min_prediction_score(None if value < 0 else value)
 
     def params(self) -> QuerySettings:
         """The query settings as chosen (spaces in the strategy dropped)."""
         diversity = self.diversity_combo.currentText()
+        if not self.diversity_combo.isEnabled():
+            diversity = "none"
         return QuerySettings(
             strategy=self.strategy_combo.currentText().replace(" ", "") or QuerySettings.strategy,
             unit=self.unit_combo.currentText(),
