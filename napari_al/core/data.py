@@ -58,6 +58,9 @@ ARCHS = (
     "fcos_resnet50_fpn",
     "ssdlite320_mobilenet_v3_large",
 )
+#: Environment variable naming the default device (``cpu``, ``cuda``, ``cuda:1``, ``mps``;
+#: :func:`napari_al.core.engine.select_device`). Kept here, torch-free, as :data:`ARCHS`.
+DEVICE_ENV = "NAPARI_AL_DEVICE"
 
 
 @dataclass

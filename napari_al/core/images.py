@@ -46,6 +46,13 @@ from napari_al.core.png_data import png_data_shortfall
 
 #: File extensions read as images (lower case, with the dot).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+#: Extensions of image files that are not read (web, camera and microscopy vendors' formats):
+#: :func:`find_images` can list them, so that an import names them instead of leaving them
+#: out silently.
+UNREAD_IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".webp", ".gif", ".heic", ".heif", ".avif", ".jp2", ".czi", ".nd2", ".lif", ".lsm",
+    ".oib", ".oif", ".ims", ".vsi", ".svs", ".ndpi", ".scn", ".mrxs", ".dcm",
+)  # fmt: skip
 
 _TIFF_EXTENSIONS = (".tif", ".tiff")
 
@@ -86,13 +93,14 @@ def is_zarr_path(path: str | Path) -> bool:
     return Path(path).name.lower().endswith(".zarr")
 
 
-def find_images(folder: str | Path) -> list[Path]:
+def find_images(folder: str | Path, unread: list[Path] | None = None) -> list[Path]:
     """The images under ``folder``, recursively: files with one of :data:`IMAGE_EXTENSIONS`
     and ``*.zarr`` directories (OME-Zarr images, :mod:`napari_al.core.ome_zarr`; one that holds
     none is listed too, so that reading it names the file and what is missing, as for a broken
     PNG), as ``folder / relative path``, sorted by path components; hidden files and folders
     are skipped, and no ``*.zarr`` directory is entered (its chunk files are not images, and
-    there may be millions of them)."""
+    there may be millions of them). ``unread``, when given, receives the files of an image type
+    that is not read (:data:`UNREAD_IMAGE_EXTENSIONS`), from the same walk."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         kept = []
@@ -105,8 +113,12 @@ def find_images(folder: str | Path) -> list[Path]:
             kept.append(d)
         dirnames[:] = kept
         for name in filenames:
-            if not name.startswith(".") and is_image_file(name):
+            if name.startswith("."):
+                continue
+            if is_image_file(name):
                 found.append(Path(dirpath) / name)
+            elif unread is not None and Path(name).suffix.lower() in UNREAD_IMAGE_EXTENSIONS:
+                unread.append(Path(dirpath) / name)
     return sorted(found, key=lambda p: p.parts)
 
 

@@ -12,10 +12,9 @@ import os
 
 import torch
 
+from napari_al.core.data import DEVICE_ENV
 from napari_al.core.engine.ddp import local_device
 
-#: Environment variable naming the default device (``cpu``, ``cuda``, ``cuda:1``, ``mps``).
-DEVICE_ENV = "NAPARI_AL_DEVICE"
 #: Set to ``0`` to leave the C allocator's settings alone (:func:`keep_freed_memory`).
 KEEP_FREED_MEMORY_ENV = "NAPARI_AL_KEEP_FREED_MEMORY"
 #: :func:`keep_freed_memory`'s glibc ``mallopt`` settings: blocks up to 128 MiB (a forward

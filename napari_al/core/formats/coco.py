@@ -77,8 +77,7 @@ def read_coco(
         try:
             rec, iid = _read_coco_image(im, where, base, rd, id_counts, has_annotations)
         except FormatError as e:
-            fname = im.get("file_name") if isinstance(im, dict) else None
-            rd.skip(e, "image", base / fname if isinstance(fname, str) and fname else None)
+            rd.skip(e, "image")
             if valid_id(im):
                 bad_images.add(im["id"])
             continue
@@ -99,13 +98,7 @@ def read_coco(
         if found is not None:
             rec, box, crowd = found
             (rec.ignore_regions if crowd else rec.boxes).append(box)
-    return Dataset(
-        classes=classes,
-        images=list(records.values()),
-        source=f"coco:{json_path}",
-        warnings=rd.warnings,
-        skipped_images=rd.skipped_images,
-    )
+    return rd.dataset(classes, list(records.values()), f"coco:{json_path}")
 
 
 def _load_coco_json(json_path: Path, name: str) -> dict[str, Any]:
@@ -304,7 +297,9 @@ def _read_coco_image(
         h = _positive_int(_json_number(im["height"], where, "height"), where, "height")
         if (w, h) != header:
             raise FormatError(
-                f"{where}: width x height is {w}x{h} but image {fname!r} is {header[0]}x{header[1]}"
+                f"{where}: width x height is {w}x{h} but image {fname!r} is "
+                f"{header[0]}x{header[1]}",
+                path,
             )
     else:
         rd.warn(f"{where}: width/height missing; using the image's {header[0]}x{header[1]}")

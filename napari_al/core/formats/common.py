@@ -23,13 +23,16 @@ class FormatError(ValueError):
     """Malformed dataset input (or an impossible export); the message names file and problem.
 
     The message is always one line (line breaks of wrapped library messages are folded).
+    ``image``: the image file at fault (unreadable, or not the size the labels say), when the
+    image itself is the problem rather than its labels.
     """
 
     #: True when the reader would have skipped it without ``strict`` (``--skip-bad`` helps).
     skippable: bool = False
 
-    def __init__(self, message: object = "") -> None:
+    def __init__(self, message: object = "", image: Path | None = None) -> None:
         super().__init__(re.sub(r"\s*\n\s*", " ", str(message)).strip())
+        self.image = image
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -73,15 +76,25 @@ class _Reader:
     def warn(self, message: str) -> None:
         self.warnings.append(message)
 
-    def skip(self, error: FormatError, what: str, image: Path | None = None) -> None:
-        """Raise ``error`` when strict, else record that ``what`` (about image file ``image``,
-        when one is known) was skipped because of it."""
+    def skip(self, error: FormatError, what: str) -> None:
+        """Raise ``error`` when strict, else record that ``what`` was skipped because of it
+        (and, when the error is the image's own, ``error.image`` in :attr:`skipped_images`)."""
         if self.strict:
             error.skippable = True
             raise error
         self.warnings.append(f"{error} ({what} skipped)")
-        if image is not None:
-            self.skipped_images.append(_abspath(image))
+        if error.image is not None:
+            self.skipped_images.append(_abspath(error.image))
+
+    def dataset(self, classes: list[str], images: list[ImageRecord], source: str) -> Dataset:
+        """The dataset read, with this reader's warnings and skipped images."""
+        return Dataset(
+            classes=classes,
+            images=images,
+            source=source,
+            warnings=self.warnings,
+            skipped_images=self.skipped_images,
+        )
 
     def size_of(self, image: Path, where: str) -> tuple[int, int]:
         """Image size from its header; unreadable images become a FormatError naming both."""
@@ -91,7 +104,7 @@ class _Reader:
             msg = str(e)
             if msg.startswith(str(image)):
                 msg = self.rel(image) + msg[len(str(image)) :]
-            raise FormatError(f"{where}: {msg}" if where else msg) from None
+            raise FormatError(f"{where}: {msg}" if where else msg, image) from None
 
 
 def _inside(path: Path, root: Path) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from napari_al.core.data import Dataset, ImageRecord
@@ -12,14 +11,7 @@ from napari_al.core.formats.common import (
     _one_error_type,
     _Reader,
 )
-from napari_al.core.images import IMAGE_EXTENSIONS, find_images, is_image_file, is_zarr_path
-
-#: Extensions of image files that napari-al does not read (web, camera and microscopy vendors'
-#: formats), named when a folder holds some, so that none is left out silently.
-OTHER_IMAGE_EXTENSIONS = (
-    ".webp", ".gif", ".heic", ".heif", ".avif", ".jp2", ".czi", ".nd2", ".lif", ".lsm",
-    ".oib", ".oif", ".ims", ".vsi", ".svs", ".ndpi", ".scn", ".mrxs", ".dcm",
-)  # fmt: skip
+from napari_al.core.images import IMAGE_EXTENSIONS, find_images, is_image_file
 
 
 @_one_error_type
@@ -32,10 +24,11 @@ def read_image_folder(root: str | Path, *, strict: bool = True) -> Dataset:
     when ``strict=False``). Raises :class:`FormatError` when ``root`` is neither.
     """
     root = _abspath(root)
+    unread: list[Path] = []  # files of an image type not read, named in a warning
     if root.is_file() and is_image_file(root.name):
         found = [root]
     elif root.is_dir():
-        found = find_images(root)
+        found = find_images(root, unread)
     else:
         what = "a file of no image type" if root.is_file() else "not found"
         raise FormatError(
@@ -49,35 +42,14 @@ def read_image_folder(root: str | Path, *, strict: bool = True) -> Dataset:
         try:
             w, h = rd.size_of(p, "")
         except FormatError as e:
-            rd.skip(e, "image", p)
+            rd.skip(e, "image")
             continue
         images.append(ImageRecord(path=p, width=w, height=h, annotated=False))
-    if root.is_dir():
-        _note_other_image_types(root, rd)
-    return Dataset(
-        classes=[],
-        images=images,
-        source=f"images:{root}",
-        warnings=rd.warnings,
-        skipped_images=rd.skipped_images,
-    )
-
-
-def _note_other_image_types(root: Path, rd: _Reader) -> None:
-    """Warn, once, about files under ``root`` of an image type that is not read
-    (:data:`OTHER_IMAGE_EXTENSIONS`): how many, one example, and the fix."""
-    others = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".") and not is_zarr_path(Path(d))]
-        others += [
-            Path(dirpath) / n
-            for n in filenames
-            if not n.startswith(".") and Path(n).suffix.lower() in OTHER_IMAGE_EXTENSIONS
-        ]
-    if others:
-        n = len(others)
+    if unread:
+        n = len(unread)
         rd.warn(
             f"left out {n} file{'s' if n != 1 else ''} of an image type napari-al does not "
-            f"read (e.g. {rd.rel(min(others))}); convert them to TIFF or PNG "
+            f"read (e.g. {rd.rel(min(unread))}); convert them to TIFF or PNG "
             f"({', '.join(IMAGE_EXTENSIONS)}) to import them"
         )
+    return rd.dataset([], images, f"images:{root}")

@@ -144,7 +144,8 @@ def _read_voc_xml(
         if (width, height) != header:
             raise FormatError(
                 f"{rel}: size is {width}x{height} but image {rd.rel(image)} is "
-                f"{header[0]}x{header[1]}"
+                f"{header[0]}x{header[1]}",
+                image,
             )
 
     rec = ImageRecord(path=image, width=width, height=height, annotated=True)
@@ -338,13 +339,7 @@ def read_voc(
     names = sorted({b.label for rec in by_id.values() for b in (*rec.boxes, *rec.ignore_regions)})
     class_list = list(classes) if classes is not None else _voc_class_order(root, names, rd)
     images = [by_id[k] for k in sorted(by_id)]
-    return Dataset(
-        classes=class_list,
-        images=images,
-        source=f"voc:{root}",
-        warnings=rd.warnings,
-        skipped_images=rd.skipped_images,
-    )
+    return rd.dataset(class_list, images, f"voc:{root}")
 
 
 def _voc_annotated(
@@ -385,9 +380,7 @@ def _voc_annotated(
                 )
             by_id[xml_path.stem] = _read_voc_xml(xml_path, ann, image, rd, classes)
         except FormatError as e:
-            # the image itself at fault (unreadable, another size) when the message names it;
-            # a fine image of a broken XML stays one the dataset leaves out
-            rd.skip(e, "file", image if image is not None and rd.rel(image) in str(e) else None)
+            rd.skip(e, "file")
             failed.add(xml_path.stem)
     return by_id, failed
 
@@ -410,7 +403,7 @@ def _voc_unannotated(
         try:
             w, h = rd.size_of(p, "")
         except FormatError as e:
-            rd.skip(e, "image", p)
+            rd.skip(e, "image")
             continue
         by_id[p.stem] = ImageRecord(path=p, width=w, height=h, annotated=False)
 

@@ -360,7 +360,7 @@ def read_yolo(root: str | Path, *, strict: bool = True) -> Dataset:
                 used_labels.add(_abspath(label))
                 rec.boxes = _read_yolo_labels(label, rec, classes, rd)
         except FormatError as e:
-            rd.skip(e, "image", path)
+            rd.skip(e, "image")
             if label is not None:
                 used_labels.add(_abspath(label))
             continue
@@ -369,13 +369,7 @@ def read_yolo(root: str | Path, *, strict: bool = True) -> Dataset:
 
     image_dirs = {path.parent for path, _split in sources}
     _report_orphan_labels(label_dirs, image_dirs, used_labels | lists, root, rd)
-    return Dataset(
-        classes=classes,
-        images=images,
-        source=f"yolo:{root}",
-        warnings=rd.warnings,
-        skipped_images=rd.skipped_images,
-    )
+    return rd.dataset(classes, images, f"yolo:{root}")
 
 
 def _report_orphan_labels(

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from napari_al.core.data import DEVICE_ENV
 from napari_al.core.workflow.errors import WorkflowError
 from napari_al.core.workflow.settings import ModelSettings
 
@@ -46,7 +47,7 @@ def check_device(device: str | None) -> None:
     """Raise :class:`WorkflowError` (one line) when ``device`` (``cpu``, ``cuda``, ``cuda:N``,
     ``mps``; None: ``$NAPARI_AL_DEVICE`` where set, else the best present) is not available
     here."""
-    if device is None and not os.environ.get("NAPARI_AL_DEVICE"):  # engine.device.DEVICE_ENV
+    if device is None and not os.environ.get(DEVICE_ENV):
         return  # the best device present, always one: no need to import torch to say so
     from napari_al.core.engine import select_device
 
