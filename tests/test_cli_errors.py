@@ -549,3 +549,18 @@ def test_an_empty_path_is_refused_not_taken_for_the_working_folder(
     code, _out, err = run(capsys, *(a.format(p=labelled) for a in argv))
     assert code == 1 and needle in one_line_error(err)
     assert sorted(p.name for p in work.iterdir()) == ["holiday.png"]
+
+
+def test_copying_the_images_onto_themselves_is_one_line(tmp_path: Path, capsys) -> None:
+    """--copy-images into the folder that holds the project's images printed Python's
+    'PosixPath(...) and PosixPath(...) are the same file'."""
+    folder = tmp_path / "d"
+    (folder / "JPEGImages").mkdir(parents=True)
+    Image.new("RGB", (32, 24), (9, 9, 9)).save(folder / "JPEGImages" / "a.png")
+    assert main(["init", str(folder)]) == 0
+    capsys.readouterr()
+    argv = ["export", str(folder), str(folder), "--format", "voc", "--copy-images", "--all"]
+    code, _out, err = run(capsys, *argv, "--force")
+    line = one_line_error(err)
+    assert code == 1 and "holds the project's own images" in line and "PosixPath" not in line
+    assert (folder / "JPEGImages" / "a.png").stat().st_size > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -134,11 +135,16 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise CliError(f"{target} already exists; pass --force to overwrite it") from exc
         except NotADirectoryError as exc:
             raise CliError(str(exc)) from exc
-        except OSError as exc:  # a folder that cannot be made or written: /proc, read-only...
-            where = exc.filename or args.out
+        except shutil.SameFileError as exc:  # --copy-images onto the images themselves
             raise CliError(
-                f"cannot write the export to {where} ({exc.strerror or exc}); nothing was "
-                "left there; choose an output folder you can write to"
+                f"{args.out} holds the project's own images, which --copy-images would copy "
+                "onto themselves; choose another output folder"
+            ) from exc
+        except OSError as exc:  # cannot be made or written: /proc, read-only, a full disk
+            why = exc.strerror or str(exc)
+            raise CliError(
+                f"cannot write the export to {args.out} ({why}); nothing of it was left "
+                "there; choose an output folder you can write to, with free space"
             ) from exc
     for line in dataset.warnings:
         print(f"note: {line}", file=sys.stderr)

@@ -59,9 +59,9 @@ def select_device(preference: str | torch.device | None = None) -> torch.device:
         device = torch.device(preference)
     except RuntimeError:  # torch's list of every device type it knows, not ours
         raise ValueError(
-            f"device {preference!r}{source} is not valid; expected cpu, mps, cuda, cuda:N or auto"
+            f"device {preference!r}{source} is not valid; expected cpu, mps, cuda or cuda:N"
         ) from None
-    fix = "use device 'cpu' (--device cpu), or 'auto' for the best one available"
+    fix = "use device 'cpu' (--device cpu), or leave the device out for the best one available"
     if device.type == "cuda" and not torch.cuda.is_available():
         why = "no GPU driver found" if torch.version.cuda else "this torch is built without CUDA"
         raise ValueError(

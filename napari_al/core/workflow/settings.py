@@ -165,7 +165,7 @@ class TrainSettings:
         None,
         "peak learning rate of the one-cycle schedule (default: by weight source, 0.02 from "
         "imagenet, 0.01 from coco-mnv2, else 0.005)",
-        minimum=1e-12,
+        above=0,
     )
     from_scratch: bool = _opt(
         False, "restart from the pretrained weights instead of the latest model"
