@@ -149,6 +149,15 @@ def test_round_commands_on_a_project_without_classes_say_how_to_add_one(
             "--diversity 'coreset' spreads",
         ),
         (["rank", "{p}", "--unit", "boxes"], "invalid choice: 'boxes'"),
+        # question flags with another unit changed nothing, silently
+        (
+            ["rank", "{p}", "--unit", "box", "--supervision", "click"],
+            "--supervision only applies to --unit question (this is --unit box)",
+        ),
+        (
+            ["rank", "{p}", "--scatter-images", "--saving-weight", "nan"],
+            "--scatter-images, --saving-weight only apply to --unit question",
+        ),
         (["trian", "{p}"], "did you mean 'train'?"),
         (["train", "{p}", "--weights", "{p}/none.pth"], "none.pth"),
         # NaN passes every range check: --lr nan trained and saved a model of NaN weights.

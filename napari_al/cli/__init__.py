@@ -48,7 +48,11 @@ from napari_al.cli.project import (
     cmd_import,
     cmd_init,
 )
-from napari_al.cli.questions import add_question_arguments, cmd_rank_questions
+from napari_al.cli.questions import (
+    add_question_arguments,
+    cmd_rank_questions,
+    refuse_question_flags,
+)
 from napari_al.cli.review import add_review_commands, examples_text
 from napari_al.cli.training import (
     NOTHING_TO_TRAIN,
@@ -223,6 +227,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
     if args.unit == "question":  # the dialog planner's queue (cli/questions.py)
         return cmd_rank_questions(args, _detector)
+    refuse_question_flags(args)
     settings = workflow.from_args(workflow.QuerySettings, args)
     try:
         workflow.check_query(settings)

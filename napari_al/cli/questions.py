@@ -26,6 +26,21 @@ def add_question_arguments(p: argparse.ArgumentParser) -> None:
     add_arguments(p.add_argument_group("questions (--unit question)"), DialogSettings)
 
 
+def refuse_question_flags(args: argparse.Namespace) -> None:
+    """Raise :class:`~napari_al.core.workflow.SettingsError` when a question flag
+    (``--supervision``, ``--scatter-images``, ...) is given with a ``--unit`` other than
+    ``question``: it would change nothing, and silently ignoring it misleads."""
+    from napari_al.core.workflow import DialogSettings, SettingsError, flags_given
+
+    given = flags_given(DialogSettings, args)
+    if given:
+        verb = "applies" if len(given) == 1 else "apply"
+        raise SettingsError(
+            f"{', '.join(given)} only {verb} to --unit question (this is --unit {args.unit}); "
+            "drop them or add --unit question"
+        )
+
+
 def question_rows(questions: list[Any], paths: dict[int, str]) -> list[dict[str, Any]]:
     """One JSON-ready row per question: rank, image, the question in words, its keys, and
     every figure of the value rule."""

@@ -113,7 +113,7 @@ from napari_al.core.workflow.examples import (
     read_rows,
     training_examples,
 )
-from napari_al.core.workflow.fields import add_arguments, flag_named, from_args
+from napari_al.core.workflow.fields import add_arguments, flag_named, flags_given, from_args
 from napari_al.core.workflow.model import (
     DEFAULT_MAX_SIZE,
     DEFAULT_MIN_SIZE,
@@ -228,6 +228,7 @@ __all__ = [
     "first_round",
     "fit_missed_regressor",
     "flag_named",
+    "flags_given",
     "flip_stable",
     "from_args",
     "has_model",

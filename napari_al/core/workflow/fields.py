@@ -123,6 +123,17 @@ def from_args(cls: type[S], args: argparse.Namespace, **overrides: Any) -> S:
         raise flag_named(exc, cls) from None
 
 
+def flags_given(cls: type, args: argparse.Namespace) -> list[str]:
+    """The ``--flags`` of settings class ``cls`` that the command line set (what
+    :func:`from_args` would take from ``args``), in field order."""
+    return [
+        _flag(f)
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if getattr(args, f.name, None) is not None
+        and not (str(f.type) == "bool" and getattr(args, f.name) is False)
+    ]
+
+
 def flag_named(exc: SettingsError, cls: type) -> SettingsError:
     """``exc`` (about a field of settings class ``cls``) as the command line says it: the
     field's flag (``--batch-size``) where the message names the field (``batch_size``)."""
