@@ -51,6 +51,11 @@ _YOLO_SPLIT_KEYS = {
 }
 _YOLO_YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
 
+#: Which key's split an entry (folder or list) named under several keys takes: napari-al's own
+#: keys first (its export names the pool folder under ``train`` too), then ``train`` (Ultralytics'
+#: coco128.yaml names its train folder as ``val`` too, having no validation set).
+_SHARED_ENTRY_PRIORITY = ("pool", "unassigned", "train", "val", "valid", "test")
+
 
 def _yolo_names(root: Path, rd: _Reader) -> tuple[list[str], dict[str, Any], Path, str]:
     """Class names, the split configuration (data.yaml, else obj.data, else {}), the folder
@@ -180,6 +185,44 @@ def _yolo_entry_path(entry: str, base: Path) -> Path:
     return x
 
 
+def _shared_entries_once(
+    cfg: dict[str, Any], keys: list[str], base: Path, cfg_name: str, rd: _Reader
+) -> list[tuple[Path, str, str]]:
+    """Each split entry of data.yaml once: ``(resolved path, key, entry as written)``.
+
+    An entry (folder or list file) that several keys name is read once, under the key first in
+    :data:`_SHARED_ENTRY_PRIORITY`: Ultralytics' ``val: images/train2017`` beside ``train:
+    images/train2017`` (coco128.yaml, a dataset without a validation set) reads those images
+    as train, with a warning, where they used to be refused as listed in two splits; napari-al's
+    export naming its pool folder under ``train`` and ``pool`` reads it as pool, silently.
+    Images listed under two keys through different entries are still an error (read_yolo).
+    """
+    named: dict[Path, list[str]] = {}
+    written: dict[Path, str] = {}
+    for key in keys:
+        for entry in cfg[key] if isinstance(cfg[key], list) else [cfg[key]]:
+            p = _yolo_entry_path(str(entry), base)
+            written.setdefault(p, str(entry))
+            if key not in named.setdefault(p, []):
+                named[p].append(key)
+    out = []
+    for p, names in named.items():
+        key = min(names, key=_SHARED_ENTRY_PRIORITY.index)
+        also = [k for k in names if k != key]
+        if also and not {"pool", "unassigned"} & set(names):
+            why = (
+                " (Ultralytics' convention for a dataset without a validation set)"
+                if set(also) <= {"val", "valid"}
+                else ""
+            )
+            rd.warn(
+                f"{cfg_name}: {', '.join(also)}: {written[p]!r} names the {key} images "
+                f"too{why}: read once, as {key}"
+            )
+        out.append((p, key, written[p]))
+    return out
+
+
 def _yolo_sources(
     cfg: dict[str, Any], root: Path, base: Path, cfg_name: str, rd: _Reader
 ) -> tuple[list[tuple[Path, str | None]], set[Path]]:
@@ -189,21 +232,18 @@ def _yolo_sources(
     lists: set[Path] = set()
     keys = [k for k in _YOLO_SPLIT_KEYS if cfg.get(k)]
     if keys:
-        for key in keys:
+        for p, key, entry in _shared_entries_once(cfg, keys, base, cfg_name, rd):
             split = _YOLO_SPLIT_KEYS[key]
-            entries = cfg[key] if isinstance(cfg[key], list) else [cfg[key]]
-            for entry in entries:
-                p = _yolo_entry_path(str(entry), base)
-                if _is_dir(p):
-                    pairs += [(_abspath(q), split) for q in _iter_images(p)]
-                elif _is_file(p) and p.suffix.lower() == ".txt":
-                    bases = list(dict.fromkeys([base, root, root.parent]))
-                    pairs += [(q, split) for q in read_image_list(p, rd, bases)]
-                    lists.add(p)
-                else:
-                    raise FormatError(
-                        f"{cfg_name}: {key}: {entry!r} is neither a folder nor a .txt list ({p})"
-                    )
+            if _is_dir(p):
+                pairs += [(_abspath(q), split) for q in _iter_images(p)]
+            elif _is_file(p) and p.suffix.lower() == ".txt":
+                bases = list(dict.fromkeys([base, root, root.parent]))
+                pairs += [(q, split) for q in read_image_list(p, rd, bases)]
+                lists.add(p)
+            else:
+                raise FormatError(
+                    f"{cfg_name}: {key}: {entry!r} is neither a folder nor a .txt list ({p})"
+                )
         return pairs, lists
     img_root = root / "images" if (root / "images").is_dir() else root
     for p in _iter_images(img_root):
@@ -412,6 +452,54 @@ def _yolo_lines(im: ImageRecord, index: dict[str, int]) -> str:
     return "".join(lines)
 
 
+def _ultralytics_split_lines(folders: list[str], notes: list[str]) -> list[str]:
+    """data.yaml's split keys for the copied layout: ``train`` and ``val``, which Ultralytics
+    requires, then ``test`` and napari-al's ``pool`` and ``unassigned``.
+
+    ``train`` names what napari-al trains on: ``images/train`` and ``images/pool`` (the
+    pool's reviewed images), those present. Without a ``val`` folder, ``val`` names the same
+    folders, as Ultralytics' coco128.yaml does for want of a validation set. Each such choice
+    appends a line to ``notes`` (the export's ``Dataset.warnings``).
+    """
+    entries = {s: [f"images/{s}"] for s in folders}
+    trained = [f"images/{s}" for s in ("train", "pool") if s in folders]
+    if "pool" in folders:
+        _note(
+            notes,
+            f"data.yaml's train names images/pool{' too' if 'train' in folders else ''}: the "
+            "pool's reviewed images, which napari-al trains on (Ultralytics reads only train, "
+            "val and test)",
+        )
+    if trained:
+        entries["train"] = trained
+    elif folders:
+        _note(
+            notes,
+            "the export has no train or pool images: Ultralytics needs a train split to train "
+            "on it",
+        )
+    if "val" not in folders and trained:
+        entries["val"] = trained
+        _note(
+            notes,
+            f"the project has no val split: data.yaml's val names the training images "
+            f"({', '.join(trained)}), as Ultralytics' coco128.yaml does for want of a "
+            "validation set; Ultralytics' validation figures then measure images it trained on",
+        )
+    lines = []
+    for key in ("train", "val", "test", "pool", "unassigned"):
+        if key in entries:
+            value = entries[key]
+            lines.append(f"{key}: {value[0] if len(value) == 1 else json.dumps(value)}")
+    return lines
+
+
+def _note(notes: list[str], line: str) -> None:
+    """Append ``line`` to ``notes`` unless it is there (a dataset written twice)."""
+    if line not in notes:
+        notes.append(line)
+
+
 def write_yolo(
     dataset: Dataset, out_dir: str | Path, *, overwrite: bool = False, copy_images: bool = False
 ) -> list[Path]:
@@ -429,9 +517,13 @@ def write_yolo(
       beside the images).
     - ``copy_images=True``: the Ultralytics layout ``images/<split>/<name>`` and
       ``labels/<split>/<stem>.txt`` (names made unique with ``_2``...), data.yaml with
-      ``path:`` the export's absolute folder and ``<split>: images/<split>``: Ultralytics
-      trains on it as is (it needs a ``train`` and a ``val`` split); images without a label
-      file are background to Ultralytics, unannotated to :func:`read_yolo`.
+      ``path:`` the export's absolute folder and ``<split>: images/<split>``, except that
+      ``train`` names ``images/pool`` as well, and ``val``, when there is no val split, names
+      the ``train`` folders (:func:`_ultralytics_split_lines`, with a line in
+      ``dataset.warnings`` for each): Ultralytics trains on it as is, ``train`` and ``val``
+      being always there; images without a label file are background to Ultralytics,
+      unannotated to :func:`read_yolo`. Without train or pool images there is no ``train``
+      (a line in ``dataset.warnings`` says so).
     """
     out = _abspath(out_dir)
     index = _check_labels(dataset)
@@ -478,8 +570,9 @@ def write_yolo(
         cfg_lines = ["# written by napari-al; 'pool' and 'unassigned' are napari-al extensions"]
         if copy_images:  # Ultralytics resolves the split folders against it, whatever the cwd
             cfg_lines.append(f"path: {json.dumps(str(out))}")
-        for s in folders:
-            cfg_lines.append(f"{s}: {s}.txt" if not copy_images else f"{s}: images/{s}")
+            cfg_lines += _ultralytics_split_lines(folders, dataset.warnings)
+        else:
+            cfg_lines += [f"{s}: {s}.txt" for s in folders]
         cfg_lines.append(f"nc: {len(dataset.classes)}")
         cfg_lines.append("names:")
         cfg_lines += [f"  {i}: {json.dumps(c)}" for i, c in enumerate(dataset.classes)]
