@@ -257,8 +257,19 @@ def test_anchor_sizes_reach_a_new_detector_and_a_mismatch_is_one_line(tmp_path: 
         assert (
             workflow.load_model(store, workflow.ModelSettings(**small)).config.anchor_sizes is None
         )
-        with pytest.raises(workflow.WorkflowError, match=r"--anchors 16,32: does not fit .*5 for"):
+        # one line, not torchvision's assertion text: the sizes needed and an example
+        needle = r"--anchors 16,32: fasterrcnn_mobilenet_v2_fpn has 5 feature levels; give 5 "
+        with pytest.raises(workflow.WorkflowError, match=needle):
             workflow.load_model(store, workflow.ModelSettings(anchors="16,32", **small))
+        # MobileNetV3-FPN: torchvision's builder sets its own generator (passing one was a
+        # TypeError); its RPN head gets as many anchors per location as the sizes give
+        v3 = dict(arch="fasterrcnn_mobilenet_v3_large_fpn", **small)
+        with pytest.raises(workflow.WorkflowError, match="has 3 feature levels; give 3 sizes"):
+            workflow.load_model(store, workflow.ModelSettings(anchors="16,32", **v3))
+        det = workflow.load_model(store, workflow.ModelSettings(anchors="16,64,256", **v3))
+        assert det.model.rpn.anchor_generator.sizes == ((16,), (64,), (256,))
+        assert det.model.rpn.head.cls_logits.out_channels == 3
+        assert len(det.predict([np.zeros((96, 96, 3), np.uint8)])) == 1
     with pytest.raises(ValueError, match="anchors"):
         workflow.ModelSettings(anchors="16;32")
     with pytest.raises(ValueError, match="anchors"):

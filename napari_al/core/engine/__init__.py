@@ -27,7 +27,13 @@ Modules:
 
 from __future__ import annotations
 
-from napari_al.core.engine.build import ARCHS, DEFAULT_ARCH, BuildInfo, DetectorConfig
+from napari_al.core.engine.build import (
+    ARCHS,
+    DEFAULT_ARCH,
+    AnchorSizesError,
+    BuildInfo,
+    DetectorConfig,
+)
 from napari_al.core.engine.checkpoints import from_bytes as detector_from_bytes
 from napari_al.core.engine.checkpoints import load as load_checkpoint
 from napari_al.core.engine.checkpoints import load_into as load_checkpoint_into
@@ -56,6 +62,7 @@ __all__ = [
     "LAMBDA_D",
     "LEARNING_RATE",
     "WEIGHT_SOURCES",
+    "AnchorSizesError",
     "BuildInfo",
     "Detector",
     "DetectorConfig",

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torchvision.models.detection import backbone_utils
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FasterRCNN
+from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from napari_al.core.data import ARCHS
@@ -196,6 +197,40 @@ def _anchor_generator(sizes: Sequence[int]) -> AnchorGenerator:
     return AnchorGenerator(anchor_sizes, ((0.5, 1.0, 2.0),) * len(anchor_sizes))
 
 
+class AnchorSizesError(ValueError):
+    """Anchor sizes that do not fit the architecture (not one per feature level)."""
+
+
+def _feature_levels(model: FasterRCNN) -> int:
+    """How many feature maps the model's backbone gives its RPN (one 64 x 64 px pass)."""
+    was = model.backbone.training
+    model.backbone.eval()
+    try:
+        with torch.no_grad():
+            feats = model.backbone(torch.zeros(1, 3, 64, 64))
+    finally:
+        model.backbone.train(was)
+    return 1 if isinstance(feats, Tensor) else len(feats)
+
+
+def _use_anchor_sizes(model: FasterRCNN, arch: str, sizes: Sequence[int]) -> None:
+    """Give a two-stage ``model`` one anchor size per feature level (finest first, aspect
+    ratios 0.5, 1, 2), with an RPN head of that many anchors per location (new weights where
+    it changes). Raises :class:`AnchorSizesError` unless ``sizes`` has one size per level."""
+    levels = _feature_levels(model)
+    if len(sizes) != levels:
+        example = ",".join(str(32 * 2**i) for i in range(levels))
+        raise AnchorSizesError(
+            f"--anchors {','.join(map(str, sizes))}: {arch} has {levels} feature levels; "
+            f"give {levels} sizes, finest first (e.g. {example})"
+        )
+    model.rpn.anchor_generator = _anchor_generator(sizes)
+    per_location = model.rpn.anchor_generator.num_anchors_per_location()[0]
+    head = model.rpn.head
+    if head.cls_logits.out_channels != per_location:
+        model.rpn.head = RPNHead(head.cls_logits.in_channels, per_location)
+
+
 def _make_two_stage_rich(model: FasterRCNN) -> FasterRCNN:
     model.rpn = PartialLabelRPN.from_rpn(model.rpn)
     model.roi_heads = RichRoIHeads.from_roi_heads(model.roi_heads)
@@ -280,14 +315,15 @@ def _build_default_arch(
             k[len("features.") :]: v for k, v in init.state.items() if k.startswith("features.")
         }
         backbone.body.load_state_dict(feats, strict=True)
-    sizes = list(anchor_sizes) if anchor_sizes else [32, 64, 128, 256, 512]
     model = FasterRCNN(
         backbone,
         num_classes=nc1,
         min_size=min_size,
         max_size=max_size,
-        rpn_anchor_generator=_anchor_generator(sizes),
+        rpn_anchor_generator=_anchor_generator([32, 64, 128, 256, 512]),
     )
+    if anchor_sizes:
+        _use_anchor_sizes(model, DEFAULT_ARCH, anchor_sizes)
     skipped: list[str] = []
     if init.state is not None and init.kind == "full":
         skipped = _load_full_state(model, init, sources.MOBILENET_V2_ARCH)
@@ -310,9 +346,9 @@ def _build_torchvision_arch(
     kwargs: dict[str, Any] = {"weights": None, "weights_backbone": None, "num_classes": nc1}
     if arch != "ssdlite320_mobilenet_v3_large":
         kwargs.update(min_size=min_size, max_size=max_size)
-    if anchor_sizes and arch in TWO_STAGE_ARCHS:
-        kwargs["rpn_anchor_generator"] = _anchor_generator(anchor_sizes)
     model = getattr(tvdet, arch)(**kwargs)
+    if anchor_sizes and arch in TWO_STAGE_ARCHS:
+        _use_anchor_sizes(model, arch, anchor_sizes)
     skipped: list[str] = []
     if init.state is not None and init.kind == "full":
         skipped = _load_full_state(model, init, arch)

@@ -77,7 +77,7 @@ def load_model(store: ProjectStore, settings: ModelSettings | None = None) -> De
     FileNotFoundError for a source that cannot be had here (``engine.WeightsUnavailable``, one
     line saying how to get it).
     """
-    from napari_al.core.engine import DEFAULT_ARCH, Detector, load_checkpoint
+    from napari_al.core.engine import DEFAULT_ARCH, AnchorSizesError, Detector, load_checkpoint
 
     s = settings or ModelSettings()
     classes = [c.name for c in store.classes()]
@@ -121,6 +121,8 @@ def load_model(store: ProjectStore, settings: ModelSettings | None = None) -> De
             box_batch_size_per_image=s.box_batch_size_per_image,
             anchor_sizes=s.anchor_sizes,
         )
+    except AnchorSizesError as exc:
+        raise WorkflowError(str(exc)) from None
     except Exception as exc:  # a weights file that is not one: say so, in one line
         if s.weights is None or isinstance(exc, FileNotFoundError):
             raise
