@@ -339,7 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project", metavar="DIR")
     p.add_argument("out", metavar="OUT")
     p.add_argument("--format", required=True, choices=FORMATS_OUT)
-    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite existing files; an earlier VOC or YOLO export in OUT is replaced whole "
+        "(its files this export does not write are removed; no other file is)",
+    )
     p.add_argument("--all", action="store_true", help="include images not yet marked complete")
     p.add_argument(
         "--copy-images",

@@ -369,6 +369,11 @@ def export_dataset(
     in place; ``None`` (default) references them in place, except a YOLO export of images
     that share a file name stem (``site1/f1.png``, ``site2/f1.png``), whose label files would
     collide: it is copied (names made unique), with a line in ``Dataset.warnings``.
+
+    ``overwrite`` replaces existing files; a VOC or YOLO export also removes the files the
+    earlier napari-al export of that format in ``out`` wrote and this one does not (a split or
+    an image no longer exported), never another file nor one of the project's images
+    (:mod:`napari_al.core.formats.manifest`; a line in ``Dataset.warnings`` says what went).
     """
     from napari_al.core.formats import write_dataset
 
@@ -396,6 +401,8 @@ def export_dataset(
                 "images/<split>/ + labels/<split>/ layout (names made unique)"
             )
         options["copy_images"] = copy
+        # --force never removes the project's own images (imported in place from an export)
+        options["keep"] = [store.abs_path(row) for row in store.images()]
     elif copy_images:
         raise ValueError(f"copy_images applies to voc and yolo exports, not {fmt}")
     write_dataset(dataset, Path(out), fmt, overwrite=overwrite, **options)

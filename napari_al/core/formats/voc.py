@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from pathlib import Path
 
 from napari_al.core.data import SPLITS, BoxRecord, Dataset, ImageRecord
@@ -28,6 +29,7 @@ from napari_al.core.formats.common import (
     _unique_stems,
     _write_text,
 )
+from napari_al.core.formats.manifest import MANIFEST_NAME, finish_export
 from napari_al.core.images import IMAGE_EXTENSIONS
 
 
@@ -474,7 +476,12 @@ def _voc_box(xyxy: tuple[float, float, float, float], im: ImageRecord) -> tuple[
 
 
 def write_voc(
-    dataset: Dataset, out_dir: str | Path, *, overwrite: bool = False, copy_images: bool = False
+    dataset: Dataset,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    copy_images: bool = False,
+    keep: Iterable[Path] = (),
 ) -> list[Path]:
     """Write a VOC folder; returns the files written.
 
@@ -489,6 +496,11 @@ def write_voc(
     napari-al's ``<partial>1</partial>``, and each of its reviewed regions
     (``ImageRecord.reviewed_regions``) a ``<reviewed_region>`` with ``xmin``, ``ymin``,
     ``xmax``, ``ymax`` in the boxes' convention; other tools ignore both.
+
+    The files written are recorded in ``.napari-al-export.json``; with ``overwrite`` the files
+    of an earlier export in ``out_dir`` that this one does not write are removed, except the
+    dataset's images and ``keep`` (:func:`~napari_al.core.formats.manifest.finish_export`,
+    with a line in ``dataset.warnings``).
     """
     out = _abspath(out_dir)
     _check_labels(dataset)
@@ -523,4 +535,7 @@ def write_voc(
             written.append(p)
         _write_text(new.file(out / "classes.txt"), "".join(f"{c}\n" for c in dataset.classes))
         written.append(out / "classes.txt")
+        new.file(out / MANIFEST_NAME)
+        keep = [*(im.path for im in dataset.images), *keep]
+        finish_export(out, "voc", written, overwrite=overwrite, keep=keep, notes=dataset.warnings)
     return written

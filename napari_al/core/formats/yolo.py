@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ from napari_al.core.formats.darknet import (
     read_names_file,
     read_obj_data,
 )
+from napari_al.core.formats.manifest import MANIFEST_NAME, finish_export
+from napari_al.core.formats.ultralytics import shared_entries_once, split_lines
 
 #: YOLO data.yaml keys read as splits (``valid`` is Roboflow's spelling of ``val``; ``pool`` and
 #: ``unassigned`` are this package's additions, ignored by other tools).
@@ -50,11 +53,6 @@ _YOLO_SPLIT_KEYS = {
     "unassigned": None,
 }
 _YOLO_YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
-
-#: Which key's split an entry (folder or list) named under several keys takes: napari-al's own
-#: keys first (its export names the pool folder under ``train`` too), then ``train`` (Ultralytics'
-#: coco128.yaml names its train folder as ``val`` too, having no validation set).
-_SHARED_ENTRY_PRIORITY = ("pool", "unassigned", "train", "val", "valid", "test")
 
 
 def _yolo_names(root: Path, rd: _Reader) -> tuple[list[str], dict[str, Any], Path, str]:
@@ -171,58 +169,6 @@ def _yolo_yaml_names(names: Any, cfg: dict[str, Any], fname: str) -> list[str]:
     return out
 
 
-def _yolo_entry_path(entry: str, base: Path) -> Path:
-    """A data.yaml split entry resolved as Ultralytics' ``check_det_dataset`` does: relative to
-    ``base`` (data.yaml's ``path``, default its folder); when that does not exist and the entry
-    starts with ``../`` (Roboflow's ``train: ../train/images``), relative to ``base`` without
-    the ``../``."""
-    p = Path(entry)
-    if p.is_absolute():
-        return _abspath(p)
-    x = _abspath(base / p)
-    if not (_is_dir(x) or _is_file(x)) and entry.startswith("../"):
-        x = _abspath(base / entry[3:])
-    return x
-
-
-def _shared_entries_once(
-    cfg: dict[str, Any], keys: list[str], base: Path, cfg_name: str, rd: _Reader
-) -> list[tuple[Path, str, str]]:
-    """Each split entry of data.yaml once: ``(resolved path, key, entry as written)``.
-
-    An entry (folder or list file) that several keys name is read once, under the key first in
-    :data:`_SHARED_ENTRY_PRIORITY`: Ultralytics' ``val: images/train2017`` beside ``train:
-    images/train2017`` (coco128.yaml, a dataset without a validation set) reads those images
-    as train, with a warning, where they used to be refused as listed in two splits; napari-al's
-    export naming its pool folder under ``train`` and ``pool`` reads it as pool, silently.
-    Images listed under two keys through different entries are still an error (read_yolo).
-    """
-    named: dict[Path, list[str]] = {}
-    written: dict[Path, str] = {}
-    for key in keys:
-        for entry in cfg[key] if isinstance(cfg[key], list) else [cfg[key]]:
-            p = _yolo_entry_path(str(entry), base)
-            written.setdefault(p, str(entry))
-            if key not in named.setdefault(p, []):
-                named[p].append(key)
-    out = []
-    for p, names in named.items():
-        key = min(names, key=_SHARED_ENTRY_PRIORITY.index)
-        also = [k for k in names if k != key]
-        if also and not {"pool", "unassigned"} & set(names):
-            why = (
-                " (Ultralytics' convention for a dataset without a validation set)"
-                if set(also) <= {"val", "valid"}
-                else ""
-            )
-            rd.warn(
-                f"{cfg_name}: {', '.join(also)}: {written[p]!r} names the {key} images "
-                f"too{why}: read once, as {key}"
-            )
-        out.append((p, key, written[p]))
-    return out
-
-
 def _yolo_sources(
     cfg: dict[str, Any], root: Path, base: Path, cfg_name: str, rd: _Reader
 ) -> tuple[list[tuple[Path, str | None]], set[Path]]:
@@ -232,7 +178,7 @@ def _yolo_sources(
     lists: set[Path] = set()
     keys = [k for k in _YOLO_SPLIT_KEYS if cfg.get(k)]
     if keys:
-        for p, key, entry in _shared_entries_once(cfg, keys, base, cfg_name, rd):
+        for p, key, entry in shared_entries_once(cfg, keys, base, cfg_name, rd):
             split = _YOLO_SPLIT_KEYS[key]
             if _is_dir(p):
                 pairs += [(_abspath(q), split) for q in _iter_images(p)]
@@ -452,56 +398,13 @@ def _yolo_lines(im: ImageRecord, index: dict[str, int]) -> str:
     return "".join(lines)
 
 
-def _ultralytics_split_lines(folders: list[str], notes: list[str]) -> list[str]:
-    """data.yaml's split keys for the copied layout: ``train`` and ``val``, which Ultralytics
-    requires, then ``test`` and napari-al's ``pool`` and ``unassigned``.
-
-    ``train`` names what napari-al trains on: ``images/train`` and ``images/pool`` (the
-    pool's reviewed images), those present. Without a ``val`` folder, ``val`` names the same
-    folders, as Ultralytics' coco128.yaml does for want of a validation set. Each such choice
-    appends a line to ``notes`` (the export's ``Dataset.warnings``).
-    """
-    entries = {s: [f"images/{s}"] for s in folders}
-    trained = [f"images/{s}" for s in ("train", "pool") if s in folders]
-    if "pool" in folders:
-        _note(
-            notes,
-            f"data.yaml's train names images/pool{' too' if 'train' in folders else ''}: the "
-            "pool's reviewed images, which napari-al trains on (Ultralytics reads only train, "
-            "val and test)",
-        )
-    if trained:
-        entries["train"] = trained
-    elif folders:
-        _note(
-            notes,
-            "the export has no train or pool images: Ultralytics needs a train split to train "
-            "on it",
-        )
-    if "val" not in folders and trained:
-        entries["val"] = trained
-        _note(
-            notes,
-            f"the project has no val split: data.yaml's val names the training images "
-            f"({', '.join(trained)}), as Ultralytics' coco128.yaml does for want of a "
-            "validation set; Ultralytics' validation figures then measure images it trained on",
-        )
-    lines = []
-    for key in ("train", "val", "test", "pool", "unassigned"):
-        if key in entries:
-            value = entries[key]
-            lines.append(f"{key}: {value[0] if len(value) == 1 else json.dumps(value)}")
-    return lines
-
-
-def _note(notes: list[str], line: str) -> None:
-    """Append ``line`` to ``notes`` unless it is there (a dataset written twice)."""
-    if line not in notes:
-        notes.append(line)
-
-
 def write_yolo(
-    dataset: Dataset, out_dir: str | Path, *, overwrite: bool = False, copy_images: bool = False
+    dataset: Dataset,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    copy_images: bool = False,
+    keep: Iterable[Path] = (),
 ) -> list[Path]:
     """Write a YOLO dataset folder; returns the files written.
 
@@ -519,11 +422,16 @@ def write_yolo(
       ``labels/<split>/<stem>.txt`` (names made unique with ``_2``...), data.yaml with
       ``path:`` the export's absolute folder and ``<split>: images/<split>``, except that
       ``train`` names ``images/pool`` as well, and ``val``, when there is no val split, names
-      the ``train`` folders (:func:`_ultralytics_split_lines`, with a line in
-      ``dataset.warnings`` for each): Ultralytics trains on it as is, ``train`` and ``val``
-      being always there; images without a label file are background to Ultralytics,
+      the ``train`` folders (:func:`~napari_al.core.formats.ultralytics.split_lines`, with a
+      line in ``dataset.warnings`` for each): Ultralytics trains on it as is, ``train`` and
+      ``val`` being always there; images without a label file are background to Ultralytics,
       unannotated to :func:`read_yolo`. Without train or pool images there is no ``train``
       (a line in ``dataset.warnings`` says so).
+
+    The files written are recorded in ``.napari-al-export.json``; with ``overwrite`` the files
+    of an earlier export in ``out_dir`` that this one does not write are removed, except the
+    dataset's images and ``keep`` (:func:`~napari_al.core.formats.manifest.finish_export`,
+    with a line in ``dataset.warnings``).
     """
     out = _abspath(out_dir)
     index = _check_labels(dataset)
@@ -570,7 +478,7 @@ def write_yolo(
         cfg_lines = ["# written by napari-al; 'pool' and 'unassigned' are napari-al extensions"]
         if copy_images:  # Ultralytics resolves the split folders against it, whatever the cwd
             cfg_lines.append(f"path: {json.dumps(str(out))}")
-            cfg_lines += _ultralytics_split_lines(folders, dataset.warnings)
+            cfg_lines += split_lines(folders, dataset.warnings)
         else:
             cfg_lines += [f"{s}: {s}.txt" for s in folders]
         cfg_lines.append(f"nc: {len(dataset.classes)}")
@@ -579,4 +487,7 @@ def write_yolo(
         _write_text(new.file(out / "data.yaml"), "\n".join(cfg_lines) + "\n")
         _write_text(new.file(out / "classes.txt"), "".join(f"{c}\n" for c in dataset.classes))
         written += [out / "data.yaml", out / "classes.txt"]
+        new.file(out / MANIFEST_NAME)
+        keep = [*(im.path for im in dataset.images), *keep]
+        finish_export(out, "yolo", written, overwrite=overwrite, keep=keep, notes=dataset.warnings)
     return written

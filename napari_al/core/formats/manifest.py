@@ -1,0 +1,199 @@
+"""What an export wrote, so that ``--force`` into its folder leaves none of its stale files.
+
+An export into a folder that holds an earlier one used to leave the earlier files that the new
+export does not write: the ``ImageSets/Main/pool.txt`` of a split no longer exported, the XML
+or YOLO label file (and the copied image) of an image no longer exported. A re-import then read
+them back, or failed on a label file without its image. Each VOC and YOLO export therefore
+records the files it wrote in ``.napari-al-export.json`` in its folder (per format, paths
+relative to the folder), and an export with ``overwrite`` (``--force``) removes the files the
+record names for its format that it does not write again. Never removed:
+
+- a file the record does not name (a user's file, or one written by a napari-al before the
+  record existed): when it is a label file of the format's layout (which a re-import reads),
+  one line in the export's notes names it;
+- a file outside the format's layout (:func:`in_layout`), or outside the folder, whatever the
+  record says;
+- a file in ``keep`` (the project's own images: a project imported in place from an earlier
+  ``--copy-images`` export uses the copied images).
+
+COCO's layout is its one JSON file, which ``--force`` replaces: it needs no record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+
+from napari_al.core.data import SPLITS
+from napari_al.core.formats.common import _write_text
+
+#: The record's file name in the export folder (hidden: no reader or image search sees it).
+MANIFEST_NAME = ".napari-al-export.json"
+
+#: The names of the YOLO export's split list files and split folders.
+_YOLO_SPLITS = (*SPLITS, "unassigned")
+
+
+def in_layout(fmt: str, rel: str, labels_only: bool = False) -> bool:
+    """Whether ``rel`` (a ``/``-separated path inside an export folder) is a file a ``fmt``
+    export writes: VOC ``Annotations/*.xml``, ``ImageSets/Main/*.txt``, ``JPEGImages/*``,
+    ``classes.txt``; YOLO ``data.yaml``, ``classes.txt``, ``<split>.txt``, ``labels/*.txt``,
+    ``labels/<split>/*.txt``, ``images/<split>/*``. ``labels_only``: only the files a
+    re-import reads labels or splits from (no images, no class list)."""
+    parts = PurePosixPath(rel).parts
+    if not parts or any(p in ("", ".", "..") for p in parts):
+        return False
+    name = parts[-1]
+    if fmt == "voc":
+        labels = (len(parts) == 2 and parts[0] == "Annotations" and name.endswith(".xml")) or (
+            len(parts) == 3 and parts[:2] == ("ImageSets", "Main") and name.endswith(".txt")
+        )
+        other = parts == ("classes.txt",) or (len(parts) == 2 and parts[0] == "JPEGImages")
+    elif fmt == "yolo":
+        lists = len(parts) == 1 and name.endswith(".txt") and name[:-4] in _YOLO_SPLITS
+        label_file = parts[0] == "labels" and name.endswith(".txt")
+        labels = lists or (
+            label_file and (len(parts) == 2 or (len(parts) == 3 and parts[1] in _YOLO_SPLITS))
+        )
+        other = parts in (("data.yaml",), ("classes.txt",)) or (
+            len(parts) == 3 and parts[0] == "images" and parts[1] in _YOLO_SPLITS
+        )
+    else:
+        return False
+    return labels or (not labels_only and other)
+
+
+def _read(out: Path) -> dict:
+    """The record in ``out`` (``{}`` when there is none or it cannot be read)."""
+    try:
+        data = json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _recorded(data: dict, fmt: str) -> list[str]:
+    """The files the record names for ``fmt`` (none where it is not as this module writes)."""
+    exports = data.get("exports")
+    entry = exports.get(fmt) if isinstance(exports, dict) else None
+    files = entry.get("files") if isinstance(entry, dict) else None
+    return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
+
+
+def _rel(path: Path, out: Path) -> str | None:
+    """``path`` relative to ``out``, ``/``-separated; None when it is not inside."""
+    try:
+        return Path(os.path.abspath(path)).relative_to(out).as_posix()
+    except ValueError:
+        return None
+
+
+def _remove(path: Path, out: Path) -> None:
+    """Remove a file (a copied OME-Zarr folder whole), then its folders left empty up to
+    ``out`` (exclusive)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+    for folder in path.parents:
+        if folder == out or out not in folder.parents:
+            break
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty
+
+
+def finish_export(
+    out: Path,
+    fmt: str,
+    written: list[Path],
+    *,
+    overwrite: bool,
+    keep: Iterable[Path] = (),
+    notes: list[str] | None = None,
+) -> list[Path]:
+    """After a ``fmt`` export into folder ``out`` has written ``written``: with ``overwrite``,
+    remove the files the earlier export's record names for ``fmt`` that are not in
+    ``written`` (within the rules of the module docstring); then record ``written`` (with
+    ``overwrite``; else added to the files recorded before that still exist). A line for what
+    was removed, and one for the label files of the layout left in ``out`` that no record
+    names, go to ``notes``. Returns the paths removed. A file that cannot be removed
+    (OSError) is named in ``notes`` and stays recorded.
+    """
+    out = Path(os.path.abspath(out))
+    notes = notes if notes is not None else []
+    data = _read(out)
+    new = {r for r in (_rel(p, out) for p in written) if r is not None}
+    before = _recorded(data, fmt)
+    stale = [
+        r
+        for r in (before if overwrite else [])
+        if r not in new and in_layout(fmt, r) and os.path.lexists(out / r)
+    ]
+    if stale:  # the same file by another name (a symlink) is protected too
+        protected = {os.path.realpath(p) for p in keep}
+        stale = [r for r in stale if os.path.realpath(out / r) not in protected]
+    removed: list[Path] = []
+    failed: dict[str, str] = {}  # path -> why
+    for rel in stale:
+        path = out / rel
+        try:
+            _remove(path, out)
+            removed.append(path)
+        except OSError as exc:
+            failed[rel] = str(exc.strerror or exc)
+    recorded = set(new) | set(failed)
+    if not overwrite:
+        recorded |= {r for r in before if os.path.lexists(out / r)}
+    _note_results(notes, fmt, out, removed, [f"{r} ({why})" for r, why in failed.items()])
+    _note_unknown(notes, fmt, out, recorded)
+    data.setdefault("exports", {})
+    if not isinstance(data["exports"], dict):
+        data["exports"] = {}
+    data["written_by"] = "napari-al"
+    data["exports"][fmt] = {"files": sorted(recorded)}
+    _write_text(out / MANIFEST_NAME, json.dumps(data, indent=1) + "\n")
+    return removed
+
+
+def _note_results(
+    notes: list[str], fmt: str, out: Path, removed: list[Path], failed: list[str]
+) -> None:
+    if removed:
+        n = len(removed)
+        notes.append(
+            f"removed {n} {'file' if n == 1 else 'files'} of the earlier {fmt.upper()} export "
+            f"in {out} that this export does not write (e.g. {removed[0].relative_to(out)})"
+        )
+    if failed:
+        notes.append(
+            f"could not remove {len(failed)} stale files of the earlier {fmt.upper()} export "
+            f"(e.g. {failed[0]}); a re-import of {out} reads them too"
+        )
+
+
+def _note_unknown(notes: list[str], fmt: str, out: Path, recorded: set[str]) -> None:
+    """Name the label files of ``fmt``'s layout in ``out`` that no record names."""
+    unknown = []
+    for top in ("Annotations", "ImageSets") if fmt == "voc" else ("labels", "."):
+        folder = out / top
+        if not folder.is_dir():
+            continue
+        files = folder.glob("*.txt") if top == "." else folder.rglob("*")
+        for p in files:
+            rel = p.relative_to(out).as_posix()
+            if p.is_file() and rel not in recorded and in_layout(fmt, rel, labels_only=True):
+                unknown.append(rel)
+    if unknown:
+        unknown.sort()
+        n = len(unknown)
+        notes.append(
+            f"{n} label {'file' if n == 1 else 'files'} of the {fmt.upper()} layout in {out} "
+            f"not written by this export, nor known to be a napari-al export's, "
+            f"{'was' if n == 1 else 'were'} left as {'it was' if n == 1 else 'they were'} "
+            f"(e.g. {unknown[0]}); a re-import of {out} reads {'it' if n == 1 else 'them'} "
+            f"too: remove {'it' if n == 1 else 'them'}, or export into an empty folder"
+        )
