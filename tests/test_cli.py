@@ -84,7 +84,7 @@ def _info(capsys, project: Path) -> str:
     ("argv", "needle"),
     [
         (["info", "{tmp}/nowhere"], "not a napari-al project, no such folder"),
-        (["info", "{tmp}"], "not a napari-al project (make it one: napari-al init"),
+        (["info", "{tmp}"], "not a napari-al project, but it holds one: give"),
         (["info", "{proj}/napari_al.sqlite"], "give the project's folder"),
         (["predict", "{proj}/napari_al.sqlite"], "give the project's folder"),
         (["import", "{proj}", "{tmp}/missing", "--format", "voc"], "missing"),

@@ -207,9 +207,13 @@ SKIPPED_FIX = "replace or re-save the file ('napari-al info DIR' lists every unr
 
 
 def not_a_project(path: Path) -> str:
-    """Why ``path`` is not a project, and the fix: a file (the store file itself: its folder),
-    a missing folder, or a folder without a store (``napari-al init``)."""
-    from napari_al.core.store import STORE_FILENAME
+    """Why ``path`` is not a project, and the fix that applies to it: the store file itself
+    (give its folder), a file, a store path that is a folder (rename or remove it), a folder
+    inside a project or holding projects (give the project), a missing folder, a folder of
+    images (``napari-al init`` it), or any other folder (give a project's folder; ``/`` or a
+    home folder is never offered to ``init``)."""
+    from napari_al.core.project_paths import enclosing_project, holds_images, projects_in
+    from napari_al.core.store import STORE_FILENAME, store_folder_error
 
     quoted = shlex.quote(str(path))
     if path.name == STORE_FILENAME and path.is_file():
@@ -219,10 +223,31 @@ def not_a_project(path: Path) -> str:
             f"{path}: is a file, not a project folder; give the folder that holds "
             f"{STORE_FILENAME} (or make one: napari-al init DIR)"
         )
+    if (path / STORE_FILENAME).is_dir():
+        return store_folder_error(path)
+    around = enclosing_project(path)
+    if around is not None:
+        what = "is inside" if path.exists() else "no such folder; it would be inside"
+        return (
+            f"{path}: {what} the project {around}, not a project itself: give {around} "
+            f"(the folder that holds its {STORE_FILENAME})"
+        )
     if not path.exists():
         fix = f"napari-al init {quoted} makes one"
         return f"{path}: not a napari-al project, no such folder ({fix})"
-    return f"{path}: not a napari-al project (make it one: napari-al init {quoted})"
+    inside = projects_in(path)
+    if inside:
+        if len(inside) == 1:
+            return f"{path}: not a napari-al project, but it holds one: give {inside[0]}"
+        names = ", ".join(str(p) for p in inside)
+        return f"{path}: not a napari-al project, but it holds projects: give one of {names}"
+    if holds_images(path):
+        return f"{path}: not a napari-al project (make it one: napari-al init {quoted})"
+    return (
+        f"{path}: not a napari-al project (no {STORE_FILENAME} in it), nor a folder of images "
+        f"to make one of; give a project's folder (the one holding {STORE_FILENAME}), or make "
+        "a project of a folder of images: napari-al init DIR"
+    )
 
 
 @contextlib.contextmanager

@@ -61,6 +61,7 @@ Stdlib ``sqlite3`` (and the ``filelock`` library for the project lock); no Qt, n
 
 from __future__ import annotations
 
+from napari_al.core.store.base import store_folder_error
 from napari_al.core.store.lock import (
     HOLDER_FILENAME,
     LOCK_FILENAME,
@@ -136,4 +137,5 @@ __all__ = [
     "import_dataset",
     "lend_env",
     "project_lock",
+    "store_folder_error",
 ]

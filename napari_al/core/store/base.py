@@ -24,6 +24,17 @@ from napari_al.core.store.schema import BUSY_TIMEOUT_S, IDLE_CUTOFF_S, STORE_FIL
 _S = TypeVar("_S", bound="StoreBase")
 
 
+def store_folder_error(project_dir: str | os.PathLike[str]) -> str:
+    """The one line for a ``project_dir`` whose store path, ``napari_al.sqlite``, is a folder:
+    neither a project (no store file) nor a folder a store can be made in."""
+    path = Path(project_dir) / STORE_FILENAME
+    return (
+        f"{path} is a folder, not napari-al's store file, so {Path(project_dir)} is neither a "
+        f"project nor can one be made there; rename or remove that folder (napari-al keeps a "
+        "project's store in a file of that name), then run the command again"
+    )
+
+
 class StoreBase:
     """Connection, transactions and paths of a project store (see :class:`ProjectStore`)."""
 
@@ -85,6 +96,8 @@ class StoreBase:
         project_dir = Path(os.path.abspath(project_dir))
         project_dir.mkdir(parents=True, exist_ok=True)
         path = project_dir / STORE_FILENAME
+        if path.is_dir():
+            raise StoreError(store_folder_error(project_dir))
         try:  # O_EXCL: two concurrent creates cannot both succeed
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
         except FileExistsError:
@@ -106,6 +119,8 @@ class StoreBase:
         store; a shared one is also safe.
         """
         path = Path(os.path.abspath(project_dir)) / STORE_FILENAME
+        if path.is_dir():
+            raise StoreError(store_folder_error(project_dir))
         if not path.is_file():
             if not create:
                 raise StoreError(

@@ -1,0 +1,107 @@
+"""A path that is not a project gets the fix that applies to it, never a loop or a harmful one.
+
+Found by a newcomer: ``napari-al info /`` suggested ``napari-al init /`` (which would import
+every image of the disk); ``info`` on the image folder inside a project suggested making a
+project there instead of naming the project; and a ``napari_al.sqlite`` that is a folder sent
+``info`` ("make it one: napari-al init") and ``init`` ("already exists") round in a loop.
+Every input is generated here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from napari_al.cli import main
+from napari_al.core.store import STORE_FILENAME, ProjectStore, StoreError
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """Exit status and the one error line (checked to be the only line, no traceback)."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("napari-al: error: "), err
+    return code, lines[0]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A project whose images are in its ``images/`` folder (and a sub-folder of it)."""
+    proj = tmp_path / "proj"
+    (proj / "images" / "site1").mkdir(parents=True)
+    Image.new("RGB", (32, 24)).save(proj / "images" / "a.png")
+    Image.new("RGB", (32, 24)).save(proj / "images" / "site1" / "b.png")
+    assert main(["init", str(proj)]) == 0
+    return proj
+
+
+def test_the_root_folder_is_not_offered_to_init(capsys) -> None:
+    code, line = _run(capsys, "info", "/")
+    assert code == 1 and "not a napari-al project" in line
+    assert "init /" not in line and "napari-al init DIR" in line, line
+    assert STORE_FILENAME in line
+
+
+def test_a_folder_without_images_is_not_offered_to_init(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "todo.txt").write_text("x")
+    code, line = _run(capsys, "info", str(folder))
+    assert code == 1 and f"init {folder}" not in line and "napari-al init DIR" in line, line
+
+
+def test_a_folder_of_images_is_offered_to_init(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    Image.new("RGB", (32, 24)).save(folder / "a.png")
+    code, line = _run(capsys, "info", str(folder))
+    assert code == 1 and f"napari-al init {folder}" in line, line
+
+
+@pytest.mark.parametrize("inside", ["images", "images/site1"])
+@pytest.mark.parametrize("command", [["info"], ["export", "{out}", "--format", "coco"]])
+def test_a_folder_inside_a_project_names_the_project(
+    project: Path, tmp_path: Path, capsys, inside: str, command: list[str]
+) -> None:
+    capsys.readouterr()
+    argv = [command[0], str(project / inside), *(a.format(out=tmp_path / "o") for a in command[1:])]
+    code, line = _run(capsys, *argv)
+    assert code == 1 and "init" not in line, line
+    assert f"inside the project {project}" in line and f"give {project}" in line, line
+
+
+def test_a_folder_holding_projects_names_them(project: Path, tmp_path: Path, capsys) -> None:
+    code, line = _run(capsys, "info", str(tmp_path))
+    assert code == 1 and "init" not in line and str(project) in line, line
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["info", "{p}"], ["init", "{p}"], ["export", "{p}", "{out}", "--format", "coco"]],
+)
+def test_a_store_path_that_is_a_folder_is_one_line_without_a_loop(
+    tmp_path: Path, capsys, argv: list[str]
+) -> None:
+    folder = tmp_path / "d"
+    (folder / STORE_FILENAME).mkdir(parents=True)
+    Image.new("RGB", (32, 24)).save(folder / "a.png")
+    code, line = _run(capsys, *(a.format(p=folder, out=tmp_path / "o") for a in argv))
+    assert code == 1, line
+    assert f"{folder / STORE_FILENAME} is a folder" in line, line
+    assert "already" not in line and "napari-al init" not in line, line
+    assert "rename or remove" in line, line
+
+
+def test_the_store_refuses_a_folder_as_its_file(tmp_path: Path) -> None:
+    """The same one line for every front end (the viewer's Open, a notebook)."""
+    (tmp_path / STORE_FILENAME).mkdir()
+    for call in (ProjectStore.create, ProjectStore.open, lambda p: ProjectStore.open(p, True)):
+        with pytest.raises(StoreError, match="is a folder, not napari-al's store file"):
+            call(tmp_path)
