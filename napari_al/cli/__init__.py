@@ -64,6 +64,7 @@ from napari_al.cli.training import (
     train_failed,
 )
 from napari_al.cli.viewer import cmd_demo, cmd_open
+from napari_al.core.names import shown
 
 __all__ = ["CliError", "build_parser", "main", "user_message"]
 
@@ -256,7 +257,8 @@ def cmd_rank(args: argparse.Namespace) -> int:
         box = ""
         if "box" in row:  # the box, or the region, of a box or region query
             box = f" {row['unit']} [" + ", ".join(f"{v:.0f}" for v in row["box"]) + "]"
-        print(f"{row['rank']:>3}. {row['score']:.4f}  {row['image']}{box}  ({parts})")
+        image = shown(row["image"])
+        print(f"{row['rank']:>3}. {row['score']:.4f}  {image}{box}  ({parts})")
     if rows:
         print(
             "saved as the project's query list (open the project in napari to walk it)",
@@ -547,5 +549,7 @@ def _main(argv: Sequence[str] | None) -> int:
         message = user_message(exc)
         if message is None:
             raise
-        print(f"napari-al: error: {message}", file=sys.stderr)
+        from napari_al.core.names import escaped
+
+        print(f"napari-al: error: {escaped(message)}", file=sys.stderr)  # one line
         return 1

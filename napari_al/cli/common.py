@@ -95,10 +95,22 @@ def tile_progress_bars(
 
 def warn(message: str) -> None:
     """``warning: MESSAGE`` as one line on stderr, above any progress bar being drawn (tqdm
-    clears the bars, writes the line and draws them again), never inside a bar's line."""
+    clears the bars, writes the line and draws them again), never inside a bar's line; a
+    control character of the message (a file name's line break) is written escaped
+    (:func:`~napari_al.core.names.escaped`)."""
     from tqdm import tqdm
 
-    tqdm.write(f"warning: {message}", file=sys.stderr)
+    from napari_al.core.names import escaped
+
+    tqdm.write(f"warning: {escaped(message)}", file=sys.stderr)
+
+
+def say(prefix: str, message: str) -> None:
+    """``PREFIX: MESSAGE`` as one line on stderr (``note``, ``warning``), a control character
+    of the message written escaped (:func:`~napari_al.core.names.escaped`)."""
+    from napari_al.core.names import escaped
+
+    print(f"{prefix}: {escaped(message)}", file=sys.stderr)
 
 
 def skip_reporter() -> tuple[Callable[[int, str], None], list[int]]:

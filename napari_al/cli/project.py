@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from napari_al.cli.common import CliError, counted, json_text, open_store, progress_bar
+from napari_al.cli.common import CliError, counted, json_text, open_store, progress_bar, say
 from napari_al.cli.evaluate import calibration_line
+from napari_al.core.names import escaped, shown
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -81,9 +82,10 @@ def cmd_import(args: argparse.Namespace) -> int:
 def _print_import(summary: dict, source: Path, n_read: int | None = None) -> None:
     """What an import added, and every image or file it left out, and why (stderr)."""
     for line in summary.get("warnings", []):
-        print(f"warning: {line}", file=sys.stderr)
+        say("warning", line)
     added, boxes = summary["images_added"], summary["boxes_added"]
-    line = f"imported {counted(added, 'image')} and {counted(boxes, 'box')} from {source}"
+    line = f"imported {counted(added, 'image')} and {counted(boxes, 'box')} from "
+    line += shown(str(source))
     if summary.get("images_labelled"):
         line += (
             f"; {summary['images_labelled']} of the images were already in the project, "
@@ -112,7 +114,7 @@ def _print_import(summary: dict, source: Path, n_read: int | None = None) -> Non
     from napari_al.core.project import left_out_lines
 
     for line in left_out_lines(summary):
-        print(f"warning: {line}", file=sys.stderr)
+        say("warning", line)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -147,7 +149,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 "there; choose an output folder you can write to, with free space"
             ) from exc
     for line in dataset.warnings:
-        print(f"note: {line}", file=sys.stderr)
+        say("note", line)
     n_images, n_boxes = counted(len(dataset.images), "image"), counted(dataset.n_boxes, "box")
     print(f"exported {n_images} and {n_boxes} to {args.out}")
     if not dataset.images and not args.all:
@@ -258,7 +260,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(json_text(info, indent=2, sort_keys=True))
         return 0
     st = info["boxes_by_status"]
-    print(f"project: {Path(args.project).resolve()}")
+    print(f"project: {shown(str(Path(args.project).resolve()))}")
     print(f"images: {info['images']}")
     print(
         f"boxes: {info['human_boxes']} human (accepted, corrected, drawn), "
@@ -299,7 +301,7 @@ def _print_images(images: list[dict[str, Any]]) -> None:
             str(im["human_boxes"]),
             str(im["predicted_boxes"]),
             str(im["reviewed_regions"]),
-            im["path"],
+            shown(im["path"]),
         )
         for im in images
     ]
@@ -312,7 +314,7 @@ def _print_images(images: list[dict[str, Any]]) -> None:
         print("  ".join([*cells, r[-1]]))
 
 
-def _print_files(files: dict, shown: int = 3) -> None:
+def _print_files(files: dict, first: int = 3) -> None:
     """The image-file check of ``napari-al info``: counts, the first few paths, what was
     checked (stdout when all is well, else a warning on stderr)."""
     checked = "checked: each file exists and its header reads; pixels not decoded"
@@ -322,11 +324,12 @@ def _print_files(files: dict, shown: int = 3) -> None:
         return
     problems = []
     if missing:
-        names = ", ".join(missing[:shown]) + (", ..." if len(missing) > shown else "")
+        names = ", ".join(shown(p) for p in missing[:first])
+        names += ", ..." if len(missing) > first else ""
         problems.append(f"{len(missing)} missing ({names})")
     if unreadable:
-        names = ", ".join(f"{u['path']}: {u['reason']}" for u in unreadable[:shown])
-        more = ", ..." if len(unreadable) > shown else ""
+        names = ", ".join(f"{shown(u['path'])}: {escaped(u['reason'])}" for u in unreadable[:first])
+        more = ", ..." if len(unreadable) > first else ""
         problems.append(f"{len(unreadable)} unreadable ({names}{more})")
     print(
         f"warning: image files: {'; '.join(problems)} of {n} ({checked}); training and "

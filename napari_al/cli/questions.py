@@ -17,6 +17,7 @@ from napari_al.cli.common import (
     progress_bar,
     warn,
 )
+from napari_al.core.names import shown
 
 
 def add_question_arguments(p: argparse.ArgumentParser) -> None:
@@ -98,7 +99,7 @@ def cmd_rank_questions(args: argparse.Namespace, detector_of: Any) -> int:
         if row["xyxy"] is not None:
             where = " [" + ", ".join(f"{v:.0f}" for v in row["xyxy"]) + "]"
         print(
-            f"{row['rank']:>3}. {row['value']:.4f}  {row['kind']:<6} {row['image']}{where}  "
+            f"{row['rank']:>3}. {row['value']:.4f}  {row['kind']:<6} {shown(row['image'])}{where}  "
             f"{row['text']}  (P(yes) {row['p_yes']:.2f}, gain {row['gain']:.2f}, "
             f"{row['seconds']:.1f} s, saves {row['saved_s']:.1f} s)  keys: {', '.join(row['keys'])}"
         )

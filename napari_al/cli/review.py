@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_al.cli.common import CliError, counted, open_store
+from napari_al.core.names import shown
 
 
 def add_review_commands(sub: Any) -> None:
@@ -83,13 +84,13 @@ def cmd_mark_region_complete(args: argparse.Namespace) -> int:
         state = store.image(row.id).review_state
     if command is None:
         if row.review_state == "complete":
-            print(f"{row.path} is already complete: every region of it is reviewed")
+            print(f"{shown(row.path)} is already complete: every region of it is reviewed")
         else:
             x1, y1, x2, y2 = args.xyxy
             inside = (max(x1, 0), max(y1, 0), min(x2, row.width), min(y2, row.height))
             print(
                 f"nothing to do: [{_numbers(inside)}] (the rectangle within the image) lies in "
-                f"a region of {row.path} already marked complete"
+                f"a region of {shown(row.path)} already marked complete"
             )
         return 0
     box = _numbers(command.region_after.xyxy)
@@ -107,16 +108,16 @@ def cmd_mark_region_complete(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if state == "complete":
-        print(f"marked [{box}], the whole of {row.path}, complete: the image is complete")
+        print(f"marked [{box}], the whole of {shown(row.path)}, complete: the image is complete")
         return 0
     regions = f"{len(area)} complete region{'' if len(area) == 1 else 's'}"
-    print(f"marked [{box}] of {row.path} complete ({regions} on this image)")
+    print(f"marked [{box}] of {shown(row.path)} complete ({regions} on this image)")
     tiles = workflow.TileSettings()
     if max(row.width, row.height) <= tiles.tile_above:
         print(
-            f"note: {row.path} is {row.width}x{row.height} px, at most {tiles.tile_above} px a "
-            "side, so it trains whole and by its review state; its complete regions take "
-            "effect only on images trained in crops (docs/large-images.md)",
+            f"note: {shown(row.path)} is {row.width}x{row.height} px, at most "
+            f"{tiles.tile_above} px a side, so it trains whole and by its review state; its "
+            "complete regions take effect only on images trained in crops (docs/large-images.md)",
             file=sys.stderr,
         )
     return 0

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from napari_al.core.data import Dataset, ImageRecord
 from napari_al.core.images import ImageReadError, find_images, image_size, is_zarr_path
+from napari_al.core.names import control_problem, is_control, shown
 
 _SNAP_TOL = 1e-6
 
@@ -374,13 +375,23 @@ def _check_labels(dataset: Dataset) -> dict[str, int]:
     return index
 
 
-def _unique_stems(images: list[ImageRecord]) -> list[str]:
-    """A file-name stem per image, made unique with ``_2``, ``_3``... where stems collide."""
+def _safe_stem(stem: str) -> str:
+    """``stem`` as a file name this package writes (an XML, a label file, a copied image, an
+    ImageSets id): each control character as ``_``, which no line-based list could hold
+    (:mod:`napari_al.core.names`)."""
+    return "".join("_" if is_control(c) else c for c in stem)
+
+
+def _unique_stems(images: list[ImageRecord], notes: list[str] | None = None) -> list[str]:
+    """A file-name stem per image (:func:`_safe_stem` of its own), made unique with ``_2``,
+    ``_3``... where stems collide. ``notes`` (the export's ``Dataset.warnings``, given when the
+    images are copied under these stems) receives a line naming the images whose copy is named
+    otherwise than for uniqueness, e.g. ``'a\\nb.png'`` as ``a_b.png``."""
     seen: dict[str, int] = {}
-    taken = {im.path.stem for im in images}
+    safe = [_safe_stem(im.path.stem) for im in images]
+    taken = set(safe)
     out = []
-    for im in images:
-        stem = im.path.stem
+    for stem in safe:
         if stem in seen:
             k = seen[stem] + 1
             while f"{stem}_{k}" in taken:
@@ -391,7 +402,48 @@ def _unique_stems(images: list[ImageRecord]) -> list[str]:
         else:
             seen[stem] = 1
         out.append(stem)
+    renamed = [(im, s) for im, s in zip(images, safe, strict=True) if s != im.path.stem]
+    if notes is not None and renamed:
+        im, stem = renamed[0]
+        n = len(renamed)
+        why = ["a control character (a line break) would break line-based lists"]
+        notes.append(
+            f"copied {n} {'image' if n == 1 else 'images'} under another name (e.g. "
+            f"{shown(im.path.name)} as {stem}{im.path.suffix}): {'; '.join(why)}"
+        )
     return out
+
+
+def _check_line_names(dataset: Dataset, fmt: str, paths: Iterable[tuple[Path, Path]]) -> None:
+    """Refuse (FormatError, one line, before anything is written) what a ``fmt`` (voc, yolo)
+    export would write into a line of text or an XML element holding a control character
+    (:mod:`napari_al.core.names`): a class name (``classes.txt``), or the path of an image as
+    written (``paths``: ``(image, path written)`` pairs; VOC's ``<path>``, YOLO's image
+    lists). The fix named: COCO (its JSON holds any name), or for an image referenced in
+    place ``--copy-images`` (the copies are named without it)."""
+    what = {"voc": "VOC's classes.txt and XML", "yolo": "YOLO's classes.txt"}[fmt]
+    for name in dataset.classes:
+        problem = control_problem(name)
+        if problem:
+            raise FormatError(
+                f"class {name!r} holds {problem}, which {what} cannot hold; export with "
+                "--format coco (its JSON holds any name)"
+            )
+    where = {"voc": "VOC's XML <path>", "yolo": "YOLO's image lists"}[fmt]
+    for image, written in paths:
+        problem = control_problem(str(written))
+        if problem is None:
+            continue
+        if _abspath(written) == _abspath(image):
+            raise FormatError(
+                f"{shown(str(image))}: its path holds {problem}, which {where} cannot hold; "
+                "export with --copy-images (the copies are named without it) or --format coco",
+                image,
+            )
+        raise FormatError(
+            f"{shown(str(written))}: the export's path holds {problem}, which {where} cannot "
+            "hold; choose an output folder without it"
+        )
 
 
 def _round_edge(v: float) -> int:

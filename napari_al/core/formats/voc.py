@@ -12,6 +12,7 @@ from napari_al.core.formats.common import (
     FormatError,
     _abspath,
     _check_labels,
+    _check_line_names,
     _check_targets,
     _copy_image,
     _fix_box,
@@ -228,9 +229,10 @@ def _voc_flag(obj: ET.Element, key: str, where: str) -> bool:
 def _read_id_list(path: Path, rd: _Reader, known: set[str]) -> list[tuple[int, str]]:
     """(line number, id) pairs of an ImageSets list.
 
-    The id is the whole line (stripped) when it is a known id, so ids with spaces such as
-    ``cell (1)`` (LabelImg) match; else its first token (the devkit's per-class lists carry
-    ``id  1``); else the whole line, reported by the caller as unknown.
+    The id is the whole line as written when it is a known id (a file stem may start or end
+    with a space, which our export writes as it is), else stripped when that is a known id, so
+    ids with spaces such as ``cell (1)`` (LabelImg) match; else its first token (the devkit's
+    per-class lists carry ``id  1``); else the whole line, reported by the caller as unknown.
     """
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
@@ -239,7 +241,9 @@ def _read_id_list(path: Path, rd: _Reader, known: set[str]) -> list[tuple[int, s
     out = []
     for n, ln in enumerate(lines, 1):
         whole = ln.strip()
-        if whole:
+        if ln in known:
+            out.append((n, ln))
+        elif whole:
             first = whole.split()[0]
             out.append((n, whole if whole in known or first not in known else first))
     return out
@@ -504,13 +508,14 @@ def write_voc(
     """
     out = _abspath(out_dir)
     _check_labels(dataset)
-    stems = _unique_stems(dataset.images)
+    stems = _unique_stems(dataset.images, dataset.warnings if copy_images else None)
     plan: list[tuple[ImageRecord, str, Path]] = []
     for im, stem in zip(dataset.images, stems, strict=True):
         if not (im.annotated or copy_images):
             continue
         dest = out / "JPEGImages" / f"{stem}{im.path.suffix}" if copy_images else im.path
         plan.append((im, stem, dest))
+    _check_line_names(dataset, "voc", [(im.path, dest) for im, _, dest in plan if im.annotated])
     targets = [out / "Annotations" / f"{stem}.xml" for im, stem, _ in plan if im.annotated]
     if copy_images:
         targets += [dest for _, _, dest in plan]

@@ -14,6 +14,7 @@ from napari_al.core.formats.common import (
     FormatError,
     _abspath,
     _check_labels,
+    _check_line_names,
     _check_targets,
     _copy_image,
     _fix_box,
@@ -437,7 +438,7 @@ def write_yolo(
     index = _check_labels(dataset)
     plan: list[tuple[ImageRecord, str, Path | None, Path | None]] = []
     if copy_images:
-        stems = _unique_stems(dataset.images)
+        stems = _unique_stems(dataset.images, dataset.warnings)
         for im, stem in zip(dataset.images, stems, strict=True):
             folder = im.split or "unassigned"
             img = out / "images" / folder / f"{stem}{im.path.suffix}"
@@ -456,6 +457,8 @@ def write_yolo(
             lab = out / "labels" / f"{im.path.stem}.txt" if im.annotated else None
             plan.append((im, im.split or "unassigned", None, lab))
 
+    listed = [] if copy_images else [im.path for im, _, _, _ in plan]  # in the image lists
+    _check_line_names(dataset, "yolo", [(p, _abspath(p)) for p in listed])
     folders = [s for s in (*SPLITS, "unassigned") if any(f == s for _, f, _, _ in plan)]
     lists = {} if copy_images else {s: out / f"{s}.txt" for s in folders}
     targets = [out / "data.yaml", out / "classes.txt", *lists.values()]

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from napari_al.core.data import REVIEW_STATES, SPLITS
+from napari_al.core.names import control_problem
 from napari_al.core.store.actions import ActionLogMixin
 from napari_al.core.store.rows import (
     _IGNORE_COLS,
@@ -24,6 +25,20 @@ from napari_al.core.store.rows import (
 from napari_al.core.store.schema import UNDO_KINDS
 
 
+def check_class_name(name: object) -> None:
+    """:class:`StoreError` (one line) unless ``name`` is a non-empty string without a control
+    character (a line break would split ``classes.txt`` and every message naming the class;
+    :mod:`napari_al.core.names`)."""
+    if not isinstance(name, str) or not name.strip():
+        raise StoreError(f"class name must be a non-empty string, got {name!r}")
+    problem = control_problem(name)
+    if problem:
+        raise StoreError(
+            f"class name {name!r} holds {problem}, which classes.txt, VOC's XML and one-line "
+            "messages cannot hold; name the class without it"
+        )
+
+
 class ImagesMixin(ActionLogMixin):
     """Classes, images and ignore regions."""
 
@@ -36,13 +51,13 @@ class ImagesMixin(ActionLogMixin):
             return [ClassRow(*r) for r in rows]
 
     def add_class(self, name: str) -> int:
-        """Append a class at the end of the list; fail if the name exists."""
+        """Append a class at the end of the list; :class:`StoreError` if the name exists, is
+        empty or holds a control character (:func:`check_class_name`)."""
         with self._write() as conn:
             return self._add_class(conn, name)
 
     def _add_class(self, conn: sqlite3.Connection, name: str) -> int:
-        if not isinstance(name, str) or not name.strip():
-            raise StoreError(f"class name must be a non-empty string, got {name!r}")
+        check_class_name(name)
         if conn.execute("SELECT 1 FROM classes WHERE name = ?", (name,)).fetchone():
             raise StoreError(f"class {name!r} already exists")
         position = conn.execute("SELECT coalesce(max(position) + 1, 0) FROM classes").fetchone()

@@ -11,7 +11,9 @@ from typing import Any
 
 from napari_al.core.data import SPLITS, Dataset, ImageRecord
 from napari_al.core.images import ImageReadError, check_pixels
+from napari_al.core.names import control_problem, shown
 from napari_al.core.store.boxes import BoxesMixin
+from napari_al.core.store.images import check_class_name
 from napari_al.core.store.rows import (
     _IMAGE_COLS,
     ImageRow,
@@ -32,6 +34,7 @@ LEFT_OUT_RACE = "changed in the project by another window during the import"
 LEFT_OUT_DUPLICATE = "with the same content as another image"
 LEFT_OUT_UNREADABLE = "whose file cannot be decoded"
 LEFT_OUT_NAME = "whose file name is not valid UTF-8 (rename the file, then import it again)"
+LEFT_OUT_CONTROL = "whose path holds a control character (rename it, then import it again)"
 
 
 @dataclass
@@ -91,6 +94,12 @@ class ImportMixin(BoxesMixin):
           (``LEFT_OUT_DUPLICATE``, ``detail`` ``"same content as <path>..."``): a copy in two
           splits would be trained on and evaluated on, or asked about twice.
           ``allow_duplicates=True`` imports it anyway.
+        - An image whose stored path holds a control character (a line break: no line-based
+          list or one-line message could name it; :mod:`napari_al.core.names`) is left out
+          (``LEFT_OUT_CONTROL``, ``path`` escaped as :func:`~napari_al.core.names.shown`
+          writes it, ``detail`` the character and the fix: rename it), as is one whose name
+          is not valid UTF-8 (``LEFT_OUT_NAME``). A class name holding one is refused
+          (:class:`StoreError`, nothing imported).
         - An image whose pixel data cannot be decoded (truncated, corrupt, missing; checked
           cheaply by :func:`~napari_al.core.images.check_pixels`) is left out
           (``LEFT_OUT_UNREADABLE``, ``detail`` the reader's message, without the path).
@@ -109,6 +118,7 @@ class ImportMixin(BoxesMixin):
         """
         _check_choice(split_default, SPLITS, "split")
         _check_choice(annotated_split_default, SPLITS, "split")
+        _check_class_names(dataset)
         planned, left_out = self._plan_import(dataset, split_default, annotated_split_default)
         checked = self._read_planned(planned, progress)
         summary: dict[str, Any] = {
@@ -128,43 +138,48 @@ class ImportMixin(BoxesMixin):
             "left_out": [],
             "warnings": list(dataset.warnings),
         }
-        for rel, rec, reason in left_out:
-            _leave_out(summary, rel, rec, reason)
+        for rel, rec, reason, detail in left_out:
+            _leave_out(summary, rel, rec, reason, detail)
         planned, hashes = self._drop_unusable(planned, checked, summary, allow_duplicates)
         self._write_import(dataset, planned, hashes, summary)
         return summary
 
     def _plan_import(
         self, dataset: Dataset, split_default: str, annotated_split_default: str
-    ) -> tuple[list[_Planned], list[tuple[str, ImageRecord, str]]]:
+    ) -> tuple[list[_Planned], list[tuple[str, ImageRecord, str, str | None]]]:
         """Validate every image and box before anything is written.
 
         Returns the images to write (new ones, and unreviewed ones of the project that take
-        an annotated record's labels) and those left out as ``(stored path, record, reason)``.
+        an annotated record's labels) and those left out as ``(stored path as shown, record,
+        reason, detail or None)``.
         Raises :class:`StoreError` naming the first bad image; nothing is written then.
         """
         with self._read() as conn:
             existing = {r.path: r for r in (ImageRow(*t) for t in _image_rows(conn))}
             reviewed = _reviewed_image_ids(conn)
         planned: list[_Planned] = []
-        left_out: list[tuple[str, ImageRecord, str]] = []
+        left_out: list[tuple[str, ImageRecord, str, str | None]] = []
         seen: set[str] = set()
         for index, rec in enumerate(dataset.images):
             rel = self.rel_path(rec.path)
             if not is_utf8(rel):  # the store (SQLite, JSON) holds text: such a name cannot go in
-                left_out.append((printable(rel), rec, LEFT_OUT_NAME))
+                left_out.append((printable(rel), rec, LEFT_OUT_NAME, None))
+                continue
+            problem = control_problem(rel)
+            if problem:  # a line break would split every list file and one-line message
+                left_out.append((shown(rel), rec, LEFT_OUT_CONTROL, _control_detail(problem)))
                 continue
             row = existing.get(rel)
             if rel in seen:
-                left_out.append((rel, rec, LEFT_OUT_REPEATED))
+                left_out.append((rel, rec, LEFT_OUT_REPEATED, None))
                 continue
             seen.add(rel)
             if row is not None and not (_labelled(rec) and row.id not in reviewed):
                 reason = LEFT_OUT_REVIEWED if _labelled(rec) else LEFT_OUT_PRESENT
-                left_out.append((rel, rec, reason))
+                left_out.append((rel, rec, reason, None))
                 continue
             if row is not None and (int(rec.width), int(rec.height)) != (row.width, row.height):
-                left_out.append((rel, rec, LEFT_OUT_SIZE))
+                left_out.append((rel, rec, LEFT_OUT_SIZE, None))
                 continue
             if rec.split is not None:
                 split = rec.split
@@ -402,6 +417,27 @@ def _leave_out(
     if detail is not None:
         item["detail"] = detail
     summary["left_out"].append(item)
+
+
+def _check_class_names(dataset: Dataset) -> None:
+    """:class:`StoreError` naming the first class name of ``dataset`` (its class list, its
+    boxes' labels) that the store refuses (:func:`check_class_name`); nothing is imported."""
+    names = [*dataset.classes, *(b.label for rec in dataset.images for b in rec.boxes)]
+    for name in dict.fromkeys(names):
+        try:
+            check_class_name(name)
+        except StoreError as exc:
+            raise StoreError(f"{exc} (in the dataset); nothing was imported") from None
+
+
+def _control_detail(problem: str) -> str:
+    """Why an image whose stored path holds ``problem`` (:func:`control_problem`) is left
+    out, and the fix."""
+    return (
+        f"its path holds {problem}, which line-based files (VOC's ImageSets lists, YOLO's "
+        "image lists) and one-line messages cannot hold; rename the file (or its folder), "
+        "then import it again"
+    )
 
 
 def _count_reasons(left_out: list[dict[str, Any]]) -> dict[str, int]:
