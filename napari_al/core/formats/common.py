@@ -378,15 +378,19 @@ def _check_labels(dataset: Dataset) -> dict[str, int]:
 def _safe_stem(stem: str) -> str:
     """``stem`` as a file name this package writes (an XML, a label file, a copied image, an
     ImageSets id): each control character as ``_``, which no line-based list could hold
-    (:mod:`napari_al.core.names`)."""
-    return "".join("_" if is_control(c) else c for c in stem)
+    (:mod:`napari_al.core.names`), and each leading dot as ``_``: a hidden file is skipped by
+    folder scans (napari-al's readers, Ultralytics', ``ls``), so a copied ``.a.png`` would not
+    be read back."""
+    safe = "".join("_" if is_control(c) else c for c in stem)
+    rest = safe.lstrip(".")
+    return "_" * (len(safe) - len(rest)) + rest
 
 
 def _unique_stems(images: list[ImageRecord], notes: list[str] | None = None) -> list[str]:
     """A file-name stem per image (:func:`_safe_stem` of its own), made unique with ``_2``,
     ``_3``... where stems collide. ``notes`` (the export's ``Dataset.warnings``, given when the
     images are copied under these stems) receives a line naming the images whose copy is named
-    otherwise than for uniqueness, e.g. ``'a\\nb.png'`` as ``a_b.png``."""
+    otherwise than for uniqueness, e.g. ``.a.png`` as ``_a.png``."""
     seen: dict[str, int] = {}
     safe = [_safe_stem(im.path.stem) for im in images]
     taken = set(safe)
@@ -406,7 +410,11 @@ def _unique_stems(images: list[ImageRecord], notes: list[str] | None = None) -> 
     if notes is not None and renamed:
         im, stem = renamed[0]
         n = len(renamed)
-        why = ["a control character (a line break) would break line-based lists"]
+        why = []
+        if any(im.path.stem.startswith(".") for im, _ in renamed):
+            why.append("a name starting with '.' is hidden, which folder scans skip")
+        if any(control_problem(im.path.stem) for im, _ in renamed):
+            why.append("a control character (a line break) would break line-based lists")
         notes.append(
             f"copied {n} {'image' if n == 1 else 'images'} under another name (e.g. "
             f"{shown(im.path.name)} as {stem}{im.path.suffix}): {'; '.join(why)}"

@@ -42,6 +42,7 @@ from napari_al.core.formats.darknet import (
 )
 from napari_al.core.formats.manifest import MANIFEST_NAME, finish_export
 from napari_al.core.formats.ultralytics import shared_entries_once, split_lines
+from napari_al.core.images import IMAGE_EXTENSIONS
 
 #: YOLO data.yaml keys read as splits (``valid`` is Roboflow's spelling of ``val``; ``pool`` and
 #: ``unassigned`` are this package's additions, ignored by other tools).
@@ -374,7 +375,7 @@ def _report_orphan_labels(
             for f in sorted(files):
                 p = _abspath(Path(dirpath) / f)
                 if p.suffix.lower() == ".txt" and f != "classes.txt" and p not in used:
-                    rd.skip(FormatError(f"{rd.rel(p)}: no image found for this label file"), "file")
+                    rd.skip(FormatError(f"{rd.rel(p)}: {_no_image(p, rd)}"), "file")
     for d in sorted(image_dirs - label_dirs):
         if not _inside(d, root) or any(_inside(d, ld) for ld in label_dirs) or not _is_dir(d):
             continue
@@ -383,6 +384,31 @@ def _report_orphan_labels(
             txt = p.suffix.lower() == ".txt" and p.name != "classes.txt"
             if txt and p not in used and _is_file(p):
                 rd.warn(f"{rd.rel(p)}: no image found for this label file; left out")
+
+
+def _no_image(label: Path, rd: _Reader) -> str:
+    """Why the label file ``label`` has no image: none found, or (a copied layout written
+    before exports renamed such images) its image is hidden, which folder scans skip."""
+    images = _ultralytics_image_dir(label)
+    if label.name.startswith(".") and images is not None:
+        for ext in IMAGE_EXTENSIONS:
+            hidden = images / f"{label.stem}{ext}"
+            if _is_file(hidden):
+                return (
+                    f"its image {rd.rel(hidden)} is hidden (its name starts with '.'), which "
+                    "folder scans skip, as Ultralytics' do; rename both without the dot"
+                )
+    return "no image found for this label file"
+
+
+def _ultralytics_image_dir(label: Path) -> Path | None:
+    """The folder of the image of ``label`` in the Ultralytics layout (its last ``labels``
+    folder as ``images``), or None when its path has no ``labels`` folder."""
+    parts = label.parent.parts
+    if "labels" not in parts:
+        return None
+    k = len(parts) - 1 - parts[::-1].index("labels")
+    return Path(*parts[:k], "images", *parts[k + 1 :])
 
 
 def _yolo_lines(im: ImageRecord, index: dict[str, int]) -> str:
