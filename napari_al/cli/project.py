@@ -118,6 +118,7 @@ def _print_import(summary: dict, source: Path, n_read: int | None = None) -> Non
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from napari_al.core.formats import ExportFileError
     from napari_al.core.project import export_dataset
 
     if args.copy_images and args.format == "coco":
@@ -136,6 +137,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             target = exc.filename or str(exc).split(":")[0]
             raise CliError(f"{target} already exists; pass --force to overwrite it") from exc
         except NotADirectoryError as exc:
+            raise CliError(str(exc)) from exc
+        except ExportFileError as exc:  # refused by the file system: OUT, cause and fix
             raise CliError(str(exc)) from exc
         except shutil.SameFileError as exc:  # --copy-images onto the images themselves
             raise CliError(

@@ -38,6 +38,10 @@ Pixel conventions
   shortest round-trip ``repr``; on reading, a coordinate within 1e-6 px of an integer is snapped
   to it, so integer boxes survive a YOLO round trip exactly.
 
+An export the file system refuses (no permission, a read-only or full disk) raises
+:class:`ExportFileError`, an OSError whose text names the export's target, the cause, the file
+it was writing and the fix, never a temporary file (:mod:`~napari_al.core.formats.refusals`).
+
 Layouts are described on each reader and writer.
 """
 
@@ -53,12 +57,14 @@ from napari_al.core.formats.dispatch import (
     write_dataset,
 )
 from napari_al.core.formats.folder import read_image_folder
+from napari_al.core.formats.refusals import ExportFileError
 from napari_al.core.formats.voc import read_voc, write_voc
 from napari_al.core.formats.yolo import read_yolo, write_yolo
 
 __all__ = [
     "READ_FORMATS",
     "WRITE_FORMATS",
+    "ExportFileError",
     "FormatError",
     "detect_format",
     "read_coco",

@@ -25,6 +25,7 @@ from napari_al.core.formats.common import (
     _undone_on_failure,
     _write_text,
 )
+from napari_al.core.formats.refusals import export_errors
 
 
 def _coco_id(value: Any, where: str, field: str) -> int | str:
@@ -419,6 +420,6 @@ def write_coco(
             {"id": i + 1, "name": c, "supercategory": ""} for i, c in enumerate(dataset.classes)
         ],
     }
-    with _undone_on_failure() as new:
+    with export_errors(json_path, json_path.parent, overwrite), _undone_on_failure() as new:
         _write_text(new.file(json_path), json.dumps(data))
     return [json_path]

@@ -280,12 +280,18 @@ def _check_targets(paths: Iterable[Path], overwrite: bool) -> None:
 
 def _write_text(path: Path, text: str) -> None:
     """Write ``text`` atomically (temporary file, then rename); the temporary file is removed
-    again when the write fails or is interrupted."""
+    again when the write fails or is interrupted, and an OSError names ``path``, not it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if exc.filename is not None and os.fspath(exc.filename) == os.fspath(tmp):
+            exc.filename = str(path)  # the file being written, never the temporary one
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -31,6 +31,7 @@ from napari_al.core.formats.common import (
     _write_text,
 )
 from napari_al.core.formats.manifest import MANIFEST_NAME, finish_export
+from napari_al.core.formats.refusals import export_errors
 from napari_al.core.images import IMAGE_EXTENSIONS
 
 
@@ -525,7 +526,7 @@ def write_voc(
     _check_targets(targets, overwrite)
 
     written = []
-    with _undone_on_failure() as new:
+    with export_errors(out, out, overwrite), _undone_on_failure() as new:
         for im, stem, dest in plan:
             if copy_images:
                 _copy_image(Path(im.path), new.file(dest))

@@ -41,6 +41,7 @@ from napari_al.core.formats.darknet import (
     read_obj_data,
 )
 from napari_al.core.formats.manifest import MANIFEST_NAME, finish_export
+from napari_al.core.formats.refusals import export_errors
 from napari_al.core.formats.ultralytics import shared_entries_once, split_lines
 from napari_al.core.images import IMAGE_EXTENSIONS
 
@@ -492,7 +493,7 @@ def write_yolo(
     _check_targets(targets, overwrite)
 
     written: list[Path] = []
-    with _undone_on_failure() as new:
+    with export_errors(out, out, overwrite), _undone_on_failure() as new:
         for im, _folder, img, lab in plan:
             if img is not None:
                 _copy_image(Path(im.path), new.file(img))
