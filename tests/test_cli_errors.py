@@ -6,6 +6,8 @@ Every input is generated here; none of these tests trains a model.
 from __future__ import annotations
 
 import json
+import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -179,7 +181,7 @@ def test_a_damaged_checkpoint_or_weights_file_is_one_line(labelled: Path, capsys
     bad = labelled / "bad.pth"
     bad.write_bytes(b"not a checkpoint at all")
     code, _out, err = run(capsys, "train", str(labelled), "--weights", str(bad))
-    assert code == 1 and f"{bad}: cannot be used as" in one_line_error(err)
+    assert code == 1 and f"{bad}: not a weights file" in one_line_error(err)
     with ProjectStore.open(labelled) as store:
         path = checkpoint_path(store, 1)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,6 +190,37 @@ def test_a_damaged_checkpoint_or_weights_file_is_one_line(labelled: Path, capsys
     code, _out, err = run(capsys, "predict", str(labelled))
     line = one_line_error(err)
     assert code == 1 and "model version 1 cannot be read from" in line and "restore" in line
+
+
+#: A file given as --weights that is none, and what the line says it is.
+NOT_WEIGHTS = {
+    "x.txt": (b"hello weights\n", "not a PyTorch file (text: 'hello weights')"),
+    "empty.pt": (b"", "empty (0 bytes)"),
+    "image.pth": (b"\x89PNG\r\n\x1a\n" + bytes(40), "not a PyTorch file"),
+    "cut.pt": (b"PK\x03\x04" + bytes(20), "cut short or damaged"),
+    "object.pkl": (pickle.dumps(Path("x")), "a Python pickle, not a PyTorch file"),
+    "model.pt": (None, "Python objects besides tensors (torch.nn.modules.linear.Linear"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_WEIGHTS))
+def test_a_file_that_is_no_weights_file_says_what_one_is(labelled: Path, capsys, name: str) -> None:
+    """Found by a newcomer: ``--weights x.txt`` (a text file) said ``cannot be used as
+    fasterrcnn_mobilenet_v2_fpn weights (105)``, the bare key of a pickle error."""
+    content, what = NOT_WEIGHTS[name]
+    bad = labelled / name
+    if content is None:  # a whole model, pickled by torch.save
+        import torch
+
+        torch.save(torch.nn.Linear(2, 2), bad)
+    else:
+        bad.write_bytes(content)
+    code, _out, err = run(capsys, "train", str(labelled), "--weights", str(bad), "--steps", "1")
+    assert "warning:" not in err, err  # torch's pickle warnings are not the user's concern
+    line = one_line_error(err)
+    assert code == 1 and f"{bad}: not a weights file: " in line and what in line, line
+    assert "state dict saved with torch.save" in line and "models/" in line, line
+    assert "coco-mnv2" in line and not re.search(r"\(\d+\)", line), line
 
 
 def test_weights_of_another_architecture_are_refused_not_half_loaded(

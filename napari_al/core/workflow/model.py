@@ -8,12 +8,14 @@ trained in this project yet); :func:`load_model` and :func:`napari_al.core.workf
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari_al.core.data import DEVICE_ENV
 from napari_al.core.workflow.errors import WorkflowError
-from napari_al.core.workflow.settings import ModelSettings
+from napari_al.core.workflow.settings import WEIGHT_SOURCES, ModelSettings
 
 if TYPE_CHECKING:
     from napari_al.core.engine import Detector
@@ -108,32 +110,99 @@ def load_model(store: ProjectStore, settings: ModelSettings | None = None) -> De
             return detector
         return _for_new_classes(detector, classes, latest.id, s)
     try:
-        detector = Detector(
-            classes,
-            s.arch or DEFAULT_ARCH,
-            weights=s.weights,
-            min_size=s.min_size or DEFAULT_MIN_SIZE,
-            max_size=s.max_size or DEFAULT_MAX_SIZE,
-            device=s.device,
-            seed=s.seed,
-            rpn_proposals_train=s.rpn_proposals_train,
-            rpn_proposals_test=s.rpn_proposals_test,
-            box_batch_size_per_image=s.box_batch_size_per_image,
-            anchor_sizes=s.anchor_sizes,
-        )
+        with warnings.catch_warnings(record=True) as caught:  # shown below, unless refused
+            warnings.simplefilter("always")
+            detector = Detector(
+                classes,
+                s.arch or DEFAULT_ARCH,
+                weights=s.weights,
+                min_size=s.min_size or DEFAULT_MIN_SIZE,
+                max_size=s.max_size or DEFAULT_MAX_SIZE,
+                device=s.device,
+                seed=s.seed,
+                rpn_proposals_train=s.rpn_proposals_train,
+                rpn_proposals_test=s.rpn_proposals_test,
+                box_batch_size_per_image=s.box_batch_size_per_image,
+                anchor_sizes=s.anchor_sizes,
+            )
     except AnchorSizesError as exc:
+        _show(caught)
         raise WorkflowError(str(exc)) from None
     except Exception as exc:  # a weights file that is not one: say so, in one line
         if s.weights is None or isinstance(exc, FileNotFoundError):
+            _show(caught)
             raise
+        problem = not_weights_problem(Path(s.weights), exc)
+        if problem is not None:  # torch's pickle warnings about it say nothing more
+            line = f"{s.weights}: not a weights file: {problem}; {WEIGHTS_FILE}"
+            raise WorkflowError(line) from exc
+        _show(caught)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]
         raise WorkflowError(
             f"{s.weights}: cannot be used as {s.arch or DEFAULT_ARCH} weights ({first})"
         ) from exc
+    _show(caught)
     if s.anchors is not None:
         _check_anchors(detector, s.anchors)
     detector.model_version = 0
     return detector
+
+
+#: What a weights file is, and the alternatives (the end of the line refusing one that is not).
+WEIGHTS_FILE = (
+    "a weights file is a PyTorch state dict saved with torch.save (.pt or .pth): a checkpoint "
+    "from a project's models/ folder, or a torchvision detector's or backbone's weights; or "
+    f"name a weight source: {', '.join(WEIGHT_SOURCES)}"
+)
+
+
+def not_weights_problem(path: Path, exc: BaseException) -> str | None:
+    """Why ``path``, which failed to load as weights with ``exc``, is no weights file at all,
+    from its first bytes and the error: empty, not a PyTorch file (text, an image...), a
+    PyTorch file cut short or damaged, or one holding Python objects besides tensors (which a
+    weights-only load refuses: loading them would run code from the file). None when it is a
+    PyTorch file whose content does not fit (the engine's own message says how)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return None
+    if not head:
+        return "it is empty (0 bytes)"
+    text = str(exc)
+    if head.startswith(b"PK\x03\x04"):  # torch.save's zip format
+        if "PytorchStreamReader" in text or type(exc).__name__ in ("BadZipFile", "EOFError"):
+            return f"it is a PyTorch file cut short or damaged ({type(exc).__name__})"
+    elif head[:1] != b"\x80":  # not a pickle (torch.save's legacy format) either
+        try:
+            words = head.decode("utf-8").splitlines()[0].strip()
+        except (UnicodeDecodeError, IndexError):
+            return "it is not a PyTorch file"
+        if not words:
+            return "it is not a PyTorch file"
+        return (
+            f"it is not a PyTorch file (text: {words[:40] + ('...' if len(words) > 40 else '')!r})"
+        )
+    elif isinstance(exc, EOFError):
+        return "it is a pickle cut short"
+    if "Weights only load failed" in text:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if found:
+            return (
+                f"it holds Python objects besides tensors ({found.group(1)}: a whole pickled "
+                "model?), which napari-al does not load, since loading them runs code from the "
+                "file"
+            )
+        if head[:1] == b"\x80":
+            return "it is a Python pickle, not a PyTorch file"
+        return "it is a PyTorch file that holds more than tensors"
+    return None
+
+
+def _show(caught: list[warnings.WarningMessage]) -> None:
+    """Show again the warnings recorded while a detector was built."""
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _for_new_classes(
