@@ -368,9 +368,11 @@ def _report_orphan_labels(
 
     Under ``labels/`` folders such a file is an error (skipped as a ``file`` when not strict);
     beside the images (Darknet) it is a warning, since other text files may live there too.
+    Each file is reported once: a label folder inside another (``labels/train`` in
+    ``labels/``) is walked as part of the outer one only.
     """
     for d in sorted(label_dirs):
-        if not _is_dir(d):
+        if not _is_dir(d) or any(o != d and _inside(d, o) for o in label_dirs):
             continue
         for dirpath, _dirs, files in os.walk(d):
             for f in sorted(files):
