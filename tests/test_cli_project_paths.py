@@ -105,3 +105,83 @@ def test_the_store_refuses_a_folder_as_its_file(tmp_path: Path) -> None:
     for call in (ProjectStore.create, ProjectStore.open, lambda p: ProjectStore.open(p, True)):
         with pytest.raises(StoreError, match="is a folder, not napari-al's store file"):
             call(tmp_path)
+
+
+# -- a store left empty by an interrupted init ------------------------------------------------
+#
+# Found by a newcomer: ``napari-al info DIR`` on a 0-byte napari_al.sqlite (what an init killed
+# right after creating the file leaves) silently wrote an empty schema into it and reported an
+# empty project; ``init`` said "already a napari-al project". The viewer's open rebuilds such a
+# store and imports the folder (tests/test_reliability_crash.py), and ``init`` now does too.
+
+#: The commands that only read the project or write into an existing one: refused in one line.
+ON_AN_EMPTY_STORE = [
+    ["info", "{p}"],
+    ["info", "{p}", "--images", "--json"],
+    ["export", "{p}", "{out}", "--format", "coco"],
+    ["import", "{p}", "{p}", "--format", "images"],
+    ["add-class", "{p}", "cell"],
+    ["mark-region-complete", "{p}", "a.png", "--xyxy", "0", "0", "8", "8"],
+    ["train", "{p}", "--steps", "1"],
+    ["predict", "{p}"],
+    ["evaluate", "{p}"],
+    ["rank", "{p}"],
+]
+
+
+def _interrupted_init(tmp_path: Path) -> Path:
+    folder = tmp_path / "d"
+    folder.mkdir()
+    Image.new("RGB", (32, 24)).save(folder / "a.png")
+    (folder / STORE_FILENAME).write_bytes(b"")
+    return folder
+
+
+@pytest.mark.parametrize("argv", ON_AN_EMPTY_STORE, ids=lambda a: " ".join(a[:3]))
+def test_an_empty_store_is_named_and_left_as_it_is(tmp_path: Path, capsys, argv: list[str]) -> None:
+    folder = _interrupted_init(tmp_path)
+    code, line = _run(capsys, *(a.format(p=folder, out=tmp_path / "o") for a in argv))
+    assert code == 1, line
+    assert f"{folder / STORE_FILENAME} is empty (0 bytes)" in line, line
+    assert "interrupted" in line and f"napari-al init {folder}" in line, line
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", STORE_FILENAME]  # no write
+    assert (folder / STORE_FILENAME).stat().st_size == 0
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_store_refuses_an_empty_file_unless_it_may_create(tmp_path: Path) -> None:
+    """From Python too (a notebook, the workflow); ``open(create=True)`` rebuilds it."""
+    folder = _interrupted_init(tmp_path)
+    with pytest.raises(StoreError, match=r"is empty \(0 bytes\).*napari-al init"):
+        ProjectStore.open(folder)
+    assert (folder / STORE_FILENAME).stat().st_size == 0
+    with ProjectStore.open(folder, create=True) as store:
+        assert store.images() == []
+
+
+@pytest.mark.parametrize("left", ["empty file", "empty project"])
+def test_init_again_finishes_an_interrupted_init(tmp_path: Path, capsys, left: str) -> None:
+    """A 0-byte store, or a store with nothing at all in it (an init interrupted while it
+    read the images): init imports the folder, as the viewer's open does."""
+    folder = _interrupted_init(tmp_path)
+    if left == "empty project":
+        (folder / STORE_FILENAME).unlink()
+        ProjectStore.create(folder).close()
+    capsys.readouterr()
+    assert main(["init", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "interrupted" in out and "imported 1 image" in out, out
+    with ProjectStore.open(folder) as store:
+        assert [Path(r.path).name for r in store.images()] == ["a.png"]
+    code, line = _run(capsys, "init", str(folder))  # done: a project, as before
+    assert code == 1 and "already a napari-al project" in line, line
+
+
+def test_info_on_a_project_with_nothing_in_it_says_how_to_fill_it(tmp_path: Path, capsys):
+    folder = _interrupted_init(tmp_path)
+    (folder / STORE_FILENAME).unlink()
+    ProjectStore.create(folder).close()
+    capsys.readouterr()
+    assert main(["info", str(folder)]) == 0
+    err = capsys.readouterr().err
+    assert f"napari-al init {folder}" in err and "napari-al import" in err, err

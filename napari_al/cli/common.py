@@ -267,13 +267,17 @@ def open_store(project: str, busy: str | None = None) -> Iterator[Any]:
     """The project's store for a ``with`` block; with ``busy`` (what the command does, e.g.
     ``training``) the block also holds the project lock, taken first, so that a second run
     fails at once with one line naming the holder (:func:`~napari_al.core.store.project_lock`).
+    A path that is no project, or whose store file is empty (an interrupted init), is a
+    :class:`CliError` saying which, before anything is written.
     """
     from napari_al.core.project import is_project
-    from napari_al.core.store import ProjectStore, project_lock
+    from napari_al.core.store import ProjectStore, empty_store_error, is_empty_store, project_lock
 
     path = Path(project)
     if not is_project(path):
         raise CliError(not_a_project(path))
+    if is_empty_store(path):  # an interrupted init: say so before the lock file is made
+        raise CliError(empty_store_error(path))
     with contextlib.ExitStack() as stack:
         if busy is not None:
             stack.enter_context(project_lock(path, busy))

@@ -19,16 +19,45 @@ def cmd_init(args: argparse.Namespace) -> int:
     from napari_al.core.store import ProjectStore
 
     path = Path(args.project)
-    if is_project(path):
-        raise CliError(f"{path}: already a napari-al project")
     if path.exists() and not path.is_dir():
         raise CliError(
             f"{path}: is a file, not a folder; give the folder of images to make a project"
         )
-    with ProjectStore.create(path) as store:
+    if is_project(path):
+        store = _unfinished_init(path)
+        if store is None:
+            raise CliError(f"{path}: already a napari-al project")
+    else:
+        store = ProjectStore.create(path)
         print(f"created project {path}")
+    with store:
         first_import(store, path)
     return 0
+
+
+def _unfinished_init(path: Path) -> Any:
+    """The store of ``path`` opened to finish an interrupted init (saying so), or None when
+    the project is made: a store file left empty (0 bytes: killed before the schema), or a
+    store with nothing at all in it (no image, class or action: killed while the images were
+    read, or an init of a folder that was empty then) in a folder that holds images now. The
+    viewer's open finishes both too (:func:`napari_al.core.project.open_or_init`)."""
+    from napari_al.core.images import find_images
+    from napari_al.core.store import ProjectStore, is_empty_store
+
+    if is_empty_store(path):
+        store = ProjectStore.open(path, create=True)
+        print(f"finishing the interrupted init of {path}: its store was empty (0 bytes)")
+        return store
+    store = ProjectStore.open(path)
+    nothing = store.last_action_id() is None and not store.images() and not store.classes()
+    if nothing and find_images(path):
+        print(
+            f"finishing the init of {path}: its store holds nothing yet (an init interrupted "
+            "while it read the images, or of a folder empty then)"
+        )
+        return store
+    store.close()
+    return None
 
 
 def first_import(store, path: Path) -> None:
@@ -255,6 +284,7 @@ def _image_list(store: Any) -> list[dict[str, Any]]:
 def cmd_info(args: argparse.Namespace) -> int:
     with open_store(args.project) as store:
         info = store.info()
+        untouched = store.last_action_id() is None and not info["classes"]
         info["image_files"] = store.check_files()
         info["latest_model"] = _latest_model(store)
         if getattr(args, "images", False):
@@ -289,6 +319,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     _print_files(info["image_files"])
     if "image_list" in info:
         _print_images(info["image_list"])
+    if untouched and not info["images"]:
+        q = shlex.quote(str(args.project))
+        say(
+            "note",
+            "the project holds nothing yet: if its init was interrupted, run "
+            f"'napari-al init {q}' again (it imports the folder's images); else import data: "
+            f"'napari-al import {q} --format images FOLDER' (or voc, coco, yolo)",
+        )
     return 0
 
 

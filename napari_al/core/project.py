@@ -39,7 +39,8 @@ def open_or_init(
     """
     project_dir = Path(project_dir)
     if is_project(project_dir):
-        store = ProjectStore.open(project_dir)
+        # create: a first open killed before the schema was written leaves an empty file
+        store = ProjectStore.open(project_dir, create=True)
         # A first open killed before its import committed leaves a store with nothing in it
         # (no image, no action at all): finish that first open now.
         if store.last_action_id() is not None or store.images():

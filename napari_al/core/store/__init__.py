@@ -61,7 +61,7 @@ Stdlib ``sqlite3`` (and the ``filelock`` library for the project lock); no Qt, n
 
 from __future__ import annotations
 
-from napari_al.core.store.base import store_folder_error
+from napari_al.core.store.base import empty_store_error, is_empty_store, store_folder_error
 from napari_al.core.store.lock import (
     HOLDER_FILENAME,
     LOCK_FILENAME,
@@ -132,9 +132,11 @@ __all__ = [
     "StoredQuery",
     "StoredQuerySet",
     "TrainingSnapshot",
+    "empty_store_error",
     "file_sha256",
     "holds_project_lock",
     "import_dataset",
+    "is_empty_store",
     "lend_env",
     "project_lock",
     "store_folder_error",

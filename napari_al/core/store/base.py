@@ -9,6 +9,7 @@ and :meth:`StoreBase._read`.
 from __future__ import annotations
 
 import os
+import shlex
 import sqlite3
 import threading
 import time
@@ -32,6 +33,33 @@ def store_folder_error(project_dir: str | os.PathLike[str]) -> str:
         f"{path} is a folder, not napari-al's store file, so {Path(project_dir)} is neither a "
         f"project nor can one be made there; rename or remove that folder (napari-al keeps a "
         "project's store in a file of that name), then run the command again"
+    )
+
+
+def is_empty_store(project_dir: str | os.PathLike[str]) -> bool:
+    """Whether ``project_dir``'s store file is empty: 0 bytes, and no write-ahead log holding
+    anything. :meth:`StoreBase.create` makes the file first (``O_EXCL``), then the schema: a
+    ``napari-al init`` or first open killed in between leaves such a file."""
+    path = Path(project_dir) / STORE_FILENAME
+    try:
+        if not path.is_file() or path.stat().st_size != 0:
+            return False
+        wal = path.with_name(path.name + "-wal")
+        return not wal.exists() or wal.stat().st_size == 0
+    except OSError:  # unreadable: let the open say what it finds
+        return False
+
+
+def empty_store_error(project_dir: str | os.PathLike[str]) -> str:
+    """The one line for a ``project_dir`` whose store file is empty (:func:`is_empty_store`),
+    met by a command that does not make projects: what it is, and that ``napari-al init``
+    finishes the project (nothing was written)."""
+    folder = Path(project_dir)
+    return (
+        f"{folder / STORE_FILENAME} is empty (0 bytes): the store of a napari-al init (or first "
+        "open) that was interrupted before it wrote anything, left as it is; run 'napari-al "
+        f"init {shlex.quote(str(folder))}' again: it makes the project and imports the folder's "
+        "images"
     )
 
 
@@ -112,7 +140,10 @@ class StoreBase:
     def open(
         cls: type[_S], project_dir: str | os.PathLike[str], create: bool = False, **kwargs: Any
     ) -> _S:
-        """Open the store in ``project_dir``; with ``create`` make it when missing.
+        """Open the store in ``project_dir``; with ``create`` make it when missing, or when
+        its file is empty (:func:`is_empty_store`: an interrupted first open or init), which
+        without ``create`` is a :class:`StoreError` (:func:`empty_store_error`), the file left
+        as it is.
 
         Cheap: a few ms on a small project, about 0.25 s on a 390 MB store of a million boxes
         (the damage check reads every table and index page). Each thread may open its own
@@ -121,6 +152,8 @@ class StoreBase:
         path = Path(os.path.abspath(project_dir)) / STORE_FILENAME
         if path.is_dir():
             raise StoreError(store_folder_error(project_dir))
+        if not create and is_empty_store(project_dir):  # nothing written: say so, write nothing
+            raise StoreError(empty_store_error(project_dir))
         if not path.is_file():
             if not create:
                 raise StoreError(
