@@ -185,3 +185,65 @@ def test_info_on_a_project_with_nothing_in_it_says_how_to_fill_it(tmp_path: Path
     assert main(["info", str(folder)]) == 0
     err = capsys.readouterr().err
     assert f"napari-al init {folder}" in err and "napari-al import" in err, err
+
+
+# -- no project inside another ---------------------------------------------------------------
+#
+# Found by a newcomer: ``napari-al init proj/images`` (or ``open``) silently made a second
+# project inside the first, holding images the first one holds too. It is refused, naming the
+# enclosing project; so is a project around one. An existing nested project still opens.
+
+
+def _no_napari(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``napari-al open`` reaching napari is a failure here, not a window to wait on."""
+    from napari_al.cli import viewer
+
+    def refuse(*args: object) -> int:
+        raise AssertionError("napari was opened")
+
+    monkeypatch.setattr(viewer, "_run_napari", refuse)
+
+
+@pytest.mark.parametrize("inside", ["images", "images/site1", "new"])
+@pytest.mark.parametrize("command", ["init", "open"])
+def test_a_project_inside_a_project_is_refused(
+    project: Path, capsys, monkeypatch, inside: str, command: str
+) -> None:
+    _no_napari(monkeypatch)
+    folder = project / inside
+    existed = folder.exists()
+    code, line = _run(capsys, command, str(folder))
+    assert code == 1, line
+    assert f"inside the project {project}" in line and "nested" in line, line
+    assert f"napari-al import NEW {folder}" in line, line  # the way to do it
+    assert not (folder / STORE_FILENAME).exists() and folder.exists() == existed
+
+
+@pytest.mark.parametrize("command", ["init", "open"])
+def test_a_project_around_a_project_is_refused(
+    project: Path, tmp_path: Path, capsys, monkeypatch, command: str
+) -> None:
+    _no_napari(monkeypatch)
+    code, line = _run(capsys, command, str(tmp_path))
+    assert code == 1 and f"holds the project {project}" in line, line
+    assert not (tmp_path / STORE_FILENAME).exists()
+
+
+def test_the_viewer_and_notebooks_refuse_it_too(project: Path) -> None:
+    from napari_al.core.project import open_or_init
+
+    with pytest.raises(StoreError, match=f"inside the project {project}"):
+        open_or_init(project / "images")
+    assert not (project / "images" / STORE_FILENAME).exists()
+
+
+def test_an_existing_nested_project_still_opens(project: Path, capsys) -> None:
+    """Made before this rule (or from Python): it is a project, and is used as one."""
+    from napari_al.core.project import open_or_init
+
+    nested = project / "images" / "site1"
+    ProjectStore.create(nested).close()
+    capsys.readouterr()
+    assert main(["info", str(nested)]) == 0
+    with open_or_init(nested) as store:
+        assert [Path(r.path).name for r in store.images()] == ["b.png"]

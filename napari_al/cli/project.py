@@ -16,6 +16,7 @@ from napari_al.core.names import escaped, shown
 
 def cmd_init(args: argparse.Namespace) -> int:
     from napari_al.core.project import is_project
+    from napari_al.core.project_paths import nesting_error
     from napari_al.core.store import ProjectStore
 
     path = Path(args.project)
@@ -28,6 +29,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         if store is None:
             raise CliError(f"{path}: already a napari-al project")
     else:
+        nested = nesting_error(path)
+        if nested is not None:
+            raise CliError(nested)
         store = ProjectStore.create(path)
         print(f"created project {path}")
     with store:

@@ -54,9 +54,13 @@ def _run_napari(project: Path, screenshot: str | None, quit_after: bool) -> int:
 
 def cmd_open(args: argparse.Namespace) -> int:
     from napari_al.core.project import is_project
+    from napari_al.core.project_paths import nesting_error
     from napari_al.core.store import ProjectStore
 
     path = Path(args.project)
+    nested = None if is_project(path) else nesting_error(path)
+    if nested is not None:  # a project inside (or around) another: refused
+        raise CliError(nested)
     if not path.is_dir():
         raise CliError(f"{path}: no such folder")
     _require_display()

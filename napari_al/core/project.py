@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from napari_al.core.data import BoxRecord, Dataset, ImageRecord
-from napari_al.core.store import STORE_FILENAME, ProjectStore
+from napari_al.core.project_paths import nesting_error
+from napari_al.core.store import STORE_FILENAME, ProjectStore, StoreError
 
 Progress = Callable[[int, int], None]
 
@@ -35,7 +36,10 @@ def open_or_init(
     first open that was killed before its import committed, or an ``init`` of an empty
     folder) gets the folder's content the same way. ``report(summary)`` receives that first
     import's summary (see :meth:`ProjectStore.import_dataset`); it is also in the store's
-    ``import`` action. Raises FileNotFoundError when ``project_dir`` is not a folder.
+    ``import`` action. Raises FileNotFoundError when ``project_dir`` is not a folder, and
+    :class:`StoreError` (one line naming the other project) when a new project there would
+    be inside another project, or around one
+    (:func:`~napari_al.core.project_paths.nesting_error`); an existing nested project opens.
     """
     project_dir = Path(project_dir)
     if is_project(project_dir):
@@ -48,6 +52,9 @@ def open_or_init(
     elif not project_dir.is_dir():
         raise FileNotFoundError(f"{project_dir}: no such folder")
     else:
+        nested = nesting_error(project_dir)
+        if nested is not None:
+            raise StoreError(nested)
         store = ProjectStore.create(project_dir)
     try:
         summary = import_folder(store, project_dir, progress=progress)

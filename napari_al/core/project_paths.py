@@ -1,10 +1,12 @@
 """Where a path stands relative to projects: the project around it, the projects in it, whether
-it holds images to make one of. Used to say which fix applies when a path is not a project."""
+it holds images to make one of. Used to say which fix applies when a path is not a project, and
+to refuse a project nested in another (:func:`nesting_error`)."""
 
 from __future__ import annotations
 
 import itertools
 import os
+import shlex
 from pathlib import Path
 
 from napari_al.core.images import IMAGE_EXTENSIONS, is_zarr_path
@@ -74,3 +76,32 @@ def holds_images(folder: str | os.PathLike[str]) -> bool:
     except OSError:
         return False
     return False
+
+
+def nesting_error(path: str | os.PathLike[str]) -> str | None:
+    """The one line refusing to make a project of the folder ``path`` (it need not exist)
+    when that would nest projects: ``path`` is inside a project (:func:`enclosing_project`),
+    or holds one directly (:func:`projects_in`). None when neither. A nested project holds
+    images the other one holds too, and a folder would no longer say which project it is
+    in; no use needs one (a project elsewhere imports the folder in place), so there is no
+    flag to allow it. A nested project made earlier, or by ``ProjectStore.create``, still
+    opens."""
+    around = enclosing_project(path)
+    q = shlex.quote(str(path))
+    if around is not None:
+        return (
+            f"{path}: is inside the project {around}, and a project nested in another is "
+            f"refused (the images of its folder would be in both): use {around}, or make the "
+            "new project outside it and import this folder in place: 'napari-al init NEW', "
+            f"then 'napari-al import NEW {q} --format images'"
+        )
+    inside = projects_in(path)
+    if inside:
+        more = f" (and {len(inside) - 1} more)" if len(inside) > 1 else ""
+        return (
+            f"{path}: holds the project {inside[0]}{more}, and a project around another is "
+            f"refused (the images of its folder would be in both): use {inside[0]}, or make "
+            "the new project elsewhere and import the folders you want into it ('napari-al "
+            "import NEW FOLDER --format images')"
+        )
+    return None
