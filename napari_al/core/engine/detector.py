@@ -305,6 +305,7 @@ class Detector:
         *,
         scale_one: bool = False,
         budget: float = 1.0,
+        proposal_block: tuple[int, int] | None = None,
     ) -> list[RawDetections]:
         """One forward pass (backbone once) on a batch of :meth:`image_tensors`: per image the
         detections scoring above ``score_thresh``, at most ``detections``, in resized-image
@@ -315,10 +316,11 @@ class Detector:
         (windows of a large image, :mod:`~napari_al.core.engine.tiling`; not for SSDlite, whose
         input size is fixed); ``budget``: the RPN's proposals (two-stage) or the candidates per
         level (one-stage) are multiplied by it, for inputs ``budget`` times the model's input
-        area (:func:`~napari_al.core.engine.losses.proposal_budget`)."""
+        area, and ``proposal_block`` ``(rows, columns)`` px (the model's input) makes the RPN's NMS
+        run block by block (:func:`~napari_al.core.engine.losses.proposal_budget`)."""
         self.model.eval()
         orig = [(int(t.shape[-2]), int(t.shape[-1])) for t in tensors]
-        with autocast(self.device, self.amp), proposal_budget(budget):
+        with autocast(self.device, self.amp), proposal_budget(budget, proposal_block):
             image_list, feats, emb = self._backbone_features(tensors, scale_one)
             if self.two_stage:
                 proposals, _ = self.model.rpn(image_list, feats)

@@ -22,6 +22,8 @@ from torch import Tensor
 from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_prediction_layers
 from torchvision.ops import boxes as box_ops
 
+from napari_al.core.engine.proposals import filter_proposals
+
 #: Proposals/anchors whose centre lies in an ignore region, or with at least this fraction of
 #: their area inside one, carry no loss.
 IGNORE_IOF_THRESHOLD = 0.5
@@ -142,17 +144,19 @@ def _scaled(n: int) -> int:
 
 
 @contextmanager
-def proposal_budget(scale: float) -> Iterator[None]:
-    """Within the block, in this thread only, :class:`PartialLabelRPN` keeps ``scale`` times
-    its usual number of proposals (per level before NMS, in all after it): an input of
-    ``scale`` times the model's input area at scale 1 gets as many proposals per pixel.
-    Other threads using the same model are unaffected."""
-    before = getattr(_BUDGET, "scale", 1.0)
-    _BUDGET.scale = float(scale)
+def proposal_budget(scale: float, block: tuple[int, int] | None = None) -> Iterator[None]:
+    """Within the ``with`` block, in this thread only, :class:`PartialLabelRPN` keeps
+    ``scale`` times its usual number of proposals (per level before NMS, in all after it): an
+    input of ``scale`` times the model's input area at scale 1 gets as many proposals per
+    pixel. ``block`` ``(rows, columns)`` pixels: its NMS runs per block of that size (the
+    model's input) and level (:mod:`napari_al.core.engine.proposals`), so it costs per pixel
+    what it costs on the input. Other threads using the same model are unaffected."""
+    before = getattr(_BUDGET, "scale", 1.0), getattr(_BUDGET, "block", None)
+    _BUDGET.scale, _BUDGET.block = float(scale), block
     try:
         yield
     finally:
-        _BUDGET.scale = before
+        _BUDGET.scale, _BUDGET.block = before
 
 
 class PartialLabelRPN(RegionProposalNetwork):
@@ -173,6 +177,24 @@ class PartialLabelRPN(RegionProposalNetwork):
 
     def post_nms_top_n(self) -> int:
         return _scaled(int(super().post_nms_top_n()))
+
+    def filter_proposals(  # type: ignore[override]
+        self,
+        proposals: Tensor,
+        objectness: Tensor,
+        image_shapes: list[tuple[int, int]],
+        num_anchors_per_level: list[int],
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """torchvision's filter; within :func:`proposal_budget` with a block, the NMS runs per
+        block (:mod:`napari_al.core.engine.proposals`)."""
+        block = getattr(_BUDGET, "block", None)
+        if block is None:
+            return super().filter_proposals(
+                proposals, objectness, image_shapes, num_anchors_per_level
+            )
+        return filter_proposals(
+            self, proposals, objectness, image_shapes, num_anchors_per_level, block
+        )
 
     @classmethod
     def from_rpn(cls, rpn: RegionProposalNetwork) -> PartialLabelRPN:

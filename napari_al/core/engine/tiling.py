@@ -372,7 +372,9 @@ def predict_tiled(
     further scaled by the share of the window its core covers (:attr:`Window.owned_share`, the
     largest in the pass): the overlaps are seen by two windows or more, so without it the box
     head would score 1.3 times as many proposals per image pixel as on a whole image (480 x 640
-    windows overlapping by 64 px), each RPN still ranking its own window's proposals. Thresholds
+    windows overlapping by 64 px), each RPN still ranking its own window's proposals; its NMS
+    runs per block of the native tile's size (:mod:`~napari_al.core.engine.proposals`), at the
+    native tile's cost per pixel. Thresholds
     as :meth:`Detector.predict`. ``features=False``: no RoI features (``(N, 0)``; :func:`_lean`).
     ``progress(windows done, windows in total)`` after each batch; ``should_stop()`` is checked
     before each batch: None is returned when it fires.
@@ -385,6 +387,8 @@ def predict_tiled(
     scale_one = not _fixed_input(detector.model)
     budget = max(1.0, shape[0] * shape[1] / (native[0] * native[1])) if scale_one else 1.0
     dets = round(dets * budget)
+    # a window larger than the input: the RPN's NMS per input-sized block, at the input's cost
+    block = native if budget > 1 else None
     parts: list[Predictions] = []
     areas: list[float] = []
     new_pieces: list[Pieces] = []
@@ -404,7 +408,9 @@ def predict_tiled(
         batch = windows[start : start + step]
         tensors = [_tile_tensor(image, w, shape).to(detector.device) for w in batch]
         share = max(w.owned_share for w in batch)
-        raws = detector.infer_raw(tensors, thr, dets, scale_one=scale_one, budget=budget * share)
+        raws = detector.infer_raw(
+            tensors, thr, dets, scale_one=scale_one, budget=budget * share, proposal_block=block
+        )
         for window, raw in zip(batch, raws, strict=True):
             pred = to_predictions(raw, detector.num_classes)
             whole, pieces = _place(pred if features else _lean(pred), window)
