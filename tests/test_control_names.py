@@ -207,3 +207,17 @@ def test_a_voc_id_that_starts_or_ends_with_a_space_re_imports(
     assert code == 0 and "imported 1 image and 1 box" in stdout, err
     with ProjectStore.open(again) as store:
         assert [r.split for r in store.images()] == ["train"]
+
+
+def test_a_project_folder_of_such_a_name_is_shown_escaped(tmp_path: Path, capsys) -> None:
+    """The folder names the commands print back (init's, export's) are one line too."""
+    folder = tmp_path / "x\ny"
+    _image(folder / "a.png")
+    code, out, err = _run(capsys, "init", str(folder))
+    assert code == 0, err
+    assert _lines(out)[0] == f"created project {str(folder)!r}", out
+    target = str(tmp_path / "o\nut.json")
+    argv = ["export", str(folder), target, "--all", "--format", "coco"]
+    code, out, err = _run(capsys, *argv)
+    assert code == 0, err
+    assert _lines(out) == [f"exported 1 image and 0 boxes to {target!r}"], out

@@ -33,7 +33,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         if nested is not None:
             raise CliError(nested)
         store = ProjectStore.create(path)
-        print(f"created project {path}")
+        print(f"created project {shown(str(path))}")
     with store:
         first_import(store, path)
     return 0
@@ -50,14 +50,16 @@ def _unfinished_init(path: Path) -> Any:
 
     if is_empty_store(path):
         store = ProjectStore.open(path, create=True)
-        print(f"finishing the interrupted init of {path}: its store was empty (0 bytes)")
+        print(
+            f"finishing the interrupted init of {shown(str(path))}: its store was empty (0 bytes)"
+        )
         return store
     store = ProjectStore.open(path)
     nothing = store.last_action_id() is None and not store.images() and not store.classes()
     if nothing and find_images(path):
         print(
-            f"finishing the init of {path}: its store holds nothing yet (an init interrupted "
-            "while it read the images, or of a folder empty then)"
+            f"finishing the init of {shown(str(path))}: its store holds nothing yet (an init "
+            "interrupted while it read the images, or of a folder empty then)"
         )
         return store
     store.close()
@@ -187,7 +189,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     for line in dataset.warnings:
         say("note", line)
     n_images, n_boxes = counted(len(dataset.images), "image"), counted(dataset.n_boxes, "box")
-    print(f"exported {n_images} and {n_boxes} to {args.out}")
+    print(f"exported {n_images} and {n_boxes} to {shown(str(args.out))}")
     if not dataset.images and not args.all:
         what = "no image is marked complete yet: only complete images are exported to YOLO"
         if args.format != "yolo":

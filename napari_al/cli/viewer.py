@@ -10,6 +10,7 @@ from pathlib import Path
 
 from napari_al.cli.common import CliError
 from napari_al.cli.project import first_import
+from napari_al.core.names import shown
 
 
 def _require_display() -> None:
@@ -66,7 +67,7 @@ def cmd_open(args: argparse.Namespace) -> int:
     _require_display()
     if not is_project(path):  # a first open: import the folder here, saying what it held
         with ProjectStore.create(path) as store:
-            print(f"created project {path}")
+            print(f"created project {shown(str(path))}")
             first_import(store, path)
     return _run_napari(path, args.screenshot, args.quit)
 
