@@ -372,9 +372,8 @@ def predict_tiled(
     further scaled by the share of the window its core covers (:attr:`Window.owned_share`, the
     largest in the pass): the overlaps are seen by two windows or more, so without it the box
     head would score 1.3 times as many proposals per image pixel as on a whole image (480 x 640
-    windows overlapping by 64 px), each RPN still ranking its own window's proposals; its NMS
-    runs per block of the native tile's size (:mod:`~napari_al.core.engine.proposals`), at the
-    native tile's cost per pixel. Thresholds
+    windows overlapping by 64 px), each RPN still ranking its own window's proposals (its NMS
+    per native-tile-sized block: :mod:`~napari_al.core.engine.proposals`). Thresholds
     as :meth:`Detector.predict`. ``features=False``: no RoI features (``(N, 0)``; :func:`_lean`).
     ``progress(windows done, windows in total)`` after each batch; ``should_stop()`` is checked
     before each batch: None is returned when it fires.
@@ -385,10 +384,9 @@ def predict_tiled(
     windows = tile_windows(height, width, shape, overlap)
     thr, dets = detector._thresholds(score_threshold, candidate, detections_per_image)
     scale_one = not _fixed_input(detector.model)
-    budget = max(1.0, shape[0] * shape[1] / (native[0] * native[1])) if scale_one else 1.0
+    budget = _window_budget(shape, native) if scale_one else 1.0
     dets = round(dets * budget)
-    # a window larger than the input: the RPN's NMS per input-sized block, at the input's cost
-    block = native if budget > 1 else None
+    passes = {"scale_one": scale_one, "proposal_block": native if budget > 1 else None}
     parts: list[Predictions] = []
     areas: list[float] = []
     new_pieces: list[Pieces] = []
@@ -408,9 +406,7 @@ def predict_tiled(
         batch = windows[start : start + step]
         tensors = [_tile_tensor(image, w, shape).to(detector.device) for w in batch]
         share = max(w.owned_share for w in batch)
-        raws = detector.infer_raw(
-            tensors, thr, dets, scale_one=scale_one, budget=budget * share, proposal_block=block
-        )
+        raws = detector.infer_raw(tensors, thr, dets, budget=budget * share, **passes)
         for window, raw in zip(batch, raws, strict=True):
             pred = to_predictions(raw, detector.num_classes)
             whole, pieces = _place(pred if features else _lean(pred), window)
@@ -447,6 +443,11 @@ def predict_tiled(
         return merged
     # by decreasing score, as one NMS over everything returns them
     return _best(Predictions.concat([*final, merged], merged.embedding), cap)
+
+
+def _window_budget(shape: tuple[int, int], native: tuple[int, int]) -> float:
+    """How many times the native tile's area a window of ``shape`` covers (at least 1)."""
+    return max(1.0, shape[0] * shape[1] / (native[0] * native[1]))
 
 
 def _lean(pred: Predictions) -> Predictions:
