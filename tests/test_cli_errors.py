@@ -158,7 +158,12 @@ def test_round_commands_on_a_project_without_classes_say_how_to_add_one(
         ),
         (
             ["rank", "{p}", "--scatter-images", "--saving-weight", "nan"],
-            "--scatter-images, --saving-weight only apply to --unit question",
+            "--scatter-images, --saving-weight only apply to --unit question (this is --unit "
+            "image); drop them",
+        ),
+        (
+            ["rank", "{p}", "--supervision", "box"],
+            "--supervision only applies to --unit question (this is --unit image); drop it",
         ),
         (["trian", "{p}"], "did you mean 'train'?"),
         (["train", "{p}", "--weights", "{p}/none.pth"], "none.pth"),

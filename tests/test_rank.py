@@ -90,6 +90,17 @@ def test_scores_are_cached_per_model_version(project: Path, capsys) -> None:
     assert [(i["image_id"], i["score"]) for i in second] == [
         (i["image_id"], i["score"]) for i in first
     ]
+    # a damaged entry (zeros over a page of an overflowing value: sqlite reads it back without
+    # complaint) is scored again, not a traceback (KeyError from numpy's zip reader)
+    with sqlite3.connect(project / "napari_al.sqlite") as conn:
+        rows = conn.execute("SELECT rowid, payload FROM score_cache").fetchall()
+        for rowid, payload in rows:
+            damaged = payload[:60] + bytes(len(payload) - 160) + payload[-100:]
+            conn.execute("UPDATE score_cache SET payload = ? WHERE rowid = ?", (damaged, rowid))
+    third = rank(capsys, project, "--strategy", "entropy")
+    assert [(i["image_id"], i["score"]) for i in third] == [
+        (i["image_id"], i["score"]) for i in first
+    ]
 
 
 def test_predict_stores_pool_boxes_and_evaluate_reports_map(project: Path, capsys) -> None:

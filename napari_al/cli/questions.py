@@ -35,10 +35,11 @@ def refuse_question_flags(args: argparse.Namespace) -> None:
 
     given = flags_given(DialogSettings, args)
     if given:
-        verb = "applies" if len(given) == 1 else "apply"
+        verb, them = ("applies", "it") if len(given) == 1 else ("apply", "them")
+        unit = args.unit or "image"  # rank's default unit
         raise SettingsError(
-            f"{', '.join(given)} only {verb} to --unit question (this is --unit {args.unit}); "
-            "drop them or add --unit question"
+            f"{', '.join(given)} only {verb} to --unit question (this is --unit {unit}); "
+            f"drop {them} or add --unit question"
         )
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -237,8 +238,9 @@ def _score_pool(
     if cacheable and q.unit == "image":
         for i in small:
             data = store.get_scores(rows[i].sha256, version, plan.key)
-            if data is not None:
-                scored.raws[i], scored.embeddings[i] = _unpack(data)
+            unpacked = None if data is None else _unpack(data)
+            if unpacked is not None:
+                scored.raws[i], scored.embeddings[i] = unpacked
     todo = [i for i in small if scored.raws[i] is None]
     from napari_al.core.workflow.tiled_ranking import UnitCounter
 
@@ -575,8 +577,16 @@ def pack_scores(raw: ImageRaw, embedding: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _unpack(data: bytes) -> tuple[ImageRaw, np.ndarray]:
+#: What reading a damaged score-cache entry raises (npz: a zip's CRC, a missing member).
+DAMAGED_ENTRY = (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError)
+
+
+def _unpack(data: bytes) -> tuple[ImageRaw, np.ndarray] | None:
+    """A cached image's raw scores and embedding; None for a damaged entry (scored again)."""
     from napari_al.core.scoring.strategy import ImageRaw
 
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        return ImageRaw.from_bytes(z["raw"].tobytes()), z["embedding"]
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return ImageRaw.from_bytes(z["raw"].tobytes()), z["embedding"]
+    except DAMAGED_ENTRY:
+        return None

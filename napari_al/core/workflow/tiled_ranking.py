@@ -118,14 +118,19 @@ def _pack(
 
 def _unpack(data: bytes) -> tuple[Any, ...] | None:
     """A cached window's ``(raw, embedding, boxes, missed, missed_scores)``; None for an
-    entry written before the missed objects' probabilities were kept (scored again)."""
+    entry written before the missed objects' probabilities were kept, or damaged (scored
+    again)."""
     from napari_al.core.scoring.strategy import ImageRaw
+    from napari_al.core.workflow.ranking import DAMAGED_ENTRY
 
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        if "missed_scores" not in z.files:
-            return None
-        raw = ImageRaw.from_bytes(z["raw"].tobytes())
-        return raw, z["embedding"], z["boxes"], z["missed"], z["missed_scores"]
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            if "missed_scores" not in z.files:
+                return None
+            raw = ImageRaw.from_bytes(z["raw"].tobytes())
+            return raw, z["embedding"], z["boxes"], z["missed"], z["missed_scores"]
+    except DAMAGED_ENTRY:
+        return None
 
 
 def missed_probabilities(missed: Any) -> np.ndarray:
