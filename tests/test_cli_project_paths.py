@@ -82,6 +82,17 @@ def test_a_folder_holding_projects_names_them(project: Path, tmp_path: Path, cap
     assert code == 1 and "init" not in line and str(project) in line, line
 
 
+def test_six_projects_are_counted_as_six(tmp_path: Path, capsys, monkeypatch) -> None:
+    """The count is of every project there, not of the three named (said '2 more' for 5)."""
+    for i in range(6):
+        ProjectStore.create(tmp_path / f"p{i}").close()
+    code, line = _run(capsys, "info", str(tmp_path))
+    assert code == 1 and "holds 6 projects" in line and "(and 3 more)" in line, line
+    _no_napari(monkeypatch)
+    code, line = _run(capsys, "init", str(tmp_path))
+    assert code == 1 and f"holds the project {tmp_path / 'p0'} (and 5 more)" in line, line
+
+
 @pytest.mark.parametrize(
     "argv",
     [["info", "{p}"], ["init", "{p}"], ["export", "{p}", "{out}", "--format", "coco"]],

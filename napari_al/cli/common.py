@@ -251,8 +251,12 @@ def not_a_project(path: Path) -> str:
     if inside:
         if len(inside) == 1:
             return f"{path}: not a napari-al project, but it holds one: give {inside[0]}"
-        names = ", ".join(str(p) for p in inside)
-        return f"{path}: not a napari-al project, but it holds projects: give one of {names}"
+        names = ", ".join(str(p) for p in inside[:3])
+        more = f" (and {len(inside) - 3} more)" if len(inside) > 3 else ""
+        return (
+            f"{path}: not a napari-al project, but it holds {len(inside)} projects: give one of "
+            f"{names}{more}"
+        )
     if holds_images(path):
         return f"{path}: not a napari-al project (make it one: napari-al init {quoted})"
     return (

@@ -44,7 +44,7 @@ def enclosing_project(path: str | os.PathLike[str]) -> Path | None:
     return None
 
 
-def projects_in(folder: str | os.PathLike[str], limit: int = 3) -> list[Path]:
+def projects_in(folder: str | os.PathLike[str], limit: int = MAX_ENTRIES) -> list[Path]:
     """Up to ``limit`` projects directly inside ``folder`` (sub-folders holding a store file),
     by name; among its first :data:`MAX_ENTRIES` entries only."""
     try:
