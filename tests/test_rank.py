@@ -77,6 +77,7 @@ def test_diverse_selection_respects_the_budget(project: Path, capsys) -> None:
 
 def test_scores_are_cached_per_model_version(project: Path, capsys) -> None:
     assert main(["train", str(project), *TINY, "--steps", "1"]) == 0
+    assert "trained 1 step on " in capsys.readouterr().out  # not '1 steps'
     first = rank(capsys, project, "--strategy", "entropy")
     with ProjectStore.open(project) as store:
         version = store.latest_model_version().id

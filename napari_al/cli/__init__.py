@@ -143,7 +143,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         loss = f"{result.losses[-1]:.4f}" if result.losses else "n/a"
         print(
-            f"trained {result.steps} steps on {examples_text(outcome)} "
+            f"trained {counted(result.steps, 'step')} on {examples_text(outcome)} "
             + (f"on {result.world_size} processes " if result.world_size > 1 else "")
             + f"(final loss {loss}); saved model version {outcome.model_version} "
             f"to {outcome.checkpoint}"
