@@ -150,6 +150,10 @@ def test_round_commands_on_a_project_without_classes_say_how_to_add_one(
             ["rank", "{p}", "--unit", "box", "--diversity", "coreset"],
             "--diversity 'coreset' spreads",
         ),
+        (
+            ["rank", "{p}", "--unit", "question", "--diversity", "coreset"],
+            "--diversity 'coreset' spreads image queries only; leave it out for question",
+        ),
         (["rank", "{p}", "--unit", "boxes"], "invalid choice: 'boxes'"),
         # question flags with another unit changed nothing, silently
         (

@@ -60,6 +60,10 @@ def cmd_rank_questions(args: argparse.Namespace, detector_of: Any) -> int:
     from napari_al.core import workflow
 
     query = workflow.from_args(workflow.QuerySettings, args)
+    try:
+        workflow.check_query(query)  # --diversity spreads image queries only
+    except workflow.SettingsError as exc:
+        raise workflow.flag_named(exc, workflow.QuerySettings) from None
     dialog = workflow.from_args(workflow.DialogSettings, args)
     if workflow.from_args(workflow.DistributedSettings, args).active:
         print(
