@@ -258,3 +258,14 @@ def test_an_existing_nested_project_still_opens(project: Path, capsys) -> None:
     assert main(["info", str(nested)]) == 0
     with open_or_init(nested) as store:
         assert [Path(r.path).name for r in store.images()] == ["b.png"]
+
+
+def test_init_of_the_root_or_home_folder_is_refused(capsys, monkeypatch, tmp_path: Path) -> None:
+    """'napari-al init /' made the root a project of every image on the machine (and every
+    later init a nested project)."""
+    _no_napari(monkeypatch)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for folder in ("/", str(tmp_path)):
+        code, line = _run(capsys, "init", folder)
+        assert code == 1 and "root or a home folder is not made a project" in line, line
+    assert not Path("/", STORE_FILENAME).exists() and not (tmp_path / STORE_FILENAME).exists()

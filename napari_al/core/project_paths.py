@@ -86,6 +86,13 @@ def nesting_error(path: str | os.PathLike[str]) -> str | None:
     in; no use needs one (a project elsewhere imports the folder in place), so there is no
     flag to allow it. A nested project made earlier, or by ``ProjectStore.create``, still
     opens."""
+    whole = Path(os.path.abspath(path))
+    if whole.parent == whole or whole == Path.home():
+        return (
+            f"{path}: a file system's root or a home folder is not made a project (it would "
+            "take in every image below it, and every project below it would be nested): give "
+            "the folder of your images"
+        )
     around = enclosing_project(path)
     q = shlex.quote(str(path))
     if around is not None:
