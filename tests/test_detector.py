@@ -176,7 +176,7 @@ def test_mc_dropout_reruns_only_the_box_head(detector: Detector, images) -> None
 
         return hook
 
-    h1 = detector.model.backbone.register_forward_hook(count("backbone"))
+    h1 = detector.inference_backbone().register_forward_hook(count("backbone"))
     h2 = detector.model.rpn.register_forward_hook(count("rpn"))
     try:
         views = detector.scoring_views(
