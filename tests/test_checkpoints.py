@@ -99,6 +99,18 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
     assert checkpoints.read_metadata(path)["round"] == 2
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_checkpoint_files_follow_the_umask(tmp_path: Path, umask: int) -> None:
+    """A checkpoint is written through a temporary file (0o600 from mkstemp): it gets the mode
+    any file the user creates gets, so a shared project's models are readable by the group."""
+    old = os.umask(umask)
+    try:
+        path = checkpoints.save(_perturbed(0), tmp_path / "model.pt")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_metadata_must_be_plain() -> None:
     assert checkpoints.plain({"a": (1, 2.0), "p": Path("/x"), "n": np.float32(0.5)}) == {
         "a": [1, 2.0],

@@ -38,6 +38,7 @@ import torch
 
 from napari_al.core.engine.build import DetectorConfig
 from napari_al.core.engine.detector import Detector
+from napari_al.core.file_modes import new_file_mode
 
 FORMAT = "napari-al-checkpoint"
 VERSION = 1
@@ -107,6 +108,7 @@ def save(detector: Detector, path: str | Path, metadata: Mapping[str, Any] | Non
     payload = _payload(detector, meta)
     fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()

