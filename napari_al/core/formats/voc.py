@@ -251,12 +251,17 @@ def _read_id_list(path: Path, rd: _Reader, known: set[str]) -> list[tuple[int, s
 
 
 def _voc_splits(root: Path, by_id: dict[str, ImageRecord], failed: set[str], rd: _Reader) -> None:
-    """Set ``split`` from ``ImageSets/Main/{train,val,test,pool}.txt`` (or ``trainval.txt``)."""
+    """Set ``split`` from ``ImageSets/Main/{train,val,test,pool}.txt`` (or ``trainval.txt``).
+    An image a train list names that has no annotation goes to the pool (with a warning): a
+    training image nobody labelled yet is what the pool holds, where rank asks about it and
+    review makes it a training image; in ``train`` it would be neither."""
     main = root / "ImageSets" / "Main"
     split_files = {s: main / f"{s}.txt" for s in ("train", "val", "test", "pool")}
     if not split_files["train"].is_file() and not split_files["val"].is_file():
         split_files["train"] = main / "trainval.txt"
     known = set(by_id) | failed
+    listed: dict[str, str] = {}  # image id -> the split its list gave
+    unlabelled: dict[str, list[str]] = {}  # train list -> its ids without annotation
     for split, path in split_files.items():
         if not path.is_file():
             continue
@@ -268,14 +273,29 @@ def _voc_splits(root: Path, by_id: dict[str, ImageRecord], failed: set[str], rd:
                     if image_id in failed:
                         continue
                     raise FormatError(f"{where}: image id {image_id!r} has no annotation or image")
-                if rec.split is not None and rec.split != split:
+                if listed.get(image_id, split) != split:
                     raise FormatError(
-                        f"{where}: image id {image_id!r} is already in split {rec.split!r}"
+                        f"{where}: image id {image_id!r} is already in split {listed[image_id]!r}"
                     )
             except FormatError as e:
                 rd.skip(e, "line")
                 continue
-            rec.split = split
+            first = image_id not in listed
+            listed[image_id] = split
+            if split == "train" and not rec.annotated and not rec.reviewed_regions:
+                if first:
+                    unlabelled.setdefault(rd.rel(path), []).append(image_id)
+                rec.split = "pool"
+            else:
+                rec.split = split
+    for train_list, ids in unlabelled.items():
+        n = len(ids)
+        shown = ", ".join(repr(i) for i in ids[:3]) + (", ..." if n > 3 else "")
+        rd.warn(
+            f"{train_list}: {n} listed image{'s' if n != 1 else ''} ({shown}) "
+            f"{'have' if n != 1 else 'has'} no annotation: imported into the pool of images to "
+            "label, where rank asks about them"
+        )
 
 
 @_one_error_type
