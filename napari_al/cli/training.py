@@ -88,6 +88,7 @@ def check_before_training(store: Any, args: argparse.Namespace) -> None:
     labels). Cheap: no detector is built, no image read. Raises :class:`CliError` or the
     workflow's one-line errors."""
     from napari_al.core import workflow
+    from napari_al.core.workflow.training import has_a_box
 
     settings = workflow.from_args(workflow.TrainSettings, args)
     model = workflow.from_args(workflow.ModelSettings, args)
@@ -97,7 +98,8 @@ def check_before_training(store: Any, args: argparse.Namespace) -> None:
     if settings.self_training is not None:
         return
     snapshot = store.training_snapshot()
-    if not workflow.training_examples(store, snapshot, noisy_min_score=settings.noisy_min_score):
+    examples = workflow.training_examples(store, snapshot, noisy_min_score=settings.noisy_min_score)
+    if not has_a_box(examples):  # none, or background only
         raise CliError(NOTHING_TO_TRAIN)
 
 

@@ -110,7 +110,9 @@ def train_model(
     one example; recorded as ``crops`` and ``crop_images`` when there are any). An image
     whose file is missing or cannot be decoded (:func:`~napari_al.core.images.check_pixels`,
     before the first step) is reported to ``on_skip`` (default: a logged warning) and left
-    out, as prediction and ranking leave it out; ``skipped_images`` counts them.
+    out, as prediction and ranking leave it out; ``skipped_images`` counts them. When no
+    example holds a box (:func:`has_a_box`: reviewed images that are all background), nothing
+    is trained: the outcome stops with ``no_data``, as when nothing is reviewed.
 
     A run that is cancelled, hits a non-finite loss or raises saves nothing, and the detector
     gets back the weights it had (those of the version it reports). On success the checkpoint
@@ -134,6 +136,8 @@ def train_model(
     n_crop_images = len({str(e.path) for e in crops})
     pseudo = _self_training_examples(store, snapshot, detector, s, len(examples), should_stop)
     examples += pseudo
+    if not has_a_box(examples):  # background alone teaches a detector to find nothing
+        examples = []
     kwargs: dict[str, Any] = {
         "partial_background_weight": s.partial_background_weight,
         "augment": s.augment,
@@ -184,6 +188,14 @@ def train_model(
     outcome.checkpoint = path
     outcome.metrics = metrics
     return outcome
+
+
+def has_a_box(examples: list[Any]) -> bool:
+    """Whether any training example holds a box (human, clicked or pseudo label): reviewed
+    images without one are background only, and a detector trained on background alone learns
+    to find nothing, so :func:`train_model` then trains nothing (``no_data``), as when nothing
+    is reviewed."""
+    return any(len(e.boxes) for e in examples)
 
 
 def _readable(
