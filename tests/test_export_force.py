@@ -8,6 +8,7 @@ generated here.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from PIL import Image
 
 from napari_al.cli import main
 from napari_al.core.data import BoxRecord, Dataset, ImageRecord
-from napari_al.core.formats import read_dataset
+from napari_al.core.formats import detect_format, read_dataset
 from napari_al.core.store import ProjectStore
 
 
@@ -120,28 +121,78 @@ def test_force_removes_the_earlier_exports_stale_files_and_keeps_the_users(
     ]
 
 
-def test_coco_force_replaces_its_file_and_nothing_else(tmp_path: Path, capsys) -> None:
-    """COCO's layout is its one JSON file: --force replaces it; the files of an earlier VOC
-    export in the same folder and the user's files stay."""
+#: Every kind of export: the format and its flags.
+KINDS = {
+    "voc": ("voc", []),
+    "voc-copy": ("voc", ["--copy-images"]),
+    "yolo": ("yolo", []),
+    "yolo-copy": ("yolo", ["--copy-images"]),
+    "coco": ("coco", []),
+}
+
+
+@pytest.fixture(scope="module")
+def one_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    project = _project(tmp_path_factory.mktemp("pairs"))
+    _second_round(project)
+    return project
+
+
+def _as_written(out: Path, fmt: str) -> Path:
+    return out / "annotations.json" if fmt == "coco" else out
+
+
+@pytest.mark.parametrize("second", sorted(KINDS))
+@pytest.mark.parametrize("first", sorted(KINDS))
+def test_force_replaces_an_earlier_export_of_any_format_whole(
+    tmp_path: Path, capsys, one_project: Path, first: str, second: str
+) -> None:
+    """Found by a user: ``--format yolo --force`` over an earlier VOC export left its
+    Annotations/, ImageSets/ and JPEGImages/ behind (and format detection then read the folder
+    as VOC). A forced export of any kind over any other leaves the folder as a first export
+    into an empty folder would, the user's files beside it kept."""
+    fmt1, flags1 = KINDS[first]
+    fmt2, flags2 = KINDS[second]
+    fresh = tmp_path / "fresh"
+    _export(capsys, one_project, _as_written(fresh, fmt2), fmt2, *flags2)
+    out = tmp_path / "out"
+    _export(capsys, one_project, _as_written(out, fmt1), fmt1, *flags1)
+    (out / "my notes.txt").write_text("mine\n")  # a user's files beside the export
+    (out / "ImageSets").mkdir(exist_ok=True)
+    (out / "ImageSets" / "README").write_text("mine too\n")
+    (out / "mine.json").write_text("{}\n")  # not recorded: kept, even by a COCO export
+    err = _export(capsys, one_project, _as_written(out, fmt2), fmt2, *flags2, "--force")
+    mine = {"my notes.txt", "ImageSets/README", "mine.json"}
+    assert _files(out) == _files(fresh) | mine, err
+    if fmt1 != fmt2:
+        line = next(ln for ln in err.splitlines() if f"earlier {fmt1.upper()} export" in ln)
+        assert line.startswith("note: removed "), err
+    record = json.loads((out / ".napari-al-export.json").read_text())
+    assert list(record["exports"]) == [fmt2], record
+    back = read_dataset(_as_written(out, fmt2), fmt2)
+    assert sorted((im.path.name, im.split) for im in back.images) == [
+        ("a.png", "train"),
+        ("c.png", "train"),
+    ]
+    if fmt2 != "coco":
+        assert detect_format(out) == fmt2
+
+
+def test_exports_side_by_side_stay_until_one_is_forced(tmp_path: Path, capsys) -> None:
+    """A VOC and a COCO export written into one folder without --force are both recorded and
+    both stay; a forced COCO export then removes the VOC export's files, never the user's."""
     project = _project(tmp_path)
     out = tmp_path / "out"
     _export(capsys, project, out, "voc")
     _export(capsys, project, out, "coco")
+    record = json.loads((out / ".napari-al-export.json").read_text())
+    assert sorted(record["exports"]) == ["coco", "voc"]
+    assert record["exports"]["coco"]["files"] == ["annotations.json"]
     (out / "my notes.txt").write_text("mine\n")
     _second_round(project)
     err = _export(capsys, project, out, "coco", "--force")
-    assert "removed" not in err
-    assert _files(out) == {
-        "annotations.json",
-        "my notes.txt",
-        "classes.txt",
-        "ImageSets/Main/train.txt",
-        "ImageSets/Main/pool.txt",
-        "ImageSets/Main/val.txt",
-        "Annotations/a.xml",
-        "Annotations/b.xml",
-        "Annotations/c.xml",
-    }
+    assert "removed 7 files of the earlier VOC export" in err, err
+    assert _files(out) == {"annotations.json", "my notes.txt"}
     back = read_dataset(out / "annotations.json", "coco")
     assert sorted((im.path.name, im.split) for im in back.images) == [
         ("a.png", "train"),

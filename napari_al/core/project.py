@@ -378,10 +378,11 @@ def export_dataset(
     that share a file name stem (``site1/f1.png``, ``site2/f1.png``), whose label files would
     collide: it is copied (names made unique), with a line in ``Dataset.warnings``.
 
-    ``overwrite`` replaces existing files; a VOC or YOLO export also removes the files the
-    earlier napari-al export of that format in ``out`` wrote and this one does not (a split or
-    an image no longer exported), never another file nor one of the project's images
-    (:mod:`napari_al.core.formats.manifest`; a line in ``Dataset.warnings`` says what went).
+    ``overwrite`` replaces existing files and removes the files the earlier napari-al exports
+    in ``out``, of any format, wrote and this one does not (a split or an image no longer
+    exported, a VOC export's files under a new YOLO export), never another file nor one of
+    the project's images (:mod:`napari_al.core.formats.manifest`; a line in
+    ``Dataset.warnings`` says what went).
     """
     from napari_al.core.formats import write_dataset
 
@@ -409,10 +410,10 @@ def export_dataset(
                 "images/<split>/ + labels/<split>/ layout (names made unique)"
             )
         options["copy_images"] = copy
-        # --force never removes the project's own images (imported in place from an export)
-        options["keep"] = [store.abs_path(row) for row in store.images()]
     elif copy_images:
         raise ValueError(f"copy_images applies to voc and yolo exports, not {fmt}")
+    # --force never removes the project's own images (imported in place from an export)
+    options["keep"] = [store.abs_path(row) for row in store.images()]
     write_dataset(dataset, Path(out), fmt, overwrite=overwrite, **options)
     return dataset
 

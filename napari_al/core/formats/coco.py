@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from napari_al.core.formats.common import (
     _undone_on_failure,
     _write_text,
 )
+from napari_al.core.formats.manifest import MANIFEST_NAME, finish_export
 from napari_al.core.formats.refusals import export_errors
 
 
@@ -351,6 +353,7 @@ def write_coco(
     *,
     overwrite: bool = False,
     image_root: str | Path | None = None,
+    keep: Iterable[Path] = (),
 ) -> list[Path]:
     """Write a COCO detection JSON file; returns ``[json_path]``.
 
@@ -364,6 +367,12 @@ def write_coco(
     ...]``, image pixels, xyxy) for images with regions reviewed completely, and ``score``
     for scored boxes; other tools ignore them (note that they would treat unannotated and
     partly reviewed images as exhaustively annotated).
+
+    The file is recorded in ``.napari-al-export.json`` beside it; with ``overwrite`` the files
+    an earlier export (of any format) in its folder wrote and this one does not are removed,
+    except the dataset's images and ``keep``
+    (:func:`~napari_al.core.formats.manifest.finish_export`, with a line in
+    ``dataset.warnings``).
     """
     json_path = _abspath(json_path)
     index = _check_labels(dataset)
@@ -422,4 +431,14 @@ def write_coco(
     }
     with export_errors(json_path, json_path.parent, overwrite), _undone_on_failure() as new:
         _write_text(new.file(json_path), json.dumps(data))
+        new.file(json_path.parent / MANIFEST_NAME)
+        keep = [*(im.path for im in dataset.images), *keep]
+        finish_export(
+            json_path.parent,
+            "coco",
+            [json_path],
+            overwrite=overwrite,
+            keep=keep,
+            notes=dataset.warnings,
+        )
     return [json_path]

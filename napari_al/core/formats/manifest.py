@@ -2,21 +2,21 @@
 
 An export into a folder that holds an earlier one used to leave the earlier files that the new
 export does not write: the ``ImageSets/Main/pool.txt`` of a split no longer exported, the XML
-or YOLO label file (and the copied image) of an image no longer exported. A re-import then read
-them back, or failed on a label file without its image. Each VOC and YOLO export therefore
-records the files it wrote in ``.napari-al-export.json`` in its folder (per format, paths
-relative to the folder), and an export with ``overwrite`` (``--force``) removes the files the
-record names for its format that it does not write again. Never removed:
+or YOLO label file (and the copied image) of an image no longer exported, and every file of an
+earlier export in another format (a VOC ``Annotations/`` folder beside a new YOLO export, which
+format detection then reads as VOC). Each export (VOC, YOLO, COCO) therefore records the files
+it wrote in ``.napari-al-export.json`` in its folder (per format, paths relative to the
+folder), and an export with ``overwrite`` (``--force``) removes the files the record names, for
+every format, that it does not write again: the folder then holds the new export, as after a
+first export into an empty folder. Never removed:
 
 - a file the record does not name (a user's file, or one written by a napari-al before the
   record existed): when it is a label file of the format's layout (which a re-import reads),
   one line in the export's notes names it;
-- a file outside the format's layout (:func:`in_layout`), or outside the folder, whatever the
-  record says;
+- a file outside the layout (:func:`in_layout`) of the format that recorded it, or outside the
+  folder, whatever the record says;
 - a file in ``keep`` (the project's own images: a project imported in place from an earlier
   ``--copy-images`` export uses the copied images).
-
-COCO's layout is its one JSON file, which ``--force`` replaces: it needs no record.
 """
 
 from __future__ import annotations
@@ -37,13 +37,17 @@ MANIFEST_NAME = ".napari-al-export.json"
 #: The names of the YOLO export's split list files and split folders.
 _YOLO_SPLITS = (*SPLITS, "unassigned")
 
+#: The formats whose exports the record names.
+FORMATS = ("voc", "yolo", "coco")
+
 
 def in_layout(fmt: str, rel: str, labels_only: bool = False) -> bool:
     """Whether ``rel`` (a ``/``-separated path inside an export folder) is a file a ``fmt``
     export writes: VOC ``Annotations/*.xml``, ``ImageSets/Main/*.txt``, ``JPEGImages/*``,
     ``classes.txt``; YOLO ``data.yaml``, ``classes.txt``, ``<split>.txt``, ``labels/*.txt``,
-    ``labels/<split>/*.txt``, ``images/<split>/*``. ``labels_only``: only the files a
-    re-import reads labels or splits from (no images, no class list)."""
+    ``labels/<split>/*.txt``, ``images/<split>/*``; COCO its JSON file, ``*.json`` at the
+    top. ``labels_only``: only the files a re-import reads labels or splits from (no images,
+    no class list)."""
     parts = PurePosixPath(rel).parts
     if not parts or any(p in ("", ".", "..") for p in parts):
         return False
@@ -62,6 +66,8 @@ def in_layout(fmt: str, rel: str, labels_only: bool = False) -> bool:
         other = parts in (("data.yaml",), ("classes.txt",)) or (
             len(parts) == 3 and parts[0] == "images" and parts[1] in _YOLO_SPLITS
         )
+    elif fmt == "coco":
+        labels, other = len(parts) == 1 and name.endswith(".json") and name != MANIFEST_NAME, False
     else:
         return False
     return labels or (not labels_only and other)
@@ -116,28 +122,61 @@ def finish_export(
     notes: list[str] | None = None,
 ) -> list[Path]:
     """After a ``fmt`` export into folder ``out`` has written ``written``: with ``overwrite``,
-    remove the files the earlier export's record names for ``fmt`` that are not in
-    ``written`` (within the rules of the module docstring); then record ``written`` (with
-    ``overwrite``; else added to the files recorded before that still exist). A line for what
-    was removed, and one for the label files of the layout left in ``out`` that no record
-    names, go to ``notes``. Returns the paths removed. A file that cannot be removed
-    (OSError) is named in ``notes`` and stays recorded.
+    remove the files the earlier exports' record names (for every format) that are not in
+    ``written`` (within the rules of the module docstring), and drop the other formats'
+    records; then record ``written`` (with ``overwrite``; else added to the files recorded
+    before that still exist, the other formats' records kept). A line per earlier format for
+    what was removed, and one for the label files of the layout left in ``out`` that no record
+    names, go to ``notes``. Returns the paths removed. A file that cannot be removed (OSError)
+    is named in ``notes`` and stays recorded.
     """
     out = Path(os.path.abspath(out))
     notes = notes if notes is not None else []
     data = _read(out)
     new = {r for r in (_rel(p, out) for p in written) if r is not None}
-    before = _recorded(data, fmt)
-    stale = [
-        r
-        for r in (before if overwrite else [])
-        if r not in new and in_layout(fmt, r) and os.path.lexists(out / r)
-    ]
-    if stale:  # the same file by another name (a symlink) is protected too
-        protected = {os.path.realpath(p) for p in keep}
-        stale = [r for r in stale if os.path.realpath(out / r) not in protected]
+    before = {f: _recorded(data, f) for f in FORMATS}
+    failed: dict[str, set[str]] = {f: set() for f in FORMATS}
     removed: list[Path] = []
-    failed: dict[str, str] = {}  # path -> why
+    if overwrite:
+        protected = {os.path.realpath(p) for p in keep}
+        done = set(new)  # a file two formats recorded (classes.txt) is removed once
+        for f in (fmt, *(other for other in FORMATS if other != fmt)):
+            gone, why = _remove_stale(out, f, [r for r in before[f] if r not in done], protected)
+            done |= set(before[f])
+            removed += gone
+            failed[f] = set(why)
+            _note_results(notes, f, out, gone, [f"{r} ({w})" for r, w in why.items()])
+    old = data.get("exports")
+    exports = {k: v for k, v in old.items() if k not in FORMATS} if isinstance(old, dict) else {}
+    for f in FORMATS:
+        if f == fmt:
+            files = new | failed[f]
+            if not overwrite:
+                files |= {r for r in before[f] if os.path.lexists(out / r)}
+        else:
+            files = failed[f] if overwrite else set(before[f]) - new
+        if files or f == fmt:
+            exports[f] = {"files": sorted(files)}
+    _note_unknown(
+        notes, fmt, out, {r for f in FORMATS if f in exports for r in exports[f]["files"]}
+    )
+    data["exports"] = exports
+    data["written_by"] = "napari-al"
+    _write_text(out / MANIFEST_NAME, json.dumps(data, indent=1) + "\n")
+    return removed
+
+
+def _remove_stale(
+    out: Path, fmt: str, recorded: list[str], protected: set[str]
+) -> tuple[list[Path], dict[str, str]]:
+    """Remove the files of ``recorded`` (``fmt``'s record, less the files this export wrote)
+    that lie in ``fmt``'s layout, exist and are not ``protected`` (real paths; the same file
+    by another name, a symlink, is protected too). Returns the paths removed and, per file
+    that could not be removed, why."""
+    stale = [r for r in recorded if in_layout(fmt, r) and os.path.lexists(out / r)]
+    stale = [r for r in stale if os.path.realpath(out / r) not in protected]
+    removed: list[Path] = []
+    failed: dict[str, str] = {}
     for rel in stale:
         path = out / rel
         try:
@@ -145,18 +184,7 @@ def finish_export(
             removed.append(path)
         except OSError as exc:
             failed[rel] = str(exc.strerror or exc)
-    recorded = set(new) | set(failed)
-    if not overwrite:
-        recorded |= {r for r in before if os.path.lexists(out / r)}
-    _note_results(notes, fmt, out, removed, [f"{r} ({why})" for r, why in failed.items()])
-    _note_unknown(notes, fmt, out, recorded)
-    data.setdefault("exports", {})
-    if not isinstance(data["exports"], dict):
-        data["exports"] = {}
-    data["written_by"] = "napari-al"
-    data["exports"][fmt] = {"files": sorted(recorded)}
-    _write_text(out / MANIFEST_NAME, json.dumps(data, indent=1) + "\n")
-    return removed
+    return removed, failed
 
 
 def _note_results(
@@ -176,7 +204,10 @@ def _note_results(
 
 
 def _note_unknown(notes: list[str], fmt: str, out: Path, recorded: set[str]) -> None:
-    """Name the label files of ``fmt``'s layout in ``out`` that no record names."""
+    """Name the label files of ``fmt``'s layout in ``out`` that no record names (COCO's
+    layout is the one JSON file this export wrote: none)."""
+    if fmt not in ("voc", "yolo"):
+        return
     unknown = []
     for top in ("Annotations", "ImageSets") if fmt == "voc" else ("labels", "."):
         folder = out / top
