@@ -467,3 +467,22 @@ def test_ctrl_c_reaches_the_local_workers_silently(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, err
     assert err.strip() == "stopped", err
+
+
+def test_a_cluster_no_image_needed_is_named_in_a_note(project: Path, capsys) -> None:
+    """Every score cached: rank needs no worker, so a ``--scheduler`` nobody answers at (or
+    ``--dask-workers``) was silently unused; a mistyped address went unnoticed. Now a note
+    says Dask was not used, and the ranking is the one of the cache."""
+    argv = ["rank", str(project), *TINY_ARGS, "--strategy", STRATEGY, "--budget", "5", "--json"]
+    assert main(argv) == 0  # fills the score cache in this process
+    first = capsys.readouterr().out
+    address = "tcp://127.0.0.1:1"  # nothing listens there
+    assert main([*argv, "--scheduler", address, "--scheduler-timeout", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert out == first
+    assert (
+        "note: Dask was not used: no image needed the model (scores cached, or nothing to "
+        f"predict); the scheduler at {address} was not contacted"
+    ) in err
+    assert main([*argv, "--dask-workers", "2"]) == 0
+    assert "the 2 local workers were not started" in capsys.readouterr().err

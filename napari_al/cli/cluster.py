@@ -27,7 +27,8 @@ def dask_arguments(p: argparse.ArgumentParser) -> None:
 def dask_cluster(args: argparse.Namespace) -> Iterator[Any]:
     """None (no Dask flag given), or a :class:`~napari_al.core.workflow.distributed.DaskCluster`
     for the ``with`` block, started only if some image needs the model (it says so on stderr:
-    where, how many workers, the dashboard) and closed after. Raises
+    where, how many workers, the dashboard) and closed after; when none did, a note on stderr
+    says that Dask was not used. Raises
     :class:`~napari_al.core.workflow.SettingsError` for ``--scheduler`` with
     ``--dask-workers``."""
     from napari_al.core.workflow import DistributedSettings, from_args
@@ -40,3 +41,14 @@ def dask_cluster(args: argparse.Namespace) -> Iterator[Any]:
 
     with DaskCluster(settings, on_start=lambda line: print(line, file=sys.stderr)) as cluster:
         yield cluster
+        if not cluster.used:  # a mistyped --scheduler would otherwise go unnoticed
+            where = (
+                f"the scheduler at {settings.scheduler} was not contacted"
+                if settings.scheduler
+                else f"the {settings.workers} local workers were not started"
+            )
+            print(
+                f"note: Dask was not used: no image needed the model (scores cached, or nothing "
+                f"to predict); {where}",
+                file=sys.stderr,
+            )

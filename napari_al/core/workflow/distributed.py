@@ -108,11 +108,14 @@ class DaskCluster:
         self.on_start = on_start
         self._client: Client | None = None
         self._cluster: Any = None
+        #: Whether a client was ever started (some image needed the model).
+        self.used = False
 
     def client(self) -> Client:
         """The running client (started now if it is not)."""
         if self._client is None:
             self._client = self._start()
+            self.used = True
             if self.on_start is not None:
                 self.on_start(self.describe())
         return self._client
