@@ -169,6 +169,39 @@ def test_round_commands_on_a_project_without_classes_say_how_to_add_one(
             ["rank", "{p}", "--supervision", "box"],
             "--supervision only applies to --unit question (this is --unit image); drop it",
         ),
+        # query flags the unit does not read changed nothing, silently
+        (
+            ["rank", "{p}", "--region-block", "64"],
+            "--region-block only applies to --unit region (this is --unit image); drop it or "
+            "use --unit region",
+        ),
+        (
+            ["rank", "{p}", "--unit", "box", "--region-block", "64"],
+            "--region-block only applies to --unit region (this is --unit box)",
+        ),
+        (
+            ["rank", "{p}", "--unit", "question", "--region-block", "64"],
+            "--region-block only applies to --unit region (this is --unit question)",
+        ),
+        (
+            ["rank", "{p}", "--unit", "box", "--aggregation", "max"],
+            "--aggregation only applies to --unit image or question (this is --unit box); drop "
+            "it or use --unit image or question",
+        ),
+        (
+            ["rank", "{p}", "--unit", "region", "--aggregation", "max"],
+            "--aggregation only applies to --unit image or question (this is --unit region)",
+        ),
+        (
+            ["rank", "{p}", "--candidate-factor", "2"],
+            "--candidate-factor only applies with --diversity (this ranks by score alone); drop "
+            "it or add --diversity coreset or kmeans++",
+        ),
+        (
+            ["rank", "{p}", "--unit", "question", "--candidate-factor", "2"],
+            "--candidate-factor only applies to --unit image with --diversity (this is --unit "
+            "question)",
+        ),
         (["trian", "{p}"], "did you mean 'train'?"),
         (["train", "{p}", "--weights", "{p}/none.pth"], "none.pth"),
         # NaN passes every range check: --lr nan trained and saved a model of NaN weights.
@@ -182,6 +215,24 @@ def test_bad_values_are_one_line_errors(labelled: Path, capsys, argv, needle) ->
     """Settings out of range or unknown are refused before any model is built."""
     code, _out, err = run(capsys, *(a.format(p=labelled) for a in argv))
     assert code in (1, 2) and needle in one_line_error(err)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--aggregation", "max"],  # image queries rank by the aggregated box scores
+        ["--unit", "question", "--aggregation", "max"],  # draw questions' gain: the image score
+        ["--unit", "region", "--region-block", "64"],
+        ["--diversity", "coreset", "--candidate-factor", "2"],
+        ["--unit", "box", "--seed", "3", "--budget", "4", "--strategy", "entropy"],
+    ],
+)
+def test_query_flags_the_unit_reads_are_accepted(argv: list[str]) -> None:
+    """The refusal above is for flags a unit ignores only: none of these is refused."""
+    from napari_al.cli import build_parser
+    from napari_al.cli.questions import refuse_unit_flags
+
+    refuse_unit_flags(build_parser().parse_args(["rank", "proj", *argv]))
 
 
 def test_a_damaged_checkpoint_or_weights_file_is_one_line(labelled: Path, capsys) -> None:

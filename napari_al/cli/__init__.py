@@ -52,6 +52,7 @@ from napari_al.cli.questions import (
     add_question_arguments,
     cmd_rank_questions,
     refuse_question_flags,
+    refuse_unit_flags,
 )
 from napari_al.cli.review import add_review_commands, examples_text
 from napari_al.cli.training import (
@@ -234,6 +235,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
         workflow.check_query(settings)
     except workflow.SettingsError as exc:
         raise workflow.flag_named(exc, workflow.QuerySettings) from None
+    refuse_unit_flags(args)  # e.g. --region-block with --unit image
     with open_store(args.project, busy="ranking") as store, dask_cluster(args) as cluster:
         detector = _detector(store, args)
         update, close = progress_bar("scoring")

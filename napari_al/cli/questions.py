@@ -43,6 +43,34 @@ def refuse_question_flags(args: argparse.Namespace) -> None:
         )
 
 
+def refuse_unit_flags(args: argparse.Namespace) -> None:
+    """Raise :class:`~napari_al.core.workflow.SettingsError` when a query flag that rank's
+    ``--unit`` does not read is given (``--aggregation`` with --unit box or region,
+    ``--region-block`` with any unit but region, ...: the table
+    :data:`~napari_al.core.workflow.UNITS_USING`), or ``--candidate-factor`` without
+    ``--diversity``: it would change nothing, and silently ignoring it misleads."""
+    from napari_al.core.workflow import UNITS_USING, QuerySettings, SettingsError, flags_given
+
+    unit = args.unit or "image"  # rank's default unit
+    for name, units in UNITS_USING.items():
+        given = flags_given(QuerySettings, args, only=[name])
+        if not given:
+            continue
+        which = " or ".join(units)
+        if name == "candidate_factor":  # the candidates a diverse image pick draws from
+            which += " with --diversity"
+        if unit not in units:
+            raise SettingsError(
+                f"{given[0]} only applies to --unit {which} (this is --unit {unit}); "
+                f"drop it or use --unit {which}"
+            )
+        if name == "candidate_factor" and args.diversity is None:
+            raise SettingsError(
+                f"{given[0]} only applies with --diversity (this ranks by score alone); drop "
+                "it or add --diversity coreset or kmeans++"
+            )
+
+
 def question_rows(questions: list[Any], paths: dict[int, str]) -> list[dict[str, Any]]:
     """One JSON-ready row per question: rank, image, the question in words, its keys, and
     every figure of the value rule."""
@@ -64,6 +92,7 @@ def cmd_rank_questions(args: argparse.Namespace, detector_of: Any) -> int:
         workflow.check_query(query)  # --diversity spreads image queries only
     except workflow.SettingsError as exc:
         raise workflow.flag_named(exc, workflow.QuerySettings) from None
+    refuse_unit_flags(args)  # --region-block, --candidate-factor
     dialog = workflow.from_args(workflow.DialogSettings, args)
     if workflow.from_args(workflow.DistributedSettings, args).active:
         print(

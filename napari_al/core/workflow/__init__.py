@@ -125,6 +125,7 @@ from napari_al.core.workflow.model import (
     load_model,
 )
 from napari_al.core.workflow.prediction import images_to_predict, pool_image_ids, predict_images
+from napari_al.core.workflow.query_checks import UNITS_USING
 from napari_al.core.workflow.ranking import (
     check_query,
     fit_missed_regressor,
@@ -179,6 +180,7 @@ __all__ = [
     "JUDGED_IOU",
     "MODELS_DIR",
     "QUESTION_UNIT",
+    "UNITS_USING",
     "WEIGHT_SOURCES",
     "AnswerSettings",
     "Answered",

@@ -123,13 +123,17 @@ def from_args(cls: type[S], args: argparse.Namespace, **overrides: Any) -> S:
         raise flag_named(exc, cls) from None
 
 
-def flags_given(cls: type, args: argparse.Namespace) -> list[str]:
-    """The ``--flags`` of settings class ``cls`` that the command line set (what
-    :func:`from_args` would take from ``args``), in field order."""
+def flags_given(
+    cls: type, args: argparse.Namespace, *, only: Iterable[str] | None = None
+) -> list[str]:
+    """The ``--flags`` of settings class ``cls`` (all fields, or those named in ``only``) that
+    the command line set (what :func:`from_args` would take from ``args``), in field order."""
+    wanted = None if only is None else set(only)
     return [
         _flag(f)
         for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-        if getattr(args, f.name, None) is not None
+        if (wanted is None or f.name in wanted)
+        and getattr(args, f.name, None) is not None
         and not (str(f.type) == "bool" and getattr(args, f.name) is False)
     ]
 

@@ -13,6 +13,18 @@ from napari_al.core.workflow.settings import QuerySettings
 if TYPE_CHECKING:
     from napari_al.core.engine import Detector
 
+#: :class:`QuerySettings` fields that only some units read, and those units; the others ignore
+#: them, so a front end refuses one given for another unit. ``aggregation`` lifts box scores to
+#: image scores: image queries rank by them and the question planner's draw questions take
+#: their gain from them (:func:`~napari_al.core.workflow.dialog.score_gains`); box and region
+#: queries rank boxes. ``candidate_factor`` also needs a ``diversity`` (its candidate pool);
+#: ``diversity`` itself is :func:`check_query`'s (its default, None, is never given).
+UNITS_USING: dict[str, tuple[str, ...]] = {
+    "aggregation": ("image", "question"),
+    "candidate_factor": ("image",),
+    "region_block": ("region",),
+}
+
 
 def check_detector_views(strategy: Any, detector: Detector) -> None:
     """Refuse (SettingsError, one line) a strategy whose views ``detector`` cannot compute,
