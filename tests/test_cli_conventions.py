@@ -218,3 +218,73 @@ def test_the_first_ctrl_c_asks_to_stop_and_the_second_interrupts() -> None:
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(1)
     assert signal.getsignal(signal.SIGINT) is before
+
+
+#: Run in the child before the CLI: the default architecture's COCO weights cannot be had.
+NO_COCO_MNV2 = (
+    "from napari_al.core.engine import convert_tf_mnv2; convert_tf_mnv2.graph_path = lambda: None"
+)
+
+
+@pytest.mark.parametrize(
+    ("arch", "patch", "needle"),
+    [
+        (["--arch", "fasterrcnn_resnet50_fpn_v2"], "", "no pretrained weights found in"),
+        ([], NO_COCO_MNV2, "coco-mnv2 weights unavailable ("),
+    ],
+)
+def test_a_detector_built_without_its_weights_is_warned_of_once(
+    tmp_path: Path, monkeypatch, caplog, arch: list[str], patch: str, needle: str
+) -> None:
+    """A real ``napari-al train`` where the architecture's pretrained weights are not found
+    (empty caches; downloads are off): said once, in the detector line, where logging
+    printed it a second time, word for word. A child process, since pytest captures the
+    logging in this one. The workflow under the GUI and the simulator (which print no
+    detector line) still logs it once, and the detector's build message carries it."""
+    from napari_al.core import workflow
+
+    project = make_project(tmp_path / "p", n=2)
+    cache = tmp_path / "cache"
+    empty = {"XDG_CACHE_HOME": str(cache), "TORCH_HOME": str(cache / "torch")}
+    empty["NAPARI_AL_CACHE_DIR"] = str(cache / "napari-al")
+    env = dict(os.environ, PYTHONPATH=str(Path(napari_al.__file__).parent.parent), **empty)
+    cli = [sys.executable, "-m", "napari_al.cli"]
+    if patch:  # the same entry, after the patch
+        cli[1:] = ["-c", f"import sys; {patch}; from napari_al.cli import main; sys.exit(main())"]
+    argv = ["train", str(project), *arch, "--steps", "1", *TINY]
+    done = subprocess.run([*cli, *argv], env=env, capture_output=True)
+    err = done.stderr.decode()
+    assert done.returncode == 0, err[-2000:]
+    assert err.count(needle) == 1, err
+    assert "detector: " in err and needle in err.split("detector: ")[1].splitlines()[0]
+    for name, value in empty.items():
+        monkeypatch.setenv(name, value)
+    if patch:
+        from napari_al.core.engine import convert_tf_mnv2
+
+        monkeypatch.setattr(convert_tf_mnv2, "graph_path", lambda: None)
+    settings = workflow.ModelSettings(
+        arch=arch[1] if arch else None, min_size=64, max_size=96, device="cpu"
+    )
+    with caplog.at_level("WARNING"), ProjectStore.open(make_project(tmp_path / "q")) as store:
+        detector = workflow.load_model(store, settings)  # no model yet: built
+    warned = [r.getMessage() for r in caplog.records if needle in r.getMessage()]
+    assert len(warned) == 1 and warned[0] in detector.build_message, caplog.text
+
+
+def test_log_warnings_held_over_a_failed_build_are_said(capsys) -> None:
+    """What the CLI holds back while a detector is built (to say once) is said, one
+    ``warning:`` line each, when the build fails; logging is put back as it was."""
+    import logging
+
+    from napari_al.cli.common import log_warnings_held
+
+    logger = logging.getLogger("napari_al")
+    handlers = list(logger.handlers)
+    with pytest.raises(ValueError, match="no build"), log_warnings_held() as held:
+        logging.getLogger("napari_al.core.engine.weights").warning("weights: %s", "gone")
+        logging.getLogger("napari_al.core.engine.build").info("not held")
+        raise ValueError("no build")
+    assert held == ["weights: gone"]
+    assert capsys.readouterr().err == "warning: weights: gone\n"
+    assert logger.handlers == handlers and logger.propagate

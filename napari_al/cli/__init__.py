@@ -28,6 +28,7 @@ from napari_al.cli.common import (
     Parser,
     counted,
     json_text,
+    log_warnings_held,
     open_store,
     progress_bar,
     quiet_broken_pipe,
@@ -74,10 +75,14 @@ def _detector(store, args: argparse.Namespace):
     from napari_al.core import workflow
 
     require_classes(store, args.project)
-    detector = workflow.load_model(store, workflow.from_args(workflow.ModelSettings, args))
+    with log_warnings_held() as held:  # said once, below
+        detector = workflow.load_model(store, workflow.from_args(workflow.ModelSettings, args))
     if not workflow.is_main_process():  # a rank > 0 of train --nproc: rank 0 says it
         return detector
     print(f"detector: {workflow.describe(detector)}", file=sys.stderr)
+    for message in held:  # e.g. no pretrained weights found: the line above says it already
+        if message not in detector.build_message or detector.model_version:
+            warn(message)
     if not detector.model_version and args.func is not cmd_train:
         print(f"warning: {untrained_warning(store, args.project)}", file=sys.stderr)
     return detector

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import shlex
 import signal
 import sqlite3
@@ -103,6 +104,39 @@ def warn(message: str) -> None:
     from napari_al.core.names import escaped
 
     tqdm.write(f"warning: {escaped(message)}", file=sys.stderr)
+
+
+class _Hold(logging.Handler):
+    """Keeps the text of each record it is handed (WARNING and above) in ``held``."""
+
+    def __init__(self, held: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.held = held
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.held.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def log_warnings_held() -> Iterator[list[str]]:
+    """napari_al's log warnings of the ``with`` block held in the list it yields, not printed,
+    for the caller to say once (:func:`warn`) those its own lines do not say already: a
+    detector built without pretrained weights warns of it, and the detector line says it
+    again (its build message). An exception out of the block says them all (one line each)."""
+    logger = logging.getLogger("napari_al")
+    held: list[str] = []
+    handler, propagate = _Hold(held), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False  # nor through the root's handlers (or logging's last resort)
+    try:
+        yield held
+    except BaseException:
+        for message in held:
+            warn(message)
+        raise
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def say(prefix: str, message: str) -> None:

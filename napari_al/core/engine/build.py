@@ -354,8 +354,9 @@ def _build_torchvision_arch(
         skipped = _load_full_state(model, init, arch)
     elif init.state is not None and init.kind == "backbone":
         if arch == "ssdlite320_mobilenet_v3_large":
-            log.warning("ImageNet backbone weights are not supported for SSDlite; ignored")
-            init.source, init.message = "scratch", "SSDlite: backbone weights ignored"
+            msg = "SSDlite: ImageNet backbone weights are not supported; ignored (from scratch)"
+            log.warning(msg)
+            init.source, init.message = "scratch", msg  # the warning word for word: said once
         else:
             loaded, expected = _load_backbone_classifier_weights(model.backbone.body, init.state)
             if loaded < expected:

@@ -282,7 +282,7 @@ def _default_mobilenet_v2(arch: str) -> InitialWeights:
         init = _offline_imagenet(arch, required=False)
         msg = f"{COCO_MNV2} weights unavailable ({e}); starting from {init.source} instead"
         log.warning(msg)
-        init.message = f"{init.message} ({COCO_MNV2} unavailable: {e})"
+        init.message = f"{init.message}; {msg}"  # the warning word for word: said once (CLI)
         return init
 
 
