@@ -1170,10 +1170,10 @@ YOLO_CASES = [
         ("data.yaml: top level is a list",),
     ),
     (
-        "yaml-missing-train",
-        yolo(files={"data.yaml": "train: nowhere\nnames: [cell]\n"}),
-        "fatal",
-        ("data.yaml: train: 'nowhere' is neither a folder nor a .txt list",),
+        "yaml-missing-val",
+        yolo(files={"data.yaml": "train: images\nval: nowhere\nnames: [cell]\n"}),
+        "error",
+        ("data.yaml: val: 'nowhere' not found", "remove the entry"),
     ),
     (
         "list-missing-image",

@@ -181,6 +181,7 @@ def _yolo_sources(
     lists: set[Path] = set()
     keys = [k for k in _YOLO_SPLIT_KEYS if cfg.get(k)]
     if keys:
+        bad: list[tuple[FormatError, str]] = []
         for p, key, entry in shared_entries_once(cfg, keys, base, cfg_name, rd):
             split = _YOLO_SPLIT_KEYS[key]
             if _is_dir(p):
@@ -190,9 +191,11 @@ def _yolo_sources(
                 pairs += [(q, split) for q in read_image_list(p, rd, bases)]
                 lists.add(p)
             else:
-                raise FormatError(
-                    f"{cfg_name}: {key}: {entry!r} is neither a folder nor a .txt list ({p})"
-                )
+                bad.append((_bad_entry(p, key, entry, cfg_name), key))
+                if rd.strict:
+                    rd.skip(bad[-1][0], "entry")  # raises it, skippable (--skip-bad)
+        for e, key in bad:  # not strict: each named with what is imported instead
+            rd.warn(f"{e}; {_instead(pairs)} ({key} entry skipped)")
         return pairs, lists
     img_root = root / "images" if (root / "images").is_dir() else root
     for p in _iter_images(img_root):
@@ -202,6 +205,32 @@ def _yolo_sources(
         split = _YOLO_SPLIT_KEYS.get(first) if first != "unassigned" else None
         pairs.append((_abspath(p), split))
     return pairs, lists
+
+
+def _bad_entry(p: Path, key: str, entry: str, cfg_name: str) -> FormatError:
+    """The error for a split entry that names no folder and no ``.txt`` list: it names the
+    file, the key, the entry and its path, and the fix."""
+    what = (
+        f"is neither a folder nor a .txt list ({p})"
+        if os.path.lexists(p)
+        else f"not found ({p}: no such folder or .txt list)"
+    )
+    return FormatError(
+        f"{cfg_name}: {key}: {entry!r} {what}; correct the path, or remove the entry from "
+        f"{cfg_name}"
+    )
+
+
+def _instead(pairs: list[tuple[Path, str | None]]) -> str:
+    """What an import reads instead of a skipped split entry: the splits the other entries
+    hold, with their image counts."""
+    counts: dict[str, int] = {}
+    for _, split in pairs:
+        counts[split or "unassigned"] = counts.get(split or "unassigned", 0) + 1
+    if not counts:
+        return "no other entry names an image"
+    held = ", ".join(f"{s} ({n} image{'s' if n != 1 else ''})" for s, n in counts.items())
+    return f"imported the rest instead: {held}"
 
 
 def _ultralytics_label(image: Path) -> Path | None:
@@ -311,7 +340,10 @@ def read_yolo(root: str | Path, *, strict: bool = True) -> Dataset:
     empty file is a negative); one without is unannotated. Lines are ``class cx cy w h [score]`` or
     a segmentation polygon (``class x1 y1 x2 y2 ...``, reduced to its bounding box). A label file
     under ``labels/`` that matches no image is an error; one beside the images (Darknet) is a
-    warning. Each line of a list file that names no image is an error naming file and line.
+    warning. Each line of a list file that names no image is an error naming file and line; a
+    split entry that names no folder and no ``.txt`` list (a ``val:`` folder that does not
+    exist) is an error naming the file, the key and the entry, skipped with ``strict=False``
+    with a warning that says what was imported instead (the other entries' splits).
     """
     root = _abspath(root)
     if not root.is_dir():
