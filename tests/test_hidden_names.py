@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import tagged_image
 from PIL import Image
 
 from napari_al.cli import main
@@ -88,3 +89,83 @@ def test_an_old_yolo_copy_with_a_hidden_image_names_it(tmp_path: Path) -> None:
     (root / "data.yaml").write_text("names: [cell]\ntrain: images/train\n")
     with pytest.raises(FormatError, match=r"\.a\.png.*hidden.*rename"):
         read_yolo(root)
+
+
+# ---- init and import say how many hidden images they left out ----------------------------------
+
+
+def _hidden_tree(root: Path) -> Path:
+    """``a.png`` (read); ``.b.png``, ``sub/.c.jpg`` and ``.thumbs/d.png`` (hidden images);
+    a ``.git`` folder, ``.DS_Store`` and ``.notes.txt`` (hidden, not images)."""
+    for rel in ("a.png", ".b.png", "sub/.c.jpg", ".thumbs/d.png"):
+        tagged_image(root / rel)
+    (root / ".git" / "objects").mkdir(parents=True)
+    (root / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / ".notes.txt").write_text("mine\n")
+    return root
+
+
+def _hidden_warnings(err: str) -> list[str]:
+    return [ln for ln in err.replace("\r", "\n").splitlines() if "hidden" in ln]
+
+
+def test_init_names_the_hidden_images_it_left_out(tmp_path: Path, capsys) -> None:
+    """Found by a user: init skipped ``.b.png`` without a word. It still skips it (every folder
+    scan does, Ultralytics' too), and says so in one line."""
+    root = _hidden_tree(tmp_path / "imgs")
+    assert main(["init", str(root)]) == 0
+    assert _hidden_warnings(capsys.readouterr().err) == [
+        "warning: left out 3 hidden files (names or folders starting with '.', e.g. .b.png); "
+        "rename them (or the folder) to import them"
+    ]
+    with ProjectStore.open(root) as store:
+        assert [Path(r.path).name for r in store.images()] == ["a.png"]
+
+
+def test_import_names_them_too_and_nothing_is_said_without_hidden_images(
+    tmp_path: Path, capsys
+) -> None:
+    root = tmp_path / "imgs"
+    tagged_image(root / "a.png")
+    tagged_image(root / ".b.png")
+    project = tmp_path / "proj"
+    assert main(["init", str(project)]) == 0
+    capsys.readouterr()
+    assert main(["import", str(project), str(root), "--format", "images"]) == 0
+    assert _hidden_warnings(capsys.readouterr().err) == [
+        "warning: left out 1 hidden file (names starting with '.', e.g. .b.png); rename it to "
+        "import it"
+    ]
+    (root / ".b.png").unlink()  # .git, .DS_Store and a hidden text file are no images
+    (root / ".git").mkdir()
+    (root / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / ".notes.txt").write_text("mine\n")
+    other = tmp_path / "other"
+    assert main(["init", str(other)]) == 0
+    assert main(["import", str(other), str(root), "--format", "images"]) == 0
+    assert main(["init", str(root)]) == 0
+    assert _hidden_warnings(capsys.readouterr().err) == []
+
+
+def test_a_hidden_image_the_dataset_names_is_not_called_left_out(tmp_path: Path, capsys) -> None:
+    """A YOLO list naming ``images/.h.png`` imports it; only the one no list names is counted."""
+    root = tmp_path / "y"
+    tagged_image(root / "images" / ".h.png")
+    tagged_image(root / "images" / ".stray.png")
+    (root / "labels").mkdir()
+    (root / "labels" / ".h.txt").write_text("0 0.5 0.5 0.25 0.25\n")
+    (root / "train.txt").write_text("images/.h.png\n")
+    (root / "data.yaml").write_text("names: [cell]\ntrain: train.txt\n")
+    project = tmp_path / "proj"
+    assert main(["init", str(project)]) == 0
+    capsys.readouterr()
+    assert main(["import", str(project), str(root), "--format", "yolo"]) == 0
+    assert _hidden_warnings(capsys.readouterr().err) == [
+        "warning: left out 1 hidden file (names starting with '.', e.g. images/.stray.png); "
+        "rename it to import it"
+    ]
+    with ProjectStore.open(project) as store:
+        assert [Path(r.path).name for r in store.images()] == [".h.png"]
+        assert len(store.boxes()) == 1

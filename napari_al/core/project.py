@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_al.core.data import BoxRecord, Dataset, ImageRecord
+from napari_al.core.names import shown
 from napari_al.core.project_paths import nesting_error
 from napari_al.core.store import STORE_FILENAME, ProjectStore, StoreError
 
@@ -76,8 +77,9 @@ def import_folder(
     labelled VOC or YOLO folder is imported with its labels (``strict=False``: a malformed file
     or box is skipped and reported in the summary's ``warnings``; a folder that cannot be read
     in its format at all is imported as plain images, with a warning saying why). Every other
-    image under the folder (recursive, hidden files and folders skipped) joins the unlabeled
-    pool, so no image of the project's folder is left out.
+    image under the folder (recursive, hidden files and folders skipped, named in one line:
+    :func:`hidden_lines`) joins the unlabeled pool, so no image of the project's folder is left
+    out unsaid.
     """
     from napari_al.core.formats import FormatError, detect_format, read_dataset
 
@@ -97,6 +99,7 @@ def import_folder(
     else:
         _add_other_images(dataset, folder)
     dataset.warnings[:0] = warnings
+    dataset.warnings.extend(hidden_lines(folder, dataset))
     if not dataset.images and not dataset.warnings:
         return None
     return store.import_dataset(dataset, progress=progress)
@@ -185,6 +188,8 @@ def import_into(
     folder (or beside a COCO file's images) that the dataset does not include are named, by
     folder, in the returned dataset's and the summary's ``warnings``; importing the project's
     own folder adds them to the pool instead, as its first open does (:func:`import_folder`).
+    Hidden images under a folder (names starting with ``.``), which no folder scan reads, are
+    counted in one line (:func:`hidden_lines`).
     Images already in the project, copies of its images (same content, another path; unless
     ``allow_duplicates``) and files that cannot be decoded are listed in
     ``summary["left_out"]`` with the reason (:meth:`ProjectStore.import_dataset`).
@@ -202,6 +207,7 @@ def import_into(
             _add_other_images(dataset, path)
         else:
             dataset.warnings.extend(_left_out_lines(dataset, path, fmt))
+    dataset.warnings.extend(hidden_lines(path, dataset))
     summary = store.import_dataset(dataset, progress=progress, allow_duplicates=allow_duplicates)
     return dataset, summary
 
@@ -305,6 +311,58 @@ def _coco_folder_error(folder: Path) -> Exception:
 
 def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def hidden_lines(folder: Path, dataset: Dataset) -> list[str]:
+    """One line naming the hidden images under ``folder`` that ``dataset`` does not hold
+    (every folder scan skips them: :func:`~napari_al.core.images.find_images`), e.g. ``left out
+    3 hidden files (names starting with '.', e.g. .a.jpg); rename them to import them``; none
+    when there are none (a ``.git`` folder, a ``.DS_Store`` file: only images count)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    taken = {Path(os.path.abspath(r.path)) for r in dataset.images}
+    hidden = [p for p in _hidden_images(folder) if Path(os.path.abspath(p)) not in taken]
+    if not hidden:
+        return []
+    n, first = len(hidden), hidden[0].relative_to(folder).as_posix()
+    them = "it" if n == 1 else "them"
+    whose, fix = "names", f"rename {them} to import {them}"
+    if any(_hidden(p.parent, folder) for p in hidden):
+        whose, fix = "names or folders", f"rename {them} (or the folder) to import {them}"
+    return [
+        f"left out {n} hidden {plural(n, 'file')} ({whose} starting with '.', e.g. "
+        f"{shown(first)}); {fix}"
+    ]
+
+
+def _hidden_images(folder: Path) -> list[Path]:
+    """The images under ``folder`` that its scans skip as hidden: image files (and OME-Zarr
+    folders) whose name starts with '.' in the folders scanned, and those directly inside a
+    hidden folder (not deeper: a ``.git`` or ``.venv`` is not walked)."""
+    from napari_al.core.images import is_image_file, is_zarr_path
+
+    def is_image(entry: os.DirEntry) -> bool:
+        return is_zarr_path(entry.name) if entry.is_dir() else is_image_file(entry.name)
+
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        kept = []
+        for d in dirnames:
+            path = Path(dirpath) / d
+            if d.startswith(".") and not is_zarr_path(d):
+                try:
+                    with os.scandir(path) as entries:
+                        found += [Path(e.path) for e in entries if is_image(e)]
+                except OSError:
+                    pass
+            elif d.startswith("."):
+                found.append(path)
+            elif not is_zarr_path(d):
+                kept.append(d)
+        dirnames[:] = kept
+        found += [Path(dirpath) / f for f in filenames if f.startswith(".") and is_image_file(f)]
+    return sorted(found, key=lambda p: p.parts)
 
 
 def _same_folder(a: Path, b: Path) -> bool:
