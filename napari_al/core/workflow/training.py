@@ -138,14 +138,7 @@ def train_model(
     examples += pseudo
     if not has_a_box(examples):  # background alone teaches a detector to find nothing
         examples = []
-    kwargs: dict[str, Any] = {
-        "partial_background_weight": s.partial_background_weight,
-        "augment": s.augment,
-    }
-    if s.lr is not None:
-        kwargs["lr"] = s.lr
-    if s.threads is not None:
-        kwargs["threads"] = s.threads
+    kwargs = _engine_options(s)
     initial = {k: v.detach().clone() for k, v in detector.model.state_dict().items()}
     try:
         result = train(
@@ -188,6 +181,19 @@ def train_model(
     outcome.checkpoint = path
     outcome.metrics = metrics
     return outcome
+
+
+def _engine_options(s: TrainSettings) -> dict[str, Any]:
+    """The engine's ``train`` options that ``s`` sets (its defaults where ``s`` has None)."""
+    options: dict[str, Any] = {
+        "partial_background_weight": s.partial_background_weight,
+        "augment": s.augment,
+    }
+    if s.lr is not None:
+        options["lr"] = s.lr
+    if s.threads is not None:
+        options["threads"] = s.threads
+    return options
 
 
 def has_a_box(examples: list[Any]) -> bool:
