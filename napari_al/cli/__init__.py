@@ -351,8 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--force",
         action="store_true",
-        help="overwrite existing files; an earlier VOC or YOLO export in OUT is replaced whole "
-        "(its files this export does not write are removed; no other file is)",
+        help="overwrite existing files; an earlier napari-al export in OUT, of any format, is "
+        "replaced whole (its files this export does not write are removed; no other file is)",
     )
     p.add_argument("--all", action="store_true", help="include images not yet marked complete")
     p.add_argument(
