@@ -161,9 +161,12 @@ def expected(im: Img, fmt: str, copied: bool, classes: list[str]) -> dict | None
         state = "complete"
     else:
         state = "complete" if im.state == "complete" else "partial"
+    split = im.split
+    if fmt == "yolo" and not im.annotated and split == "train":
+        split = "pool"  # no label file: an image to label (formats.dispatch)
     return {
         "size": (im.width, im.height),
-        "split": im.split,
+        "split": split,
         "state": state,
         "boxes": sorted(boxes),
         "regions": sorted(regions),
@@ -212,7 +215,12 @@ def round_trip(fmt: str, copy: bool, classes: list[str], images: list[Img]) -> N
         with ProjectStore.create(root / "back") as store:
             back, _summary = import_into(store, src, fmt)
             shared = [w for w in back.warnings if "names the train images too" in w]
-            assert back.warnings == shared and bool(shared) == (
+            pooled = [w for w in back.warnings if "imported into the pool" in w]
+            assert bool(pooled) == (
+                fmt == "yolo"
+                and any(im.split == "train" and not im.annotated for im in dataset.images)
+            )
+            assert back.warnings == shared + pooled and bool(shared) == (
                 no_val and any(im.split == "train" for im in dataset.images)
             )
             assert [c.name for c in store.classes()] == classes

@@ -1,4 +1,5 @@
-"""VOC ``ImageSets`` lists naming images without an annotation (found by a newcomer).
+"""Training images without an annotation go to the pool (found by newcomers): VOC ``ImageSets``
+lists naming images without an XML, YOLO training images without a label file.
 
 An image that ``train.txt`` lists but no XML annotates used to be imported ``unseen`` in
 ``train``: predicted, never ranked (rank asks about the pool), never trained (nobody labelled
@@ -61,6 +62,7 @@ def test_a_listed_image_in_two_splits_is_named_by_the_list_that_placed_it(tmp_pa
         read_dataset(root, "voc")
     ds = read_dataset(root, "voc", strict=False)
     assert _splits(ds) == {"a": "train", "c": "pool"}
+    assert any("(imported into the pool: it has no annotation)" in w for w in ds.warnings)
 
 
 def test_cli_init_puts_them_in_the_pool_and_says_so(tmp_path: Path, capsys) -> None:
@@ -72,3 +74,31 @@ def test_cli_init_puts_them_in_the_pool_and_says_so(tmp_path: Path, capsys) -> N
         pool = {Path(r.path).stem: r.review_state for r in store.images(split="pool")}
         train = {Path(r.path).stem for r in store.images(split="train")}
     assert pool == {"c": "unseen"} and train == {"a", "b"}
+
+
+def test_a_yolo_training_image_without_a_label_file_goes_to_the_pool(tmp_path: Path) -> None:
+    """An empty label file is an image without objects (complete, stays in train); no label
+    file at all is an image nobody labelled (pool, with a warning), in every reader."""
+    root = tmp_path / "yolo"
+    for stem in ("a", "b", "c", "d"):
+        tagged_image(root / "images" / "train" / f"{stem}.jpg", (64, 48), quality=95)
+    (root / "labels" / "train").mkdir(parents=True)
+    (root / "labels" / "train" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (root / "labels" / "train" / "b.txt").write_text("")  # no objects
+    (root / "data.yaml").write_text("path: .\ntrain: images/train\nnames: [cell]\n")
+    ds = read_dataset(root, "yolo")
+    assert _splits(ds) == {"a": "train", "b": "train", "c": "pool", "d": "pool"}
+    assert [w for w in ds.warnings if "no annotation" in w] == [
+        "2 training images (c.jpg, d.jpg) have no annotation (an empty label file marks an "
+        "image without objects): imported into the pool of images to label, where rank asks "
+        "about them"
+    ]
+    assert cli_main(["init", str(root)]) == 0
+    with ProjectStore.open(root) as store:
+        states = {Path(r.path).stem: (r.split, r.review_state) for r in store.images()}
+    assert states == {
+        "a": ("train", "complete"),
+        "b": ("train", "complete"),
+        "c": ("pool", "unseen"),
+        "d": ("pool", "unseen"),
+    }

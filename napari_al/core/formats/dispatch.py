@@ -54,7 +54,38 @@ def read_dataset(
     readers = {"voc": read_voc, "coco": read_coco, "yolo": read_yolo, "images": read_image_folder}
     if fmt not in readers:
         raise ValueError(f"unknown format {fmt!r}; expected one of {list(READ_FORMATS)}")
-    return readers[fmt](path, strict=strict, **kwargs)
+    dataset = readers[fmt](path, strict=strict, **kwargs)
+    if fmt == "yolo":  # VOC's lists: read_voc; COCO's own split and annotated keys are kept
+        unlabelled_training_to_pool(dataset, fmt)
+    return dataset
+
+
+def unlabelled_training_to_pool(dataset: Dataset, fmt: str) -> int:
+    """Move the images a dataset puts in ``train`` without any annotation to the ``pool``,
+    with one warning; returns how many. A training image nobody labelled yet is what the pool
+    holds: there rank asks about it and review makes it a training image; in ``train`` it was
+    predicted but never asked about nor trained on. :func:`read_dataset` applies it to YOLO
+    (a training image without a label file; an empty one marks an image without objects);
+    VOC's ``ImageSets`` lists are handled, naming the list, by
+    :func:`~napari_al.core.formats.voc.read_voc`; a COCO file's own ``split`` and
+    ``annotated`` keys (napari-al's export) are kept as they are."""
+    moved = [
+        im
+        for im in dataset.images
+        if im.split == "train" and not im.annotated and not im.reviewed_regions
+    ]
+    for im in moved:
+        im.split = "pool"
+    if moved:
+        n = len(moved)
+        names = ", ".join(Path(im.path).name for im in moved[:3]) + (", ..." if n > 3 else "")
+        hint = " (an empty label file marks an image without objects)" if fmt == "yolo" else ""
+        dataset.warnings.append(
+            f"{n} training image{'s' if n != 1 else ''} ({names}) "
+            f"{'have' if n != 1 else 'has'} no annotation{hint}: imported into the pool of "
+            "images to label, where rank asks about them"
+        )
+    return len(moved)
 
 
 def write_dataset(

@@ -274,8 +274,10 @@ def _voc_splits(root: Path, by_id: dict[str, ImageRecord], failed: set[str], rd:
                         continue
                     raise FormatError(f"{where}: image id {image_id!r} has no annotation or image")
                 if listed.get(image_id, split) != split:
+                    pooled = rec.split == "pool" and listed[image_id] == "train"
                     raise FormatError(
                         f"{where}: image id {image_id!r} is already in split {listed[image_id]!r}"
+                        + (" (imported into the pool: it has no annotation)" if pooled else "")
                     )
             except FormatError as e:
                 rd.skip(e, "line")
