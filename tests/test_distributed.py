@@ -486,3 +486,25 @@ def test_a_cluster_no_image_needed_is_named_in_a_note(project: Path, capsys) -> 
     ) in err
     assert main([*argv, "--dask-workers", "2"]) == 0
     assert "the 2 local workers were not started" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--dask-chunk", "4"], "--dask-chunk applies to Dask scoring only"),
+        (["--dask-threads", "1"], "--dask-threads applies to Dask scoring only"),
+        (["--scheduler-timeout", "3"], "--scheduler-timeout applies to Dask scoring only"),
+        (["--dask-workers", "0", "--dask-chunk", "4"], "--dask-chunk applies to Dask scoring"),
+        (["--dask-workers", "2", "--scheduler-timeout", "3"], "applies to --scheduler only"),
+    ],
+)
+@pytest.mark.parametrize("command", ["rank", "predict"])
+def test_a_dask_flag_no_dask_run_uses_is_one_line(
+    project: Path, capsys, flags: list[str], needle: str, command: str
+) -> None:
+    """Dask flags given where no Dask runs were accepted and ignored; now refused in one
+    line, before a model is loaded or a worker started."""
+    code = main([command, str(project), *TINY_ARGS, *flags])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err, err
+    assert needle in err.strip().splitlines()[-1]

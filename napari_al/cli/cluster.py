@@ -30,10 +30,12 @@ def dask_cluster(args: argparse.Namespace) -> Iterator[Any]:
     where, how many workers, the dashboard) and closed after; when none did, a note on stderr
     says that Dask was not used. Raises
     :class:`~napari_al.core.workflow.SettingsError` for ``--scheduler`` with
-    ``--dask-workers``."""
+    ``--dask-workers``, and for a Dask flag the run would not use (``--dask-chunk`` or
+    ``--dask-threads`` without either; ``--scheduler-timeout`` without ``--scheduler``)."""
     from napari_al.core.workflow import DistributedSettings, from_args
 
     settings = from_args(DistributedSettings, args)  # device: the command's --device
+    _refuse_unused_flags(settings, args)
     if not settings.active:
         yield None
         return
@@ -52,3 +54,25 @@ def dask_cluster(args: argparse.Namespace) -> Iterator[Any]:
                 f"to predict); {where}",
                 file=sys.stderr,
             )
+
+
+def _refuse_unused_flags(settings: Any, args: argparse.Namespace) -> None:
+    """One line for a Dask flag given where no Dask runs (it used to be accepted and unused)."""
+    from napari_al.core.workflow import DistributedSettings, SettingsError, flags_given
+
+    if not settings.active:
+        given = flags_given(
+            DistributedSettings, args, only=("chunk_size", "worker_threads", "connect_timeout")
+        )
+        if given:
+            raise SettingsError(
+                f"{given[0]} applies to Dask scoring only: give --dask-workers N (local worker "
+                "processes) or --scheduler ADDRESS with it, or leave it out"
+            )
+    elif settings.scheduler is None and flags_given(
+        DistributedSettings, args, only=("connect_timeout",)
+    ):
+        raise SettingsError(
+            "--scheduler-timeout applies to --scheduler only (local workers need no wait); "
+            "leave it out"
+        )
