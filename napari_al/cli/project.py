@@ -153,7 +153,7 @@ def _print_import(summary: dict, source: Path, n_read: int | None = None) -> Non
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from napari_al.core.formats import ExportFileError
+    from napari_al.core.formats import ExportFileError, ExportIntoProjectError
     from napari_al.core.project import export_dataset
 
     if args.copy_images and args.format == "coco":
@@ -171,7 +171,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         except FileExistsError as exc:
             target = exc.filename or str(exc).split(":")[0]
             raise CliError(f"{target} already exists; pass --force to overwrite it") from exc
-        except NotADirectoryError as exc:
+        except (NotADirectoryError, ExportIntoProjectError) as exc:
             raise CliError(str(exc)) from exc
         except ExportFileError as exc:  # refused by the file system: OUT, cause and fix
             raise CliError(str(exc)) from exc

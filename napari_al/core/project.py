@@ -440,9 +440,15 @@ def export_dataset(
     in ``out``, of any format, wrote and this one does not (a split or an image no longer
     exported, a VOC export's files under a new YOLO export), never another file nor one of
     the project's images (:mod:`napari_al.core.formats.manifest`; a line in
-    ``Dataset.warnings`` says what went).
+    ``Dataset.warnings`` says what went, and one names the files it wrote over that no
+    earlier export recorded).
+
+    Refused before anything is written (:class:`~napari_al.core.formats.ExportIntoProjectError`):
+    ``out`` is the project's own folder, or its copied images would be written where the
+    project reads one of its images from.
     """
     from napari_al.core.formats import write_dataset
+    from napari_al.core.formats.refusals import check_not_into_project
 
     images = _export_records(store, only_reviewed)
     dataset = Dataset(
@@ -472,6 +478,13 @@ def export_dataset(
         raise ValueError(f"copy_images applies to voc and yolo exports, not {fmt}")
     # --force never removes the project's own images (imported in place from an export)
     options["keep"] = [store.abs_path(row) for row in store.images()]
+    check_not_into_project(
+        Path(out),
+        store.project_dir,
+        options["keep"],
+        fmt,
+        bool(options.get("copy_images")),
+    )
     write_dataset(dataset, Path(out), fmt, overwrite=overwrite, **options)
     return dataset
 

@@ -41,6 +41,8 @@ Pixel conventions
 An export the file system refuses (no permission, a read-only or full disk) raises
 :class:`ExportFileError`, an OSError whose text names the export's target, the cause, the file
 it was writing and the fix, never a temporary file (:mod:`~napari_al.core.formats.refusals`).
+An export into the project's own folder, or one whose copied images would land on the
+project's images, raises :class:`ExportIntoProjectError` (a ValueError) before writing.
 
 Layouts are described on each reader and writer.
 """
@@ -57,7 +59,7 @@ from napari_al.core.formats.dispatch import (
     write_dataset,
 )
 from napari_al.core.formats.folder import read_image_folder
-from napari_al.core.formats.refusals import ExportFileError
+from napari_al.core.formats.refusals import ExportFileError, ExportIntoProjectError
 from napari_al.core.formats.voc import read_voc, write_voc
 from napari_al.core.formats.yolo import read_yolo, write_yolo
 
@@ -65,6 +67,7 @@ __all__ = [
     "READ_FORMATS",
     "WRITE_FORMATS",
     "ExportFileError",
+    "ExportIntoProjectError",
     "FormatError",
     "detect_format",
     "read_coco",

@@ -4,6 +4,7 @@ and repairs, file walking and atomic writes."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import math
 import os
@@ -304,6 +305,7 @@ class _NewPaths:
     def __init__(self) -> None:
         self.files: list[Path] = []
         self.folders: list[Path] = []
+        self.replaced: list[Path] = []  # files that existed before and are written over
 
     def folder(self, folder: Path) -> None:
         """Create ``folder`` and its missing parents, remembering those it created."""
@@ -317,10 +319,13 @@ class _NewPaths:
 
     def file(self, path: Path) -> Path:
         """Before ``path`` is written: create its folder, remember it when it is new (a file
-        that exists is replaced, not removed, on undo). Returns ``path``."""
+        that exists is replaced, not removed, on undo; it goes to ``replaced``). Returns
+        ``path``."""
         self.folder(path.parent)
         if not os.path.lexists(path):
             self.files.append(path)
+        else:
+            self.replaced.append(path)
         return path
 
     def undo(self) -> None:
@@ -343,11 +348,27 @@ def _undone_on_failure() -> Iterator[_NewPaths]:
     new with the yielded :class:`_NewPaths` is removed again and the exception goes on. Files
     it replaced (``overwrite=True``) keep their new contents: each was replaced atomically."""
     new = _NewPaths()
+    token = _CURRENT.set(new)
     try:
         yield new
     except BaseException:
         new.undo()
         raise
+    finally:
+        _CURRENT.reset(token)
+
+
+#: The :class:`_NewPaths` of the export being written (:func:`_undone_on_failure`), if any.
+_CURRENT: contextvars.ContextVar[_NewPaths | None] = contextvars.ContextVar(
+    "napari_al_export_paths", default=None
+)
+
+
+def replaced_files() -> list[Path]:
+    """The existing files the export being written (inside :func:`_undone_on_failure`) has
+    registered so far as replaced (:meth:`_NewPaths.file`); ``[]`` outside an export."""
+    new = _CURRENT.get()
+    return list(new.replaced) if new is not None else []
 
 
 def _check_labels(dataset: Dataset) -> dict[str, int]:

@@ -17,6 +17,11 @@ first export into an empty folder. Never removed:
   folder, whatever the record says;
 - a file in ``keep`` (the project's own images: a project imported in place from an earlier
   ``--copy-images`` export uses the copied images).
+
+A file an export writes over that no record names (a user's own file with a name the export
+writes) is named in one line of the notes when it is replaced (:func:`_note_replaced`); it is
+this export's file from then on, recorded as such. An export into the project's own folder is
+refused before this module is reached (:mod:`~napari_al.core.formats.refusals`).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 from napari_al.core.data import SPLITS
-from napari_al.core.formats.common import _write_text
+from napari_al.core.formats.common import _write_text, replaced_files
 
 #: The record's file name in the export folder (hidden: no reader or image search sees it).
 MANIFEST_NAME = ".napari-al-export.json"
@@ -137,6 +142,7 @@ def finish_export(
     before = {f: _recorded(data, f) for f in FORMATS}
     failed: dict[str, set[str]] = {f: set() for f in FORMATS}
     removed: list[Path] = []
+    _note_replaced(notes, out, {r for f in FORMATS for r in before[f]})
     if overwrite:
         protected = {os.path.realpath(p) for p in keep}
         done = set(new)  # a file two formats recorded (classes.txt) is removed once
@@ -200,6 +206,24 @@ def _note_results(
         notes.append(
             f"could not remove {len(failed)} stale files of the earlier {fmt.upper()} export "
             f"(e.g. {failed[0]}); a re-import of {out} reads them too"
+        )
+
+
+def _note_replaced(notes: list[str], out: Path, recorded: set[str]) -> None:
+    """Name the files this export wrote over (:func:`~napari_al.core.formats.common.
+    replaced_files`) that no earlier export's record names: a user's own files (or an
+    unrecorded export's) with the names this export writes. They are this export's files
+    now, recorded as such (a later ``--force`` export of another format removes them), so
+    the user is told at the moment they are replaced."""
+    rels = [_rel(p, out) for p in replaced_files()]
+    theirs = sorted({r for r in rels if r and r != MANIFEST_NAME and r not in recorded})
+    if theirs:
+        n = len(theirs)
+        names = ", ".join(theirs[:5]) + (", ..." if n > 5 else "")
+        notes.append(
+            f"replaced {n} {'file' if n == 1 else 'files'} in {out} napari-al had not "
+            f"written: {names} (they now hold this export, and a later --force export of "
+            "another format removes them)"
         )
 
 

@@ -9,6 +9,10 @@ the export, and the fix for that cause: ``cannot write the export to /data/out: 
 read-only file system (writing Annotations/a.xml); nothing of it was left there; choose an
 output folder on a writable disk``. An image that cannot be read for a copy (``--copy-images``)
 is named as the source it is.
+
+:func:`check_not_into_project` refuses, before anything is written, an export into the
+project's own folder (where its store lives) or one whose ``--copy-images`` would write over
+an image the project reads: :class:`ExportIntoProjectError`.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ import contextlib
 import errno
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from napari_al.core.formats.manifest import in_layout
 
 #: errno -> (the cause in words, the fix).
 _CAUSES = {
@@ -104,3 +110,46 @@ def export_errors(target: Path, root: Path, overwrite: bool) -> Iterator[None]:
         raise
     except OSError as exc:
         raise refusal(exc, target, root, overwrite) from exc
+
+
+#: The fix :class:`ExportIntoProjectError` names.
+_INTO_PROJECT_FIX = "export to another folder; the project reads its images and labels from here"
+
+
+class ExportIntoProjectError(ValueError):
+    """An export refused before anything is written: its folder is the project's own (where
+    its store lives), or it would write over a file one of the project's images is read
+    from. ``str()`` is one line naming the export's target and the fix."""
+
+
+def check_not_into_project(
+    target: Path,
+    project_dir: Path,
+    images: Iterable[Path],
+    fmt: str,
+    copy_images: bool,
+) -> None:
+    """Raise :class:`ExportIntoProjectError` when a ``fmt`` export to ``target`` (the folder,
+    or COCO's JSON file when it ends in ``.json``: its folder then) would write into
+    ``project_dir`` (the folder of the project's store) itself, or, with ``copy_images``,
+    copy images into ``fmt``'s layout (VOC ``JPEGImages/``, YOLO ``images/<split>/``) where
+    one of ``images`` (the project's) is read from (whether or not a copy would land on that
+    very file: copies are named by the export). Symlinks are followed. A folder inside the
+    project (``PROJECT/export``) is fine."""
+    coco_file = fmt == "coco" and target.suffix.lower() == ".json"
+    real = Path(os.path.realpath(target.parent if coco_file else target))
+    if real == Path(os.path.realpath(project_dir)):
+        what = f"{target.parent} is" if coco_file else "it is"
+        raise ExportIntoProjectError(
+            f"cannot export to {target}: {what} the project's own folder, where its store "
+            f"lives; {_INTO_PROJECT_FIX}"
+        )
+    if not copy_images:
+        return  # only the copies are written where images can be
+    for image in images:
+        rel = _within(os.path.realpath(image), real)
+        if rel is not None and in_layout(fmt, rel):
+            raise ExportIntoProjectError(
+                f"cannot export to {target}: --copy-images would write over {rel} there, "
+                f"which the project reads as its image {Path(image).name}; {_INTO_PROJECT_FIX}"
+            )
