@@ -103,9 +103,16 @@ def test_the_users_voc_coco_sequence_keeps_the_original_annotations(vself: Path,
     for fmt in ("voc", "coco"):
         rc, _ = _run(capsys, "export", str(vself), str(vself), "--format", fmt, "--force")
         assert rc != 0
-    rc, err = _run(capsys, "export", str(vself), str(vself / "x.json"), "--format", "coco")
-    assert rc != 0 and FIX in err and "x.json" in err
     assert _snapshot(vself) == before
+    # a new COCO file beside the store overwrites nothing: written; an existing one is refused
+    rc, err = _run(capsys, "export", str(vself), str(vself / "x.json"), "--format", "coco")
+    assert rc == 0, err
+    assert (vself / "x.json").is_file()
+    for flags in ([], ["--force"]):
+        rc, err = _run(
+            capsys, "export", str(vself), str(vself / "x.json"), "--format", "coco", *flags
+        )
+        assert rc != 0 and FIX in err and "x.json" in err
 
 
 @pytest.mark.parametrize("fmt", ["voc", "coco", "yolo"])

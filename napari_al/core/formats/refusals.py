@@ -135,10 +135,13 @@ def check_not_into_project(
     copy images into ``fmt``'s layout (VOC ``JPEGImages/``, YOLO ``images/<split>/``) where
     one of ``images`` (the project's) is read from (whether or not a copy would land on that
     very file: copies are named by the export). Symlinks are followed. A folder inside the
-    project (``PROJECT/export``) is fine."""
+    project (``PROJECT/export``) is fine, and so is a COCO JSON file in the project's folder
+    that does not exist yet (``PROJECT/labels.json``; an existing one may be the dataset's)."""
     coco_file = fmt == "coco" and target.suffix.lower() == ".json"
     real = Path(os.path.realpath(target.parent if coco_file else target))
     if real == Path(os.path.realpath(project_dir)):
+        if coco_file and not target.exists():
+            return  # one new JSON file beside the store overwrites nothing the project reads
         what = f"{target.parent} is" if coco_file else "it is"
         raise ExportIntoProjectError(
             f"cannot export to {target}: {what} the project's own folder, where its store "
