@@ -99,6 +99,7 @@ def _weights(det: Detector) -> list[torch.Tensor]:
     return [p.detach().clone() for p in det.model.parameters()]
 
 
+@pytest.mark.slow  # 10 s; the workflow's augmentation test below stays in the default suite
 def test_default_augmentation_trains_bit_for_bit_as_left_right_flips() -> None:
     """``augment="hflip"`` draws the same flips as the old ``augment_flip=True``."""
     runs = []

@@ -230,7 +230,8 @@ NO_COCO_MNV2 = (
     ("arch", "patch", "needle"),
     [
         (["--arch", "fasterrcnn_resnet50_fpn_v2"], "", "no pretrained weights found in"),
-        ([], NO_COCO_MNV2, "coco-mnv2 weights unavailable ("),
+        # the same mechanism through another fallback: 8 s more, with -m slow
+        pytest.param([], NO_COCO_MNV2, "coco-mnv2 weights unavailable (", marks=pytest.mark.slow),
     ],
 )
 def test_a_detector_built_without_its_weights_is_warned_of_once(

@@ -172,7 +172,12 @@ def _ranks(launcher: psutil.Process) -> list[psutil.Process]:
     return out
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize(
+    "sig",
+    # SIGTERM (15 s) takes the launcher's own clean-up path as well: with -m slow
+    [signal.SIGKILL, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)],
+    ids=["SIGKILL", "SIGTERM"],
+)
 def test_killing_the_launcher_ends_every_rank(labelled_project: Path, sig: int) -> None:
     """``kill -9`` (or ``kill``) of ``napari-al train --nproc 2`` frees the project lock; the
     ranks under it must end too (they exit when their lender is gone), never saving a model

@@ -160,7 +160,8 @@ def test_settings_refuse_a_scheduler_with_local_workers() -> None:
     assert not workflow.DistributedSettings().active
 
 
-@pytest.mark.parametrize("unit", ["image", "box"])
+# the box unit scores through the same chunks and cache (14 s more): with -m slow
+@pytest.mark.parametrize("unit", ["image", pytest.param("box", marks=pytest.mark.slow)])
 def test_two_workers_score_as_one_process(
     project: Path, cluster: DaskCluster, reference, unit
 ) -> None:

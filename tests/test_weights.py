@@ -363,6 +363,7 @@ def test_torchvision_coco_file_placed_in_torch_home(monkeypatch, tmp_path) -> No
     assert torch.equal(det.model.state_dict()[key], state[key])
 
 
+@pytest.mark.slow  # 17 s of real training per source; test_weights' default-lr tests stay
 def test_each_weight_source_trains_with_its_measured_peak_learning_rate(
     coco_env: Path, tmp_path: Path
 ) -> None:
