@@ -440,5 +440,6 @@ def write_coco(
             overwrite=overwrite,
             keep=keep,
             notes=dataset.warnings,
+            replaced=new.replaced,
         )
     return [json_path]

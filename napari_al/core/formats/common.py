@@ -4,7 +4,6 @@ and repairs, file walking and atomic writes."""
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import functools
 import math
 import os
@@ -348,27 +347,11 @@ def _undone_on_failure() -> Iterator[_NewPaths]:
     new with the yielded :class:`_NewPaths` is removed again and the exception goes on. Files
     it replaced (``overwrite=True``) keep their new contents: each was replaced atomically."""
     new = _NewPaths()
-    token = _CURRENT.set(new)
     try:
         yield new
     except BaseException:
         new.undo()
         raise
-    finally:
-        _CURRENT.reset(token)
-
-
-#: The :class:`_NewPaths` of the export being written (:func:`_undone_on_failure`), if any.
-_CURRENT: contextvars.ContextVar[_NewPaths | None] = contextvars.ContextVar(
-    "napari_al_export_paths", default=None
-)
-
-
-def replaced_files() -> list[Path]:
-    """The existing files the export being written (inside :func:`_undone_on_failure`) has
-    registered so far as replaced (:meth:`_NewPaths.file`); ``[]`` outside an export."""
-    new = _CURRENT.get()
-    return list(new.replaced) if new is not None else []
 
 
 def _check_labels(dataset: Dataset) -> dict[str, int]:

@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 from napari_al.core.data import SPLITS
-from napari_al.core.formats.common import _write_text, replaced_files
+from napari_al.core.formats.common import _write_text
 
 #: The record's file name in the export folder (hidden: no reader or image search sees it).
 MANIFEST_NAME = ".napari-al-export.json"
@@ -125,13 +125,15 @@ def finish_export(
     overwrite: bool,
     keep: Iterable[Path] = (),
     notes: list[str] | None = None,
+    replaced: Iterable[Path] = (),
 ) -> list[Path]:
     """After a ``fmt`` export into folder ``out`` has written ``written``: with ``overwrite``,
     remove the files the earlier exports' record names (for every format) that are not in
     ``written`` (within the rules of the module docstring), and drop the other formats'
     records; then record ``written`` (with ``overwrite``; else added to the files recorded
     before that still exist, the other formats' records kept). A line per earlier format for
-    what was removed, and one for the label files of the layout left in ``out`` that no record
+    what was removed, one naming the files of ``replaced`` (those the export wrote over) that
+    no record names, and one for the label files of the layout left in ``out`` that no record
     names, go to ``notes``. Returns the paths removed. A file that cannot be removed (OSError)
     is named in ``notes`` and stays recorded.
     """
@@ -142,7 +144,7 @@ def finish_export(
     before = {f: _recorded(data, f) for f in FORMATS}
     failed: dict[str, set[str]] = {f: set() for f in FORMATS}
     removed: list[Path] = []
-    _note_replaced(notes, out, {r for f in FORMATS for r in before[f]})
+    _note_replaced(notes, out, replaced, {r for f in FORMATS for r in before[f]})
     if overwrite:
         protected = {os.path.realpath(p) for p in keep}
         done = set(new)  # a file two formats recorded (classes.txt) is removed once
@@ -209,13 +211,14 @@ def _note_results(
         )
 
 
-def _note_replaced(notes: list[str], out: Path, recorded: set[str]) -> None:
-    """Name the files this export wrote over (:func:`~napari_al.core.formats.common.
-    replaced_files`) that no earlier export's record names: a user's own files (or an
-    unrecorded export's) with the names this export writes. They are this export's files
-    now, recorded as such (a later ``--force`` export of another format removes them), so
-    the user is told at the moment they are replaced."""
-    rels = [_rel(p, out) for p in replaced_files()]
+def _note_replaced(
+    notes: list[str], out: Path, replaced: Iterable[Path], recorded: set[str]
+) -> None:
+    """Name the files this export wrote over (``replaced``) that no earlier export's record
+    names: a user's own files (or an unrecorded export's) with the names this export writes.
+    They are this export's files now, recorded as such (a later ``--force`` export of another
+    format removes them), so the user is told at the moment they are replaced."""
+    rels = [_rel(p, out) for p in replaced]
     theirs = sorted({r for r in rels if r and r != MANIFEST_NAME and r not in recorded})
     if theirs:
         n = len(theirs)

@@ -565,5 +565,13 @@ def write_voc(
         written.append(out / "classes.txt")
         new.file(out / MANIFEST_NAME)
         keep = [*(im.path for im in dataset.images), *keep]
-        finish_export(out, "voc", written, overwrite=overwrite, keep=keep, notes=dataset.warnings)
+        finish_export(
+            out,
+            "voc",
+            written,
+            overwrite=overwrite,
+            keep=keep,
+            notes=dataset.warnings,
+            replaced=new.replaced,
+        )
     return written

@@ -471,10 +471,9 @@ def write_yolo(
     """Write a YOLO dataset folder; returns the files written.
 
     Always writes ``data.yaml`` (``names`` as ``{index: name}``, ``nc``, one key per split) and
-    ``classes.txt``. Label files are written for annotated images only (empty for negatives);
-    YOLO has no ignore regions: they are left out (never written as boxes);
-    unannotated images get none and read back as unannotated. Images with no split go under
-    the ``unassigned`` key.
+    ``classes.txt``. Label files are written for annotated images only (empty for negatives;
+    ignore regions, which YOLO lacks, are left out); an unannotated image gets none and reads
+    back unannotated (into the pool from train). Images with no split go under ``unassigned``.
 
     - ``copy_images=False`` (default, nothing copied): ``labels/<stem>.txt`` and one list file
       ``<split>.txt`` of absolute image paths per split, named in data.yaml. Image stems must
@@ -490,10 +489,9 @@ def write_yolo(
       unannotated to :func:`read_yolo`. Without train or pool images there is no ``train``
       (a line in ``dataset.warnings`` says so).
 
-    The files written are recorded in ``.napari-al-export.json``; with ``overwrite`` the files
-    of an earlier export in ``out_dir`` that this one does not write are removed, except the
-    dataset's images and ``keep`` (:func:`~napari_al.core.formats.manifest.finish_export`,
-    with a line in ``dataset.warnings``).
+    The files written are recorded in ``.napari-al-export.json``; with ``overwrite`` those of
+    earlier exports (any format) in ``out_dir`` not written again are removed, except the
+    dataset's images and ``keep`` (:func:`~napari_al.core.formats.manifest.finish_export`).
     """
     out = _abspath(out_dir)
     index = _check_labels(dataset)
@@ -552,6 +550,7 @@ def write_yolo(
         _write_text(new.file(out / "classes.txt"), "".join(f"{c}\n" for c in dataset.classes))
         written += [out / "data.yaml", out / "classes.txt"]
         new.file(out / MANIFEST_NAME)
-        keep = [*(im.path for im in dataset.images), *keep]
-        finish_export(out, "yolo", written, overwrite=overwrite, keep=keep, notes=dataset.warnings)
+        images = [im.path for im in dataset.images]  # never removed, nor keep
+        done = {"overwrite": overwrite, "notes": dataset.warnings, "replaced": new.replaced}
+        finish_export(out, "yolo", written, keep=[*images, *keep], **done)
     return written
