@@ -93,19 +93,25 @@ def is_zarr_path(path: str | Path) -> bool:
     return Path(path).name.lower().endswith(".zarr")
 
 
-def find_images(folder: str | Path, unread: list[Path] | None = None) -> list[Path]:
+def find_images(
+    folder: str | Path, unread: list[Path] | None = None, hidden: list[Path] | None = None
+) -> list[Path]:
     """The images under ``folder``, recursively: files with one of :data:`IMAGE_EXTENSIONS`
     and ``*.zarr`` directories (OME-Zarr images, :mod:`napari_al.core.ome_zarr`; one that holds
     none is listed too, so that reading it names the file and what is missing, as for a broken
     PNG), as ``folder / relative path``, sorted by path components; hidden files and folders
     are skipped, and no ``*.zarr`` directory is entered (its chunk files are not images, and
     there may be millions of them). ``unread``, when given, receives the files of an image type
-    that is not read (:data:`UNREAD_IMAGE_EXTENSIONS`), from the same walk."""
+    that is not read (:data:`UNREAD_IMAGE_EXTENSIONS`), from the same walk; ``hidden`` the
+    images skipped as hidden: image files and ``*.zarr`` folders whose name starts with '.',
+    and those directly inside a hidden folder (not deeper: a ``.git`` is not walked)."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         kept = []
         for d in dirnames:
             if d.startswith("."):
+                if hidden is not None:
+                    hidden += _hidden_folder_images(Path(dirpath) / d)
                 continue
             if is_zarr_path(Path(d)):
                 found.append(Path(dirpath) / d)
@@ -114,12 +120,30 @@ def find_images(folder: str | Path, unread: list[Path] | None = None) -> list[Pa
         dirnames[:] = kept
         for name in filenames:
             if name.startswith("."):
+                if hidden is not None and is_image_file(name):
+                    hidden.append(Path(dirpath) / name)
                 continue
             if is_image_file(name):
                 found.append(Path(dirpath) / name)
             elif unread is not None and Path(name).suffix.lower() in UNREAD_IMAGE_EXTENSIONS:
                 unread.append(Path(dirpath) / name)
     return sorted(found, key=lambda p: p.parts)
+
+
+def _hidden_folder_images(path: Path) -> list[Path]:
+    """A hidden folder as :func:`find_images` skips it: itself when it is an OME-Zarr image,
+    else the images directly inside it (not deeper)."""
+    if is_zarr_path(path):
+        return [path]
+    try:
+        with os.scandir(path) as entries:
+            return [
+                Path(e.path)
+                for e in entries
+                if (is_zarr_path(e.name) if e.is_dir() else is_image_file(e.name))
+            ]
+    except OSError:
+        return []
 
 
 def _check_file(path: Path) -> None:

@@ -337,32 +337,13 @@ def hidden_lines(folder: Path, dataset: Dataset) -> list[str]:
 
 
 def _hidden_images(folder: Path) -> list[Path]:
-    """The images under ``folder`` that its scans skip as hidden: image files (and OME-Zarr
-    folders) whose name starts with '.' in the folders scanned, and those directly inside a
-    hidden folder (not deeper: a ``.git`` or ``.venv`` is not walked)."""
-    from napari_al.core.images import is_image_file, is_zarr_path
+    """The images under ``folder`` that its scans skip as hidden (:func:`~napari_al.core.
+    images.find_images`' ``hidden``)."""
+    from napari_al.core.images import find_images
 
-    def is_image(entry: os.DirEntry) -> bool:
-        return is_zarr_path(entry.name) if entry.is_dir() else is_image_file(entry.name)
-
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        kept = []
-        for d in dirnames:
-            path = Path(dirpath) / d
-            if d.startswith(".") and not is_zarr_path(d):
-                try:
-                    with os.scandir(path) as entries:
-                        found += [Path(e.path) for e in entries if is_image(e)]
-                except OSError:
-                    pass
-            elif d.startswith("."):
-                found.append(path)
-            elif not is_zarr_path(d):
-                kept.append(d)
-        dirnames[:] = kept
-        found += [Path(dirpath) / f for f in filenames if f.startswith(".") and is_image_file(f)]
-    return sorted(found, key=lambda p: p.parts)
+    hidden: list[Path] = []
+    find_images(folder, hidden=hidden)
+    return sorted(hidden, key=lambda p: p.parts)
 
 
 def _same_folder(a: Path, b: Path) -> bool:
