@@ -83,3 +83,25 @@ def test_json_output_turns_nan_into_null() -> None:
 
     text = json_text({"ap": float("nan"), "n": np.int64(3), "x": [np.float32(0.5), np.inf]})
     assert json.loads(text) == {"ap": None, "n": 3, "x": [0.5, None]}
+
+
+@pytest.mark.parametrize("with_other_image", [False, True])
+def test_init_names_an_unreadable_image_of_a_voc_folder_once(
+    tmp_path: Path, capsys, with_other_image: bool
+) -> None:
+    """A text file named ``JPEGImages/garbage.jpg`` in a VOC folder: the VOC reader skipped it
+    and the scan for images no XML names read it again, so init warned of it twice."""
+    root = tmp_path / "voc"
+    (root / "Annotations").mkdir(parents=True)
+    (root / "JPEGImages").mkdir()
+    Image.new("RGB", (32, 24), (9, 9, 9)).save(root / "JPEGImages" / "a.jpg")
+    (root / "Annotations" / "a.xml").write_text(
+        "<annotation><filename>a.jpg</filename><object><name>cell</name><bndbox><xmin>2</xmin>"
+        "<ymin>2</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>"
+    )
+    (root / "JPEGImages" / "garbage.jpg").write_text("garbage")
+    if with_other_image:  # the scan then reads the folder again
+        Image.new("RGB", (32, 24), (90, 9, 9)).save(root / "b.png")
+    assert main(["init", str(root)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("garbage.jpg") == 1, err

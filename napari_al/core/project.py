@@ -153,13 +153,14 @@ def _add_other_images(dataset: Dataset, folder: Path) -> None:
     (their size read from the header; an unreadable one is reported in the warnings)."""
     from napari_al.core.formats import read_image_folder
 
-    known = {Path(r.path) for r in dataset.images}
+    known = {Path(r.path) for r in dataset.images} | {Path(p) for p in dataset.skipped_images}
     missing = [p for p in _image_files(folder) if p not in known]
     if not missing:
         return
     others = read_image_folder(folder, strict=False)
     dataset.images.extend(r for r in others.images if Path(r.path) not in known)
-    dataset.warnings.extend(others.warnings)
+    # a file the dataset's reader skipped already is skipped again: said once
+    dataset.warnings.extend(w for w in others.warnings if w not in dataset.warnings)
 
 
 def _image_files(folder: Path) -> list[Path]:
