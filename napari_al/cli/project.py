@@ -152,6 +152,29 @@ def _print_import(summary: dict, source: Path, n_read: int | None = None) -> Non
         say("warning", line)
 
 
+def _partial_left_out(store: Any, dataset: Any) -> str:
+    """A line for the partly reviewed images with human boxes that an export without --all
+    left out (an import that skipped a bad object makes its image partly reviewed); ``""``
+    when there are none."""
+    from napari_al.core.data import HUMAN_STATUSES
+
+    exported = {str(im.path) for im in dataset.images}
+    left = [
+        (row, len(store.boxes(row.id, HUMAN_STATUSES)))
+        for row in store.images(review_state="partial")
+        if str(store.abs_path(row)) not in exported
+    ]
+    left = [(row, n) for row, n in left if n]
+    if not left:
+        return ""
+    n_boxes = counted(sum(n for _, n in left), "human box")
+    return (
+        f"left out {counted(len(left), 'partly reviewed image')} ({n_boxes}, e.g. "
+        f"{shown(Path(left[0][0].path).name)}): mark them complete in napari (or mark their "
+        "reviewed regions complete) to export them, or pass --all"
+    )
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from napari_al.core.formats import ExportFileError, ExportIntoProjectError
     from napari_al.core.project import export_dataset
@@ -186,7 +209,9 @@ def cmd_export(args: argparse.Namespace) -> int:
                 f"cannot write the export to {args.out} ({why}); nothing of it was left "
                 "there; choose an output folder you can write to, with free space"
             ) from exc
-    for line in dataset.warnings:
+        if not args.all:
+            dataset.warnings.append(_partial_left_out(store, dataset))
+    for line in filter(None, dataset.warnings):
         say("note", line)
     n_images, n_boxes = counted(len(dataset.images), "image"), counted(dataset.n_boxes, "box")
     print(f"exported {n_images} and {n_boxes} to {shown(str(args.out))}")
