@@ -82,12 +82,14 @@ def first_import(store, path: Path) -> None:
 def cmd_import(args: argparse.Namespace) -> int:
     from napari_al.core.project import import_into
 
-    options: dict[str, str] = {}
+    options: dict[str, Any] = {}
     for flag, key, fmt in (("image_root", "image_root", "coco"), ("images", "image_dir", "voc")):
         if getattr(args, flag, None):
             if args.format != fmt:
                 raise CliError(f"--{flag.replace('_', '-')} applies to --format {fmt} only")
             options[key] = getattr(args, flag)
+    if args.format == "yolo":  # --skip-bad of every split entry that names images: an error
+        options["allow_empty"] = False
     from napari_al.core.formats import FormatError
 
     with open_store(args.project) as store:

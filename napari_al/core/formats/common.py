@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from napari_al.core.data import Dataset, ImageRecord
-from napari_al.core.images import ImageReadError, find_images, image_size, is_zarr_path
+from napari_al.core.images import (
+    ImageReadError,
+    check_pixels,
+    find_images,
+    image_size,
+    is_zarr_path,
+)
 from napari_al.core.names import control_problem, is_control, shown
 
 _SNAP_TOL = 1e-6
@@ -246,6 +252,43 @@ def _fix_region(
             f"image: {_fmt_box(c)}"
         )
     return c
+
+
+def _importable(image: Path) -> bool:
+    """Whether an import adds ``image`` (new to the project): its path is valid UTF-8 and holds
+    no control character, and its pixels decode, by the import's own check
+    (:func:`~napari_al.core.images.check_pixels`; the image is then decoded twice). The import
+    leaves out any other image and names it once with the reason, so a note saying that
+    images join the pool names only importable ones."""
+    text = str(image)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    if control_problem(text):
+        return False
+    try:
+        check_pixels(image)
+    except ImageReadError:
+        return False
+    return True
+
+
+def _pool_note(images: list[ImageRecord], what: str, lacking: str) -> str | None:
+    """One line naming the ``images`` an import puts in the pool for want of an annotation
+    (how many, the first three file names), ``what`` the kind of image (``training image``)
+    and ``lacking`` what they lack (``no annotation``); None when none reaches the pool.
+
+    Only :func:`_importable` images are named."""
+    pooled = [im for im in images if _importable(Path(im.path))]
+    n = len(pooled)
+    if not n:
+        return None
+    names = ", ".join(Path(im.path).name for im in pooled[:3]) + (", ..." if n > 3 else "")
+    return (
+        f"{n} {what}{'s' if n != 1 else ''} ({names}) {'have' if n != 1 else 'has'} {lacking}: "
+        "imported into the pool of images to label, where rank asks about them"
+    )
 
 
 def _iter_images(folder: Path) -> Iterator[Path]:

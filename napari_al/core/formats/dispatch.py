@@ -7,7 +7,7 @@ from typing import Any
 
 from napari_al.core.data import Dataset
 from napari_al.core.formats.coco import read_coco, write_coco
-from napari_al.core.formats.common import FormatError
+from napari_al.core.formats.common import FormatError, _pool_note
 from napari_al.core.formats.darknet import names_files
 from napari_al.core.formats.folder import read_image_folder
 from napari_al.core.formats.voc import read_voc, write_voc
@@ -48,7 +48,7 @@ def read_dataset(
     """Read a dataset in ``fmt`` (voc, coco, yolo, images; ``None``: :func:`detect_format`).
 
     Extra keyword arguments go to the reader (``classes`` and ``image_dir`` for VOC,
-    ``image_root`` for COCO).
+    ``image_root`` for COCO, ``allow_empty`` for YOLO).
     """
     fmt = detect_format(path) if fmt is None else fmt
     readers = {"voc": read_voc, "coco": read_coco, "yolo": read_yolo, "images": read_image_folder}
@@ -64,27 +64,26 @@ def unlabelled_training_to_pool(dataset: Dataset, fmt: str) -> int:
     """Move the images a dataset puts in ``train`` without any annotation to the ``pool``,
     with one warning; returns how many. A training image nobody labelled yet is what the pool
     holds: there rank asks about it and review makes it a training image; in ``train`` it was
-    predicted but never asked about nor trained on. :func:`read_dataset` applies it to YOLO
-    (a training image without a label file; an empty one marks an image without objects);
-    VOC's ``ImageSets`` lists are handled, naming the list, by
+    predicted but never asked about nor trained on. An image without annotation and without a
+    split (a YOLO folder without splits) joins the pool too, named in the same warning, which
+    names only the images the import adds (:func:`~napari_al.core.formats.common._pool_note`:
+    not an undecodable one, which the import names as such). :func:`read_dataset` applies it
+    to YOLO (a training image without a label file; an empty one marks an image without
+    objects); VOC's ``ImageSets`` lists are handled, naming the list, by
     :func:`~napari_al.core.formats.voc.read_voc`; a COCO file's own ``split`` and
     ``annotated`` keys (napari-al's export) are kept as they are."""
     moved = [
         im
         for im in dataset.images
-        if im.split == "train" and not im.annotated and not im.reviewed_regions
+        if im.split in ("train", None) and not im.annotated and not im.reviewed_regions
     ]
+    what = "training image" if all(im.split == "train" for im in moved) else "image"
     for im in moved:
         im.split = "pool"
-    if moved:
-        n = len(moved)
-        names = ", ".join(Path(im.path).name for im in moved[:3]) + (", ..." if n > 3 else "")
-        hint = " (an empty label file marks an image without objects)" if fmt == "yolo" else ""
-        dataset.warnings.append(
-            f"{n} training image{'s' if n != 1 else ''} ({names}) "
-            f"{'have' if n != 1 else 'has'} no annotation{hint}: imported into the pool of "
-            "images to label, where rank asks about them"
-        )
+    hint = " (an empty label file marks an image without objects)" if fmt == "yolo" else ""
+    note = _pool_note(moved, what, f"no annotation{hint}")
+    if note is not None:
+        dataset.warnings.append(note)
     return len(moved)
 
 

@@ -18,11 +18,13 @@ from napari_al.core.formats.common import (
     _fix_box,
     _fix_region,
     _fmt,
+    _importable,
     _is_dir,
     _is_file,
     _is_image_path,
     _one_error_type,
     _parse_number,
+    _pool_note,
     _positive_int,
     _Reader,
     _round_edge,
@@ -290,8 +292,11 @@ def _voc_splits(root: Path, by_id: dict[str, ImageRecord], failed: set[str], rd:
                 rec.split = "pool"
             else:
                 rec.split = split
-    for train_list, ids in unlabelled.items():
+    for train_list, listed_ids in unlabelled.items():
+        ids = [i for i in listed_ids if _importable(by_id[i].path)]  # the import names the rest
         n = len(ids)
+        if not n:
+            continue
         shown = ", ".join(repr(i) for i in ids[:3]) + (", ..." if n > 3 else "")
         rd.warn(
             f"{train_list}: {n} listed image{'s' if n != 1 else ''} ({shown}) "
@@ -344,11 +349,12 @@ def read_voc(
     only when neither exists).
 
     Images with an XML are ``annotated=True``; images in the image folder without one are
-    included unannotated. The class order is ``classes`` when given (other names are then
-    errors), else ``classes.txt`` in the root when present (extra names appended sorted, with a
-    warning), else the sorted names found. An object with ``<difficult>1`` is an ignore region
-    (``ImageRecord.ignore_regions``), as the VOC devkit ignores it in evaluation. An
-    annotation with napari-al's ``<partial>1</partial>`` is partly reviewed
+    included unannotated (those no ``ImageSets`` list names go to the pool, named in one
+    warning, as those a train list names). The class order is ``classes`` when given (other
+    names are then errors), else ``classes.txt`` in the root when present (extra names appended
+    sorted, with a warning), else the sorted names found. An object with ``<difficult>1`` is
+    an ignore region (``ImageRecord.ignore_regions``), as the VOC devkit ignores it in
+    evaluation. An annotation with napari-al's ``<partial>1</partial>`` is partly reviewed
     (``ImageRecord.partial``); its ``<reviewed_region>`` elements (``xmin``, ``ymin``,
     ``xmax``, ``ymax``, 1-based inclusive as a ``<bndbox>``) are the rectangles reviewed
     completely (``ImageRecord.reviewed_regions``, clipped to the image).
@@ -365,6 +371,10 @@ def read_voc(
         _voc_unannotated(img_dir, by_id, failed, rd)
 
     _voc_splits(root, by_id, failed, rd)
+    unlisted = [r for _, r in sorted(by_id.items()) if r.split is None and not r.annotated]
+    note = _pool_note(unlisted, "image", "no annotation (no .xml file) and no ImageSets list")
+    if note is not None:
+        rd.warn(note if img_dir == root else f"{rd.rel(img_dir)}/: {note}")
     names = sorted({b.label for rec in by_id.values() for b in (*rec.boxes, *rec.ignore_regions)})
     class_list = list(classes) if classes is not None else _voc_class_order(root, names, rd)
     images = [by_id[k] for k in sorted(by_id)]

@@ -173,16 +173,18 @@ def _yolo_yaml_names(names: Any, cfg: dict[str, Any], fname: str) -> list[str]:
 
 
 def _yolo_sources(
-    cfg: dict[str, Any], root: Path, base: Path, cfg_name: str, rd: _Reader
+    cfg: dict[str, Any], root: Path, base: Path, cfg_name: str, rd: _Reader, allow_empty: bool
 ) -> tuple[list[tuple[Path, str | None]], set[Path]]:
     """(image, split) pairs from the split entries of data.yaml/obj.data, or from images/
-    when there are none; and the list files read."""
+    when there are none; and the list files read. Not ``allow_empty``: skipped entries that
+    leave no image are an error (:func:`_nothing_left`)."""
     pairs: list[tuple[Path, str | None]] = []
     lists: set[Path] = set()
     keys = [k for k in _YOLO_SPLIT_KEYS if cfg.get(k)]
     if keys:
-        bad: list[tuple[FormatError, str]] = []
-        for p, key, entry in shared_entries_once(cfg, keys, base, cfg_name, rd):
+        bad: list[tuple[Path, str, str]] = []
+        entries = shared_entries_once(cfg, keys, base, cfg_name, rd)
+        for p, key, entry in entries:
             split = _YOLO_SPLIT_KEYS[key]
             if _is_dir(p):
                 pairs += [(_abspath(q), split) for q in _iter_images(p)]
@@ -191,11 +193,15 @@ def _yolo_sources(
                 pairs += [(q, split) for q in read_image_list(p, rd, bases)]
                 lists.add(p)
             else:
-                bad.append((_bad_entry(p, key, entry, cfg_name), key))
-                if rd.strict:
-                    rd.skip(bad[-1][0], "entry")  # raises it, skippable (--skip-bad)
-        for e, key in bad:  # not strict: each named with what is imported instead
-            rd.warn(f"{e}; {_instead(pairs)} ({key} entry skipped)")
+                bad.append((p, key, entry))
+                if rd.strict:  # raises it, skippable (--skip-bad)
+                    rd.skip(_bad_entry(p, key, entry, cfg_name), "entry")
+        if bad and not pairs and not allow_empty:
+            raise _nothing_left(bad, cfg_name, others=len(entries) > len(bad))
+        for p, key, entry in bad:  # not strict: each named with what is imported instead
+            rd.warn(
+                f"{_bad_entry(p, key, entry, cfg_name)}; {_instead(pairs)} ({key} entry skipped)"
+            )
         return pairs, lists
     img_root = root / "images" if (root / "images").is_dir() else root
     for p in _iter_images(img_root):
@@ -207,18 +213,31 @@ def _yolo_sources(
     return pairs, lists
 
 
+def _entry_problem(p: Path) -> str:
+    """What is wrong with the path ``p`` of a split entry that names no folder or list."""
+    if os.path.lexists(p):
+        return f"is neither a folder nor a .txt list ({p})"
+    return f"not found ({p}: no such folder or .txt list)"
+
+
 def _bad_entry(p: Path, key: str, entry: str, cfg_name: str) -> FormatError:
     """The error for a split entry that names no folder and no ``.txt`` list: it names the
     file, the key, the entry and its path, and the fix."""
-    what = (
-        f"is neither a folder nor a .txt list ({p})"
-        if os.path.lexists(p)
-        else f"not found ({p}: no such folder or .txt list)"
-    )
     return FormatError(
-        f"{cfg_name}: {key}: {entry!r} {what}; correct the path, or remove the entry from "
-        f"{cfg_name}"
+        f"{cfg_name}: {key}: {entry!r} {_entry_problem(p)}; correct the path, or remove the "
+        f"entry from {cfg_name}"
     )
+
+
+def _nothing_left(bad: list[tuple[Path, str, str]], cfg_name: str, others: bool) -> FormatError:
+    """The error for split entries that, skipped (``--skip-bad``), leave no image to import:
+    ``others`` whether other entries exist (naming none). Each bad entry and the fix, on one
+    line; importing nothing is no success."""
+    listed = ", ".join(f"{key}: {entry!r} {_entry_problem(p)}" for p, key, entry in bad)
+    one = len(bad) == 1
+    fix = f"correct the path{'' if one else 's'}, or remove the entr{'y' if one else 'ies'}"
+    rest = "; no other entry names an image" if others else ""
+    return FormatError(f"{cfg_name}: {listed}; {fix} from {cfg_name}{rest}; nothing imported")
 
 
 def _instead(pairs: list[tuple[Path, str | None]]) -> str:
@@ -322,7 +341,7 @@ def _read_yolo_line(
 
 
 @_one_error_type
-def read_yolo(root: str | Path, *, strict: bool = True) -> Dataset:
+def read_yolo(root: str | Path, *, strict: bool = True, allow_empty: bool = True) -> Dataset:
     """Read a YOLO (Ultralytics / darknet) dataset folder.
 
     Class names: ``data.yaml`` ``names`` (list or ``{index: name}``), else the ``names`` file of
@@ -343,14 +362,16 @@ def read_yolo(root: str | Path, *, strict: bool = True) -> Dataset:
     warning. Each line of a list file that names no image is an error naming file and line; a
     split entry that names no folder and no ``.txt`` list (a ``val:`` folder that does not
     exist) is an error naming the file, the key and the entry, skipped with ``strict=False``
-    with a warning that says what was imported instead (the other entries' splits).
+    with a warning that says what was imported instead (the other entries' splits); with
+    ``allow_empty=False``, skipped entries that leave no image to import are an error naming
+    each (``napari-al import --skip-bad`` does not import nothing and succeed).
     """
     root = _abspath(root)
     if not root.is_dir():
         raise FormatError(f"{root}: not a folder")
     rd = _Reader(root, strict)
     classes, cfg, base, cfg_name = _yolo_names(root, rd)
-    sources, lists = _yolo_sources(cfg, root, base, cfg_name, rd)
+    sources, lists = _yolo_sources(cfg, root, base, cfg_name, rd, allow_empty)
 
     images: list[ImageRecord] = []
     seen: dict[Path, ImageRecord] = {}
