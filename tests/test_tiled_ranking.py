@@ -18,7 +18,7 @@ from PIL import Image
 from napari_al.core import lazy_images
 from napari_al.core.data import Dataset, ImageRecord
 from napari_al.core.engine import Detector
-from napari_al.core.engine.tiling import native_tile, tile_windows
+from napari_al.core.engine.tiling import native_tile, stride_alignment, tile_windows
 from napari_al.core.lazy_images import padded_window, reads_lazily
 from napari_al.core.store import ProjectStore
 from napari_al.core.workflow import QuerySettings, TileSettings, rank_pool
@@ -26,11 +26,12 @@ from napari_al.core.workflow.ranking import _plan, score_batch, score_images
 
 W, H = 2400, 1800
 TILES = TileSettings(tile_above=1000, overlap=64)
-#: only in the window x 440-1080, y 330-810 (480 x 640 tiles, 64 px overlap)
+#: only in the window x 448-1088, y 352-832 (480 x 640 tiles, 64 px overlap, origins at
+#: multiples of 32 px)
 OBJECTS = [(660, 500, 700, 540), (760, 560, 800, 610), (820, 600, 860, 640)]
-#: in that window and its right neighbour (x 880-1520), whole in both
+#: in that window and its right neighbour (x 896-1536), whole in both
 SHARED = (900, 520, 940, 560)
-BEST_WINDOW = (440.0, 330.0, 1080.0, 810.0)
+BEST_WINDOW = (448.0, 352.0, 1088.0, 832.0)
 
 
 def _pixels(boxes) -> np.ndarray:
@@ -96,7 +97,7 @@ def test_region_queries_of_a_large_image_are_its_windows_in_image_pixels(
         items = rank_pool(store, detector, q, image_ids=[big], tiles=TILES)
     assert items[0].image == big and items[0].unit == "region"
     assert items[0].box == BEST_WINDOW  # the window holding the objects, image pixels
-    assert items[1].box == (880.0, 330.0, 1520.0, 810.0)  # holds SHARED only
+    assert items[1].box == (896.0, 352.0, 1536.0, 832.0)  # holds SHARED only
     assert items[0].score > items[1].score > 0 and len(items) == 2  # empty windows score 0
     tile = native_tile(detector.model, H, W)
     assert {s for call in detector.calls for s in call} == {tile}  # native-size windows only
@@ -111,7 +112,7 @@ def test_a_large_image_scores_its_best_window_and_a_second_pass_scores_nothing(
     with ProjectStore.open(project) as store:
         plan = _plan(store, detector, q)
         tile = native_tile(detector.model, H, W)
-        windows = tile_windows(H, W, tile, TILES.overlap)
+        windows = tile_windows(H, W, tile, TILES.overlap, stride_alignment(detector.model))
         raws = []
         for w in windows:  # each window scored alone, as an image of the native size
             rgb = np.repeat(pixels[:, :, None], 3, axis=2)
@@ -232,7 +233,7 @@ def test_a_region_counts_its_possibly_missed_objects_by_their_probabilities(
         first = rank_pool(store, detector, q, image_ids=[big, small], tiles=TILES)
         again = rank_pool(store, detector, q, image_ids=[big, small], tiles=TILES)  # cached
     tile = native_tile(detector.model, H, W)
-    n_windows = len(tile_windows(H, W, tile, TILES.overlap))
+    n_windows = len(tile_windows(H, W, tile, TILES.overlap, stride_alignment(detector.model)))
     assert [i.score for i in first] == pytest.approx([0.5] * (n_windows + 1))
     assert again == first
     assert {i.image for i in first} == {big, small}
@@ -271,7 +272,7 @@ def test_no_region_query_lies_in_a_region_already_marked_complete(
         small_block = next(i.box for i in before if i.image == small)
         assert BEST_WINDOW in [i.box for i in before if i.image == big]
         annotator = Annotator(store)
-        mark_region_complete(annotator, big, (400, 300, 1100, 820))  # holds BEST_WINDOW
+        mark_region_complete(annotator, big, (400, 300, 1100, 840))  # holds BEST_WINDOW
         mark_region_complete(annotator, small, small_block)
         after = rank_pool(store, detector, q, tiles=TILES, save=False)
     assert BEST_WINDOW not in [i.box for i in after if i.image == big]

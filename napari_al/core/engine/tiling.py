@@ -7,8 +7,11 @@ exactly the input size (:func:`native_tile`: ``min_size x max_size``, its long s
 image's; SSDlite's fixed 320 x 320), which the transform leaves at scale 1, so objects are seen
 at the size they have in the image (the scale the model was trained at, for a model trained on
 images no larger than its input). Windows overlap by at least ``overlap`` pixels and are evenly
-spaced, the last one flush with the image's edge (:func:`tile_windows`); a window larger than
-the image along an axis is cut to the image and padded with black pixels to the tile's size.
+spaced with their origins at multiples of the model's stride (:func:`stride_alignment`, 32 px),
+so each sees the image at the phase the whole image would be seen at; the last one reaches the
+image's edge (:func:`tile_windows`). A window reaching past the image (by less than a stride,
+or a window larger than the image) is cut to the image and padded with black pixels to the
+tile's size.
 
 Merging (the rule of overlapping-tile inference, e.g. SAHI, Akyon et al. 2022; StarDist's tiled
 prediction keeps objects by their centre in a tile's core): every window owns a *core*, the
@@ -30,6 +33,12 @@ merge costs what its own rows hold, not the whole image's boxes; a piece
 waits until the windows it could join with are predicted. An object larger than a window
 whose pieces disagree across a cut (a very irregular shape) can stay in pieces.
 
+The overlaps are seen by two windows or more. A two-stage model's box head skips the
+proposals another window owns (:func:`handed_over`: centred in a neighbour's core, lying
+inside the neighbour), which that window scores at the same stride phase; so the RPN of every
+window keeps the whole image's proposal density up to its edges and the box head scores each
+overlap once.
+
 Each kept box keeps what its window's forward pass said of it: ``labels``, ``scores``,
 ``probs``, ``features`` (RoI features at native scale) and ``proposals`` (shifted like the
 box). ``embedding`` is the mean of the windows' embeddings weighted by their areas in the image
@@ -45,6 +54,7 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -67,6 +77,10 @@ MERGE_IOU = 0.5
 #: A joined box spans at most this many sides of the model's input (:func:`native_tile`)
 #: along each axis (tile_pieces): the model sees objects up to about its input's size.
 MAX_JOINED_TILES = 2
+#: A proposal centred in a neighbouring window's core is left to that window when it lies at
+#: least this many pixels inside the neighbour's inner edges (:func:`handed_over`): room for
+#: the box head's regression to grow the box without touching the neighbour's edge.
+HANDOVER_MARGIN = 8.0
 #: Windows whose boxes are merged (NMS) into the running result at a time, so memory stays
 #: bounded by the merged boxes, not by every window's raw detections.
 MERGE_EVERY = 64
@@ -132,20 +146,27 @@ def _fixed_input(model: nn.Module) -> bool:
     return bool(getattr(model.transform, "fixed_size", None))
 
 
-def axis_windows(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+def axis_windows(length: int, tile: int, overlap: int, align: int = 1) -> list[tuple[int, int]]:
     """``(start, end)`` of the windows covering ``[0, length)``: as few windows of ``tile``
-    pixels as overlap by at least ``overlap``, evenly spaced (integer starts), the first at 0 and
-    the last ending at ``length``; one window ``(0, length)`` when ``length <= tile`` (whatever
-    the overlap: a thin image's window is the image). Raises ValueError unless ``overlap >= 0``
-    and, when more than one window is needed, ``overlap < tile``."""
+    pixels as overlap by at least ``overlap``, evenly spaced, the first at 0; one window
+    ``(0, length)`` when ``length <= tile`` (whatever the overlap: a thin image's window is the
+    image). ``align`` 1: integer starts, the last window ending at ``length``. ``align`` > 1:
+    every start a multiple of ``align`` pixels, the last window the first such one reaching
+    ``length`` (it may end up to ``align - 1`` px past the image: cut there and padded by the
+    caller), so every window sees the image at the same phase of a network's stride
+    (:func:`tile_windows`); when the overlap leaves no room for an aligned step
+    (``tile - overlap < align``) the windows are not aligned. Raises ValueError unless
+    ``overlap >= 0`` and, when more than one window is needed, ``overlap < tile``."""
     if overlap < 0 or length > tile:
         _check_overlap(overlap, tile)
     if length <= tile:
         return [(0, length)]
-    n = -(-(length - overlap) // (tile - overlap))  # ceil
-    span, gaps = length - tile, n - 1
-    # round half up: monotone, so neighbouring starts stay at most tile - overlap apart
-    starts = [(2 * i * span + gaps) // (2 * gaps) for i in range(n)]
+    unit = align if align > 1 and tile - overlap >= align else 1
+    # in units of `unit` px: the last start, and the longest step keeping the overlap
+    span, longest = -(-(length - tile) // unit), (tile - overlap) // unit
+    gaps = -(-span // longest)  # ceil
+    # round half up: consecutive starts differ by floor or ceil of span / gaps <= longest
+    starts = [unit * ((2 * i * span + gaps) // (2 * gaps)) for i in range(gaps + 1)]
     return [(s, s + tile) for s in starts]
 
 
@@ -156,18 +177,40 @@ def _cores(spans: list[tuple[int, int]]) -> list[tuple[float, float]]:
     return [(bounds[i], bounds[i + 1]) for i in range(len(spans))]
 
 
-def tile_windows(height: int, width: int, tile: tuple[int, int], overlap: int) -> list[Window]:
+def tile_windows(
+    height: int, width: int, tile: tuple[int, int], overlap: int, align: int = 1
+) -> list[Window]:
     """The windows of a ``height x width`` image cut into tiles of ``tile`` ``(rows, columns)``
     overlapping by at least ``overlap`` pixels (:func:`axis_windows` along each axis), row by
-    row. Raises ValueError for an overlap not smaller than the tile."""
-    rows = axis_windows(height, tile[0], overlap)
-    cols = axis_windows(width, tile[1], overlap)
+    row; windows past the image's bottom or right edge are cut to it. ``align``: window
+    origins at multiples of it (:func:`axis_windows`); prediction aligns them to the model's
+    size multiple (:func:`stride_alignment`). Raises ValueError for an overlap not smaller
+    than the tile."""
+    rows = axis_windows(height, tile[0], overlap, align)
+    cols = axis_windows(width, tile[1], overlap, align)
     out = []
     for (y0, y1), (cy0, cy1) in zip(rows, _cores(rows), strict=True):
         for (x0, x1), (cx0, cx1) in zip(cols, _cores(cols), strict=True):
             inner = (y0 > 0, x0 > 0, y1 < height, x1 < width)
             out.append(Window(y0, x0, min(y1, height), min(x1, width), (cy0, cx0, cy1, cx1), inner))
     return out
+
+
+def stride_alignment(model: nn.Module) -> int:
+    """Pixels to which :func:`predict_tiled` aligns window origins: the model's size multiple
+    (``transform.size_divisible``, 32 for torchvision's detectors: the stride of their
+    deepest convolutional features), 1 for a fixed-size input (SSDlite resizes every window).
+
+    A convolutional network is equivariant to shifts by multiples of its stride only
+    (Azulay & Weiss 2019, "Why do deep convolutional networks generalize so poorly to small
+    image transformations?"; Zhang 2019, "Making convolutional networks shift-invariant
+    again"): with origins at multiples of it, every window computes the features the whole
+    image would give there (up to its borders' context), so an object in an overlap gets the
+    same box from both windows and an image placed at a multiple of it gets the boxes it
+    gets alone."""
+    if _fixed_input(model):
+        return 1
+    return max(1, int(getattr(model.transform, "size_divisible", 1)))
 
 
 def native_tile(model: nn.Module, height: int, width: int) -> tuple[int, int]:
@@ -234,6 +277,56 @@ def owns_centre(boxes: np.ndarray, window: Window) -> np.ndarray:
     cx, cy = (b[:, 0] + b[:, 2]) / 2.0, (b[:, 1] + b[:, 3]) / 2.0
     y0, x0, y1, x1 = window.core
     return (cy >= y0) & (cy < y1) & (cx >= x0) & (cx < x1)
+
+
+def neighbours(windows: list[Window]) -> list[list[Window]]:
+    """For each of ``windows`` (row by row, as :func:`tile_windows` returns them) the windows
+    overlapping it: the up to eight around it in the grid."""
+    cols = len({w.x0 for w in windows})
+    rows = len(windows) // cols
+    out = []
+    for i in range(len(windows)):
+        r, c = divmod(i, cols)
+        out.append(
+            [
+                windows[rr * cols + cc]
+                for rr in range(max(0, r - 1), min(rows, r + 2))
+                for cc in range(max(0, c - 1), min(cols, c + 2))
+                if (rr, cc) != (r, c)
+            ]
+        )
+    return out
+
+
+def handed_over(
+    proposals: Tensor, window: Window, around: list[Window], margin: float = HANDOVER_MARGIN
+) -> Tensor:
+    """bool ``(N,)``: which ``proposals`` (``(N, 4)`` xyxy, the window's own pixels) another
+    window of ``around`` holds: centred in that window's core and lying at least ``margin`` px
+    inside its edges that lie inside the image. That window proposes the same region at the
+    same stride phase (:func:`stride_alignment`) and owns its centre, so its box head scores
+    it; here it would only make a copy for the merge's NMS to remove. :func:`predict_tiled`
+    drops these before the box head (every window's RPN keeps the whole image's proposal
+    density: no proposal is lost near a window's edge, and the box head does not score the
+    overlaps twice)."""
+    dropped = torch.zeros(len(proposals), dtype=torch.bool, device=proposals.device)
+    if not len(proposals) or not around:
+        return dropped
+    shift = torch.tensor([window.x0, window.y0] * 2, dtype=proposals.dtype)
+    b = proposals + shift.to(proposals.device)
+    cx, cy = (b[:, 0] + b[:, 2]) / 2.0, (b[:, 1] + b[:, 3]) / 2.0
+    inf = float("inf")
+    for n in around:
+        y0, x0, y1, x1 = n.core
+        top, left, bottom, right = n.inner
+        inside = (
+            (b[:, 0] >= (n.x0 + margin if left else -inf))
+            & (b[:, 1] >= (n.y0 + margin if top else -inf))
+            & (b[:, 2] <= (n.x1 - margin if right else inf))
+            & (b[:, 3] <= (n.y1 - margin if bottom else inf))
+        )
+        dropped |= inside & (cy >= y0) & (cy < y1) & (cx >= x0) & (cx < x1)
+    return dropped
 
 
 def cut_sides(boxes: np.ndarray, window: Window, margin: float = EDGE_MARGIN) -> np.ndarray:
@@ -364,16 +457,14 @@ def predict_tiled(
     ``image[y0:y1, x0:x1]``: a numpy array, or a lazy reader that decodes only that window
     (:class:`napari_al.core.lazy_images.RGBWindows`). ``tile`` ``(rows, columns)`` defaults to
     :func:`prediction_tile` (up to ``window_scale`` times :func:`native_tile` per side);
-    ``overlap`` pixels (ValueError unless smaller than the tile). Windows go into the model at
-    scale 1, not resized (SSDlite: its fixed input, the native tile); a window of ``k`` times the
-    native tile's area gets ``k`` times the RPN's proposals (one-stage: candidates per level)
-    and the detections per window, and ``batch_size / k`` windows go in one forward pass (at
-    least one), so a pass holds about as many pixels whatever the window. The proposals are
-    further scaled by the share of the window its core covers (:attr:`Window.owned_share`, the
-    largest in the pass): the overlaps are seen by two windows or more, so without it the box
-    head would score 1.3 times as many proposals per image pixel as on a whole image (480 x 640
-    windows overlapping by 64 px), each RPN still ranking its own window's proposals (its NMS
-    per native-tile-sized block: :mod:`~napari_al.core.engine.proposals`). Thresholds
+    ``overlap`` pixels (ValueError unless smaller than the tile). Windows go in at scale 1
+    (SSDlite: its fixed input), their origins at multiples of the model's stride
+    (:func:`stride_alignment`); a window ``k`` times the native tile's area gets ``k`` times
+    the RPN's proposals (one-stage: candidates per level, scaled by :attr:`Window.owned_share`)
+    and detections, and ``batch_size / k`` windows go in one pass (at least one). A two-stage
+    box head skips the proposals a neighbouring window owns (:func:`handed_over`), so the
+    overlaps are scored once while each RPN keeps the whole image's density (its NMS per
+    native-tile-sized block: :mod:`~napari_al.core.engine.proposals`). Thresholds
     as :meth:`Detector.predict`. ``features=False``: no RoI features (``(N, 0)``; :func:`_lean`).
     ``progress(windows done, windows in total)`` after each batch; ``should_stop()`` is checked
     before each batch: None is returned when it fires.
@@ -381,12 +472,14 @@ def predict_tiled(
     height, width = int(image.shape[0]), int(image.shape[1])
     native = native_tile(detector.model, height, width)
     shape = tile or prediction_tile(detector.model, height, width, overlap, window_scale)
-    windows = tile_windows(height, width, shape, overlap)
+    windows = tile_windows(height, width, shape, overlap, stride_alignment(detector.model))
     thr, dets = detector._thresholds(score_threshold, candidate, detections_per_image)
     scale_one = not _fixed_input(detector.model)
     budget = _window_budget(shape, native) if scale_one else 1.0
     dets = round(dets * budget)
     passes = {"scale_one": scale_one, "proposal_block": native if budget > 1 else None}
+    # two-stage: full proposal density per window, the overlaps' copies left to their owner
+    around = neighbours(windows) if detector.two_stage and len(windows) > 1 else None
     parts: list[Predictions] = []
     areas: list[float] = []
     new_pieces: list[Pieces] = []
@@ -405,8 +498,8 @@ def predict_tiled(
             return None
         batch = windows[start : start + step]
         tensors = [_tile_tensor(image, w, shape).to(detector.device) for w in batch]
-        share = max(w.owned_share for w in batch)
-        raws = detector.infer_raw(tensors, thr, dets, budget=budget * share, **passes)
+        near = None if around is None else around[start : start + step]
+        raws = _infer(detector, tensors, batch, near, (thr, dets, budget), passes)
         for window, raw in zip(batch, raws, strict=True):
             pred = to_predictions(raw, detector.num_classes)
             whole, pieces = _place(pred if features else _lean(pred), window)
@@ -443,6 +536,27 @@ def predict_tiled(
         return merged
     # by decreasing score, as one NMS over everything returns them
     return _best(Predictions.concat([*final, merged], merged.embedding), cap)
+
+
+def _infer(
+    detector: Detector,
+    tensors: list[Tensor],
+    batch: list[Window],
+    around: list[list[Window]] | None,
+    limits: tuple[float, int, float],
+    passes: dict[str, Any],
+) -> list[Any]:
+    """One forward pass over a batch of windows (``limits``: score threshold, detections per
+    window, proposal budget). With ``around`` (each window's neighbours; two-stage models) the
+    RPN keeps the full budget and the proposals a neighbour owns are handed over
+    (:func:`handed_over`); without, the budget is scaled by the largest share of a window
+    its core covers (one-stage candidates; the overlaps are seen twice)."""
+    thr, dets, budget = limits
+    if around is None:
+        share = max(w.owned_share for w in batch)
+        return detector.infer_raw(tensors, thr, dets, budget=budget * share, **passes)
+    drops = [partial(handed_over, window=w, around=a) for w, a in zip(batch, around, strict=True)]
+    return detector.infer_raw(tensors, thr, dets, budget=budget, drop_proposals=drops, **passes)
 
 
 def _window_budget(shape: tuple[int, int], native: tuple[int, int]) -> float:

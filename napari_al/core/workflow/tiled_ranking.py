@@ -85,12 +85,14 @@ def image_windows(
     detector: Detector, row: ImageRow, tiles: TileSettings
 ) -> tuple[tuple[int, int], list[Window]]:
     """The tile ``(rows, columns)`` and windows a large image is scored in (those of tiled
-    prediction). Raises ValueError when ``tiles.overlap`` is not smaller than the tile."""
-    from napari_al.core.engine.tiling import native_tile, tile_windows
+    prediction at window scale 1: origins at multiples of the model's stride,
+    :func:`~napari_al.core.engine.tiling.stride_alignment`). Raises ValueError when
+    ``tiles.overlap`` is not smaller than the tile."""
+    from napari_al.core.engine.tiling import native_tile, stride_alignment, tile_windows
 
     h, w = int(row.height), int(row.width)
     tile = native_tile(detector.model, h, w)
-    return tile, tile_windows(h, w, tile, tiles.overlap)
+    return tile, tile_windows(h, w, tile, tiles.overlap, stride_alignment(detector.model))
 
 
 def window_key(plan_key: str, tile: tuple[int, int], window: Window) -> str:
