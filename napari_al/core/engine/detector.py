@@ -315,7 +315,6 @@ class Detector:
         scale_one: bool = False,
         budget: float = 1.0,
         proposal_block: tuple[int, int] | None = None,
-        drop_proposals: Sequence[Callable[[Tensor], Tensor]] | None = None,
     ) -> list[RawDetections]:
         """One forward pass (backbone once) on a batch of :meth:`image_tensors`: per image the
         detections scoring above ``score_thresh``, at most ``detections``, in resized-image
@@ -327,20 +326,13 @@ class Detector:
         input size is fixed); ``budget``: the RPN's proposals (two-stage) or the candidates per
         level (one-stage) are multiplied by it, for inputs ``budget`` times the model's input
         area, and ``proposal_block`` ``(rows, columns)`` px (the model's input) makes the RPN's NMS
-        run block by block (:func:`~napari_al.core.engine.losses.proposal_budget`);
-        ``drop_proposals`` (two-stage only): per image a function of its proposals (``(N, 4)``
-        xyxy input pixels) giving a bool ``(N,)`` mask of those the box head skips
-        (:func:`~napari_al.core.engine.tiling.handed_over`)."""
+        run block by block (:func:`~napari_al.core.engine.losses.proposal_budget`)."""
         self.model.eval()
         orig = [(int(t.shape[-2]), int(t.shape[-1])) for t in tensors]
         with autocast(self.device, self.amp), proposal_budget(budget, proposal_block):
             image_list, feats, emb = self._backbone_features(tensors, scale_one)
             if self.two_stage:
                 proposals, _ = self.model.rpn(image_list, feats)
-                if drop_proposals is not None:
-                    proposals = [
-                        p[~drop(p)] for p, drop in zip(proposals, drop_proposals, strict=True)
-                    ]
                 dets = self.model.roi_heads.rich_forward(
                     feats, proposals, image_list.image_sizes, score_thresh, detections, keep_pooled
                 )

@@ -52,7 +52,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from napari_al.core.workflow.dask_connect import connect
 from napari_al.core.workflow.errors import WorkflowError
-from napari_al.core.workflow.examples import OnSkip, _warn_skip, load_rgb
+from napari_al.core.workflow.examples import OnSkip, _warn_skip, load_rgb, skip_message
 from napari_al.core.workflow.ranking import BATCH_SIZE, pack_scores, score_batch
 from napari_al.core.workflow.settings import DistributedSettings
 
@@ -284,7 +284,7 @@ def _read(items: Sequence[Item], out: ChunkResult) -> tuple[list[int], list[np.n
         try:
             pixels.append(load_rgb(path))
         except (OSError, ValueError) as exc:
-            out.skipped.append((image_id, f"{path}: {exc}"))
+            out.skipped.append((image_id, skip_message(path, exc)))
             continue
         ok.append(position)
     return ok, pixels
@@ -325,7 +325,7 @@ def predict_chunk(
             try:
                 pred = predict_large_file(detector, path, tiles)
             except (OSError, ImageReadError) as exc:
-                out.skipped.append((image_id, f"{path}: {exc}"))
+                out.skipped.append((image_id, skip_message(path, exc)))
                 continue
             out.positions.append(position)
             out.results.append(pred)

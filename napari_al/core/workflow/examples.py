@@ -107,6 +107,13 @@ def load_rgb(path: str | Path) -> np.ndarray:
     return to_rgb_uint8(read_image(path))
 
 
+def skip_message(path: Path | str, exc: BaseException) -> str:
+    """``PATH: reason`` for an image left out of a pass, the path once: the readers' errors
+    often start with it already (``LazyImage``, ``read_image``)."""
+    text = str(exc)
+    return text if text.startswith(f"{path}:") else f"{path}: {text}"
+
+
 def _warn_skip(image_id: int, message: str) -> None:
     log.warning("image %d skipped: %s", image_id, message)
 
@@ -122,7 +129,7 @@ def read_rows(
         try:
             images.append(load_rgb(store.abs_path(row)))
         except (OSError, ValueError) as exc:
-            (on_skip or _warn_skip)(int(row.id), f"{store.abs_path(row)}: {exc}")
+            (on_skip or _warn_skip)(int(row.id), skip_message(store.abs_path(row), exc))
             continue
         ok.append(row)
     return ok, images

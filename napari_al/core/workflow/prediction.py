@@ -2,7 +2,8 @@
 
 Which images: those a person may still review (not ``complete``), pool first, then the other
 splits, in id order; the image on screen can be moved to the front. Human boxes are never
-touched (``store.replace_predictions`` replaces only an image's ``predicted`` boxes).
+touched (``store.replace_predictions`` replaces only an image's ``predicted`` boxes), and no
+box centred in a region a person marked complete is stored (a partly reviewed image).
 
 How: an image with a side longer than ``TileSettings.tile_above`` (its size in the store) is
 predicted tile by tile at the model's native scale (``Detector.predict_tiled``,
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from napari_al.core.images import ImageReadError
 from napari_al.core.store.lock import holds_project_lock
-from napari_al.core.workflow.examples import OnSkip, _warn_skip, read_rows
+from napari_al.core.workflow.examples import OnSkip, _warn_skip, read_rows, skip_message
 from napari_al.core.workflow.settings import TileSettings
 
 if TYPE_CHECKING:
@@ -128,11 +129,18 @@ def prediction_batches(
 def _store(
     store: ProjectStore, row: ImageRow, p: Predictions, class_ids: list[int], version: int | None
 ) -> None:
+    """Replace the image's ``predicted`` boxes with ``p``'s, except those centred in a region
+    a person marked complete (every object there is labelled: a prediction there would only
+    cover the human boxes on screen, and trains as background; ranking asks nothing there)."""
+    from napari_al.core.workflow.crops import in_reviewed_area
+
+    done = in_reviewed_area(store, row.id, p.boxes)
     store.replace_predictions(
         row.id,
         [
             (tuple(map(float, p.boxes[i])), class_ids[int(p.labels[i])], float(p.scores[i]))
             for i in range(len(p))
+            if not done[i]
         ],
         version,
     )
@@ -208,7 +216,7 @@ def predict_images(
                     store, detector, row, tiles, progress=report, should_stop=should_stop
                 )
             except (OSError, ImageReadError) as exc:
-                (on_skip or _warn_skip)(int(row.id), f"{store.abs_path(row)}: {exc}")
+                (on_skip or _warn_skip)(int(row.id), skip_message(store.abs_path(row), exc))
                 pred = None
             if pred is not None:
                 _warn_if_capped(store.abs_path(row), row, len(pred))

@@ -45,7 +45,7 @@ import numpy as np
 
 from napari_al.core.images import ImageReadError
 from napari_al.core.selection import QueryItem
-from napari_al.core.workflow.examples import OnSkip, _warn_skip
+from napari_al.core.workflow.examples import OnSkip, _warn_skip, skip_message
 
 if TYPE_CHECKING:
     from napari_al.core.engine import Detector
@@ -218,7 +218,7 @@ def score_tiled(
                     store.put_scores_many(entries)
                 advance(len(chunk))
     except (OSError, ImageReadError) as exc:
-        (on_skip or _warn_skip)(int(row.id), f"{path}: {exc}")
+        (on_skip or _warn_skip)(int(row.id), skip_message(path, exc))
         return None
     out = TiledScore(windows, computed=len(todo))
     for raw, emb, boxes, missed, p_missed in parts:  # type: ignore[misc]
