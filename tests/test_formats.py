@@ -582,6 +582,35 @@ def test_voc_repairs_are_recorded(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(("partial", "noted"), [(None, True), (False, False), (True, False)])
+def test_coco_reviewed_regions_without_partial_are_noted(
+    tmp_path: Path, partial: bool | None, noted: bool
+) -> None:
+    """Regions on a record that does not say ``partial`` read as a complete image (the
+    documented rule), with a note: the rest of that image would train as background. Our
+    export says ``"partial": false`` aloud for a complete image with regions, so its own files
+    read back without the note."""
+
+    def mutate(d: dict) -> None:
+        d["images"][0]["reviewed_regions"] = [[0, 0, 32, 24]]
+        if partial is not None:
+            d["images"][0]["partial"] = partial
+
+    ds = read_coco(coco_case(mutate)(tmp_path))
+    assert ds.images[0].partial is bool(partial)
+    said = [w for w in ds.warnings if "reviewed_regions without" in w]
+    assert bool(said) is noted
+    if noted:
+        assert said[0].startswith("ann.json: images[0]: ") and '"partial": true' in said[0]
+    out = tmp_path / "again.json"
+    write_coco(ds, out)
+    entry = json.loads(out.read_text())["images"][0]
+    assert entry["partial"] is bool(partial) and entry["reviewed_regions"] == [[0, 0, 32, 24]]
+    again = read_coco(out)
+    assert not [w for w in again.warnings if "reviewed_regions without" in w]
+    assert again.images[0].partial is bool(partial)
+
+
 def test_coco_zero_size_widened_and_missing_size_read(tmp_path: Path) -> None:
     def mutate(d: dict) -> None:
         d["annotations"] = [

@@ -319,6 +319,12 @@ def _read_coco_image(
     rec = ImageRecord(path=path, width=w, height=h, split=split, annotated=annotated)
     rec.partial = annotated and partial
     rec.reviewed_regions = _read_coco_regions(im.get("reviewed_regions", []), where, w, h, rd)
+    if rec.reviewed_regions and annotated and "partial" not in im:
+        rd.warn(
+            f'{where}: reviewed_regions without "partial": imported as complete (every '
+            'object labelled, the rest of the image trains as background); add "partial": true '
+            "to keep only its regions reviewed"
+        )
     return rec, iid
 
 
@@ -398,8 +404,8 @@ def write_coco(
             entry["split"] = im.split
         if not im.annotated:
             entry["annotated"] = False
-        elif im.partial:
-            entry["partial"] = True
+        elif im.partial or im.reviewed_regions:
+            entry["partial"] = im.partial  # false said aloud: regions of a complete image
         if im.reviewed_regions:
             entry["reviewed_regions"] = [[_json_num(v) for v in r] for r in im.reviewed_regions]
         images.append(entry)
