@@ -294,6 +294,14 @@ def test_cli_export_then_import_keeps_boxes_and_regions(
     assert "exported 0 images and 0 boxes" in out
     assert "note: left out 1 partly reviewed image with regions marked complete" in err
     assert "export COCO or VOC to keep them" in err
+    # one note with one piece of advice: not also "mark their reviewed regions complete"
+    assert err.count("note:") == 1 and "mark them complete" not in err
+    yolo_all = tmp_path / "yolo-all"
+    assert main(["export", str(folder), str(yolo_all), "--format", "yolo", "--all"]) == 0
+    out, err = capsys.readouterr()
+    assert "exported 1 image and 4 boxes" in out
+    assert "note: wrote 1 partly reviewed image (e.g. big.tif) as if every object" in err
+    assert "read back they are complete" in err
 
 
 def test_widget_export_shows_the_yolo_warning(

@@ -155,16 +155,17 @@ def _print_import(summary: dict, source: Path, n_read: int | None = None) -> Non
 
 
 def _partial_left_out(store: Any, dataset: Any) -> str:
-    """A line for the partly reviewed images with human boxes that an export without --all
-    left out (an import that skipped a bad object makes its image partly reviewed); ``""``
-    when there are none."""
+    """A line for the partly reviewed images with human boxes and no reviewed region that an
+    export without --all left out (an import that skipped a bad object makes its image partly
+    reviewed); ``""`` when there are none."""
     from napari_al.core.data import HUMAN_STATUSES
 
     exported = {str(im.path) for im in dataset.images}
     left = [
         (row, len(store.boxes(row.id, HUMAN_STATUSES)))
         for row in store.images(review_state="partial")
-        if str(store.abs_path(row)) not in exported
+        # an image with reviewed regions left out (YOLO) has its own note and advice
+        if str(store.abs_path(row)) not in exported and not store.reviewed_regions(row.id)
     ]
     left = [(row, n) for row, n in left if n]
     if not left:

@@ -446,6 +446,16 @@ def export_dataset(
                 f"complete (e.g. {partly[0].path.name}): YOLO cannot say which part of an "
                 "image is reviewed; export COCO or VOC to keep them"
             )
+    elif fmt == "yolo":
+        partly = [im for im in images if im.partial]
+        if partly:
+            n = len(partly)
+            dataset.warnings.append(
+                f"wrote {n} partly reviewed {plural(n, 'image')} (e.g. {partly[0].path.name}) "
+                "as if every object were labelled: YOLO has no partly reviewed state, so read "
+                "back they are complete and their unlabelled objects train as background; "
+                "export COCO or VOC to keep the state"
+            )
     options: dict[str, Any] = {}
     if fmt in ("voc", "yolo"):
         copy = bool(copy_images)
