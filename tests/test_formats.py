@@ -1074,3 +1074,33 @@ def test_yolo_without_data_yaml_takes_splits_from_folders(tmp_path: Path) -> Non
         ("b.png", "val", False),
     ]
     assert ds.images[1].boxes[0].xyxy() == (16, 12, 48, 36)
+
+
+def test_voc_export_notes_image_ids_with_spaces_in_its_imagesets_lists(tmp_path: Path) -> None:
+    """ImageSets lists hold one id per line; the VOC devkit splits them on whitespace, so an
+    id with a space (``cell (1)``) is written as it is, read back by napari-al, and named in a
+    note; ids without spaces make no note."""
+    spaced = png(tmp_path / "img" / "cell (1).png")
+    plain = png(tmp_path / "img" / "plain.png")
+
+    def dataset(*paths: Path) -> Dataset:
+        images = [
+            ImageRecord(p, W, H, [BoxRecord(1, 2, 20, 30, "cell")], split="train", annotated=True)
+            for p in paths
+        ]
+        return Dataset(["cell"], images)
+
+    with_space = dataset(spaced, plain)
+    write_voc(with_space, tmp_path / "voc")
+    (note,) = [w for w in with_space.warnings if "ImageSets/Main" in w]
+    assert "1 image id with spaces (e.g. 'cell (1)')" in note and "devkit" in note
+    lines = (tmp_path / "voc" / "ImageSets" / "Main" / "train.txt").read_text().splitlines()
+    assert sorted(lines) == ["cell (1)", "plain"]
+    back = read_voc(tmp_path / "voc")
+    assert sorted(im.path.name for im in back.images if im.split == "train") == [
+        "cell (1).png",
+        "plain.png",
+    ]
+    without = dataset(plain)
+    write_voc(without, tmp_path / "voc2")
+    assert not [w for w in without.warnings if "ImageSets/Main" in w]

@@ -554,6 +554,14 @@ def write_voc(
         targets += [dest for _, _, dest in plan]
     splits = {s: [stem for im, stem, _ in plan if im.split == s] for s in SPLITS}
     split_paths = {s: out / "ImageSets" / "Main" / f"{s}.txt" for s, ids in splits.items() if ids}
+    spaced = [i for ids in splits.values() for i in ids if len(i.split()) != 1 or i != i.strip()]
+    if spaced:
+        dataset.warnings.append(
+            f"ImageSets/Main lists {len(spaced)} image {'id' if len(spaced) == 1 else 'ids'} with "
+            f"spaces (e.g. {spaced[0]!r}), one per line as written: napari-al reads them back, "
+            "tools that split the lists on whitespace (the VOC devkit) do not; rename the files "
+            "without spaces for those"
+        )
     targets += [*split_paths.values(), out / "classes.txt"]
     _check_targets(targets, overwrite)
 
