@@ -119,7 +119,10 @@ def test_info_flags_missing_and_unreadable_image_files(tmp_path: Path, capsys) -
     assert "image files:" not in out
     assert err.count("\n") == 1 and err.startswith("warning: image files: 1 missing (b.png); ")
     assert "1 unreadable (c.png: not a recognised image file" in err
-    assert "of 3 (checked: each file exists and its header reads; pixels not decoded)" in err
+    assert (
+        "of 3 (checked: each file exists and its header reads, a TIFF's data lies inside the "
+        "file; pixels not decoded)" in err
+    )
     assert main(["info", str(proj), "--json"]) == 0
     files = json.loads(capsys.readouterr().out)["image_files"]
     assert files["checked"] == 3 and files["missing"] == ["b.png"]

@@ -105,3 +105,28 @@ def test_init_names_an_unreadable_image_of_a_voc_folder_once(
     assert main(["init", str(root)]) == 0
     err = capsys.readouterr().err
     assert err.count("garbage.jpg") == 1, err
+
+
+def test_info_finds_a_tiled_tiff_truncated_after_import(tmp_path: Path, capsys) -> None:
+    """``info``'s file check reads a TIFF's strip and tile offsets (not its pixels): a tiled
+    TIFF truncated after import is named unreadable, as prediction will find it (a newcomer's
+    ``info`` said "all found and readable" and ``predict`` then skipped the file)."""
+    import numpy as np
+    import tifffile
+
+    root = tmp_path / "p"
+    root.mkdir()
+    path = root / "large.tif"
+    pixels = np.random.default_rng(0).integers(0, 256, (600, 800, 3), dtype=np.uint8)
+    tifffile.imwrite(path, pixels, tile=(256, 256), compression="zlib")
+    with ProjectStore.create(root) as store:
+        store.import_dataset(Dataset(["cell"], [ImageRecord(path, 800, 600, [])]))
+    assert main(["info", str(root)]) == 0
+    assert "image files: all 1 found and readable" in capsys.readouterr().out
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+    main(["info", str(root)])
+    out, err = capsys.readouterr()
+    assert "found and readable" not in out
+    line = next(ln for ln in (out + err).splitlines() if "large.tif" in ln)
+    assert "truncated" in line

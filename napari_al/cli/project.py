@@ -392,7 +392,10 @@ def _print_images(images: list[dict[str, Any]]) -> None:
 def _print_files(files: dict, first: int = 3) -> None:
     """The image-file check of ``napari-al info``: counts, the first few paths, what was
     checked (stdout when all is well, else a warning on stderr)."""
-    checked = "checked: each file exists and its header reads; pixels not decoded"
+    checked = (
+        "checked: each file exists and its header reads, a TIFF's data lies inside the file; "
+        "pixels not decoded"
+    )
     missing, unreadable, n = files["missing"], files["unreadable"], files["checked"]
     if not missing and not unreadable:
         print(f"image files: all {n} found and readable ({checked})")

@@ -357,8 +357,7 @@ def check_pixels(path: str | Path) -> None:
     (:func:`~napari_al.core.png_data.png_data_shortfall`); a TIFF's
     first page must have every strip or tile inside the file, and its first one must decode
     (:func:`image_size`); any other type (BMP) is decoded whole. Also the checks of
-    :func:`image_size` (missing, empty, not an image, too large).
-    """
+    :func:`image_size` (missing, empty, not an image, too large)."""
     path = Path(path)
     if is_zarr_path(path):  # metadata, size limits, the first chunk of two levels
         from napari_al.core.ome_zarr import check_ome_zarr_pixels
@@ -367,7 +366,7 @@ def check_pixels(path: str | Path) -> None:
         return
     image_size(path)  # header, size limits; a TIFF's first strip
     if path.suffix.lower() in _TIFF_EXTENSIONS:
-        _check_tiff_extent(path)
+        check_tiff_extent(path)
         return
     with _open_pil(path) as im:
         try:
@@ -386,10 +385,13 @@ def check_pixels(path: str | Path) -> None:
             ) from None
 
 
-def _check_tiff_extent(path: Path) -> None:
-    """Refuse a TIFF whose first page's strips or tiles reach past the end of the file."""
+def check_tiff_extent(path: Path) -> None:
+    """Refuse a TIFF whose first page's strips or tiles reach past the end of the file (its
+    offsets are read, not its pixels: about a millisecond); any other file passes."""
     import tifffile
 
+    if path.suffix.lower() not in _TIFF_EXTENSIONS:
+        return
     size = path.stat().st_size
     try:
         with tifffile.TiffFile(path) as tf:
@@ -462,7 +464,7 @@ def _read_tiff(path: Path) -> np.ndarray:
     except IndexError:
         raise ImageReadError(f"{path}: not a readable TIFF (no image in it; truncated?)") from None
     except Exception as e:
-        _check_tiff_extent(path)  # a cut file says so
+        check_tiff_extent(path)  # a cut file says so
         raise ImageReadError(f"{path}: not a readable TIFF ({type(e).__name__}: {e})") from None
     if n_pages > 1:
         warnings.warn(

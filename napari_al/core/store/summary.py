@@ -93,12 +93,14 @@ class SummaryMixin(StoreBase):
         paths as stored, in image id order.
 
         What is checked: that the file exists, and that its header reads
-        (:func:`~napari_al.core.images.image_size`: a known image type, a sane size, and a
-        compressed TIFF's first strip); the pixels are not decoded, so this costs about a
-        millisecond per image. A file truncated after its header is caught when an import
+        (:func:`~napari_al.core.images.image_size`: a known image type, a sane size, a
+        compressed TIFF's first strip; :func:`~napari_al.core.images.check_tiff_extent`: a
+        TIFF's strips or tiles all inside the file); the
+        pixels are not decoded, so this costs about a millisecond per image. Another file
+        truncated after its header (a JPEG, a PNG, an OME-Zarr chunk) is caught when an import
         checks the pixels, and reported by training and prediction when they read it.
         """
-        from napari_al.core.images import ImageReadError, image_size
+        from napari_al.core.images import ImageReadError, check_tiff_extent, image_size
 
         rows = self.images()
         missing: list[str] = []
@@ -110,6 +112,7 @@ class SummaryMixin(StoreBase):
                 continue
             try:
                 image_size(path)
+                check_tiff_extent(path)
             except ImageReadError as exc:
                 reason = str(exc).removeprefix(f"{path}: ")
                 unreadable.append({"path": row.path, "reason": reason})
