@@ -556,6 +556,18 @@ def test_a_flag_value_starting_with_a_dash_is_told_to_go_after_equals(
     assert code == 2 and "expected one argument" in line and "--anchors=-..." in line
 
 
+def test_options_after_a_double_dash_are_told_to_go_before_it(tmp_path: Path, capsys) -> None:
+    """``--`` ends the options (a name starting with '-' follows it): ``--xyxy`` written after
+    it is read as a name and argparse says only that ``--xyxy`` is required (a newcomer's
+    ``mark-region-complete P -- -leading.jpg --xyxy ...``); the line says where options go."""
+    args = ["mark-region-complete", str(tmp_path), "--", "-a.jpg", "--xyxy", "0", "0", "9", "9"]
+    code, _out, err = run(capsys, *args)
+    line = one_line_error(err)
+    assert code == 2 and "--xyxy" in line and "put options before it" in line
+    code, _out, err = run(capsys, "mark-region-complete", str(tmp_path), "-a.jpg")
+    assert code == 2 and "put options before it" not in one_line_error(err)
+
+
 @pytest.mark.parametrize(
     ("strategy", "needs"),
     [

@@ -26,9 +26,17 @@ class CliError(Exception):
 class Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors (``napari-al train: error: ...``), exit status 2."""
 
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._argv = list(sys.argv[1:] if args is None else args)  # for error's hints
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
         import difflib
         import re
+
+        if "arguments are required" in message and "--" in getattr(self, "_argv", []):
+            # after '--' every word is a positional (a name starting with '-')
+            message = f"{message}; every word after '--' is read as a name: put options before it"
 
         bad = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
         if bad:
