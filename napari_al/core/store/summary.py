@@ -95,10 +95,10 @@ class SummaryMixin(StoreBase):
         What is checked: that the file exists, and that its header reads
         (:func:`~napari_al.core.images.image_size`: a known image type, a sane size, a
         compressed TIFF's first strip; :func:`~napari_al.core.images.check_tiff_extent`: a
-        TIFF's strips or tiles all inside the file); the
-        pixels are not decoded, so this costs about a millisecond per image. Another file
-        truncated after its header (a JPEG, a PNG, an OME-Zarr chunk) is caught when an import
-        checks the pixels, and reported by training and prediction when they read it.
+        TIFF's strips or tiles all inside the file); the pixels are not decoded, so this costs
+        about a millisecond per image. Another file truncated after its header (a JPEG, a PNG,
+        an OME-Zarr chunk) is caught when an import checks the pixels, and reported by training
+        and prediction when they read it.
         """
         from napari_al.core.images import ImageReadError, check_tiff_extent, image_size
 
