@@ -243,4 +243,10 @@ def test_info_images_lists_each_image_with_the_id_and_path_other_commands_take(
     assert run(capsys, *region)[0] == 0
     again = json.loads(run(capsys, "info", str(project), "--images", "--json")[1])
     assert [im["reviewed_regions"] for im in again["image_list"] if im["id"] == plain["id"]] == [1]
+    # two --xyxy: refused, nothing marked (argparse kept only the last one, silently)
+    twice = [*region[:3], "--xyxy", "0", "0", "5", "5", "--xyxy", "10", "10", "20", "20"]
+    code, _, err = run(capsys, *twice)
+    assert code != 0 and "--xyxy given 2 times" in err and "nothing was marked" in err
+    again = json.loads(run(capsys, "info", str(project), "--images", "--json")[1])
+    assert [im["reviewed_regions"] for im in again["image_list"] if im["id"] == plain["id"]] == [1]
     assert "image_list" not in json.loads(run(capsys, "info", str(project), "--json")[1])

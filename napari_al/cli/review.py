@@ -36,6 +36,7 @@ def add_review_commands(sub: Any) -> None:
         nargs=4,
         type=float,
         required=True,
+        action="append",  # a second --xyxy is refused, not silently the only one marked
         metavar=("X0", "Y0", "X1", "Y1"),
         help="the rectangle, image pixels: left, top, right, bottom (x to the right, y down); "
         "a part outside the image is clipped off",
@@ -71,6 +72,12 @@ def cmd_mark_region_complete(args: argparse.Namespace) -> int:
     from napari_al.core import workflow
     from napari_al.core.annotator import Annotator
 
+    if len(args.xyxy) > 1:
+        raise CliError(
+            f"--xyxy given {len(args.xyxy)} times: one region per command; run "
+            "mark-region-complete once for each region (nothing was marked)"
+        )
+    args.xyxy = args.xyxy[0]
     with open_store(args.project) as store:
         row = find_image(store, args.project, args.image)
         annotator = Annotator(store)
