@@ -78,6 +78,18 @@ class BoxRecord:
         return (self.x1, self.y1, self.x2, self.y2)
 
 
+@dataclass(frozen=True)
+class PixelCheck:
+    """The outcome of checking that an image's pixels decode
+    (:func:`~napari_al.core.images.check_pixels`), with the state of the file then
+    (``signature``: :func:`~napari_al.core.pixel_checks.file_signature`, None when it could
+    not be read). ``error``: why they do not decode (the message without the path), None when
+    they do."""
+
+    signature: str | None
+    error: str | None
+
+
 @dataclass
 class ImageRecord:
     """One image of an imported dataset.
@@ -98,6 +110,9 @@ class ImageRecord:
     image pixels, pixel edges on integers as boxes (VOC ``<reviewed_region>``, COCO
     ``"reviewed_regions"``, napari-al's extensions); an image with some that is not complete
     is imported ``partial``, and they become its reviewed regions.
+    ``pixel_check``: the reader's check that the file's pixels decode, when it made one (a
+    note naming the images an import adds needs it); the import uses it while the file is
+    unchanged instead of decoding the image again (:mod:`napari_al.core.pixel_checks`).
     """
 
     path: Path
@@ -110,6 +125,7 @@ class ImageRecord:
     ignore_regions: list[BoxRecord] = field(default_factory=list)
     partial: bool = False
     reviewed_regions: list[tuple[float, float, float, float]] = field(default_factory=list)
+    pixel_check: PixelCheck | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

@@ -16,12 +16,12 @@ from typing import Any, TypeVar
 from napari_al.core.data import Dataset, ImageRecord
 from napari_al.core.images import (
     ImageReadError,
-    check_pixels,
     find_images,
     image_size,
     is_zarr_path,
 )
 from napari_al.core.names import control_problem, is_control, shown
+from napari_al.core.pixel_checks import record_pixel_check
 
 _SNAP_TOL = 1e-6
 
@@ -254,24 +254,21 @@ def _fix_region(
     return c
 
 
-def _importable(image: Path) -> bool:
-    """Whether an import adds ``image`` (new to the project): its path is valid UTF-8 and holds
-    no control character, and its pixels decode, by the import's own check
-    (:func:`~napari_al.core.images.check_pixels`; the image is then decoded twice). The import
-    leaves out any other image and names it once with the reason, so a note saying that
-    images join the pool names only importable ones."""
-    text = str(image)
+def _importable(rec: ImageRecord) -> bool:
+    """Whether an import adds the image of ``rec`` (new to the project): its path is valid
+    UTF-8 and holds no control character, and its pixels decode, by the import's own check
+    (:func:`~napari_al.core.pixel_checks.record_pixel_check`, kept on the record, which the
+    import then uses instead of decoding the image again). The import leaves out any other
+    image and names it once with the reason, so a note saying that images join the pool names
+    only importable ones."""
+    text = str(rec.path)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         return False
     if control_problem(text):
         return False
-    try:
-        check_pixels(image)
-    except ImageReadError:
-        return False
-    return True
+    return record_pixel_check(rec).error is None
 
 
 def _pool_note(images: list[ImageRecord], what: str, lacking: str) -> str | None:
@@ -280,7 +277,7 @@ def _pool_note(images: list[ImageRecord], what: str, lacking: str) -> str | None
     and ``lacking`` what they lack (``no annotation``); None when none reaches the pool.
 
     Only :func:`_importable` images are named."""
-    pooled = [im for im in images if _importable(Path(im.path))]
+    pooled = [im for im in images if _importable(im)]
     n = len(pooled)
     if not n:
         return None

@@ -293,7 +293,7 @@ def _voc_splits(root: Path, by_id: dict[str, ImageRecord], failed: set[str], rd:
             else:
                 rec.split = split
     for train_list, listed_ids in unlabelled.items():
-        ids = [i for i in listed_ids if _importable(by_id[i].path)]  # the import names the rest
+        ids = [i for i in listed_ids if _importable(by_id[i])]  # the import names the rest
         n = len(ids)
         if not n:
             continue

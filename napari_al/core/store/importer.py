@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from napari_al.core.data import SPLITS, Dataset, ImageRecord
-from napari_al.core.images import ImageReadError, check_pixels
 from napari_al.core.names import control_problem, shown
+from napari_al.core.pixel_checks import pixel_check
 from napari_al.core.store.boxes import BoxesMixin
 from napari_al.core.store.images import check_class_name
 from napari_al.core.store.rows import (
@@ -101,7 +101,8 @@ class ImportMixin(BoxesMixin):
           is not valid UTF-8 (``LEFT_OUT_NAME``). A class name holding one is refused
           (:class:`StoreError`, nothing imported).
         - An image whose pixel data cannot be decoded (truncated, corrupt, missing; checked
-          cheaply by :func:`~napari_al.core.images.check_pixels`) is left out
+          cheaply by :func:`~napari_al.core.images.check_pixels`, once: a reader's check of
+          the unchanged file, ``ImageRecord.pixel_check``, is used) is left out
           (``LEFT_OUT_UNREADABLE``, ``detail`` the reader's message, without the path).
         - Classes are added as needed, in ``dataset.classes`` order then first use.
         - One ``import`` action is logged.
@@ -199,21 +200,17 @@ class ImportMixin(BoxesMixin):
         self, planned: list[_Planned], progress: Callable[[int, int], None] | None
     ) -> list[tuple[str | None, str | None]]:
         """Per planned file ``(sha256, None)``, or ``(None, why)`` when its pixels cannot be
-        decoded (:func:`check_pixels`; ``why`` without the path), reporting
-        ``progress(done, total)``."""
+        decoded (:func:`~napari_al.core.pixel_checks.pixel_check`; ``why`` without the path),
+        reporting ``progress(done, total)``. A reader's check of the same file, unchanged since
+        (``ImageRecord.pixel_check``), is used instead of decoding it again."""
         total = len(planned)
         checked: list[tuple[str | None, str | None]] = []
         if progress is not None:
             progress(0, total)
         for done, item in enumerate(planned, start=1):
             path = self.abs_path(item.rel)
-            try:
-                check_pixels(path)
-            except ImageReadError as exc:
-                text = str(exc)
-                checked.append((None, text.removeprefix(f"{path}: ")))
-            else:
-                checked.append((file_sha256(path), None))
+            error = pixel_check(path, item.rec.pixel_check).error
+            checked.append((None, error) if error is not None else (file_sha256(path), None))
             if progress is not None:
                 progress(done, total)
         return checked
