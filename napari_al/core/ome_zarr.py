@@ -309,12 +309,31 @@ def read_ome_zarr(path: str | Path) -> np.ndarray:
 
 def check_ome_zarr_pixels(path: str | Path) -> None:
     """:func:`ome_zarr_size`, then decode the first chunk of the full and of the coarsest
-    level, so that a codec this installation lacks (or a corrupt chunk) is refused on import."""
+    level, so that a codec this installation lacks (or a corrupt chunk) is refused on import;
+    every other chunk file is checked by its headers (:func:`check_ome_zarr_chunks`)."""
     path = Path(path)
     ome_zarr_size(path)
+    check_ome_zarr_chunks(path)
     with OmeZarrImage(path, check_chunks=False) as image:
         for level, plane in ((0, image._levels[0]), (-1, image._levels[-1])):
             image.read(slice(0, plane.chunks[-2]), slice(0, plane.chunks[-1]), level)
+
+
+def check_ome_zarr_chunks(path: str | Path) -> None:
+    """Refuse an OME-Zarr image a chunk file of whose levels is truncated or corrupt
+    (:func:`~napari_al.core.zarr_chunks.chunk_problem`: by the codecs' headers, no pixels
+    decoded, as :func:`~napari_al.core.images.check_tiff_extent` reads a TIFF's offsets; a
+    few bytes per chunk); any other path passes. Also the errors of :func:`open_levels`."""
+    from napari_al.core.zarr_chunks import chunk_problem
+
+    path = Path(path)
+    if not is_zarr_path(path):
+        return
+    planes, _ = open_levels(path)
+    for plane in planes:
+        problem = chunk_problem(plane.z, plane.where)
+        if problem is not None:
+            raise ImageReadError(f"{path}: {problem}")
 
 
 def ome_zarr_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:

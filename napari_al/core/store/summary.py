@@ -95,12 +95,15 @@ class SummaryMixin(StoreBase):
         What is checked: that the file exists, and that its header reads
         (:func:`~napari_al.core.images.image_size`: a known image type, a sane size, a
         compressed TIFF's first strip; :func:`~napari_al.core.images.check_tiff_extent`: a
-        TIFF's strips or tiles all inside the file); the pixels are not decoded, so this costs
-        about a millisecond per image. Another file truncated after its header (a JPEG, a PNG,
-        an OME-Zarr chunk) is caught when an import checks the pixels, and reported by training
-        and prediction when they read it.
+        TIFF's strips or tiles all inside the file;
+        :func:`~napari_al.core.ome_zarr.check_ome_zarr_chunks`: an OME-Zarr's chunk files,
+        by their codecs' headers); the pixels are not decoded, so this costs about a
+        millisecond per image. Another file truncated after its header (a JPEG, a PNG) is
+        caught when an import checks the pixels, and reported by training and prediction when
+        they read it.
         """
         from napari_al.core.images import ImageReadError, check_tiff_extent, image_size
+        from napari_al.core.ome_zarr import check_ome_zarr_chunks
 
         rows = self.images()
         missing: list[str] = []
@@ -113,6 +116,7 @@ class SummaryMixin(StoreBase):
             try:
                 image_size(path)
                 check_tiff_extent(path)
+                check_ome_zarr_chunks(path)  # every chunk file by its codec's headers
             except ImageReadError as exc:
                 reason = str(exc).removeprefix(f"{path}: ")
                 unreadable.append({"path": row.path, "reason": reason})
