@@ -715,6 +715,7 @@ def test_a_25000_px_image_imports_and_predicts_without_being_read_whole(
 
     monkeypatch.setattr(tifffile.TiffPage, "asarray", whole_read)
     monkeypatch.setattr(Detector, "infer_raw", fake_infer_raw)
+    monkeypatch.setattr("napari_al.cli.common.bars_shown", lambda: True)  # as on a terminal
     tracemalloc.start()
     try:
         assert main(["init", str(folder)]) == 0

@@ -26,6 +26,7 @@ from napari_al.cli.common import (
     KEPT_BY_RANK,
     CliError,
     Parser,
+    bars_shown,
     counted,
     json_text,
     log_warnings_held,
@@ -108,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             unit="step",
             file=sys.stderr,
             leave=False,
-            disable=not main_rank,
+            disable=not (main_rank and bars_shown()),
         )
         before = store.latest_model_version()
 
@@ -141,7 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.close()
         result = outcome.result
         if outcome.model_version is None and result.stopped_reason == "no_data":
-            raise CliError(NOTHING_TO_TRAIN)
+            raise CliError(result.message if outcome.skipped_all else NOTHING_TO_TRAIN)
         if outcome.model_version is None:
             raise CliError(
                 f"training stopped ({result.stopped_reason}) after {result.steps} steps; "

@@ -54,7 +54,8 @@ class Parser(argparse.ArgumentParser):
 def progress_bar(
     desc: str, unit: str = "img"
 ) -> tuple[Callable[[int, int], None], Callable[[], None]]:
-    """A tqdm progress callback ``(done, total)`` and a function that closes the bar."""
+    """A tqdm progress callback ``(done, total)`` and a function that closes the bar; no bar
+    when stderr is not a terminal (:func:`bars_shown`)."""
     from tqdm import tqdm
 
     bar: dict[str, tqdm] = {}
@@ -62,7 +63,13 @@ def progress_bar(
     def update(done: int, total: int) -> None:
         if "bar" not in bar:
             bar["bar"] = tqdm(
-                total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, mininterval=0.5
+                total=total,
+                desc=desc,
+                unit=unit,
+                file=sys.stderr,
+                leave=False,
+                mininterval=0.5,
+                disable=not bars_shown(),
             )
         b = bar["bar"]
         b.total = total
@@ -73,6 +80,18 @@ def progress_bar(
             bar["bar"].close()
 
     return update, close
+
+
+def bars_shown() -> bool:
+    """Whether progress bars are drawn: only when stderr is a terminal. A bar that is not kept
+    (``leave=False``) erases itself with a carriage return and spaces, which a terminal shows
+    as nothing and a pipe or log file keeps, so the next line (an error, the summary) would
+    follow a bar's remnant on the same line."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False
 
 
 def counted(n: int, word: str) -> str:

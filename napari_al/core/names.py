@@ -43,11 +43,19 @@ def escaped(text: str) -> str:
     return "".join(repr(c)[1:-1] if is_control(c) else c for c in text)
 
 
+def edge_spaces(name: str) -> bool:
+    """Whether a part of the path ``name`` (split at ``/`` and ``\\``) begins or ends with
+    whitespace (``' b.png'``, ``'scans /a.png'``, ``'a.png '``): unquoted in a line of output,
+    the space reads as the line's own and a copied path misses it."""
+    return any(part != part.strip() for part in name.replace("\\", "/").split("/"))
+
+
 def shown(name: str) -> str:
-    """A name for a line of output: as it is, or, when it holds a control character, quoted
-    and escaped as Python's ``repr`` writes it (``'a\\nb.png'``), so that the name cannot be
-    mistaken for one holding a backslash."""
-    return repr(name) if control_characters(name) else name
+    """A name for a line of output: as it is, or, when it holds a control character or a part
+    of it begins or ends with whitespace (:func:`edge_spaces`), quoted and escaped as Python's
+    ``repr`` writes it (``'a\\nb.png'``, ``'/data/ b.png'``), so that the name cannot be
+    mistaken for one holding a backslash, nor lose its space when copied."""
+    return repr(name) if control_characters(name) or edge_spaces(name) else name
 
 
 def control_problem(name: str) -> str | None:
