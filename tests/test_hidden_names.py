@@ -169,3 +169,35 @@ def test_a_hidden_image_the_dataset_names_is_not_called_left_out(tmp_path: Path,
     with ProjectStore.open(project) as store:
         assert [Path(r.path).name for r in store.images()] == [".h.png"]
         assert len(store.boxes()) == 1
+
+
+@pytest.mark.parametrize("fmt", ["voc", "yolo"])
+def test_a_copy_keeps_the_persons_own_name_and_renames_the_hidden_one(
+    tmp_path: Path, capsys, fmt: str
+) -> None:
+    """``.a.png`` copied as ``_a.png`` collided with the person's own ``_a.png``, and the
+    person's image (listed first) was the one renamed ``_a_2.png``. Now the names kept as they
+    are claim their stems first, whatever the order."""
+    project = tmp_path / "proj"
+    (project / "imgs").mkdir(parents=True)
+    records = []
+    for i, name in enumerate(("_a", ".a")):
+        path = project / "imgs" / f"{name}.png"
+        Image.new("RGB", (64, 48), (i * 90, 100, 50)).save(path)
+        boxes = [BoxRecord(2 + 10 * i, 2, 20 + 10 * i, 20, "cell")]
+        records.append(ImageRecord(path, 64, 48, boxes, "train", True))
+    with ProjectStore.create(project) as store:
+        store.import_dataset(Dataset(["cell"], records))
+    out = tmp_path / "out"
+    assert main(["export", str(project), str(out), "--format", fmt, "--copy-images"]) == 0
+    err = capsys.readouterr().err
+    names = {p.name for p in out.rglob("*.png")}
+    assert names == {"_a.png", "_a_2.png"}, names
+    assert any(".a.png as _a_2.png" in ln for ln in _lines(err)), err
+    again = tmp_path / "again"
+    assert main(["init", str(again)]) == 0
+    assert main(["import", str(again), str(out), "--format", fmt]) == 0
+    with ProjectStore.open(again) as store:
+        by_name = {Path(r.path).name: r.id for r in store.images()}
+        x1 = {name: [b.xyxy[0] for b in store.boxes(i)] for name, i in by_name.items()}
+    assert x1 == {"_a.png": [2.0], "_a_2.png": [12.0]}, x1  # the person's boxes on their image

@@ -444,8 +444,12 @@ def _unique_stems(images: list[ImageRecord], notes: list[str] | None = None) -> 
     seen: dict[str, int] = {}
     safe = [_safe_stem(im.path.stem) for im in images]
     taken = set(safe)
-    out = []
-    for stem in safe:
+    out = [""] * len(images)
+    # the names kept as they are claim their stems first: a renamed ``.a.png`` becomes
+    # ``_a_2.png`` beside the person's own ``_a.png``, never the other way round
+    order = sorted(range(len(images)), key=lambda i: safe[i] != images[i].path.stem)
+    for i in order:
+        stem = safe[i]
         if stem in seen:
             k = seen[stem] + 1
             while f"{stem}_{k}" in taken:
@@ -455,8 +459,12 @@ def _unique_stems(images: list[ImageRecord], notes: list[str] | None = None) -> 
             taken.add(stem)
         else:
             seen[stem] = 1
-        out.append(stem)
-    renamed = [(im, s) for im, s in zip(images, safe, strict=True) if s != im.path.stem]
+        out[i] = stem
+    renamed = [
+        (im, s)
+        for im, s in zip(images, out, strict=True)
+        if _safe_stem(im.path.stem) != im.path.stem
+    ]
     if notes is not None and renamed:
         im, stem = renamed[0]
         n = len(renamed)
