@@ -209,7 +209,10 @@ class Session:
     ) -> workflow.TrainOutcome:
         """Fine-tune the model in use on the project's labels (``fields``: ``steps``,
         ``lambda_d``, ``from_scratch``, ``seed``, ... of :class:`TrainSettings`); records a
-        new model version with its labelling effort. Returns the training outcome.
+        new model version with its labelling effort. Returns the training outcome (nothing
+        trained: ``outcome.result.stopped_reason`` ``no_data``; when the images holding the
+        boxes were skipped as unreadable, ``outcome.skipped_all`` and ``outcome.result.message``
+        names their files).
         Raises :class:`~napari_al.core.store.ProjectBusyError` at once, before a model is
         loaded, when another run (another process, or the widget's job) holds the project."""
         from napari_al.core.store import project_lock

@@ -210,6 +210,8 @@ def _train_step(
         result.cancelled = True
         return
     if outcome.model_version is None:
+        if outcome.skipped_all:  # the files holding the boxes are unreadable: name them
+            raise WorkflowError(outcome.result.message)
         if outcome.stopped_reason == "no_data":
             raise WorkflowError(
                 "nothing to train on yet: review some boxes first (accept, correct, draw) "

@@ -14,7 +14,7 @@ the store and write nothing, so the store keeps one writer.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,6 +78,12 @@ class TrainOutcome:
     crop_images: int = 0
     #: Images left out because their file could not be read (reported to ``on_skip``).
     skipped_images: int = 0
+    #: The files of those images.
+    skipped_paths: list[str] = field(default_factory=list)
+    #: Whether skipping them is why nothing was trained (``no_data``): the reviewed images
+    #: that held the boxes were among them. ``result.message`` then says so and names them
+    #: (:func:`unreadable_message`).
+    skipped_all: bool = False
 
     @property
     def stopped_reason(self) -> str:
@@ -112,7 +118,9 @@ def train_model(
     before the first step) is reported to ``on_skip`` (default: a logged warning) and left
     out, as prediction and ranking leave it out; ``skipped_images`` counts them. When no
     example holds a box (:func:`has_a_box`: reviewed images that are all background), nothing
-    is trained: the outcome stops with ``no_data``, as when nothing is reviewed.
+    is trained: the outcome stops with ``no_data``, as when nothing is reviewed; when that is
+    because the images holding the boxes were skipped as unreadable, ``skipped_all`` is set and
+    ``result.message`` names their files (:func:`unreadable_message`).
 
     A run that is cancelled, hits a non-finite loss or raises saves nothing, and the detector
     gets back the weights it had (those of the version it reports). On success the checkpoint
@@ -131,13 +139,15 @@ def train_model(
     snapshot = store.training_snapshot()
     effort = labelling_effort(store)
     examples = _reviewed_examples(store, snapshot, detector, s, tiles)
-    examples, n_skipped = _readable(store, snapshot, examples, on_skip or _warn_skip)
+    had_a_box = has_a_box(examples)
+    examples, skipped = _readable(store, snapshot, examples, on_skip or _warn_skip)
     crops = [e for e in examples if is_crop(e)]
     n_crop_images = len({str(e.path) for e in crops})
     pseudo = _self_training_examples(store, snapshot, detector, s, len(examples), should_stop)
     examples += pseudo
     if not has_a_box(examples):  # background alone teaches a detector to find nothing
         examples = []
+    skipped_all = had_a_box and not examples  # the unreadable files held every box
     kwargs = _engine_options(s)
     initial = {k: v.detach().clone() for k, v in detector.model.state_dict().items()}
     try:
@@ -160,13 +170,17 @@ def train_model(
     if result.stopped_reason != "done":
         detector.model.load_state_dict(initial)
     del initial
+    if skipped_all and result.stopped_reason == "no_data":
+        result.message = unreadable_message(skipped)
     outcome = TrainOutcome(
         result=result,
         n_examples=len(examples),
         last_action_id=snapshot.last_action_id,
         crops=len(crops),
         crop_images=n_crop_images,
-        skipped_images=n_skipped,
+        skipped_images=len(skipped),
+        skipped_paths=skipped,
+        skipped_all=skipped_all and result.stopped_reason == "no_data",
     )
     if not save or result.stopped_reason != "done" or result.steps == 0:
         return outcome
@@ -204,23 +218,50 @@ def has_a_box(examples: list[Any]) -> bool:
     return any(len(e.boxes) for e in examples)
 
 
+#: How many unreadable files :func:`unreadable_message` names before ``and N more``.
+NAMED_FILES = 5
+
+
+def unreadable_message(paths: Sequence[str]) -> str:
+    """The one line of a training run left with nothing to train on because the reviewed
+    images holding its boxes could not be read (``paths``, their files, missing or corrupt
+    since they were imported): which files, and what to do. Every front end says this one."""
+    from napari_al.core.project import plural
+
+    n = len(paths)
+    names = ", ".join(paths[:NAMED_FILES]) + (
+        f" and {n - NAMED_FILES} more" if n > NAMED_FILES else ""
+    )
+    if n == 1:
+        what, files, it = f"image with boxes was skipped as unreadable ({names})", "that file", "it"
+    else:
+        files, it = "those files", "them"
+        what = f"images with boxes were skipped as unreadable ({n} {plural(n, 'file')}: {names})"
+    return (
+        f"nothing to train on: the reviewed {what}; restore {files} (from a backup or the "
+        f"original source, at the same path) or re-save {it} in a readable format, then train "
+        "again; nothing was saved"
+    )
+
+
 def _readable(
     store: ProjectStore, snapshot: Any, examples: list[Any], on_skip: OnSkip
-) -> tuple[list[Any], int]:
+) -> tuple[list[Any], list[str]]:
     """``examples`` without those whose image file cannot be read now, each such image
-    reported once to ``on_skip``; and how many images were left out."""
+    reported once to ``on_skip``; and the files of the images left out."""
     from napari_al.core.images import ImageReadError, check_pixels
 
     ids = {str(store.abs_path(item.image)): int(item.image.id) for item in snapshot.images}
-    bad: set[str] = set()
+    bad: list[str] = []
     for path in dict.fromkeys(str(e.path) for e in examples if e.image is None):
         try:
             check_pixels(path)
         except (ImageReadError, OSError) as exc:
-            bad.add(path)
+            bad.append(path)
             message = str(exc)
             on_skip(ids.get(path, -1), message if path in message else f"{path}: {message}")
-    return [e for e in examples if str(e.path) not in bad], len(bad)
+    gone = set(bad)
+    return [e for e in examples if str(e.path) not in gone], bad
 
 
 def _metrics(
