@@ -286,16 +286,20 @@ def add_info_command(sub: Any) -> None:
 
 def _image_list(store: Any) -> list[dict[str, Any]]:
     """Per image: id, stored path (relative to the project, or absolute), split, review state,
-    width and height (pixels), human and predicted boxes."""
+    width and height (pixels), human and predicted boxes, and the predictions still to review
+    (not those in an area marked complete: ``store.predictions_to_review``)."""
     from napari_al.core.data import HUMAN_STATUSES
 
     human: dict[int, int] = {}
     predicted: dict[int, int] = {}
+    to_review: dict[int, int] = {}
     for b in store.boxes():
         if b.status in HUMAN_STATUSES:
             human[b.image_id] = human.get(b.image_id, 0) + 1
         elif b.status == "predicted":
             predicted[b.image_id] = predicted.get(b.image_id, 0) + 1
+    for b in store.predictions_to_review():
+        to_review[b.image_id] = to_review.get(b.image_id, 0) + 1
     regions: dict[int, int] = {}
     for region in store.reviewed_regions():
         regions[region.image_id] = regions.get(region.image_id, 0) + 1
@@ -309,6 +313,7 @@ def _image_list(store: Any) -> list[dict[str, Any]]:
             "height": r.height,
             "human_boxes": human.get(r.id, 0),
             "predicted_boxes": predicted.get(r.id, 0),
+            "predictions_to_review": to_review.get(r.id, 0),
             "reviewed_regions": regions.get(r.id, 0),
         }
         for r in store.images()
@@ -329,10 +334,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     st = info["boxes_by_status"]
     print(f"project: {shown(str(Path(args.project).resolve()))}")
     print(f"images: {info['images']}")
+    settled = info["predicted_boxes"] - info["predictions_to_review"]
     print(
         f"boxes: {info['human_boxes']} human (accepted, corrected, drawn), "
-        f"{info['predicted_boxes']} predictions still to review, {st['rejected']} rejected"
-        + (f", {st['pseudo']} pseudo labels" if st["pseudo"] else "")
+        f"{counted(info['predictions_to_review'], 'prediction')} still to review"
+        + (f" ({settled} more in areas marked complete, not to review)" if settled else "")
+        + f", {st['rejected']} rejected"
+        + (f", {counted(st['pseudo'], 'pseudo label')}" if st["pseudo"] else "")
     )
     print(f"classes: {', '.join(info['classes']) or '(none)'}")
     for key in ("images_by_split", "images_by_review_state", "boxes_by_status"):
@@ -366,7 +374,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _print_images(images: list[dict[str, Any]]) -> None:
     """The table of ``info --images``: a header, then one aligned row per image."""
-    head = ("id", "split", "state", "size (px)", "human", "predicted", "regions", "path")
+    head = ("id", "split", "state", "size (px)", "human", "to review", "regions", "path")
     rows = [
         (
             str(im["id"]),
@@ -374,7 +382,7 @@ def _print_images(images: list[dict[str, Any]]) -> None:
             im["review_state"],
             f"{im['width']}x{im['height']}",
             str(im["human_boxes"]),
-            str(im["predicted_boxes"]),
+            str(im["predictions_to_review"]),
             str(im["reviewed_regions"]),
             shown(im["path"]),
         )

@@ -550,11 +550,19 @@ class Annotator(AnswerActions, RegionReviewActions):
 
     # -- navigation ----------------------------------------------------------------------
 
-    def unreviewed_boxes(self, image_id: int) -> list[BoxRow]:
+    def unreviewed_boxes(self, image_id: int, *, reviewed_area: bool = False) -> list[BoxRow]:
         """The image's ``predicted`` boxes offered for review (:attr:`shows`, else scoring at
-        least :attr:`min_score`), in reading order (top to bottom, left to right)."""
+        least :attr:`min_score`), in reading order (top to bottom, left to right); none in an
+        area marked complete (:meth:`~napari_al.core.store.ProjectStore.predictions_to_review`:
+        the whole image once ``complete``, or a region marked complete) unless
+        ``reviewed_area`` (what marking a region left in it, told to the person then)."""
         shows = self.shows or (lambda b: b.score is None or b.score >= self.min_score)
-        boxes = [b for b in self.store.boxes(image_id=image_id, statuses="predicted") if shows(b)]
+        rows = (
+            self.store.boxes(image_id=image_id, statuses="predicted")
+            if reviewed_area
+            else self.store.predictions_to_review(image_id)
+        )
+        boxes = [b for b in rows if shows(b)]
         return sorted(boxes, key=lambda b: (b.y1, b.x1, b.id))
 
     def next_unreviewed_box(self, image_id: int, after_box_id: int | None = None) -> int | None:

@@ -206,6 +206,24 @@ def inside_fraction(
         return np.where(area_a > 0, inter / np.where(area_a > 0, area_a, 1.0), 0.0)
 
 
+def centred_in(
+    boxes: np.ndarray | Sequence[Sequence[float]], rects: np.ndarray | Sequence[Sequence[float]]
+) -> np.ndarray:
+    """``(N,)`` bool: whether each of ``boxes`` has its centre in one of ``rects`` (``(R, 4)``
+    xyxy, edges included; all False when there are none). The one rule for "a box lies in a
+    reviewed area" (an object belongs to the region holding its centre): crop targets
+    (:mod:`napari_al.core.workflow.crops`), the predictions prediction does not store and the
+    store's predictions still to review
+    (:meth:`~napari_al.core.store.ProjectStore.predictions_to_review`)."""
+    b = as_xyxy(boxes)
+    r = as_xyxy(rects)
+    if not len(b) or not len(r):
+        return np.zeros(len(b), bool)
+    x, y = (b[:, None, 0] + b[:, None, 2]) / 2, (b[:, None, 1] + b[:, None, 3]) / 2
+    hit = (r[None, :, 0] <= x) & (x <= r[None, :, 2]) & (r[None, :, 1] <= y) & (y <= r[None, :, 3])
+    return hit.any(axis=1)
+
+
 def box_iou(
     a: np.ndarray | Sequence[Sequence[float]], b: np.ndarray | Sequence[Sequence[float]]
 ) -> np.ndarray:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
+from napari_al.core.boxes import centred_in
 from napari_al.core.data import BOX_STATUSES, HUMAN_STATUSES, REVIEW_STATES, SPLITS
 from napari_al.core.store.base import StoreBase
 from napari_al.core.store.rows import (
@@ -19,6 +23,7 @@ from napari_al.core.store.rows import (
     ReviewedRegionRow,
     SnapshotImage,
     TrainingSnapshot,
+    _as_id,
     _check_choice,
 )
 
@@ -33,7 +38,9 @@ class SummaryMixin(StoreBase):
 
         ``boxes`` and ``boxes_by_class`` count every box, the model's unreviewed predictions
         included; ``human_boxes`` (accepted, corrected, drawn), ``predicted_boxes`` and
-        ``human_boxes_by_class`` tell the labels from the predictions.
+        ``human_boxes_by_class`` tell the labels from the predictions. ``predictions_to_review``
+        counts the predictions a person still has to review (:meth:`predictions_to_review`:
+        not those in an area marked complete, which ``predicted_boxes`` still counts).
         """
         with self._read() as conn:
 
@@ -71,6 +78,12 @@ class SummaryMixin(StoreBase):
                 "boxes": count("SELECT count(*) FROM boxes"),
                 "human_boxes": sum(by_status[s] for s in HUMAN_STATUSES),
                 "predicted_boxes": by_status["predicted"],
+                "predictions_to_review": by_status["predicted"]
+                - count(
+                    "SELECT count(*) FROM boxes WHERE status = 'predicted' AND image_id IN"
+                    " (SELECT id FROM images WHERE review_state = 'complete')"
+                )
+                - len(_in_regions(conn, None)),
                 "classes": classes,
                 "boxes_by_status": by_status,
                 "boxes_by_class": by_class,
@@ -86,6 +99,31 @@ class SummaryMixin(StoreBase):
                     conn.execute("SELECT total(dt) FROM actions").fetchone()[0]
                 ),
             }
+
+    def predictions_to_review(self, image_id: int | None = None) -> list[BoxRow]:
+        """The ``predicted`` boxes a person still has to review, in id order (optionally of
+        one image): all but those centred in their image's reviewed area (the whole image
+        once ``complete``, else its regions marked complete;
+        :func:`~napari_al.core.boxes.centred_in`, the crop targets' rule of
+        :mod:`napari_al.core.workflow.crops`). A person said every object there is labelled:
+        prediction stores no box there (``in_reviewed_area``) and no box or question queue
+        asks about one; one stored before the area was marked stays ``predicted`` until the
+        next prediction replaces it, and is not to review. ``info``, the widget's count and
+        the viewer's "next unreviewed box" read this."""
+        one = None if image_id is None else _as_id(image_id, "image")
+        where, args = ("", ()) if one is None else (" AND image_id = ?", (one,))
+        with self._read() as conn:
+            rows = [
+                BoxRow(*r)
+                for r in conn.execute(
+                    f"SELECT {_BOX_COLS} FROM boxes WHERE status = 'predicted'{where} AND"
+                    " image_id NOT IN (SELECT id FROM images WHERE review_state = 'complete')"
+                    " ORDER BY id",
+                    args,
+                )
+            ]
+            done = _in_regions(conn, one)
+        return [b for b in rows if b.id not in done]
 
     def check_files(self) -> dict[str, Any]:
         """Whether each image's file is still there and readable (JSON-ready):
@@ -160,3 +198,31 @@ class SummaryMixin(StoreBase):
             last_action_id=last,
             taken=self._now(),
         )
+
+
+def _in_regions(conn: sqlite3.Connection, image_id: int | None) -> set[int]:
+    """The ids of the ``predicted`` boxes of images not ``complete`` (of one image, or all)
+    whose centre lies in a region of their image marked complete
+    (:func:`~napari_al.core.boxes.centred_in`). Reads only the boxes of images with a region."""
+    where, args = "", ()
+    if image_id is not None:
+        where, args = " AND r.image_id = ?", (image_id,)
+    regions: dict[int, list[tuple[float, float, float, float]]] = {}
+    for i, *xyxy in conn.execute(
+        "SELECT r.image_id, r.x1, r.y1, r.x2, r.y2 FROM reviewed_regions r JOIN images i"
+        f" ON i.id = r.image_id WHERE i.review_state != 'complete'{where} ORDER BY r.id",
+        args,
+    ):
+        regions.setdefault(int(i), []).append(tuple(xyxy))  # type: ignore[arg-type]
+    done: set[int] = set()
+    for i, area in regions.items():
+        rows = conn.execute(
+            "SELECT id, x1, y1, x2, y2 FROM boxes WHERE image_id = ? AND status = 'predicted'",
+            (i,),
+        ).fetchall()
+        if rows:
+            boxes = np.asarray([r[1:] for r in rows], np.float64)
+            done.update(
+                int(r[0]) for r, hit in zip(rows, centred_in(boxes, area), strict=True) if hit
+            )
+    return done

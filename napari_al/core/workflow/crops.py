@@ -56,9 +56,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_al.core.boxes import inside_fraction
+from napari_al.core.boxes import centred_in, inside_fraction
 from napari_al.core.lazy_images import WindowReader
-from napari_al.core.regions import inside
 from napari_al.core.workflow.errors import WorkflowError
 from napari_al.core.workflow.model import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE
 
@@ -190,8 +189,10 @@ def _intersects(boxes: np.ndarray, window: Window) -> np.ndarray:
 
 
 def _centred(boxes: np.ndarray, area: np.ndarray) -> np.ndarray:
-    """``(N,)`` bool: whether each box's centre lies in a rectangle of ``area`` (edges in)."""
-    return inside(boxes, np.zeros(len(boxes), np.int64), area, np.zeros(len(area), np.int64))
+    """``(N,)`` bool: whether each box's centre lies in a rectangle of ``area`` (edges in;
+    :func:`~napari_al.core.boxes.centred_in`, the rule the store's predictions to review
+    share)."""
+    return centred_in(boxes, area)
 
 
 def _holds_centre(regions: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -347,8 +348,9 @@ def unreviewed_in_region(
     xyxy: Sequence[float],
     tiles: TileSettings | None = None,
 ) -> int:
-    """How many of the image's unreviewed predictions (:meth:`Annotator.unreviewed_boxes`)
-    have their centre in ``xyxy`` (image pixels), on an image that trains in crops
+    """How many of the image's unreviewed predictions (:meth:`Annotator.unreviewed_boxes`,
+    those in areas already marked complete included: the CLI and the widget ask once ``xyxy``
+    is marked) have their centre in ``xyxy`` (image pixels), on an image that trains in crops
     (:func:`trains_in_crops`, ``tiles`` default :class:`TileSettings`): once the region is
     complete they train as background there, not as objects (module docstring), so marking it
     with them left deserves a word to the person. 0 for an image that trains whole: its
@@ -357,7 +359,8 @@ def unreviewed_in_region(
 
     if not trains_in_crops(annotator.store.image(image_id), tiles or TileSettings()):
         return 0
-    boxes = np.asarray([b.xyxy for b in annotator.unreviewed_boxes(image_id)], np.float64)
+    rows = annotator.unreviewed_boxes(image_id, reviewed_area=True)
+    boxes = np.asarray([b.xyxy for b in rows], np.float64)
     region = np.asarray([xyxy], np.float64)
     return int(_centred(boxes.reshape(-1, 4), region).sum())  # the crop targets' own rule
 

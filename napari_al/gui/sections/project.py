@@ -164,7 +164,8 @@ class ProjectSection(QGroupBox):
         human = st["accepted"] + st["corrected"] + st["drawn"]
         self.summary_label.setText(
             f"{info['images']} images ({info['images_by_review_state']['complete']} complete), "
-            f"{human} human boxes, {st['predicted']} to review, {st['rejected']} rejected; "
+            f"{human} human boxes, {info['predictions_to_review']} to review, "
+            f"{st['rejected']} rejected; "
             f"{info['annotation_seconds'] / 60:.1f} min of annotation"
         )
 
