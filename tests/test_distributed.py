@@ -487,6 +487,8 @@ def test_a_cluster_no_image_needed_is_named_in_a_note(project: Path, capsys) -> 
     ) in err
     assert main([*argv, "--dask-workers", "2"]) == 0
     assert "the 2 local workers were not started" in capsys.readouterr().err
+    assert main([*argv, "--dask-workers", "1"]) == 0  # it said "the 1 local workers were"
+    assert "the 1 local worker was not started" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -134,7 +134,8 @@ def test_shift_c_marks_the_part_on_screen_complete_and_undo_takes_it_back(
     left = workflow.unreviewed_in_region(c.annotator, image, want)
     assert left >= 1
     assert press(viewer, "Shift-C")
-    assert f"; {left} unreviewed prediction(s) in it train as background" in said[-1]
+    words = "prediction in it trains" if left == 1 else "predictions in it train"
+    assert f"; {left} unreviewed {words} as background" in said[-1]  # in number, not "(s)"
     (region,) = store.reviewed_regions(image)
     assert np.allclose(region.xyxy, want, atol=1e-6)
     assert store.image(image).review_state == "partial"

@@ -131,9 +131,10 @@ def test_voc_import_labels_images_first_opened_as_plain_images(tmp_path: Path, c
     code, out, err = run(capsys, "import", str(project), str(folder), "--format", "voc")
     assert code == 0
     assert "imported 0 images and 2 boxes" in out
-    assert "1 of the images were already in the project, unreviewed, and now have" in out
+    # one image: singular verbs (it said "1 of the images were ... now have their labels")
+    assert "1 of the images was already in the project, unreviewed, and now has its labels" in out
     assert "left out 1 image already in the project with review work" in err
-    assert "b.jpg" in err and "their 1 box in the dataset were not imported" in err
+    assert "b.jpg" in err and "its 1 box in the dataset was not imported" in err
     assert "left out 1 image already in the project (e.g." in err  # c.jpg: nothing to add
     with ProjectStore.open(project) as store:
         got = states(store)
@@ -144,6 +145,17 @@ def test_voc_import_labels_images_first_opened_as_plain_images(tmp_path: Path, c
     assert got["a.jpg"] == ("train", "complete", 2)
     assert got["b.jpg"] == ("pool", "unseen", 1)  # untouched: the drawn box is human work
     assert got["c.jpg"] == ("pool", "unseen", 0)
+
+
+def test_the_import_report_agrees_in_number_with_two_images(tmp_path: Path, capsys) -> None:
+    """Two unreviewed images labelled by an import: plural verbs (the one-image case above)."""
+    folder = voc_folder(tmp_path / "voc")
+    project = tmp_path / "project"
+    with ProjectStore.create(project) as store:
+        import_into(store, folder / "JPEGImages", "images")
+    code, out, _err = run(capsys, "import", str(project), str(folder), "--format", "voc")
+    assert code == 0 and "imported 0 images and 3 boxes" in out
+    assert "2 of the images were already in the project, unreviewed, and now have their" in out
 
 
 def test_reimport_of_the_same_voc_folder_is_not_silent(tmp_path: Path, capsys) -> None:

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from napari_al.cli.common import counted
+
 #: The flags, from :class:`~napari_al.core.workflow.DistributedSettings` (its ``device``
 #: follows the command's ``--device``).
 FIELDS = ("scheduler", "connect_timeout", "workers", "chunk_size", "worker_threads")
@@ -47,7 +49,8 @@ def dask_cluster(args: argparse.Namespace) -> Iterator[Any]:
             where = (
                 f"the scheduler at {settings.scheduler} was not contacted"
                 if settings.scheduler
-                else f"the {settings.workers} local workers were not started"
+                else f"the {counted(settings.workers, 'local worker')} "
+                f"{'was' if settings.workers == 1 else 'were'} not started"
             )
             print(
                 f"note: Dask was not used: no image needed the model (scores cached, or nothing "

@@ -124,9 +124,10 @@ def _print_import(summary: dict, source: Path, n_read: int | None = None) -> Non
     line = f"imported {counted(added, 'image')} and {counted(boxes, 'box')} from "
     line += shown(str(source))
     if summary.get("images_labelled"):
+        n = summary["images_labelled"]
         line += (
-            f"; {summary['images_labelled']} of the images were already in the project, "
-            "unreviewed, and now have their labels"
+            f"; {n} of the images {'was' if n == 1 else 'were'} already in the project, "
+            f"unreviewed, and now {'has its' if n == 1 else 'have their'} labels"
         )
     if summary.get("ignore_regions_added"):
         line += f"; {counted(summary['ignore_regions_added'], 'ignore region')}"

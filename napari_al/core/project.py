@@ -133,7 +133,10 @@ def left_out_lines(summary: dict[str, Any], limit: int = 10) -> list[str]:
         n, lost = len(items), sum(i["boxes"] for i in items)
         boxes_note = ""
         if lost:
-            boxes_note = f"; their {lost} {plural(lost, 'box')} in the dataset were not imported"
+            boxes_note = (
+                f"; {'its' if n == 1 else 'their'} {lost} {plural(lost, 'box')} in the dataset "
+                f"{'was' if lost == 1 else 'were'} not imported"
+            )
         lines.append(
             f"left out {n} {more}{plural(n, 'image')} {reason} (e.g. {items[0]['path']})"
             f"{boxes_note}"

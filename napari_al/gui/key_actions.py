@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from napari_al.core import workflow
+from napari_al.core.project import plural
 from napari_al.gui.keys import KEYS
 from napari_al.gui.notify import NO_CLASS_HINT, notify_user
 
@@ -123,7 +124,9 @@ class KeyActions:
             annotator.complete_image(self.view.image_id)
             if left:
                 notify_user(
-                    "info", f"image complete; {left} unreviewed prediction(s) left as they are"
+                    "info",
+                    f"image complete; {left} unreviewed {plural(left, 'prediction')} left as "
+                    f"{'it is' if left == 1 else 'they are'}",
                 )
             self._emit("data")
             self._advance()
@@ -158,7 +161,8 @@ class KeyActions:
             w, h = rect[2] - rect[0], rect[3] - rect[1]
             left = workflow.unreviewed_in_region(annotator, image_id, rect)
             note = (
-                f"; {left} unreviewed prediction(s) in it train as background (W accepts)"
+                f"; {left} unreviewed {plural(left, 'prediction')} in it "
+                f"{'trains' if left == 1 else 'train'} as background (W accepts)"
                 if left
                 else ""
             )

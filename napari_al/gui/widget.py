@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
+from napari_al.core.project import plural
 from napari_al.core.store import ProjectStore, StoreError
 from napari_al.core.workflow import (
     Progress,
@@ -302,10 +303,12 @@ class ActiveLearningWidget(QWidget):
         if result.message:
             parts.append(result.message)
         if result.skipped:
-            parts.append(f"{len(result.skipped)} unreadable images skipped")
+            n = len(result.skipped)
+            parts.append(f"{n} unreadable {plural(n, 'image')} skipped")
             notify_user(
                 "warning",
-                f"{len(result.skipped)} images could not be read and were skipped: "
+                f"{n} {plural(n, 'image')} could not be read and {'was' if n == 1 else 'were'} "
+                "skipped: "
                 + "; ".join(result.skipped[:3])
                 + (" ..." if len(result.skipped) > 3 else ""),
             )
