@@ -172,3 +172,35 @@ def test_an_augmentation_given_twice_is_refused_not_last_wins() -> None:
         Augmentation.parse("scale=0.25,hflip,scale=0.1")
     with pytest.raises(SettingsError, match="augment gives colour more than once"):
         TrainSettings(augment="color=0.1,colour=0.2")
+
+
+@pytest.mark.parametrize("shape", [(48, 1, 3), (1, 64, 3), (1, 1, 3), (48, 1), (1, 1)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_a_flipped_image_of_one_pixel_a_side_becomes_a_tensor(shape, dtype) -> None:
+    """A flip of an axis of length 1 is a view numpy calls contiguous (so no copy was made)
+    with a negative stride, which ``torch.from_numpy`` refuses: a 1 px wide labelled image
+    crashed every training with left-right flips (found by a newcomer)."""
+    from napari_al.core.engine.inference import image_to_tensor
+
+    rng = np.random.default_rng(0)
+    img = (rng.random(shape) * (255 if dtype == np.uint8 else 1)).astype(dtype)
+    for flip in (Flip(True, False), Flip(False, True), Flip(True, True)):
+        flipped = flip.image(img)
+        t = image_to_tensor(flipped)
+        expect = np.asarray(flipped, np.float64)
+        if dtype == np.uint8:
+            expect = expect / 255.0
+        elif dtype == np.uint16:
+            expect = expect / 65535.0
+        if expect.ndim == 2:
+            expect = np.repeat(expect[:, :, None], 3, axis=2)
+        np.testing.assert_allclose(t.permute(1, 2, 0).numpy(), expect, atol=1e-6)
+
+
+def test_a_one_pixel_wide_image_trains_with_both_flips() -> None:
+    det = Detector(["cell"], min_size=96, max_size=128, seed=0)
+    img = np.full((48, 1, 3), 200, np.uint8)
+    ex = TrainingExample(
+        image=img, boxes=np.array([[0, 10, 1, 40]], np.float32), labels=np.array([0])
+    )
+    train(det, [ex, _tiny_example()], steps=4, seed=0, batch_size=2, augment="hflip,vflip")

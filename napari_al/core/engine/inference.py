@@ -56,7 +56,10 @@ def image_to_tensor(image: np.ndarray) -> Tensor:
         raise ValueError(f"expected 1, 3 or 4 channels, got {a.shape[2]}")
     if a.dtype == np.uint8:
         a = np.ascontiguousarray(a)
-        if not a.flags.writeable:  # e.g. np.asarray(PIL image); torch wants writable memory
+        # torch wants writable memory (np.asarray of a PIL image is not) and no negative
+        # stride, which a flipped view keeps along an axis of length 1 (a 1 px wide image
+        # flipped left-right): numpy calls that view contiguous and does not copy it
+        if not a.flags.writeable or any(s < 0 for s in a.strides):
             a = a.copy()
         t = torch.from_numpy(a).permute(2, 0, 1).float().div_(255.0)
     elif np.issubdtype(a.dtype, np.integer):
