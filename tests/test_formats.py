@@ -509,6 +509,9 @@ def test_an_image_folder_names_the_image_files_it_cannot_read(tmp_path: Path) ->
     assert "convert them to TIFF or PNG" in notes[0]
     png(tmp_path / "only" / "c.png")
     assert not read_image_folder(tmp_path / "only").warnings
+    (tmp_path / "only" / "scan.czi").write_bytes(b"vendor bytes")
+    (note,) = read_image_folder(tmp_path / "only").warnings
+    assert "left out 1 file " in note and "convert it to TIFF" in note and "import it" in note
 
 
 def test_write_dataset_coco_into_folder(small: Dataset, tmp_path: Path) -> None:
@@ -680,7 +683,7 @@ def test_voc_explicit_classes_and_classes_txt(tmp_path: Path) -> None:
     root = voc_case(voc_xml(voc_obj("b"), voc_obj("a")), files={"classes.txt": "b\nz\n"})(tmp_path)
     ds = read_voc(root)
     assert ds.classes == ["b", "z", "a"]
-    assert any("classes.txt: classes ['a'] are used but not listed" in w for w in ds.warnings)
+    assert any("classes.txt: class 'a' is used but not listed" in w for w in ds.warnings)
     assert read_voc(root, classes=["a", "b"]).classes == ["a", "b"]
 
 

@@ -754,7 +754,7 @@ VOC_CASES = [
         "unknown-class",
         voc(voc_xml(voc_obj("Zebra")), files={"classes.txt": "cell\n"}),
         "repair",
-        ("classes.txt: classes ['Zebra'] are used but not listed; appended",),
+        ("classes.txt: class 'Zebra' is used but not listed; appended",),
     ),
     # valid edge cases
     (
@@ -1149,7 +1149,7 @@ YOLO_CASES = [
         "yaml-nc-mismatch",
         yolo(files={"data.yaml": "nc: 3\nnames: [cell]\n"}),
         "fatal",
-        ("data.yaml: nc is 3",),
+        ("data.yaml: nc is 3 but 1 name is given",),
     ),
     (
         "yaml-duplicate-names",

@@ -565,6 +565,10 @@ def test_marking_a_region_with_unreviewed_predictions_in_it_says_they_train_as_b
     assert "background" in err
     assert main([*mark, str(big.id), "--xyxy", "2500", "0", "2600", "100"]) == 0
     assert "not reviewed" not in capsys.readouterr().err  # none in that one
+    assert main([*mark, str(big.id), "--xyxy", "100", "100", "300", "300"]) == 0
+    err = capsys.readouterr().err  # one prediction, in the singular
+    assert "1 prediction in [100, 100, 300, 300] not reviewed" in err
+    assert "it trains as background" in err and "the right one in" in err
     assert main([*mark, str(small.id), "--xyxy", "0", "0", "20", "20"]) == 0
     err = capsys.readouterr().err
     assert "not reviewed" not in err and "trains whole and by its review state" in err

@@ -111,7 +111,8 @@ def cmd_mark_region_complete(args: argparse.Namespace) -> int:
     if left:
         print(
             f"note: {counted(left, 'prediction')} in [{box}] not reviewed: in a complete region "
-            "they train as background, not as objects; accept the right ones in the viewer (W)",
+            f"{'it trains' if left == 1 else 'they train'} as background, not as objects; "
+            f"accept the right {'one' if left == 1 else 'ones'} in the viewer (W)",
             file=sys.stderr,
         )
     if state == "complete":

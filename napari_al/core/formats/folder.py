@@ -49,7 +49,7 @@ def read_image_folder(root: str | Path, *, strict: bool = True) -> Dataset:
         n = len(unread)
         rd.warn(
             f"left out {n} file{'s' if n != 1 else ''} of an image type napari-al does not "
-            f"read (e.g. {rd.rel(min(unread))}); convert them to TIFF or PNG "
-            f"({', '.join(IMAGE_EXTENSIONS)}) to import them"
+            f"read (e.g. {rd.rel(min(unread))}); convert {'it' if n == 1 else 'them'} to TIFF or "
+            f"PNG ({', '.join(IMAGE_EXTENSIONS)}) to import {'it' if n == 1 else 'them'}"
         )
     return rd.dataset([], images, f"images:{root}")

@@ -460,7 +460,8 @@ def _voc_class_order(root: Path, names: list[str], rd: _Reader) -> list[str]:
     order = list(dict.fromkeys(listed))
     extra = [n for n in names if n not in order]
     if extra:
-        rd.warn(f"classes.txt: classes {extra} are used but not listed; appended")
+        what = f"class {extra[0]!r} is" if len(extra) == 1 else f"classes {extra} are"
+        rd.warn(f"classes.txt: {what} used but not listed; appended")
     return order + extra
 
 

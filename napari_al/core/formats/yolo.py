@@ -168,7 +168,10 @@ def _yolo_yaml_names(names: Any, cfg: dict[str, Any], fname: str) -> list[str]:
     if len(set(out)) != len(out):
         raise FormatError(f"{fname}: duplicate class names")
     if "nc" in cfg and cfg["nc"] != len(out):
-        raise FormatError(f"{fname}: nc is {cfg['nc']!r} but {len(out)} names are given")
+        raise FormatError(
+            f"{fname}: nc is {cfg['nc']!r} but {len(out)} "
+            f"{'name is' if len(out) == 1 else 'names are'} given"
+        )
     return out
 
 
