@@ -49,9 +49,22 @@ def test_isotonic_applies_exactly_as_sklearn_predicts() -> None:
 
     s, y = _overconfident(300, 3)
     cal = fit_calibration(s, y, method="isotonic")
-    iso = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(s, y.astype(float))
+    n_yes, n_no = int(y.sum()), int((~y).sum())
+    target = np.where(y, (n_yes + 1) / (n_yes + 2), 1 / (n_no + 2))  # Platt's targets
+    iso = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(s, target)
     grid = np.linspace(-0.2, 1.2, 777)
     np.testing.assert_allclose(cal.predict(grid), iso.predict(grid), atol=1e-12)
+
+
+def test_a_few_yes_answers_never_make_an_answer_certain() -> None:
+    """Fitted on 0 and 1, isotonic regression's top block of all-yes answers said P(yes) = 1
+    (and its bottom P(yes) = 0), so the dialog planner's P(change) = 1 - P(yes) was 0 and every
+    query strategy's gain vanished (found by a newcomer: all questions tied)."""
+    s = np.array([0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99])
+    y = np.array([0, 0, 0, 1, 0, 1, 1, 1, 1, 1], bool)
+    p = fit_calibration(s, y, method="isotonic", min_samples=5).predict(np.linspace(0, 1, 101))
+    assert p.max() == pytest.approx(7 / 8) and p.min() == pytest.approx(1 / 6)
+    assert np.all(np.diff(p) >= 0)
 
 
 def test_per_class_maps_and_the_pooled_fallback() -> None:

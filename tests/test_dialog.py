@@ -103,6 +103,16 @@ def test_order_keeps_positive_values_best_first_and_questions_round_trip() -> No
         Question("ask", 1)
 
 
+def test_questions_of_equal_value_go_by_the_strategys_gain() -> None:
+    """Boxes calibrated alike (one isotonic block) have equal value once P(change) is 0; the
+    strategy's gain then decides, not the image id (found by a newcomer: every strategy gave
+    the same queue, in id order)."""
+    qs = [verify_question(i, i, (0, 0, 10, 10), 1, "RBC", 1.0, g, C) for i, g in
+          enumerate([0.2, 0.9, 0.5], start=1)]  # fmt: skip
+    assert len({q.value for q in qs}) == 1
+    assert [q.image_id for q in order(qs)] == [2, 3, 1]
+
+
 def test_clicks_while_localisation_improves_then_boxes_for_good() -> None:
     m = lambda ap, ap50: {"map": ap, "map50": ap50}  # noqa: E731
     assert localisation(m(0.3, 0.6)) == pytest.approx(0.5)

@@ -14,7 +14,11 @@ Methods (``method``):
 - ``isotonic`` (default): :class:`sklearn.isotonic.IsotonicRegression` (increasing, clipped to
   [0, 1] and, outside the scores seen, to the end values, ``out_of_bounds="clip"``): the
   non-parametric calibration of Zadrozny & Elkan, "Transforming classifier scores into accurate
-  multiclass probability estimates", KDD 2002. Stored as its breakpoints
+  multiclass probability estimates", KDD 2002, fitted on Platt's smoothed targets (below) rather
+  than 0 and 1, so that its ends stay inside ``[1 / (N- + 2), (N+ + 1) / (N+ + 2)]``: fitted
+  on 0 and 1, a top block of a handful of yes answers said P(yes) = 1, a certainty no finite
+  sample gives, and the dialog planner's ``P(change) = 1 - P(yes)`` then erased every
+  strategy's gain (all questions tied; found by a newcomer). Stored as its breakpoints
   (``X_thresholds_``, ``y_thresholds_``) and applied by linear interpolation, as
   ``IsotonicRegression.predict`` does.
 - ``platt``: Platt scaling, ``P = 1 / (1 + exp(-(a s + b)))`` fitted by
@@ -178,11 +182,14 @@ class ScoreCalibration:
 def _fit_map(scores: np.ndarray, yes: np.ndarray, method: str) -> ScoreMap:
     """One map fitted on (scores, yes) with ``method`` (both outcomes present)."""
     n, n_yes = len(scores), int(yes.sum())
+    # Platt's smoothed targets for both methods: a finite sample never makes an answer certain
+    t_yes = (n_yes + 1.0) / (n_yes + 2.0)
+    t_no = 1.0 / (n - n_yes + 2.0)
     if method == "isotonic":
         from sklearn.isotonic import IsotonicRegression
 
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
-        iso.fit(scores, yes.astype(np.float64))
+        iso.fit(scores, np.where(yes, t_yes, t_no))
         return ScoreMap(
             "isotonic",
             x=tuple(float(v) for v in iso.X_thresholds_),
@@ -193,8 +200,6 @@ def _fit_map(scores: np.ndarray, yes: np.ndarray, method: str) -> ScoreMap:
     if method == "platt":
         from sklearn.linear_model import LogisticRegression
 
-        t_yes = (n_yes + 1.0) / (n_yes + 2.0)
-        t_no = 1.0 / (n - n_yes + 2.0)
         target = np.where(yes, t_yes, t_no)
         x = np.concatenate([scores, scores])[:, None]
         y = np.concatenate([np.ones(n, int), np.zeros(n, int)])

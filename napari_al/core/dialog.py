@@ -352,10 +352,19 @@ def draw_question(
 
 
 def order(questions: Iterable[Question]) -> list[Question]:
-    """The questions worth asking (value > 0), best first; ties by image, kind, box."""
+    """The questions worth asking (value > 0), best first; ties by gain (what the query
+    strategy says the label teaches), then image, kind, box."""
     kept = [q for q in questions if q.value > 0 and math.isfinite(q.value)]
     return sorted(
-        kept, key=lambda q: (-q.value, q.image_id, KINDS.index(q.kind), q.box_id or 0, q.key)
+        kept,
+        key=lambda q: (
+            -q.value,
+            -q.gain,
+            q.image_id,
+            KINDS.index(q.kind),
+            q.box_id or 0,
+            q.key,
+        ),
     )
 
 
