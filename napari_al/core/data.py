@@ -7,6 +7,7 @@ pixel edges on integers (``0 <= x1 < x2 <= width``); see :mod:`napari_al.core.bo
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,6 +127,51 @@ class ImageRecord:
     partial: bool = False
     reviewed_regions: list[tuple[float, float, float, float]] = field(default_factory=list)
     pixel_check: PixelCheck | None = field(default=None, compare=False, repr=False)
+
+
+class ImageNote(str):
+    """A line of :attr:`Dataset.warnings` that names images an import would add (e.g. "10
+    images ... have no annotation: imported into the pool"), written by a reader, which cannot
+    know which images the project holds already. It is the text for ``images``; the import
+    restates it for the images it does add (:func:`restated_warnings`), or drops it when it
+    adds none of them. Make one with :meth:`of`; it pickles as plain text."""
+
+    images: list[ImageRecord]
+    render: Callable[[list[ImageRecord]], str | None]
+
+    @classmethod
+    def of(
+        cls, render: Callable[[list[ImageRecord]], str | None], images: Iterable[ImageRecord]
+    ) -> ImageNote | None:
+        """The note ``render(images)`` (None when that is None: no image to name)."""
+        images = list(images)
+        text = render(images)
+        if text is None:
+            return None
+        note = cls(text)
+        note.images, note.render = images, render
+        return note
+
+    def restated(self, added: Callable[[ImageRecord], bool]) -> ImageNote | None:
+        """The note for those of its images that ``added`` says the import added."""
+        return ImageNote.of(self.render, [im for im in self.images if added(im)])
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        return (str, (str(self),))
+
+
+def restated_warnings(lines: Iterable[str], added: Callable[[ImageRecord], bool]) -> list[str]:
+    """``lines`` with each :class:`ImageNote` restated for the images ``added`` says an import
+    added (left out when it added none of them); other lines as they are."""
+    out: list[str] = []
+    for line in lines:
+        if isinstance(line, ImageNote):
+            restated = line.restated(added)
+            if restated is None:
+                continue
+            line = restated
+        out.append(line)
+    return out
 
 
 @dataclass

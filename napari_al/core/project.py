@@ -419,7 +419,8 @@ def export_dataset(
     Ultralytics ``images/<split>/`` + ``labels/<split>/`` layout); ``False`` references them
     in place; ``None`` (default) references them in place, except a YOLO export of images
     that share a file name stem (``site1/f1.png``, ``site2/f1.png``), whose label files would
-    collide: it is copied (names made unique), with a line in ``Dataset.warnings``.
+    collide: it is copied (names made unique), with a line in ``Dataset.warnings``. A VOC
+    export in place leaves out the unannotated images: :func:`_leave_out_unannotated`.
 
     ``overwrite`` replaces existing files and removes the files the earlier napari-al exports
     in ``out``, of any format, wrote and this one does not (a split or an image no longer
@@ -469,6 +470,8 @@ def export_dataset(
                 "images/<split>/ + labels/<split>/ layout (names made unique)"
             )
         options["copy_images"] = copy
+        if fmt == "voc" and not copy:  # nothing would name them: counted as not exported
+            _leave_out_unannotated(dataset)
     elif copy_images:
         raise ValueError(f"copy_images applies to voc and yolo exports, not {fmt}")
     # --force never removes the project's own images (imported in place from an export)
@@ -482,6 +485,19 @@ def export_dataset(
     )
     write_dataset(dataset, Path(out), fmt, overwrite=overwrite, **options)
     return dataset
+
+
+def _leave_out_unannotated(dataset: Dataset) -> None:
+    """Drop the unannotated images of a VOC export that references images in place (only
+    an annotation file names an image, so nothing would carry them) from ``dataset.images``,
+    which then hold what is written, with a line in ``dataset.warnings`` saying how many and
+    how to keep them."""
+    from napari_al.core.formats.common import unannotated_left_out
+
+    unannotated = [im for im in dataset.images if not im.annotated]
+    if unannotated:
+        dataset.images[:] = [im for im in dataset.images if im.annotated]
+        dataset.warnings.append(unannotated_left_out(unannotated))
 
 
 def _export_records(store: ProjectStore, only_reviewed: bool) -> list[ImageRecord]:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from napari_al.core.data import Dataset, ImageRecord
+from napari_al.core.data import Dataset, ImageNote, ImageRecord
 from napari_al.core.images import (
     ImageReadError,
     find_images,
@@ -271,20 +271,57 @@ def _importable(rec: ImageRecord) -> bool:
     return record_pixel_check(rec).error is None
 
 
-def _pool_note(images: list[ImageRecord], what: str, lacking: str) -> str | None:
+def _pool_note(
+    images: list[ImageRecord], what: str, lacking: str, where: str = ""
+) -> ImageNote | None:
     """One line naming the ``images`` an import puts in the pool for want of an annotation
     (how many, the first three file names), ``what`` the kind of image (``training image``)
-    and ``lacking`` what they lack (``no annotation``); None when none reaches the pool.
+    and ``lacking`` what they lack (``no annotation``), after ``where`` (e.g.
+    ``JPEGImages/: ``); None when none reaches the pool.
 
-    Only :func:`_importable` images are named."""
+    Only :func:`_importable` images are named; the import names only those it adds (not
+    those the project holds already: :class:`~napari_al.core.data.ImageNote`)."""
+    return ImageNote.of(functools.partial(_pool_text, what, lacking, where), images)
+
+
+def _pool_text(what: str, lacking: str, where: str, images: list[ImageRecord]) -> str | None:
+    """The text of :func:`_pool_note` for ``images``."""
     pooled = [im for im in images if _importable(im)]
     n = len(pooled)
     if not n:
         return None
     names = ", ".join(Path(im.path).name for im in pooled[:3]) + (", ..." if n > 3 else "")
     return (
-        f"{n} {what}{'s' if n != 1 else ''} ({names}) {'have' if n != 1 else 'has'} {lacking}: "
-        "imported into the pool of images to label, where rank asks about them"
+        f"{where}{n} {what}{'s' if n != 1 else ''} ({names}) {'have' if n != 1 else 'has'} "
+        f"{lacking}: imported into the pool of images to label, where rank asks about them"
+    )
+
+
+def _list_pool_text(train_list: str, ids: dict[int, str], images: list[ImageRecord]) -> str | None:
+    """The line for the ``images`` of ``train_list`` without annotation (their image ids:
+    ``ids``, by record identity) that join the pool; only :func:`_importable` ones are named
+    (the import names the rest)."""
+    names = [ids[id(im)] for im in images if _importable(im)]
+    n = len(names)
+    if not n:
+        return None
+    listed = ", ".join(repr(i) for i in names[:3]) + (", ..." if n > 3 else "")
+    return (
+        f"{train_list}: {n} listed image{'s' if n != 1 else ''} ({listed}) "
+        f"{'have' if n != 1 else 'has'} no annotation: imported into the pool of images to "
+        "label, where rank asks about them"
+    )
+
+
+def unannotated_left_out(images: list[ImageRecord]) -> str:
+    """The note of a VOC export without copied images that leaves out the unannotated
+    ``images``: how many, one of them, why, and the two ways to keep them."""
+    n = len(images)
+    return (
+        f"left out {n} unannotated image{'s' if n != 1 else ''} (not reviewed, no label; e.g. "
+        f"{Path(images[0].path).name}): a VOC export names an image only in its annotation "
+        "file, so without copied images an unannotated one has nothing to carry it; copy the "
+        "images (napari-al export --copy-images) or export COCO to keep them"
     )
 
 

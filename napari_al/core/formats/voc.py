@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from pathlib import Path
 
-from napari_al.core.data import SPLITS, BoxRecord, Dataset, ImageRecord
+from napari_al.core.data import SPLITS, BoxRecord, Dataset, ImageNote, ImageRecord
 from napari_al.core.formats.common import (
     FormatError,
     _abspath,
@@ -18,10 +19,10 @@ from napari_al.core.formats.common import (
     _fix_box,
     _fix_region,
     _fmt,
-    _importable,
     _is_dir,
     _is_file,
     _is_image_path,
+    _list_pool_text,
     _one_error_type,
     _parse_number,
     _pool_note,
@@ -31,6 +32,7 @@ from napari_al.core.formats.common import (
     _undone_on_failure,
     _unique_stems,
     _write_text,
+    unannotated_left_out,
 )
 from napari_al.core.formats.manifest import MANIFEST_NAME, finish_export
 from napari_al.core.formats.refusals import export_errors
@@ -293,16 +295,11 @@ def _voc_splits(root: Path, by_id: dict[str, ImageRecord], failed: set[str], rd:
             else:
                 rec.split = split
     for train_list, listed_ids in unlabelled.items():
-        ids = [i for i in listed_ids if _importable(by_id[i])]  # the import names the rest
-        n = len(ids)
-        if not n:
-            continue
-        shown = ", ".join(repr(i) for i in ids[:3]) + (", ..." if n > 3 else "")
-        rd.warn(
-            f"{train_list}: {n} listed image{'s' if n != 1 else ''} ({shown}) "
-            f"{'have' if n != 1 else 'has'} no annotation: imported into the pool of images to "
-            "label, where rank asks about them"
-        )
+        ids = {id(by_id[i]): i for i in listed_ids}
+        render = functools.partial(_list_pool_text, train_list, ids)
+        note = ImageNote.of(render, [by_id[i] for i in listed_ids])
+        if note is not None:  # the import restates it for the images it adds
+            rd.warn(note)
 
 
 @_one_error_type
@@ -372,9 +369,11 @@ def read_voc(
 
     _voc_splits(root, by_id, failed, rd)
     unlisted = [r for _, r in sorted(by_id.items()) if r.split is None and not r.annotated]
-    note = _pool_note(unlisted, "image", "no annotation (no .xml file) and no ImageSets list")
+    where = "" if img_dir == root else f"{rd.rel(img_dir)}/: "
+    lacking = "no annotation (no .xml file) and no ImageSets list"
+    note = _pool_note(unlisted, "image", lacking, where)
     if note is not None:
-        rd.warn(note if img_dir == root else f"{rd.rel(img_dir)}/: {note}")
+        rd.warn(note)
     names = sorted({b.label for rec in by_id.values() for b in (*rec.boxes, *rec.ignore_regions)})
     class_list = list(classes) if classes is not None else _voc_class_order(root, names, rd)
     images = [by_id[k] for k in sorted(by_id)]
@@ -526,9 +525,10 @@ def write_voc(
     Writes ``Annotations/<stem>.xml`` for every annotated image (stems made unique with
     ``_2``...), ``ImageSets/Main/<split>.txt`` per split and ``classes.txt`` (class order).
     Without ``copy_images`` the XML's ``<path>`` holds the absolute image path (read back by
-    :func:`read_voc`) and unannotated images are not exported; with it images are copied to
-    ``JPEGImages/`` (unannotated ones too). Coordinates are integers: non-integer boxes are
-    rounded to the nearest pixel edge (a box narrower than a pixel becomes one pixel wide).
+    :func:`read_voc`) and unannotated images are not exported (a line in ``dataset.warnings``
+    says how many); with it images are copied to ``JPEGImages/`` (unannotated ones too).
+    Coordinates are integers: non-integer boxes are rounded to the nearest pixel edge (a box
+    narrower than a pixel becomes one pixel wide).
     Ignore regions are objects with ``<difficult>1`` (a region of no class once per class, so
     every class ignores it). A partly reviewed image (``ImageRecord.partial``) carries
     napari-al's ``<partial>1</partial>``, and each of its reviewed regions
@@ -544,6 +544,9 @@ def write_voc(
     _check_labels(dataset)
     stems = _unique_stems(dataset.images, dataset.warnings if copy_images else None)
     plan: list[tuple[ImageRecord, str, Path]] = []
+    unwritten = [im for im in dataset.images if not (im.annotated or copy_images)]
+    if unwritten:
+        dataset.warnings.append(unannotated_left_out(unwritten))
     for im, stem in zip(dataset.images, stems, strict=True):
         if not (im.annotated or copy_images):
             continue

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from napari_al.core.data import SPLITS, Dataset, ImageRecord
+from napari_al.core.data import SPLITS, Dataset, ImageRecord, restated_warnings
 from napari_al.core.names import control_problem, shown
 from napari_al.core.pixel_checks import pixel_check
 from napari_al.core.store.boxes import BoxesMixin
@@ -111,7 +111,10 @@ class ImportMixin(BoxesMixin):
         ``boxes_added``, ``ignore_regions_added``, ``reviewed_regions_added``, ``annotated``,
         ``unannotated``, ``partial``, ``lost_objects`` (images of ``partial`` whose reader
         skipped objects), ``classes_added``, ``images_skipped`` and ``skipped_paths`` (the images
-        left out), ``left_out``, ``warnings`` (the reader's), ``action_id``.
+        left out), ``left_out``, ``warnings`` (the reader's; a note naming images the import
+        adds, :class:`~napari_al.core.data.ImageNote` such as "10 images ... imported into the
+        pool", names only those it did add, and is dropped when it added none: not those
+        already in the project), ``action_id``.
 
         Everything is validated, every file checked and hashed (streamed) before the write
         transaction, which then holds the write lock only briefly. ``progress(done, total)``
@@ -263,6 +266,7 @@ class ImportMixin(BoxesMixin):
         for item in planned:
             class_names.extend(b.label for b in item.rec.boxes)
         removed: dict[int, list[int]] = {}
+        added: set[int] = set()  # the records of the images added (by identity)
         with self._write() as conn:
             reviewed = _reviewed_image_ids(conn) if any(p.existing for p in planned) else set()
             class_ids = {name: cid for cid, name in conn.execute("SELECT id, name FROM classes")}
@@ -274,6 +278,8 @@ class ImportMixin(BoxesMixin):
                 image_id = self._write_planned(conn, item, sha, summary, removed, reviewed)
                 if image_id is None:
                     continue
+                if item.existing is None:
+                    added.add(id(item.rec))
                 image = self._image(conn, image_id)
                 rec = item.rec
                 for b in rec.boxes:
@@ -296,6 +302,9 @@ class ImportMixin(BoxesMixin):
                 summary["annotated" if _labelled(rec) else "unannotated"] += 1
                 summary["partial"] += int(_review_state(rec) == "partial")
                 summary["lost_objects"] += int(rec.annotated and rec.skipped_objects > 0)
+            summary["warnings"] = restated_warnings(
+                summary["warnings"], lambda rec: id(rec) in added
+            )
             log_payload = {
                 k: v for k, v in summary.items() if k not in ("skipped_paths", "left_out")
             }
