@@ -204,7 +204,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from napari_al.core import workflow
 
     calibration = workflow.from_args(workflow.CalibrationSettings, args)
-    with open_store(args.project) as store:
+    with open_store(args.project, reads_only=True) as store:
         require_classes(store, args.project)
         workflow.complete_rows(store, args.split)  # none: say so before a model is loaded
         detector = _detector(store, args)

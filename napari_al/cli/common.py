@@ -328,12 +328,17 @@ def not_a_project(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def open_store(project: str, busy: str | None = None) -> Iterator[Any]:
+def open_store(project: str, busy: str | None = None, *, reads_only: bool = False) -> Iterator[Any]:
     """The project's store for a ``with`` block; with ``busy`` (what the command does, e.g.
     ``training``) the block also holds the project lock, taken first, so that a second run
     fails at once with one line naming the holder (:func:`~napari_al.core.store.project_lock`).
     A path that is no project, or whose store file is empty (an interrupted init), is a
     :class:`CliError` saying which, before anything is written.
+
+    A project folder that cannot be written (a read-only file system, no write permission)
+    is one line naming it and the fix (:class:`~napari_al.core.store.ReadOnlyProjectError`),
+    before the command does anything, unless the command only reads (``reads_only``: info,
+    export, evaluate), which then gets a read-only store (``store.read_only``).
     """
     from napari_al.core.project import is_project
     from napari_al.core.store import ProjectStore, empty_store_error, is_empty_store, project_lock
@@ -346,7 +351,7 @@ def open_store(project: str, busy: str | None = None) -> Iterator[Any]:
     with contextlib.ExitStack() as stack:
         if busy is not None:
             stack.enter_context(project_lock(path, busy))
-        yield stack.enter_context(ProjectStore.open(path))
+        yield stack.enter_context(ProjectStore.open(path, read_only=None if reads_only else False))
 
 
 def require_classes(store: Any, project: str) -> None:
@@ -413,6 +418,14 @@ def user_message(exc: BaseException) -> str | None:
             known.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):
             continue
+    if isinstance(exc, sqlite3.OperationalError) and "readonly database" in str(exc).lower():
+        from napari_al.core.store import STORE_FILENAME
+
+        return (  # the folder became read-only after the store opened (a remount)
+            f"the project's store, {STORE_FILENAME}, cannot be written now ({exc}): its folder "
+            "or file became read-only (a remount, changed permissions); make them writable "
+            "and run the command again (the changes committed before are kept)"
+        )
     if isinstance(exc, sqlite3.DatabaseError) and any(
         words in str(exc).lower() for words in _DAMAGED_STORE
     ):  # damage found by a query, after the store opened

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from napari_al.cli.common import json_text, progress_bar, skip_reporter
+from napari_al.cli.common import json_text, progress_bar, say, skip_reporter
 
 
 def print_eval(store, detector, split: str, as_json: bool, calibration=None) -> int:
@@ -21,12 +21,22 @@ def print_eval(store, detector, split: str, as_json: bool, calibration=None) -> 
         )
     finally:
         close()
-    result = workflow.evaluate_model(store, detector, split, predictions=predictions)
+    record = not getattr(store, "read_only", False)  # a project folder napari-al cannot write
+    result = workflow.evaluate_model(store, detector, split, predictions=predictions, record=record)
     cal = None
     if detector.model_version:
         cal = workflow.calibrate_model(
-            store, detector, calibration, split=split, predictions=predictions
+            store, detector, calibration, split=split, predictions=predictions, record=record
         )
+        if not record:
+            from napari_al.core.store.access import why_not_writable
+
+            say(
+                "note",
+                f"not recorded on model version {detector.model_version}: the project folder "
+                f"is not writable ({why_not_writable(store.project_dir)}); the figures are "
+                "printed only",
+            )
     if as_json:
         print(json_text({**result, **(cal or {})}, indent=2, sort_keys=True))
         return 0

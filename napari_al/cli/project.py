@@ -46,7 +46,7 @@ def _unfinished_init(path: Path) -> Any:
     read, or an init of a folder that was empty then) in a folder that holds images now. The
     viewer's open finishes both too (:func:`napari_al.core.project.open_or_init`)."""
     from napari_al.core.images import find_images
-    from napari_al.core.store import ProjectStore, is_empty_store
+    from napari_al.core.store import ProjectStore, is_empty_store, not_writable_error
 
     if is_empty_store(path):
         store = ProjectStore.open(path, create=True)
@@ -54,9 +54,12 @@ def _unfinished_init(path: Path) -> Any:
             f"finishing the interrupted init of {shown(str(path))}: its store was empty (0 bytes)"
         )
         return store
-    store = ProjectStore.open(path)
+    store = ProjectStore.open(path, read_only=None)  # a made project on a read-only folder
     nothing = store.last_action_id() is None and not store.images() and not store.classes()
     if nothing and find_images(path):
+        if store.read_only:
+            store.close()
+            raise not_writable_error(path, "finishing its init")
         print(
             f"finishing the init of {shown(str(path))}: its store holds nothing yet (an init "
             "interrupted while it read the images, or of a folder empty then)"
@@ -185,7 +188,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.copy_images and args.format == "coco":
         raise CliError("--copy-images applies to --format voc and yolo only")
-    with open_store(args.project) as store:
+    with open_store(args.project, reads_only=True) as store:
         try:
             dataset = export_dataset(
                 store,
@@ -322,11 +325,12 @@ def _image_list(store: Any) -> list[dict[str, Any]]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    with open_store(args.project) as store:
+    with open_store(args.project, reads_only=True) as store:
         info = store.info()
         untouched = store.last_action_id() is None and not info["classes"]
         info["image_files"] = store.check_files()
         info["latest_model"] = _latest_model(store)
+        info["partial_checkpoints"] = _partial_checkpoints(store)
         if getattr(args, "images", False):
             info["image_list"] = _image_list(store)
     if args.json:
@@ -360,6 +364,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             line += f"; {calibration_line(model['calibration'])}"
         print(line)
     _print_files(info["image_files"])
+    _print_partial(info["partial_checkpoints"], args.project)
     if "image_list" in info:
         _print_images(info["image_list"])
     if untouched and not info["images"]:
@@ -371,6 +376,44 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"'napari-al import {q} --format images FOLDER' (or voc, coco, yolo)",
         )
     return 0
+
+
+def _partial_checkpoints(store) -> dict[str, Any]:
+    """The temporary files that checkpoint saves killed before their rename left in the
+    project's ``models/`` (``files``: names, ``bytes``: their size together, ``held_by``: the
+    pid of the run holding the project now, whose save may be one of them, or None)."""
+    from napari_al.core.atomic_files import partial_writes, total_bytes
+    from napari_al.core.store.lock import holder
+    from napari_al.core.workflow.model import MODELS_DIR
+
+    paths = partial_writes(Path(store.project_dir) / MODELS_DIR)
+    run = holder(store.project_dir) if paths else None
+    return {
+        "files": [p.name for p in paths],
+        "bytes": total_bytes(paths),
+        "held_by": None if run is None else run.get("pid"),
+    }
+
+
+def _print_partial(partial: dict[str, Any], project: str) -> None:
+    """A warning naming the temporary files of killed checkpoint saves, and the fix."""
+    files = partial["files"]
+    if not files:
+        return
+    n = len(files)
+    what = (
+        f"models/ holds {counted(n, 'temporary file')} of checkpoint saves that were "
+        f"killed before they finished ({partial['bytes'] / 1e6:.0f} MB, e.g. {shown(files[0])})"
+    )
+    train = f"napari-al train {shlex.quote(str(project))}"
+    if partial["held_by"] is None:
+        fix = f"nothing reads them: the next '{train}' removes them, or delete them now"
+    else:
+        fix = (
+            f"a run holds the project now (pid {partial['held_by']}), whose save may be one of "
+            f"them; the next '{train}' removes those left"
+        )
+    say("warning", f"{what}; {fix}")
 
 
 def _print_images(images: list[dict[str, Any]]) -> None:

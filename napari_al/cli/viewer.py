@@ -56,7 +56,7 @@ def _run_napari(project: Path, screenshot: str | None, quit_after: bool) -> int:
 def cmd_open(args: argparse.Namespace) -> int:
     from napari_al.core.project import is_project
     from napari_al.core.project_paths import nesting_error
-    from napari_al.core.store import ProjectStore
+    from napari_al.core.store import ProjectStore, folder_writable, not_writable_error
 
     path = Path(args.project)
     nested = None if is_project(path) else nesting_error(path)
@@ -64,6 +64,8 @@ def cmd_open(args: argparse.Namespace) -> int:
         raise CliError(nested)
     if not path.is_dir():
         raise CliError(f"{path}: no such folder")
+    if is_project(path) and not folder_writable(path):  # every key press is a write
+        raise not_writable_error(path, "the viewer (it records each action in the store)")
     _require_display()
     if not is_project(path):  # a first open: import the folder here, saying what it held
         with ProjectStore.create(path) as store:

@@ -17,7 +17,8 @@ loaded detector's ``model_version`` is 0 until its loader sets it.
 
 Writing is atomic: a temporary file in the same directory, flushed and fsynced, then
 ``os.replace`` over the target and an fsync of the directory, so a crash leaves either the old
-or the new checkpoint, never a torn one.
+or the new checkpoint, never a torn one. A writer killed before the rename leaves the
+temporary file (:mod:`napari_al.core.atomic_files`: the project's next training removes it).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_al.core.atomic_files import TEMP_SUFFIX, temp_prefix
 from napari_al.core.engine.build import DetectorConfig
 from napari_al.core.engine.detector import Detector
 from napari_al.core.file_modes import new_file_mode
@@ -106,7 +108,10 @@ def save(detector: Detector, path: str | Path, metadata: Mapping[str, Any] | Non
     }
     meta.update(plain(dict(metadata or {})))
     payload = _payload(detector, meta)
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
+    # a writer killed before the rename leaves this file: napari_al.core.atomic_files finds it
+    fd, tmp = tempfile.mkstemp(
+        dir=str(path.parent), prefix=temp_prefix(path.name), suffix=TEMP_SUFFIX
+    )
     try:
         os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "wb") as f:

@@ -61,6 +61,7 @@ Stdlib ``sqlite3`` (and the ``filelock`` library for the project lock); no Qt, n
 
 from __future__ import annotations
 
+from napari_al.core.store.access import ReadOnlyProjectError, folder_writable, not_writable_error
 from napari_al.core.store.base import empty_store_error, is_empty_store, store_folder_error
 from napari_al.core.store.lock import (
     HOLDER_FILENAME,
@@ -126,6 +127,7 @@ __all__ = [
     "ModelVersionRow",
     "ProjectBusyError",
     "ProjectStore",
+    "ReadOnlyProjectError",
     "ReviewedRegionRow",
     "SnapshotImage",
     "StoreError",
@@ -134,10 +136,12 @@ __all__ = [
     "TrainingSnapshot",
     "empty_store_error",
     "file_sha256",
+    "folder_writable",
     "holds_project_lock",
     "import_dataset",
     "is_empty_store",
     "lend_env",
+    "not_writable_error",
     "project_lock",
     "store_folder_error",
 ]

@@ -18,9 +18,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from napari_al.core.store.access import (
+    ReadOnlyProjectError,
+    cannot_create_error,
+    cannot_open,
+    connect_read_only,
+    folder_writable,
+    not_writable_error,
+)
 from napari_al.core.store.check import check_pages
 from napari_al.core.store.rows import ImageRow, ModelVersionRow, StoreError
-from napari_al.core.store.schema import BUSY_TIMEOUT_S, IDLE_CUTOFF_S, STORE_FILENAME, migrate
+from napari_al.core.store.schema import (
+    BUSY_TIMEOUT_S,
+    IDLE_CUTOFF_S,
+    SCHEMA_VERSION,
+    STORE_FILENAME,
+    check_schema,
+    migrate,
+)
 
 _S = TypeVar("_S", bound="StoreBase")
 
@@ -73,6 +88,7 @@ class StoreBase:
         clock: Callable[[], float] | None = None,
         idle_cutoff_s: float = IDLE_CUTOFF_S,
         timeout_s: float = BUSY_TIMEOUT_S,
+        read_only: bool | None = False,
     ) -> None:
         """Connect to ``project_dir``'s store file, creating and migrating it as needed.
 
@@ -81,6 +97,11 @@ class StoreBase:
         and index is read once (:func:`~napari_al.core.store.check.check_pages`), so a
         damaged file is refused here, with :class:`StoreError` (one line naming the file and
         the way back), whatever its damaged page holds.
+
+        ``read_only``: False (default) needs a project folder napari-al may write, else
+        :class:`~napari_al.core.store.access.ReadOnlyProjectError` (one line: the folder, why,
+        the fix); True opens the store read-only (a write raises that error); None opens it
+        read-only only when the folder cannot be written (a command that only reads).
         """
         self.project_dir = Path(os.path.abspath(project_dir))
         self.path = self.project_dir / STORE_FILENAME
@@ -90,31 +111,76 @@ class StoreBase:
         self._depth = 0
         self._commits = 0
         self._conn: sqlite3.Connection | None = None
-        conn = sqlite3.connect(
-            str(self.path), timeout=timeout_s, isolation_level=None, check_same_thread=False
-        )
+        writable = folder_writable(self.project_dir)
+        if read_only is False and not writable:
+            raise not_writable_error(self.project_dir)
+        #: Whether this store only reads (:meth:`_write` refuses, with the folder's error).
+        self.read_only = bool(read_only) or not writable
+        try:
+            if self.read_only:
+                conn = connect_read_only(self.path, timeout_s)
+            else:
+                conn = sqlite3.connect(
+                    str(self.path),
+                    timeout=timeout_s,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+        except sqlite3.DatabaseError as exc:
+            raise self._open_error(exc) from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(
-                    f"{self.path}: cannot use WAL journal mode (got {mode!r}); "
-                    "is the project on a network file system?"
-                )
-            conn.execute("PRAGMA synchronous = FULL")
+            if self.read_only:
+                self._check_schema_read_only(conn)
+            else:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StoreError(
+                        f"{self.path}: cannot use WAL journal mode (got {mode!r}); "
+                        "is the project on a network file system?"
+                    )
+                conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
-            self._migrate(conn)
+            if not self.read_only:
+                self._migrate(conn)
             check_pages(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise StoreError(
-                f"{self.path}: not a usable napari-al store ({exc}); restore it from a backup "
-                "or re-import an export into a new project (docs/store.md, 'Backups')"
-            ) from exc
+            raise self._open_error(exc) from exc
         except BaseException:
             conn.close()
             raise
         self._conn = conn
+
+    def _open_error(self, exc: sqlite3.DatabaseError) -> StoreError:
+        """The one line for SQLite's ``exc`` at open: a folder that cannot be written (its
+        fix), a file SQLite could not open (what to check: never the advice for a damaged
+        store, which a healthy one would be restored over), or a damaged store (the way
+        back)."""
+        if cannot_open(exc):
+            if not folder_writable(self.project_dir):
+                return not_writable_error(self.project_dir)
+            return StoreError(
+                f"{self.path}: SQLite cannot open the store ({exc}); check that you may read "
+                f"and write {self.project_dir} and its {STORE_FILENAME}* files (the store's "
+                "write-ahead log files -wal and -shm must be files SQLite can make and open), "
+                "and that the disk has room"
+            )
+        return StoreError(
+            f"{self.path}: not a usable napari-al store ({exc}); restore it from a backup "
+            "or re-import an export into a new project (docs/store.md, 'Backups')"
+        )
+
+    def _check_schema_read_only(self, conn: sqlite3.Connection) -> None:
+        """Refuse a store a read-only open cannot use as it is: a foreign or newer file
+        (:func:`~napari_al.core.store.schema.check_schema`), or one of an older schema, which
+        only a migration (a write) brings up to date."""
+        version = check_schema(conn)
+        if version < SCHEMA_VERSION:
+            raise ReadOnlyProjectError(
+                f"{not_writable_error(self.project_dir)} (its store, of schema version "
+                f"{version}, must be upgraded to {SCHEMA_VERSION} first, which writes to it)"
+            )
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -122,7 +188,12 @@ class StoreBase:
     def create(cls: type[_S], project_dir: str | os.PathLike[str], **kwargs: Any) -> _S:
         """Create a new project store in ``project_dir`` (made if missing); fail if one exists."""
         project_dir = Path(os.path.abspath(project_dir))
-        project_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            project_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if not _refused_write(exc):
+                raise
+            raise cannot_create_error(project_dir) from None
         path = project_dir / STORE_FILENAME
         if path.is_dir():
             raise StoreError(store_folder_error(project_dir))
@@ -130,6 +201,10 @@ class StoreBase:
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
         except FileExistsError:
             raise StoreError(f"{project_dir}: a napari-al project store already exists") from None
+        except OSError as exc:
+            if not _refused_write(exc):
+                raise
+            raise cannot_create_error(project_dir) from None
         try:
             return cls(project_dir, **kwargs)
         except BaseException:
@@ -159,7 +234,15 @@ class StoreBase:
                 raise StoreError(
                     f"{project_dir}: no napari-al project store ({STORE_FILENAME} missing)"
                 )
-            Path(os.path.abspath(project_dir)).mkdir(parents=True, exist_ok=True)
+            folder = Path(os.path.abspath(project_dir))
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                if not _refused_write(exc):
+                    raise
+                raise cannot_create_error(folder) from None
+            if not folder_writable(folder):
+                raise cannot_create_error(folder)
         return cls(project_dir, **kwargs)
 
     def close(self) -> None:
@@ -245,6 +328,8 @@ class StoreBase:
         in a SAVEPOINT, rolled back alone when the nested call raises."""
         with self._lock:
             conn = self._require_open()
+            if self.read_only:
+                raise not_writable_error(self.project_dir)
             if self._depth:
                 yield from self._nested_write(conn)
                 return
@@ -345,3 +430,10 @@ class StoreBase:
         """The absolute path of an image or checkpoint row (or of a stored path)."""
         stored = row.path if isinstance(row, (ImageRow, ModelVersionRow)) else os.fspath(row)
         return Path(os.path.normpath(os.path.join(self.project_dir, stored)))
+
+
+def _refused_write(exc: OSError) -> bool:
+    """Whether ``exc`` is a write the file system refused: no permission, or read-only."""
+    import errno
+
+    return isinstance(exc, PermissionError) or exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from napari_al.core.store.access import folder_writable, not_writable_error
 from napari_al.core.store.rows import StoreError
 
 LOCK_FILENAME = "napari_al.lock"
@@ -122,8 +123,10 @@ def project_lock(project_dir: str | os.PathLike[str], what: str) -> Iterator[Non
     ``ranking``, ...) is what a second run is told this one is doing.
 
     Raises :class:`ProjectBusyError` at once (no waiting) when another process, or another
-    thread of this one, holds it; OSError when the lock file cannot be created (a read-only
-    project folder). Re-entrant within a thread.
+    thread of this one, holds it;
+    :class:`~napari_al.core.store.access.ReadOnlyProjectError` (one line: the folder, why,
+    the fix) when the project folder cannot be written (a read-only file system, no write
+    permission), where the lock file cannot be made. Re-entrant within a thread.
     """
     from filelock import FileLock, Timeout
 
@@ -141,11 +144,17 @@ def project_lock(project_dir: str | os.PathLike[str], what: str) -> Iterator[Non
         finally:
             entry[1] -= 1
         return
+    if not folder_writable(folder):  # say so before trying: the lock file cannot be made
+        raise not_writable_error(project_dir, what)
     lock = FileLock(path, timeout=0, thread_local=False)
     try:
         lock.acquire()
     except Timeout:
         raise ProjectBusyError(busy_message(project_dir, what)) from None
+    except OSError:
+        if folder_writable(folder):
+            raise
+        raise not_writable_error(project_dir, what) from None
     try:
         _write_holder(folder, what)
         locks[path] = [lock, 1]

@@ -269,19 +269,7 @@ def migrate(conn: sqlite3.Connection) -> None:
     while True:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            if app_id not in (0, APPLICATION_ID):
-                raise StoreError(f"not a napari-al store (application_id {app_id:#x})")
-            if version > target:
-                raise StoreError(
-                    f"the project store has schema version {version}, newer than this "
-                    f"napari-al supports ({target}); upgrade napari-al to open it"
-                )
-            if version == 0:
-                n_objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-                if n_objects:
-                    raise StoreError("not a napari-al store (foreign tables, no version)")
+            version = check_schema(conn)
             if version == target:
                 conn.execute("COMMIT")
                 return
@@ -292,3 +280,23 @@ def migrate(conn: sqlite3.Connection) -> None:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+
+def check_schema(conn: sqlite3.Connection) -> int:
+    """The file's schema version (``PRAGMA user_version``), read without writing; raises
+    :class:`StoreError` for a foreign SQLite file or one newer than :data:`MIGRATIONS`."""
+    target = len(MIGRATIONS)
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    if app_id not in (0, APPLICATION_ID):
+        raise StoreError(f"not a napari-al store (application_id {app_id:#x})")
+    if version > target:
+        raise StoreError(
+            f"the project store has schema version {version}, newer than this "
+            f"napari-al supports ({target}); upgrade napari-al to open it"
+        )
+    if version == 0:
+        n_objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if n_objects:
+            raise StoreError("not a napari-al store (foreign tables, no version)")
+    return version

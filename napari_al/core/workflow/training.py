@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from napari_al.core.atomic_files import remove_partial_writes
 from napari_al.core.data import HUMAN_STATUSES
 from napari_al.core.store.lock import holds_project_lock
 from napari_al.core.workflow.crops import is_crop
@@ -124,8 +125,8 @@ def train_model(
 
     A run that is cancelled, hits a non-finite loss or raises saves nothing, and the detector
     gets back the weights it had (those of the version it reports). On success the checkpoint
-    is written atomically, the version is added to the store with its metrics (training
-    settings, labels hash, effort) and ``detector.model_version`` is set to it.
+    is written atomically (:func:`_save_version`), the version is added to the store with its
+    metrics (training settings, labels hash, effort) and ``detector.model_version`` is set.
 
     Under torchrun all ranks train together and only rank 0 saves and records (``world_size``
     in the version's metrics); a rank > 0 returns its outcome with no version.
@@ -133,7 +134,7 @@ def train_model(
     Runs holding the project lock (:func:`~napari_al.core.store.project_lock`): raises
     :class:`~napari_al.core.store.ProjectBusyError` at once when another run holds it.
     """
-    from napari_al.core.engine import save_checkpoint, train
+    from napari_al.core.engine import train
 
     s = settings or TrainSettings()
     snapshot = store.training_snapshot()
@@ -187,14 +188,28 @@ def train_model(
     if not is_main_process():  # the store has one writer: rank 0
         return outcome
     metrics = _metrics(s, result, examples, pseudo, outcome, snapshot, effort)
+    _save_version(store, detector, metrics, outcome)
+    return outcome
+
+
+def _save_version(
+    store: ProjectStore, detector: Detector, metrics: dict[str, Any], outcome: TrainOutcome
+) -> None:
+    """Save ``detector``'s checkpoint atomically and add it to the store as a model version
+    with ``metrics``; set ``detector.model_version`` and ``outcome``'s version, checkpoint
+    and metrics. The temporary files that saves killed before their rename left in
+    ``models/`` (:mod:`napari_al.core.atomic_files`) are removed first: no live writer owns
+    one, the caller (:func:`train_model`) holding the project lock."""
+    from napari_al.core.engine import save_checkpoint
+
     path = next_checkpoint_path(store)
+    remove_partial_writes(path.parent)
     save_checkpoint(detector, path, metadata=metrics)
     version = store.add_model_version(path, detector.arch, metrics=metrics)
     detector.model_version = version
     outcome.model_version = version
     outcome.checkpoint = path
     outcome.metrics = metrics
-    return outcome
 
 
 def _engine_options(s: TrainSettings) -> dict[str, Any]:
