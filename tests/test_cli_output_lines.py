@@ -96,3 +96,15 @@ def test_info_quotes_such_a_name(tmp_path: Path, capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     assert out.rstrip("\n").splitlines()[-2].endswith("  ' b.png'"), out  # relative in it
     assert out.rstrip("\n").splitlines()[-1].endswith("  c.png"), out
+
+
+def test_evaluate_says_a_class_without_boxes_has_no_ap() -> None:
+    """``evaluate`` printed ``AP50 nan`` for a class the split holds no box of (found by a
+    newcomer); JSON keeps null (``json_text``)."""
+    from napari_al.cli.evaluate import class_line
+
+    line = class_line("WBC", {"ap50": float("nan"), "ap": float("nan")}, "val")
+    assert "nan" not in line and "no WBC box in val" in line
+    assert class_line("RBC", {"ap50": 0.5, "ap": 0.25}, "val").split() == [
+        "RBC", "AP50", "0.5000", "AP", "0.2500",
+    ]  # fmt: skip

@@ -46,14 +46,25 @@ def print_eval(store, detector, split: str, as_json: bool, calibration=None) -> 
         f"({result['images']} images; {version})"
     )
     for name, m in sorted(result.get("per_class", {}).items()):
-        ap50, ap = m.get("ap50", float("nan")), m.get("ap", float("nan"))
-        print(f"  {name:<12} AP50 {ap50:.4f}  AP {ap:.4f}")
+        print(class_line(name, m, split))
     if cal is not None:
         line = calibration_line(cal)
         if _kept_under_by_split(store, detector.model_version, split):
             line += "; a look only: the model keeps the calibration fitted and measured on val"
         print(line)
     return 0
+
+
+def class_line(name: str, metrics: dict, split: str) -> str:
+    """One class's line of ``evaluate``: its AP@0.5 and AP@[.5:.95], or, where the split holds
+    no box of the class (pycocotools gives no AP, read as NaN), that it holds none: "AP50 nan"
+    read as a failure of the tool."""
+    import math
+
+    ap50, ap = metrics.get("ap50", math.nan), metrics.get("ap", math.nan)
+    if not (math.isfinite(ap50) or math.isfinite(ap)):
+        return f"  {name:<12} no {name} box in {split}: AP not defined"
+    return f"  {name:<12} AP50 {ap50:.4f}  AP {ap:.4f}"
 
 
 def _kept_under_by_split(store, version: int, split: str) -> bool:
