@@ -337,3 +337,20 @@ def test_evaluate_on_another_split_says_the_val_calibration_stays(
     assert line and line[0].endswith(
         "a look only: the model keeps the calibration fitted and measured on val"
     )
+
+
+def test_train_without_evaluate_names_the_val_split_it_could_fit_on(
+    trained_project: Path, capsys
+) -> None:
+    """After ``train`` (no ``--evaluate``) on a project with complete val images the line
+    said "evaluate on a val split of complete images", as if it had none (found by a
+    newcomer): it now says how to use the one it has."""
+    with ProjectStore.open(trained_project) as store:
+        n_val = len(store.images(split="val", review_state="complete"))
+    assert n_val > 0
+    capsys.readouterr()
+    assert main(["train", str(trained_project), *CLI_TINY, "--steps", "1"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("calibration"))
+    assert "raw scores kept" in line, line  # the fixture judges no model box
+    assert "train with --evaluate" in line and f"napari-al evaluate {trained_project}" in line
+    assert "complete val image" in line and "evaluate on a val split" not in line

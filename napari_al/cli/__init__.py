@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -166,7 +167,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             else:
                 return print_eval(store, detector, "val", False, calibration)
         # no evaluation: calibrate on the judged boxes only (no pass over a split)
-        print(calibration_line(workflow.calibrate_model(store, detector, calibration, split=None)))
+        n_val = len(store.images(split="val", review_state="complete"))
+        fix = None
+        if n_val:  # the project has what the fit needs: say how to use it
+            fix = (
+                f"train with --evaluate, or run 'napari-al evaluate {shlex.quote(str(args.project))}', "
+                f"to fit it on the {counted(n_val, 'complete val image')}; or judge more boxes"
+            )
+        cal = workflow.calibrate_model(store, detector, calibration, split=None)
+        print(calibration_line(cal, fix))
     return 0
 
 

@@ -74,8 +74,10 @@ def _kept_under_by_split(store, version: int, split: str) -> bool:
     return row is not None and split in (row.metrics.get("by_split") or {})
 
 
-def calibration_line(cal: dict) -> str:
-    """One line on a calibration: how it was fitted and its error before/after."""
+def calibration_line(cal: dict, fix: str | None = None) -> str:
+    """One line on a calibration: how it was fitted and its error before/after. ``fix``: what
+    to do when too few samples kept the raw scores (default: evaluate on a val split of
+    complete images, or judge more boxes)."""
     n = cal["calibration_samples"]
     source = {
         "judged": f"fitted on {n} judged model boxes",
@@ -84,7 +86,7 @@ def calibration_line(cal: dict) -> str:
     judged = cal.get("calibration_judged")
     if cal["calibration_source"] == "none" and cal["calibration_method"] != "none":
         source += f": {judged} judged model boxes, too few" if judged is not None else ": too few"
-        source += " (evaluate on a val split of complete images, or judge more boxes)"
+        source += f" ({fix or 'evaluate on a val split of complete images, or judge more boxes'})"
     line = f"calibration ({cal['calibration_method']}, {source})"
     if cal.get("ece_before") is not None:
         line += (
