@@ -8,17 +8,35 @@ directly, blocking, on the calling thread: :meth:`Session.predict`, :meth:`Sessi
 widget's background versions (``session.widget.start_retrain()`` ...) keep the viewer
 responsive instead.
 
+A call that fails changes nothing of the session (a failed :meth:`Session.load_detector` keeps
+the settings and the model it had); an argument of the wrong type is refused in one line that
+names it (:class:`~napari_al.core.workflow.SettingsTypeError`, a TypeError too); results of a
+detector with untrained heads come with an
+:class:`~napari_al.core.workflow.UntrainedModelWarning`, once per call.
+
+One viewer shows one project: ``open_project(path, viewer=v)`` on a viewer whose Active learning
+dock is open already opens ``path`` in that dock (saying so; the session returned for it before
+is closed) instead of docking a second one over the same layers (:mod:`.session_viewer`).
+
 This module imports neither Qt nor napari nor torch until a viewer or a model is needed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import threading
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from napari_al.core import workflow
 from napari_al.core.workflow import ModelSettings, QuerySettings, TrainSettings
+from napari_al.core.workflow.errors import wrong_type
+from napari_al.core.workflow.settings import steps_and_epochs
 
 if TYPE_CHECKING:
     import napari
@@ -45,6 +63,8 @@ class Session:
         self.model = ModelSettings()
         self.last_queries: list[QueryItem] = []
         self._annotator: Annotator | None = None
+        #: Why this session is closed when another ``open_project`` took over its viewer.
+        self._replaced: str | None = None
 
     @classmethod
     def open(cls, path: str | Path) -> Session:
@@ -57,9 +77,17 @@ class Session:
 
     @property
     def store(self) -> ProjectStore:
+        if self._replaced is not None:
+            raise workflow.WorkflowError(self._replaced)
         if self.widget is not None and self.widget.store is not None:
             return self.widget.store
         return self._store
+
+    def _detach(self, reason: str) -> None:
+        """Leave the viewer to another session (``reason``: what each later call says)."""
+        self._replaced = reason
+        self.widget = None
+        self.viewer = None
 
     @property
     def project_dir(self) -> Path:
@@ -81,14 +109,20 @@ class Session:
     def load_detector(self, settings: ModelSettings | None = None, **fields: Any) -> Any:
         """Load the model per ``settings`` with ``fields`` replaced (``arch``, ``weights``,
         ``device``, ``min_size``, ``max_size``; default: the project's latest checkpoint, or a
-        fresh pretrained-backbone model). Unknown fields raise TypeError."""
-        from napari_al.gui.tasks import ensure_torch
-
-        ensure_torch()
-        self.model = dataclasses.replace(settings or self.model, **fields)
-        self._detector = workflow.load_model(self.store, self.model)
+        fresh pretrained-backbone model). The settings stay for later loads (``self.model``)
+        once the load succeeded; a load that fails (a device not here, a weights file not
+        found) keeps the settings and the model the session had. Unknown fields raise
+        TypeError."""
+        model = dataclasses.replace(settings or self.model, **fields)
+        detector = self._load(model)
+        self.model, self._detector = model, detector
         self._share_detector()
-        return self._detector
+        return detector
+
+    def _load(self, model: ModelSettings) -> Any:
+        """A detector per ``model``, changing nothing of the session."""
+        _ensure_torch()
+        return workflow.load_model(self.store, model)
 
     def _share_detector(self) -> None:
         if self.widget is not None and self._detector is not None:
@@ -126,6 +160,11 @@ class Session:
         back). The model in use proposes it when it was trained in the project (headless: the
         project's latest model version, loaded on first use), else the image does. Returns the
         new box id, or None when no box was found (nothing stored)."""
+        image_id = _whole("image_id", image_id, AN_IMAGE_ID)
+        x, y = (
+            _number("x", x, "a number (image pixels)"),
+            _number("y", y, "a number (image pixels)"),
+        )
         class_id = self._class_id(cls)
         detector = self._model_in_use()
         command = workflow.click(self.annotator, image_id, (x, y), class_id, detector)
@@ -133,6 +172,8 @@ class Session:
 
     def _class_id(self, cls: str | int | None) -> int:
         """A class name or id as its id (None: the first class)."""
+        if cls is not None and not isinstance(cls, str):
+            _whole("cls", cls, "a class name or a class id (a whole number)")
         classes = self.store.classes()
         if not classes:
             raise workflow.WorkflowError("the project has no classes; add one first")
@@ -151,6 +192,7 @@ class Session:
         latest model version, loaded on first use), else from the image's stored predictions;
         for ``several``, click the objects (:meth:`click`). ``session.annotator.undo()`` takes
         the answer back."""
+        box_id = _whole("box_id", box_id, "a box id (a whole number)")
         if answer == "wrong_class" and cls is None:
             raise ValueError(
                 "a wrong_class answer needs the right class: "
@@ -166,6 +208,7 @@ class Session:
         as the viewer asks them (:func:`napari_al.core.workflow.region_questions`, from the
         candidates of the model in use; none before a model is trained in the project).
         Runs the model on the image: blocking."""
+        image_id = _whole("image_id", image_id, AN_IMAGE_ID)
         row = self.store.image(image_id)  # StoreError for an unknown image, model or not
         detector = self._model_in_use()
         if not workflow.has_model(detector):
@@ -179,17 +222,37 @@ class Session:
         known empty of the class (``annotator.undo()`` takes it back) and returns its box id;
         yes changes no data (returns None): click the missed objects in it next
         (:meth:`click`)."""
-        result = workflow.answer_region(self.annotator, question, yes)
+        if not isinstance(question, workflow.RegionQuestion):
+            raise wrong_type("question", "a question from session.region_questions()", question)
+        if not isinstance(yes, bool | np.bool_):
+            raise wrong_type("yes", "True or False", yes)
+        result = workflow.answer_region(self.annotator, question, bool(yes))
         return None if isinstance(result, int) else result.box_id
 
     # -- the round's steps, blocking ---------------------------------------------------------
 
-    def predict(self, image_ids: list[int] | None = None, progress: Any = None) -> int:
-        """Run the detector on images (default: every image not yet complete, pool first);
-        their ``predicted`` boxes are replaced. Returns the number of images predicted."""
-        done = workflow.predict_images(self.store, self.detector, image_ids, progress=progress)
+    def predict(self, image_ids: Iterable[int] | int | None = None, progress: Any = None) -> int:
+        """Run the detector on images (``image_ids``: a list of image ids, or one; default:
+        every image not yet complete, pool first); their ``predicted`` boxes are replaced.
+        Returns the number of images predicted."""
+        ids = _image_ids(image_ids)
+        detector = self.detector
+        done = workflow.predict_images(self.store, detector, ids, progress=progress)
         self._refresh_view()
+        self._warn_if_untrained(detector)
         return len(done)
+
+    def _warn_if_untrained(self, detector: Any) -> None:
+        """An :class:`~napari_al.core.workflow.UntrainedModelWarning` when ``detector`` is no
+        model version of the project (as the CLI's ``warning:`` line), once per call that
+        returned results."""
+        reason = workflow.untrained_reason(self.store, detector)
+        if reason is not None:
+            warnings.warn(
+                f"{reason} (train first: session.train())",
+                workflow.UntrainedModelWarning,
+                stacklevel=3,
+            )
 
     def rank(
         self, settings: QuerySettings | None = None, *, progress: Any = None, **fields: Any
@@ -198,7 +261,9 @@ class Session:
         ``unit``, ``budget``, ``diversity``, ``aggregation``, ... of :class:`QuerySettings`).
         The result is stored in the project as its latest query set."""
         query = dataclasses.replace(settings or QuerySettings(), **fields)
-        items = workflow.rank_pool(self.store, self.detector, query, progress=progress)
+        detector = self.detector
+        items = workflow.rank_pool(self.store, detector, query, progress=progress)
+        self._warn_if_untrained(detector)
         self.last_queries = items
         if self.widget is not None:
             self.widget.controller.set_queries(items)
@@ -213,22 +278,30 @@ class Session:
         trained: ``outcome.result.stopped_reason`` ``no_data``; when the images holding the
         boxes were skipped as unreadable, ``outcome.skipped_all`` and ``outcome.result.message``
         names their files).
+        Give ``steps`` or ``epochs``, not both (SettingsError, as the CLI's flags).
         Raises :class:`~napari_al.core.store.ProjectBusyError` at once, before a model is
-        loaded, when another run (another process, or the widget's job) holds the project."""
+        loaded, when another run (another process, or the widget's job) holds the project.
+        A run that trains nothing or fails keeps the model in use (``from_scratch`` too)."""
         from napari_al.core.store import project_lock
 
         s = dataclasses.replace(settings or TrainSettings(), **fields)
+        if s.epochs is not None and "steps" in fields:
+            raise steps_and_epochs(s.steps, s.epochs)
         with project_lock(self.project_dir, "training"):
-            detector = self.load_detector() if s.from_scratch else self.detector
+            detector = self._load(self.model) if s.from_scratch else self.detector
             outcome = workflow.train_model(self.store, detector, s, progress=progress)
-        self._detector = detector
-        self._share_detector()
+        if outcome.model_version is not None or not s.from_scratch:
+            self._detector = detector
+            self._share_detector()
         return outcome
 
     def evaluate(self, split: str = "val") -> dict[str, Any]:
         """mAP of the model in use on a split (``map50``, ``map``, ``per_class``, ...),
         recorded on its model version."""
-        return workflow.evaluate_model(self.store, self.detector, split)
+        detector = self.detector
+        metrics = workflow.evaluate_model(self.store, detector, split)
+        self._warn_if_untrained(detector)
+        return metrics
 
     def export(
         self,
@@ -272,12 +345,17 @@ class Session:
 
     def show(self, image_id: int) -> None:
         """Show an image in the viewer (a session with a viewer only)."""
+        image_id = _whole("image_id", image_id, AN_IMAGE_ID)
+        if self._replaced is not None:
+            raise workflow.WorkflowError(self._replaced)
         if self.widget is None:
             raise RuntimeError("this session has no viewer (open it with a viewer)")
         self.widget.show_image(image_id)
 
     def close(self) -> None:
         """Close the project (every action is already saved)."""
+        if self._replaced is not None:
+            return  # the viewer's dock shows another session's project now
         if self.widget is not None:
             self.widget.close_project()
         elif not self._store.closed:
@@ -291,7 +369,57 @@ class Session:
 
     def __repr__(self) -> str:
         where = "headless" if self.viewer is None else "in a viewer"
-        return f"Session({str(self.project_dir)!r}, {where})"
+        if self._replaced is not None:
+            where = "closed: its viewer shows another session"
+        return f"Session({str(self._store.project_dir)!r}, {where})"
+
+
+def _ensure_torch() -> None:
+    """Load torch for a session's first model step, on the main thread (the conventions of
+    :func:`napari_al.gui.tasks.ensure_torch`), or say in user terms what to do instead."""
+    from napari_al.gui.tasks import ensure_torch
+
+    try:
+        ensure_torch()
+    except RuntimeError:
+        if threading.current_thread() is threading.main_thread():
+            raise
+        raise RuntimeError(
+            "napari-al loads torch on the main thread, and this session has not loaded it yet: "
+            "call session.load_detector() on the main thread first (in a cell of its own, or "
+            "before the script starts threads); after that, train, predict, rank and evaluate "
+            "may run on other threads"
+        ) from None
+
+
+#: What an image id argument takes, in words.
+AN_IMAGE_ID = "an image id (a whole number)"
+
+
+def _whole(name: str, value: Any, takes: str) -> int:
+    """``value`` as an int, or a :class:`~napari_al.core.workflow.SettingsTypeError` naming
+    argument ``name`` and what it ``takes`` (numpy integers fit; a bool or float does not)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    raise wrong_type(name, takes, value)
+
+
+def _number(name: str, value: Any, what: str) -> float:
+    """``value`` as a float, or the error naming argument ``name`` and ``what`` it takes."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    raise wrong_type(name, what, value)
+
+
+def _image_ids(image_ids: Iterable[int] | int | None) -> list[int] | None:
+    """``predict``'s image ids as a list (one id welcome), each checked; None: the default."""
+    if image_ids is None:
+        return None
+    if isinstance(image_ids, numbers.Integral) and not isinstance(image_ids, bool):
+        return [int(image_ids)]
+    if isinstance(image_ids, str | bytes) or not isinstance(image_ids, Iterable):
+        raise wrong_type("image_ids", "a list of image ids, or one image id", image_ids)
+    return [_whole("image_ids", i, "image ids (whole numbers)") for i in image_ids]
 
 
 def open_project(path: str | Path, viewer: napari.viewer.Viewer | bool | None = None) -> Session:
@@ -299,20 +427,34 @@ def open_project(path: str | Path, viewer: napari.viewer.Viewer | bool | None = 
 
     ``viewer=None``: a new napari viewer with the widget docked; a viewer: dock it there;
     ``viewer=False``: no viewer (headless: ``Session.predict/rank/train/export`` still work).
+    A viewer shows one project: when its Active learning dock is open already, ``path``
+    opens in that dock, and the session returned for it before is closed (a
+    :class:`~napari_al.gui.session_viewer.ViewerReusedWarning` says so).
     """
     if viewer is False:
         return Session.open(path)
     import napari
 
+    from napari_al.gui import session_viewer
     from napari_al.gui.widget import ActiveLearningWidget
 
+    widget = None
     if viewer is None or viewer is True:
         viewer = napari.Viewer(title=f"napari-al: {Path(path).name}")
-    widget = ActiveLearningWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Active learning", area="right")
-    widget.open_project(path)
+    else:
+        widget = session_viewer.reusable_widget(viewer)
+    if widget is None:
+        widget = ActiveLearningWidget(viewer)
+        viewer.window.add_dock_widget(widget, name=session_viewer.DOCK_NAME, area="right")
+        old_dir = None
+    else:
+        old_dir = None if widget.store is None else Path(widget.store.project_dir).resolve()
+    widget.open_project(path)  # a path it cannot open raises here: the dock keeps its project
     assert widget.store is not None
-    return Session(widget.store, viewer=viewer, widget=widget)
+    session_viewer.hand_over(widget, old_dir, path)
+    session = Session(widget.store, viewer=viewer, widget=widget)
+    session_viewer.register(widget, session)
+    return session
 
 
 __all__ = ["Session", "open_project"]

@@ -8,7 +8,8 @@ functions and nothing below them for a round (``docs/architecture.md``):
   :class:`RegionSettings`, :class:`RoundSettings` (one default per field);
   :class:`TileSettings` (large images); :class:`DistributedSettings` (score the pool as a Dask
   task graph: :mod:`napari_al.core.workflow.distributed`, its ``DaskCluster``);
-- model: :func:`load_model`, :func:`checkpoint_path`, :func:`describe`;
+- model: :func:`load_model`, :func:`checkpoint_path`, :func:`describe`,
+  :func:`untrained_reason` (:class:`UntrainedModelWarning`: results of untrained heads);
 - examples: :func:`training_examples`, :func:`judged_mask` (the one "already judged" rule);
   large images train in crops from their reviewed regions (:mod:`~.crops`):
   :func:`mark_region_complete` ("mark region complete", one undoable action),
@@ -36,7 +37,8 @@ functions and nothing below them for a round (``docs/architecture.md``):
   :class:`Question`, :class:`QuestionGains`, :class:`DialogSettings`;
 - a whole round: :func:`run_round` (a generator of :class:`Progress`), :func:`drive`;
   :func:`first_round` (which round a project opened mid-loop needs first).
-- errors a person can act on: :class:`WorkflowError`, :class:`SettingsError` (ValueErrors).
+- errors a person can act on: :class:`WorkflowError`, :class:`SettingsError` (ValueErrors;
+  :class:`SettingsTypeError`, a value of the wrong type, is a TypeError too).
 
 Qt-free and napari-free; torch is imported only when a model is built or run.
 """
@@ -93,7 +95,7 @@ from napari_al.core.workflow.dialog import (
     stored_questions,
     supervision,
 )
-from napari_al.core.workflow.errors import SettingsError, WorkflowError
+from napari_al.core.workflow.errors import SettingsError, SettingsTypeError, WorkflowError
 from napari_al.core.workflow.evaluation import (
     SplitPredictions,
     complete_rows,
@@ -118,11 +120,13 @@ from napari_al.core.workflow.model import (
     DEFAULT_MAX_SIZE,
     DEFAULT_MIN_SIZE,
     MODELS_DIR,
+    UntrainedModelWarning,
     check_device,
     checkpoint_path,
     describe,
     ensemble_members,
     load_model,
+    untrained_reason,
 )
 from napari_al.core.workflow.prediction import images_to_predict, pool_image_ids, predict_images
 from napari_al.core.workflow.query_checks import UNITS_USING
@@ -203,12 +207,14 @@ __all__ = [
     "RoundResult",
     "RoundSettings",
     "SettingsError",
+    "SettingsTypeError",
     "SplitPredictions",
     "SuggestSettings",
     "Suggestion",
     "TileSettings",
     "TrainOutcome",
     "TrainSettings",
+    "UntrainedModelWarning",
     "VerifyRule",
     "WorkflowError",
     "add_arguments",
@@ -279,6 +285,7 @@ __all__ = [
     "train_model",
     "training_examples",
     "unreviewed_in_region",
+    "untrained_reason",
     "verify_rule",
     "worth_asking",
 ]

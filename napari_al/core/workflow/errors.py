@@ -28,3 +28,16 @@ class SettingsError(WorkflowError):
         if self.field is None or not text.startswith(self.field):
             return self
         return SettingsError(name + text[len(self.field) :], self.field)
+
+
+class SettingsTypeError(SettingsError, TypeError):
+    """A value of the wrong type for a setting or an argument (text where a number goes): a
+    :class:`SettingsError` for the front ends' one-line handling, and a TypeError for Python
+    callers. The message names the field or argument, what it takes and what it got."""
+
+
+def wrong_type(name: str, takes: str, value: object) -> SettingsTypeError:
+    """The error of ``name`` given ``value`` where it takes ``takes`` ("a whole number")."""
+    kind = type(value).__name__
+    article = "an" if kind[:1] in "aeiou" else "a"
+    return SettingsTypeError(f"{name} must be {takes}; got {value!r} ({article} {kind})", name)

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import field
 from typing import Any, TypeVar
 
-from napari_al.core.workflow.errors import SettingsError
+from napari_al.core.workflow.errors import SettingsError, wrong_type
 
 
 def option(default: Any, help: str, **extra: Any) -> Any:
@@ -35,7 +35,12 @@ def check_fields(settings: Any) -> None:
 
     for f in dataclasses.fields(settings):
         value, m = getattr(settings, f.name), f.metadata
-        if value is None or isinstance(value, bool):
+        if value is None:
+            continue
+        takes = _takes(str(f.type), value)
+        if takes is not None:  # "5" < 1 raised a bare TypeError naming no field
+            raise wrong_type(f.name, takes, value)
+        if isinstance(value, bool):
             continue
         problem = None
         if isinstance(value, float) and not math.isfinite(value):
@@ -59,6 +64,32 @@ def check_fields(settings: Any) -> None:
                 raise SettingsError(str(exc), f.name) from None
         if problem is not None:
             raise SettingsError(f"{f.name} {problem}", f.name)
+
+
+#: What a field of each annotated type takes, in words.
+_TAKES = {"int": "a whole number", "float": "a number", "str": "text", "bool": "True or False"}
+
+
+def _takes(annotation: str, value: Any) -> str | None:
+    """None when ``value`` fits a field annotated ``annotation`` (``"int | None"``: an int;
+    None is never checked), else what the field takes, in words. numpy numbers fit; a bool is
+    no number, a float no whole number."""
+    import numbers
+
+    import numpy as np
+
+    kinds = [k.strip() for k in annotation.split("|") if k.strip() != "None"]
+    kind = kinds[0] if len(kinds) == 1 else None
+    is_bool = isinstance(value, bool | np.bool_)
+    fits = {
+        "int": isinstance(value, numbers.Integral) and not is_bool,
+        "float": isinstance(value, numbers.Real) and not is_bool,
+        "str": isinstance(value, str),
+        "bool": is_bool,
+    }
+    if kind not in fits or fits[kind]:
+        return None  # an annotation this check does not know is not checked
+    return _TAKES[kind]
 
 
 S = TypeVar("S")

@@ -277,6 +277,28 @@ def describe(detector: Detector) -> str:
     return f"{detector.arch} on {detector.device} ({source})"
 
 
+class UntrainedModelWarning(UserWarning):
+    """Predictions, a ranking or an evaluation came from a detector that is no model version
+    of the project: its detection heads, or the output rows of classes added since its latest
+    model, are untrained, so the boxes and scores mean little (train first)."""
+
+
+def untrained_reason(store: ProjectStore, detector: Detector) -> str | None:
+    """Why results of ``detector`` are weak when it is no model version of the project (the
+    text of :class:`UntrainedModelWarning`, without the fix, which each front end words);
+    None when it is one."""
+    if getattr(detector, "model_version", None):
+        return None
+    if store.latest_model_version() is not None:  # classes changed since: carried over
+        return (
+            "the project's classes changed since its latest model, so these results come "
+            "from its weights with untrained output rows for the new classes"
+        )
+    return (
+        "the project has no trained model yet, so these results come from untrained detection heads"
+    )
+
+
 def ensemble_members(
     store: ProjectStore, detector: Detector, size: int = ENSEMBLE_SIZE
 ) -> list[Detector]:

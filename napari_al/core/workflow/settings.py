@@ -143,15 +143,31 @@ class ModelSettings:
         return None if self.anchors is None else [int(v) for v in self.anchors.split(",")]
 
 
+#: ``TrainSettings.steps`` unless given: a run given epochs and other steps was given both.
+DEFAULT_STEPS = 200
+
+
+def steps_and_epochs(steps: int, epochs: float) -> SettingsError:
+    """The error of a training run given both a length in steps and one in epochs (epochs
+    would silently win): ``TrainSettings`` raises it for steps other than the default beside
+    epochs, the notebook ``Session`` for any steps given beside epochs; the CLI's ``--steps``
+    and ``--epochs`` are exclusive flags."""
+    return SettingsError(
+        f"epochs {epochs:g} and steps {steps} given: give one or the other (epochs, when given, "
+        "replace steps)",
+        "epochs",
+    )
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """One fine-tuning run on the project's labels (Desai et al. 2019 partial-label loss)."""
 
-    steps: int = _opt(200, "optimisation steps (one batch each)", minimum=1)
+    steps: int = _opt(DEFAULT_STEPS, "optimisation steps (one batch each)", minimum=1)
     epochs: float | None = _opt(
         None,
         "passes over the training examples, each ceil(examples / batch_size) steps; "
-        "replaces steps when set",
+        "replaces steps when set (give one or the other)",
         above=0,
     )
     batch_size: int = _opt(2, "images per optimisation step", minimum=1)
@@ -207,6 +223,8 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.epochs is not None and self.steps != DEFAULT_STEPS:
+            raise steps_and_epochs(self.steps, self.epochs)
 
 
 @dataclass(frozen=True)
