@@ -85,8 +85,9 @@ def _detector(store, args: argparse.Namespace):
     for message in held:  # e.g. no pretrained weights found: the line above says it already
         if message not in detector.build_message or detector.model_version:
             warn(message)
-    if not detector.model_version and args.func is not cmd_train:
-        print(f"warning: {untrained_warning(store, args.project)}", file=sys.stderr)
+    why = untrained_warning(store, detector, args.project)
+    if why is not None and args.func is not cmd_train:
+        print(f"warning: {why}", file=sys.stderr)
     return detector
 
 
@@ -170,9 +171,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         n_val = len(store.images(split="val", review_state="complete"))
         fix = None
         if n_val:  # the project has what the fit needs: say how to use it
+            project = shlex.quote(str(args.project))
             fix = (
-                f"train with --evaluate, or run 'napari-al evaluate {shlex.quote(str(args.project))}', "
-                f"to fit it on the {counted(n_val, 'complete val image')}; or judge more boxes"
+                f"train with --evaluate, or run 'napari-al evaluate {project}', to fit it on "
+                f"the {counted(n_val, 'complete val image')}; or judge more boxes"
             )
         cal = workflow.calibrate_model(store, detector, calibration, split=None)
         print(calibration_line(cal, fix))

@@ -220,18 +220,16 @@ def json_text(value: Any, **kwargs: Any) -> str:
     return json.dumps(plain(value), allow_nan=False, default=float, **kwargs)
 
 
-def untrained_warning(store: Any, project: str) -> str:
-    """Why results of a detector that is no model version yet are weak, and the fix."""
-    fix = f"(train first: napari-al train {shlex.quote(str(project))})"
-    if store.latest_model_version() is not None:  # classes changed since: carried over
-        return (
-            "the project's classes changed since its latest model, so these results come from "
-            f"its weights with untrained output rows for the new classes {fix}"
-        )
-    return (
-        f"the project has no trained model yet, so these results come from untrained "
-        f"detection heads {fix}"
-    )
+def untrained_warning(store: Any, detector: Any, project: str) -> str | None:
+    """Why results of a detector that is no model version yet are weak
+    (:func:`napari_al.core.workflow.untrained_reason`, the notebook's wording too), and the
+    CLI's fix; None when it is one."""
+    from napari_al.core.workflow import untrained_reason
+
+    why = untrained_reason(store, detector)
+    if why is None:
+        return None
+    return f"{why} (train first: napari-al train {shlex.quote(str(project))})"
 
 
 #: What ``predict`` and ``rank`` keep when Ctrl+C stops them (after "interrupted").
