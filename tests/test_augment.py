@@ -204,3 +204,20 @@ def test_a_one_pixel_wide_image_trains_with_both_flips() -> None:
         image=img, boxes=np.array([[0, 10, 1, 40]], np.float32), labels=np.array([0])
     )
     train(det, [ex, _tiny_example()], steps=4, seed=0, batch_size=2, augment="hflip,vflip")
+
+
+def test_an_image_one_pixel_thin_and_longer_than_max_size_trains_and_predicts() -> None:
+    """torchvision scales by ``max_size / long side`` and floors each side: a 1 x 1,400 px
+    image at ``max_size`` 128 became 0 x 128 px and ``interpolate`` raised, in training,
+    prediction and ranking alike (found by a newcomer). The thin side now stays 1 px."""
+    det = Detector(["cell"], min_size=96, max_size=128, seed=0)
+    thin = np.full((1, 1400, 3), 90, np.uint8)
+    tall = np.full((640, 1, 3), 90, np.uint8)
+    (pred_thin, pred_tall, pred_ok) = det.predict([thin, tall, np.zeros((48, 64, 3), np.uint8)])
+    for pred, (h, w) in ((pred_thin, (1, 1400)), (pred_tall, (640, 1))):
+        b = pred.boxes.reshape(-1, 4)
+        assert np.all(b[:, [0, 2]] <= w + 1e-3) and np.all(b[:, [1, 3]] <= h + 1e-3)
+    ex = TrainingExample(
+        image=tall, boxes=np.array([[0, 10, 1, 400]], np.float32), labels=np.array([0])
+    )
+    train(det, [ex, _tiny_example()], steps=3, seed=0, batch_size=2, augment="hflip,vflip")

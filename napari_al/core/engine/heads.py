@@ -19,7 +19,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.models.detection.roi_heads import RoIHeads
-from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
+from torchvision.models.detection.transform import (
+    GeneralizedRCNNTransform,
+    _resize_image_and_masks,
+    resize_boxes,
+)
 from torchvision.ops import boxes as box_ops
 
 from napari_al.core.engine.losses import (
@@ -240,7 +244,12 @@ class RichRoIHeads(RoIHeads):
 
 class RichTransform(GeneralizedRCNNTransform):
     """``GeneralizedRCNNTransform`` that also rescales the extra target boxes we train with
-    (``bg_boxes``: rejected boxes, ``ignore``: ignore regions)."""
+    (``bg_boxes``: rejected boxes, ``ignore``: ignore regions), and never resizes a side to
+    0 px: torchvision scales an image by ``min(min_size / short side, max_size / long side)``
+    and floors each side, so a 1 x 1,400 px image at ``max_size`` 640 became 0 x 640 and
+    ``interpolate`` raised, failing the training, prediction or ranking of the whole project
+    (found by a newcomer). Such a side is kept at 1 px; every other image is resized exactly as
+    torchvision resizes it (the same single draw of the training size)."""
 
     @classmethod
     def from_transform(cls, t: GeneralizedRCNNTransform) -> RichTransform:
@@ -259,9 +268,17 @@ class RichTransform(GeneralizedRCNNTransform):
         self, image: Tensor, target: dict[str, Tensor] | None = None
     ) -> tuple[Tensor, dict[str, Tensor] | None]:
         h, w = image.shape[-2:]
-        image, target = super().resize(image, target)
+        if self.training and self._skip_resize:
+            return image, target
+        size = self.torch_choice(self.min_size) if self.training else self.min_size[-1]
+        scale = min(size / min(h, w), self.max_size / max(h, w))
+        if self.fixed_size is None and min(h, w) * scale < 1:
+            out = [max(1, int(h * scale)), max(1, int(w * scale))]
+            image = F.interpolate(image[None], size=out, mode="bilinear", align_corners=False)[0]
+        else:
+            image, _ = _resize_image_and_masks(image, size, self.max_size, None, self.fixed_size)
         if target is not None:
-            for key in ("bg_boxes", "ignore"):
+            for key in ("boxes", "bg_boxes", "ignore"):
                 if key in target and target[key].numel():
                     target[key] = resize_boxes(target[key], [h, w], list(image.shape[-2:]))
         return image, target
