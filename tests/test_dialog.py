@@ -320,6 +320,25 @@ def test_a_begun_image_keeps_the_front_until_complete(store: ProjectStore, scatt
     assert all(q.image_id == 2 for q in queue)
 
 
+@pytest.mark.parametrize("scatter", [False, True])
+def test_a_plan_puts_begun_images_first_unless_scattered(
+    store: ProjectStore, scatter: bool
+) -> None:
+    """The first plan (``rank --unit question``, the viewer after a restart) ignored begun
+    images, so ``--scatter-images`` changed nothing there (found by a newcomer)."""
+    _, unsure, _ = _predict(store)
+    cell = store.class_id("cell")
+    store.replace_predictions(2, [((10, 10, 30, 30), cell, 0.5)], model_version=None)
+    Annotator(store).accept(unsure)  # image 1 begun; its likely box is worth less than image 2's
+    queue = plan_questions(store, settings=DialogSettings(scatter_images=scatter))
+    images = [q.image_id for q in queue]
+    if scatter:
+        assert [q.value for q in queue] == sorted((q.value for q in queue), reverse=True)
+        assert images[0] == 2  # its unsure box is worth most
+    else:
+        assert images == sorted(images) and images[0] == 1
+
+
 def test_no_question_about_a_region_marked_complete(store: ProjectStore) -> None:
     """Every object in a region marked complete is labelled: no verify question about a
     prediction centred there, no region question about a candidate there."""

@@ -433,7 +433,7 @@ def plan_questions(
     elif gains is None:  # no pass reads the images: a file gone since import gets no question
         ids = _existing(store, ids, on_skip or _warn_skip)
     planner = Planner.build(store, settings, costs=costs, gains=gains, candidates=candidates)
-    queue = planner.queue(ids)
+    queue = begun_first(planner.queue(ids), planner)
     stopped = should_stop is not None and should_stop()
     if save and not stopped:
         version = None if detector is None else (detector.model_version or None)
@@ -469,6 +469,18 @@ def replan(queue: Sequence[Question], planner: Planner, image_id: int) -> list[Q
     if not planner.settings.scatter_images and mine and _begun(planner.store, image_id):
         return [*order(mine), *order(rest)]
     return order([*rest, *mine])
+
+
+def begun_first(queue: Sequence[Question], planner: Planner) -> list[Question]:
+    """``queue`` (best first) with the questions of the images a person has begun (review
+    state ``partial``) ahead of the rest, each part keeping its order, unless
+    :attr:`DialogSettings.scatter_images` is set (:func:`replan`'s rule, for a queue planned
+    afresh: ``napari-al rank --unit question``, the viewer after a restart, a simulated round;
+    without it the plan ignored begun images and the option changed nothing)."""
+    if planner.settings.scatter_images:
+        return list(queue)
+    begun = {i for i in {q.image_id for q in queue} if _begun(planner.store, i)}
+    return [q for q in queue if q.image_id in begun] + [q for q in queue if q.image_id not in begun]
 
 
 def _begun(store: ProjectStore, image_id: int) -> bool:
