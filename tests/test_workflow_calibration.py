@@ -354,3 +354,6 @@ def test_train_without_evaluate_names_the_val_split_it_could_fit_on(
     assert "raw scores kept" in line, line  # the fixture judges no model box
     assert "train with --evaluate" in line and f"napari-al evaluate {trained_project}" in line
     assert "complete val image" in line and "evaluate on a val split" not in line
+    assert main(["info", str(trained_project)]) == 0  # info says the same of that version
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "latest model" in ln)
+    assert "raw scores kept" in line and "train with --evaluate" in line, line

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,7 +42,12 @@ from napari_al.cli.common import (
     user_message,
     warn,
 )
-from napari_al.cli.evaluate import calibration_args, calibration_line, print_eval
+from napari_al.cli.evaluate import (
+    calibration_args,
+    calibration_fix,
+    calibration_line,
+    print_eval,
+)
 from napari_al.cli.project import (
     add_info_command,
     cmd_add_class,
@@ -168,16 +172,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             else:
                 return print_eval(store, detector, "val", False, calibration)
         # no evaluation: calibrate on the judged boxes only (no pass over a split)
-        n_val = len(store.images(split="val", review_state="complete"))
-        fix = None
-        if n_val:  # the project has what the fit needs: say how to use it
-            project = shlex.quote(str(args.project))
-            fix = (
-                f"train with --evaluate, or run 'napari-al evaluate {project}', to fit it on "
-                f"the {counted(n_val, 'complete val image')}; or judge more boxes"
-            )
         cal = workflow.calibrate_model(store, detector, calibration, split=None)
-        print(calibration_line(cal, fix))
+        print(calibration_line(cal, calibration_fix(store, args.project)))
     return 0
 
 

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from napari_al.cli.common import json_text, progress_bar, say, skip_reporter
+from napari_al.cli.common import counted, json_text, progress_bar, say, skip_reporter
 
 
 def print_eval(store, detector, split: str, as_json: bool, calibration=None) -> int:
@@ -72,6 +73,20 @@ def _kept_under_by_split(store, version: int, split: str) -> bool:
     and the calibration the loop uses, come from val: ``workflow.record_metrics``)."""
     row = next((r for r in store.model_versions() if r.id == version), None)
     return row is not None and split in (row.metrics.get("by_split") or {})
+
+
+def calibration_fix(store: Any, project: str) -> str | None:
+    """What to do when too few samples kept the raw scores, on a project holding complete val
+    images (None without any: :func:`calibration_line`'s default advice then holds)."""
+    import shlex
+
+    n_val = len(store.images(split="val", review_state="complete"))
+    if not n_val:
+        return None
+    return (
+        f"train with --evaluate, or run 'napari-al evaluate {shlex.quote(str(project))}', to "
+        f"fit it on the {counted(n_val, 'complete val image')}; or judge more boxes"
+    )
 
 
 def calibration_line(cal: dict, fix: str | None = None) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_al.cli.common import CliError, counted, json_text, open_store, progress_bar, say
-from napari_al.cli.evaluate import calibration_line
+from napari_al.cli.evaluate import calibration_fix, calibration_line
 from napari_al.core.names import escaped, shown
 
 
@@ -333,6 +333,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         info["partial_checkpoints"] = _partial_checkpoints(store)
         if getattr(args, "images", False):
             info["image_list"] = _image_list(store)
+        fix = calibration_fix(store, args.project)
     if args.json:
         print(json_text(info, indent=2, sort_keys=True))
         return 0
@@ -361,7 +362,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         if model["map50"] is not None:
             line += f", mAP@0.5 {model['map50']:.4f} on {model['split']}"
         if model["calibration"] is not None:
-            line += f"; {calibration_line(model['calibration'])}"
+            line += f"; {calibration_line(model['calibration'], fix)}"
         print(line)
     _print_files(info["image_files"])
     _print_partial(info["partial_checkpoints"], args.project)
