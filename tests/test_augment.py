@@ -213,7 +213,7 @@ def test_an_image_one_pixel_thin_and_longer_than_max_size_trains_and_predicts() 
     det = Detector(["cell"], min_size=96, max_size=128, seed=0)
     thin = np.full((1, 1400, 3), 90, np.uint8)
     tall = np.full((640, 1, 3), 90, np.uint8)
-    (pred_thin, pred_tall, pred_ok) = det.predict([thin, tall, np.zeros((48, 64, 3), np.uint8)])
+    pred_thin, pred_tall, _ = det.predict([thin, tall, np.zeros((48, 64, 3), np.uint8)])
     for pred, (h, w) in ((pred_thin, (1, 1400)), (pred_tall, (640, 1))):
         b = pred.boxes.reshape(-1, 4)
         assert np.all(b[:, [0, 2]] <= w + 1e-3) and np.all(b[:, [1, 3]] <= h + 1e-3)
