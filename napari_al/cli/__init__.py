@@ -35,6 +35,7 @@ from napari_al.cli.common import (
     quiet_broken_pipe,
     rank_notes,
     require_classes,
+    say,
     skip_reporter,
     stop_on_sigint,
     tile_progress_bars,
@@ -161,6 +162,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             + f"(final loss {loss}); saved model version {outcome.model_version} "
             f"to {outcome.checkpoint}"
         )
+        if outcome.removed_partial_writes:
+            mb = outcome.removed_partial_bytes / 1e6
+            say(
+                "note",
+                f"removed {counted(outcome.removed_partial_writes, 'leftover temporary file')} "
+                f"({mb:.0f} MB) of checkpoint saves killed before they finished, from "
+                f"{outcome.checkpoint.parent}",
+            )
         calibration = workflow.from_args(workflow.CalibrationSettings, args)
         if args.evaluate:
             if not store.images(split="val", review_state="complete"):

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from napari_al.core.atomic_files import remove_partial_writes
+from napari_al.core.atomic_files import partial_writes, remove_partial_writes, total_bytes
 from napari_al.core.data import HUMAN_STATUSES
 from napari_al.core.store.lock import holds_project_lock
 from napari_al.core.workflow.crops import is_crop
@@ -85,6 +85,10 @@ class TrainOutcome:
     #: that held the boxes were among them. ``result.message`` then says so and names them
     #: (:func:`unreadable_message`).
     skipped_all: bool = False
+    #: Temporary files of checkpoint saves killed before their rename, removed from
+    #: ``models/`` before this save (:func:`_save_version`), and their bytes.
+    removed_partial_writes: int = 0
+    removed_partial_bytes: int = 0
 
     @property
     def stopped_reason(self) -> str:
@@ -203,7 +207,8 @@ def _save_version(
     from napari_al.core.engine import save_checkpoint
 
     path = next_checkpoint_path(store)
-    remove_partial_writes(path.parent)
+    outcome.removed_partial_bytes = total_bytes(partial_writes(path.parent))
+    outcome.removed_partial_writes = len(remove_partial_writes(path.parent))
     save_checkpoint(detector, path, metadata=metrics)
     version = store.add_model_version(path, detector.arch, metrics=metrics)
     detector.model_version = version
