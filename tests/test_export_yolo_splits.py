@@ -113,3 +113,25 @@ def test_a_val_entry_naming_the_train_images_is_read_once_as_train(tmp_path: Pat
         ("1.png", "train"),
     ]
     assert any("val" in w and "read once, as train" in w for w in back.warnings), back.warnings
+
+
+def test_unreviewed_pool_images_are_never_in_train_or_val(tmp_path: Path, capsys) -> None:
+    """``export --all --copy-images`` put the pool's unreviewed images under ``images/pool``,
+    which data.yaml's train (and val, without a val split) names: Ultralytics trained on them
+    as background, every object in them unlabelled (found by a newcomer). They go to
+    ``images/unlabelled`` now, read back into the pool unannotated."""
+    project = _project(tmp_path, ["train", "pool"])
+    for i, name in enumerate(("u0.png", "u1.png")):
+        Image.new("RGB", (64, 48), (9, 9 + i, 9)).save(project / name)
+    assert main(["import", str(project), str(project / "u0.png"), "--format", "images"]) == 0
+    assert main(["import", str(project), str(project / "u1.png"), "--format", "images"]) == 0
+    out = tmp_path / "out"
+    argv = ["export", str(project), str(out), "--format", "yolo", "--copy-images", "--all"]
+    assert main(argv) == 0
+    assert _ultralytics_images(out, "train") == {"im0.png", "im1.png"}
+    assert _ultralytics_images(out, "val") == {"im0.png", "im1.png"}
+    assert {p.name for p in (out / "images" / "unlabelled").iterdir()} == {"u0.png", "u1.png"}
+    assert not (out / "labels" / "unlabelled").exists()
+    back = {im.path.name: (im.split, im.annotated) for im in read_yolo(out).images}
+    assert back["u0.png"] == back["u1.png"] == ("pool", False)
+    assert back["im1.png"] == ("pool", True)

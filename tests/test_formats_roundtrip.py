@@ -162,7 +162,7 @@ def expected(im: Img, fmt: str, copied: bool, classes: list[str]) -> dict | None
     else:
         state = "complete" if im.state == "complete" else "partial"
     split = im.split
-    if fmt == "yolo" and not im.annotated and split == "train":
+    if (fmt == "yolo" or (fmt == "voc" and copied)) and not im.annotated and split == "train":
         split = "pool"  # no label file: an image to label (formats.dispatch)
     return {
         "size": (im.width, im.height),
@@ -216,8 +216,10 @@ def round_trip(fmt: str, copy: bool, classes: list[str], images: list[Img]) -> N
             back, _summary = import_into(store, src, fmt)
             shared = [w for w in back.warnings if "names the train images too" in w]
             pooled = [w for w in back.warnings if "imported into the pool" in w]
+            # an unannotated train image is listed (YOLO; VOC's copy lists it in train.txt,
+            # no XML) and comes back into the pool, with the readers' note
             assert bool(pooled) == (
-                fmt == "yolo"
+                (fmt == "yolo" or (fmt == "voc" and copied))
                 and any(im.split == "train" and not im.annotated for im in dataset.images)
             )
             assert back.warnings == shared + pooled and bool(shared) == (
@@ -239,23 +241,25 @@ def round_trip(fmt: str, copy: bool, classes: list[str], images: list[Img]) -> N
             g.pop("statuses")
             assert g == w, where
         if fmt == "yolo" and copied:
-            assert_ultralytics_layout(root / "out", images)
+            assert_ultralytics_layout(root / "out", dataset.images)
 
 
-def assert_ultralytics_layout(out: Path, images: list[Img]) -> None:
+def assert_ultralytics_layout(out: Path, images: list[ImageRecord] | list[Img]) -> None:
     """Ultralytics finds each image's labels by replacing the last ``/images/`` of its path
     with ``/labels/`` and the suffix with ``.txt``, under data.yaml's ``path``."""
     import yaml
 
     cfg = yaml.safe_load((out / "data.yaml").read_text(encoding="utf-8"))
     assert Path(cfg["path"]) == out
-    splits = {im.split for im in images}
+    # the pool's unreviewed images go to images/unlabelled, never named by train or val
+    splits = {"unlabelled" if im.split == "pool" and not getattr(im, "annotated", True)
+              else im.split for im in images}  # fmt: skip
     if splits & {"train", "pool"}:  # Ultralytics requires both keys
         trained = [f"images/{s}" for s in ("train", "pool") if s in splits]
         assert cfg["train"] == (trained[0] if len(trained) == 1 else trained)
         assert cfg["val"] == ("images/val" if "val" in splits else cfg["train"])
     folders = set()
-    for key in SPLITS:
+    for key in (*SPLITS, "unlabelled"):
         value = cfg.get(key) or []
         for entry in [value] if isinstance(value, str) else value:
             folders.add(Path(cfg["path"]) / entry)

@@ -16,7 +16,7 @@ from napari_al.core.formats.common import _abspath, _is_dir, _is_file, _Reader
 #: Which key's split an entry (folder or list) named under several keys takes: napari-al's own
 #: keys first (its export names the pool folder under ``train`` too), then ``train`` (Ultralytics'
 #: coco128.yaml names its train folder as ``val`` too, having no validation set).
-_SHARED_ENTRY_PRIORITY = ("pool", "unassigned", "train", "val", "valid", "test")
+_SHARED_ENTRY_PRIORITY = ("pool", "unlabelled", "unassigned", "train", "val", "valid", "test")
 
 
 def yolo_entry_path(entry: str, base: Path) -> Path:
@@ -73,7 +73,8 @@ def shared_entries_once(
 
 def split_lines(folders: list[str], notes: list[str]) -> list[str]:
     """data.yaml's split keys for the copied layout: ``train`` and ``val``, which Ultralytics
-    requires, then ``test`` and napari-al's ``pool`` and ``unassigned``.
+    requires, then ``test`` and napari-al's ``pool``, ``unlabelled`` (the pool's unreviewed
+    images, never trained on) and ``unassigned``.
 
     ``train`` names what napari-al trains on: ``images/train`` and ``images/pool`` (the
     pool's reviewed images), those present. Without a ``val`` folder, ``val`` names the same
@@ -106,7 +107,7 @@ def split_lines(folders: list[str], notes: list[str]) -> list[str]:
             "validation set; Ultralytics' validation figures then measure images it trained on",
         )
     lines = []
-    for key in ("train", "val", "test", "pool", "unassigned"):
+    for key in ("train", "val", "test", "pool", "unlabelled", "unassigned"):
         if key in entries:
             value = entries[key]
             lines.append(f"{key}: {value[0] if len(value) == 1 else json.dumps(value)}")

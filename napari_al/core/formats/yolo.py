@@ -45,14 +45,16 @@ from napari_al.core.formats.refusals import export_errors
 from napari_al.core.formats.ultralytics import shared_entries_once, split_lines
 from napari_al.core.images import IMAGE_EXTENSIONS
 
-#: YOLO data.yaml keys read as splits (``valid`` is Roboflow's spelling of ``val``; ``pool`` and
-#: ``unassigned`` are this package's additions, ignored by other tools).
+#: YOLO data.yaml keys read as splits (``valid`` is Roboflow's spelling of ``val``; ``pool``,
+#: ``unlabelled`` (the pool's unreviewed images of a copied export) and ``unassigned`` are this
+#: package's additions, ignored by other tools).
 _YOLO_SPLIT_KEYS = {
     "train": "train",
     "val": "val",
     "valid": "val",
     "test": "test",
     "pool": "pool",
+    "unlabelled": "pool",
     "unassigned": None,
 }
 _YOLO_YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
@@ -506,11 +508,15 @@ def write_yolo(
     - ``copy_images=True``: the Ultralytics layout ``images/<split>/<name>`` and
       ``labels/<split>/<stem>.txt`` (names made unique with ``_2``...), data.yaml with
       ``path:`` the export's absolute folder and ``<split>: images/<split>``, except that
-      ``train`` names ``images/pool`` as well, and ``val``, when there is no val split, names
+      ``train`` names ``images/pool`` (the pool's reviewed images) as well, and ``val``, when
+      there is no val split, names
       the ``train`` folders (:func:`~napari_al.core.formats.ultralytics.split_lines`, with a
       line in ``dataset.warnings`` for each): Ultralytics trains on it as is, ``train`` and
       ``val`` being always there; images without a label file are background to Ultralytics,
-      unannotated to :func:`read_yolo`. Without train or pool images there is no ``train``
+      unannotated to :func:`read_yolo`. The pool's unreviewed images (no label file) go to
+      ``images/unlabelled`` (key ``unlabelled``, read back into the pool): under
+      ``images/pool`` Ultralytics trained on them as background, every object in them
+      unlabelled (found by a newcomer). Without train or pool images there is no ``train``
       (a line in ``dataset.warnings`` says so).
 
     The files written are recorded in ``.napari-al-export.json``; with ``overwrite`` those of
@@ -524,6 +530,8 @@ def write_yolo(
         stems = _unique_stems(dataset.images, dataset.warnings)
         for im, stem in zip(dataset.images, stems, strict=True):
             folder = im.split or "unassigned"
+            if folder == "pool" and not im.annotated:  # never in data.yaml's train
+                folder = "unlabelled"
             img = out / "images" / folder / f"{stem}{im.path.suffix}"
             lab = out / "labels" / folder / f"{stem}.txt" if im.annotated else None
             plan.append((im, folder, img, lab))
@@ -542,7 +550,8 @@ def write_yolo(
 
     listed = [] if copy_images else [im.path for im, _, _, _ in plan]  # in the image lists
     _check_line_names(dataset, "yolo", [(p, _abspath(p)) for p in listed])
-    folders = [s for s in (*SPLITS, "unassigned") if any(f == s for _, f, _, _ in plan)]
+    keys = (*SPLITS, "unlabelled", "unassigned")
+    folders = [s for s in keys if any(f == s for _, f, _, _ in plan)]
     lists = {} if copy_images else {s: out / f"{s}.txt" for s in folders}
     targets = [out / "data.yaml", out / "classes.txt", *lists.values()]
     targets += [p for _, _, img, lab in plan for p in (img, lab) if p is not None]
