@@ -57,6 +57,8 @@ _YOLO_SPLIT_KEYS = {
     "unlabelled": "pool",
     "unassigned": None,
 }
+#: The folders (copied layout) and list files (in place) of an export, in data.yaml's order.
+_FOLDERS = (*SPLITS, "unlabelled", "unassigned")
 _YOLO_YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
 
 
@@ -529,9 +531,8 @@ def write_yolo(
     if copy_images:
         stems = _unique_stems(dataset.images, dataset.warnings)
         for im, stem in zip(dataset.images, stems, strict=True):
-            folder = im.split or "unassigned"
-            if folder == "pool" and not im.annotated:  # never in data.yaml's train
-                folder = "unlabelled"
+            pool_unseen = im.split == "pool" and not im.annotated  # never in data.yaml's train
+            folder = "unlabelled" if pool_unseen else im.split or "unassigned"
             img = out / "images" / folder / f"{stem}{im.path.suffix}"
             lab = out / "labels" / folder / f"{stem}.txt" if im.annotated else None
             plan.append((im, folder, img, lab))
@@ -550,8 +551,7 @@ def write_yolo(
 
     listed = [] if copy_images else [im.path for im, _, _, _ in plan]  # in the image lists
     _check_line_names(dataset, "yolo", [(p, _abspath(p)) for p in listed])
-    keys = (*SPLITS, "unlabelled", "unassigned")
-    folders = [s for s in keys if any(f == s for _, f, _, _ in plan)]
+    folders = [s for s in _FOLDERS if any(f == s for _, f, _, _ in plan)]
     lists = {} if copy_images else {s: out / f"{s}.txt" for s in folders}
     targets = [out / "data.yaml", out / "classes.txt", *lists.values()]
     targets += [p for _, _, img, lab in plan for p in (img, lab) if p is not None]
